@@ -1,0 +1,375 @@
+//! Job: a service, ad-hoc or cron job made of one Task per instance.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, LatencyFigures, Tier};
+use crate::resources::Resources;
+use crate::task::TaskPhase;
+
+/// What kind of job (Aurora: service, ad-hoc, cron).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Runs forever: an instance that ends is replaced.
+    Service,
+    /// Runs once: failures are retried up to `maxTaskFailures`.
+    Adhoc,
+    /// Runs on a schedule (`spec.cron`).
+    Cron,
+}
+
+/// A container to run: an image and what to execute in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// Image reference (`docker.io/library/busybox:1.36`, `name@sha256:…`).
+    pub image: String,
+    /// Replaces the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to the command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+/// One environment variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Its value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// How an attribute constraint compares a node's attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ConstraintOperator {
+    /// The node's value is one of `values`.
+    In,
+    /// The node's value is none of `values` (Aurora's `rack: "!r1"`), or absent.
+    NotIn,
+    /// The node has the attribute.
+    Exists,
+    /// The node lacks the attribute.
+    DoesNotExist,
+}
+
+/// A constraint on a node attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AttributeConstraint {
+    /// Attribute name (`rack`, `zone`).
+    pub name: String,
+    /// How to compare.
+    pub operator: ConstraintOperator,
+    /// Values for `In` / `NotIn`; empty for `Exists` / `DoesNotExist`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// Placement constraints (Aurora: host limit, value constraints, dedicated).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Constraints {
+    /// At most this many of the job's tasks on one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_limit: Option<u32>,
+    /// Every constraint must hold on the chosen node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeConstraint>,
+    /// Run only on nodes dedicated to this role (node attribute `dedicated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated: Option<String>,
+}
+
+impl Constraints {
+    /// True when nothing is constrained.
+    pub fn is_empty(&self) -> bool {
+        self == &Constraints::default()
+    }
+}
+
+/// What to do when a cron tick comes while the previous run is still active.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CollisionPolicy {
+    /// Kill the active run, then start the new one (Aurora's default).
+    #[default]
+    KillExisting,
+    /// Skip the new run.
+    CancelNew,
+    /// Start the new run beside the active one.
+    RunOverlap,
+}
+
+/// What to do with ticks missed while the control plane was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MissedRunPolicy {
+    /// Count them and wait for the next tick.
+    #[default]
+    Skip,
+    /// Start one run for all the missed ticks.
+    RunOnce,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+fn default_history() -> u32 {
+    3
+}
+
+/// A cron schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CronSpec {
+    /// Five-field cron expression (`*/5 * * * *`) or a macro (`@daily`).
+    pub schedule: String,
+    /// IANA time zone the schedule is read in. Default `UTC`.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Default `KILL_EXISTING`.
+    #[serde(default)]
+    pub collision_policy: CollisionPolicy,
+    /// Default `SKIP`.
+    #[serde(default)]
+    pub missed_run_policy: MissedRunPolicy,
+    /// Finished runs kept, per outcome. Default 3.
+    #[serde(default = "default_history")]
+    pub history_limit: u32,
+}
+
+/// What happens to tasks on a node that stops heartbeating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionPolicy {
+    /// Replace the tasks (true) or wait for the node to come back (false).
+    pub reschedule: bool,
+    /// Seconds to hold tasks PARTITIONED before replacing them.
+    #[serde(default)]
+    pub delay_seconds: u32,
+}
+
+impl Default for PartitionPolicy {
+    fn default() -> Self {
+        PartitionPolicy {
+            reschedule: true,
+            delay_seconds: 0,
+        }
+    }
+}
+
+/// Aurora's transient-state timeout: five minutes.
+pub const DEFAULT_TRANSIENT_TIMEOUT_SECONDS: u32 = 300;
+
+fn transient_timeout() -> u32 {
+    DEFAULT_TRANSIENT_TIMEOUT_SECONDS
+}
+
+/// How long a task may stay in a transient state before it is LOST.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Seconds in ASSIGNED. Default 300.
+    #[serde(default = "transient_timeout")]
+    pub assign_seconds: u32,
+    /// Seconds in STARTING. Default 300.
+    #[serde(default = "transient_timeout")]
+    pub start_seconds: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            assign_seconds: DEFAULT_TRANSIENT_TIMEOUT_SECONDS,
+            start_seconds: DEFAULT_TRANSIENT_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_i32() -> i32 {
+    1
+}
+
+/// The most instances one job may declare.
+pub const MAX_INSTANCES: u32 = 10_000;
+
+/// A job: `instances` tasks of one container with one resource shape.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "corral.dev",
+    version = "v1alpha1",
+    kind = "Job",
+    namespaced,
+    status = "JobStatus",
+    shortname = "cj",
+    category = "corral",
+    derive = "PartialEq",
+    doc = "A Corral job: a service, ad-hoc or cron job of one task per instance.",
+    printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.instances"),
+    printcolumn(name = "Running", type_ = "integer", json_path = ".status.tasks.RUNNING"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.tasks.PENDING"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier", priority = 1),
+    printcolumn(name = "Env", type_ = "string", json_path = ".spec.environment", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    /// The role that owns the job (quota, reservations, fair share).
+    pub role: String,
+    /// Aurora environment: `prod`, `devel`, `test`, …
+    pub environment: String,
+    /// service, adhoc or cron.
+    pub kind: JobKind,
+    /// Number of tasks (instances 0..n-1). Default 1.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Resources of each task.
+    pub resources: Resources,
+    /// Order among the role's own tasks; higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Default `preemptible`.
+    #[serde(default)]
+    pub tier: Tier,
+    /// Failures tolerated per instance before the job fails (ad-hoc); -1 = unlimited. Default 1.
+    #[serde(default = "one_i32")]
+    pub max_task_failures: i32,
+    /// What each task runs.
+    pub container: ContainerSpec,
+    /// Where the tasks may run.
+    #[serde(default, skip_serializing_if = "Constraints::is_empty")]
+    pub constraints: Constraints,
+    /// The schedule; required for cron jobs, forbidden otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronSpec>,
+    /// Behaviour when a node is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_policy: Option<PartitionPolicy>,
+    /// Transient-state timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum JobPhase {
+    /// Tasks are being created or run.
+    Active,
+    /// An ad-hoc job whose every instance finished.
+    Succeeded,
+    /// An ad-hoc job with an instance past `maxTaskFailures`.
+    Failed,
+    /// Killed on request.
+    Killed,
+}
+
+/// Condition types of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum JobConditionType {
+    /// Every instance has a task in the desired state.
+    Available,
+    /// A spec change is being rolled out.
+    Progressing,
+    /// The job has ended (Succeeded, Failed or Killed).
+    Complete,
+}
+
+/// Reasons of job conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum JobReason {
+    /// Every instance is running.
+    AllInstancesRunning,
+    /// Some instances are pending or starting.
+    InstancesPending,
+    /// A rolling update is under way.
+    RollingUpdate,
+    /// Every ad-hoc instance finished.
+    AllInstancesFinished,
+    /// An instance failed more than `maxTaskFailures` times.
+    MaxTaskFailuresExceeded,
+    /// A kill was requested.
+    KillRequested,
+}
+
+/// Counts of a job's tasks per phase (keys are the Aurora names).
+pub type PhaseCounts = BTreeMap<TaskPhase, u32>;
+
+/// Cron bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CronStatus {
+    /// The tick of the newest run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Runs started.
+    #[serde(default)]
+    pub runs_started: u64,
+    /// Ticks skipped by `CANCEL_NEW`.
+    #[serde(default)]
+    pub runs_cancelled: u64,
+    /// Ticks missed while the control plane was down.
+    #[serde(default)]
+    pub runs_missed: u64,
+}
+
+/// Observed state of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// Where the job is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// The generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Tasks per phase.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "phase_counts_schema")]
+    pub tasks: PhaseCounts,
+    /// Task failures across the job's life.
+    #[serde(default)]
+    pub failures: u32,
+    /// Typed conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition<JobConditionType, JobReason>>,
+    /// Cron bookkeeping (cron jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronStatus>,
+    /// Scheduling latency of the job's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyFigures>,
+}
+
+/// An object with one integer property per task phase.
+fn phase_counts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let props: serde_json::Map<String, serde_json::Value> = TaskPhase::ALL
+        .iter()
+        .map(|p| {
+            (
+                p.as_str().to_owned(),
+                serde_json::json!({"type": "integer", "format": "uint32", "minimum": 0}),
+            )
+        })
+        .collect();
+    schemars::json_schema!({"type": "object", "properties": props})
+}

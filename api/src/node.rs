@@ -1,0 +1,111 @@
+//! Node: a machine an agent runs tasks on, with what it offers.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::Condition;
+use crate::resources::Resources;
+
+/// The node attribute naming the role a node is dedicated to.
+pub const DEDICATED_ATTRIBUTE: &str = "dedicated";
+
+/// A machine in the pool. The agent registers it and keeps `status` current.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "corral.dev",
+    version = "v1alpha1",
+    kind = "Node",
+    status = "NodeStatus",
+    shortname = "cn",
+    category = "corral",
+    derive = "PartialEq",
+    doc = "A Corral node: a machine whose agent runs tasks.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "CPUs", type_ = "string", json_path = ".status.allocatable.cpus"),
+    printcolumn(name = "Memory", type_ = "string", json_path = ".status.allocatable.memory"),
+    printcolumn(name = "Unschedulable", type_ = "boolean", json_path = ".spec.unschedulable", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Attributes matched by job constraints (`rack: r1`, `zone: a`, `dedicated: analytics`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// No new tasks are placed here (drain / maintenance).
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+/// A static reservation advertised by the agent (`cpus(analytics)=2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StaticReservation {
+    /// The role served.
+    pub role: String,
+    /// What is reserved.
+    pub resources: Resources,
+}
+
+/// A container runtime an agent can run tasks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// containerd over its socket.
+    Containerd,
+    /// Plain processes in cgroups.
+    Process,
+    /// No process: for scale tests.
+    Simulated,
+}
+
+/// Condition types of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum NodeConditionType {
+    /// The agent heartbeats and can run tasks.
+    Ready,
+    /// The node is being drained for maintenance.
+    Draining,
+}
+
+/// Reasons of node conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum NodeReason {
+    /// The agent renews its lease.
+    AgentReady,
+    /// The agent's lease expired.
+    HeartbeatExpired,
+    /// No runtime is healthy.
+    RuntimeUnavailable,
+    /// An operator asked for maintenance.
+    MaintenanceRequested,
+}
+
+/// What the node offers and how it is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Everything the machine has.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub total: Resources,
+    /// What tasks may use (total minus what the system keeps).
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub allocatable: Resources,
+    /// Oversubscribed capacity for revocable tasks, from measured idle usage.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub revocable: Resources,
+    /// Static reservations from the agent's configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_reservations: Vec<StaticReservation>,
+    /// Typed conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition<NodeConditionType, NodeReason>>,
+    /// The agent's last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
+    /// Container runtimes the agent can use, in order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<RuntimeKind>,
+}
