@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Installs what building and testing Corral needs on Debian 12 (bookworm):
+# etcd (server and client) for the store tests, protoc and the well-known
+# protobuf types for the gRPC code, and cargo-nextest. Safe to run repeatedly:
+# apt is skipped entirely when everything is already present.
+#
+# A Rust toolchain is required but not installed here; get one with rustup.
+set -euo pipefail
+
+repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf 'install-deps: %s\n' "$*"; }
+die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+pkg_installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]
+}
+
+# --- System packages -------------------------------------------------------
+
+packages=()
+have etcd || packages+=(etcd-server)
+have etcdctl || packages+=(etcd-client)
+have protoc || packages+=(protobuf-compiler)
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || packages+=(libprotobuf-dev)
+
+if ((${#packages[@]} == 0)); then
+    log "etcd, etcdctl, protoc and the protobuf includes are present; skipping apt"
+else
+    # Only worth adding when apt runs anyway.
+    pkg_installed ca-certificates || packages+=(ca-certificates)
+    have curl || packages+=(curl)
+
+    have apt-get || die "missing ${packages[*]} and apt-get is not available; install them by hand (Debian 12 package names)"
+
+    sudo=()
+    if ((EUID != 0)); then
+        have sudo || die "missing ${packages[*]}: run this script as root, or install sudo"
+        sudo=(sudo)
+    fi
+
+    apt_get() {
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=300 "$@"
+    }
+    apt_install() {
+        apt_get install -y --no-install-recommends "${packages[@]}"
+    }
+
+    log "installing ${packages[*]}"
+    apt_get update
+    if ! apt_install; then
+        log "apt-get install failed; refreshing the package lists and retrying once"
+        apt_get update
+        apt_install || die "apt-get install ${packages[*]} failed twice"
+    fi
+
+    for cmd in etcd etcdctl protoc; do
+        have "$cmd" || die "$cmd is still missing after installing ${packages[*]}"
+    done
+    [[ -f /usr/include/google/protobuf/descriptor.proto ]] \
+        || die "/usr/include/google/protobuf/descriptor.proto is still missing"
+fi
+
+# --- Rust toolchain --------------------------------------------------------
+
+if ! cargo --version >/dev/null 2>&1 && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+cargo --version >/dev/null 2>&1 \
+    || die "no Rust toolchain found (cargo --version failed). Install one with rustup: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh, then open a new shell"
+
+want=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$repo_root/Cargo.toml" | head -n1)
+have_version=$(rustc --version | awk '{print $2}')
+if [[ -n $want ]] && [[ $(printf '%s\n%s\n' "$want" "${have_version%%-*}" | sort -V | head -n1) != "$want" ]]; then
+    die "Rust $have_version is older than the required $want; run: rustup update stable"
+fi
+log "using $(cargo --version)"
+
+for component in fmt clippy; do
+    cargo "$component" --version >/dev/null 2>&1 \
+        || die "cargo $component is missing; run: rustup component add ${component/fmt/rustfmt}"
+done
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo-nextest is present"
+else
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The full check, as CI runs it: dependencies, formatting, lints, tests, doctests.
+set -euo pipefail
+
+cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+if [[ -t 1 ]]; then
+    export CARGO_TERM_COLOR=always
+fi
+# A rustup toolchain that is installed but not yet on PATH (fresh shell).
+if ! command -v cargo >/dev/null 2>&1 && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+# step NAME COMMAND...: runs COMMAND between header lines timed with $SECONDS.
+step() {
+    local name=$1 start=$SECONDS rc=0
+    shift
+    printf '==> %s\n' "$name"
+    "$@" || rc=$?
+    if ((rc != 0)); then
+        printf '==> %s FAILED (%ds, exit %d)\n' "$name" "$((SECONDS - start))" "$rc" >&2
+        exit "$rc"
+    fi
+    printf '==> %s ok (%ds)\n' "$name" "$((SECONDS - start))"
+}
+
+total=$SECONDS
+step "install-deps" bash scripts/install-deps.sh
+step "fmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    step "nextest" cargo nextest run --workspace --locked --no-fail-fast
+else
+    printf '==> cargo-nextest not found; using cargo test\n'
+    step "test" cargo test --workspace --locked
+fi
+step "doctests" cargo test --workspace --doc --locked
+printf '==> all checks passed (%ds)\n' "$((SECONDS - total))"

@@ -1,0 +1,385 @@
+//! The etcd backend (etcd 3.4+), Corral's HA store.
+//!
+//! Each write is a transaction comparing the key's revision (create-if-absent:
+//! `create_revision == 0`; compare-and-swap: `mod_revision == expected`) and
+//! reading the key back when the comparison fails, so a conflict carries the
+//! current state. Concurrent writes are group-committed: one outer transaction
+//! with no comparison holds one nested transaction per write (etcd ≥ 3.3), so
+//! every write keeps its own precondition and result while the batch costs one
+//! raft round and one fsync. Writes in one batch share the batch's revision.
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::group::{self, GroupCommitConfig, Pending};
+use crate::{
+    Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent, WatchStream,
+    WriteOp, WriteOutcome, prefix_end,
+};
+
+/// etcd's default `--max-request-bytes` (1.5 MiB), less room for the request envelope.
+pub const MAX_VALUE_BYTES: usize = 1_500_000;
+
+/// A [`Store`] over an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    commits: mpsc::UnboundedSender<Pending>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` (`http://127.0.0.1:2379`) with default group commit.
+    pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+        Self::connect_with(endpoints, GroupCommitConfig::default()).await
+    }
+
+    /// Connects with explicit group-commit limits.
+    pub async fn connect_with(endpoints: &[String], config: GroupCommitConfig) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(options)).await.map_err(map_err)?;
+        let committer = client.clone();
+        let commits = group::spawn(config, move |ops| {
+            let client = committer.clone();
+            async move { commit_batch(client, ops).await }
+        });
+        Ok(EtcdStore { client, commits })
+    }
+
+    /// The underlying client (for tools and benchmarks).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+fn map_err(e: etcd_client::Error) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+/// Maps errors of reads at a revision, where etcd reports compaction and
+/// future revisions as gRPC errors.
+fn map_read_err(e: etcd_client::Error, requested: Option<Revision>, current: Revision) -> StoreError {
+    let text = e.to_string();
+    if let Some(r) = requested {
+        if text.contains("required revision has been compacted") {
+            return StoreError::Compacted {
+                requested: r,
+                compacted: 0,
+            };
+        }
+        if text.contains("required revision is a future revision") {
+            return StoreError::FutureRevision { requested: r, current };
+        }
+    }
+    StoreError::unavailable(text)
+}
+
+fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    Ok(KeyValue {
+        key: kv.key_str().map_err(map_err)?.to_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+    })
+}
+
+fn header_revision(resp: &TxnResponse) -> Revision {
+    resp.header().map(|h| h.revision()).unwrap_or(0)
+}
+
+/// The transaction applying one write: its comparison, the write on success,
+/// a read of the key on failure.
+fn txn_for(op: &WriteOp) -> Txn {
+    match op {
+        WriteOp::Create { key, value } => Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), value.clone(), None)])
+            .or_else([TxnOp::get(key.as_str(), None)]),
+        WriteOp::Update { key, value, expected } => Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected)])
+            .and_then([TxnOp::put(key.as_str(), value.clone(), Some(PutOptions::new().with_prev_key()))])
+            .or_else([TxnOp::get(key.as_str(), None)]),
+        WriteOp::Delete { key, expected } => {
+            // Without a precondition, "exists" is the comparison.
+            let cmp = match expected {
+                Some(rev) => Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev),
+                None => Compare::create_revision(key.as_str(), CompareOp::Greater, 0),
+            };
+            Txn::new()
+                .when([cmp])
+                .and_then([TxnOp::delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))])
+                .or_else([TxnOp::get(key.as_str(), None)])
+        }
+    }
+}
+
+/// Reads one write's result out of its transaction response.
+fn outcome_of(op: &WriteOp, resp: &TxnResponse, revision: Revision) -> Result<WriteOutcome, StoreError> {
+    let responses = resp.op_responses();
+    let first = responses
+        .first()
+        .ok_or_else(|| StoreError::unavailable("etcd returned an empty transaction response"))?;
+    if resp.succeeded() {
+        return match (op, first) {
+            (WriteOp::Create { key, value }, TxnOpResponse::Put(_)) => Ok(WriteOutcome::Written(KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision: revision,
+                mod_revision: revision,
+            })),
+            (WriteOp::Update { key, value, .. }, TxnOpResponse::Put(put)) => {
+                let create_revision = put.prev_key().map(|p| p.create_revision()).unwrap_or(revision);
+                Ok(WriteOutcome::Written(KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision,
+                    mod_revision: revision,
+                }))
+            }
+            (WriteOp::Delete { key, .. }, TxnOpResponse::Delete(del)) => {
+                let prev = del
+                    .prev_kvs()
+                    .first()
+                    .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+                Ok(WriteOutcome::Deleted(Deleted {
+                    prev: to_kv(prev)?,
+                    revision,
+                }))
+            }
+            _ => Err(StoreError::unavailable("etcd answered a write with an unexpected response")),
+        };
+    }
+    let current = match first {
+        TxnOpResponse::Get(get) => get.kvs().first().map(to_kv).transpose()?,
+        _ => return Err(StoreError::unavailable("etcd answered a failed comparison unexpectedly")),
+    };
+    let key = op.key().to_owned();
+    Err(match (op, current) {
+        (WriteOp::Create { .. }, _) => StoreError::AlreadyExists { key },
+        (_, None) => StoreError::NotFound { key },
+        (WriteOp::Update { expected, .. }, Some(cur)) | (WriteOp::Delete { expected: Some(expected), .. }, Some(cur)) => {
+            StoreError::Conflict {
+                key,
+                expected: *expected,
+                current: Box::new(cur),
+            }
+        }
+        (WriteOp::Delete { expected: None, .. }, Some(_)) => {
+            StoreError::unavailable("etcd reported a present key as absent")
+        }
+    })
+}
+
+fn check_size(op: &WriteOp) -> Result<(), StoreError> {
+    match op {
+        WriteOp::Create { key, value } | WriteOp::Update { key, value, .. } if value.len() > MAX_VALUE_BYTES => {
+            Err(StoreError::TooLarge {
+                key: key.clone(),
+                size: value.len(),
+                limit: MAX_VALUE_BYTES,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Commits a batch: one transaction for one write, nested transactions for more.
+async fn commit_batch(
+    client: Client,
+    ops: Vec<WriteOp>,
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+    let mut kv = client.kv_client();
+    if let [op] = ops.as_slice() {
+        let resp = kv.txn(txn_for(op)).await.map_err(map_err)?;
+        let rev = header_revision(&resp);
+        return Ok(vec![outcome_of(op, &resp, rev)]);
+    }
+    let nested: Vec<TxnOp> = ops.iter().map(|op| TxnOp::txn(txn_for(op))).collect();
+    let resp = kv.txn(Txn::new().and_then(nested)).await.map_err(map_err)?;
+    let rev = header_revision(&resp);
+    let inner = resp.op_responses();
+    if inner.len() != ops.len() {
+        return Err(StoreError::unavailable(format!(
+            "etcd returned {} results for a batch of {}",
+            inner.len(),
+            ops.len()
+        )));
+    }
+    Ok(ops
+        .iter()
+        .zip(inner.iter())
+        .map(|(op, r)| match r {
+            TxnOpResponse::Txn(t) => outcome_of(op, t, rev),
+            _ => Err(StoreError::unavailable("etcd returned a non-transaction result in a batch")),
+        })
+        .collect())
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let resp = self.client.kv_client().get(key, None).await.map_err(map_err)?;
+        resp.kvs().first().map(to_kv).transpose()
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        let end = prefix_end(&request.prefix);
+        let start: Vec<u8> = match &request.start_after {
+            Some(k) if k.as_str() >= request.prefix.as_str() => {
+                let mut s = k.as_bytes().to_vec();
+                s.push(0);
+                s
+            }
+            _ => request.prefix.as_bytes().to_vec(),
+        };
+        let mut opts = GetOptions::new().with_range(if end.is_empty() { vec![0] } else { end });
+        if request.limit > 0 {
+            opts = opts.with_limit(i64::try_from(request.limit).unwrap_or(i64::MAX));
+        }
+        if let Some(rev) = request.revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = match self.client.kv_client().get(start, Some(opts)).await {
+            Ok(r) => r,
+            Err(e) => {
+                let current = self.current_revision().await.unwrap_or(0);
+                return Err(map_read_err(e, request.revision, current));
+            }
+        };
+        let items = resp.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
+        let revision = request
+            .revision
+            .unwrap_or_else(|| resp.header().map(|h| h.revision()).unwrap_or(0));
+        Ok(RangeResponse {
+            items,
+            revision,
+            more: resp.more(),
+        })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        check_size(&op)?;
+        group::submit(&self.commits, op).await
+    }
+
+    async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
+        let end = prefix_end(prefix);
+        let mut opts = WatchOptions::new()
+            .with_range(if end.is_empty() { vec![0] } else { end })
+            .with_prev_key()
+            .with_progress_notify();
+        if start_revision > 0 {
+            opts = opts.with_start_revision(start_revision);
+        }
+        let stream = self
+            .client
+            .watch_client()
+            .watch(prefix, Some(opts))
+            .await
+            .map_err(map_err)?;
+        let requested = start_revision;
+        let events = stream
+            .map(move |item| -> Vec<Result<WatchEvent, StoreError>> {
+                let resp = match item {
+                    Ok(r) => r,
+                    Err(e) => return vec![Err(map_err(e))],
+                };
+                if resp.compact_revision() > 0 {
+                    return vec![Err(StoreError::Compacted {
+                        requested,
+                        compacted: resp.compact_revision(),
+                    })];
+                }
+                if resp.canceled() {
+                    return vec![Err(StoreError::unavailable(format!(
+                        "etcd cancelled the watch: {}",
+                        resp.cancel_reason()
+                    )))];
+                }
+                resp.events().iter().map(convert_event).collect()
+            })
+            .flat_map(futures::stream::iter)
+            .scan(false, |failed, item| {
+                // End the stream after its first error.
+                if *failed {
+                    return futures::future::ready(None);
+                }
+                *failed = item.is_err();
+                futures::future::ready(Some(item))
+            });
+        Ok(Box::pin(events))
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(vec![0], Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(map_err)?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        match self
+            .client
+            .kv_client()
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("required revision has been compacted") {
+                    Err(StoreError::Compacted {
+                        requested: revision,
+                        compacted: 0,
+                    })
+                } else if text.contains("required revision is a future revision") {
+                    Err(StoreError::FutureRevision {
+                        requested: revision,
+                        current: self.current_revision().await.unwrap_or(0),
+                    })
+                } else {
+                    Err(StoreError::unavailable(text))
+                }
+            }
+        }
+    }
+}
+
+fn convert_event(ev: &etcd_client::Event) -> Result<WatchEvent, StoreError> {
+    let kv = ev
+        .kv()
+        .ok_or_else(|| StoreError::unavailable("etcd sent a watch event without a key"))?;
+    let prev = ev.prev_kv().map(to_kv).transpose()?;
+    match ev.event_type() {
+        etcd_client::EventType::Put => Ok(WatchEvent::Put { kv: to_kv(kv)?, prev }),
+        etcd_client::EventType::Delete => {
+            let revision = kv.mod_revision();
+            let prev = match prev {
+                Some(p) => p,
+                // etcd omits prev_kv when it was compacted; keep the key at least.
+                None => KeyValue {
+                    key: kv.key_str().map_err(map_err)?.to_owned(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: 0,
+                },
+            };
+            Ok(WatchEvent::Delete { prev, revision })
+        }
+    }
+}
