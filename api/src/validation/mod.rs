@@ -164,3 +164,6 @@ impl Errors {
         self.push(FieldErrorType::Invalid, at, Some(value.to_string()), "field is immutable");
     }
 }
+
+#[cfg(test)]
+mod tests;
