@@ -1,7 +1,101 @@
-//! `corral`: the one binary.
-fn main() -> anyhow::Result<()> {
-    let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or("crds".into()));
-    std::fs::create_dir_all(&out)?;
-    for (f, y) in corral_api::crds::render_all()? { std::fs::write(out.join(f), y)?; }
+//! `corral`: the one binary of Corral.
+//!
+//! Today it generates the CRDs, validates manifests, and loads and lists
+//! objects in a store (embedded under `$CORRAL_HOME`, or etcd). `server`,
+//! `agent`, `up` and the kubectl-style verbs join it as their issues land.
+
+mod manifests;
+mod store_cmd;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about = "Corral: a declarative cluster manager for services, batch and cron jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the CustomResourceDefinitions generated from the types.
+    Crds {
+        /// Directory to write `<plural>.corral.dev.yaml` files into; stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only check that `--out` already holds exactly the generated files.
+        #[arg(long, requires = "out")]
+        check: bool,
+    },
+    /// Check manifests against Corral's schemas and validation rules.
+    Validate {
+        /// Files or directories of YAML manifests (`-` for stdin).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Work directly with the store (for operators; clients use the API server).
+    Store(store_cmd::StoreArgs),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Crds { out, check } => crds(out, check),
+        Command::Validate { files } => validate(&files),
+        Command::Store(args) => store_cmd::run(args).await,
+    }
+}
+
+fn crds(out: Option<PathBuf>, check: bool) -> Result<()> {
+    let rendered = corral_api::crds::render_all()?;
+    let Some(dir) = out else {
+        for (_, yaml) in rendered {
+            println!("---\n{yaml}");
+        }
+        return Ok(());
+    };
+    if check {
+        let stale: Vec<_> = rendered
+            .iter()
+            .filter(|(f, y)| std::fs::read_to_string(dir.join(f)).ok().as_deref() != Some(y.as_str()))
+            .map(|(f, _)| f.clone())
+            .collect();
+        anyhow::ensure!(stale.is_empty(), "out of date in {}: {}", dir.display(), stale.join(", "));
+        println!("{} CRDs up to date in {}", rendered.len(), dir.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (file, yaml) in &rendered {
+        std::fs::write(dir.join(file), yaml).with_context(|| format!("writing {file}"))?;
+        println!("wrote {}", dir.join(file).display());
+    }
+    Ok(())
+}
+
+fn validate(files: &[PathBuf]) -> Result<()> {
+    let docs = manifests::read_all(files)?;
+    let mut bad = 0;
+    for doc in &docs {
+        let errors = doc.object.validate();
+        if errors.is_empty() {
+            println!("{}: {} valid", doc.source, doc.describe());
+        } else {
+            bad += 1;
+            eprintln!("{}: {} is invalid:", doc.source, doc.describe());
+            for e in errors {
+                eprintln!("  * {e}");
+            }
+        }
+    }
+    anyhow::ensure!(bad == 0, "{bad} of {} objects are invalid", docs.len());
     Ok(())
 }

@@ -1,0 +1,75 @@
+//! Reading YAML manifests from files, directories or stdin.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use corral_api::CorralObject;
+
+/// One decoded document and where it came from.
+#[derive(Debug)]
+pub struct Manifest {
+    /// `file.yaml#2` (the document's index in its file).
+    pub source: String,
+    /// The object.
+    pub object: CorralObject,
+}
+
+impl Manifest {
+    /// `Job analytics/sparkie`.
+    pub fn describe(&self) -> String {
+        let meta = self.object.metadata();
+        let name = meta.name.as_deref().unwrap_or("<unnamed>");
+        match meta.namespace.as_deref() {
+            Some(ns) => format!("{} {ns}/{name}", self.object.info().kind),
+            None => format!("{} {name}", self.object.info().kind),
+        }
+    }
+}
+
+/// Reads every YAML document under `paths` (directories: their `*.yaml` and
+/// `*.yml` files, sorted), decoding each into its kind.
+pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            decode(&text, "<stdin>", &mut out)?;
+        } else if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            files.sort();
+            for f in files {
+                read_file(&f, &mut out)?;
+            }
+        } else {
+            read_file(path, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path, out: &mut Vec<Manifest>) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    decode(&text, &path.display().to_string(), out)
+}
+
+fn decode(text: &str, source: &str, out: &mut Vec<Manifest>) -> Result<()> {
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(text).with_context(|| format!("{source}: not valid YAML"))?;
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let object = CorralObject::from_value(doc).with_context(|| format!("{source}#{i}"))?;
+        out.push(Manifest {
+            source: format!("{source}#{i}"),
+            object,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `corral store`: load manifests into a store and list what it holds.
+//!
+//! Keys follow the API server's layout: `/registry/corral.dev/<plural>/[<namespace>/]<name>`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use corral_store::embedded::EmbeddedStore;
+use corral_store::etcd::EtcdStore;
+use corral_store::{RangeRequest, Store, StoreError};
+
+use crate::manifests;
+
+/// Options shared by the store commands.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// `embedded` (SQLite under $CORRAL_HOME) or `etcd://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, env = "CORRAL_STORE", default_value = "embedded", global = true)]
+    store: String,
+    /// Corral's state directory (default `~/.corral`).
+    #[arg(long, env = "CORRAL_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Validate manifests and write them (create, or update in place).
+    Load {
+        /// Files or directories of YAML manifests (`-` for stdin).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List keys with their revisions.
+    List {
+        /// Key prefix.
+        #[arg(default_value = "/registry/")]
+        prefix: String,
+    },
+}
+
+/// The home directory: `--home`, `$CORRAL_HOME`, or `~/.corral`.
+fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(h) = home {
+        return Ok(h);
+    }
+    let base = std::env::var_os("HOME").context("neither --home, CORRAL_HOME nor HOME is set")?;
+    Ok(PathBuf::from(base).join(".corral"))
+}
+
+async fn open(store: &str, home: Option<PathBuf>) -> Result<Arc<dyn Store>> {
+    if store == "embedded" {
+        let path = home_dir(home)?.join("store.db");
+        return Ok(Arc::new(EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?));
+    }
+    if let Some(rest) = store.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = rest.split(',').map(|e| format!("http://{e}")).collect();
+        return Ok(Arc::new(EtcdStore::connect(&endpoints).await?));
+    }
+    bail!("unknown store {store:?}: use `embedded` or `etcd://HOST:PORT`")
+}
+
+pub async fn run(args: StoreArgs) -> Result<()> {
+    let store = open(&args.store, args.home).await?;
+    match args.command {
+        StoreCommand::Load { files } => load(store.as_ref(), &files).await,
+        StoreCommand::List { prefix } => list(store.as_ref(), &prefix).await,
+    }
+}
+
+fn key_of(m: &manifests::Manifest) -> Result<String> {
+    let info = m.object.info();
+    let meta = m.object.metadata();
+    let name = meta.name.as_deref().filter(|n| !n.is_empty()).with_context(|| format!("{}: no metadata.name", m.source))?;
+    Ok(match (info.namespaced, meta.namespace.as_deref()) {
+        (true, Some(ns)) => format!("/registry/corral.dev/{}/{ns}/{name}", info.plural),
+        (true, None) => format!("/registry/corral.dev/{}/default/{name}", info.plural),
+        (false, _) => format!("/registry/corral.dev/{}/{name}", info.plural),
+    })
+}
+
+async fn load(store: &dyn Store, files: &[PathBuf]) -> Result<()> {
+    let mut docs = manifests::read_all(files)?;
+    // Roles and quotas before the objects that name them.
+    docs.sort_by_key(|d| corral_api::object::KINDS.iter().position(|k| k.kind == d.object.info().kind));
+    for doc in &docs {
+        let errors = doc.object.validate();
+        if !errors.is_empty() {
+            let list: Vec<String> = errors.iter().map(|e| format!("  * {e}")).collect();
+            bail!("{}: {} is invalid:\n{}", doc.source, doc.describe(), list.join("\n"));
+        }
+    }
+    for doc in &docs {
+        let key = key_of(doc)?;
+        let value = serde_json::to_vec(&doc.object.to_value()?)?;
+        let verb = loop {
+            match store.get(&key).await? {
+                None => match store.create(&key, value.clone()).await {
+                    Ok(kv) => break format!("created at revision {}", kv.mod_revision),
+                    Err(StoreError::AlreadyExists { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                Some(cur) if cur.value == value => break format!("unchanged (revision {})", cur.mod_revision),
+                Some(cur) => match store.update(&key, value.clone(), cur.mod_revision).await {
+                    Ok(kv) => break format!("updated at revision {}", kv.mod_revision),
+                    Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        };
+        println!("{}: {verb}", doc.describe());
+    }
+    Ok(())
+}
+
+async fn list(store: &dyn Store, prefix: &str) -> Result<()> {
+    let mut req = RangeRequest::prefix(prefix).limit(500);
+    println!("{:<64} {:>8} {:>8}", "KEY", "CREATED", "MODIFIED");
+    loop {
+        let page = store.range(req.clone()).await?;
+        for kv in &page.items {
+            println!("{:<64} {:>8} {:>8}", kv.key, kv.create_revision, kv.mod_revision);
+        }
+        match page.items.last() {
+            Some(last) if page.more => req = req.after(last.key.clone()).at(page.revision),
+            _ => break,
+        }
+    }
+    println!("revision {}", store.current_revision().await?);
+    Ok(())
+}
