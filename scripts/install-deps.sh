@@ -4,7 +4,7 @@
 # protobuf types for the gRPC code, and cargo-nextest. Safe to run repeatedly:
 # apt is skipped entirely when everything is already present.
 #
-# A Rust toolchain is required but not installed here; get one with rustup.
+# A Rust toolchain comes from rustup when none is present.
 set -euo pipefail
 
 repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,8 +69,20 @@ fi
 if ! cargo --version >/dev/null 2>&1 && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
     export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
-cargo --version >/dev/null 2>&1 \
-    || die "no Rust toolchain found (cargo --version failed). Install one with rustup: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh, then open a new shell"
+if ! cargo --version >/dev/null 2>&1; then
+    # A fresh machine: install the stable toolchain with rustup.
+    if ! have curl; then
+        have apt-get || die "no Rust toolchain and no curl to fetch rustup; install Rust (https://rustup.rs) by hand"
+        ((EUID == 0)) || die "no Rust toolchain: run this script as root, or install Rust with rustup yourself"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends curl ca-certificates
+    fi
+    log "no Rust toolchain found; installing stable with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+        | sh -s -- -y --profile minimal --component clippy,rustfmt \
+        || die "installing Rust with rustup failed; install it by hand (https://rustup.rs)"
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    cargo --version >/dev/null 2>&1 || die "cargo is still missing after installing rustup"
+fi
 
 want=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$repo_root/Cargo.toml" | head -n1)
 have_version=$(rustc --version | awk '{print $2}')

@@ -17,7 +17,18 @@ pub const API_VERSION: &str = "corral.dev/v1alpha1";
 /// may be pushed aside by higher-priority or preferred work. `revocable` runs
 /// only on oversubscribed capacity and is the first to go.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {

@@ -225,12 +225,34 @@ pub const MAX_INSTANCES: u32 = 10_000;
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.instances"),
-    printcolumn(name = "Running", type_ = "integer", json_path = ".status.tasks.RUNNING"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.tasks.PENDING"),
+    printcolumn(
+        name = "Running",
+        type_ = "integer",
+        json_path = ".status.tasks.RUNNING"
+    ),
+    printcolumn(
+        name = "Pending",
+        type_ = "integer",
+        json_path = ".status.tasks.PENDING"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier", priority = 1),
-    printcolumn(name = "Env", type_ = "string", json_path = ".spec.environment", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Tier",
+        type_ = "string",
+        json_path = ".spec.tier",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Env",
+        type_ = "string",
+        json_path = ".spec.environment",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {

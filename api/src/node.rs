@@ -24,11 +24,32 @@ pub const DEDICATED_ATTRIBUTE: &str = "dedicated";
     category = "corral",
     derive = "PartialEq",
     doc = "A Corral node: a machine whose agent runs tasks.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "CPUs", type_ = "string", json_path = ".status.allocatable.cpus"),
-    printcolumn(name = "Memory", type_ = "string", json_path = ".status.allocatable.memory"),
-    printcolumn(name = "Unschedulable", type_ = "boolean", json_path = ".spec.unschedulable", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "CPUs",
+        type_ = "string",
+        json_path = ".status.allocatable.cpus"
+    ),
+    printcolumn(
+        name = "Memory",
+        type_ = "string",
+        json_path = ".status.allocatable.memory"
+    ),
+    printcolumn(
+        name = "Unschedulable",
+        type_ = "boolean",
+        json_path = ".spec.unschedulable",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSpec {

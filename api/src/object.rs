@@ -64,12 +64,36 @@ pub struct KindInfo {
 
 /// Every kind, in the order they should be created (roles before what uses them).
 pub const KINDS: [KindInfo; 6] = [
-    KindInfo { kind: "Role", plural: "roles", namespaced: false },
-    KindInfo { kind: "Quota", plural: "quotas", namespaced: false },
-    KindInfo { kind: "Node", plural: "nodes", namespaced: false },
-    KindInfo { kind: "Reservation", plural: "reservations", namespaced: false },
-    KindInfo { kind: "Job", plural: "jobs", namespaced: true },
-    KindInfo { kind: "Task", plural: "tasks", namespaced: true },
+    KindInfo {
+        kind: "Role",
+        plural: "roles",
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "Quota",
+        plural: "quotas",
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "Node",
+        plural: "nodes",
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "Reservation",
+        plural: "reservations",
+        namespaced: false,
+    },
+    KindInfo {
+        kind: "Job",
+        plural: "jobs",
+        namespaced: true,
+    },
+    KindInfo {
+        kind: "Task",
+        plural: "tasks",
+        namespaced: true,
+    },
 ];
 
 fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, v: Value) -> Result<T, DecodeError> {
@@ -79,10 +103,18 @@ fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, v: Value) -> Resul
 impl CorralObject {
     /// Decodes a document by its `apiVersion` and `kind`.
     pub fn from_value(v: Value) -> Result<Self, DecodeError> {
-        let api_version = v.get("apiVersion").and_then(Value::as_str).ok_or(DecodeError::MissingTypeMeta)?;
-        let kind = v.get("kind").and_then(Value::as_str).ok_or(DecodeError::MissingTypeMeta)?;
+        let api_version = v
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or(DecodeError::MissingTypeMeta)?;
+        let kind = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or(DecodeError::MissingTypeMeta)?;
         if api_version != API_VERSION {
-            return Err(DecodeError::OtherApiVersion { api_version: api_version.to_owned() });
+            return Err(DecodeError::OtherApiVersion {
+                api_version: api_version.to_owned(),
+            });
         }
         Ok(match kind {
             "Role" => CorralObject::Role(decode("Role", v)?),
@@ -91,7 +123,11 @@ impl CorralObject {
             "Job" => CorralObject::Job(decode("Job", v)?),
             "Task" => CorralObject::Task(decode("Task", v)?),
             "Node" => CorralObject::Node(decode("Node", v)?),
-            other => return Err(DecodeError::UnknownKind { kind: other.to_owned() }),
+            other => {
+                return Err(DecodeError::UnknownKind {
+                    kind: other.to_owned(),
+                });
+            }
         })
     }
 
@@ -105,7 +141,10 @@ impl CorralObject {
             CorralObject::Task(_) => "Task",
             CorralObject::Node(_) => "Node",
         };
-        KINDS.into_iter().find(|k| k.kind == kind).unwrap_or(KINDS[0])
+        KINDS
+            .into_iter()
+            .find(|k| k.kind == kind)
+            .unwrap_or(KINDS[0])
     }
 
     /// The object's metadata.

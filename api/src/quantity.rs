@@ -226,7 +226,10 @@ fn parse_milli(text: &str) -> Result<i64, QuantityError> {
         value = value.checked_mul(scale).ok_or(QuantityError::Overflow)?;
     } else {
         // Anything finer than 10^-38 of a milli-unit rounds up to one milli-unit.
-        value = match u32::try_from(-exp10).ok().and_then(|e| 10i128.checked_pow(e)) {
+        value = match u32::try_from(-exp10)
+            .ok()
+            .and_then(|e| 10i128.checked_pow(e))
+        {
             Some(divisor) => value / divisor + i128::from(value % divisor != 0),
             None => 1,
         };
@@ -265,7 +268,9 @@ mod tests {
 
     #[test]
     fn rejects_text_outside_the_grammar() {
-        for text in ["", "abc", "1x", "1.2.3", "Gi", "1e", "1e+", "--1", "1 Gi", "."] {
+        for text in [
+            "", "abc", "1x", "1.2.3", "Gi", "1e", "1e+", "--1", "1 Gi", ".",
+        ] {
             assert!(Quantity::from_text(text).milli().is_err(), "{text}");
         }
     }

@@ -26,7 +26,11 @@ fn yes() -> bool {
     derive = "PartialEq",
     doc = "A Corral quota: the guarantee and limit of one role.",
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaSpec {

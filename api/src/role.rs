@@ -28,7 +28,11 @@ fn default_weight() -> f64 {
     doc = "A Corral role: a team sharing the cluster by weight, with quota and reservations.",
     printcolumn(name = "Weight", type_ = "number", json_path = ".spec.weight"),
     printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RoleSpec {

@@ -1,7 +1,7 @@
 //! Task: one instance of a Job, the unit the scheduler places and agents run.
 
-use kube::CustomResource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -135,9 +135,23 @@ impl std::fmt::Display for TaskPhase {
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeName"),
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Instance", type_ = "integer", json_path = ".spec.instanceId"),
-    printcolumn(name = "Failures", type_ = "integer", json_path = ".status.failureCount", priority = 1),
-    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Failures",
+        type_ = "integer",
+        json_path = ".status.failureCount",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Tier",
+        type_ = "string",
+        json_path = ".spec.tier",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {

@@ -48,7 +48,14 @@ fn check_structural(path: &str, node: &Value, problems: &mut Vec<String>) {
     if !obj.contains_key("type") && !int_or_string && !preserve {
         problems.push(format!("{path}: no type"));
     }
-    for forbidden in ["$ref", "definitions", "$defs", "propertyNames", "const", "additionalItems"] {
+    for forbidden in [
+        "$ref",
+        "definitions",
+        "$defs",
+        "propertyNames",
+        "const",
+        "additionalItems",
+    ] {
         if obj.contains_key(forbidden) {
             problems.push(format!("{path}: uses {forbidden}"));
         }
@@ -98,7 +105,11 @@ fn every_crd_schema_is_structural() -> anyhow::Result<()> {
             check_structural(&name, &json, &mut problems);
         }
     }
-    assert!(problems.is_empty(), "non-structural schema nodes:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "non-structural schema nodes:\n{}",
+        problems.join("\n")
+    );
     Ok(())
 }
 
@@ -109,8 +120,8 @@ fn task_phases_are_the_aurora_names() -> anyhow::Result<()> {
         .find(|c| c.spec.names.kind == "Task")
         .ok_or_else(|| anyhow::anyhow!("no Task CRD"))?;
     let json = serde_json::to_value(&crd)?;
-    let phase = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-        ["properties"]["phase"]["enum"];
+    let phase = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        ["phase"]["enum"];
     let names: Vec<&str> = phase
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("phase has no enum: {phase}"))?
@@ -120,8 +131,20 @@ fn task_phases_are_the_aurora_names() -> anyhow::Result<()> {
     assert_eq!(
         names,
         [
-            "PENDING", "THROTTLED", "ASSIGNED", "STARTING", "RUNNING", "FINISHED", "FAILED",
-            "KILLING", "KILLED", "LOST", "PREEMPTING", "RESTARTING", "DRAINING", "PARTITIONED"
+            "PENDING",
+            "THROTTLED",
+            "ASSIGNED",
+            "STARTING",
+            "RUNNING",
+            "FINISHED",
+            "FAILED",
+            "KILLING",
+            "KILLED",
+            "LOST",
+            "PREEMPTING",
+            "RESTARTING",
+            "DRAINING",
+            "PARTITIONED"
         ]
     );
     Ok(())

@@ -13,7 +13,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "corral", version, about = "Corral: a declarative cluster manager for services, batch and cron jobs")]
+#[command(
+    name = "corral",
+    version,
+    about = "Corral: a declarative cluster manager for services, batch and cron jobs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,8 @@ enum Command {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -66,10 +71,17 @@ fn crds(out: Option<PathBuf>, check: bool) -> Result<()> {
     if check {
         let stale: Vec<_> = rendered
             .iter()
-            .filter(|(f, y)| std::fs::read_to_string(dir.join(f)).ok().as_deref() != Some(y.as_str()))
+            .filter(|(f, y)| {
+                std::fs::read_to_string(dir.join(f)).ok().as_deref() != Some(y.as_str())
+            })
             .map(|(f, _)| f.clone())
             .collect();
-        anyhow::ensure!(stale.is_empty(), "out of date in {}: {}", dir.display(), stale.join(", "));
+        anyhow::ensure!(
+            stale.is_empty(),
+            "out of date in {}: {}",
+            dir.display(),
+            stale.join(", ")
+        );
         println!("{} CRDs up to date in {}", rendered.len(), dir.display());
         return Ok(());
     }

@@ -54,13 +54,14 @@ pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Manifest>> {
 }
 
 fn read_file(path: &Path, out: &mut Vec<Manifest>) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     decode(&text, &path.display().to_string(), out)
 }
 
 fn decode(text: &str, source: &str, out: &mut Vec<Manifest>) -> Result<()> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_str_multiple(text).with_context(|| format!("{source}: not valid YAML"))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(text)
+        .with_context(|| format!("{source}: not valid YAML"))?;
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;

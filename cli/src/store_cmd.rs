@@ -54,7 +54,9 @@ fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
 async fn open(store: &str, home: Option<PathBuf>) -> Result<Arc<dyn Store>> {
     if store == "embedded" {
         let path = home_dir(home)?.join("store.db");
-        return Ok(Arc::new(EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?));
+        return Ok(Arc::new(
+            EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        ));
     }
     if let Some(rest) = store.strip_prefix("etcd://") {
         let endpoints: Vec<String> = rest.split(',').map(|e| format!("http://{e}")).collect();
@@ -74,7 +76,11 @@ pub async fn run(args: StoreArgs) -> Result<()> {
 fn key_of(m: &manifests::Manifest) -> Result<String> {
     let info = m.object.info();
     let meta = m.object.metadata();
-    let name = meta.name.as_deref().filter(|n| !n.is_empty()).with_context(|| format!("{}: no metadata.name", m.source))?;
+    let name = meta
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .with_context(|| format!("{}: no metadata.name", m.source))?;
     Ok(match (info.namespaced, meta.namespace.as_deref()) {
         (true, Some(ns)) => format!("/registry/corral.dev/{}/{ns}/{name}", info.plural),
         (true, None) => format!("/registry/corral.dev/{}/default/{name}", info.plural),
@@ -85,12 +91,21 @@ fn key_of(m: &manifests::Manifest) -> Result<String> {
 async fn load(store: &dyn Store, files: &[PathBuf]) -> Result<()> {
     let mut docs = manifests::read_all(files)?;
     // Roles and quotas before the objects that name them.
-    docs.sort_by_key(|d| corral_api::object::KINDS.iter().position(|k| k.kind == d.object.info().kind));
+    docs.sort_by_key(|d| {
+        corral_api::object::KINDS
+            .iter()
+            .position(|k| k.kind == d.object.info().kind)
+    });
     for doc in &docs {
         let errors = doc.object.validate();
         if !errors.is_empty() {
             let list: Vec<String> = errors.iter().map(|e| format!("  * {e}")).collect();
-            bail!("{}: {} is invalid:\n{}", doc.source, doc.describe(), list.join("\n"));
+            bail!(
+                "{}: {} is invalid:\n{}",
+                doc.source,
+                doc.describe(),
+                list.join("\n")
+            );
         }
     }
     for doc in &docs {
@@ -103,7 +118,9 @@ async fn load(store: &dyn Store, files: &[PathBuf]) -> Result<()> {
                     Err(StoreError::AlreadyExists { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 },
-                Some(cur) if cur.value == value => break format!("unchanged (revision {})", cur.mod_revision),
+                Some(cur) if cur.value == value => {
+                    break format!("unchanged (revision {})", cur.mod_revision);
+                }
                 Some(cur) => match store.update(&key, value.clone(), cur.mod_revision).await {
                     Ok(kv) => break format!("updated at revision {}", kv.mod_revision),
                     Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
@@ -122,7 +139,10 @@ async fn list(store: &dyn Store, prefix: &str) -> Result<()> {
     loop {
         let page = store.range(req.clone()).await?;
         for kv in &page.items {
-            println!("{:<64} {:>8} {:>8}", kv.key, kv.create_revision, kv.mod_revision);
+            println!(
+                "{:<64} {:>8} {:>8}",
+                kv.key, kv.create_revision, kv.mod_revision
+            );
         }
         match page.items.last() {
             Some(last) if page.more => req = req.after(last.key.clone()).at(page.revision),

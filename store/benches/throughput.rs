@@ -15,24 +15,33 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use corral_store::Store;
 use corral_store::embedded::EmbeddedStore;
 use corral_store::etcd::EtcdStore;
 use corral_store::testing::EtcdServer;
-use corral_store::Store;
 
 const ROUNDS: usize = 3;
 const VALUE_BYTES: usize = 256;
 const WRITERS: usize = 64;
 
 fn ops_per_phase() -> usize {
-    std::env::var("CORRAL_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    std::env::var("CORRAL_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
 }
 
 async fn raw_sequential(client: &mut etcd_client::Client, round: usize, n: usize) -> Result<f64> {
     let value = vec![b'x'; VALUE_BYTES];
     let start = Instant::now();
     for i in 0..n {
-        client.put(format!("/bench/raw-seq/{round}/{i:06}"), value.clone(), None).await?;
+        client
+            .put(
+                format!("/bench/raw-seq/{round}/{i:06}"),
+                value.clone(),
+                None,
+            )
+            .await?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
@@ -45,7 +54,12 @@ async fn raw_concurrent(client: &etcd_client::Client, round: usize, n: usize) ->
         tokio::spawn(async move {
             let value = vec![b'x'; VALUE_BYTES];
             for i in 0..per {
-                kv.put(format!("/bench/raw-par/{round}/{w:02}/{i:05}"), value.clone(), None).await?;
+                kv.put(
+                    format!("/bench/raw-par/{round}/{w:02}/{i:05}"),
+                    value.clone(),
+                    None,
+                )
+                .await?;
             }
             anyhow::Ok(())
         })
@@ -56,7 +70,13 @@ async fn raw_concurrent(client: &etcd_client::Client, round: usize, n: usize) ->
     Ok((per * WRITERS) as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn store_writers(store: Arc<dyn Store>, name: &str, round: usize, writers: usize, n: usize) -> Result<f64> {
+async fn store_writers(
+    store: Arc<dyn Store>,
+    name: &str,
+    round: usize,
+    writers: usize,
+    n: usize,
+) -> Result<f64> {
     let per = n / writers;
     let start = Instant::now();
     let tasks = (0..writers).map(|w| {
@@ -65,7 +85,9 @@ async fn store_writers(store: Arc<dyn Store>, name: &str, round: usize, writers:
         tokio::spawn(async move {
             let value = vec![b'x'; VALUE_BYTES];
             for i in 0..per {
-                store.create(&format!("{prefix}{i:05}"), value.clone()).await?;
+                store
+                    .create(&format!("{prefix}{i:05}"), value.clone())
+                    .await?;
             }
             anyhow::Ok(())
         })
@@ -115,12 +137,17 @@ async fn main() -> Result<()> {
     }
     let medians: Vec<f64> = rates.into_iter().map(median).collect();
     let baseline = medians[0];
-    println!("store write throughput: {n} writes of {VALUE_BYTES} B per phase, median of {ROUNDS} interleaved rounds, etcd fsync on");
+    println!(
+        "store write throughput: {n} writes of {VALUE_BYTES} B per phase, median of {ROUNDS} interleaved rounds, etcd fsync on"
+    );
     println!("{:<44} {:>12} {:>10}", "phase", "writes/s", "× baseline");
     for (name, rate) in names.iter().zip(&medians) {
         println!("{name:<44} {rate:>12.0} {:>10.2}", rate / baseline);
     }
     let ratio = medians[3] / baseline;
-    println!("goal: 64-writer group commit ≥ 3× sequential raw puts: {ratio:.2}× ({})", if ratio >= 3.0 { "met" } else { "NOT met" });
+    println!(
+        "goal: 64-writer group commit ≥ 3× sequential raw puts: {ratio:.2}× ({})",
+        if ratio >= 3.0 { "met" } else { "NOT met" }
+    );
     Ok(())
 }

@@ -20,8 +20,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent, WatchStream,
-    WriteOp, WriteOutcome, prefix_end,
+    Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent,
+    WatchStream, WriteOp, WriteOutcome, prefix_end,
 };
 
 /// Most requests the engine takes in one turn (and so most writes per transaction).
@@ -43,7 +43,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,11 @@ impl EmbeddedStore {
             .name("corral-embedded-store".into())
             .spawn(move || engine.run(rx, publisher))
             .map_err(|e| StoreError::unavailable(format!("starting the store thread: {e}")))?;
-        Ok(EmbeddedStore { requests, live, path })
+        Ok(EmbeddedStore {
+            requests,
+            live,
+            path,
+        })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
@@ -187,16 +193,24 @@ const ROW: &str = "l.revision, l.key, l.deleted, l.create_revision, l.prev_revis
 
 impl Engine {
     fn new(conn: Connection) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         let revision: Revision = conn
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'log'", [], |r| r.get(0))
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'log'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(sql)?
             .unwrap_or(0);
         let compacted: Revision = conn
-            .query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql)?
             .unwrap_or(0);
@@ -207,7 +221,11 @@ impl Engine {
         })
     }
 
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>, live: broadcast::Sender<Arc<Vec<WatchEvent>>>) {
+    fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Request>,
+        live: broadcast::Sender<Arc<Vec<WatchEvent>>>,
+    ) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -225,7 +243,11 @@ impl Engine {
                     Request::Range(r, reply) => {
                         let _ = reply.send(self.range(&r));
                     }
-                    Request::History { prefix, from, reply } => {
+                    Request::History {
+                        prefix,
+                        from,
+                        reply,
+                    } => {
                         let _ = reply.send(self.history(&prefix, from));
                     }
                     Request::Revision(reply) => {
@@ -244,7 +266,11 @@ impl Engine {
     }
 
     /// Applies every write in one transaction; each keeps its own result.
-    fn commit(&mut self, writes: Vec<(WriteOp, Reply<WriteOutcome>)>, live: &broadcast::Sender<Arc<Vec<WatchEvent>>>) {
+    fn commit(
+        &mut self,
+        writes: Vec<(WriteOp, Reply<WriteOutcome>)>,
+        live: &broadcast::Sender<Arc<Vec<WatchEvent>>>,
+    ) {
         let start_revision = self.revision;
         let mut results = Vec::with_capacity(writes.len());
         let mut events = Vec::new();
@@ -315,7 +341,11 @@ impl Engine {
             _ => Vec::new(),
         };
         // Fetch one more than asked to learn whether more follow.
-        let fetch = if req.limit == 0 { -1 } else { i64::try_from(req.limit).unwrap_or(i64::MAX - 1) + 1 };
+        let fetch = if req.limit == 0 {
+            -1
+        } else {
+            i64::try_from(req.limit).unwrap_or(i64::MAX - 1) + 1
+        };
         let mut rows: Vec<Row> = if at == self.revision {
             let mut stmt = self
                 .conn
@@ -346,7 +376,11 @@ impl Engine {
                 .map_err(sql)?
         };
         let more = req.limit > 0 && rows.len() > req.limit;
-        rows.truncate(if req.limit == 0 { rows.len() } else { req.limit });
+        rows.truncate(if req.limit == 0 {
+            rows.len()
+        } else {
+            req.limit
+        });
         Ok(RangeResponse {
             items: rows.iter().map(Row::kv).collect(),
             revision: at,
@@ -486,14 +520,24 @@ fn apply(
     }
     let current = live_row(tx, key)?;
     let next = *revision + 1;
-    let insert = |deleted: bool, create_revision: Revision, prev_revision: Revision, value: &[u8]| {
-        tx.prepare_cached(
-            "INSERT INTO log (revision, key, deleted, create_revision, prev_revision, value)
+    let insert =
+        |deleted: bool, create_revision: Revision, prev_revision: Revision, value: &[u8]| {
+            tx.prepare_cached(
+                "INSERT INTO log (revision, key, deleted, create_revision, prev_revision, value)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut s| s.execute(params![next, key, i64::from(deleted), create_revision, prev_revision, value]))
-        .map_err(sql)
-    };
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    next,
+                    key,
+                    i64::from(deleted),
+                    create_revision,
+                    prev_revision,
+                    value
+                ])
+            })
+            .map_err(sql)
+        };
     let set_live = || {
         tx.prepare_cached(
             "INSERT INTO live (key, revision) VALUES (?1, ?2)
@@ -512,17 +556,29 @@ fn apply(
                 create_revision: next,
                 mod_revision: next,
             };
-            (WriteOutcome::Written(kv.clone()), WatchEvent::Put { kv, prev: None })
+            (
+                WriteOutcome::Written(kv.clone()),
+                WatchEvent::Put { kv, prev: None },
+            )
         }
         (WriteOp::Create { .. }, Some(_)) => {
-            return Ok(Err(StoreError::AlreadyExists { key: key.to_owned() }));
+            return Ok(Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            }));
         }
         (WriteOp::Update { .. } | WriteOp::Delete { .. }, None) => {
-            return Ok(Err(StoreError::NotFound { key: key.to_owned() }));
+            return Ok(Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }));
         }
-        (WriteOp::Update { expected, .. }, Some(cur)) | (WriteOp::Delete { expected: Some(expected), .. }, Some(cur))
-            if cur.revision != *expected =>
-        {
+        (WriteOp::Update { expected, .. }, Some(cur))
+        | (
+            WriteOp::Delete {
+                expected: Some(expected),
+                ..
+            },
+            Some(cur),
+        ) if cur.revision != *expected => {
             return Ok(Err(StoreError::Conflict {
                 key: key.to_owned(),
                 expected: *expected,
@@ -557,7 +613,10 @@ fn apply(
                     prev: prev.clone(),
                     revision: next,
                 }),
-                WatchEvent::Delete { prev, revision: next },
+                WatchEvent::Delete {
+                    prev,
+                    revision: next,
+                },
             )
         }
     };
@@ -580,7 +639,11 @@ impl Store for EmbeddedStore {
         self.ask(|r| Request::Write(op, r)).await
     }
 
-    async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
+    async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
         // Subscribe before reading history so nothing falls between the two.
         let mut live = self.live.subscribe();
         let from = if start_revision > 0 {
@@ -592,7 +655,12 @@ impl Store for EmbeddedStore {
         let prefix = prefix.to_owned();
         let first = {
             let prefix = prefix.clone();
-            self.ask(|reply| Request::History { prefix, from, reply }).await?
+            self.ask(|reply| Request::History {
+                prefix,
+                from,
+                reply,
+            })
+            .await?
         };
         let (tx, rx) = mpsc::channel::<Result<WatchEvent, StoreError>>(256);
         let store = self.clone();
@@ -612,7 +680,14 @@ impl Store for EmbeddedStore {
                     break;
                 }
                 let prefix = prefix.clone();
-                page = match store.ask(|reply| Request::History { prefix, from: next, reply }).await {
+                page = match store
+                    .ask(|reply| Request::History {
+                        prefix,
+                        from: next,
+                        reply,
+                    })
+                    .await
+                {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -636,7 +711,14 @@ impl Store for EmbeddedStore {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => loop {
                         let prefix = prefix.clone();
-                        let page = match store.ask(|reply| Request::History { prefix, from: next, reply }).await {
+                        let page = match store
+                            .ask(|reply| Request::History {
+                                prefix,
+                                from: next,
+                                reply,
+                            })
+                            .await
+                        {
                             Ok(p) => p,
                             Err(e) => {
                                 let _ = tx.send(Err(e)).await;
@@ -655,7 +737,11 @@ impl Store for EmbeddedStore {
                         }
                     },
                     Err(broadcast::error::RecvError::Closed) => {
-                        let _ = tx.send(Err(StoreError::unavailable("the embedded store has stopped"))).await;
+                        let _ = tx
+                            .send(Err(StoreError::unavailable(
+                                "the embedded store has stopped",
+                            )))
+                            .await;
                         return;
                     }
                 }

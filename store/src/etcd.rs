@@ -10,16 +10,16 @@
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
+    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::group::{self, GroupCommitConfig, Pending};
 use crate::{
-    Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent, WatchStream,
-    WriteOp, WriteOutcome, prefix_end,
+    Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent,
+    WatchStream, WriteOp, WriteOutcome, prefix_end,
 };
 
 /// etcd's default `--max-request-bytes` (1.5 MiB), less room for the request envelope.
@@ -45,11 +45,19 @@ impl EtcdStore {
     }
 
     /// Connects with explicit group-commit limits.
-    pub async fn connect_with(endpoints: &[String], config: GroupCommitConfig) -> Result<Self, StoreError> {
+    pub async fn connect_with(
+        endpoints: &[String],
+        config: GroupCommitConfig,
+    ) -> Result<Self, StoreError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(5))
-            .with_keep_alive(std::time::Duration::from_secs(10), std::time::Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(options)).await.map_err(map_err)?;
+            .with_keep_alive(
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(5),
+            );
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(map_err)?;
         let committer = client.clone();
         let commits = group::spawn(config, move |ops| {
             let client = committer.clone();
@@ -70,7 +78,11 @@ fn map_err(e: etcd_client::Error) -> StoreError {
 
 /// Maps errors of reads at a revision, where etcd reports compaction and
 /// future revisions as gRPC errors.
-fn map_read_err(e: etcd_client::Error, requested: Option<Revision>, current: Revision) -> StoreError {
+fn map_read_err(
+    e: etcd_client::Error,
+    requested: Option<Revision>,
+    current: Revision,
+) -> StoreError {
     let text = e.to_string();
     if let Some(r) = requested {
         if text.contains("required revision has been compacted") {
@@ -80,7 +92,10 @@ fn map_read_err(e: etcd_client::Error, requested: Option<Revision>, current: Rev
             };
         }
         if text.contains("required revision is a future revision") {
-            return StoreError::FutureRevision { requested: r, current };
+            return StoreError::FutureRevision {
+                requested: r,
+                current,
+            };
         }
     }
     StoreError::unavailable(text)
@@ -107,9 +122,21 @@ fn txn_for(op: &WriteOp) -> Txn {
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.as_str(), value.clone(), None)])
             .or_else([TxnOp::get(key.as_str(), None)]),
-        WriteOp::Update { key, value, expected } => Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected)])
-            .and_then([TxnOp::put(key.as_str(), value.clone(), Some(PutOptions::new().with_prev_key()))])
+        WriteOp::Update {
+            key,
+            value,
+            expected,
+        } => Txn::new()
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                *expected,
+            )])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                value.clone(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(key.as_str(), None)]),
         WriteOp::Delete { key, expected } => {
             // Without a precondition, "exists" is the comparison.
@@ -119,28 +146,40 @@ fn txn_for(op: &WriteOp) -> Txn {
             };
             Txn::new()
                 .when([cmp])
-                .and_then([TxnOp::delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))])
+                .and_then([TxnOp::delete(
+                    key.as_str(),
+                    Some(DeleteOptions::new().with_prev_key()),
+                )])
                 .or_else([TxnOp::get(key.as_str(), None)])
         }
     }
 }
 
 /// Reads one write's result out of its transaction response.
-fn outcome_of(op: &WriteOp, resp: &TxnResponse, revision: Revision) -> Result<WriteOutcome, StoreError> {
+fn outcome_of(
+    op: &WriteOp,
+    resp: &TxnResponse,
+    revision: Revision,
+) -> Result<WriteOutcome, StoreError> {
     let responses = resp.op_responses();
     let first = responses
         .first()
         .ok_or_else(|| StoreError::unavailable("etcd returned an empty transaction response"))?;
     if resp.succeeded() {
         return match (op, first) {
-            (WriteOp::Create { key, value }, TxnOpResponse::Put(_)) => Ok(WriteOutcome::Written(KeyValue {
-                key: key.clone(),
-                value: value.clone(),
-                create_revision: revision,
-                mod_revision: revision,
-            })),
+            (WriteOp::Create { key, value }, TxnOpResponse::Put(_)) => {
+                Ok(WriteOutcome::Written(KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: revision,
+                    mod_revision: revision,
+                }))
+            }
             (WriteOp::Update { key, value, .. }, TxnOpResponse::Put(put)) => {
-                let create_revision = put.prev_key().map(|p| p.create_revision()).unwrap_or(revision);
+                let create_revision = put
+                    .prev_key()
+                    .map(|p| p.create_revision())
+                    .unwrap_or(revision);
                 Ok(WriteOutcome::Written(KeyValue {
                     key: key.clone(),
                     value: value.clone(),
@@ -158,24 +197,35 @@ fn outcome_of(op: &WriteOp, resp: &TxnResponse, revision: Revision) -> Result<Wr
                     revision,
                 }))
             }
-            _ => Err(StoreError::unavailable("etcd answered a write with an unexpected response")),
+            _ => Err(StoreError::unavailable(
+                "etcd answered a write with an unexpected response",
+            )),
         };
     }
     let current = match first {
         TxnOpResponse::Get(get) => get.kvs().first().map(to_kv).transpose()?,
-        _ => return Err(StoreError::unavailable("etcd answered a failed comparison unexpectedly")),
+        _ => {
+            return Err(StoreError::unavailable(
+                "etcd answered a failed comparison unexpectedly",
+            ));
+        }
     };
     let key = op.key().to_owned();
     Err(match (op, current) {
         (WriteOp::Create { .. }, _) => StoreError::AlreadyExists { key },
         (_, None) => StoreError::NotFound { key },
-        (WriteOp::Update { expected, .. }, Some(cur)) | (WriteOp::Delete { expected: Some(expected), .. }, Some(cur)) => {
-            StoreError::Conflict {
-                key,
-                expected: *expected,
-                current: Box::new(cur),
-            }
-        }
+        (WriteOp::Update { expected, .. }, Some(cur))
+        | (
+            WriteOp::Delete {
+                expected: Some(expected),
+                ..
+            },
+            Some(cur),
+        ) => StoreError::Conflict {
+            key,
+            expected: *expected,
+            current: Box::new(cur),
+        },
         (WriteOp::Delete { expected: None, .. }, Some(_)) => {
             StoreError::unavailable("etcd reported a present key as absent")
         }
@@ -184,7 +234,9 @@ fn outcome_of(op: &WriteOp, resp: &TxnResponse, revision: Revision) -> Result<Wr
 
 fn check_size(op: &WriteOp) -> Result<(), StoreError> {
     match op {
-        WriteOp::Create { key, value } | WriteOp::Update { key, value, .. } if value.len() > MAX_VALUE_BYTES => {
+        WriteOp::Create { key, value } | WriteOp::Update { key, value, .. }
+            if value.len() > MAX_VALUE_BYTES =>
+        {
             Err(StoreError::TooLarge {
                 key: key.clone(),
                 size: value.len(),
@@ -222,7 +274,9 @@ async fn commit_batch(
         .zip(inner.iter())
         .map(|(op, r)| match r {
             TxnOpResponse::Txn(t) => outcome_of(op, t, rev),
-            _ => Err(StoreError::unavailable("etcd returned a non-transaction result in a batch")),
+            _ => Err(StoreError::unavailable(
+                "etcd returned a non-transaction result in a batch",
+            )),
         })
         .collect())
 }
@@ -230,7 +284,12 @@ async fn commit_batch(
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self.client.kv_client().get(key, None).await.map_err(map_err)?;
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(map_err)?;
         resp.kvs().first().map(to_kv).transpose()
     }
 
@@ -258,7 +317,11 @@ impl Store for EtcdStore {
                 return Err(map_read_err(e, request.revision, current));
             }
         };
-        let items = resp.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
+        let items = resp
+            .kvs()
+            .iter()
+            .map(to_kv)
+            .collect::<Result<Vec<_>, _>>()?;
         let revision = request
             .revision
             .unwrap_or_else(|| resp.header().map(|h| h.revision()).unwrap_or(0));
@@ -274,7 +337,11 @@ impl Store for EtcdStore {
         group::submit(&self.commits, op).await
     }
 
-    async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
+    async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
         let end = prefix_end(prefix);
         let mut opts = WatchOptions::new()
             .with_range(if end.is_empty() { vec![0] } else { end })
@@ -366,7 +433,10 @@ fn convert_event(ev: &etcd_client::Event) -> Result<WatchEvent, StoreError> {
         .ok_or_else(|| StoreError::unavailable("etcd sent a watch event without a key"))?;
     let prev = ev.prev_kv().map(to_kv).transpose()?;
     match ev.event_type() {
-        etcd_client::EventType::Put => Ok(WatchEvent::Put { kv: to_kv(kv)?, prev }),
+        etcd_client::EventType::Put => Ok(WatchEvent::Put {
+            kv: to_kv(kv)?,
+            prev,
+        }),
         etcd_client::EventType::Delete => {
             let revision = kv.mod_revision();
             let prev = match prev {

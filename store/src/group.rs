@@ -49,7 +49,10 @@ pub(crate) struct Pending<T = Reply> {
 /// Takes the next batch from the front of `queue`: writes in arrival order,
 /// distinct keys, within the limits (a single oversized write still forms a
 /// batch of its own). Writes to a key already in the batch stay queued, in order.
-pub(crate) fn take_batch<T>(queue: &mut VecDeque<Pending<T>>, config: &GroupCommitConfig) -> Vec<Pending<T>> {
+pub(crate) fn take_batch<T>(
+    queue: &mut VecDeque<Pending<T>>,
+    config: &GroupCommitConfig,
+) -> Vec<Pending<T>> {
     let mut batch = Vec::new();
     let mut keys: HashSet<String> = HashSet::new();
     let mut bytes = 0usize;
@@ -79,7 +82,8 @@ pub(crate) fn take_batch<T>(queue: &mut VecDeque<Pending<T>>, config: &GroupComm
 pub(crate) fn spawn<F, Fut>(config: GroupCommitConfig, commit: F) -> mpsc::UnboundedSender<Pending>
 where
     F: Fn(Vec<WriteOp>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>> + Send + 'static,
+    Fut:
+        Future<Output = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
     tokio::spawn(async move {
@@ -125,7 +129,11 @@ fn deliver(result: Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>, re
             }
         }
         Ok(results) => {
-            let msg = format!("a batch of {} writes returned {} results", replies.len(), results.len());
+            let msg = format!(
+                "a batch of {} writes returned {} results",
+                replies.len(),
+                results.len()
+            );
             for reply in replies {
                 let _ = reply.send(Err(StoreError::unavailable(&msg)));
             }
@@ -140,7 +148,10 @@ fn deliver(result: Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>, re
 }
 
 /// Sends one write through the loop and waits for its result.
-pub(crate) async fn submit(tx: &mpsc::UnboundedSender<Pending>, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+pub(crate) async fn submit(
+    tx: &mpsc::UnboundedSender<Pending>,
+    op: WriteOp,
+) -> Result<WriteOutcome, StoreError> {
     let (reply, rx) = oneshot::channel();
     tx.send(Pending { op, reply })
         .map_err(|_| StoreError::unavailable("the store's commit loop has stopped"))?;
@@ -168,14 +179,26 @@ mod tests {
         let mut q: VecDeque<_> = ["a", "b", "a", "c", "a"]
             .iter()
             .enumerate()
-            .map(|(i, k)| Pending { reply: i, ..put(k, 1) })
+            .map(|(i, k)| Pending {
+                reply: i,
+                ..put(k, 1)
+            })
             .collect();
         let cfg = GroupCommitConfig::default();
-        let b: Vec<usize> = take_batch(&mut q, &cfg).into_iter().map(|p| p.reply).collect();
+        let b: Vec<usize> = take_batch(&mut q, &cfg)
+            .into_iter()
+            .map(|p| p.reply)
+            .collect();
         assert_eq!(b, vec![0, 1, 3]);
-        let b: Vec<usize> = take_batch(&mut q, &cfg).into_iter().map(|p| p.reply).collect();
+        let b: Vec<usize> = take_batch(&mut q, &cfg)
+            .into_iter()
+            .map(|p| p.reply)
+            .collect();
         assert_eq!(b, vec![2]);
-        let b: Vec<usize> = take_batch(&mut q, &cfg).into_iter().map(|p| p.reply).collect();
+        let b: Vec<usize> = take_batch(&mut q, &cfg)
+            .into_iter()
+            .map(|p| p.reply)
+            .collect();
         assert_eq!(b, vec![4]);
         assert!(q.is_empty());
     }

@@ -259,14 +259,18 @@ impl WriteOp {
     /// The key written.
     pub fn key(&self) -> &str {
         match self {
-            WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
         }
     }
 
     /// Bytes the op adds to a transaction (key + value).
     pub(crate) fn size(&self) -> usize {
         match self {
-            WriteOp::Create { key, value } | WriteOp::Update { key, value, .. } => key.len() + value.len(),
+            WriteOp::Create { key, value } | WriteOp::Update { key, value, .. } => {
+                key.len() + value.len()
+            }
             WriteOp::Delete { key, .. } => key.len(),
         }
     }
@@ -276,10 +280,20 @@ impl fmt::Debug for WriteOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WriteOp::Create { key, value } => write!(f, "Create({key:?}, {} bytes)", value.len()),
-            WriteOp::Update { key, value, expected } => {
-                write!(f, "Update({key:?}, {} bytes, expected {expected})", value.len())
+            WriteOp::Update {
+                key,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "Update({key:?}, {} bytes, expected {expected})",
+                    value.len()
+                )
             }
-            WriteOp::Delete { key, expected } => write!(f, "Delete({key:?}, expected {expected:?})"),
+            WriteOp::Delete { key, expected } => {
+                write!(f, "Delete({key:?}, expected {expected:?})")
+            }
         }
     }
 }
@@ -308,7 +322,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Changes under `prefix` from `start_revision` (inclusive) on; 0 means
     /// "from now".
-    async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError>;
+    async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> Result<WatchStream, StoreError>;
 
     /// The store's current revision.
     async fn current_revision(&self) -> Result<Revision, StoreError>;
@@ -329,7 +347,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 
     /// Replaces `key` if its mod revision is `expected` (compare-and-swap).
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError> {
         expect_written(
             self.write(WriteOp::Update {
                 key: key.to_owned(),

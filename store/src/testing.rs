@@ -94,11 +94,28 @@ impl EtcdServer {
             .arg("corral-test")
             .arg("--data-dir")
             .arg(data.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .arg("--initial-cluster")
             .arg(format!("corral-test={peer}"))
-            .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-level", "warn"])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -106,7 +123,9 @@ impl EtcdServer {
         if durability == Durability::NoFsync {
             cmd.arg("--unsafe-no-fsync");
         }
-        let child = cmd.spawn().map_err(|source| EtcdStartError::Spawn { bin, source })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| EtcdStartError::Spawn { bin, source })?;
         let mut server = EtcdServer {
             child,
             endpoint: client,
@@ -151,7 +170,9 @@ fn health_ok(addr: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut body = String::new();

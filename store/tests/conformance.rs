@@ -28,7 +28,10 @@ fn put_of(ev: &WatchEvent) -> Option<(&str, &[u8])> {
 mod suite {
     use super::*;
 
-    pub async fn create_then_get_returns_the_value_and_revisions(s: &dyn Store, p: &str) -> Result<()> {
+    pub async fn create_then_get_returns_the_value_and_revisions(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
         let before = s.current_revision().await?;
         let kv = s.create(&format!("{p}a"), b"one".to_vec()).await?;
         assert!(kv.mod_revision > before);
@@ -42,9 +45,16 @@ mod suite {
 
     pub async fn creating_an_existing_key_is_already_exists(s: &dyn Store, p: &str) -> Result<()> {
         s.create(&format!("{p}a"), b"one".to_vec()).await?;
-        let err = s.create(&format!("{p}a"), b"two".to_vec()).await.err().context("created twice")?;
+        let err = s
+            .create(&format!("{p}a"), b"two".to_vec())
+            .await
+            .err()
+            .context("created twice")?;
         assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
-        assert_eq!(s.get(&format!("{p}a")).await?.context("gone")?.value, b"one");
+        assert_eq!(
+            s.get(&format!("{p}a")).await?.context("gone")?.value,
+            b"one"
+        );
         Ok(())
     }
 
@@ -58,12 +68,17 @@ mod suite {
         Ok(())
     }
 
-    pub async fn update_with_a_stale_revision_is_a_conflict_with_the_current_value(s: &dyn Store, p: &str) -> Result<()> {
+    pub async fn update_with_a_stale_revision_is_a_conflict_with_the_current_value(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
         let k = format!("{p}a");
         let v1 = s.create(&k, b"one".to_vec()).await?;
         let v2 = s.update(&k, b"two".to_vec(), v1.mod_revision).await?;
         match s.update(&k, b"three".to_vec(), v1.mod_revision).await {
-            Err(StoreError::Conflict { current, expected, .. }) => {
+            Err(StoreError::Conflict {
+                current, expected, ..
+            }) => {
                 assert_eq!(*current, v2);
                 assert_eq!(expected, v1.mod_revision);
             }
@@ -79,9 +94,18 @@ mod suite {
 
     pub async fn writes_to_a_missing_key_are_not_found(s: &dyn Store, p: &str) -> Result<()> {
         let k = format!("{p}nothing");
-        assert!(matches!(s.update(&k, b"x".to_vec(), 1).await, Err(StoreError::NotFound { .. })));
-        assert!(matches!(s.delete(&k, None).await, Err(StoreError::NotFound { .. })));
-        assert!(matches!(s.delete(&k, Some(1)).await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            s.update(&k, b"x".to_vec(), 1).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.delete(&k, None).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.delete(&k, Some(1)).await,
+            Err(StoreError::NotFound { .. })
+        ));
         Ok(())
     }
 
@@ -93,7 +117,10 @@ mod suite {
         assert!(d.revision > v1.mod_revision);
         assert!(s.get(&k).await?.is_none());
         let again = s.create(&k, b"new".to_vec()).await?;
-        assert!(again.create_revision > d.revision, "a re-created key starts a new life");
+        assert!(
+            again.create_revision > d.revision,
+            "a re-created key starts a new life"
+        );
         let d2 = s.delete(&k, None).await?;
         assert_eq!(d2.prev.value, b"new");
         Ok(())
@@ -101,7 +128,8 @@ mod suite {
 
     pub async fn range_lists_a_prefix_in_key_order_and_pages(s: &dyn Store, p: &str) -> Result<()> {
         for k in ["c", "a", "b", "d", "e"] {
-            s.create(&format!("{p}jobs/{k}"), k.as_bytes().to_vec()).await?;
+            s.create(&format!("{p}jobs/{k}"), k.as_bytes().to_vec())
+                .await?;
         }
         s.create(&format!("{p}jobsx"), b"outside".to_vec()).await?;
         s.create(&format!("{p}job"), b"outside".to_vec()).await?;
@@ -132,7 +160,8 @@ mod suite {
         let a = s.create(&format!("{p}a"), b"a1".to_vec()).await?;
         let b = s.create(&format!("{p}b"), b"b1".to_vec()).await?;
         let then = s.current_revision().await?;
-        s.update(&format!("{p}a"), b"a2".to_vec(), a.mod_revision).await?;
+        s.update(&format!("{p}a"), b"a2".to_vec(), a.mod_revision)
+            .await?;
         s.delete(&format!("{p}b"), Some(b.mod_revision)).await?;
         s.create(&format!("{p}c"), b"c1".to_vec()).await?;
 
@@ -152,13 +181,20 @@ mod suite {
         Ok(())
     }
 
-    pub async fn watch_replays_history_then_follows_live_changes(s: &dyn Store, p: &str) -> Result<()> {
+    pub async fn watch_replays_history_then_follows_live_changes(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
         let a = s.create(&format!("{p}a"), b"1".to_vec()).await?;
-        s.update(&format!("{p}a"), b"2".to_vec(), a.mod_revision).await?;
+        s.update(&format!("{p}a"), b"2".to_vec(), a.mod_revision)
+            .await?;
         s.create(&format!("{p}other/x"), b"x".to_vec()).await?;
         let mut w = s.watch(&format!("{p}a"), a.mod_revision).await?;
         let e1 = next_event(&mut w).await?;
-        assert_eq!(put_of(&e1), Some((format!("{p}a").as_str(), b"1".as_slice())));
+        assert_eq!(
+            put_of(&e1),
+            Some((format!("{p}a").as_str(), b"1".as_slice()))
+        );
         let e2 = next_event(&mut w).await?;
         match &e2 {
             WatchEvent::Put { kv, prev } => {
@@ -179,7 +215,10 @@ mod suite {
         Ok(())
     }
 
-    pub async fn watch_from_now_sees_only_new_changes_under_its_prefix(s: &dyn Store, p: &str) -> Result<()> {
+    pub async fn watch_from_now_sees_only_new_changes_under_its_prefix(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
         s.create(&format!("{p}w/old"), b"old".to_vec()).await?;
         let mut w = s.watch(&format!("{p}w/"), 0).await?;
         s.create(&format!("{p}elsewhere"), b"no".to_vec()).await?;
@@ -189,10 +228,18 @@ mod suite {
         assert_eq!(ev.revision(), new.mod_revision);
         let mut revisions = Vec::new();
         for i in 0..20 {
-            revisions.push(s.create(&format!("{p}w/n{i:02}"), vec![i]).await?.mod_revision);
+            revisions.push(
+                s.create(&format!("{p}w/n{i:02}"), vec![i])
+                    .await?
+                    .mod_revision,
+            );
         }
         for want in revisions {
-            assert_eq!(next_event(&mut w).await?.revision(), want, "events arrive in revision order");
+            assert_eq!(
+                next_event(&mut w).await?.revision(),
+                want,
+                "events arrive in revision order"
+            );
         }
         Ok(())
     }
@@ -220,14 +267,20 @@ mod suite {
                 other => bail!("expected the watch to fail, got {other:?}"),
             },
         };
-        assert!(matches!(watch_err, StoreError::Compacted { .. }), "{watch_err:?}");
+        assert!(
+            matches!(watch_err, StoreError::Compacted { .. }),
+            "{watch_err:?}"
+        );
         // The state at the compaction revision and after is intact.
         let at = s.range(RangeRequest::prefix(p).at(keep)).await?;
         assert_eq!(at.items, vec![kv.clone()]);
         let now = s.get(&k).await?.context("gone")?;
         assert_eq!(now, kv);
         s.update(&k, b"after".to_vec(), kv.mod_revision).await?;
-        assert!(matches!(s.compact(keep).await, Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.compact(keep).await,
+            Err(StoreError::Compacted { .. })
+        ));
         Ok(())
     }
 
@@ -252,7 +305,10 @@ mod suite {
                     loop {
                         let cur = s.get(&counter).await?.context("counter gone")?;
                         let n: u64 = std::str::from_utf8(&cur.value)?.parse()?;
-                        match s.update(&counter, (n + 1).to_string().into_bytes(), cur.mod_revision).await {
+                        match s
+                            .update(&counter, (n + 1).to_string().into_bytes(), cur.mod_revision)
+                            .await
+                        {
                             Ok(_) => break,
                             Err(StoreError::Conflict { .. }) => conflicts += 1,
                             Err(e) => return Err(anyhow::Error::from(e)),
@@ -263,16 +319,29 @@ mod suite {
             });
         }
         let results = futures::future::join_all(tasks).await;
-        let conflicts: u32 = results.into_iter().collect::<Result<Vec<_>>>()?.into_iter().sum();
+        let conflicts: u32 = results
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .sum();
         let final_value = s.get(&counter).await?.context("counter gone")?;
-        assert_eq!(std::str::from_utf8(&final_value.value)?, (writers * per_writer).to_string());
-        assert!(conflicts > 0, "the writers never raced; the test proves nothing");
+        assert_eq!(
+            std::str::from_utf8(&final_value.value)?,
+            (writers * per_writer).to_string()
+        );
+        assert!(
+            conflicts > 0,
+            "the writers never raced; the test proves nothing"
+        );
         Ok(())
     }
 
     /// Concurrent creates of one key: exactly one wins; concurrent writes to
     /// distinct keys all succeed with the revisions they report.
-    pub async fn concurrent_writes_keep_their_own_preconditions_and_results(s: &dyn Store, p: &str) -> Result<()> {
+    pub async fn concurrent_writes_keep_their_own_preconditions_and_results(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
         let same = format!("{p}contended");
         let creates = (0..32u8).map(|i| {
             let same = same.clone();
@@ -290,7 +359,10 @@ mod suite {
             let k = format!("{p}d/{i:03}");
             async move { s.create(&k, i.to_le_bytes().to_vec()).await }
         });
-        let written = futures::future::join_all(distinct).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let written = futures::future::join_all(distinct)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         for kv in &written {
             assert_eq!(s.get(&kv.key).await?.as_ref(), Some(kv));
         }

@@ -27,11 +27,16 @@ async fn data_revisions_and_compaction_survive_a_restart() -> Result<()> {
     assert_eq!(s.get("/r/a").await?.as_ref(), Some(&kept));
     assert!(s.get("/r/b").await?.is_none());
     assert!(matches!(
-        s.range(RangeRequest::prefix("/r/").at(compacted_at - 1)).await,
+        s.range(RangeRequest::prefix("/r/").at(compacted_at - 1))
+            .await,
         Err(StoreError::Compacted { .. })
     ));
     let next = s.update("/r/a", b"3".to_vec(), kept.mod_revision).await?;
-    assert_eq!(next.mod_revision, last + 1, "revisions continue where they stopped");
+    assert_eq!(
+        next.mod_revision,
+        last + 1,
+        "revisions continue where they stopped"
+    );
     Ok(())
 }
 
@@ -43,7 +48,9 @@ async fn a_watcher_that_falls_behind_the_live_feed_catches_up_from_the_log() -> 
     let n = 3000;
     let mut kv = s.create("/lag/k", b"0".to_vec()).await?;
     for i in 1..n {
-        kv = s.update("/lag/k", i.to_string().into_bytes(), kv.mod_revision).await?;
+        kv = s
+            .update("/lag/k", i.to_string().into_bytes(), kv.mod_revision)
+            .await?;
     }
     let mut expected = 0;
     while expected < n {
@@ -54,7 +61,11 @@ async fn a_watcher_that_falls_behind_the_live_feed_catches_up_from_the_log() -> 
         let corral_store::WatchEvent::Put { kv, .. } = ev else {
             anyhow::bail!("unexpected delete");
         };
-        assert_eq!(std::str::from_utf8(&kv.value)?, expected.to_string(), "no event lost or reordered");
+        assert_eq!(
+            std::str::from_utf8(&kv.value)?,
+            expected.to_string(),
+            "no event lost or reordered"
+        );
         expected += 1;
     }
     Ok(())

@@ -126,7 +126,13 @@ impl FieldPath {
 pub(crate) struct Errors(pub(crate) Vec<FieldError>);
 
 impl Errors {
-    fn push(&mut self, type_: FieldErrorType, at: &FieldPath, value: Option<String>, detail: impl Into<String>) {
+    fn push(
+        &mut self,
+        type_: FieldErrorType,
+        at: &FieldPath,
+        value: Option<String>,
+        detail: impl Into<String>,
+    ) {
         self.0.push(FieldError {
             type_,
             field: at.as_str().to_owned(),
@@ -139,7 +145,12 @@ impl Errors {
         self.push(FieldErrorType::Required, at, None, detail);
     }
 
-    pub(crate) fn invalid(&mut self, at: &FieldPath, value: impl fmt::Display, detail: impl Into<String>) {
+    pub(crate) fn invalid(
+        &mut self,
+        at: &FieldPath,
+        value: impl fmt::Display,
+        detail: impl Into<String>,
+    ) {
         self.push(FieldErrorType::Invalid, at, Some(value.to_string()), detail);
     }
 
@@ -161,7 +172,12 @@ impl Errors {
     }
 
     pub(crate) fn immutable(&mut self, at: &FieldPath, value: impl fmt::Display) {
-        self.push(FieldErrorType::Invalid, at, Some(value.to_string()), "field is immutable");
+        self.push(
+            FieldErrorType::Invalid,
+            at,
+            Some(value.to_string()),
+            "field is immutable",
+        );
     }
 }
 

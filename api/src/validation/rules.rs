@@ -85,7 +85,11 @@ fn image(errs: &mut Errors, at: &FieldPath, image: &str) {
         return;
     }
     if image.trim() != image || image.contains(char::is_whitespace) {
-        errs.invalid(at, format!("\"{image}\""), "an image reference may not contain whitespace");
+        errs.invalid(
+            at,
+            format!("\"{image}\""),
+            "an image reference may not contain whitespace",
+        );
         return;
     }
     if let Err(e) = image.parse::<oci_spec::distribution::Reference>() {
@@ -101,7 +105,11 @@ fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
     image(errs, &at.child("image"), &c.image);
     for (i, part) in c.command.iter().enumerate() {
         if part.is_empty() && i == 0 {
-            errs.invalid(&at.child("command").index(i), "\"\"", "the program may not be empty");
+            errs.invalid(
+                &at.child("command").index(i),
+                "\"\"",
+                "the program may not be empty",
+            );
         }
     }
     let mut seen = BTreeSet::new();
@@ -116,13 +124,21 @@ fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
     if let Some(dir) = &c.working_dir
         && !dir.starts_with('/')
     {
-        errs.invalid(&at.child("workingDir"), format!("\"{dir}\""), "must be an absolute path");
+        errs.invalid(
+            &at.child("workingDir"),
+            format!("\"{dir}\""),
+            "must be an absolute path",
+        );
     }
 }
 
 fn attribute(errs: &mut Errors, at: &FieldPath, a: &AttributeConstraint) {
     if !is_qualified_name(&a.name) {
-        errs.invalid(&at.child("name"), format!("\"{}\"", a.name), "must be a qualified attribute name (rack, zone, example.com/tier)");
+        errs.invalid(
+            &at.child("name"),
+            format!("\"{}\"", a.name),
+            "must be a qualified attribute name (rack, zone, example.com/tier)",
+        );
     }
     let values = at.child("values");
     match a.operator {
@@ -136,7 +152,11 @@ fn attribute(errs: &mut Errors, at: &FieldPath, a: &AttributeConstraint) {
     }
     for (i, v) in a.values.iter().enumerate() {
         if !is_label_value(v) {
-            errs.invalid(&values.index(i), format!("\"{v}\""), "must be a valid attribute value");
+            errs.invalid(
+                &values.index(i),
+                format!("\"{v}\""),
+                "must be a valid attribute value",
+            );
         }
     }
 }
@@ -156,7 +176,10 @@ fn constraints(errs: &mut Errors, at: &FieldPath, c: &Constraints, role: &str) {
         let p = at.child("dedicated");
         role_ref(errs, &p, d);
         if is_dns1123_label(d) && d != role {
-            errs.forbidden(&p, format!("a job of role \"{role}\" may only ask for nodes dedicated to \"{role}\""));
+            errs.forbidden(
+                &p,
+                format!("a job of role \"{role}\" may only ask for nodes dedicated to \"{role}\""),
+            );
         }
     }
 }
@@ -176,28 +199,52 @@ fn cron(errs: &mut Errors, at: &FieldPath, c: &CronSpec) {
     if c.schedule.trim().is_empty() {
         errs.required(&p, "");
     } else if let Err(e) = parse_schedule(&c.schedule) {
-        errs.invalid(&p, format!("\"{}\"", c.schedule), format!("not a valid five-field cron expression: {e}"));
+        errs.invalid(
+            &p,
+            format!("\"{}\"", c.schedule),
+            format!("not a valid five-field cron expression: {e}"),
+        );
     }
     if jiff::tz::TimeZone::get(&c.timezone).is_err() {
-        errs.invalid(&at.child("timezone"), format!("\"{}\"", c.timezone), "unknown time zone (use an IANA name such as UTC or Europe/Paris)");
+        errs.invalid(
+            &at.child("timezone"),
+            format!("\"{}\"", c.timezone),
+            "unknown time zone (use an IANA name such as UTC or Europe/Paris)",
+        );
     }
     if c.history_limit > MAX_CRON_HISTORY {
-        errs.invalid(&at.child("historyLimit"), c.history_limit, format!("must be at most {MAX_CRON_HISTORY}"));
+        errs.invalid(
+            &at.child("historyLimit"),
+            c.history_limit,
+            format!("must be at most {MAX_CRON_HISTORY}"),
+        );
     }
 }
 
 fn timeout(errs: &mut Errors, at: &FieldPath, seconds: u32) {
     if seconds == 0 || seconds > MAX_TIMEOUT_SECONDS {
-        errs.invalid(at, seconds, format!("must be between 1 and {MAX_TIMEOUT_SECONDS} seconds"));
+        errs.invalid(
+            at,
+            seconds,
+            format!("must be between 1 and {MAX_TIMEOUT_SECONDS} seconds"),
+        );
     }
 }
 
 fn string_map(errs: &mut Errors, at: &FieldPath, map: &std::collections::BTreeMap<String, String>) {
     for (k, v) in map {
         if !is_qualified_name(k) {
-            errs.invalid(&at, format!("\"{k}\""), "keys must be qualified names (rack, example.com/zone)");
+            errs.invalid(
+                at,
+                format!("\"{k}\""),
+                "keys must be qualified names (rack, example.com/zone)",
+            );
         } else if !is_label_value(v) {
-            errs.invalid(&at.key(k), format!("\"{v}\""), "values must be empty or alphanumerics with '-', '_' or '.'");
+            errs.invalid(
+                &at.key(k),
+                format!("\"{v}\""),
+                "values must be empty or alphanumerics with '-', '_' or '.'",
+            );
         }
     }
 }
@@ -207,7 +254,11 @@ fn metadata_name_is_label(errs: &mut Errors, name: Option<&str>, what: &str) {
         && !n.is_empty()
         && !is_dns1123_label(n)
     {
-        errs.invalid(&FieldPath::root("metadata").child("name"), format!("\"{n}\""), format!("a {what} name must be a lowercase DNS label"));
+        errs.invalid(
+            &FieldPath::root("metadata").child("name"),
+            format!("\"{n}\""),
+            format!("a {what} name must be a lowercase DNS label"),
+        );
     }
 }
 
@@ -220,18 +271,35 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
     if s.environment.is_empty() {
         errs.required(&spec.child("environment"), "");
     } else if !is_dns1123_label(&s.environment) {
-        errs.invalid(&spec.child("environment"), format!("\"{}\"", s.environment), "must be a lowercase DNS label (prod, devel, test)");
+        errs.invalid(
+            &spec.child("environment"),
+            format!("\"{}\"", s.environment),
+            "must be a lowercase DNS label (prod, devel, test)",
+        );
     }
     let min_instances = if s.kind == JobKind::Service { 0 } else { 1 };
     if s.instances < min_instances || s.instances > MAX_INSTANCES {
-        errs.invalid(&spec.child("instances"), s.instances, format!("must be between {min_instances} and {MAX_INSTANCES}"));
+        errs.invalid(
+            &spec.child("instances"),
+            s.instances,
+            format!("must be between {min_instances} and {MAX_INSTANCES}"),
+        );
     }
     task_resources(&mut errs, &spec.child("resources"), &s.resources);
     if s.max_task_failures < -1 {
-        errs.invalid(&spec.child("maxTaskFailures"), s.max_task_failures, "must be -1 (unlimited) or at least 0");
+        errs.invalid(
+            &spec.child("maxTaskFailures"),
+            s.max_task_failures,
+            "must be -1 (unlimited) or at least 0",
+        );
     }
     container(&mut errs, &spec.child("container"), &s.container);
-    constraints(&mut errs, &spec.child("constraints"), &s.constraints, &s.role);
+    constraints(
+        &mut errs,
+        &spec.child("constraints"),
+        &s.constraints,
+        &s.role,
+    );
     match (&s.cron, s.kind) {
         (Some(c), JobKind::Cron) => cron(&mut errs, &spec.child("cron"), c),
         (None, JobKind::Cron) => errs.required(&spec.child("cron"), "a cron job needs a schedule"),
@@ -241,11 +309,23 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
     if let Some(p) = &s.partition_policy
         && p.delay_seconds > MAX_TIMEOUT_SECONDS
     {
-        errs.invalid(&spec.child("partitionPolicy").child("delaySeconds"), p.delay_seconds, format!("must be at most {MAX_TIMEOUT_SECONDS}"));
+        errs.invalid(
+            &spec.child("partitionPolicy").child("delaySeconds"),
+            p.delay_seconds,
+            format!("must be at most {MAX_TIMEOUT_SECONDS}"),
+        );
     }
     if let Some(t) = &s.timeouts {
-        timeout(&mut errs, &spec.child("timeouts").child("assignSeconds"), t.assign_seconds);
-        timeout(&mut errs, &spec.child("timeouts").child("startSeconds"), t.start_seconds);
+        timeout(
+            &mut errs,
+            &spec.child("timeouts").child("assignSeconds"),
+            t.assign_seconds,
+        );
+        timeout(
+            &mut errs,
+            &spec.child("timeouts").child("startSeconds"),
+            t.start_seconds,
+        );
     }
     errs.0
 }
@@ -255,7 +335,10 @@ pub fn validate_job_update(new: &Job, old: &Job) -> Vec<FieldError> {
     let mut errs = Errors(validate_job(new));
     let spec = FieldPath::root("spec");
     if new.spec.kind != old.spec.kind {
-        errs.immutable(&spec.child("kind"), format!("{:?}", new.spec.kind).to_lowercase());
+        errs.immutable(
+            &spec.child("kind"),
+            format!("{:?}", new.spec.kind).to_lowercase(),
+        );
     }
     if new.spec.role != old.spec.role {
         errs.immutable(&spec.child("role"), format!("\"{}\"", new.spec.role));
@@ -271,24 +354,45 @@ pub fn validate_task(task: &Task) -> Vec<FieldError> {
     if s.job.is_empty() {
         errs.required(&spec.child("job"), "");
     } else if !is_dns1123_subdomain(&s.job) {
-        errs.invalid(&spec.child("job"), format!("\"{}\"", s.job), "must be a job name");
+        errs.invalid(
+            &spec.child("job"),
+            format!("\"{}\"", s.job),
+            "must be a job name",
+        );
     }
     role_ref(&mut errs, &spec.child("role"), &s.role);
     if s.instance_id >= MAX_INSTANCES {
-        errs.invalid(&spec.child("instanceId"), s.instance_id, format!("must be below {MAX_INSTANCES}"));
+        errs.invalid(
+            &spec.child("instanceId"),
+            s.instance_id,
+            format!("must be below {MAX_INSTANCES}"),
+        );
     }
     task_resources(&mut errs, &spec.child("resources"), &s.resources);
     container(&mut errs, &spec.child("container"), &s.container);
-    constraints(&mut errs, &spec.child("constraints"), &s.constraints, &s.role);
+    constraints(
+        &mut errs,
+        &spec.child("constraints"),
+        &s.constraints,
+        &s.role,
+    );
     if let Some(n) = &s.node_name
         && !is_dns1123_subdomain(n)
     {
-        errs.invalid(&spec.child("nodeName"), format!("\"{n}\""), "must be a node name");
+        errs.invalid(
+            &spec.child("nodeName"),
+            format!("\"{n}\""),
+            "must be a node name",
+        );
     }
     if let Some(st) = &task.status
         && st.task_events.len() > MAX_TASK_EVENTS
     {
-        errs.too_many(&FieldPath::root("status").child("taskEvents"), st.task_events.len(), MAX_TASK_EVENTS);
+        errs.too_many(
+            &FieldPath::root("status").child("taskEvents"),
+            st.task_events.len(),
+            MAX_TASK_EVENTS,
+        );
     }
     errs.0
 }
@@ -331,12 +435,20 @@ pub fn validate_role(role: &Role) -> Vec<FieldError> {
     metadata_name_is_label(&mut errs, role.metadata.name.as_deref(), "role");
     let spec = FieldPath::root("spec");
     if !(role.spec.weight.is_finite() && role.spec.weight > 0.0) {
-        errs.invalid(&spec.child("weight"), role.spec.weight, "must be a positive number");
+        errs.invalid(
+            &spec.child("weight"),
+            role.spec.weight,
+            "must be a positive number",
+        );
     }
     if let Some(parent) = &role.spec.parent {
         role_ref(&mut errs, &spec.child("parent"), parent);
         if role.metadata.name.as_deref() == Some(parent.as_str()) {
-            errs.invalid(&spec.child("parent"), format!("\"{parent}\""), "a role cannot be its own parent");
+            errs.invalid(
+                &spec.child("parent"),
+                format!("\"{parent}\""),
+                "a role cannot be its own parent",
+            );
         }
     }
     errs.0
@@ -347,14 +459,28 @@ pub fn validate_quota(q: &Quota) -> Vec<FieldError> {
     let mut errs = Errors::default();
     let spec = FieldPath::root("spec");
     role_ref(&mut errs, &spec.child("role"), &q.spec.role);
-    resources(&mut errs, &spec.child("guarantee"), &q.spec.guarantee, Amounts::NonNegative);
-    resources(&mut errs, &spec.child("limit"), &q.spec.limit, Amounts::NonNegative);
+    resources(
+        &mut errs,
+        &spec.child("guarantee"),
+        &q.spec.guarantee,
+        Amounts::NonNegative,
+    );
+    resources(
+        &mut errs,
+        &spec.child("limit"),
+        &q.spec.limit,
+        Amounts::NonNegative,
+    );
     for (name, g) in &q.spec.guarantee.0 {
         if let (Some(l), Ok(gv)) = (q.spec.limit.get(name), g.milli())
             && let Ok(lv) = l.milli()
             && gv > lv
         {
-            errs.invalid(&spec.child("guarantee").child(name), g, format!("must be less than or equal to the limit {l}"));
+            errs.invalid(
+                &spec.child("guarantee").child(name),
+                g,
+                format!("must be less than or equal to the limit {l}"),
+            );
         }
     }
     errs.0
@@ -364,7 +490,10 @@ pub fn validate_quota(q: &Quota) -> Vec<FieldError> {
 pub fn validate_quota_update(new: &Quota, old: &Quota) -> Vec<FieldError> {
     let mut errs = Errors(validate_quota(new));
     if new.spec.role != old.spec.role {
-        errs.immutable(&FieldPath::root("spec").child("role"), format!("\"{}\"", new.spec.role));
+        errs.immutable(
+            &FieldPath::root("spec").child("role"),
+            format!("\"{}\"", new.spec.role),
+        );
     }
     errs.0
 }
@@ -376,13 +505,25 @@ pub fn validate_reservation(r: &Reservation) -> Vec<FieldError> {
     if r.spec.node.is_empty() {
         errs.required(&spec.child("node"), "");
     } else if !is_dns1123_subdomain(&r.spec.node) {
-        errs.invalid(&spec.child("node"), format!("\"{}\"", r.spec.node), "must be a node name");
+        errs.invalid(
+            &spec.child("node"),
+            format!("\"{}\"", r.spec.node),
+            "must be a node name",
+        );
     }
     role_ref(&mut errs, &spec.child("role"), &r.spec.role);
     if r.spec.resources.is_empty() {
-        errs.required(&spec.child("resources"), "a reservation must reserve something");
+        errs.required(
+            &spec.child("resources"),
+            "a reservation must reserve something",
+        );
     }
-    resources(&mut errs, &spec.child("resources"), &r.spec.resources, Amounts::Positive);
+    resources(
+        &mut errs,
+        &spec.child("resources"),
+        &r.spec.resources,
+        Amounts::Positive,
+    );
     string_map(&mut errs, &spec.child("labels"), &r.spec.labels);
     errs.0
 }
@@ -398,7 +539,10 @@ pub fn validate_reservation_update(new: &Reservation, old: &Reservation) -> Vec<
         errs.immutable(&spec.child("role"), format!("\"{}\"", new.spec.role));
     }
     if new.spec.type_ != old.spec.type_ {
-        errs.immutable(&spec.child("type"), format!("{:?}", new.spec.type_).to_lowercase());
+        errs.immutable(
+            &spec.child("type"),
+            format!("{:?}", new.spec.type_).to_lowercase(),
+        );
     }
     errs.0
 }
@@ -406,16 +550,40 @@ pub fn validate_reservation_update(new: &Reservation, old: &Reservation) -> Vec<
 /// Rules for a Node.
 pub fn validate_node(n: &Node) -> Vec<FieldError> {
     let mut errs = Errors::default();
-    string_map(&mut errs, &FieldPath::root("spec").child("attributes"), &n.spec.attributes);
+    string_map(
+        &mut errs,
+        &FieldPath::root("spec").child("attributes"),
+        &n.spec.attributes,
+    );
     if let Some(st) = &n.status {
         let status = FieldPath::root("status");
-        resources(&mut errs, &status.child("total"), &st.total, Amounts::NonNegative);
-        resources(&mut errs, &status.child("allocatable"), &st.allocatable, Amounts::NonNegative);
-        resources(&mut errs, &status.child("revocable"), &st.revocable, Amounts::NonNegative);
+        resources(
+            &mut errs,
+            &status.child("total"),
+            &st.total,
+            Amounts::NonNegative,
+        );
+        resources(
+            &mut errs,
+            &status.child("allocatable"),
+            &st.allocatable,
+            Amounts::NonNegative,
+        );
+        resources(
+            &mut errs,
+            &status.child("revocable"),
+            &st.revocable,
+            Amounts::NonNegative,
+        );
         for (i, r) in st.static_reservations.iter().enumerate() {
             let p = status.child("staticReservations").index(i);
             role_ref(&mut errs, &p.child("role"), &r.role);
-            resources(&mut errs, &p.child("resources"), &r.resources, Amounts::Positive);
+            resources(
+                &mut errs,
+                &p.child("resources"),
+                &r.resources,
+                Amounts::Positive,
+            );
         }
     }
     errs.0

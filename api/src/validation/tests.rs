@@ -41,38 +41,195 @@ fn the_issue_example_is_valid() {
 fn job_rules_name_the_field_and_the_error() {
     type Edit = fn(&mut Value);
     let cases: &[(&str, Edit, &str, T)] = &[
-        ("zero cpus", |v| v["spec"]["resources"]["cpus"] = json!(0), "spec.resources.cpus", T::Invalid),
-        ("negative memory", |v| v["spec"]["resources"]["memory"] = json!("-1Gi"), "spec.resources.memory", T::Invalid),
-        ("unreadable quantity", |v| v["spec"]["resources"]["disk"] = json!("lots"), "spec.resources.disk", T::Invalid),
-        ("bad resource name", |v| v["spec"]["resources"]["GPUs"] = json!(1), "spec.resources.GPUs", T::Invalid),
-        ("no memory", |v| { v["spec"]["resources"].as_object_mut().map(|o| o.remove("memory")); }, "spec.resources.memory", T::Required),
-        ("role with a slash", |v| v["spec"]["role"] = json!("eng/backend"), "spec.role", T::Invalid),
-        ("empty environment", |v| v["spec"]["environment"] = json!(""), "spec.environment", T::Required),
-        ("adhoc with no instances", |v| v["spec"]["instances"] = json!(0), "spec.instances", T::Invalid),
-        ("too many instances", |v| v["spec"]["instances"] = json!(10_001), "spec.instances", T::Invalid),
-        ("maxTaskFailures below -1", |v| v["spec"]["maxTaskFailures"] = json!(-2), "spec.maxTaskFailures", T::Invalid),
-        ("empty image", |v| v["spec"]["container"]["image"] = json!(""), "spec.container.image", T::Required),
-        ("malformed image", |v| v["spec"]["container"]["image"] = json!("Docker.IO/UPPER/case:tag"), "spec.container.image", T::Invalid),
-        ("image with spaces", |v| v["spec"]["container"]["image"] = json!("busybox latest"), "spec.container.image", T::Invalid),
-        ("bad env name", |v| v["spec"]["container"]["env"] = json!([{"name": "1X", "value": "y"}]), "spec.container.env[0].name", T::Invalid),
-        ("duplicate env", |v| v["spec"]["container"]["env"] = json!([{"name": "A"}, {"name": "A"}]), "spec.container.env[1].name", T::Duplicate),
-        ("relative workingDir", |v| v["spec"]["container"]["workingDir"] = json!("tmp"), "spec.container.workingDir", T::Invalid),
-        ("host limit zero", |v| v["spec"]["constraints"]["hostLimit"] = json!(0), "spec.constraints.hostLimit", T::Invalid),
-        ("NotIn without values", |v| v["spec"]["constraints"]["attributes"][0]["values"] = json!([]), "spec.constraints.attributes[0].values", T::Required),
-        ("Exists with values", |v| v["spec"]["constraints"]["attributes"][0]["operator"] = json!("Exists"), "spec.constraints.attributes[0].values", T::Forbidden),
-        ("bad attribute value", |v| v["spec"]["constraints"]["attributes"][0]["values"] = json!(["a b"]), "spec.constraints.attributes[0].values[0]", T::Invalid),
-        ("dedicated to another role", |v| v["spec"]["constraints"]["dedicated"] = json!("web"), "spec.constraints.dedicated", T::Forbidden),
-        ("cron without schedule", |v| v["spec"]["kind"] = json!("cron"), "spec.cron", T::Required),
-        ("schedule on an adhoc job", |v| v["spec"]["cron"] = json!({"schedule": "* * * * *"}), "spec.cron", T::Forbidden),
-        ("bad cron expression", |v| { v["spec"]["kind"] = json!("cron"); v["spec"]["cron"] = json!({"schedule": "61 * * * *"}); }, "spec.cron.schedule", T::Invalid),
-        ("six-field cron", |v| { v["spec"]["kind"] = json!("cron"); v["spec"]["cron"] = json!({"schedule": "0 */5 * * * *"}); }, "spec.cron.schedule", T::Invalid),
-        ("unknown time zone", |v| { v["spec"]["kind"] = json!("cron"); v["spec"]["cron"] = json!({"schedule": "*/5 * * * *", "timezone": "Mars/Olympus"}); }, "spec.cron.timezone", T::Invalid),
-        ("zero assign timeout", |v| v["spec"]["timeouts"] = json!({"assignSeconds": 0}), "spec.timeouts.assignSeconds", T::Invalid),
-        ("huge partition delay", |v| v["spec"]["partitionPolicy"] = json!({"reschedule": true, "delaySeconds": 100_000}), "spec.partitionPolicy.delaySeconds", T::Invalid),
+        (
+            "zero cpus",
+            |v| v["spec"]["resources"]["cpus"] = json!(0),
+            "spec.resources.cpus",
+            T::Invalid,
+        ),
+        (
+            "negative memory",
+            |v| v["spec"]["resources"]["memory"] = json!("-1Gi"),
+            "spec.resources.memory",
+            T::Invalid,
+        ),
+        (
+            "unreadable quantity",
+            |v| v["spec"]["resources"]["disk"] = json!("lots"),
+            "spec.resources.disk",
+            T::Invalid,
+        ),
+        (
+            "bad resource name",
+            |v| v["spec"]["resources"]["GPUs"] = json!(1),
+            "spec.resources.GPUs",
+            T::Invalid,
+        ),
+        (
+            "no memory",
+            |v| {
+                v["spec"]["resources"]
+                    .as_object_mut()
+                    .map(|o| o.remove("memory"));
+            },
+            "spec.resources.memory",
+            T::Required,
+        ),
+        (
+            "role with a slash",
+            |v| v["spec"]["role"] = json!("eng/backend"),
+            "spec.role",
+            T::Invalid,
+        ),
+        (
+            "empty environment",
+            |v| v["spec"]["environment"] = json!(""),
+            "spec.environment",
+            T::Required,
+        ),
+        (
+            "adhoc with no instances",
+            |v| v["spec"]["instances"] = json!(0),
+            "spec.instances",
+            T::Invalid,
+        ),
+        (
+            "too many instances",
+            |v| v["spec"]["instances"] = json!(10_001),
+            "spec.instances",
+            T::Invalid,
+        ),
+        (
+            "maxTaskFailures below -1",
+            |v| v["spec"]["maxTaskFailures"] = json!(-2),
+            "spec.maxTaskFailures",
+            T::Invalid,
+        ),
+        (
+            "empty image",
+            |v| v["spec"]["container"]["image"] = json!(""),
+            "spec.container.image",
+            T::Required,
+        ),
+        (
+            "malformed image",
+            |v| v["spec"]["container"]["image"] = json!("Docker.IO/UPPER/case:tag"),
+            "spec.container.image",
+            T::Invalid,
+        ),
+        (
+            "image with spaces",
+            |v| v["spec"]["container"]["image"] = json!("busybox latest"),
+            "spec.container.image",
+            T::Invalid,
+        ),
+        (
+            "bad env name",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "1X", "value": "y"}]),
+            "spec.container.env[0].name",
+            T::Invalid,
+        ),
+        (
+            "duplicate env",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A"}, {"name": "A"}]),
+            "spec.container.env[1].name",
+            T::Duplicate,
+        ),
+        (
+            "relative workingDir",
+            |v| v["spec"]["container"]["workingDir"] = json!("tmp"),
+            "spec.container.workingDir",
+            T::Invalid,
+        ),
+        (
+            "host limit zero",
+            |v| v["spec"]["constraints"]["hostLimit"] = json!(0),
+            "spec.constraints.hostLimit",
+            T::Invalid,
+        ),
+        (
+            "NotIn without values",
+            |v| v["spec"]["constraints"]["attributes"][0]["values"] = json!([]),
+            "spec.constraints.attributes[0].values",
+            T::Required,
+        ),
+        (
+            "Exists with values",
+            |v| v["spec"]["constraints"]["attributes"][0]["operator"] = json!("Exists"),
+            "spec.constraints.attributes[0].values",
+            T::Forbidden,
+        ),
+        (
+            "bad attribute value",
+            |v| v["spec"]["constraints"]["attributes"][0]["values"] = json!(["a b"]),
+            "spec.constraints.attributes[0].values[0]",
+            T::Invalid,
+        ),
+        (
+            "dedicated to another role",
+            |v| v["spec"]["constraints"]["dedicated"] = json!("web"),
+            "spec.constraints.dedicated",
+            T::Forbidden,
+        ),
+        (
+            "cron without schedule",
+            |v| v["spec"]["kind"] = json!("cron"),
+            "spec.cron",
+            T::Required,
+        ),
+        (
+            "schedule on an adhoc job",
+            |v| v["spec"]["cron"] = json!({"schedule": "* * * * *"}),
+            "spec.cron",
+            T::Forbidden,
+        ),
+        (
+            "bad cron expression",
+            |v| {
+                v["spec"]["kind"] = json!("cron");
+                v["spec"]["cron"] = json!({"schedule": "61 * * * *"});
+            },
+            "spec.cron.schedule",
+            T::Invalid,
+        ),
+        (
+            "six-field cron",
+            |v| {
+                v["spec"]["kind"] = json!("cron");
+                v["spec"]["cron"] = json!({"schedule": "0 */5 * * * *"});
+            },
+            "spec.cron.schedule",
+            T::Invalid,
+        ),
+        (
+            "unknown time zone",
+            |v| {
+                v["spec"]["kind"] = json!("cron");
+                v["spec"]["cron"] = json!({"schedule": "*/5 * * * *", "timezone": "Mars/Olympus"});
+            },
+            "spec.cron.timezone",
+            T::Invalid,
+        ),
+        (
+            "zero assign timeout",
+            |v| v["spec"]["timeouts"] = json!({"assignSeconds": 0}),
+            "spec.timeouts.assignSeconds",
+            T::Invalid,
+        ),
+        (
+            "huge partition delay",
+            |v| v["spec"]["partitionPolicy"] = json!({"reschedule": true, "delaySeconds": 100_000}),
+            "spec.partitionPolicy.delaySeconds",
+            T::Invalid,
+        ),
     ];
     for (name, edit, field, type_) in cases {
         let errs = job_with(*edit);
-        assert_eq!(fields(&errs), vec![(field.to_string(), *type_)], "{name}: {errs:?}");
+        assert_eq!(
+            fields(&errs),
+            vec![(field.to_string(), *type_)],
+            "{name}: {errs:?}"
+        );
     }
 }
 
@@ -80,18 +237,47 @@ fn job_rules_name_the_field_and_the_error() {
 fn valid_variants_pass() {
     type Edit = fn(&mut Value);
     let cases: &[(&str, Edit)] = &[
-        ("half a cpu as a number", |v| v["spec"]["resources"]["cpus"] = json!(0.5)),
-        ("millicores", |v| v["spec"]["resources"]["cpus"] = json!("500m")),
-        ("extended resource", |v| v["spec"]["resources"]["gpus"] = json!(1)),
-        ("domain resource", |v| v["spec"]["resources"]["example.com/fpga"] = json!(1)),
-        ("image by digest", |v| v["spec"]["container"]["image"] = json!("busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")),
-        ("short image", |v| v["spec"]["container"]["image"] = json!("busybox")),
-        ("registry with port", |v| v["spec"]["container"]["image"] = json!("localhost:5000/team/app:v1.2")),
-        ("service scaled to zero", |v| { v["spec"]["kind"] = json!("service"); v["spec"]["instances"] = json!(0); }),
-        ("cron in a time zone", |v| { v["spec"]["kind"] = json!("cron"); v["spec"]["cron"] = json!({"schedule": "0 2 * * 1-5", "timezone": "Europe/Paris", "collisionPolicy": "RUN_OVERLAP", "missedRunPolicy": "RUN_ONCE"}); }),
-        ("cron macro", |v| { v["spec"]["kind"] = json!("cron"); v["spec"]["cron"] = json!({"schedule": "@daily"}); }),
-        ("unlimited failures", |v| v["spec"]["maxTaskFailures"] = json!(-1)),
-        ("dedicated to own role", |v| v["spec"]["constraints"]["dedicated"] = json!("analytics")),
+        ("half a cpu as a number", |v| {
+            v["spec"]["resources"]["cpus"] = json!(0.5)
+        }),
+        ("millicores", |v| {
+            v["spec"]["resources"]["cpus"] = json!("500m")
+        }),
+        ("extended resource", |v| {
+            v["spec"]["resources"]["gpus"] = json!(1)
+        }),
+        ("domain resource", |v| {
+            v["spec"]["resources"]["example.com/fpga"] = json!(1)
+        }),
+        ("image by digest", |v| {
+            v["spec"]["container"]["image"] = json!(
+                "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            )
+        }),
+        ("short image", |v| {
+            v["spec"]["container"]["image"] = json!("busybox")
+        }),
+        ("registry with port", |v| {
+            v["spec"]["container"]["image"] = json!("localhost:5000/team/app:v1.2")
+        }),
+        ("service scaled to zero", |v| {
+            v["spec"]["kind"] = json!("service");
+            v["spec"]["instances"] = json!(0);
+        }),
+        ("cron in a time zone", |v| {
+            v["spec"]["kind"] = json!("cron");
+            v["spec"]["cron"] = json!({"schedule": "0 2 * * 1-5", "timezone": "Europe/Paris", "collisionPolicy": "RUN_OVERLAP", "missedRunPolicy": "RUN_ONCE"});
+        }),
+        ("cron macro", |v| {
+            v["spec"]["kind"] = json!("cron");
+            v["spec"]["cron"] = json!({"schedule": "@daily"});
+        }),
+        ("unlimited failures", |v| {
+            v["spec"]["maxTaskFailures"] = json!(-1)
+        }),
+        ("dedicated to own role", |v| {
+            v["spec"]["constraints"]["dedicated"] = json!("analytics")
+        }),
     ];
     for (name, edit) in cases {
         assert_eq!(job_with(*edit), vec![], "{name}");
@@ -107,7 +293,10 @@ fn several_problems_are_all_reported() {
     });
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert_eq!(
-        errs.iter().find(|e| e.field == "spec.instances").map(ToString::to_string).as_deref(),
+        errs.iter()
+            .find(|e| e.field == "spec.instances")
+            .map(ToString::to_string)
+            .as_deref(),
         Some("spec.instances: Invalid value: 0: must be between 1 and 10000")
     );
 }
@@ -120,7 +309,13 @@ fn a_jobs_kind_and_role_are_immutable() {
     new.spec.role = "web".into();
     new.spec.instances = 3;
     let errs = validate_job_update(&new, &old);
-    assert_eq!(fields(&errs), vec![("spec.kind".into(), T::Invalid), ("spec.role".into(), T::Invalid)]);
+    assert_eq!(
+        fields(&errs),
+        vec![
+            ("spec.kind".into(), T::Invalid),
+            ("spec.role".into(), T::Invalid)
+        ]
+    );
     assert!(errs.iter().all(|e| e.detail == "field is immutable"));
 }
 
@@ -145,10 +340,18 @@ fn a_tasks_node_name_is_set_once_and_the_rest_never_changes() {
     assert_eq!(validate_task_update(&bound, &pending), vec![]);
     let mut moved = bound.clone();
     moved.spec.node_name = Some("n2".into());
-    assert_eq!(fields(&validate_task_update(&moved, &bound)), vec![("spec.nodeName".into(), T::Invalid)]);
+    assert_eq!(
+        fields(&validate_task_update(&moved, &bound)),
+        vec![("spec.nodeName".into(), T::Invalid)]
+    );
     let mut resized = bound.clone();
-    resized.spec.resources = crate::Resources::new().with("cpus", crate::Quantity::from_units(2)).with("memory", crate::Quantity::from_text("1Gi"));
-    assert_eq!(fields(&validate_task_update(&resized, &bound)), vec![("spec.resources".into(), T::Invalid)]);
+    resized.spec.resources = crate::Resources::new()
+        .with("cpus", crate::Quantity::from_units(2))
+        .with("memory", crate::Quantity::from_text("1Gi"));
+    assert_eq!(
+        fields(&validate_task_update(&resized, &bound)),
+        vec![("spec.resources".into(), T::Invalid)]
+    );
 }
 
 #[test]
@@ -158,7 +361,8 @@ fn task_history_is_bounded() {
     for i in 0..(crate::task::MAX_TASK_EVENTS + 10) {
         status.push_event(crate::TaskEvent {
             timestamp: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                k8s_openapi::jiff::Timestamp::from_second(i64::try_from(i).expect("small")).expect("time"),
+                k8s_openapi::jiff::Timestamp::from_second(i64::try_from(i).expect("small"))
+                    .expect("time"),
             ),
             status: crate::TaskPhase::Pending,
             message: format!("event {i}"),
@@ -166,41 +370,113 @@ fn task_history_is_bounded() {
         });
     }
     assert_eq!(status.task_events.len(), crate::task::MAX_TASK_EVENTS);
-    assert_eq!(status.task_events[0].message, "event 10", "the oldest events are dropped first");
+    assert_eq!(
+        status.task_events[0].message, "event 10",
+        "the oldest events are dropped first"
+    );
     task.status = Some(status.clone());
     assert_eq!(validate_task(&task), vec![]);
     status.task_events.push(status.task_events[0].clone());
     task.status = Some(status);
-    assert_eq!(fields(&validate_task(&task)), vec![("status.taskEvents".into(), T::TooMany)]);
+    assert_eq!(
+        fields(&validate_task(&task)),
+        vec![("status.taskEvents".into(), T::TooMany)]
+    );
 }
 
 #[test]
 fn role_quota_reservation_and_node_rules() {
-    let role = |v: Value| -> Vec<(String, T)> { fields(&validate_role(&serde_json::from_value::<Role>(v).expect("role"))) };
-    assert_eq!(role(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "analytics"}, "spec": {"weight": 2, "parent": "eng"}})), vec![]);
-    assert_eq!(role(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "analytics"}, "spec": {}})), vec![], "weight defaults to 1");
-    assert_eq!(role(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "a"}, "spec": {"weight": 0}})), vec![("spec.weight".into(), T::Invalid)]);
-    assert_eq!(role(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "a"}, "spec": {"parent": "a"}})), vec![("spec.parent".into(), T::Invalid)]);
-    assert_eq!(role(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "A_b"}, "spec": {}})), vec![("metadata.name".into(), T::Invalid)]);
+    let role = |v: Value| -> Vec<(String, T)> {
+        fields(&validate_role(
+            &serde_json::from_value::<Role>(v).expect("role"),
+        ))
+    };
+    assert_eq!(
+        role(
+            json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "analytics"}, "spec": {"weight": 2, "parent": "eng"}})
+        ),
+        vec![]
+    );
+    assert_eq!(
+        role(
+            json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "analytics"}, "spec": {}})
+        ),
+        vec![],
+        "weight defaults to 1"
+    );
+    assert_eq!(
+        role(
+            json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "a"}, "spec": {"weight": 0}})
+        ),
+        vec![("spec.weight".into(), T::Invalid)]
+    );
+    assert_eq!(
+        role(
+            json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "a"}, "spec": {"parent": "a"}})
+        ),
+        vec![("spec.parent".into(), T::Invalid)]
+    );
+    assert_eq!(
+        role(
+            json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role", "metadata": {"name": "A_b"}, "spec": {}})
+        ),
+        vec![("metadata.name".into(), T::Invalid)]
+    );
 
     let quota = |spec: Value| -> Vec<(String, T)> {
         fields(&validate_quota(&serde_json::from_value::<Quota>(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Quota", "metadata": {"name": "q"}, "spec": spec})).expect("quota")))
     };
-    assert_eq!(quota(json!({"role": "analytics", "guarantee": {"cpus": 4, "memory": "8Gi"}, "limit": {"cpus": 8, "memory": "16Gi"}})), vec![]);
-    assert_eq!(quota(json!({"role": "analytics", "guarantee": {"cpus": 9}, "limit": {"cpus": 8}})), vec![("spec.guarantee.cpus".into(), T::Invalid)]);
-    assert_eq!(quota(json!({"role": "analytics", "limit": {"cpus": -1}})), vec![("spec.limit.cpus".into(), T::Invalid)]);
-    assert_eq!(quota(json!({"role": "", "limit": {"cpus": 0}})), vec![("spec.role".into(), T::Required)]);
+    assert_eq!(
+        quota(
+            json!({"role": "analytics", "guarantee": {"cpus": 4, "memory": "8Gi"}, "limit": {"cpus": 8, "memory": "16Gi"}})
+        ),
+        vec![]
+    );
+    assert_eq!(
+        quota(json!({"role": "analytics", "guarantee": {"cpus": 9}, "limit": {"cpus": 8}})),
+        vec![("spec.guarantee.cpus".into(), T::Invalid)]
+    );
+    assert_eq!(
+        quota(json!({"role": "analytics", "limit": {"cpus": -1}})),
+        vec![("spec.limit.cpus".into(), T::Invalid)]
+    );
+    assert_eq!(
+        quota(json!({"role": "", "limit": {"cpus": 0}})),
+        vec![("spec.role".into(), T::Required)]
+    );
 
     let rsv = |spec: Value| -> Vec<(String, T)> {
         fields(&validate_reservation(&serde_json::from_value::<Reservation>(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Reservation", "metadata": {"name": "r"}, "spec": spec})).expect("reservation")))
     };
-    assert_eq!(rsv(json!({"node": "n1", "role": "analytics", "resources": {"cpus": 2, "memory": "2Gi"}, "labels": {"purpose": "spark"}})), vec![]);
-    assert_eq!(rsv(json!({"node": "n1", "role": "analytics", "resources": {}})), vec![("spec.resources".into(), T::Required)]);
-    assert_eq!(rsv(json!({"node": "N 1", "role": "analytics", "resources": {"cpus": 1}})), vec![("spec.node".into(), T::Invalid)]);
-    assert_eq!(rsv(json!({"node": "n1", "role": "analytics", "resources": {"cpus": 1}, "labels": {"purpose": "two words"}})), vec![("spec.labels[purpose]".into(), T::Invalid)]);
+    assert_eq!(
+        rsv(
+            json!({"node": "n1", "role": "analytics", "resources": {"cpus": 2, "memory": "2Gi"}, "labels": {"purpose": "spark"}})
+        ),
+        vec![]
+    );
+    assert_eq!(
+        rsv(json!({"node": "n1", "role": "analytics", "resources": {}})),
+        vec![("spec.resources".into(), T::Required)]
+    );
+    assert_eq!(
+        rsv(json!({"node": "N 1", "role": "analytics", "resources": {"cpus": 1}})),
+        vec![("spec.node".into(), T::Invalid)]
+    );
+    assert_eq!(
+        rsv(
+            json!({"node": "n1", "role": "analytics", "resources": {"cpus": 1}, "labels": {"purpose": "two words"}})
+        ),
+        vec![("spec.labels[purpose]".into(), T::Invalid)]
+    );
 
     let node: Node = serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": "n1"},
         "spec": {"attributes": {"rack": "r1", "zone": "a"}},
         "status": {"total": {"cpus": 8, "memory": "16Gi"}, "allocatable": {"cpus": 7, "memory": "15Gi"}, "staticReservations": [{"role": "analytics", "resources": {"cpus": 0}}]}})).expect("node");
-    assert_eq!(fields(&validate_node(&node)), vec![("status.staticReservations[0].resources.cpus".into(), T::Invalid)]);
+    assert_eq!(
+        fields(&validate_node(&node)),
+        vec![(
+            "status.staticReservations[0].resources.cpus".into(),
+            T::Invalid
+        )]
+    );
 }
