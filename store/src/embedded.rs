@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::group::{CommitStats, CommitStatsSnapshot};
 use crate::{
     Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent,
     WatchStream, WriteOp, WriteOutcome, prefix_end,
@@ -39,6 +40,7 @@ pub struct EmbeddedStore {
     requests: mpsc::UnboundedSender<Request>,
     live: broadcast::Sender<Arc<Vec<WatchEvent>>>,
     path: Option<PathBuf>,
+    stats: Arc<CommitStats>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -95,6 +97,11 @@ impl EmbeddedStore {
         Self::start(conn, None)
     }
 
+    /// How concurrent writes have been coalesced so far.
+    pub fn commit_stats(&self) -> CommitStatsSnapshot {
+        self.stats.snapshot()
+    }
+
     /// The database file, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -105,14 +112,17 @@ impl EmbeddedStore {
         let (requests, rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let publisher = live.clone();
+        let stats = Arc::new(CommitStats::default());
+        let engine_stats = stats.clone();
         std::thread::Builder::new()
             .name("corral-embedded-store".into())
-            .spawn(move || engine.run(rx, publisher))
+            .spawn(move || engine.run(rx, publisher, &engine_stats))
             .map_err(|e| StoreError::unavailable(format!("starting the store thread: {e}")))?;
         Ok(EmbeddedStore {
             requests,
             live,
             path,
+            stats,
         })
     }
 
@@ -225,6 +235,7 @@ impl Engine {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Request>,
         live: broadcast::Sender<Arc<Vec<WatchEvent>>>,
+        stats: &CommitStats,
     ) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
@@ -260,6 +271,7 @@ impl Engine {
                 }
             }
             if !writes.is_empty() {
+                stats.record(writes.len());
                 self.commit(writes, &live);
             }
         }

@@ -16,7 +16,9 @@ use etcd_client::{
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::group::{self, GroupCommitConfig, Pending};
+use std::sync::Arc;
+
+use crate::group::{self, CommitStats, CommitStatsSnapshot, GroupCommitConfig, Pending};
 use crate::{
     Deleted, KeyValue, RangeRequest, RangeResponse, Revision, Store, StoreError, WatchEvent,
     WatchStream, WriteOp, WriteOutcome, prefix_end,
@@ -30,6 +32,7 @@ pub const MAX_VALUE_BYTES: usize = 1_500_000;
 pub struct EtcdStore {
     client: Client,
     commits: mpsc::UnboundedSender<Pending>,
+    stats: Arc<CommitStats>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -59,11 +62,21 @@ impl EtcdStore {
             .await
             .map_err(map_err)?;
         let committer = client.clone();
-        let commits = group::spawn(config, move |ops| {
+        let stats = Arc::new(CommitStats::default());
+        let commits = group::spawn(config, stats.clone(), move |ops| {
             let client = committer.clone();
             async move { commit_batch(client, ops).await }
         });
-        Ok(EtcdStore { client, commits })
+        Ok(EtcdStore {
+            client,
+            commits,
+            stats,
+        })
+    }
+
+    /// How concurrent writes have been coalesced so far.
+    pub fn commit_stats(&self) -> CommitStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// The underlying client (for tools and benchmarks).

@@ -9,6 +9,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -33,6 +35,44 @@ impl Default for GroupCommitConfig {
             max_batch_ops: 64,
             max_batch_bytes: 1024 * 1024,
             max_in_flight: 4,
+        }
+    }
+}
+
+/// Counters of a commit loop: how well concurrent writes were coalesced.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    batches: AtomicU64,
+    writes: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// A copy of [`CommitStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStatsSnapshot {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Writes committed in them.
+    pub writes: u64,
+    /// The most writes one transaction held.
+    pub largest_batch: u64,
+}
+
+impl CommitStats {
+    /// Records one committed batch of `writes` writes.
+    pub(crate) fn record(&self, writes: usize) {
+        let w = u64::try_from(writes).unwrap_or(u64::MAX);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(w, Ordering::Relaxed);
+        self.largest_batch.fetch_max(w, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> CommitStatsSnapshot {
+        CommitStatsSnapshot {
+            batches: self.batches.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
         }
     }
 }
@@ -79,7 +119,11 @@ pub(crate) fn take_batch<T>(
 
 /// Starts the group-commit loop. `commit` applies one batch as one transaction
 /// and returns one result per write, in order; an `Err` fails the whole batch.
-pub(crate) fn spawn<F, Fut>(config: GroupCommitConfig, commit: F) -> mpsc::UnboundedSender<Pending>
+pub(crate) fn spawn<F, Fut>(
+    config: GroupCommitConfig,
+    stats: Arc<CommitStats>,
+    commit: F,
+) -> mpsc::UnboundedSender<Pending>
 where
     F: Fn(Vec<WriteOp>) -> Fut + Send + 'static,
     Fut:
@@ -95,6 +139,7 @@ where
                 let batch = take_batch(&mut queue, &config);
                 let (ops, replies): (Vec<WriteOp>, Vec<Reply>) =
                     batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+                stats.record(ops.len());
                 let fut = commit(ops);
                 in_flight.push(async move { (fut.await, replies) });
             }

@@ -28,7 +28,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures::Stream;
 
-pub use group::GroupCommitConfig;
+pub use group::{CommitStats, CommitStatsSnapshot, GroupCommitConfig};
 
 /// A store revision: a counter that grows with every committed write.
 pub type Revision = i64;
