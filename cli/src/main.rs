@@ -1,10 +1,12 @@
 //! `corral`: the one binary of Corral.
 //!
-//! Today it generates the CRDs, validates manifests, and loads and lists
-//! objects in a store (embedded under `$CORRAL_HOME`, or etcd). `server`,
-//! `agent`, `up` and the kubectl-style verbs join it as their issues land.
+//! Today it runs the API server (`corral server`), generates the CRDs,
+//! validates manifests, and loads and lists objects in a store (embedded
+//! under `$CORRAL_HOME`, or etcd). `agent`, `up` and the kubectl-style verbs
+//! join it as their issues land.
 
 mod manifests;
+mod server_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ enum Command {
     },
     /// Work directly with the store (for operators; clients use the API server).
     Store(store_cmd::StoreArgs),
+    /// Run the Kubernetes-compatible API server.
+    Server(server_cmd::ServerArgs),
 }
 
 #[tokio::main]
@@ -57,6 +61,7 @@ async fn main() -> Result<()> {
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,
+        Command::Server(args) => server_cmd::run(args).await,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::manifests;
 /// Options shared by the store commands.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// `embedded` (SQLite under $CORRAL_HOME) or `etcd://HOST:PORT[,HOST:PORT…]`.
+    /// `embedded` (SQLite under $CORRAL_HOME), `embedded:PATH`, or `etcd://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, env = "CORRAL_STORE", default_value = "embedded", global = true)]
     store: String,
     /// Corral's state directory (default `~/.corral`).
@@ -43,7 +43,7 @@ enum StoreCommand {
 }
 
 /// The home directory: `--home`, `$CORRAL_HOME`, or `~/.corral`.
-fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
+pub fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(h) = home {
         return Ok(h);
     }
@@ -51,22 +51,25 @@ fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(base).join(".corral"))
 }
 
-async fn open(store: &str, home: Option<PathBuf>) -> Result<Arc<dyn Store>> {
-    if store == "embedded" {
-        let path = home_dir(home)?.join("store.db");
-        return Ok(Arc::new(
-            EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
-        ));
+/// Opens `embedded` (`$CORRAL_HOME/store.db`), `embedded:PATH` or `etcd://HOST:PORT[,…]`.
+pub async fn open_store(store: &str, home: &std::path::Path) -> Result<Arc<dyn Store>> {
+    let embedded_path = match store {
+        "embedded" => Some(home.join("store.db")),
+        s => s.strip_prefix("embedded:").map(PathBuf::from),
+    };
+    if let Some(path) = embedded_path {
+        let s = EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        return Ok(Arc::new(s));
     }
     if let Some(rest) = store.strip_prefix("etcd://") {
         let endpoints: Vec<String> = rest.split(',').map(|e| format!("http://{e}")).collect();
         return Ok(Arc::new(EtcdStore::connect(&endpoints).await?));
     }
-    bail!("unknown store {store:?}: use `embedded` or `etcd://HOST:PORT`")
+    bail!("unknown store {store:?}: use `embedded`, `embedded:PATH` or `etcd://HOST:PORT`")
 }
 
 pub async fn run(args: StoreArgs) -> Result<()> {
-    let store = open(&args.store, args.home).await?;
+    let store = open_store(&args.store, &home_dir(args.home)?).await?;
     match args.command {
         StoreCommand::Load { files } => load(store.as_ref(), &files).await,
         StoreCommand::List { prefix } => list(store.as_ref(), &prefix).await,

@@ -1,0 +1,103 @@
+//! Admission of a write: metadata rules, the schema (with `fieldValidation`),
+//! then the kind's own rules from `corral-api` (create or update).
+
+use corral_api::CorralObject;
+use corral_api::validation::{FieldError, FieldErrorType, is_dns1123_label, is_dns1123_subdomain};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::objects::meta_str;
+use crate::registry::{Origin, ResourceDesc};
+use crate::schema_check::{SchemaReport, check};
+
+/// What to do with fields the schema does not know (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// 400 BadRequest.
+    Strict,
+    /// Drop them and answer with `Warning` headers (the default).
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    /// Parses the query parameter; absent means Warn, as in Kubernetes.
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "fieldValidation must be one of Strict, Warn or Ignore, not {other:?}"
+            ))),
+        }
+    }
+}
+
+fn invalid(desc: &ResourceDesc, obj: &Value, errors: Vec<FieldError>) -> ApiError {
+    ApiError::Invalid {
+        kind: if desc.group.is_empty() { desc.kind.to_owned() } else { format!("{}.{}", desc.kind, desc.group) },
+        name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+        errors,
+    }
+}
+
+/// Checks (and prunes) `obj` for a write; returns the warnings to send.
+pub fn admit(desc: &ResourceDesc, obj: &mut Value, old: Option<&Value>, fv: FieldValidation) -> Result<Vec<String>, ApiError> {
+    let mut report = SchemaReport::default();
+    check(&desc.schema, obj, "", &mut report);
+    let mut warnings = Vec::new();
+    if !report.unknown.is_empty() {
+        let list: Vec<String> = report.unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        match fv {
+            FieldValidation::Strict => {
+                return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
+            }
+            FieldValidation::Warn => warnings = list,
+            FieldValidation::Ignore => {}
+        }
+    }
+    let mut errors = report.errors;
+    let name = meta_str(obj, "name").unwrap_or_default();
+    let name_ok = if desc.kind == "Namespace" { is_dns1123_label(name) } else { is_dns1123_subdomain(name) };
+    if name.is_empty() {
+        errors.insert(0, FieldError {
+            type_: FieldErrorType::Required,
+            field: "metadata.name".into(),
+            value: None,
+            detail: "name or generateName is required".into(),
+        });
+    } else if !name_ok {
+        errors.insert(0, FieldError {
+            type_: FieldErrorType::Invalid,
+            field: "metadata.name".into(),
+            value: Some(format!("\"{name}\"")),
+            detail: "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(invalid(desc, obj, errors));
+    }
+    if desc.origin == Origin::Custom {
+        let typed = CorralObject::from_value(obj.clone()).map_err(|e| {
+            invalid(desc, obj, vec![FieldError {
+                type_: FieldErrorType::Invalid,
+                field: String::new(),
+                value: None,
+                detail: e.to_string(),
+            }])
+        })?;
+        let rule_errors = match old.map(|o| CorralObject::from_value(o.clone())) {
+            Some(Ok(old_typed)) => typed.validate_update(&old_typed),
+            _ => typed.validate(),
+        };
+        if !rule_errors.is_empty() {
+            return Err(invalid(desc, obj, rule_errors));
+        }
+        // Store the typed form: schema defaults (weight 1, tier preemptible,
+        // reservation type dynamic, …) are filled in, as Kubernetes does.
+        *obj = typed.to_value().map_err(|e| ApiError::Internal(format!("encoding {}: {e}", desc.kind)))?;
+    }
+    Ok(warnings)
+}

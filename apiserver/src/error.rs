@@ -1,0 +1,226 @@
+//! Every failure as a Kubernetes `Status`, in one place.
+
+use corral_api::validation::FieldError;
+use corral_store::StoreError;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+/// A cause inside a Status (`details.causes[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `FieldValueInvalid`, `FieldManagerConflict`, …
+    pub reason: String,
+    /// For humans.
+    pub message: String,
+    /// The field path.
+    pub field: String,
+}
+
+/// Why a request failed. Each variant maps to one HTTP code and Status reason.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// An object that does not exist.
+    #[error("{resource} {name:?} not found")]
+    NotFound {
+        /// `tasks.corral.dev`.
+        resource: String,
+        /// The name.
+        name: String,
+    },
+    /// A path the server does not serve.
+    #[error("the server could not find the requested resource")]
+    PathNotFound,
+    /// Create of an existing object.
+    #[error("{resource} {name:?} already exists")]
+    AlreadyExists {
+        /// `tasks.corral.dev`.
+        resource: String,
+        /// The name.
+        name: String,
+    },
+    /// A resourceVersion or uid precondition failed.
+    #[error("conflict on {resource} {name:?}: {message}")]
+    Conflict {
+        /// `tasks.corral.dev`.
+        resource: String,
+        /// The name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// Validation failed.
+    #[error("{kind} {name:?} is invalid")]
+    Invalid {
+        /// `Task.corral.dev`.
+        kind: String,
+        /// The name.
+        name: String,
+        /// The field errors.
+        errors: Vec<FieldError>,
+    },
+    /// A malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A body in a format the endpoint does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A verb the endpoint does not take.
+    #[error("the server does not allow this method on the requested resource")]
+    MethodNotAllowed,
+    /// No or bad credentials.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// A body over the limit.
+    #[error("the request body is too large (limit {limit} bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A resourceVersion older than the history kept.
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired {
+        /// The resourceVersion asked for.
+        requested: i64,
+        /// The oldest available.
+        oldest: i64,
+    },
+    /// The storage is unreachable: retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug: the server broke an invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP code.
+    pub fn code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound { .. } | ApiError::PathNotFound => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Expired { .. } => StatusCode::GONE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } | ApiError::PathNotFound => "NotFound",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::Expired { .. } => "Expired",
+            ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The message, in kube-apiserver's words.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::NotFound { resource, name } => format!("{resource} \"{name}\" not found"),
+            ApiError::AlreadyExists { resource, name } => format!("{resource} \"{name}\" already exists"),
+            ApiError::Conflict { resource, name, message } => {
+                format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}")
+            }
+            ApiError::Invalid { kind, name, errors } => {
+                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                match list.as_slice() {
+                    [one] => format!("{kind} \"{name}\" is invalid: {one}"),
+                    many => format!("{kind} \"{name}\" is invalid: [{}]", many.join(", ")),
+                }
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The `Status` object.
+    pub fn status(&self) -> Value {
+        let code = self.code().as_u16();
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message(),
+            "reason": self.reason(),
+            "code": code,
+        });
+        let details = match self {
+            ApiError::NotFound { resource, name }
+            | ApiError::AlreadyExists { resource, name }
+            | ApiError::Conflict { resource, name, .. } => {
+                let (kind, group) = resource.split_once('.').unwrap_or((resource.as_str(), ""));
+                Some(json!({"name": name, "group": group, "kind": kind}))
+            }
+            ApiError::Invalid { kind, name, errors } => {
+                let (k, group) = kind.split_once('.').unwrap_or((kind.as_str(), ""));
+                let causes: Vec<Value> = errors
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "reason": e.type_.cause_reason(),
+                            "message": e.to_string().split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or_default(),
+                            "field": e.field,
+                        })
+                    })
+                    .collect();
+                Some(json!({"name": name, "group": group, "kind": k, "causes": causes}))
+            }
+            ApiError::Expired { .. } => None,
+            _ => None,
+        };
+        if let (Some(d), Some(o)) = (details, status.as_object_mut()) {
+            o.insert("details".into(), d);
+        }
+        status
+    }
+
+    /// Maps a store error on one object.
+    pub fn from_store(e: StoreError, resource: &str, name: &str) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::NotFound {
+                resource: resource.to_owned(),
+                name: name.to_owned(),
+            },
+            StoreError::AlreadyExists { .. } => ApiError::AlreadyExists {
+                resource: resource.to_owned(),
+                name: name.to_owned(),
+            },
+            StoreError::Conflict { .. } => ApiError::Conflict {
+                resource: resource.to_owned(),
+                name: name.to_owned(),
+                message: "the object has been modified; please apply your changes to the latest version and try again"
+                    .to_owned(),
+            },
+            StoreError::Compacted { requested, compacted } => ApiError::Expired {
+                requested,
+                oldest: compacted,
+            },
+            StoreError::FutureRevision { requested, current } => ApiError::BadRequest(format!(
+                "resourceVersion {requested} is newer than the server's {current}"
+            )),
+            StoreError::TooLarge { limit, .. } => ApiError::TooLarge { limit },
+            StoreError::Unavailable { message } => ApiError::Unavailable(message),
+        }
+    }
+}
+
+/// Store errors outside one object (lists, watches).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from_store(e, "", "")
+    }
+}

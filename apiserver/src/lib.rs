@@ -1,0 +1,36 @@
+//! Corral's Kubernetes-compatible API server.
+//!
+//! Serves the `corral.dev/v1alpha1` kinds and the core kinds clients need
+//! (Namespace, ConfigMap, Secret, Event, Lease) over the [`corral_store::Store`],
+//! so that kubectl, Helm and kube-rs work against Corral unmodified.
+//!
+//! - [`registry`]: what is served, from the same schemas as the CRDs.
+//! - [`rest`]: the verbs (get, list, create, update, patch, delete) and their
+//!   resourceVersion / generation / finalizer semantics.
+//! - [`watch`]: watch streams from a list or a resourceVersion.
+//! - [`admission`] and [`schema_check`]: schema and rule validation.
+//! - [`discovery`], [`openapi`], [`table`]: what clients read to understand it.
+//! - [`server`]: TLS, authentication, routing. [`pki`]: certificates and tokens.
+//!
+//! Reads and watches go straight to the store for now; the watch cache is
+//! still to come.
+
+pub mod admission;
+pub mod discovery;
+pub mod error;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod registry;
+pub mod rest;
+pub mod schema_check;
+pub mod selectors;
+pub mod server;
+pub mod table;
+pub mod watch;
+
+pub use error::ApiError;
+pub use registry::Registry;
+pub use rest::Api;
+pub use server::{Authn, RunningServer, serve};

@@ -1,0 +1,204 @@
+//! Helpers over objects as JSON: metadata access, the stored form, time.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+
+/// `metadata` of an object, created when absent. Callers pass objects (bodies
+/// are checked to be JSON objects before this is reached); anything else is
+/// first replaced by an empty object, so this never panics.
+pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    let Value::Object(o) = obj else { unreachable!("obj was just made an object") };
+    let meta = o.entry("metadata").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    match meta {
+        Value::Object(m) => m,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+/// A string field of `metadata`.
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// `metadata.labels` as a map (empty when absent).
+pub fn labels(obj: &Value) -> BTreeMap<String, String> {
+    obj.get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `metadata.finalizers` (empty when absent).
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    obj.get("metadata")
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Now, as Kubernetes writes `Time` (RFC 3339, seconds).
+pub fn now_time() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+/// The bytes stored for an object: without `resourceVersion` (the store's
+/// revision is the resourceVersion) and with keys in a stable order.
+pub fn to_stored(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let mut o = obj.clone();
+    meta_mut(&mut o).remove("resourceVersion");
+    serde_json::to_vec(&o).map_err(|e| ApiError::Internal(format!("encoding an object: {e}")))
+}
+
+/// An object read from the store, with its resourceVersion.
+pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Value, ApiError> {
+    let mut v: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("decoding a stored object: {e}")))?;
+    meta_mut(&mut v).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    Ok(v)
+}
+
+/// The parts of an object that count as its spec for `generation`: every
+/// top-level field except metadata, status, apiVersion and kind.
+pub fn spec_part(obj: &Value) -> Map<String, Value> {
+    obj.as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses a resourceVersion string.
+pub fn parse_rv(rv: &str) -> Result<i64, ApiError> {
+    rv.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}: must be a non-negative integer")))
+}
+
+/// Kubernetes' field set (`FieldsV1`) of an object's content: every map key
+/// as `f:<key>`, lists as atomic leaves. System metadata is left out.
+pub fn fields_v1(obj: &Value) -> Value {
+    fn walk(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    out.insert(format!("f:{k}"), walk(v));
+                }
+                Value::Object(out)
+            }
+            _ => json!({}),
+        }
+    }
+    let mut out = Map::new();
+    if let Some(o) = obj.as_object() {
+        for (k, v) in o {
+            match k.as_str() {
+                "apiVersion" | "kind" => {}
+                "metadata" => {
+                    let mut m = Map::new();
+                    for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                        if let Some(x) = v.get(field) {
+                            m.insert(format!("f:{field}"), walk(x));
+                        }
+                    }
+                    if !m.is_empty() {
+                        out.insert("f:metadata".into(), Value::Object(m));
+                    }
+                }
+                _ => {
+                    out.insert(format!("f:{k}"), walk(v));
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// kubectl's short age: `45s`, `5m3s`, `3h2m`, `4d`, …
+pub fn human_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+    } else if m < 180 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else if d < 365 * 8 {
+        format!("{}y{}d", d / 365, d % 365)
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        for (s, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (120, "2m"),
+            (125, "2m5s"),
+            (900, "15m"),
+            (3 * 3600 + 120, "3h2m"),
+            (10 * 3600, "10h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (30 * 86400, "30d"),
+        ] {
+            assert_eq!(human_age(s), want);
+        }
+    }
+
+    #[test]
+    fn stored_objects_drop_and_regain_their_resource_version() {
+        let obj = json!({"metadata": {"name": "a", "resourceVersion": "9"}, "spec": {"x": 1}});
+        let bytes = to_stored(&obj).expect("encode");
+        assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
+        let back = from_stored(&bytes, 12).expect("decode");
+        assert_eq!(meta_str(&back, "resourceVersion"), Some("12"));
+    }
+
+    #[test]
+    fn field_sets_cover_content_not_system_metadata() {
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "uid": "u", "labels": {"app": "x"}},
+            "data": {"k": "v"}, "spec": {"list": [1, 2]}});
+        assert_eq!(
+            fields_v1(&obj),
+            json!({"f:metadata": {"f:labels": {"f:app": {}}}, "f:data": {"f:k": {}}, "f:spec": {"f:list": {}}})
+        );
+    }
+}

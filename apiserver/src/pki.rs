@@ -1,0 +1,208 @@
+//! TLS material and credentials under `$CORRAL_HOME/pki`: a CA, a serving
+//! certificate for the listen hosts, an admin client certificate, and a static
+//! token file (`tokens.csv`: `token,user,uid,"group,…"`, kube-apiserver's
+//! format). Generated once, reused on every start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+/// Why the TLS material could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("generating certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The material is not usable by TLS.
+    #[error("loading TLS material: {0}")]
+    Tls(String),
+}
+
+/// The PEM files and the admin token.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The CA certificate.
+    pub ca_pem: String,
+    /// The serving certificate.
+    pub server_cert_pem: String,
+    /// Its key.
+    pub server_key_pem: String,
+    /// The admin client certificate (CN `corral-admin`, O `system:masters`).
+    pub admin_cert_pem: String,
+    /// Its key.
+    pub admin_key_pem: String,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Where the token file is.
+    pub token_file: PathBuf,
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+}
+
+fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    std::fs::write(path, contents).map_err(io)?;
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn random_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+impl Pki {
+    /// Loads the material under `dir`, generating what is missing. `hosts` are
+    /// the names and addresses the serving certificate must cover.
+    pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Self, PkiError> {
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
+        let files = ["ca.crt", "server.crt", "server.key", "admin.crt", "admin.key"];
+        if files.iter().any(|f| !dir.join(f).exists()) {
+            Self::generate(dir, hosts)?;
+        }
+        let token_file = dir.join("tokens.csv");
+        if !token_file.exists() {
+            write(&token_file, &format!("{},corral-admin,corral-admin,\"system:masters\"\n", random_token()), true)?;
+        }
+        let admin_token = read(&token_file)?
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(',');
+                let token = f.next()?;
+                (f.next()? == "corral-admin").then(|| token.to_owned())
+            })
+            .ok_or_else(|| PkiError::Tls(format!("{} has no corral-admin token", token_file.display())))?;
+        Ok(Pki {
+            ca_pem: read(&dir.join("ca.crt"))?,
+            server_cert_pem: read(&dir.join("server.crt"))?,
+            server_key_pem: read(&dir.join("server.key"))?,
+            admin_cert_pem: read(&dir.join("admin.crt"))?,
+            admin_key_pem: read(&dir.join("admin.key"))?,
+            admin_token,
+            token_file,
+        })
+    }
+
+    fn generate(dir: &Path, hosts: &[String]) -> Result<(), PkiError> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name = DistinguishedName::new();
+        ca.distinguished_name.push(DnType::CommonName, "corral-ca");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        for h in hosts {
+            if !names.contains(h) {
+                names.push(h.clone());
+            }
+        }
+        let server_key = KeyPair::generate()?;
+        let mut server = CertificateParams::new(Vec::<String>::new())?;
+        server.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => n.clone().try_into().map(SanType::DnsName),
+            })
+            .collect::<Result<_, _>>()?;
+        server.distinguished_name.push(DnType::CommonName, "corral-apiserver");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = server.signed_by(&server_key, &issuer)?;
+
+        let admin_key = KeyPair::generate()?;
+        let mut admin = CertificateParams::new(Vec::<String>::new())?;
+        admin.distinguished_name.push(DnType::CommonName, "corral-admin");
+        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+        write(&dir.join("ca.crt"), &ca_cert.pem(), false)?;
+        write(&dir.join("server.crt"), &server_cert.pem(), false)?;
+        write(&dir.join("server.key"), &server_key.serialize_pem(), true)?;
+        write(&dir.join("admin.crt"), &admin_cert.pem(), false)?;
+        write(&dir.join("admin.key"), &admin_key.serialize_pem(), true)?;
+        Ok(())
+    }
+
+    /// A rustls server configuration: HTTP/2 and HTTP/1.1 over ALPN, client
+    /// certificates signed by the CA accepted (but not required).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = rustls_pemfile::certs(&mut self.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let key = rustls_pemfile::private_key(&mut self.server_key_pem.as_bytes())
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .ok_or_else(|| PkiError::Tls("no private key in server.key".into()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(c.map_err(|e| PkiError::Tls(e.to_string()))?).map_err(|e| PkiError::Tls(e.to_string()))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// An admin kubeconfig for `server` (`https://127.0.0.1:6443`), using the token.
+    pub fn kubeconfig(&self, server: &str) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: corral\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: corral-admin\n  user:\n    token: {token}\ncontexts:\n- name: corral\n  context:\n    cluster: corral\n    user: corral-admin\n    namespace: default\ncurrent-context: corral\n",
+            ca = b64(&self.ca_pem),
+            token = self.admin_token,
+        )
+    }
+}
+
+/// Bearer tokens read from a token file.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Vec<(String, String)>);
+
+impl Tokens {
+    /// Reads `token,user,…` lines (blank lines and `#` comments skipped).
+    pub fn load(path: &Path) -> Result<Self, PkiError> {
+        let text = read(path)?;
+        Ok(Tokens(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter_map(|l| {
+                    let mut f = l.split(',');
+                    Some((f.next()?.to_owned(), f.next()?.to_owned()))
+                })
+                .collect(),
+        ))
+    }
+
+    /// The user a bearer token belongs to.
+    pub fn user(&self, token: &str) -> Option<&str> {
+        self.0.iter().find(|(t, _)| t == token).map(|(_, u)| u.as_str())
+    }
+}

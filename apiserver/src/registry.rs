@@ -1,0 +1,393 @@
+//! What the server serves: one [`ResourceDesc`] per kind, built from the same
+//! schemas the CRDs are generated from (Corral kinds) or from k8s-openapi
+//! (core kinds), so discovery, OpenAPI, validation and tables agree.
+
+use std::sync::Arc;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use schemars::JsonSchema;
+use serde_json::{Value, json};
+
+/// How a table cell is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellSource {
+    /// A JSONPath (`.status.phase`, `.status.conditions[?(@.type=="Ready")].status`).
+    Path(String),
+    /// The number of keys in `data` (and `binaryData`).
+    DataCount,
+    /// Time since `metadata.creationTimestamp`, as `5m`.
+    Age,
+}
+
+/// One printer column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Header.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean`, `date`.
+    pub type_: String,
+    /// Shown only with `-o wide` when > 0.
+    pub priority: i32,
+    /// What the cell shows.
+    pub source: CellSource,
+}
+
+/// The group of a resource family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A `corral.dev` custom resource (JSON merge patch only; SMP is 415).
+    Custom,
+    /// A built-in Kubernetes kind.
+    BuiltIn,
+}
+
+/// Everything the server knows about one kind.
+#[derive(Debug, Clone)]
+pub struct ResourceDesc {
+    /// API group; empty for core.
+    pub group: &'static str,
+    /// Version.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Plural resource name.
+    pub plural: &'static str,
+    /// Singular name.
+    pub singular: &'static str,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// kubectl short names.
+    pub short_names: Vec<String>,
+    /// Categories (`corral`).
+    pub categories: Vec<String>,
+    /// Whether `/status` is a subresource (status ignored on main writes).
+    pub status_subresource: bool,
+    /// Printer columns after NAME (AGE included where wanted).
+    pub columns: Vec<Column>,
+    /// Extra field-selector paths besides `metadata.name` / `metadata.namespace`.
+    pub selectable: Vec<String>,
+    /// The OpenAPI v3 schema of the whole object.
+    pub schema: Value,
+    /// Custom or built-in.
+    pub origin: Origin,
+}
+
+impl ResourceDesc {
+    /// `corral.dev/v1alpha1`, or `v1` for core.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `tasks.corral.dev`, or `configmaps` for core, as in error messages.
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// The store prefix of every object of this kind (or of one namespace).
+    pub fn key_prefix(&self, namespace: Option<&str>) -> String {
+        let group = if self.group.is_empty() { "core" } else { self.group };
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{group}/{}/{ns}/", self.plural),
+            _ => format!("/registry/{group}/{}/", self.plural),
+        }
+    }
+
+    /// The store key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.key_prefix(namespace))
+    }
+
+    /// The name OpenAPI uses for the kind: `dev.corral.v1alpha1.Task`, `io.k8s.api.core.v1.ConfigMap`.
+    pub fn schema_name(&self) -> String {
+        match self.group {
+            "" => format!("io.k8s.api.core.v1.{}", self.kind),
+            "coordination.k8s.io" => format!("io.k8s.api.coordination.{}.{}", self.version, self.kind),
+            g => {
+                let reversed: Vec<&str> = g.split('.').rev().collect();
+                format!("{}.{}.{}", reversed.join("."), self.version, self.kind)
+            }
+        }
+    }
+}
+
+/// Every kind served, looked up by group/version/plural.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    resources: Vec<Arc<ResourceDesc>>,
+}
+
+/// An OpenAPI v3 schema for `T`, with every sub-schema inlined.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let settings = schemars::generate::SchemaSettings::openapi3().with(|s| {
+        s.inline_subschemas = true;
+        s.meta_schema = None;
+    });
+    let schema = settings.into_generator().into_root_schema_for::<T>();
+    let mut v = schema.to_value();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("$schema");
+        o.remove("title");
+        o.remove("components");
+        o.remove("definitions");
+        o.remove("$defs");
+    }
+    v
+}
+
+fn age() -> Column {
+    Column {
+        name: "Age".into(),
+        type_: "date".into(),
+        priority: 0,
+        source: CellSource::Age,
+    }
+}
+
+fn path_col(name: &str, type_: &str, path: &str) -> Column {
+    Column {
+        name: name.into(),
+        type_: type_.into(),
+        priority: 0,
+        source: CellSource::Path(path.into()),
+    }
+}
+
+fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
+    let version = &crd.spec.versions[0];
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut schema = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_else(|| json!({"type": "object"}));
+    // The served schema describes the whole object, metadata included.
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("apiVersion".into(), json!({"type": "string"}));
+        props.insert("kind".into(), json!({"type": "string"}));
+        props.insert(
+            "metadata".into(),
+            schema_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        );
+    }
+    let columns = version
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| Column {
+            source: if c.name == "Age" && c.json_path == ".metadata.creationTimestamp" {
+                CellSource::Age
+            } else {
+                CellSource::Path(c.json_path)
+            },
+            name: c.name,
+            type_: c.type_,
+            priority: c.priority.unwrap_or(0),
+        })
+        .collect();
+    ResourceDesc {
+        group: leak(crd.spec.group.clone()),
+        version: leak(version.name.clone()),
+        kind: leak(crd.spec.names.kind.clone()),
+        plural: leak(crd.spec.names.plural.clone()),
+        singular: leak(crd.spec.names.singular.clone().unwrap_or_default()),
+        namespaced: crd.spec.scope == "Namespaced",
+        short_names: crd.spec.names.short_names.clone().unwrap_or_default(),
+        categories: crd.spec.names.categories.clone().unwrap_or_default(),
+        status_subresource: version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+        columns,
+        selectable: version
+            .selectable_fields
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.json_path.trim_start_matches('.').to_owned())
+            .collect(),
+        schema,
+        origin: Origin::Custom,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn builtin(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    short_names: &[&str],
+    status_subresource: bool,
+    columns: Vec<Column>,
+    selectable: &[&str],
+    schema: Value,
+) -> ResourceDesc {
+    ResourceDesc {
+        group,
+        version,
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names: short_names.iter().map(|s| s.to_string()).collect(),
+        categories: Vec::new(),
+        status_subresource,
+        columns,
+        selectable: selectable.iter().map(|s| s.to_string()).collect(),
+        schema,
+        origin: Origin::BuiltIn,
+    }
+}
+
+impl Registry {
+    /// Corral's kinds plus the core kinds clients need.
+    pub fn standard() -> Self {
+        use k8s_openapi::api::coordination::v1::Lease;
+        use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+        let mut resources: Vec<ResourceDesc> = corral_api::crds::all().into_iter().map(from_crd).collect();
+        resources.push(builtin(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            "namespace",
+            false,
+            &["ns"],
+            true,
+            vec![path_col("Status", "string", ".status.phase"), age()],
+            &["status.phase"],
+            schema_of::<Namespace>(),
+        ));
+        resources.push(builtin(
+            "",
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            "configmap",
+            true,
+            &["cm"],
+            false,
+            vec![
+                Column {
+                    name: "Data".into(),
+                    type_: "integer".into(),
+                    priority: 0,
+                    source: CellSource::DataCount,
+                },
+                age(),
+            ],
+            &[],
+            schema_of::<ConfigMap>(),
+        ));
+        resources.push(builtin(
+            "",
+            "v1",
+            "Secret",
+            "secrets",
+            "secret",
+            true,
+            &[],
+            false,
+            vec![
+                path_col("Type", "string", ".type"),
+                Column {
+                    name: "Data".into(),
+                    type_: "integer".into(),
+                    priority: 0,
+                    source: CellSource::DataCount,
+                },
+                age(),
+            ],
+            &["type"],
+            schema_of::<Secret>(),
+        ));
+        resources.push(builtin(
+            "",
+            "v1",
+            "Event",
+            "events",
+            "event",
+            true,
+            &["ev"],
+            false,
+            vec![
+                path_col("Last Seen", "string", ".lastTimestamp"),
+                path_col("Type", "string", ".type"),
+                path_col("Reason", "string", ".reason"),
+                path_col("Object", "string", ".involvedObject.name"),
+                path_col("Message", "string", ".message"),
+            ],
+            &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            schema_of::<Event>(),
+        ));
+        resources.push(builtin(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            "lease",
+            true,
+            &[],
+            false,
+            vec![path_col("Holder", "string", ".spec.holderIdentity"), age()],
+            &[],
+            schema_of::<Lease>(),
+        ));
+        Registry {
+            resources: resources.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// Every resource, in registration order.
+    pub fn all(&self) -> &[Arc<ResourceDesc>] {
+        &self.resources
+    }
+
+    /// The resource at `group/version/plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDesc>> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// The resource of `apiVersion` + `kind`.
+    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceDesc>> {
+        self.resources
+            .iter()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
+            .cloned()
+    }
+
+    /// The groups served, in order (core is reported separately at `/api`).
+    pub fn groups(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for r in &self.resources {
+            if !r.group.is_empty() && !out.contains(&r.group) {
+                out.push(r.group);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,516 @@
+//! The HTTP layer: TLS, authentication, routing to discovery, OpenAPI and the
+//! REST verbs, body limits, content negotiation, and graceful shutdown.
+//!
+//! Layers, outermost first: TLS (client certificates optional) →
+//! authentication (bearer token or client certificate; 401 otherwise) →
+//! authorization (every authenticated user may do everything, for now) →
+//! routing → handler. Every error leaves as a `Status`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::admission::FieldValidation;
+use crate::discovery;
+use crate::error::ApiError;
+use crate::openapi;
+use crate::patch::{PatchKind, parse_body};
+use crate::pki::Tokens;
+use crate::registry::ResourceDesc;
+use crate::rest::{Api, DeleteOptions, ListQuery, WriteOptions};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::table::{IncludeObject, table, wants_table};
+use crate::watch::{self, WatchParams};
+
+/// The largest request body accepted (etcd takes 1.5 MiB values).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Who may call the server.
+#[derive(Debug, Clone)]
+pub enum Authn {
+    /// Nobody is checked (plain HTTP for local tests only).
+    None,
+    /// Bearer tokens from a token file, or a client certificate signed by the CA.
+    Required(Arc<Tokens>),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (watches end), then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `api` on `listener`, over TLS when `tls` is given.
+pub fn serve(api: Api, listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, authn: Authn) -> std::io::Result<RunningServer> {
+    let local_addr = listener.local_addr()?;
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let task = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let api = api.clone();
+                    let authn = authn.clone();
+                    let acceptor = acceptor.clone();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        match acceptor {
+                            Some(acc) => {
+                                let Ok(tls) = acc.accept(stream).await else { return };
+                                let has_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), has_cert, peer, req));
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+                                let _ = watcher.watch(conn).await;
+                            }
+                            None => {
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), false, peer, req));
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                                let _ = watcher.watch(conn).await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    });
+    Ok(RunningServer { local_addr, shutdown, task })
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    full(status, "application/json", v.to_string())
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code(), &e.status())
+}
+
+/// Percent-decodes a query component (`+` is a space).
+fn decode_component(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query parameters of a request.
+#[derive(Debug, Default)]
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        Query(
+            q.unwrap_or_default()
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (decode_component(k), decode_component(v)),
+                    None => (decode_component(p), String::new()),
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true") | Some("1"))
+    }
+}
+
+/// Where a resource request points.
+#[derive(Debug)]
+struct Target {
+    desc: Arc<ResourceDesc>,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+async fn handle(api: Api, authn: Authn, has_cert: bool, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = match route(api, authn, has_cert, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(response)
+}
+
+fn authenticate(authn: &Authn, has_cert: bool, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Authn::Required(tokens) = authn else { return Ok(()) };
+    if has_cert {
+        return Ok(());
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token.and_then(|t| tokens.user(t)) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+async fn route(api: Api, authn: Authn, has_cert: bool, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let path = if path.is_empty() { "/".to_owned() } else { path };
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => return Ok(full(StatusCode::OK, "text/plain", "ok")),
+        "/version" => return Ok(json_response(StatusCode::OK, &discovery::version())),
+        _ => {}
+    }
+    authenticate(&authn, has_cert, &req)?;
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let get_only = |m: &Method| if *m == Method::GET { Ok(()) } else { Err(ApiError::MethodNotAllowed) };
+    match segs.as_slice() {
+        ["api"] => {
+            get_only(req.method())?;
+            return Ok(if discovery::wants_aggregated(&accept) {
+                json_response(StatusCode::OK, &discovery::aggregated(&api.registry, true)).with_content_type(discovery::AGGREGATED_CONTENT_TYPE)
+            } else {
+                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
+                json_response(StatusCode::OK, &discovery::api_versions(&host))
+            });
+        }
+        ["apis"] => {
+            get_only(req.method())?;
+            return Ok(if discovery::wants_aggregated(&accept) {
+                json_response(StatusCode::OK, &discovery::aggregated(&api.registry, false)).with_content_type(discovery::AGGREGATED_CONTENT_TYPE)
+            } else {
+                json_response(StatusCode::OK, &discovery::api_group_list(&api.registry))
+            });
+        }
+        ["api", v] => {
+            get_only(req.method())?;
+            return discovery::resource_list(&api.registry, "", v).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::PathNotFound);
+        }
+        ["apis", g] => {
+            get_only(req.method())?;
+            return discovery::api_group(&api.registry, g).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::PathNotFound);
+        }
+        ["apis", g, v] => {
+            get_only(req.method())?;
+            return discovery::resource_list(&api.registry, g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::PathNotFound);
+        }
+        ["openapi", "v3"] => {
+            get_only(req.method())?;
+            return Ok(json_response(StatusCode::OK, &openapi::index(&api.registry)));
+        }
+        ["openapi", "v3", rest @ ..] => {
+            get_only(req.method())?;
+            let key = rest.join("/");
+            let doc = openapi::document(&api.registry, &key).ok_or(ApiError::PathNotFound)?;
+            let mut r = json_response(StatusCode::OK, &doc);
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", openapi::hash(&doc))) {
+                r.headers_mut().insert(header::ETAG, etag);
+            }
+            return Ok(r);
+        }
+        _ => {}
+    }
+    let target = resolve(&api, &segs)?;
+    resource(api, target, req, &accept).await
+}
+
+trait WithContentType {
+    fn with_content_type(self, ct: &str) -> Self;
+}
+
+impl WithContentType for Response<Body> {
+    fn with_content_type(mut self, ct: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(ct) {
+            self.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        self
+    }
+}
+
+/// Maps `/api/v1/...` and `/apis/<g>/<v>/...` to a resource target.
+fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::PathNotFound),
+    };
+    let find = |plural: &str| api.registry.find(group, version, plural).ok_or(ApiError::PathNotFound);
+    let t = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: Option<&str>, status: bool| Target {
+        desc,
+        namespace: ns.map(str::to_owned),
+        name: name.map(str::to_owned),
+        status,
+    };
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if api.registry.find(group, version, plural).is_some_and(|d| d.namespaced) => {
+            let desc = find(plural)?;
+            match tail {
+                [] => Ok(t(desc, Some(ns), None, false)),
+                [name] => Ok(t(desc, Some(ns), Some(name), false)),
+                [name, "status"] if desc.status_subresource => Ok(t(desc, Some(ns), Some(name), true)),
+                _ => Err(ApiError::PathNotFound),
+            }
+        }
+        [plural, tail @ ..] => {
+            let desc = find(plural)?;
+            match tail {
+                [] => Ok(t(desc, None, None, false)),
+                [name] if !desc.namespaced => Ok(t(desc, None, Some(name), false)),
+                [name, "status"] if !desc.namespaced && desc.status_subresource => Ok(t(desc, None, Some(name), true)),
+                [name, "finalize"] if desc.kind == "Namespace" => Ok(t(desc, None, Some(name), false)),
+                _ => Err(ApiError::PathNotFound),
+            }
+        }
+        _ => Err(ApiError::PathNotFound),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let collected = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::TooLarge { limit: MAX_BODY_BYTES }
+        } else {
+            ApiError::BadRequest(format!("reading the request body: {e}"))
+        }
+    })?;
+    Ok((parts, collected.to_bytes()))
+}
+
+fn content_type(parts: &http::request::Parts) -> String {
+    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned()
+}
+
+/// Decodes an object body (JSON or YAML).
+fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type(parts);
+    let media = ct.split(';').next().unwrap_or_default().trim().to_owned();
+    let v: Value = match media.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding the request body as JSON: {e}")))?,
+        "application/yaml" => {
+            let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+            serde_saphyr::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding the request body as YAML: {e}")))?
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml"
+            )));
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
+    }
+    Ok(v)
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
+        dry_run: q.get("dryRun") == Some("All"),
+        field_manager: q.get("fieldManager").map(str::to_owned),
+        field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
+        force: q.flag("force"),
+    })
+}
+
+fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, ApiError> {
+    Ok(ListQuery {
+        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| ApiError::BadRequest(e.0))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), &desc.selectable).map_err(|e| ApiError::BadRequest(e.0))?,
+        limit: match q.get("limit") {
+            None | Some("") => 0,
+            Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+        },
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(str::to_owned),
+    })
+}
+
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
+}
+
+fn list_response(desc: &ResourceDesc, page: crate::rest::ListPage, accept: &str, include: IncludeObject) -> Response<Body> {
+    let rv = page.revision.to_string();
+    if wants_table(accept) {
+        return json_response(StatusCode::OK, &table(desc, &page.items, &rv, page.continue_token.as_deref(), include));
+    }
+    let mut metadata = serde_json::json!({"resourceVersion": rv});
+    if let Some(c) = page.continue_token {
+        metadata["continue"] = Value::String(c);
+    }
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"kind": format!("{}List", desc.kind), "apiVersion": desc.api_version(), "metadata": metadata, "items": page.items}),
+    )
+}
+
+async fn resource(api: Api, t: Target, req: Request<Incoming>, accept: &str) -> Result<Response<Body>, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let desc = t.desc.clone();
+    let ns = t.namespace.as_deref();
+    let include = IncludeObject::parse(q.get("includeObject"));
+    match (req.method().clone(), t.name.as_deref()) {
+        (Method::GET, None) if q.flag("watch") => {
+            let lq = list_query(&q, &desc)?;
+            let params = WatchParams {
+                resource_version: q.get("resourceVersion").map(str::to_owned),
+                bookmarks: q.flag("allowWatchBookmarks"),
+                timeout: q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs),
+                send_initial: q.flag("sendInitialEvents"),
+                labels: lq.labels,
+                fields: lq.fields,
+                table: wants_table(accept).then_some(include),
+            };
+            let rx = watch::start(api, desc, t.namespace.clone(), params).await?;
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        (Method::GET, None) => {
+            let lq = list_query(&q, &desc)?;
+            let page = api.list(&desc, ns, &lq).await?;
+            Ok(list_response(&desc, page, accept, include))
+        }
+        (Method::GET, Some(name)) => {
+            let obj = api.get(&desc, ns, name).await?;
+            if wants_table(accept) {
+                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_owned();
+                return Ok(json_response(StatusCode::OK, &table(&desc, &[obj], &rv, None, include)));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::POST, None) => {
+            let opts = write_options(&q)?;
+            let (parts, body) = read_body(req).await?;
+            let obj = decode_object(&parts, &body)?;
+            let w = api.create(&desc, ns, obj, &opts).await?;
+            Ok(with_warnings(json_response(StatusCode::CREATED, &w.object), &w.warnings))
+        }
+        (Method::PUT, Some(name)) => {
+            let opts = write_options(&q)?;
+            let (parts, body) = read_body(req).await?;
+            let obj = decode_object(&parts, &body)?;
+            let w = api.update(&desc, ns, name, obj, t.status, &opts).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &w.object), &w.warnings))
+        }
+        (Method::PATCH, Some(name)) => {
+            let opts = write_options(&q)?;
+            let (parts, body) = read_body(req).await?;
+            let kind = PatchKind::from_content_type(&content_type(&parts), &desc)?;
+            let patch = parse_body(kind, &body)?;
+            let w = api.patch(&desc, ns, name, kind, patch, t.status, &opts).await?;
+            let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(with_warnings(json_response(code, &w.object), &w.warnings))
+        }
+        (Method::DELETE, name) => {
+            let mut opts = DeleteOptions {
+                dry_run: q.get("dryRun") == Some("All"),
+                propagation: q.get("propagationPolicy").map(str::to_owned),
+                ..Default::default()
+            };
+            let (parts, body) = read_body(req).await?;
+            if !body.is_empty() {
+                let ct = content_type(&parts);
+                if ct.starts_with("application/vnd.kubernetes.protobuf") {
+                    return Err(ApiError::UnsupportedMediaType("protobuf DeleteOptions are not supported yet; send JSON".into()));
+                }
+                let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?;
+                opts.merge_body(&v);
+            }
+            match name {
+                Some(name) => {
+                    let obj = api.delete(&desc, ns, name, &opts).await?;
+                    Ok(json_response(StatusCode::OK, &obj))
+                }
+                None => {
+                    let lq = list_query(&q, &desc)?;
+                    let page = api.delete_collection(&desc, ns, &lq, &opts).await?;
+                    Ok(list_response(&desc, page, "application/json", include))
+                }
+            }
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        let q = Query::parse(Some("labelSelector=env%20in%20(a%2Cb)&fieldSelector=metadata.name%3Dt4&watch=true&x=%zz&y=50%"));
+        assert_eq!(q.get("labelSelector"), Some("env in (a,b)"));
+        assert_eq!(q.get("fieldSelector"), Some("metadata.name=t4"));
+        assert!(q.flag("watch"));
+        assert_eq!(q.get("x"), Some("%zz"));
+        assert_eq!(q.get("y"), Some("50%"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Watch streams: one JSON event per line (`ADDED`, `MODIFIED`, `DELETED`,
+//! `BOOKMARK`, `ERROR`), from a list (resourceVersion absent or "0", or
+//! `sendInitialEvents`) or from a resourceVersion. A resourceVersion older
+//! than the store's history ends the stream with an `ERROR` 410 event inside
+//! a 200 response, which is what clients relist on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral_store::{StoreError, WatchEvent};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::objects::from_stored;
+use crate::registry::ResourceDesc;
+use crate::rest::{Api, ListQuery, matches};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::table::{IncludeObject, table};
+
+/// How often a bookmark is sent when the client allows them.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+
+/// What a watch request asks for.
+#[derive(Debug, Clone)]
+pub struct WatchParams {
+    /// `resourceVersion` (absent or "0": start with the current state).
+    pub resource_version: Option<String>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `timeoutSeconds`.
+    pub timeout: Option<Duration>,
+    /// `sendInitialEvents`.
+    pub send_initial: bool,
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// Objects as one-row Tables (kubectl get -w).
+    pub table: Option<IncludeObject>,
+}
+
+fn line(kind: &str, object: Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn expired(requested: i64, oldest: i64) -> Bytes {
+    line("ERROR", ApiError::Expired { requested, oldest }.status())
+}
+
+fn bookmark(desc: &ResourceDesc, revision: i64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line("BOOKMARK", json!({"kind": desc.kind, "apiVersion": desc.api_version(), "metadata": meta}))
+}
+
+fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes {
+    match p.table {
+        Some(include) => {
+            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_owned();
+            line(kind, table(desc, &[obj], &rv, None, include))
+        }
+        None => line(kind, obj),
+    }
+}
+
+/// Starts a watch; the returned channel yields the response body's chunks.
+pub async fn start(api: Api, desc: Arc<ResourceDesc>, ns: Option<String>, p: WatchParams) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let mut initial = Vec::new();
+    let requested: Option<i64> = match p.resource_version.as_deref() {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(crate::objects::parse_rv(rv)?),
+    };
+    let start_after = if p.send_initial || requested.is_none() {
+        let q = ListQuery {
+            labels: p.labels.clone(),
+            fields: p.fields.clone(),
+            ..Default::default()
+        };
+        let page = api.list(&desc, ns.as_deref(), &q).await?;
+        for obj in page.items {
+            initial.push(event(&desc, &p, "ADDED", obj));
+        }
+        if p.send_initial {
+            initial.push(bookmark(&desc, page.revision, true));
+        }
+        page.revision
+    } else {
+        requested.unwrap_or(0)
+    };
+    let prefix = desc.key_prefix(ns.as_deref());
+    let stream = match api.store.watch(&prefix, start_after + 1).await {
+        Ok(s) => Some(s),
+        Err(StoreError::Compacted { compacted, .. }) => {
+            let _ = tx.send(expired(start_after, compacted)).await;
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(mut stream) = stream else { return Ok(rx) };
+    tokio::spawn(async move {
+        for chunk in initial {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut last_revision = start_after;
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        ticker.tick().await;
+        loop {
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = until_deadline => return,
+                _ = ticker.tick(), if p.bookmarks => {
+                    if tx.send(bookmark(&desc, last_revision, false)).await.is_err() {
+                        return;
+                    }
+                }
+                next = stream.next() => {
+                    let ev = match next {
+                        None => return,
+                        Some(Err(StoreError::Compacted { requested, compacted })) => {
+                            let _ = tx.send(expired(requested, compacted)).await;
+                            return;
+                        }
+                        Some(Err(e)) => {
+                            let _ = tx.send(line("ERROR", ApiError::from(e).status())).await;
+                            return;
+                        }
+                        Some(Ok(ev)) => ev,
+                    };
+                    last_revision = ev.revision();
+                    let out = match translate(&p, ev) {
+                        Ok(Some((kind, obj))) => event(&desc, &p, kind, obj),
+                        Ok(None) => continue,
+                        Err(e) => line("ERROR", e.status()),
+                    };
+                    if tx.send(out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Turns a store change into a watch event, judged against the selectors both
+/// before and after (an object leaving the selection is DELETED for this watcher).
+fn translate(p: &WatchParams, ev: WatchEvent) -> Result<Option<(&'static str, Value)>, ApiError> {
+    match ev {
+        WatchEvent::Put { kv, prev } => {
+            let obj = from_stored(&kv.value, kv.mod_revision)?;
+            let now = matches(&p.labels, &p.fields, &obj);
+            let before = match prev {
+                Some(pkv) => matches(&p.labels, &p.fields, &from_stored(&pkv.value, pkv.mod_revision)?),
+                None => false,
+            };
+            Ok(match (before, now) {
+                (_, true) if !before => Some(("ADDED", obj)),
+                (true, true) => Some(("MODIFIED", obj)),
+                (true, false) => Some(("DELETED", obj)),
+                _ => None,
+            })
+        }
+        WatchEvent::Delete { prev, revision } => {
+            if prev.value.is_empty() {
+                return Ok(None);
+            }
+            let obj = from_stored(&prev.value, revision)?;
+            Ok(matches(&p.labels, &p.fields, &obj).then_some(("DELETED", obj)))
+        }
+    }
+}

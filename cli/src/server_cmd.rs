@@ -1,0 +1,69 @@
+//! `corral server`: the API server over the embedded store or etcd.
+//!
+//! Serves TLS on `--listen` (default `127.0.0.1:6443`) with certificates and an
+//! admin token generated under `$CORRAL_HOME/pki`, writes the admin kubeconfig
+//! to `$CORRAL_HOME/kubeconfig`, and on SIGTERM or Ctrl-C stops accepting,
+//! lets in-flight requests finish and exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use corral_apiserver::pki::{Pki, Tokens};
+use corral_apiserver::{Api, Authn, Registry};
+
+use crate::store_cmd::{home_dir, open_store};
+
+/// `corral server` options.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// `embedded` (under $CORRAL_HOME), `embedded:PATH`, or `etcd://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, env = "CORRAL_STORE", default_value = "embedded")]
+    store: String,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Corral's state directory (default `~/.corral`).
+    #[arg(long, env = "CORRAL_HOME")]
+    home: Option<PathBuf>,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// A token file (`token,user,uid,"groups"` lines) besides the generated admin token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let home = home_dir(args.home)?;
+    let store = open_store(&args.store, &home).await?;
+    let api = Api { store, registry: Registry::standard() };
+    corral_apiserver::rest::ensure_default_namespaces(&api).await.context("creating the default namespace")?;
+
+    let mut hosts = args.tls_sans.clone();
+    hosts.push(args.listen.ip().to_string());
+    let pki = Pki::load_or_create(&home.join("pki"), &hosts).context("preparing TLS material")?;
+    let tokens = Tokens::load(args.token_file.as_deref().unwrap_or(&pki.token_file)).context("reading the token file")?;
+    let tls = pki.server_config()?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let server = corral_apiserver::serve(api, listener, Some(tls), Authn::Required(Arc::new(tokens)))?;
+    let url = format!("https://{addr}");
+    let kubeconfig = home.join("kubeconfig");
+    std::fs::write(&kubeconfig, pki.kubeconfig(&url)).with_context(|| format!("writing {}", kubeconfig.display()))?;
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), "serving");
+    println!("Corral API server listening on {url}");
+    println!("  kubectl --kubeconfig {} get corral", kubeconfig.display());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
