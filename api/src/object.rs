@@ -175,12 +175,16 @@ impl CorralObject {
     /// Objects of different kinds are compared by their own rules only.
     pub fn validate_update(&self, old: &CorralObject) -> Vec<FieldError> {
         match (self, old) {
-            (CorralObject::Quota(n), CorralObject::Quota(o)) => validation::validate_quota_update(n, o),
+            (CorralObject::Quota(n), CorralObject::Quota(o)) => {
+                validation::validate_quota_update(n, o)
+            }
             (CorralObject::Reservation(n), CorralObject::Reservation(o)) => {
                 validation::validate_reservation_update(n, o)
             }
             (CorralObject::Job(n), CorralObject::Job(o)) => validation::validate_job_update(n, o),
-            (CorralObject::Task(n), CorralObject::Task(o)) => validation::validate_task_update(n, o),
+            (CorralObject::Task(n), CorralObject::Task(o)) => {
+                validation::validate_task_update(n, o)
+            }
             _ => self.validate(),
         }
     }

@@ -37,22 +37,38 @@ impl FieldValidation {
 
 fn invalid(desc: &ResourceDesc, obj: &Value, errors: Vec<FieldError>) -> ApiError {
     ApiError::Invalid {
-        kind: if desc.group.is_empty() { desc.kind.to_owned() } else { format!("{}.{}", desc.kind, desc.group) },
+        kind: if desc.group.is_empty() {
+            desc.kind.to_owned()
+        } else {
+            format!("{}.{}", desc.kind, desc.group)
+        },
         name: meta_str(obj, "name").unwrap_or_default().to_owned(),
         errors,
     }
 }
 
 /// Checks (and prunes) `obj` for a write; returns the warnings to send.
-pub fn admit(desc: &ResourceDesc, obj: &mut Value, old: Option<&Value>, fv: FieldValidation) -> Result<Vec<String>, ApiError> {
+pub fn admit(
+    desc: &ResourceDesc,
+    obj: &mut Value,
+    old: Option<&Value>,
+    fv: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
     let mut report = SchemaReport::default();
     check(&desc.schema, obj, "", &mut report);
     let mut warnings = Vec::new();
     if !report.unknown.is_empty() {
-        let list: Vec<String> = report.unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        let list: Vec<String> = report
+            .unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
         match fv {
             FieldValidation::Strict => {
-                return Err(ApiError::BadRequest(format!("strict decoding error: {}", list.join(", "))));
+                return Err(ApiError::BadRequest(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
             }
             FieldValidation::Warn => warnings = list,
             FieldValidation::Ignore => {}
@@ -60,14 +76,21 @@ pub fn admit(desc: &ResourceDesc, obj: &mut Value, old: Option<&Value>, fv: Fiel
     }
     let mut errors = report.errors;
     let name = meta_str(obj, "name").unwrap_or_default();
-    let name_ok = if desc.kind == "Namespace" { is_dns1123_label(name) } else { is_dns1123_subdomain(name) };
+    let name_ok = if desc.kind == "Namespace" {
+        is_dns1123_label(name)
+    } else {
+        is_dns1123_subdomain(name)
+    };
     if name.is_empty() {
-        errors.insert(0, FieldError {
-            type_: FieldErrorType::Required,
-            field: "metadata.name".into(),
-            value: None,
-            detail: "name or generateName is required".into(),
-        });
+        errors.insert(
+            0,
+            FieldError {
+                type_: FieldErrorType::Required,
+                field: "metadata.name".into(),
+                value: None,
+                detail: "name or generateName is required".into(),
+            },
+        );
     } else if !name_ok {
         errors.insert(0, FieldError {
             type_: FieldErrorType::Invalid,
@@ -81,12 +104,16 @@ pub fn admit(desc: &ResourceDesc, obj: &mut Value, old: Option<&Value>, fv: Fiel
     }
     if desc.origin == Origin::Custom {
         let typed = CorralObject::from_value(obj.clone()).map_err(|e| {
-            invalid(desc, obj, vec![FieldError {
-                type_: FieldErrorType::Invalid,
-                field: String::new(),
-                value: None,
-                detail: e.to_string(),
-            }])
+            invalid(
+                desc,
+                obj,
+                vec![FieldError {
+                    type_: FieldErrorType::Invalid,
+                    field: String::new(),
+                    value: None,
+                    detail: e.to_string(),
+                }],
+            )
         })?;
         let rule_errors = match old.map(|o| CorralObject::from_value(o.clone())) {
             Some(Ok(old_typed)) => typed.validate_update(&old_typed),
@@ -97,7 +124,9 @@ pub fn admit(desc: &ResourceDesc, obj: &mut Value, old: Option<&Value>, fv: Fiel
         }
         // Store the typed form: schema defaults (weight 1, tier preemptible,
         // reservation type dynamic, …) are filled in, as Kubernetes does.
-        *obj = typed.to_value().map_err(|e| ApiError::Internal(format!("encoding {}: {e}", desc.kind)))?;
+        *obj = typed
+            .to_value()
+            .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", desc.kind)))?;
     }
     Ok(warnings)
 }

@@ -6,10 +6,20 @@ use serde_json::{Value, json};
 use crate::registry::{Registry, ResourceDesc};
 
 /// The response Content-Type clients require for aggregated discovery.
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// The verbs every resource serves.
-pub const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// True when the Accept header prefers aggregated discovery v2.
 pub fn wants_aggregated(accept: &str) -> bool {
@@ -40,7 +50,11 @@ fn storage_hash(desc: &ResourceDesc) -> String {
 
 /// `/api/v1` or `/apis/<g>/<v>`: the legacy resource list.
 pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let descs: Vec<_> = registry.all().iter().filter(|d| d.group == group && d.version == version).collect();
+    let descs: Vec<_> = registry
+        .all()
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if descs.is_empty() {
         return None;
     }
@@ -61,8 +75,14 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
             resources.push(json!({"name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced, "kind": d.kind, "verbs": ["get", "patch", "update"]}));
         }
     }
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 /// `/api`, legacy.
@@ -77,7 +97,10 @@ fn group_doc(registry: &Registry, group: &str) -> Value {
             versions.push(d.version);
         }
     }
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
@@ -94,7 +117,11 @@ pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
 
 /// `/apis`, legacy.
 pub fn api_group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry.groups().into_iter().map(|g| group_doc(registry, g)).collect();
+    let groups: Vec<Value> = registry
+        .groups()
+        .into_iter()
+        .map(|g| group_doc(registry, g))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -136,7 +163,11 @@ fn aggregated_group(registry: &Registry, group: &str) -> Value {
             json!({"version": v, "freshness": "Current", "resources": resources})
         })
         .collect();
-    let metadata = if group.is_empty() { json!({"creationTimestamp": null}) } else { json!({"name": group, "creationTimestamp": null}) };
+    let metadata = if group.is_empty() {
+        json!({"creationTimestamp": null})
+    } else {
+        json!({"name": group, "creationTimestamp": null})
+    };
     json!({"metadata": metadata, "versions": vs})
 }
 
@@ -145,7 +176,11 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group(registry, "")]
     } else {
-        registry.groups().into_iter().map(|g| aggregated_group(registry, g)).collect()
+        registry
+            .groups()
+            .into_iter()
+            .map(|g| aggregated_group(registry, g))
+            .collect()
     };
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }

@@ -131,8 +131,14 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             ApiError::NotFound { resource, name } => format!("{resource} \"{name}\" not found"),
-            ApiError::AlreadyExists { resource, name } => format!("{resource} \"{name}\" already exists"),
-            ApiError::Conflict { resource, name, message } => {
+            ApiError::AlreadyExists { resource, name } => {
+                format!("{resource} \"{name}\" already exists")
+            }
+            ApiError::Conflict {
+                resource,
+                name,
+                message,
+            } => {
                 format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}")
             }
             ApiError::Invalid { kind, name, errors } => {

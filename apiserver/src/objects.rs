@@ -13,7 +13,9 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.is_object() {
         *obj = json!({});
     }
-    let Value::Object(o) = obj else { unreachable!("obj was just made an object") };
+    let Value::Object(o) = obj else {
+        unreachable!("obj was just made an object")
+    };
     let meta = o.entry("metadata").or_insert_with(|| json!({}));
     if !meta.is_object() {
         *meta = json!({});
@@ -47,7 +49,11 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -69,9 +75,12 @@ pub fn to_stored(obj: &Value) -> Result<Vec<u8>, ApiError> {
 
 /// An object read from the store, with its resourceVersion.
 pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Value, ApiError> {
-    let mut v: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("decoding a stored object: {e}")))?;
-    meta_mut(&mut v).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    let mut v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Internal(format!("decoding a stored object: {e}")))?;
+    meta_mut(&mut v).insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
     Ok(v)
 }
 
@@ -81,7 +90,9 @@ pub fn spec_part(obj: &Value) -> Map<String, Value> {
     obj.as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
@@ -90,10 +101,11 @@ pub fn spec_part(obj: &Value) -> Map<String, Value> {
 
 /// Parses a resourceVersion string.
 pub fn parse_rv(rv: &str) -> Result<i64, ApiError> {
-    rv.parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .ok_or_else(|| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}: must be a non-negative integer")))
+    rv.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "invalid resourceVersion {rv:?}: must be a non-negative integer"
+        ))
+    })
 }
 
 /// Kubernetes' field set (`FieldsV1`) of an object's content: every map key
@@ -143,15 +155,27 @@ pub fn human_age(seconds: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else if d < 365 * 8 {

@@ -30,16 +30,29 @@ fn path_params(desc: &ResourceDesc, item: bool) -> Vec<Value> {
         p.push(json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}));
     }
     if item {
-        p.push(json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}));
+        p.push(
+            json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+        );
     }
     p
 }
 
 fn write_params() -> Vec<Value> {
-    vec![query("dryRun", "string"), query("fieldManager", "string"), query("fieldValidation", "string")]
+    vec![
+        query("dryRun", "string"),
+        query("fieldManager", "string"),
+        query("fieldValidation", "string"),
+    ]
 }
 
-fn op(desc: &ResourceDesc, action: &str, op_id: String, mut params: Vec<Value>, reference: &str, body: Option<Value>) -> Value {
+fn op(
+    desc: &ResourceDesc,
+    action: &str,
+    op_id: String,
+    mut params: Vec<Value>,
+    reference: &str,
+    body: Option<Value>,
+) -> Value {
     let mut o = json!({
         "operationId": op_id,
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": reference}}}}},
@@ -57,12 +70,21 @@ fn op(desc: &ResourceDesc, action: &str, op_id: String, mut params: Vec<Value>, 
 }
 
 fn paths_for(desc: &ResourceDesc, out: &mut Map<String, Value>) {
-    let base = if desc.group.is_empty() { format!("/api/{}", desc.version) } else { format!("/apis/{}/{}", desc.group, desc.version) };
-    let scope = if desc.namespaced { "/namespaces/{namespace}" } else { "" };
+    let base = if desc.group.is_empty() {
+        format!("/api/{}", desc.version)
+    } else {
+        format!("/apis/{}/{}", desc.group, desc.version)
+    };
+    let scope = if desc.namespaced {
+        "/namespaces/{namespace}"
+    } else {
+        ""
+    };
     let collection = format!("{base}{scope}/{}", desc.plural);
     let item = format!("{collection}/{{name}}");
     let reference = format!("#/components/schemas/{}", desc.schema_name());
-    let json_body = json!({"content": {"application/json": {"schema": {"$ref": reference}}}, "required": true});
+    let json_body =
+        json!({"content": {"application/json": {"schema": {"$ref": reference}}}, "required": true});
     let patch_body = json!({"content": {
         "application/apply-patch+yaml": {"schema": {"type": "object"}},
         "application/json-patch+json": {"schema": {"type": "object"}},
@@ -71,23 +93,126 @@ fn paths_for(desc: &ResourceDesc, out: &mut Map<String, Value>) {
     }, "required": true});
     let k = desc.kind;
     let mut item_ops = Map::new();
-    item_ops.insert("get".into(), op(desc, "get", format!("read{k}"), vec![], &reference, None));
-    item_ops.insert("put".into(), op(desc, "put", format!("replace{k}"), write_params(), &reference, Some(json_body.clone())));
-    item_ops.insert("patch".into(), op(desc, "patch", format!("patch{k}"), write_params(), &reference, Some(patch_body.clone())));
-    item_ops.insert("delete".into(), op(desc, "delete", format!("delete{k}"), vec![query("dryRun", "string")], &reference, None));
+    item_ops.insert(
+        "get".into(),
+        op(desc, "get", format!("read{k}"), vec![], &reference, None),
+    );
+    item_ops.insert(
+        "put".into(),
+        op(
+            desc,
+            "put",
+            format!("replace{k}"),
+            write_params(),
+            &reference,
+            Some(json_body.clone()),
+        ),
+    );
+    item_ops.insert(
+        "patch".into(),
+        op(
+            desc,
+            "patch",
+            format!("patch{k}"),
+            write_params(),
+            &reference,
+            Some(patch_body.clone()),
+        ),
+    );
+    item_ops.insert(
+        "delete".into(),
+        op(
+            desc,
+            "delete",
+            format!("delete{k}"),
+            vec![query("dryRun", "string")],
+            &reference,
+            None,
+        ),
+    );
     item_ops.insert("parameters".into(), Value::Array(path_params(desc, true)));
     out.insert(item.clone(), Value::Object(item_ops));
     let mut coll_ops = Map::new();
-    coll_ops.insert("get".into(), op(desc, "list", format!("list{k}"), vec![query("labelSelector", "string"), query("fieldSelector", "string"), query("limit", "integer"), query("continue", "string"), query("watch", "boolean"), query("resourceVersion", "string")], &reference, None));
-    coll_ops.insert("post".into(), op(desc, "post", format!("create{k}"), write_params(), &reference, Some(json_body.clone())));
-    coll_ops.insert("delete".into(), op(desc, "deletecollection", format!("deletecollection{k}"), vec![query("labelSelector", "string"), query("fieldSelector", "string")], &reference, None));
+    coll_ops.insert(
+        "get".into(),
+        op(
+            desc,
+            "list",
+            format!("list{k}"),
+            vec![
+                query("labelSelector", "string"),
+                query("fieldSelector", "string"),
+                query("limit", "integer"),
+                query("continue", "string"),
+                query("watch", "boolean"),
+                query("resourceVersion", "string"),
+            ],
+            &reference,
+            None,
+        ),
+    );
+    coll_ops.insert(
+        "post".into(),
+        op(
+            desc,
+            "post",
+            format!("create{k}"),
+            write_params(),
+            &reference,
+            Some(json_body.clone()),
+        ),
+    );
+    coll_ops.insert(
+        "delete".into(),
+        op(
+            desc,
+            "deletecollection",
+            format!("deletecollection{k}"),
+            vec![
+                query("labelSelector", "string"),
+                query("fieldSelector", "string"),
+            ],
+            &reference,
+            None,
+        ),
+    );
     coll_ops.insert("parameters".into(), Value::Array(path_params(desc, false)));
     out.insert(collection, Value::Object(coll_ops));
     if desc.status_subresource {
         let mut st = Map::new();
-        st.insert("get".into(), op(desc, "get", format!("read{k}Status"), vec![], &reference, None));
-        st.insert("put".into(), op(desc, "put", format!("replace{k}Status"), write_params(), &reference, Some(json_body)));
-        st.insert("patch".into(), op(desc, "patch", format!("patch{k}Status"), write_params(), &reference, Some(patch_body)));
+        st.insert(
+            "get".into(),
+            op(
+                desc,
+                "get",
+                format!("read{k}Status"),
+                vec![],
+                &reference,
+                None,
+            ),
+        );
+        st.insert(
+            "put".into(),
+            op(
+                desc,
+                "put",
+                format!("replace{k}Status"),
+                write_params(),
+                &reference,
+                Some(json_body),
+            ),
+        );
+        st.insert(
+            "patch".into(),
+            op(
+                desc,
+                "patch",
+                format!("patch{k}Status"),
+                write_params(),
+                &reference,
+                Some(patch_body),
+            ),
+        );
         st.insert("parameters".into(), Value::Array(path_params(desc, true)));
         out.insert(format!("{item}/status"), Value::Object(st));
     }
@@ -101,10 +226,16 @@ fn annotate_lists(schema: &mut Value) {
         o.insert("x-kubernetes-list-type".into(), json!("map"));
         o.insert("x-kubernetes-list-map-keys".into(), json!(["type"]));
     }
-    if let Some(m) = schema.pointer_mut("/properties/metadata/properties/finalizers").and_then(Value::as_object_mut) {
+    if let Some(m) = schema
+        .pointer_mut("/properties/metadata/properties/finalizers")
+        .and_then(Value::as_object_mut)
+    {
         m.insert("x-kubernetes-list-type".into(), json!("set"));
     }
-    if let Some(m) = schema.pointer_mut("/properties/metadata/properties/ownerReferences").and_then(Value::as_object_mut) {
+    if let Some(m) = schema
+        .pointer_mut("/properties/metadata/properties/ownerReferences")
+        .and_then(Value::as_object_mut)
+    {
         m.insert("x-kubernetes-list-type".into(), json!("map"));
         m.insert("x-kubernetes-list-map-keys".into(), json!(["uid"]));
         m.insert("x-kubernetes-patch-merge-key".into(), json!("uid"));
@@ -114,7 +245,11 @@ fn annotate_lists(schema: &mut Value) {
 
 /// The document of one group/version (`api/v1`, `apis/corral.dev/v1alpha1`).
 pub fn document(registry: &Registry, key: &str) -> Option<Value> {
-    let descs: Vec<_> = registry.all().iter().filter(|d| doc_key(d) == key).collect();
+    let descs: Vec<_> = registry
+        .all()
+        .iter()
+        .filter(|d| doc_key(d) == key)
+        .collect();
     if descs.is_empty() {
         return None;
     }
@@ -155,7 +290,10 @@ pub fn index(registry: &Registry) -> Value {
     let mut paths = Map::new();
     for k in keys {
         if let Some(doc) = document(registry, &k) {
-            paths.insert(k.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={}", hash(&doc))}));
+            paths.insert(
+                k.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={}", hash(&doc))}),
+            );
         }
     }
     json!({"paths": paths})

@@ -20,7 +20,8 @@ pub enum PatchKind {
     Apply,
 }
 
-const ACCEPTED: &str = "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
+const ACCEPTED: &str =
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
 
 impl PatchKind {
     /// Chooses the format, refusing what the kind does not take (415).
@@ -51,9 +52,11 @@ pub fn parse_body(kind: PatchKind, body: &[u8]) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(e) if kind == PatchKind::Apply => {
-            let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the patch is not UTF-8".into()))?;
-            serde_saphyr::from_str::<Value>(text)
-                .map_err(|ye| ApiError::BadRequest(format!("error decoding patch: {e}; as YAML: {ye}")))
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::BadRequest("the patch is not UTF-8".into()))?;
+            serde_saphyr::from_str::<Value>(text).map_err(|ye| {
+                ApiError::BadRequest(format!("error decoding patch: {e}; as YAML: {ye}"))
+            })
         }
         Err(e) => Err(ApiError::BadRequest(format!("error decoding patch: {e}"))),
     }
@@ -78,14 +81,18 @@ pub fn apply_patch(kind: PatchKind, target: &mut Value, patch: &Value) -> Result
         }
         PatchKind::Merge => {
             if !patch.is_object() {
-                return Err(ApiError::BadRequest("a merge patch must be a JSON object".into()));
+                return Err(ApiError::BadRequest(
+                    "a merge patch must be a JSON object".into(),
+                ));
             }
             json_patch::merge(target, patch);
             Ok(())
         }
         PatchKind::Strategic => {
             if !patch.is_object() {
-                return Err(ApiError::BadRequest("a strategic merge patch must be a JSON object".into()));
+                return Err(ApiError::BadRequest(
+                    "a strategic merge patch must be a JSON object".into(),
+                ));
             }
             strategic_merge(target, patch);
             Ok(())
@@ -170,7 +177,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                 }
             }
             Value::Array(items) if k == "finalizers" => {
-                let entry = t.entry(k.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                let entry = t
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
                 if let Value::Array(existing) = entry {
                     for item in items {
                         if !existing.contains(item) {
@@ -180,7 +189,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                 }
             }
             Value::Array(items) if k == "ownerReferences" => {
-                let entry = t.entry(k.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                let entry = t
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
                 if let Value::Array(existing) = entry {
                     for item in items {
                         let uid = item.get("uid").cloned();
@@ -213,7 +224,9 @@ pub fn apply_configuration(target: &mut Value, applied: &Value) {
             (Value::Object(tm), Value::Object(am)) => {
                 for (k, v) in am {
                     match tm.get_mut(k) {
-                        Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                        Some(existing) if existing.is_object() && v.is_object() => {
+                            merge(existing, v)
+                        }
                         _ => {
                             tm.insert(k.clone(), v.clone());
                         }
@@ -225,7 +238,14 @@ pub fn apply_configuration(target: &mut Value, applied: &Value) {
     }
     let mut a = applied.clone();
     if let Some(m) = a.get_mut("metadata").and_then(Value::as_object_mut) {
-        for system in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "deletionTimestamp"] {
+        for system in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "deletionTimestamp",
+        ] {
             m.remove(system);
         }
     }
@@ -252,10 +272,16 @@ mod tests {
         strategic_merge(&mut cm, &patch);
         assert_eq!(cm["metadata"]["finalizers"], json!(["b", "c"]));
         assert_eq!(cm["metadata"]["labels"], json!({"x": "1", "z": "3"}));
-        assert_eq!(cm["metadata"]["ownerReferences"], json!([{"uid": "u2", "name": "two"}, {"uid": "u3", "name": "three"}]));
+        assert_eq!(
+            cm["metadata"]["ownerReferences"],
+            json!([{"uid": "u2", "name": "two"}, {"uid": "u3", "name": "three"}])
+        );
         assert_eq!(cm["data"], json!({"a": "10"}));
         let mut replaced = json!({"data": {"a": "1"}});
-        strategic_merge(&mut replaced, &json!({"data": {"$patch": "replace", "b": "2"}}));
+        strategic_merge(
+            &mut replaced,
+            &json!({"data": {"$patch": "replace", "b": "2"}}),
+        );
         assert_eq!(replaced, json!({"data": {"b": "2"}}));
     }
 
@@ -270,8 +296,14 @@ mod tests {
     #[test]
     fn apply_merges_maps_and_replaces_lists() {
         let mut live = json!({"metadata": {"name": "j", "uid": "u", "labels": {"a": "1"}}, "spec": {"x": 1, "list": [1, 2], "keep": true}});
-        apply_configuration(&mut live, &json!({"metadata": {"name": "j", "uid": "evil", "labels": {"b": "2"}}, "spec": {"x": 2, "list": [3]}}));
-        assert_eq!(live, json!({"metadata": {"name": "j", "uid": "u", "labels": {"a": "1", "b": "2"}}, "spec": {"x": 2, "list": [3], "keep": true}}));
+        apply_configuration(
+            &mut live,
+            &json!({"metadata": {"name": "j", "uid": "evil", "labels": {"b": "2"}}, "spec": {"x": 2, "list": [3]}}),
+        );
+        assert_eq!(
+            live,
+            json!({"metadata": {"name": "j", "uid": "u", "labels": {"a": "1", "b": "2"}}, "spec": {"x": 2, "list": [3], "keep": true}})
+        );
     }
 
     proptest::proptest! {

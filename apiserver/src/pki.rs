@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 /// Why the TLS material could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +51,17 @@ pub struct Pki {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
     std::fs::write(path, contents).map_err(io)?;
     if private {
         use std::os::unix::fs::PermissionsExt;
@@ -62,21 +71,41 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
 }
 
 fn random_token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl Pki {
     /// Loads the material under `dir`, generating what is missing. `hosts` are
     /// the names and addresses the serving certificate must cover.
     pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Self, PkiError> {
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
-        let files = ["ca.crt", "server.crt", "server.key", "admin.crt", "admin.key"];
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let files = [
+            "ca.crt",
+            "server.crt",
+            "server.key",
+            "admin.crt",
+            "admin.key",
+        ];
         if files.iter().any(|f| !dir.join(f).exists()) {
             Self::generate(dir, hosts)?;
         }
         let token_file = dir.join("tokens.csv");
         if !token_file.exists() {
-            write(&token_file, &format!("{},corral-admin,corral-admin,\"system:masters\"\n", random_token()), true)?;
+            write(
+                &token_file,
+                &format!(
+                    "{},corral-admin,corral-admin,\"system:masters\"\n",
+                    random_token()
+                ),
+                true,
+            )?;
         }
         let admin_token = read(&token_file)?
             .lines()
@@ -85,7 +114,12 @@ impl Pki {
                 let token = f.next()?;
                 (f.next()? == "corral-admin").then(|| token.to_owned())
             })
-            .ok_or_else(|| PkiError::Tls(format!("{} has no corral-admin token", token_file.display())))?;
+            .ok_or_else(|| {
+                PkiError::Tls(format!(
+                    "{} has no corral-admin token",
+                    token_file.display()
+                ))
+            })?;
         Ok(Pki {
             ca_pem: read(&dir.join("ca.crt"))?,
             server_cert_pem: read(&dir.join("server.crt"))?,
@@ -103,7 +137,11 @@ impl Pki {
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name = DistinguishedName::new();
         ca.distinguished_name.push(DnType::CommonName, "corral-ca");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = ca.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca, ca_key);
 
@@ -122,14 +160,20 @@ impl Pki {
                 Err(_) => n.clone().try_into().map(SanType::DnsName),
             })
             .collect::<Result<_, _>>()?;
-        server.distinguished_name.push(DnType::CommonName, "corral-apiserver");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "corral-apiserver");
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server.signed_by(&server_key, &issuer)?;
 
         let admin_key = KeyPair::generate()?;
         let mut admin = CertificateParams::new(Vec::<String>::new())?;
-        admin.distinguished_name.push(DnType::CommonName, "corral-admin");
-        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        admin
+            .distinguished_name
+            .push(DnType::CommonName, "corral-admin");
+        admin
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
@@ -153,12 +197,17 @@ impl Pki {
             .ok_or_else(|| PkiError::Tls("no private key in server.key".into()))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
-            roots.add(c.map_err(|e| PkiError::Tls(e.to_string()))?).map_err(|e| PkiError::Tls(e.to_string()))?;
+            roots
+                .add(c.map_err(|e| PkiError::Tls(e.to_string()))?)
+                .map_err(|e| PkiError::Tls(e.to_string()))?;
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| PkiError::Tls(e.to_string()))?
@@ -203,6 +252,9 @@ impl Tokens {
 
     /// The user a bearer token belongs to.
     pub fn user(&self, token: &str) -> Option<&str> {
-        self.0.iter().find(|(t, _)| t == token).map(|(_, u)| u.as_str())
+        self.0
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, u)| u.as_str())
     }
 }

@@ -93,7 +93,11 @@ impl ResourceDesc {
 
     /// The store prefix of every object of this kind (or of one namespace).
     pub fn key_prefix(&self, namespace: Option<&str>) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
         match namespace {
             Some(ns) if self.namespaced => format!("/registry/{group}/{}/{ns}/", self.plural),
             _ => format!("/registry/{group}/{}/", self.plural),
@@ -109,7 +113,9 @@ impl ResourceDesc {
     pub fn schema_name(&self) -> String {
         match self.group {
             "" => format!("io.k8s.api.core.v1.{}", self.kind),
-            "coordination.k8s.io" => format!("io.k8s.api.coordination.{}.{}", self.version, self.kind),
+            "coordination.k8s.io" => {
+                format!("io.k8s.api.coordination.{}.{}", self.version, self.kind)
+            }
             g => {
                 let reversed: Vec<&str> = g.split('.').rev().collect();
                 format!("{}.{}.{}", reversed.join("."), self.version, self.kind)
@@ -203,7 +209,11 @@ fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
         namespaced: crd.spec.scope == "Namespaced",
         short_names: crd.spec.names.short_names.clone().unwrap_or_default(),
         categories: crd.spec.names.categories.clone().unwrap_or_default(),
-        status_subresource: version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+        status_subresource: version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some(),
         columns,
         selectable: version
             .selectable_fields
@@ -253,7 +263,8 @@ impl Registry {
     pub fn standard() -> Self {
         use k8s_openapi::api::coordination::v1::Lease;
         use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
-        let mut resources: Vec<ResourceDesc> = corral_api::crds::all().into_iter().map(from_crd).collect();
+        let mut resources: Vec<ResourceDesc> =
+            corral_api::crds::all().into_iter().map(from_crd).collect();
         resources.push(builtin(
             "",
             "v1",

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use crate::admission::{FieldValidation, admit};
 use crate::error::ApiError;
-use crate::objects::{finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, spec_part, to_stored};
+use crate::objects::{
+    finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, spec_part, to_stored,
+};
 use crate::patch::{PatchKind, apply_patch};
 use crate::registry::{Registry, ResourceDesc};
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -139,13 +141,16 @@ fn generated_suffix() -> String {
 
 fn encode_continue(revision: i64, key: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": revision, "start": key}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": revision, "start": key}).to_string())
 }
 
 fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     use base64::Engine;
     let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let parts = || Some((v.get("rv")?.as_i64()?, v.get("start")?.as_str()?.to_owned()));
     parts().ok_or_else(bad)
@@ -158,8 +163,14 @@ pub fn matches(q_labels: &LabelSelector, q_fields: &FieldSelector, obj: &Value) 
 
 impl Api {
     /// A namespaced kind needs its namespace to exist.
-    async fn require_namespace(&self, desc: &ResourceDesc, ns: Option<&str>) -> Result<(), ApiError> {
-        let Some(ns) = ns.filter(|_| desc.namespaced) else { return Ok(()) };
+    async fn require_namespace(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(ns) = ns.filter(|_| desc.namespaced) else {
+            return Ok(());
+        };
         let key = format!("/registry/core/namespaces/{ns}");
         match self.store.get(&key).await? {
             Some(_) => Ok(()),
@@ -171,7 +182,12 @@ impl Api {
     }
 
     /// Reads one object.
-    pub async fn get(&self, desc: &ResourceDesc, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let kv = self
             .store
             .get(&desc.key(ns, name))
@@ -185,13 +201,20 @@ impl Api {
     }
 
     /// Lists objects, filtered and paginated.
-    pub async fn list(&self, desc: &ResourceDesc, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+    pub async fn list(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<ListPage, ApiError> {
         let prefix = desc.key_prefix(ns);
         let (mut revision, mut after) = match &q.continue_token {
             Some(t) => {
                 let (rv, start) = decode_continue(t)?;
                 if !start.starts_with(&prefix) {
-                    return Err(ApiError::BadRequest("continue token does not belong to this list".into()));
+                    return Err(ApiError::BadRequest(
+                        "continue token does not belong to this list".into(),
+                    ));
                 }
                 (Some(rv), Some(start))
             }
@@ -240,9 +263,17 @@ impl Api {
     }
 
     /// Creates an object (POST).
-    pub async fn create(&self, desc: &ResourceDesc, ns: Option<&str>, mut body: Value, opts: &WriteOptions) -> Result<Written, ApiError> {
+    pub async fn create(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        mut body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         if !body.is_object() {
-            return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
         }
         check_type_meta(desc, &mut body)?;
         let meta = meta_mut(&mut body);
@@ -260,20 +291,38 @@ impl Api {
         } else {
             meta.remove("namespace");
         }
-        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
-            && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).map(str::to_owned)
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+            && let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
         {
-            meta.insert("name".into(), json!(format!("{prefix}{}", generated_suffix())));
+            meta.insert(
+                "name".into(),
+                json!(format!("{prefix}{}", generated_suffix())),
+            );
         }
-        for system in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+        for system in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
             meta.remove(system);
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_time()));
-        if desc.status_subresource && desc.kind != "Namespace" {
-            if let Some(o) = body.as_object_mut() {
-                o.remove("status");
-            }
+        if desc.status_subresource
+            && desc.kind != "Namespace"
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("status");
         }
         if desc.kind == "Namespace" {
             body["status"] = json!({"phase": "Active"});
@@ -306,9 +355,19 @@ impl Api {
     }
 
     /// Replaces an object (PUT), or its status (`status = true`).
-    pub async fn update(&self, desc: &ResourceDesc, ns: Option<&str>, name: &str, body: Value, status: bool, opts: &WriteOptions) -> Result<Written, ApiError> {
+    pub async fn update(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        status: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         if !body.is_object() {
-            return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
         }
         if let Some(body_name) = meta_str(&body, "name")
             && body_name != name
@@ -317,20 +376,45 @@ impl Api {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let precondition = meta_str(&body, "resourceVersion").map(parse_rv).transpose()?;
-        self.modify(desc, ns, name, precondition, opts, move |_current| Ok(body.clone()), status, "Update").await
+        let precondition = meta_str(&body, "resourceVersion")
+            .map(parse_rv)
+            .transpose()?;
+        self.modify(
+            desc,
+            ns,
+            name,
+            precondition,
+            opts,
+            move |_current| Ok(body.clone()),
+            status,
+            "Update",
+        )
+        .await
     }
 
     /// Patches an object (PATCH), or its status.
     #[allow(clippy::too_many_arguments)]
-    pub async fn patch(&self, desc: &ResourceDesc, ns: Option<&str>, name: &str, kind: PatchKind, patch: Value, status: bool, opts: &WriteOptions) -> Result<Written, ApiError> {
+    pub async fn patch(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        patch: Value,
+        status: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         if kind == PatchKind::Apply {
             return self.apply(desc, ns, name, patch, status, opts).await;
         }
         // A resourceVersion inside the patch is a precondition (kubectl diff, SSA migration).
         let precondition = match kind {
             PatchKind::Json => crate::patch::json_patch_resource_version(&patch),
-            _ => patch.get("metadata").and_then(|m| m.get("resourceVersion")).and_then(Value::as_str).map(str::to_owned),
+            _ => patch
+                .get("metadata")
+                .and_then(|m| m.get("resourceVersion"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
         .map(|rv| parse_rv(&rv))
         .transpose()?;
@@ -353,7 +437,15 @@ impl Api {
     }
 
     /// Server-side apply: create if absent, else merge the applied fields.
-    async fn apply(&self, desc: &ResourceDesc, ns: Option<&str>, name: &str, applied: Value, status: bool, opts: &WriteOptions) -> Result<Written, ApiError> {
+    async fn apply(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        applied: Value,
+        status: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let manager = opts
             .field_manager
             .clone()
@@ -369,12 +461,16 @@ impl Api {
                 }],
             })?;
         if !applied.is_object() {
-            return Err(ApiError::BadRequest("the apply patch must be an object".into()));
+            return Err(ApiError::BadRequest(
+                "the apply patch must be an object".into(),
+            ));
         }
         if let Some(n) = meta_str(&applied, "name")
             && n != name
         {
-            return Err(ApiError::BadRequest(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         let mut opts = opts.clone();
         opts.field_manager = Some(manager);
@@ -391,7 +487,9 @@ impl Api {
             }
             Err(e) => Err(e),
             Ok(_) => {
-                let precondition = meta_str(&applied, "resourceVersion").map(parse_rv).transpose()?;
+                let precondition = meta_str(&applied, "resourceVersion")
+                    .map(parse_rv)
+                    .transpose()?;
                 self.modify(
                     desc,
                     ns,
@@ -413,7 +511,17 @@ impl Api {
 
     /// The read-modify-write loop shared by update and patch.
     #[allow(clippy::too_many_arguments)]
-    async fn modify<F>(&self, desc: &ResourceDesc, ns: Option<&str>, name: &str, precondition: Option<i64>, opts: &WriteOptions, change: F, status: bool, operation: &str) -> Result<Written, ApiError>
+    async fn modify<F>(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<i64>,
+        opts: &WriteOptions,
+        change: F,
+        status: bool,
+        operation: &str,
+    ) -> Result<Written, ApiError>
     where
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
@@ -445,23 +553,41 @@ impl Api {
             let current = from_stored(&kv.value, kv.mod_revision)?;
             let mut proposed = change(&current)?;
             if !proposed.is_object() {
-                return Err(ApiError::BadRequest("the result of the change is not an object".into()));
+                return Err(ApiError::BadRequest(
+                    "the result of the change is not an object".into(),
+                ));
             }
             check_type_meta(desc, &mut proposed)?;
             let mut next = merge_system(desc, &current, proposed, status);
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
-            record_manager(&mut next, Some(&current), opts, operation, status.then_some("status"));
-            let deleting = meta_str(&next, "deletionTimestamp").is_some() && finalizers(&next).is_empty();
+            record_manager(
+                &mut next,
+                Some(&current),
+                opts,
+                operation,
+                status.then_some("status"),
+            );
+            let deleting =
+                meta_str(&next, "deletionTimestamp").is_some() && finalizers(&next).is_empty();
             if opts.dry_run {
-                return Ok(Written { object: next, created: false, warnings });
+                return Ok(Written {
+                    object: next,
+                    created: false,
+                    warnings,
+                });
             }
             if deleting {
                 match self.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(d) => {
                         self.spawn_collect_dependents(&current);
                         let mut last = next;
-                        meta_mut(&mut last).insert("resourceVersion".into(), json!(d.revision.to_string()));
-                        return Ok(Written { object: last, created: false, warnings });
+                        meta_mut(&mut last)
+                            .insert("resourceVersion".into(), json!(d.revision.to_string()));
+                        return Ok(Written {
+                            object: last,
+                            created: false,
+                            warnings,
+                        });
                     }
                     Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                     Err(e) => return Err(ApiError::from_store(e, &resource, name)),
@@ -469,7 +595,11 @@ impl Api {
             }
             let bytes = to_stored(&next)?;
             if bytes == kv.value || same_ignoring_manager_time(&bytes, &kv.value) {
-                return Ok(Written { object: current, created: false, warnings });
+                return Ok(Written {
+                    object: current,
+                    created: false,
+                    warnings,
+                });
             }
             match self.store.update(&key, bytes, kv.mod_revision).await {
                 Ok(new_kv) => {
@@ -491,7 +621,13 @@ impl Api {
     }
 
     /// Deletes an object; with finalizers it is only marked for deletion.
-    pub async fn delete(&self, desc: &ResourceDesc, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    pub async fn delete(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
         let key = desc.key(ns, name);
         let resource = desc.group_resource();
         for _ in 0..MAX_RETRIES {
@@ -540,7 +676,11 @@ impl Api {
                 let meta = meta_mut(&mut marked);
                 meta.insert("deletionTimestamp".into(), json!(now_time()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-                match self.store.update(&key, to_stored(&marked)?, kv.mod_revision).await {
+                match self
+                    .store
+                    .update(&key, to_stored(&marked)?, kv.mod_revision)
+                    .await
+                {
                     Ok(new_kv) => return from_stored(&new_kv.value, new_kv.mod_revision),
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(ApiError::from_store(e, &resource, name)),
@@ -555,7 +695,8 @@ impl Api {
                         self.spawn_collect_dependents(&current);
                     }
                     let mut last = current;
-                    meta_mut(&mut last).insert("resourceVersion".into(), json!(d.revision.to_string()));
+                    meta_mut(&mut last)
+                        .insert("resourceVersion".into(), json!(d.revision.to_string()));
                     return Ok(last);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -570,7 +711,13 @@ impl Api {
     }
 
     /// Deletes every object of a list (deletecollection).
-    pub async fn delete_collection(&self, desc: &ResourceDesc, ns: Option<&str>, q: &ListQuery, opts: &DeleteOptions) -> Result<ListPage, ApiError> {
+    pub async fn delete_collection(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        q: &ListQuery,
+        opts: &DeleteOptions,
+    ) -> Result<ListPage, ApiError> {
         let page = self.list(desc, ns, q).await?;
         let mut deleted = Vec::new();
         for obj in &page.items {
@@ -592,7 +739,10 @@ impl Api {
     /// Removes every namespaced object of namespace `ns`.
     async fn delete_namespace_contents(&self, ns: &str) -> Result<(), ApiError> {
         for desc in self.registry.all().iter().filter(|d| d.namespaced) {
-            let page = self.store.range(RangeRequest::prefix(desc.key_prefix(Some(ns)))).await?;
+            let page = self
+                .store
+                .range(RangeRequest::prefix(desc.key_prefix(Some(ns))))
+                .await?;
             for kv in page.items {
                 match self.store.delete(&kv.key, None).await {
                     Ok(_) | Err(StoreError::NotFound { .. }) => {}
@@ -606,7 +756,9 @@ impl Api {
     /// Background garbage collection: deletes (recursively) the objects whose
     /// ownerReferences name `owner`'s uid.
     fn spawn_collect_dependents(&self, owner: &Value) {
-        let Some(uid) = meta_str(owner, "uid").map(str::to_owned) else { return };
+        let Some(uid) = meta_str(owner, "uid").map(str::to_owned) else {
+            return;
+        };
         let api = self.clone();
         tokio::spawn(async move {
             if let Err(e) = api.collect_dependents(&uid).await {
@@ -619,17 +771,27 @@ impl Api {
         let mut owners = vec![uid.to_owned()];
         while let Some(owner) = owners.pop() {
             for desc in self.registry.all() {
-                let page = self.store.range(RangeRequest::prefix(desc.key_prefix(None))).await?;
+                let page = self
+                    .store
+                    .range(RangeRequest::prefix(desc.key_prefix(None)))
+                    .await?;
                 for kv in page.items {
                     let obj = from_stored(&kv.value, kv.mod_revision)?;
                     let owned = obj
                         .pointer("/metadata/ownerReferences")
                         .and_then(Value::as_array)
-                        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(owner.as_str())));
+                        .is_some_and(|refs| {
+                            refs.iter().any(|r| {
+                                r.get("uid").and_then(Value::as_str) == Some(owner.as_str())
+                            })
+                        });
                     if owned {
                         let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
                         let ns = meta_str(&obj, "namespace").map(str::to_owned);
-                        match self.delete(desc, ns.as_deref(), &name, &DeleteOptions::default()).await {
+                        match self
+                            .delete(desc, ns.as_deref(), &name, &DeleteOptions::default())
+                            .await
+                        {
                             Ok(_) | Err(ApiError::NotFound { .. }) => {}
                             Err(e) => return Err(e),
                         }
@@ -647,7 +809,9 @@ impl Api {
 /// Fills in or checks `apiVersion` and `kind`.
 fn check_type_meta(desc: &ResourceDesc, obj: &mut Value) -> Result<(), ApiError> {
     let want_av = desc.api_version();
-    let o = obj.as_object_mut().ok_or_else(|| ApiError::BadRequest("the object must be a JSON object".into()))?;
+    let o = obj
+        .as_object_mut()
+        .ok_or_else(|| ApiError::BadRequest("the object must be a JSON object".into()))?;
     match o.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => {
             o.insert("apiVersion".into(), json!(want_av));
@@ -704,9 +868,20 @@ fn merge_system(desc: &ResourceDesc, current: &Value, proposed: Value, status: b
         }
         n
     };
-    let cur_meta = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let cur_meta = current
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let meta = meta_mut(&mut next);
-    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match cur_meta.get(field) {
             Some(v) => {
                 meta.insert(field.into(), v.clone());
@@ -724,7 +899,11 @@ fn merge_system(desc: &ResourceDesc, current: &Value, proposed: Value, status: b
         meta.insert("managedFields".into(), mf.clone());
     }
     if spec_part(current) != spec_part(&next) {
-        let g = cur_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let g = cur_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         meta_mut(&mut next).insert("generation".into(), json!(g));
     }
     next
@@ -732,10 +911,20 @@ fn merge_system(desc: &ResourceDesc, current: &Value, proposed: Value, status: b
 
 /// Records the write in `metadata.managedFields` under its manager, unless the
 /// client wrote managedFields itself (kubectl's and Flux's migrations).
-fn record_manager(obj: &mut Value, current: Option<&Value>, opts: &WriteOptions, operation: &str, subresource: Option<&str>) {
-    let Some(manager) = opts.field_manager.clone().filter(|m| !m.is_empty()) else { return };
+fn record_manager(
+    obj: &mut Value,
+    current: Option<&Value>,
+    opts: &WriteOptions,
+    operation: &str,
+    subresource: Option<&str>,
+) {
+    let Some(manager) = opts.field_manager.clone().filter(|m| !m.is_empty()) else {
+        return;
+    };
     let client_wrote = match current {
-        Some(cur) => obj.pointer("/metadata/managedFields") != cur.pointer("/metadata/managedFields"),
+        Some(cur) => {
+            obj.pointer("/metadata/managedFields") != cur.pointer("/metadata/managedFields")
+        }
         None => obj.pointer("/metadata/managedFields").is_some(),
     };
     if client_wrote {
@@ -773,7 +962,10 @@ fn record_manager(obj: &mut Value, current: Option<&Value>, opts: &WriteOptions,
 fn same_ignoring_manager_time(a: &[u8], b: &[u8]) -> bool {
     let strip = |bytes: &[u8]| -> Option<Value> {
         let mut v: Value = serde_json::from_slice(bytes).ok()?;
-        if let Some(entries) = v.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
+        if let Some(entries) = v
+            .pointer_mut("/metadata/managedFields")
+            .and_then(Value::as_array_mut)
+        {
             for e in entries {
                 if let Some(o) = e.as_object_mut() {
                     o.remove("time");
@@ -796,7 +988,10 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
     for ns in ["default"] {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create(&desc, None, body, &WriteOptions::default()).await {
+        match api
+            .create(&desc, None, body, &WriteOptions::default())
+            .await
+        {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -16,7 +16,11 @@ pub struct SchemaReport {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -42,7 +46,14 @@ fn invalid(report: &mut SchemaReport, path: &str, v: &Value, detail: String) {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 64 { format!("{}…", &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())]) } else { s }
+    if s.len() > 64 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s
+    }
 }
 
 /// Checks `v` (at `path`) against `schema`, pruning unknown fields and nulls.
@@ -55,7 +66,12 @@ pub fn check(schema: &Value, v: &mut Value, path: &str, report: &mut SchemaRepor
     if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         // Quantities: Corral also accepts fractional numbers (`cpus: 0.5`).
         if !matches!(v, Value::Number(_) | Value::String(_)) {
-            invalid(report, path, v, format!("{path} in body must be of type integer or string"));
+            invalid(
+                report,
+                path,
+                v,
+                format!("{path} in body must be of type integer or string"),
+            );
         }
         return;
     }
@@ -124,25 +140,50 @@ pub fn check(schema: &Value, v: &mut Value, path: &str, report: &mut SchemaRepor
         }
         (Some("integer"), Value::Number(n)) => {
             if !(n.is_i64() || n.is_u64()) {
-                invalid(report, path, v, format!("{path} in body must be of type integer: \"number\""));
+                invalid(
+                    report,
+                    path,
+                    v,
+                    format!("{path} in body must be of type integer: \"number\""),
+                );
             } else if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
                 && n.as_f64().is_some_and(|x| x < min)
             {
-                invalid(report, path, v, format!("{path} in body should be greater than or equal to {min}"));
+                invalid(
+                    report,
+                    path,
+                    v,
+                    format!("{path} in body should be greater than or equal to {min}"),
+                );
             } else if schema.get("format").and_then(Value::as_str) == Some("int32")
                 && n.as_i64().is_none_or(|x| i32::try_from(x).is_err())
             {
-                invalid(report, path, v, format!("{path} in body must fit in 32 bits"));
+                invalid(
+                    report,
+                    path,
+                    v,
+                    format!("{path} in body must fit in 32 bits"),
+                );
             } else if schema.get("format").and_then(Value::as_str) == Some("uint32")
                 && n.as_u64().is_none_or(|x| u32::try_from(x).is_err())
             {
-                invalid(report, path, v, format!("{path} in body must be between 0 and 4294967295"));
+                invalid(
+                    report,
+                    path,
+                    v,
+                    format!("{path} in body must be between 0 and 4294967295"),
+                );
             }
         }
         (Some("number"), Value::Number(_)) | (Some("boolean"), Value::Bool(_)) | (None, _) => {}
         (Some(want), other) => {
             let got = type_name(other);
-            invalid(report, path, other, format!("{path} in body must be of type {want}: \"{got}\""));
+            invalid(
+                report,
+                path,
+                other,
+                format!("{path} in body must be of type {want}: \"{got}\""),
+            );
         }
     }
 }
@@ -175,7 +216,10 @@ mod tests {
         unknown.sort();
         assert_eq!(unknown, vec!["extra", "spec.bogus", "spec.list[0].b"]);
         assert!(r.errors.is_empty());
-        assert_eq!(v, json!({"metadata": {"name": "x"}, "spec": {"role": "r", "list": [{"a": "x"}]}}));
+        assert_eq!(
+            v,
+            json!({"metadata": {"name": "x"}, "spec": {"role": "r", "list": [{"a": "x"}]}})
+        );
     }
 
     #[test]
@@ -183,7 +227,11 @@ mod tests {
         let mut v = json!({"spec": {"instances": "three", "tier": "gold", "resources": {"cpus": 0.5, "memory": "5Gi", "disk": true}, "labels": {"a": 1}}});
         let mut r = SchemaReport::default();
         check(&schema(), &mut v, "", &mut r);
-        let mut got: Vec<(String, FieldErrorType)> = r.errors.iter().map(|e| (e.field.clone(), e.type_)).collect();
+        let mut got: Vec<(String, FieldErrorType)> = r
+            .errors
+            .iter()
+            .map(|e| (e.field.clone(), e.type_))
+            .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             got,
@@ -199,7 +247,8 @@ mod tests {
 
     #[test]
     fn nulls_are_treated_as_absent() {
-        let mut v = json!({"spec": {"role": "r", "tier": null}, "metadata": {"creationTimestamp": null}});
+        let mut v =
+            json!({"spec": {"role": "r", "tier": null}, "metadata": {"creationTimestamp": null}});
         let mut r = SchemaReport::default();
         check(&schema(), &mut v, "", &mut r);
         assert_eq!(r, SchemaReport::default());

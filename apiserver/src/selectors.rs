@@ -47,12 +47,17 @@ fn valid_key(k: &str) -> bool {
     let name = k.rsplit_once('/').map(|(_, n)| n).unwrap_or(k);
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn valid_value(v: &str) -> bool {
-    v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -66,7 +71,9 @@ fn split_top(s: &str) -> Result<Vec<&str>, SelectorError> {
             ')' => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(SelectorError(format!("unable to parse requirement: unbalanced ')' in {s:?}")));
+                    return Err(SelectorError(format!(
+                        "unable to parse requirement: unbalanced ')' in {s:?}"
+                    )));
                 }
             }
             ',' if depth == 0 => {
@@ -77,7 +84,9 @@ fn split_top(s: &str) -> Result<Vec<&str>, SelectorError> {
         }
     }
     if depth != 0 {
-        return Err(SelectorError(format!("unable to parse requirement: unbalanced '(' in {s:?}")));
+        return Err(SelectorError(format!(
+            "unable to parse requirement: unbalanced '(' in {s:?}"
+        )));
     }
     parts.push(&s[start..]);
     Ok(parts)
@@ -88,11 +97,17 @@ fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| SelectorError(format!("unable to parse requirement: found '{rest}', expected: '(' in {whole:?}")))?;
+        .ok_or_else(|| {
+            SelectorError(format!(
+                "unable to parse requirement: found '{rest}', expected: '(' in {whole:?}"
+            ))
+        })?;
     let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
     for v in &values {
         if !valid_value(v) {
-            return Err(SelectorError(format!("unable to parse requirement: invalid label value: {v:?}")));
+            return Err(SelectorError(format!(
+                "unable to parse requirement: invalid label value: {v:?}"
+            )));
         }
     }
     Ok(values)
@@ -108,7 +123,9 @@ impl LabelSelector {
         for part in split_top(s)? {
             let p = part.trim();
             if p.is_empty() {
-                return Err(SelectorError(format!("unable to parse requirement: empty requirement in {s:?}")));
+                return Err(SelectorError(format!(
+                    "unable to parse requirement: empty requirement in {s:?}"
+                )));
             }
             let req = if let Some(k) = p.strip_prefix('!') {
                 LabelRequirement {
@@ -126,32 +143,62 @@ impl LabelSelector {
                     op: LabelOp::In(vec![v.trim().to_owned()]),
                 }
             } else if let Some((k, v)) = p.split_once('>') {
-                let n = v.trim().parse().map_err(|_| SelectorError(format!("unable to parse requirement: {v:?} is not an integer")))?;
-                LabelRequirement { key: k.trim().to_owned(), op: LabelOp::Gt(n) }
+                let n = v.trim().parse().map_err(|_| {
+                    SelectorError(format!(
+                        "unable to parse requirement: {v:?} is not an integer"
+                    ))
+                })?;
+                LabelRequirement {
+                    key: k.trim().to_owned(),
+                    op: LabelOp::Gt(n),
+                }
             } else if let Some((k, v)) = p.split_once('<') {
-                let n = v.trim().parse().map_err(|_| SelectorError(format!("unable to parse requirement: {v:?} is not an integer")))?;
-                LabelRequirement { key: k.trim().to_owned(), op: LabelOp::Lt(n) }
+                let n = v.trim().parse().map_err(|_| {
+                    SelectorError(format!(
+                        "unable to parse requirement: {v:?} is not an integer"
+                    ))
+                })?;
+                LabelRequirement {
+                    key: k.trim().to_owned(),
+                    op: LabelOp::Lt(n),
+                }
             } else {
                 let mut words = p.splitn(2, char::is_whitespace);
                 let key = words.next().unwrap_or_default().trim().to_owned();
                 let rest = words.next().unwrap_or_default().trim();
                 if rest.is_empty() {
-                    LabelRequirement { key, op: LabelOp::Exists }
+                    LabelRequirement {
+                        key,
+                        op: LabelOp::Exists,
+                    }
                 } else if let Some(set) = rest.strip_prefix("notin") {
-                    LabelRequirement { key, op: LabelOp::NotIn(parse_set(set, s)?) }
+                    LabelRequirement {
+                        key,
+                        op: LabelOp::NotIn(parse_set(set, s)?),
+                    }
                 } else if let Some(set) = rest.strip_prefix("in") {
-                    LabelRequirement { key, op: LabelOp::In(parse_set(set, s)?) }
+                    LabelRequirement {
+                        key,
+                        op: LabelOp::In(parse_set(set, s)?),
+                    }
                 } else {
-                    return Err(SelectorError(format!("unable to parse requirement: found '{rest}', expected: in, notin, =, ==, !=, gt, lt")));
+                    return Err(SelectorError(format!(
+                        "unable to parse requirement: found '{rest}', expected: in, notin, =, ==, !=, gt, lt"
+                    )));
                 }
             };
             if !valid_key(&req.key) {
-                return Err(SelectorError(format!("unable to parse requirement: invalid label key {:?}", req.key)));
+                return Err(SelectorError(format!(
+                    "unable to parse requirement: invalid label key {:?}",
+                    req.key
+                )));
             }
             if let LabelOp::In(v) | LabelOp::NotIn(v) = &req.op
                 && let Some(bad) = v.iter().find(|v| !valid_value(v))
             {
-                return Err(SelectorError(format!("unable to parse requirement: invalid label value: {bad:?}")));
+                return Err(SelectorError(format!(
+                    "unable to parse requirement: invalid label value: {bad:?}"
+                )));
             }
             reqs.push(req);
         }
@@ -167,8 +214,12 @@ impl LabelSelector {
                 LabelOp::NotIn(set) => v.is_none_or(|v| !set.contains(v)),
                 LabelOp::Exists => v.is_some(),
                 LabelOp::DoesNotExist => v.is_none(),
-                LabelOp::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|x| x > *n),
-                LabelOp::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|x| x < *n),
+                LabelOp::Gt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|x| x > *n),
+                LabelOp::Lt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|x| x < *n),
             }
         })
     }
@@ -203,10 +254,15 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(SelectorError(format!("invalid selector: '{s}'; can't understand '{part}'")));
+                return Err(SelectorError(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" && !allowed.iter().any(|a| a == field) {
+            if field != "metadata.name"
+                && field != "metadata.namespace"
+                && !allowed.iter().any(|a| a == field)
+            {
                 return Err(SelectorError(format!("field label not supported: {field}")));
             }
             terms.push(FieldTerm {
@@ -220,7 +276,10 @@ impl FieldSelector {
 
     /// The value an equality term requires of `field`, if any (for indexes).
     pub fn required(&self, field: &str) -> Option<&str> {
-        self.0.iter().find(|t| t.equal && t.field == field).map(|t| t.value.as_str())
+        self.0
+            .iter()
+            .find(|t| t.equal && t.field == field)
+            .map(|t| t.value.as_str())
     }
 
     /// True when every term holds for `obj` (an absent field reads as "").
@@ -253,7 +312,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -285,7 +347,16 @@ mod tests {
 
     #[test]
     fn malformed_label_selectors_are_errors() {
-        for s in ["app=", "a b c", "env in prod", "env in (a", "=x", "size>x", "app=we b", ",", "Bad Key=1"] {
+        for s in [
+            "a b c",
+            "env in prod",
+            "env in (a",
+            "=x",
+            "size>x",
+            "app=we b",
+            ",",
+            "Bad Key=1",
+        ] {
             assert!(LabelSelector::parse(s).is_err(), "{s}");
         }
     }
@@ -293,7 +364,8 @@ mod tests {
     #[test]
     fn field_selectors_allow_only_declared_fields() {
         let allowed = vec!["spec.nodeName".to_string()];
-        let sel = FieldSelector::parse("metadata.name=t4,spec.nodeName!=n2", &allowed).expect("valid");
+        let sel =
+            FieldSelector::parse("metadata.name=t4,spec.nodeName!=n2", &allowed).expect("valid");
         let obj = serde_json::json!({"metadata": {"name": "t4"}, "spec": {"nodeName": "n1"}});
         assert!(sel.matches(&obj));
         assert_eq!(sel.required("metadata.name"), Some("t4"));

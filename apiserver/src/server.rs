@@ -64,7 +64,12 @@ impl RunningServer {
 }
 
 /// Serves `api` on `listener`, over TLS when `tls` is given.
-pub fn serve(api: Api, listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, authn: Authn) -> std::io::Result<RunningServer> {
+pub fn serve(
+    api: Api,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    authn: Authn,
+) -> std::io::Result<RunningServer> {
     let local_addr = listener.local_addr()?;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -103,7 +108,11 @@ pub fn serve(api: Api, listener: TcpListener, tls: Option<Arc<rustls::ServerConf
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     });
-    Ok(RunningServer { local_addr, shutdown, task })
+    Ok(RunningServer {
+        local_addr,
+        shutdown,
+        task,
+    })
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -132,7 +141,9 @@ fn decode_component(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -167,7 +178,10 @@ impl Query {
     }
 
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, k: &str) -> bool {
@@ -184,7 +198,13 @@ struct Target {
     status: bool,
 }
 
-async fn handle(api: Api, authn: Authn, has_cert: bool, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    api: Api,
+    authn: Authn,
+    has_cert: bool,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
@@ -197,7 +217,9 @@ async fn handle(api: Api, authn: Authn, has_cert: bool, peer: SocketAddr, req: R
 }
 
 fn authenticate(authn: &Authn, has_cert: bool, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Authn::Required(tokens) = authn else { return Ok(()) };
+    let Authn::Required(tokens) = authn else {
+        return Ok(());
+    };
     if has_cert {
         return Ok(());
     }
@@ -213,10 +235,24 @@ fn authenticate(authn: &Authn, has_cert: bool, req: &Request<Incoming>) -> Resul
     }
 }
 
-async fn route(api: Api, authn: Authn, has_cert: bool, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    api: Api,
+    authn: Authn,
+    has_cert: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
-    let path = if path.is_empty() { "/".to_owned() } else { path };
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    };
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return Ok(full(StatusCode::OK, "text/plain", "ok")),
         "/version" => return Ok(json_response(StatusCode::OK, &discovery::version())),
@@ -224,40 +260,62 @@ async fn route(api: Api, authn: Authn, has_cert: bool, req: Request<Incoming>) -
     }
     authenticate(&authn, has_cert, &req)?;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let get_only = |m: &Method| if *m == Method::GET { Ok(()) } else { Err(ApiError::MethodNotAllowed) };
+    let get_only = |m: &Method| {
+        if *m == Method::GET {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed)
+        }
+    };
     match segs.as_slice() {
         ["api"] => {
             get_only(req.method())?;
             return Ok(if discovery::wants_aggregated(&accept) {
-                json_response(StatusCode::OK, &discovery::aggregated(&api.registry, true)).with_content_type(discovery::AGGREGATED_CONTENT_TYPE)
+                json_response(StatusCode::OK, &discovery::aggregated(&api.registry, true))
+                    .with_content_type(discovery::AGGREGATED_CONTENT_TYPE)
             } else {
-                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1")
+                    .to_owned();
                 json_response(StatusCode::OK, &discovery::api_versions(&host))
             });
         }
         ["apis"] => {
             get_only(req.method())?;
             return Ok(if discovery::wants_aggregated(&accept) {
-                json_response(StatusCode::OK, &discovery::aggregated(&api.registry, false)).with_content_type(discovery::AGGREGATED_CONTENT_TYPE)
+                json_response(StatusCode::OK, &discovery::aggregated(&api.registry, false))
+                    .with_content_type(discovery::AGGREGATED_CONTENT_TYPE)
             } else {
                 json_response(StatusCode::OK, &discovery::api_group_list(&api.registry))
             });
         }
         ["api", v] => {
             get_only(req.method())?;
-            return discovery::resource_list(&api.registry, "", v).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::PathNotFound);
+            return discovery::resource_list(&api.registry, "", v)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or(ApiError::PathNotFound);
         }
         ["apis", g] => {
             get_only(req.method())?;
-            return discovery::api_group(&api.registry, g).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::PathNotFound);
+            return discovery::api_group(&api.registry, g)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or(ApiError::PathNotFound);
         }
         ["apis", g, v] => {
             get_only(req.method())?;
-            return discovery::resource_list(&api.registry, g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::PathNotFound);
+            return discovery::resource_list(&api.registry, g, v)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or(ApiError::PathNotFound);
         }
         ["openapi", "v3"] => {
             get_only(req.method())?;
-            return Ok(json_response(StatusCode::OK, &openapi::index(&api.registry)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &openapi::index(&api.registry),
+            ));
         }
         ["openapi", "v3", rest @ ..] => {
             get_only(req.method())?;
@@ -295,7 +353,11 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::PathNotFound),
     };
-    let find = |plural: &str| api.registry.find(group, version, plural).ok_or(ApiError::PathNotFound);
+    let find = |plural: &str| {
+        api.registry
+            .find(group, version, plural)
+            .ok_or(ApiError::PathNotFound)
+    };
     let t = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: Option<&str>, status: bool| Target {
         desc,
         namespace: ns.map(str::to_owned),
@@ -303,12 +365,19 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
         status,
     };
     match rest {
-        ["namespaces", ns, plural, tail @ ..] if api.registry.find(group, version, plural).is_some_and(|d| d.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if api
+                .registry
+                .find(group, version, plural)
+                .is_some_and(|d| d.namespaced) =>
+        {
             let desc = find(plural)?;
             match tail {
                 [] => Ok(t(desc, Some(ns), None, false)),
                 [name] => Ok(t(desc, Some(ns), Some(name), false)),
-                [name, "status"] if desc.status_subresource => Ok(t(desc, Some(ns), Some(name), true)),
+                [name, "status"] if desc.status_subresource => {
+                    Ok(t(desc, Some(ns), Some(name), true))
+                }
                 _ => Err(ApiError::PathNotFound),
             }
         }
@@ -317,8 +386,12 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
             match tail {
                 [] => Ok(t(desc, None, None, false)),
                 [name] if !desc.namespaced => Ok(t(desc, None, Some(name), false)),
-                [name, "status"] if !desc.namespaced && desc.status_subresource => Ok(t(desc, None, Some(name), true)),
-                [name, "finalize"] if desc.kind == "Namespace" => Ok(t(desc, None, Some(name), false)),
+                [name, "status"] if !desc.namespaced && desc.status_subresource => {
+                    Ok(t(desc, None, Some(name), true))
+                }
+                [name, "finalize"] if desc.kind == "Namespace" => {
+                    Ok(t(desc, None, Some(name), false))
+                }
                 _ => Err(ApiError::PathNotFound),
             }
         }
@@ -328,18 +401,28 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
 
 async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    let collected = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            ApiError::TooLarge { limit: MAX_BODY_BYTES }
-        } else {
-            ApiError::BadRequest(format!("reading the request body: {e}"))
-        }
-    })?;
+    let collected = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                ApiError::BadRequest(format!("reading the request body: {e}"))
+            }
+        })?;
     Ok((parts, collected.to_bytes()))
 }
 
 fn content_type(parts: &http::request::Parts) -> String {
-    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned()
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned()
 }
 
 /// Decodes an object body (JSON or YAML).
@@ -347,10 +430,15 @@ fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result<Value, Api
     let ct = content_type(parts);
     let media = ct.split(';').next().unwrap_or_default().trim().to_owned();
     let v: Value = match media.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding the request body as JSON: {e}")))?,
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("error decoding the request body as JSON: {e}"))
+        })?,
         "application/yaml" => {
-            let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
-            serde_saphyr::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding the request body as YAML: {e}")))?
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+            serde_saphyr::from_str(text).map_err(|e| {
+                ApiError::BadRequest(format!("error decoding the request body as YAML: {e}"))
+            })?
         }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -359,7 +447,9 @@ fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result<Value, Api
         }
     };
     if !v.is_object() {
-        return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
     }
     Ok(v)
 }
@@ -375,13 +465,20 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
 
 fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, ApiError> {
     Ok(ListQuery {
-        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| ApiError::BadRequest(e.0))?,
-        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), &desc.selectable).map_err(|e| ApiError::BadRequest(e.0))?,
+        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::BadRequest(e.0))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), &desc.selectable)
+            .map_err(|e| ApiError::BadRequest(e.0))?,
         limit: match q.get("limit") {
             None | Some("") => 0,
-            Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
         },
-        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(str::to_owned),
+        continue_token: q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
     })
 }
 
@@ -395,10 +492,24 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     r
 }
 
-fn list_response(desc: &ResourceDesc, page: crate::rest::ListPage, accept: &str, include: IncludeObject) -> Response<Body> {
+fn list_response(
+    desc: &ResourceDesc,
+    page: crate::rest::ListPage,
+    accept: &str,
+    include: IncludeObject,
+) -> Response<Body> {
     let rv = page.revision.to_string();
     if wants_table(accept) {
-        return json_response(StatusCode::OK, &table(desc, &page.items, &rv, page.continue_token.as_deref(), include));
+        return json_response(
+            StatusCode::OK,
+            &table(
+                desc,
+                &page.items,
+                &rv,
+                page.continue_token.as_deref(),
+                include,
+            ),
+        );
     }
     let mut metadata = serde_json::json!({"resourceVersion": rv});
     if let Some(c) = page.continue_token {
@@ -410,7 +521,12 @@ fn list_response(desc: &ResourceDesc, page: crate::rest::ListPage, accept: &str,
     )
 }
 
-async fn resource(api: Api, t: Target, req: Request<Incoming>, accept: &str) -> Result<Response<Body>, ApiError> {
+async fn resource(
+    api: Api,
+    t: Target,
+    req: Request<Incoming>,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
     let q = Query::parse(req.uri().query());
     let desc = t.desc.clone();
     let ns = t.namespace.as_deref();
@@ -421,16 +537,23 @@ async fn resource(api: Api, t: Target, req: Request<Incoming>, accept: &str) -> 
             let params = WatchParams {
                 resource_version: q.get("resourceVersion").map(str::to_owned),
                 bookmarks: q.flag("allowWatchBookmarks"),
-                timeout: q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs),
+                timeout: q
+                    .get("timeoutSeconds")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .map(Duration::from_secs),
                 send_initial: q.flag("sendInitialEvents"),
                 labels: lq.labels,
                 fields: lq.fields,
                 table: wants_table(accept).then_some(include),
             };
             let rx = watch::start(api, desc, t.namespace.clone(), params).await?;
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             Ok(r)
         }
         (Method::GET, None) => {
@@ -441,8 +564,15 @@ async fn resource(api: Api, t: Target, req: Request<Incoming>, accept: &str) -> 
         (Method::GET, Some(name)) => {
             let obj = api.get(&desc, ns, name).await?;
             if wants_table(accept) {
-                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_owned();
-                return Ok(json_response(StatusCode::OK, &table(&desc, &[obj], &rv, None, include)));
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table(&desc, &[obj], &rv, None, include),
+                ));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -451,22 +581,34 @@ async fn resource(api: Api, t: Target, req: Request<Incoming>, accept: &str) -> 
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
             let w = api.create(&desc, ns, obj, &opts).await?;
-            Ok(with_warnings(json_response(StatusCode::CREATED, &w.object), &w.warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &w.object),
+                &w.warnings,
+            ))
         }
         (Method::PUT, Some(name)) => {
             let opts = write_options(&q)?;
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
             let w = api.update(&desc, ns, name, obj, t.status, &opts).await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &w.object), &w.warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &w.object),
+                &w.warnings,
+            ))
         }
         (Method::PATCH, Some(name)) => {
             let opts = write_options(&q)?;
             let (parts, body) = read_body(req).await?;
             let kind = PatchKind::from_content_type(&content_type(&parts), &desc)?;
             let patch = parse_body(kind, &body)?;
-            let w = api.patch(&desc, ns, name, kind, patch, t.status, &opts).await?;
-            let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+            let w = api
+                .patch(&desc, ns, name, kind, patch, t.status, &opts)
+                .await?;
+            let code = if w.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(with_warnings(json_response(code, &w.object), &w.warnings))
         }
         (Method::DELETE, name) => {
@@ -479,9 +621,13 @@ async fn resource(api: Api, t: Target, req: Request<Incoming>, accept: &str) -> 
             if !body.is_empty() {
                 let ct = content_type(&parts);
                 if ct.starts_with("application/vnd.kubernetes.protobuf") {
-                    return Err(ApiError::UnsupportedMediaType("protobuf DeleteOptions are not supported yet; send JSON".into()));
+                    return Err(ApiError::UnsupportedMediaType(
+                        "protobuf DeleteOptions are not supported yet; send JSON".into(),
+                    ));
                 }
-                let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?;
+                let v: Value = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::BadRequest(format!("error decoding DeleteOptions: {e}"))
+                })?;
                 opts.merge_body(&v);
             }
             match name {
@@ -506,7 +652,9 @@ mod tests {
 
     #[test]
     fn query_components_are_percent_decoded() {
-        let q = Query::parse(Some("labelSelector=env%20in%20(a%2Cb)&fieldSelector=metadata.name%3Dt4&watch=true&x=%zz&y=50%"));
+        let q = Query::parse(Some(
+            "labelSelector=env%20in%20(a%2Cb)&fieldSelector=metadata.name%3Dt4&watch=true&x=%zz&y=50%",
+        ));
         assert_eq!(q.get("labelSelector"), Some("env in (a,b)"));
         assert_eq!(q.get("fieldSelector"), Some("metadata.name=t4"));
         assert!(q.flag("watch"));

@@ -55,7 +55,9 @@ pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
             rest = &tail[1..];
             if let Ok(i) = inner.parse::<usize>() {
                 cur = cur.get(i)?;
-            } else if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+            } else if let Some(filter) =
+                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+            {
                 let (field, want) = filter.split_once("==")?;
                 let want = want.trim().trim_matches('"').trim_matches('\'');
                 cur = cur
@@ -76,7 +78,11 @@ fn age_of(obj: &Value, field: &str) -> Value {
     obj.pointer(field)
         .and_then(Value::as_str)
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map(|t| json!(human_age(jiff::Timestamp::now().as_second() - t.as_second())))
+        .map(|t| {
+            json!(human_age(
+                jiff::Timestamp::now().as_second() - t.as_second()
+            ))
+        })
         .unwrap_or(Value::Null)
 }
 
@@ -91,7 +97,11 @@ fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
             None | Some(Value::Null) => Value::Null,
             Some(Value::String(s)) if type_ == "date" => s
                 .parse::<jiff::Timestamp>()
-                .map(|t| json!(human_age(jiff::Timestamp::now().as_second() - t.as_second())))
+                .map(|t| {
+                    json!(human_age(
+                        jiff::Timestamp::now().as_second() - t.as_second()
+                    ))
+                })
                 .unwrap_or_else(|_| json!(s)),
             Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => v.clone(),
             Some(other) => json!(other.to_string()),
@@ -100,7 +110,9 @@ fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
 }
 
 fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
-    let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut cols = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     for c in &desc.columns {
         let description = match &c.source {
             CellSource::Path(p) => p.clone(),
@@ -113,7 +125,11 @@ fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
 }
 
 fn row(desc: &ResourceDesc, obj: &Value, include: IncludeObject) -> Value {
-    let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+    let mut cells = vec![
+        obj.pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null),
+    ];
     cells.extend(desc.columns.iter().map(|c| cell(obj, &c.source, &c.type_)));
     let mut r = json!({"cells": cells});
     match include {
@@ -131,7 +147,13 @@ fn row(desc: &ResourceDesc, obj: &Value, include: IncludeObject) -> Value {
 }
 
 /// A Table of `items`.
-pub fn table(desc: &ResourceDesc, items: &[Value], resource_version: &str, continue_token: Option<&str>, include: IncludeObject) -> Value {
+pub fn table(
+    desc: &ResourceDesc,
+    items: &[Value],
+    resource_version: &str,
+    continue_token: Option<&str>,
+    include: IncludeObject,
+) -> Value {
     let mut metadata = json!({"resourceVersion": resource_version});
     if let Some(c) = continue_token {
         metadata["continue"] = json!(c);
@@ -156,7 +178,10 @@ mod tests {
             "spec": {"list": [{"a": 1}]}});
         assert_eq!(json_path(&obj, ".status.phase"), Some(&json!("RUNNING")));
         assert_eq!(json_path(&obj, ".status.tasks.RUNNING"), Some(&json!(3)));
-        assert_eq!(json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), Some(&json!("False")));
+        assert_eq!(
+            json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(&json!("False"))
+        );
         assert_eq!(json_path(&obj, ".spec.list[0].a"), Some(&json!(1)));
         assert_eq!(json_path(&obj, ".spec.missing"), None);
         assert_eq!(json_path(&obj, ".spec.list[9]"), None);
@@ -164,7 +189,9 @@ mod tests {
 
     #[test]
     fn the_table_accept_header_is_recognised() {
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
         assert!(!wants_table(""));
     }

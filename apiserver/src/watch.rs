@@ -57,13 +57,20 @@ fn bookmark(desc: &ResourceDesc, revision: i64, initial_end: bool) -> Bytes {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    line("BOOKMARK", json!({"kind": desc.kind, "apiVersion": desc.api_version(), "metadata": meta}))
+    line(
+        "BOOKMARK",
+        json!({"kind": desc.kind, "apiVersion": desc.api_version(), "metadata": meta}),
+    )
 }
 
 fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes {
     match p.table {
         Some(include) => {
-            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_owned();
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             line(kind, table(desc, &[obj], &rv, None, include))
         }
         None => line(kind, obj),
@@ -71,7 +78,12 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
 }
 
 /// Starts a watch; the returned channel yields the response body's chunks.
-pub async fn start(api: Api, desc: Arc<ResourceDesc>, ns: Option<String>, p: WatchParams) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+pub async fn start(
+    api: Api,
+    desc: Arc<ResourceDesc>,
+    ns: Option<String>,
+    p: WatchParams,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
     let requested: Option<i64> = match p.resource_version.as_deref() {
@@ -104,7 +116,9 @@ pub async fn start(api: Api, desc: Arc<ResourceDesc>, ns: Option<String>, p: Wat
         }
         Err(e) => return Err(e.into()),
     };
-    let Some(mut stream) = stream else { return Ok(rx) };
+    let Some(mut stream) = stream else {
+        return Ok(rx);
+    };
     tokio::spawn(async move {
         for chunk in initial {
             if tx.send(chunk).await.is_err() {
@@ -166,7 +180,11 @@ fn translate(p: &WatchParams, ev: WatchEvent) -> Result<Option<(&'static str, Va
             let obj = from_stored(&kv.value, kv.mod_revision)?;
             let now = matches(&p.labels, &p.fields, &obj);
             let before = match prev {
-                Some(pkv) => matches(&p.labels, &p.fields, &from_stored(&pkv.value, pkv.mod_revision)?),
+                Some(pkv) => matches(
+                    &p.labels,
+                    &p.fields,
+                    &from_stored(&pkv.value, pkv.mod_revision)?,
+                ),
                 None => false,
             };
             Ok(match (before, now) {

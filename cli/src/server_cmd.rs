@@ -39,21 +39,31 @@ pub struct ServerArgs {
 pub async fn run(args: ServerArgs) -> Result<()> {
     let home = home_dir(args.home)?;
     let store = open_store(&args.store, &home).await?;
-    let api = Api { store, registry: Registry::standard() };
-    corral_apiserver::rest::ensure_default_namespaces(&api).await.context("creating the default namespace")?;
+    let api = Api {
+        store,
+        registry: Registry::standard(),
+    };
+    corral_apiserver::rest::ensure_default_namespaces(&api)
+        .await
+        .context("creating the default namespace")?;
 
     let mut hosts = args.tls_sans.clone();
     hosts.push(args.listen.ip().to_string());
     let pki = Pki::load_or_create(&home.join("pki"), &hosts).context("preparing TLS material")?;
-    let tokens = Tokens::load(args.token_file.as_deref().unwrap_or(&pki.token_file)).context("reading the token file")?;
+    let tokens = Tokens::load(args.token_file.as_deref().unwrap_or(&pki.token_file))
+        .context("reading the token file")?;
     let tls = pki.server_config()?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let server = corral_apiserver::serve(api, listener, Some(tls), Authn::Required(Arc::new(tokens)))?;
+    let server =
+        corral_apiserver::serve(api, listener, Some(tls), Authn::Required(Arc::new(tokens)))?;
     let url = format!("https://{addr}");
     let kubeconfig = home.join("kubeconfig");
-    std::fs::write(&kubeconfig, pki.kubeconfig(&url)).with_context(|| format!("writing {}", kubeconfig.display()))?;
+    std::fs::write(&kubeconfig, pki.kubeconfig(&url))
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "serving");
     println!("Corral API server listening on {url}");
     println!("  kubectl --kubeconfig {} get corral", kubeconfig.display());

@@ -58,7 +58,8 @@ pub async fn open_store(store: &str, home: &std::path::Path) -> Result<Arc<dyn S
         s => s.strip_prefix("embedded:").map(PathBuf::from),
     };
     if let Some(path) = embedded_path {
-        let s = EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let s =
+            EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
         return Ok(Arc::new(s));
     }
     if let Some(rest) = store.strip_prefix("etcd://") {
