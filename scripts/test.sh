@@ -27,8 +27,11 @@ step() {
 
 total=$SECONDS
 step "install-deps" bash scripts/install-deps.sh
+step "install-tools" bash scripts/install-tools.sh
 step "fmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the real binary.
+step "build corral" cargo build --locked -p corral-cli
 if cargo nextest --version >/dev/null 2>&1; then
     step "nextest" cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -85,12 +85,18 @@ fn paths_for(desc: &ResourceDesc, out: &mut Map<String, Value>) {
     let reference = format!("#/components/schemas/{}", desc.schema_name());
     let json_body =
         json!({"content": {"application/json": {"schema": {"$ref": reference}}}, "required": true});
-    let patch_body = json!({"content": {
+    // kubectl chooses strategic merge patch exactly when the PATCH operation
+    // lists it, so only built-in kinds list it (custom kinds answer it with 415).
+    let mut patch_types = json!({
         "application/apply-patch+yaml": {"schema": {"type": "object"}},
         "application/json-patch+json": {"schema": {"type": "object"}},
-        "application/merge-patch+json": {"schema": {"type": "object"}},
-        "application/strategic-merge-patch+json": {"schema": {"type": "object"}}
-    }, "required": true});
+        "application/merge-patch+json": {"schema": {"type": "object"}}
+    });
+    if desc.origin == crate::registry::Origin::BuiltIn {
+        patch_types["application/strategic-merge-patch+json"] =
+            json!({"schema": {"type": "object"}});
+    }
+    let patch_body = json!({"content": patch_types, "required": true});
     let k = desc.kind;
     let mut item_ops = Map::new();
     item_ops.insert(

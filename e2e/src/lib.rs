@@ -1,0 +1,253 @@
+//! Harness for the end-to-end tests: runs the `corral` binary (built by
+//! `cargo build -p corral-cli`, or `$CORRAL_BIN`) as a real server process on
+//! a free loopback port, and stock clients (`kubectl` 1.32.3 and `helm`
+//! 3.17.2 from `.tools/bin`, installed by `scripts/install-tools.sh`) against
+//! it, each with fresh cache directories. Processes are stopped by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tool(env: &str, default: PathBuf) -> Result<PathBuf> {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    if !p.exists() {
+        bail!(
+            "{} not found (set {env}, or run scripts/install-tools.sh and cargo build -p corral-cli)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The `corral` binary.
+pub fn corral_bin() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    tool("CORRAL_BIN", target.join("debug/corral"))
+}
+
+/// kubectl 1.32.3.
+pub fn kubectl_bin() -> Result<PathBuf> {
+    tool(
+        "CORRAL_KUBECTL",
+        workspace().join(".tools/bin/kubectl-1.32.3"),
+    )
+}
+
+/// helm 3.17.2.
+pub fn helm_bin() -> Result<PathBuf> {
+    tool("CORRAL_HELM", workspace().join(".tools/bin/helm"))
+}
+
+/// A running `corral server`, killed on drop if still running.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `$CORRAL_HOME` of the server.
+    pub home: PathBuf,
+    _temp_home: Option<tempfile::TempDir>,
+    /// The admin kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+}
+
+impl Server {
+    /// Starts `corral server` over the embedded store on a free port, in a
+    /// fresh home directory.
+    pub fn start() -> Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let mut s = Self::start_in(temp.path(), &[])?;
+        s._temp_home = Some(temp);
+        Ok(s)
+    }
+
+    /// Starts it with `home` as `$CORRAL_HOME` and extra arguments.
+    pub fn start_in(home: &Path, extra: &[&str]) -> Result<Self> {
+        let home = home.to_owned();
+        let kubeconfig = home.join("kubeconfig");
+        // Wait for the kubeconfig of this run, not one left by a previous run.
+        let _ = std::fs::remove_file(&kubeconfig);
+        let log = std::fs::File::create(home.join("server.log"))?;
+        let child = Command::new(corral_bin()?)
+            .args(["server", "--listen", "127.0.0.1:0", "--home"])
+            .arg(&home)
+            .args(extra)
+            .env_remove("CORRAL_STORE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting corral server")?;
+        let mut server = Server {
+            child,
+            home,
+            _temp_home: None,
+            kubeconfig,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.kubeconfig.exists() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("corral server exited with {status}: {}", server.log());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "corral server did not write its kubeconfig in time: {}",
+                    server.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("server.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("corral server did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a client command printed.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Fails unless the command succeeded; returns stdout.
+    pub fn ok(self) -> Result<String> {
+        if self.code != 0 {
+            bail!("exit {}: {}{}", self.code, self.stdout, self.stderr);
+        }
+        Ok(self.stdout)
+    }
+}
+
+/// kubectl with a fresh cache directory, pointed at a server.
+#[derive(Debug)]
+pub struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+impl Kubectl {
+    /// The pinned kubectl 1.32.3.
+    pub fn new(server: &Server) -> Result<Self> {
+        Self::with_binary(server, kubectl_bin()?)
+    }
+
+    /// Another kubectl binary (e.g. the machine's).
+    pub fn with_binary(server: &Server, bin: PathBuf) -> Result<Self> {
+        Ok(Kubectl {
+            bin,
+            kubeconfig: server.kubeconfig.clone(),
+            cache: tempfile::tempdir()?,
+        })
+    }
+
+    /// The command, ready for more arguments.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path());
+        c
+    }
+
+    /// Runs `kubectl ARGS`.
+    pub fn run(&self, args: &[&str]) -> Result<Run> {
+        Ok(Run::from(self.command().args(args).output()?))
+    }
+
+    /// Runs `kubectl ARGS` with `stdin` as input.
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Result<Run> {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("no stdin")?
+            .write_all(stdin.as_bytes())?;
+        Ok(Run::from(child.wait_with_output()?))
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `examples/` in the workspace.
+pub fn examples() -> PathBuf {
+    workspace().join("examples")
+}
+
+/// A path as text.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}

