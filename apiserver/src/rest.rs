@@ -278,6 +278,7 @@ impl Api {
         check_type_meta(desc, &mut body)?;
         let meta = meta_mut(&mut body);
         if let (Some(url_ns), Some(body_ns)) = (ns, meta.get("namespace").and_then(Value::as_str))
+            && !body_ns.is_empty()
             && url_ns != body_ns
         {
             return Err(ApiError::BadRequest(format!(

@@ -433,6 +433,7 @@ fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result<Value, Api
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("error decoding the request body as JSON: {e}"))
         })?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_object(body)?,
         "application/yaml" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
@@ -442,7 +443,7 @@ fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result<Value, Api
         }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml"
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
             )));
         }
     };
@@ -620,14 +621,13 @@ async fn resource(
             let (parts, body) = read_body(req).await?;
             if !body.is_empty() {
                 let ct = content_type(&parts);
-                if ct.starts_with("application/vnd.kubernetes.protobuf") {
-                    return Err(ApiError::UnsupportedMediaType(
-                        "protobuf DeleteOptions are not supported yet; send JSON".into(),
-                    ));
-                }
-                let v: Value = serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::BadRequest(format!("error decoding DeleteOptions: {e}"))
-                })?;
+                let v: Value = if ct.starts_with(crate::protobuf::MEDIA_TYPE) {
+                    crate::protobuf::decode_delete_options(&body)?
+                } else {
+                    serde_json::from_slice(&body).map_err(|e| {
+                        ApiError::BadRequest(format!("error decoding DeleteOptions: {e}"))
+                    })?
+                };
                 opts.merge_body(&v);
             }
             match name {
