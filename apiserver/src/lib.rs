@@ -12,10 +12,10 @@
 //! - [`discovery`], [`openapi`], [`table`]: what clients read to understand it.
 //! - [`server`]: TLS, authentication, routing. [`pki`]: certificates and tokens.
 //!
-//! Reads and watches go straight to the store for now; the watch cache is
-//! still to come.
+//! - [`cache`]: the watch cache that serves lists and watches.
 
 pub mod admission;
+pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod objects;

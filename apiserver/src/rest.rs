@@ -13,6 +13,7 @@ use corral_store::{RangeRequest, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::admission::{FieldValidation, admit};
+use crate::cache::{NODE_FIELD, WatchCache};
 use crate::error::ApiError;
 use crate::objects::{
     finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, spec_part, to_stored,
@@ -33,6 +34,42 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// What is served.
     pub registry: Registry,
+    /// Serves lists and watches when present.
+    pub cache: Option<WatchCache>,
+}
+
+/// How long a consistent list waits for the cache before reading the store.
+const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Api {
+    /// The REST layer over `store`, with a watch cache.
+    pub fn new(store: Arc<dyn Store>, registry: Registry) -> Self {
+        let cache = WatchCache::start(store.clone(), registry.clone());
+        Api { store, registry, cache: Some(cache) }
+    }
+
+    /// The REST layer reading the store directly (no cache).
+    pub fn uncached(store: Arc<dyn Store>, registry: Registry) -> Self {
+        Api { store, registry, cache: None }
+    }
+
+    /// The cache and the resource's index in it, when the cache can serve a
+    /// read that must be at least as new as `resource_version` (None: the
+    /// latest, which waits for the cache to catch up with the store).
+    pub async fn cache_for(&self, desc: &ResourceDesc, resource_version: Option<&str>) -> Result<Option<(WatchCache, usize)>, ApiError> {
+        let Some(cache) = &self.cache else { return Ok(None) };
+        let Some(index) = cache.index_of(desc.plural, desc.group) else { return Ok(None) };
+        let needed = match resource_version {
+            Some("0") => 0,
+            Some(rv) if !rv.is_empty() => parse_rv(rv)?,
+            _ => self.store.current_revision().await?,
+        };
+        if cache.wait_for(needed, CACHE_CATCH_UP).await {
+            Ok(Some((cache.clone(), index)))
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 /// Options common to writes.
@@ -127,6 +164,8 @@ pub struct ListQuery {
     pub limit: usize,
     /// `continue`.
     pub continue_token: Option<String>,
+    /// `resourceVersion` ("0": any; absent: the latest).
+    pub resource_version: Option<String>,
 }
 
 fn generated_suffix() -> String {
@@ -200,13 +239,37 @@ impl Api {
         from_stored(&kv.value, kv.mod_revision)
     }
 
-    /// Lists objects, filtered and paginated.
-    pub async fn list(
-        &self,
-        desc: &ResourceDesc,
-        ns: Option<&str>,
-        q: &ListQuery,
-    ) -> Result<ListPage, ApiError> {
+    /// Lists objects, filtered and paginated: the first page from the watch
+    /// cache when there is one, later pages from the store at the same revision.
+    pub async fn list(&self, desc: &ResourceDesc, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+        if q.continue_token.is_none()
+            && let Some((cache, index)) = self.cache_for(desc, q.resource_version.as_deref()).await?
+        {
+            let node = q.fields.required(NODE_FIELD).filter(|n| !n.is_empty());
+            let snap = cache.snapshot(index, ns.filter(|_| desc.namespaced), node)?;
+            let mut items: Vec<Value> = Vec::new();
+            for entry in &snap.items {
+                if !matches(&q.labels, &q.fields, &entry.value) {
+                    continue;
+                }
+                if q.limit > 0 && items.len() == q.limit {
+                    let last = items.last().unwrap_or(&Value::Null);
+                    let key = desc.key(meta_str(last, "namespace"), meta_str(last, "name").unwrap_or_default());
+                    return Ok(ListPage {
+                        items,
+                        revision: snap.revision,
+                        continue_token: Some(encode_continue(snap.revision, &key)),
+                    });
+                }
+                items.push(entry.value.clone());
+            }
+            return Ok(ListPage { items, revision: snap.revision, continue_token: None });
+        }
+        self.list_from_store(desc, ns, q).await
+    }
+
+    /// Lists objects straight from the store.
+    pub async fn list_from_store(&self, desc: &ResourceDesc, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
         let prefix = desc.key_prefix(ns);
         let (mut revision, mut after) = match &q.continue_token {
             Some(t) => {

@@ -480,6 +480,7 @@ fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, ApiError> {
             .get("continue")
             .filter(|c| !c.is_empty())
             .map(str::to_owned),
+        resource_version: q.get("resourceVersion").map(str::to_owned),
     })
 }
 

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::cache::{Change, ChangeKind, Entry, Interest, NODE_FIELD, Subscription, WatchCache};
 use crate::error::ApiError;
 use crate::objects::from_stored;
 use crate::registry::ResourceDesc;
@@ -77,13 +78,47 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
     }
 }
 
+/// A watch event line built from an object's cached JSON (no re-encoding).
+fn cached_line(desc: &ResourceDesc, p: &WatchParams, kind: &str, entry: &Entry) -> Bytes {
+    if p.table.is_some() {
+        return event(desc, p, kind, entry.value.clone());
+    }
+    let mut out = Vec::with_capacity(entry.json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(&entry.json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+/// The event a change is for this watcher, judged against its selectors
+/// before and after (an object leaving the selection is DELETED for it).
+fn classify(p: &WatchParams, c: &Change) -> Option<&'static str> {
+    let now = matches(&p.labels, &p.fields, &c.object.value);
+    let before = c.prev.as_ref().is_some_and(|e| matches(&p.labels, &p.fields, &e.value));
+    match c.kind {
+        ChangeKind::Delete => (before || now).then_some("DELETED"),
+        ChangeKind::Put => match (before, now) {
+            (false, true) => Some("ADDED"),
+            (true, true) => Some("MODIFIED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+    }
+}
+
 /// Starts a watch; the returned channel yields the response body's chunks.
+/// With a watch cache the watch is served from it; otherwise from the store.
 pub async fn start(
     api: Api,
     desc: Arc<ResourceDesc>,
     ns: Option<String>,
     p: WatchParams,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    if let Some((cache, index)) = api.cache_for(&desc, Some("0")).await? {
+        return start_cached(cache, index, desc, ns, p).await;
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
     let requested: Option<i64> = match p.resource_version.as_deref() {
@@ -202,4 +237,80 @@ fn translate(p: &WatchParams, ev: WatchEvent) -> Result<Option<(&'static str, Va
             Ok(matches(&p.labels, &p.fields, &obj).then_some(("DELETED", obj)))
         }
     }
+}
+
+/// A watch served by the watch cache.
+async fn start_cached(cache: WatchCache, index: usize, desc: Arc<ResourceDesc>, ns: Option<String>, p: WatchParams) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let after = match p.resource_version.as_deref() {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(crate::objects::parse_rv(rv)?),
+    };
+    let after = if p.send_initial { None } else { after };
+    let interest = Interest {
+        resource: index,
+        namespace: ns.filter(|_| desc.namespaced),
+        node: p.fields.required(NODE_FIELD).filter(|n| !n.is_empty()).map(str::to_owned),
+    };
+    let sub = match cache.subscribe(interest, after) {
+        Ok(s) => s,
+        Err(ApiError::Expired { requested, oldest }) => {
+            let _ = tx.send(expired(requested, oldest)).await;
+            return Ok(rx);
+        }
+        Err(e) => return Err(e),
+    };
+    tokio::spawn(async move {
+        let Subscription { replay, initial, mut live, start } = sub;
+        let mut last_revision = start;
+        if let Some(snap) = initial {
+            for entry in &snap.items {
+                if matches(&p.labels, &p.fields, &entry.value) && tx.send(cached_line(&desc, &p, "ADDED", entry)).await.is_err() {
+                    return;
+                }
+            }
+            if p.send_initial && tx.send(bookmark(&desc, snap.revision, true)).await.is_err() {
+                return;
+            }
+        }
+        for c in replay {
+            last_revision = c.revision;
+            if let Some(kind) = classify(&p, &c)
+                && tx.send(cached_line(&desc, &p, kind, &c.object)).await.is_err()
+            {
+                return;
+            }
+        }
+        let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        ticker.tick().await;
+        loop {
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = until_deadline => return,
+                _ = ticker.tick(), if p.bookmarks => {
+                    let rev = cache.revision().max(last_revision);
+                    if tx.send(bookmark(&desc, rev, false)).await.is_err() {
+                        return;
+                    }
+                }
+                next = live.recv() => {
+                    // None: the watcher fell behind or the cache relisted; the client resumes.
+                    let Some(c) = next else { return };
+                    last_revision = c.revision;
+                    if let Some(kind) = classify(&p, &c)
+                        && tx.send(cached_line(&desc, &p, kind, &c.object)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
 }

@@ -39,10 +39,7 @@ async fn start(
     let dir = tempfile::tempdir()?;
     let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
     let tokens = Tokens::load(&pki.token_file)?;
-    let api = Server {
-        store,
-        registry: Registry::standard(),
-    };
+    let api = Server::new(store, Registry::standard());
     corral_apiserver::rest::ensure_default_namespaces(&api).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = corral_apiserver::serve(

@@ -39,10 +39,7 @@ pub struct ServerArgs {
 pub async fn run(args: ServerArgs) -> Result<()> {
     let home = home_dir(args.home)?;
     let store = open_store(&args.store, &home).await?;
-    let api = Api {
-        store,
-        registry: Registry::standard(),
-    };
+    let api = Api::new(store, Registry::standard());
     corral_apiserver::rest::ensure_default_namespaces(&api)
         .await
         .context("creating the default namespace")?;
