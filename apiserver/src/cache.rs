@@ -53,11 +53,24 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(value: Value) -> Result<Self, ApiError> {
-        let json = Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?);
-        let node = value.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_owned);
-        let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
-        Ok(Entry { value, json, node, namespace })
+    /// Wraps an object, encoding it once.
+    pub fn new(value: Value) -> Result<Self, ApiError> {
+        let json =
+            Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?);
+        let node = value
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Entry {
+            value,
+            json,
+            node,
+            namespace,
+        })
     }
 }
 
@@ -129,7 +142,11 @@ impl Watchers {
         self.next_id += 1;
         match &interest.node {
             Some(n) => self.by_node.entry(n.clone()).or_default().insert(id),
-            None => self.general.entry(interest.resource).or_default().insert(id),
+            None => self
+                .general
+                .entry(interest.resource)
+                .or_default()
+                .insert(id),
         };
         self.all.insert(id, Registration { interest, tx });
     }
@@ -155,8 +172,18 @@ impl Watchers {
     }
 
     fn dispatch(&mut self, change: &Arc<Change>) {
-        let mut targets: Vec<u64> = self.general.get(&change.resource).map(|s| s.iter().copied().collect()).unwrap_or_default();
-        for node in [change.object.node.as_ref(), change.prev.as_ref().and_then(|p| p.node.as_ref())].into_iter().flatten() {
+        let mut targets: Vec<u64> = self
+            .general
+            .get(&change.resource)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for node in [
+            change.object.node.as_ref(),
+            change.prev.as_ref().and_then(|p| p.node.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if let Some(ids) = self.by_node.get(node) {
                 targets.extend(ids.iter().copied());
             }
@@ -179,7 +206,10 @@ impl Watchers {
     }
 
     fn close_all(&mut self) {
-        *self = Watchers { next_id: self.next_id, ..Default::default() };
+        *self = Watchers {
+            next_id: self.next_id,
+            ..Default::default()
+        };
     }
 }
 
@@ -208,7 +238,9 @@ pub struct WatchCache {
 
 impl std::fmt::Debug for WatchCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchCache").field("revision", &*self.progress.borrow()).finish_non_exhaustive()
+        f.debug_struct("WatchCache")
+            .field("revision", &*self.progress.borrow())
+            .finish_non_exhaustive()
     }
 }
 
@@ -245,9 +277,17 @@ impl WatchCache {
     }
 
     /// Starts the cache keeping at most `max_history` events for resumes.
-    pub fn start_with_history(store: Arc<dyn Store>, registry: Registry, max_history: usize) -> Self {
+    pub fn start_with_history(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        max_history: usize,
+    ) -> Self {
         let prefixes: Vec<String> = registry.all().iter().map(|d| d.key_prefix(None)).collect();
-        let indexed: Vec<bool> = registry.all().iter().map(|d| d.selectable.iter().any(|f| f == NODE_FIELD)).collect();
+        let indexed: Vec<bool> = registry
+            .all()
+            .iter()
+            .map(|d| d.selectable.iter().any(|f| f == NODE_FIELD))
+            .collect();
         let n = prefixes.len();
         let state = Arc::new(RwLock::new(State {
             resources: vec![BTreeMap::new(); n],
@@ -256,7 +296,14 @@ impl WatchCache {
             ..Default::default()
         }));
         let (progress_tx, progress) = watch::channel(-1);
-        let cache = WatchCache { registry, max_history, prefixes: Arc::new(prefixes), indexed: Arc::new(indexed), state, progress };
+        let cache = WatchCache {
+            registry,
+            max_history,
+            prefixes: Arc::new(prefixes),
+            indexed: Arc::new(indexed),
+            state,
+            progress,
+        };
         let runner = cache.clone();
         tokio::spawn(async move { runner.run(store, progress_tx).await });
         cache
@@ -264,7 +311,9 @@ impl WatchCache {
 
     /// The registry index of the resource owning `key`.
     fn resource_of(&self, key: &str) -> Option<usize> {
-        self.prefixes.iter().position(|p| key.starts_with(p.as_str()))
+        self.prefixes
+            .iter()
+            .position(|p| key.starts_with(p.as_str()))
     }
 
     async fn run(self, store: Arc<dyn Store>, progress: watch::Sender<i64>) {
@@ -281,9 +330,15 @@ impl WatchCache {
         }
     }
 
-    async fn load_and_follow(&self, store: &dyn Store, progress: &watch::Sender<i64>) -> Result<(), ApiError> {
-        let mut resources: Vec<BTreeMap<String, Arc<Entry>>> = vec![BTreeMap::new(); self.prefixes.len()];
-        let mut by_node: Vec<HashMap<String, BTreeSet<String>>> = vec![HashMap::new(); self.prefixes.len()];
+    async fn load_and_follow(
+        &self,
+        store: &dyn Store,
+        progress: &watch::Sender<i64>,
+    ) -> Result<(), ApiError> {
+        let mut resources: Vec<BTreeMap<String, Arc<Entry>>> =
+            vec![BTreeMap::new(); self.prefixes.len()];
+        let mut by_node: Vec<HashMap<String, BTreeSet<String>>> =
+            vec![HashMap::new(); self.prefixes.len()];
         let mut req = RangeRequest::prefix(ROOT).limit(1000);
         let revision = loop {
             let page = store.range(req.clone()).await?;
@@ -293,7 +348,10 @@ impl WatchCache {
                     if self.indexed[r]
                         && let Some(n) = &entry.node
                     {
-                        by_node[r].entry(n.clone()).or_default().insert(kv.key.clone());
+                        by_node[r]
+                            .entry(n.clone())
+                            .or_default()
+                            .insert(kv.key.clone());
                     }
                     resources[r].insert(kv.key.clone(), entry);
                 }
@@ -341,10 +399,19 @@ impl WatchCache {
                         set.remove(&key);
                     }
                     if let Some(n) = &entry.node {
-                        st.by_node[r].entry(n.clone()).or_default().insert(key.clone());
+                        st.by_node[r]
+                            .entry(n.clone())
+                            .or_default()
+                            .insert(key.clone());
                     }
                 }
-                Change { revision, resource: r, kind: ChangeKind::Put, object: entry, prev }
+                Change {
+                    revision,
+                    resource: r,
+                    kind: ChangeKind::Put,
+                    object: entry,
+                    prev,
+                }
             }
             WatchEvent::Delete { prev, revision } => {
                 let old = st.resources[r].remove(&key);
@@ -363,11 +430,21 @@ impl WatchCache {
                         }
                     }
                 } else {
-                    serde_json::from_slice(&prev.value).map_err(|e| ApiError::Internal(e.to_string()))?
+                    serde_json::from_slice(&prev.value)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?
                 };
                 let mut last = last;
-                crate::objects::meta_mut(&mut last).insert("resourceVersion".into(), Value::String(revision.to_string()));
-                Change { revision, resource: r, kind: ChangeKind::Delete, object: Arc::new(Entry::new(last)?), prev: old }
+                crate::objects::meta_mut(&mut last).insert(
+                    "resourceVersion".into(),
+                    Value::String(revision.to_string()),
+                );
+                Change {
+                    revision,
+                    resource: r,
+                    kind: ChangeKind::Delete,
+                    object: Arc::new(Entry::new(last)?),
+                    prev: old,
+                }
             }
         };
         let change = Arc::new(change);
@@ -390,37 +467,89 @@ impl WatchCache {
     /// Waits until the cache has applied `revision`; false on timeout.
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
         let mut rx = self.progress.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The registry index of a resource.
     pub fn index_of(&self, plural: &str, group: &str) -> Option<usize> {
-        self.registry.all().iter().position(|d| d.plural == plural && d.group == group)
+        self.registry
+            .all()
+            .iter()
+            .position(|d| d.plural == plural && d.group == group)
     }
 
     /// The objects of `resource` (in `namespace`, on `node`), at the cache's revision.
-    pub fn snapshot(&self, resource: usize, namespace: Option<&str>, node: Option<&str>) -> Result<Snapshot, ApiError> {
+    pub fn snapshot(
+        &self,
+        resource: usize,
+        namespace: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Snapshot, ApiError> {
         let st = self.state.read().map_err(|_| lock_err())?;
-        Ok(Snapshot { items: collect(&st, resource, &self.prefixes[resource], self.indexed[resource], namespace, node), revision: st.revision })
+        Ok(Snapshot {
+            items: collect(
+                &st,
+                resource,
+                &self.prefixes[resource],
+                self.indexed[resource],
+                namespace,
+                node,
+            ),
+            revision: st.revision,
+        })
     }
 
     /// Registers a watch from `after` (exclusive), or from now with the current
     /// objects when `after` is `None`. Fails with 410 Expired when history no
     /// longer reaches back to `after`.
-    pub fn subscribe(&self, interest: Interest, after: Option<i64>) -> Result<Subscription, ApiError> {
+    pub fn subscribe(
+        &self,
+        interest: Interest,
+        after: Option<i64>,
+    ) -> Result<Subscription, ApiError> {
         let mut st = self.state.write().map_err(|_| lock_err())?;
         let (tx, live) = mpsc::channel(WATCHER_BUFFER);
         let sub = match after {
             None => {
-                let items = collect(&st, interest.resource, &self.prefixes[interest.resource], self.indexed[interest.resource], interest.namespace.as_deref(), interest.node.as_deref());
-                Subscription { replay: Vec::new(), initial: Some(Snapshot { items, revision: st.revision }), live, start: st.revision }
+                let items = collect(
+                    &st,
+                    interest.resource,
+                    &self.prefixes[interest.resource],
+                    self.indexed[interest.resource],
+                    interest.namespace.as_deref(),
+                    interest.node.as_deref(),
+                );
+                Subscription {
+                    replay: Vec::new(),
+                    initial: Some(Snapshot {
+                        items,
+                        revision: st.revision,
+                    }),
+                    live,
+                    start: st.revision,
+                }
             }
             Some(rv) if rv < st.oldest => {
-                return Err(ApiError::Expired { requested: rv, oldest: st.oldest });
+                return Err(ApiError::Expired {
+                    requested: rv,
+                    oldest: st.oldest,
+                });
             }
             Some(rv) => {
-                let replay: Vec<Arc<Change>> = st.history.iter().filter(|c| c.revision > rv && interest.wants(c)).cloned().collect();
-                Subscription { replay, initial: None, live, start: rv }
+                let replay: Vec<Arc<Change>> = st
+                    .history
+                    .iter()
+                    .filter(|c| c.revision > rv && interest.wants(c))
+                    .cloned()
+                    .collect();
+                Subscription {
+                    replay,
+                    initial: None,
+                    live,
+                    start: rv,
+                }
             }
         };
         st.watchers.add(interest, tx);
@@ -429,11 +558,21 @@ impl WatchCache {
 
     /// How many watchers are registered (for tests and metrics).
     pub fn watcher_count(&self) -> usize {
-        self.state.read().map(|st| st.watchers.all.len()).unwrap_or(0)
+        self.state
+            .read()
+            .map(|st| st.watchers.all.len())
+            .unwrap_or(0)
     }
 }
 
-fn collect(st: &State, resource: usize, prefix: &str, indexed: bool, namespace: Option<&str>, node: Option<&str>) -> Vec<Arc<Entry>> {
+fn collect(
+    st: &State,
+    resource: usize,
+    prefix: &str,
+    indexed: bool,
+    namespace: Option<&str>,
+    node: Option<&str>,
+) -> Vec<Arc<Entry>> {
     let objects = &st.resources[resource];
     match (node, indexed) {
         (Some(n), true) => {
@@ -476,7 +615,10 @@ mod tests {
 
     async fn ready(cache: &WatchCache, store: &dyn Store) -> anyhow::Result<()> {
         let rev = store.current_revision().await?;
-        anyhow::ensure!(cache.wait_for(rev, Duration::from_secs(10)).await, "cache did not catch up");
+        anyhow::ensure!(
+            cache.wait_for(rev, Duration::from_secs(10)).await,
+            "cache did not catch up"
+        );
         Ok(())
     }
 
@@ -485,25 +627,68 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
         let cache = WatchCache::start(store.clone(), Registry::standard());
         ready(&cache, store.as_ref()).await?;
-        let tasks = cache.index_of("tasks", "corral.dev").ok_or_else(|| anyhow::anyhow!("no tasks"))?;
-        let interest = |n: &str| Interest { resource: tasks, namespace: None, node: Some(n.into()) };
+        let tasks = cache
+            .index_of("tasks", "corral.dev")
+            .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+        let interest = |n: &str| Interest {
+            resource: tasks,
+            namespace: None,
+            node: Some(n.into()),
+        };
         let mut n1 = cache.subscribe(interest("n1"), None)?;
         let mut n2 = cache.subscribe(interest("n2"), None)?;
-        let kv = store.create("/registry/corral.dev/tasks/default/a", task("a", None)).await?;
-        let kv = store.update("/registry/corral.dev/tasks/default/a", task("a", Some("n1")), kv.mod_revision).await?;
-        store.update("/registry/corral.dev/tasks/default/a", task("a", Some("n2")), kv.mod_revision).await?;
-        store.create("/registry/corral.dev/tasks/default/b", task("b", Some("n2"))).await?;
+        let kv = store
+            .create("/registry/corral.dev/tasks/default/a", task("a", None))
+            .await?;
+        let kv = store
+            .update(
+                "/registry/corral.dev/tasks/default/a",
+                task("a", Some("n1")),
+                kv.mod_revision,
+            )
+            .await?;
+        store
+            .update(
+                "/registry/corral.dev/tasks/default/a",
+                task("a", Some("n2")),
+                kv.mod_revision,
+            )
+            .await?;
+        store
+            .create(
+                "/registry/corral.dev/tasks/default/b",
+                task("b", Some("n2")),
+            )
+            .await?;
         ready(&cache, store.as_ref()).await?;
         let drain = |rx: &mut mpsc::Receiver<Arc<Change>>| {
             let mut out = Vec::new();
             while let Ok(c) = rx.try_recv() {
-                out.push((c.object.value["metadata"]["name"].as_str().unwrap_or("").to_owned(), c.object.node.clone()));
+                out.push((
+                    c.object.value["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                    c.object.node.clone(),
+                ));
             }
             out
         };
         // n1 hears the binding to n1 and the move away from it; n2 the move and b.
-        assert_eq!(drain(&mut n1.live), vec![("a".into(), Some("n1".into())), ("a".into(), Some("n2".into()))]);
-        assert_eq!(drain(&mut n2.live), vec![("a".into(), Some("n2".into())), ("b".into(), Some("n2".into()))]);
+        assert_eq!(
+            drain(&mut n1.live),
+            vec![
+                ("a".into(), Some("n1".into())),
+                ("a".into(), Some("n2".into()))
+            ]
+        );
+        assert_eq!(
+            drain(&mut n2.live),
+            vec![
+                ("a".into(), Some("n2".into())),
+                ("b".into(), Some("n2".into()))
+            ]
+        );
         let on_n2 = cache.snapshot(tasks, None, Some("n2"))?;
         assert_eq!(on_n2.items.len(), 2);
         assert_eq!(cache.snapshot(tasks, None, Some("n1"))?.items.len(), 0);
@@ -515,17 +700,38 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
         let cache = WatchCache::start_with_history(store.clone(), Registry::standard(), 5);
         ready(&cache, store.as_ref()).await?;
-        let first = store.create("/registry/corral.dev/tasks/default/t0", task("t0", None)).await?.mod_revision;
+        let first = store
+            .create("/registry/corral.dev/tasks/default/t0", task("t0", None))
+            .await?
+            .mod_revision;
         for i in 1..10 {
-            store.create(&format!("/registry/corral.dev/tasks/default/t{i}"), task(&format!("t{i}"), None)).await?;
+            store
+                .create(
+                    &format!("/registry/corral.dev/tasks/default/t{i}"),
+                    task(&format!("t{i}"), None),
+                )
+                .await?;
         }
         ready(&cache, store.as_ref()).await?;
-        let tasks = cache.index_of("tasks", "corral.dev").ok_or_else(|| anyhow::anyhow!("no tasks"))?;
-        let interest = Interest { resource: tasks, namespace: Some("default".into()), node: None };
-        assert!(matches!(cache.subscribe(interest.clone(), Some(first)), Err(ApiError::Expired { .. })));
+        let tasks = cache
+            .index_of("tasks", "corral.dev")
+            .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+        let interest = Interest {
+            resource: tasks,
+            namespace: Some("default".into()),
+            node: None,
+        };
+        assert!(matches!(
+            cache.subscribe(interest.clone(), Some(first)),
+            Err(ApiError::Expired { .. })
+        ));
         let recent = cache.revision() - 3;
         let sub = cache.subscribe(interest, Some(recent))?;
-        assert_eq!(sub.replay.len(), 3, "events after the resume point are replayed");
+        assert_eq!(
+            sub.replay.len(),
+            3,
+            "events after the resume point are replayed"
+        );
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use corral_store::{RangeRequest, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::admission::{FieldValidation, admit};
-use crate::cache::{NODE_FIELD, WatchCache};
+use crate::cache::{Entry, NODE_FIELD, WatchCache};
 use crate::error::ApiError;
 use crate::objects::{
     finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, spec_part, to_stored,
@@ -45,20 +45,36 @@ impl Api {
     /// The REST layer over `store`, with a watch cache.
     pub fn new(store: Arc<dyn Store>, registry: Registry) -> Self {
         let cache = WatchCache::start(store.clone(), registry.clone());
-        Api { store, registry, cache: Some(cache) }
+        Api {
+            store,
+            registry,
+            cache: Some(cache),
+        }
     }
 
     /// The REST layer reading the store directly (no cache).
     pub fn uncached(store: Arc<dyn Store>, registry: Registry) -> Self {
-        Api { store, registry, cache: None }
+        Api {
+            store,
+            registry,
+            cache: None,
+        }
     }
 
     /// The cache and the resource's index in it, when the cache can serve a
     /// read that must be at least as new as `resource_version` (None: the
     /// latest, which waits for the cache to catch up with the store).
-    pub async fn cache_for(&self, desc: &ResourceDesc, resource_version: Option<&str>) -> Result<Option<(WatchCache, usize)>, ApiError> {
-        let Some(cache) = &self.cache else { return Ok(None) };
-        let Some(index) = cache.index_of(desc.plural, desc.group) else { return Ok(None) };
+    pub async fn cache_for(
+        &self,
+        desc: &ResourceDesc,
+        resource_version: Option<&str>,
+    ) -> Result<Option<(WatchCache, usize)>, ApiError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let Some(index) = cache.index_of(desc.plural, desc.group) else {
+            return Ok(None);
+        };
         let needed = match resource_version {
             Some("0") => 0,
             Some(rv) if !rv.is_empty() => parse_rv(rv)?,
@@ -145,8 +161,8 @@ impl DeleteOptions {
 /// A page of a list.
 #[derive(Debug, Clone)]
 pub struct ListPage {
-    /// Matching objects.
-    pub items: Vec<Value>,
+    /// Matching objects, each with its JSON encoded once.
+    pub items: Vec<Arc<Entry>>,
     /// The revision the list was read at.
     pub revision: i64,
     /// A token for the next page, when more matched.
@@ -241,35 +257,53 @@ impl Api {
 
     /// Lists objects, filtered and paginated: the first page from the watch
     /// cache when there is one, later pages from the store at the same revision.
-    pub async fn list(&self, desc: &ResourceDesc, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+    pub async fn list(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<ListPage, ApiError> {
         if q.continue_token.is_none()
-            && let Some((cache, index)) = self.cache_for(desc, q.resource_version.as_deref()).await?
+            && let Some((cache, index)) =
+                self.cache_for(desc, q.resource_version.as_deref()).await?
         {
             let node = q.fields.required(NODE_FIELD).filter(|n| !n.is_empty());
             let snap = cache.snapshot(index, ns.filter(|_| desc.namespaced), node)?;
-            let mut items: Vec<Value> = Vec::new();
+            let mut items: Vec<Arc<Entry>> = Vec::new();
             for entry in &snap.items {
                 if !matches(&q.labels, &q.fields, &entry.value) {
                     continue;
                 }
                 if q.limit > 0 && items.len() == q.limit {
-                    let last = items.last().unwrap_or(&Value::Null);
-                    let key = desc.key(meta_str(last, "namespace"), meta_str(last, "name").unwrap_or_default());
+                    let last = items.last().map(|e| &e.value).unwrap_or(&Value::Null);
+                    let key = desc.key(
+                        meta_str(last, "namespace"),
+                        meta_str(last, "name").unwrap_or_default(),
+                    );
                     return Ok(ListPage {
                         items,
                         revision: snap.revision,
                         continue_token: Some(encode_continue(snap.revision, &key)),
                     });
                 }
-                items.push(entry.value.clone());
+                items.push(entry.clone());
             }
-            return Ok(ListPage { items, revision: snap.revision, continue_token: None });
+            return Ok(ListPage {
+                items,
+                revision: snap.revision,
+                continue_token: None,
+            });
         }
         self.list_from_store(desc, ns, q).await
     }
 
     /// Lists objects straight from the store.
-    pub async fn list_from_store(&self, desc: &ResourceDesc, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+    pub async fn list_from_store(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<ListPage, ApiError> {
         let prefix = desc.key_prefix(ns);
         let (mut revision, mut after) = match &q.continue_token {
             Some(t) => {
@@ -309,7 +343,7 @@ impl Api {
                         continue_token: Some(encode_continue(page.revision, &last_key)),
                     });
                 }
-                items.push(obj);
+                items.push(Arc::new(Entry::new(obj)?));
                 after = Some(kv.key.clone());
             }
             if !page.more {
@@ -784,11 +818,12 @@ impl Api {
     ) -> Result<ListPage, ApiError> {
         let page = self.list(desc, ns, q).await?;
         let mut deleted = Vec::new();
-        for obj in &page.items {
+        for entry in &page.items {
+            let obj = &entry.value;
             let name = meta_str(obj, "name").unwrap_or_default();
             let obj_ns = meta_str(obj, "namespace");
             match self.delete(desc, obj_ns, name, opts).await {
-                Ok(v) => deleted.push(v),
+                Ok(v) => deleted.push(Arc::new(Entry::new(v)?)),
                 Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -502,25 +502,33 @@ fn list_response(
 ) -> Response<Body> {
     let rv = page.revision.to_string();
     if wants_table(accept) {
+        let values: Vec<Value> = page.items.iter().map(|e| e.value.clone()).collect();
         return json_response(
             StatusCode::OK,
-            &table(
-                desc,
-                &page.items,
-                &rv,
-                page.continue_token.as_deref(),
-                include,
-            ),
+            &table(desc, &values, &rv, page.continue_token.as_deref(), include),
         );
     }
     let mut metadata = serde_json::json!({"resourceVersion": rv});
     if let Some(c) = page.continue_token {
         metadata["continue"] = Value::String(c);
     }
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({"kind": format!("{}List", desc.kind), "apiVersion": desc.api_version(), "metadata": metadata, "items": page.items}),
-    )
+    // Items are spliced in from their cached encodings, not re-serialized.
+    let head = serde_json::json!({"kind": format!("{}List", desc.kind), "apiVersion": desc.api_version(), "metadata": metadata});
+    let mut body = head.to_string();
+    body.pop();
+    let mut out = Vec::with_capacity(
+        body.len() + page.items.iter().map(|e| e.json.len() + 1).sum::<usize>() + 16,
+    );
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, e) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.json);
+    }
+    out.extend_from_slice(b"]}");
+    full(StatusCode::OK, "application/json", out)
 }
 
 async fn resource(

@@ -96,7 +96,10 @@ fn cached_line(desc: &ResourceDesc, p: &WatchParams, kind: &str, entry: &Entry) 
 /// before and after (an object leaving the selection is DELETED for it).
 fn classify(p: &WatchParams, c: &Change) -> Option<&'static str> {
     let now = matches(&p.labels, &p.fields, &c.object.value);
-    let before = c.prev.as_ref().is_some_and(|e| matches(&p.labels, &p.fields, &e.value));
+    let before = c
+        .prev
+        .as_ref()
+        .is_some_and(|e| matches(&p.labels, &p.fields, &e.value));
     match c.kind {
         ChangeKind::Delete => (before || now).then_some("DELETED"),
         ChangeKind::Put => match (before, now) {
@@ -132,7 +135,7 @@ pub async fn start(
             ..Default::default()
         };
         let page = api.list(&desc, ns.as_deref(), &q).await?;
-        for obj in page.items {
+        for obj in page.items.iter().map(|e| e.value.clone()) {
             initial.push(event(&desc, &p, "ADDED", obj));
         }
         if p.send_initial {
@@ -240,7 +243,13 @@ fn translate(p: &WatchParams, ev: WatchEvent) -> Result<Option<(&'static str, Va
 }
 
 /// A watch served by the watch cache.
-async fn start_cached(cache: WatchCache, index: usize, desc: Arc<ResourceDesc>, ns: Option<String>, p: WatchParams) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+async fn start_cached(
+    cache: WatchCache,
+    index: usize,
+    desc: Arc<ResourceDesc>,
+    ns: Option<String>,
+    p: WatchParams,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let after = match p.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
@@ -250,7 +259,11 @@ async fn start_cached(cache: WatchCache, index: usize, desc: Arc<ResourceDesc>, 
     let interest = Interest {
         resource: index,
         namespace: ns.filter(|_| desc.namespaced),
-        node: p.fields.required(NODE_FIELD).filter(|n| !n.is_empty()).map(str::to_owned),
+        node: p
+            .fields
+            .required(NODE_FIELD)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
     };
     let sub = match cache.subscribe(interest, after) {
         Ok(s) => s,
@@ -261,11 +274,21 @@ async fn start_cached(cache: WatchCache, index: usize, desc: Arc<ResourceDesc>, 
         Err(e) => return Err(e),
     };
     tokio::spawn(async move {
-        let Subscription { replay, initial, mut live, start } = sub;
+        let Subscription {
+            replay,
+            initial,
+            mut live,
+            start,
+        } = sub;
         let mut last_revision = start;
         if let Some(snap) = initial {
             for entry in &snap.items {
-                if matches(&p.labels, &p.fields, &entry.value) && tx.send(cached_line(&desc, &p, "ADDED", entry)).await.is_err() {
+                if matches(&p.labels, &p.fields, &entry.value)
+                    && tx
+                        .send(cached_line(&desc, &p, "ADDED", entry))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
             }
@@ -276,7 +299,10 @@ async fn start_cached(cache: WatchCache, index: usize, desc: Arc<ResourceDesc>, 
         for c in replay {
             last_revision = c.revision;
             if let Some(kind) = classify(&p, &c)
-                && tx.send(cached_line(&desc, &p, kind, &c.object)).await.is_err()
+                && tx
+                    .send(cached_line(&desc, &p, kind, &c.object))
+                    .await
+                    .is_err()
             {
                 return;
             }
