@@ -11,6 +11,15 @@ fn default_weight() -> f64 {
     1.0
 }
 
+/// Writes whole weights as integers (`2`, not `2.0`), as users write them.
+fn whole_as_integer<S: serde::Serializer>(w: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if w.fract() == 0.0 && w.abs() < 1e15 {
+        s.serialize_i64(*w as i64)
+    } else {
+        s.serialize_f64(*w)
+    }
+}
+
 /// A role (Mesos role): who owns jobs, quota and reservations.
 ///
 /// Roles nest through `parent` (`eng` → `backend` reads as `eng/backend`); a child
@@ -37,7 +46,7 @@ fn default_weight() -> f64 {
 #[serde(rename_all = "camelCase")]
 pub struct RoleSpec {
     /// Relative share under weighted DRF; must be positive. Default 1.
-    #[serde(default = "default_weight")]
+    #[serde(default = "default_weight", serialize_with = "whole_as_integer")]
     pub weight: f64,
     /// The parent role's name, for hierarchical roles.
     #[serde(default, skip_serializing_if = "Option::is_none")]

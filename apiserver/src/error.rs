@@ -48,6 +48,12 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// Server-side apply would change fields other managers own.
+    #[error("apply conflicts")]
+    ApplyConflict {
+        /// The conflicting fields.
+        conflicts: Vec<crate::ssa::Conflict>,
+    },
     /// Validation failed.
     #[error("{kind} {name:?} is invalid")]
     Invalid {
@@ -97,7 +103,9 @@ impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::PathNotFound => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,7 +122,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::PathNotFound => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
@@ -141,6 +149,7 @@ impl ApiError {
             } => {
                 format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}")
             }
+            ApiError::ApplyConflict { conflicts } => crate::ssa::conflict_message(conflicts),
             ApiError::Invalid { kind, name, errors } => {
                 let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 match list.as_slice() {
@@ -184,6 +193,19 @@ impl ApiError {
                     })
                     .collect();
                 Some(json!({"name": name, "group": group, "kind": k, "causes": causes}))
+            }
+            ApiError::ApplyConflict { conflicts } => {
+                let causes: Vec<Value> = conflicts
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "reason": "FieldManagerConflict",
+                            "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                            "field": c.field,
+                        })
+                    })
+                    .collect();
+                Some(json!({"causes": causes}))
             }
             ApiError::Expired { .. } => None,
             _ => None,

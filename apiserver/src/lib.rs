@@ -10,6 +10,7 @@
 //! - [`watch`]: watch streams from a list or a resourceVersion.
 //! - [`admission`] and [`schema_check`]: schema and rule validation.
 //! - [`discovery`], [`openapi`], [`table`]: what clients read to understand it.
+//! - [`ssa`]: managedFields and server-side apply.
 //! - [`server`]: TLS, authentication, routing. [`pki`]: certificates and tokens.
 //!
 //! - [`cache`]: the watch cache that serves lists and watches.
@@ -28,6 +29,7 @@ pub mod rest;
 pub mod schema_check;
 pub mod selectors;
 pub mod server;
+pub mod ssa;
 pub mod table;
 pub mod watch;
 

@@ -108,46 +108,6 @@ pub fn parse_rv(rv: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// Kubernetes' field set (`FieldsV1`) of an object's content: every map key
-/// as `f:<key>`, lists as atomic leaves. System metadata is left out.
-pub fn fields_v1(obj: &Value) -> Value {
-    fn walk(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, v) in m {
-                    out.insert(format!("f:{k}"), walk(v));
-                }
-                Value::Object(out)
-            }
-            _ => json!({}),
-        }
-    }
-    let mut out = Map::new();
-    if let Some(o) = obj.as_object() {
-        for (k, v) in o {
-            match k.as_str() {
-                "apiVersion" | "kind" => {}
-                "metadata" => {
-                    let mut m = Map::new();
-                    for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
-                        if let Some(x) = v.get(field) {
-                            m.insert(format!("f:{field}"), walk(x));
-                        }
-                    }
-                    if !m.is_empty() {
-                        out.insert("f:metadata".into(), Value::Object(m));
-                    }
-                }
-                _ => {
-                    out.insert(format!("f:{k}"), walk(v));
-                }
-            }
-        }
-    }
-    Value::Object(out)
-}
-
 /// kubectl's short age: `45s`, `5m3s`, `3h2m`, `4d`, …
 pub fn human_age(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -213,16 +173,5 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
         let back = from_stored(&bytes, 12).expect("decode");
         assert_eq!(meta_str(&back, "resourceVersion"), Some("12"));
-    }
-
-    #[test]
-    fn field_sets_cover_content_not_system_metadata() {
-        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "a", "uid": "u", "labels": {"app": "x"}},
-            "data": {"k": "v"}, "spec": {"list": [1, 2]}});
-        assert_eq!(
-            fields_v1(&obj),
-            json!({"f:metadata": {"f:labels": {"f:app": {}}}, "f:data": {"f:k": {}}, "f:spec": {"f:list": {}}})
-        );
     }
 }

@@ -571,17 +571,15 @@ impl Api {
             )));
         }
         let mut opts = opts.clone();
-        opts.field_manager = Some(manager);
+        opts.field_manager = Some(manager.clone());
+        let force = opts.force;
         match self.get(desc, ns, name).await {
             Err(ApiError::NotFound { .. }) if !status => {
-                let mut body = applied.clone();
+                let skeleton = json!({"apiVersion": desc.api_version(), "kind": desc.kind, "metadata": {"name": name}});
+                let mut body = crate::ssa::apply(&skeleton, &applied, &manager, force, &now_time())
+                    .map_err(|conflicts| ApiError::ApplyConflict { conflicts })?;
                 meta_mut(&mut body).insert("name".into(), json!(name));
-                let mut w = self.create(desc, ns, body, &opts).await?;
-                // The applied configuration is owned by an Apply entry.
-                if let Some(mf) = w.object.pointer_mut("/metadata/managedFields/0/operation") {
-                    *mf = json!("Apply");
-                }
-                Ok(w)
+                self.create(desc, ns, body, &opts).await
             }
             Err(e) => Err(e),
             Ok(_) => {
@@ -595,9 +593,8 @@ impl Api {
                     precondition,
                     &opts,
                     move |current| {
-                        let mut target = current.clone();
-                        crate::patch::apply_configuration(&mut target, &applied);
-                        Ok(target)
+                        crate::ssa::apply(current, &applied, &manager, force, &now_time())
+                            .map_err(|conflicts| ApiError::ApplyConflict { conflicts })
                     },
                     status,
                     "Apply",
@@ -1008,8 +1005,9 @@ fn merge_system(desc: &ResourceDesc, current: &Value, proposed: Value, status: b
     next
 }
 
-/// Records the write in `metadata.managedFields` under its manager, unless the
-/// client wrote managedFields itself (kubectl's and Flux's migrations).
+/// Records the write in `metadata.managedFields` under its manager (see
+/// [`crate::ssa`]), unless the client wrote managedFields itself (kubectl's
+/// and Flux's migrations) or the write is an apply, which records itself.
 fn record_manager(
     obj: &mut Value,
     current: Option<&Value>,
@@ -1020,6 +1018,9 @@ fn record_manager(
     let Some(manager) = opts.field_manager.clone().filter(|m| !m.is_empty()) else {
         return;
     };
+    if operation == "Apply" {
+        return;
+    }
     let client_wrote = match current {
         Some(cur) => {
             obj.pointer("/metadata/managedFields") != cur.pointer("/metadata/managedFields")
@@ -1029,31 +1030,7 @@ fn record_manager(
     if client_wrote {
         return;
     }
-    let api_version = obj.get("apiVersion").cloned().unwrap_or(Value::Null);
-    let fields = crate::objects::fields_v1(obj);
-    let mut entries: Vec<Value> = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    entries.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager.as_str())
-            && e.get("operation").and_then(Value::as_str) == Some(operation)
-            && e.get("subresource").and_then(Value::as_str) == subresource)
-    });
-    let mut entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": now_time(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields,
-    });
-    if let Some(s) = subresource {
-        entry["subresource"] = json!(s);
-    }
-    entries.push(entry);
-    meta_mut(obj).insert("managedFields".into(), Value::Array(entries));
+    crate::ssa::record_update(current, obj, &manager, subresource, &now_time());
 }
 
 /// Two stored forms that differ only in managedFields timestamps are the same

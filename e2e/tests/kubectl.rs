@@ -302,6 +302,51 @@ fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()>
         ])?
         .ok()?;
     assert!(managers.contains("alice"), "{managers}");
+    // Another manager changing alice's field conflicts; --force-conflicts takes it over.
+    let bob = job.replace("priority: 0", "priority: 9");
+    let conflict = k.run_stdin(
+        &["apply", "--server-side", "--field-manager=bob", "-f", "-"],
+        &bob,
+    )?;
+    assert_eq!(conflict.code, 1, "{conflict:?}");
+    assert!(
+        conflict.stderr.contains("conflict with \"alice\"")
+            && conflict.stderr.contains(".spec.priority"),
+        "{}",
+        conflict.stderr
+    );
+    k.run_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=bob",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &bob,
+    )?
+    .ok()?;
+    let prio = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job",
+            "sparkie",
+            "-o",
+            "jsonpath={.spec.priority}",
+        ])?
+        .ok()?;
+    assert_eq!(prio, "9");
+    // Migrating from client-side apply: kubectl rewrites managedFields itself.
+    let teams = s(&examples().join("teams.yaml"));
+    k.run(&["apply", "-f", &teams])?.ok()?;
+    let migrated = k.run(&["apply", "--server-side", "-f", &teams])?.ok()?;
+    assert!(
+        migrated.contains("role.corral.dev/analytics serverside-applied"),
+        "{migrated}"
+    );
     Ok(())
 }
 
