@@ -1,0 +1,225 @@
+//! The generic REST verbs over the Store, for every kind: get, list, create,
+//! update (main resource and `/status`), patch, delete, deletecollection.
+//!
+//! Guarantees: `resourceVersion` is the store's mod revision; `generation`
+//! grows only when the spec (anything but metadata and status) changes; a
+//! write that changes nothing does not touch the store; a precondition that
+//! fails is a 409 and writes nothing; every write is admitted (schema, then
+//! the kind's rules) before it is stored.
+
+use std::sync::Arc;
+
+use corral_store::{RangeRequest, Store, StoreError};
+use serde_json::{Value, json};
+
+use crate::admission::{FieldValidation, admit};
+use crate::cache::{Entry, NODE_FIELD, WatchCache};
+use crate::error::ApiError;
+use crate::objects::{
+    finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, spec_part, to_stored,
+};
+use crate::patch::{PatchKind, apply_patch};
+use crate::registry::{Registry, ResourceDesc};
+use crate::selectors::{FieldSelector, LabelSelector};
+
+mod delete;
+mod meta;
+mod read;
+mod write;
+
+pub use meta::ensure_default_namespaces;
+use meta::{check_type_meta, merge_system, record_manager, same_ignoring_manager_time};
+
+/// How often an unconditional write retries after losing a race.
+const MAX_RETRIES: usize = 16;
+/// Store page size when scanning for a filtered list.
+const SCAN_PAGE: usize = 500;
+
+/// The shared state of the REST layer.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// Where objects live.
+    pub store: Arc<dyn Store>,
+    /// What is served.
+    pub registry: Registry,
+    /// Serves lists and watches when present.
+    pub cache: Option<WatchCache>,
+}
+
+/// How long a consistent list waits for the cache before reading the store.
+const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Api {
+    /// The REST layer over `store`, with a watch cache.
+    pub fn new(store: Arc<dyn Store>, registry: Registry) -> Self {
+        let cache = WatchCache::start(store.clone(), registry.clone());
+        Api {
+            store,
+            registry,
+            cache: Some(cache),
+        }
+    }
+
+    /// The REST layer reading the store directly (no cache).
+    pub fn uncached(store: Arc<dyn Store>, registry: Registry) -> Self {
+        Api {
+            store,
+            registry,
+            cache: None,
+        }
+    }
+
+    /// The cache and the resource's index in it, when the cache can serve a
+    /// read that must be at least as new as `resource_version` (None: the
+    /// latest, which waits for the cache to catch up with the store).
+    pub async fn cache_for(
+        &self,
+        desc: &ResourceDesc,
+        resource_version: Option<&str>,
+    ) -> Result<Option<(WatchCache, usize)>, ApiError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let Some(index) = cache.index_of(desc.plural, desc.group) else {
+            return Ok(None);
+        };
+        let needed = match resource_version {
+            Some("0") => 0,
+            Some(rv) if !rv.is_empty() => parse_rv(rv)?,
+            _ => self.store.current_revision().await?,
+        };
+        if cache.wait_for(needed, CACHE_CATCH_UP).await {
+            Ok(Some((cache.clone(), index)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Options common to writes.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// `dryRun=All`: admit and answer, store nothing.
+    pub dry_run: bool,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+    /// `force` (server-side apply).
+    pub force: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            dry_run: false,
+            field_manager: None,
+            field_validation: FieldValidation::Warn,
+            force: false,
+        }
+    }
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The object as stored (or as it would be, on dry run).
+    pub object: Value,
+    /// True when the write created the object (201).
+    pub created: bool,
+    /// `Warning` headers to send.
+    pub warnings: Vec<String>,
+}
+
+/// Options of a delete (`DeleteOptions` body and query).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `Foreground`, `Background` or `Orphan`.
+    pub propagation: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Reads a `DeleteOptions` JSON body (absent fields keep their value).
+    pub fn merge_body(&mut self, body: &Value) {
+        if let Some(p) = body.get("preconditions") {
+            if let Some(u) = p.get("uid").and_then(Value::as_str) {
+                self.uid = Some(u.to_owned());
+            }
+            if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str) {
+                self.resource_version = Some(rv.to_owned());
+            }
+        }
+        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+            self.propagation = Some(p.to_owned());
+        }
+        if let Some(d) = body.get("dryRun").and_then(Value::as_array)
+            && d.iter().any(|x| x.as_str() == Some("All"))
+        {
+            self.dry_run = true;
+        }
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Matching objects, each with its JSON encoded once.
+    pub items: Vec<Arc<Entry>>,
+    /// The revision the list was read at.
+    pub revision: i64,
+    /// A token for the next page, when more matched.
+    pub continue_token: Option<String>,
+}
+
+/// What a list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0: all).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion` ("0": any; absent: the latest).
+    pub resource_version: Option<String>,
+}
+
+fn generated_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn encode_continue(revision: i64, key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": revision, "start": key}).to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let parts = || Some((v.get("rv")?.as_i64()?, v.get("start")?.as_str()?.to_owned()));
+    parts().ok_or_else(bad)
+}
+
+/// True when an object matches a list's selectors.
+pub fn matches(q_labels: &LabelSelector, q_fields: &FieldSelector, obj: &Value) -> bool {
+    q_labels.matches(&labels(obj)) && q_fields.matches(obj)
+}

@@ -1,0 +1,382 @@
+//! Writes: create, update (main resource and `/status`), patch and
+//! server-side apply, all through one read-admit-write loop that keeps
+//! resourceVersion, generation and managedFields semantics.
+
+use super::*;
+
+impl Api {
+    /// A namespaced kind needs its namespace to exist.
+    async fn require_namespace(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(ns) = ns.filter(|_| desc.namespaced) else {
+            return Ok(());
+        };
+        let key = format!("/registry/core/namespaces/{ns}");
+        match self.store.get(&key).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NotFound {
+                resource: "namespaces".into(),
+                name: ns.to_owned(),
+            }),
+        }
+    }
+
+    /// Creates an object (POST).
+    pub async fn create(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        mut body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        check_type_meta(desc, &mut body)?;
+        let meta = meta_mut(&mut body);
+        if let (Some(url_ns), Some(body_ns)) = (ns, meta.get("namespace").and_then(Value::as_str))
+            && !body_ns.is_empty()
+            && url_ns != body_ns
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({url_ns})"
+            )));
+        }
+        if desc.namespaced {
+            if let Some(n) = ns {
+                meta.insert("namespace".into(), json!(n));
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+            && let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        {
+            meta.insert(
+                "name".into(),
+                json!(format!("{prefix}{}", generated_suffix())),
+            );
+        }
+        for system in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
+            meta.remove(system);
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now_time()));
+        if desc.status_subresource
+            && desc.kind != "Namespace"
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("status");
+        }
+        if desc.kind == "Namespace" {
+            body["status"] = json!({"phase": "Active"});
+        }
+        if !spec_part(&body).is_empty() || desc.status_subresource {
+            meta_mut(&mut body).insert("generation".into(), json!(1));
+        }
+        let warnings = admit(desc, &mut body, None, opts.field_validation)?;
+        record_manager(&mut body, None, opts, "Update", None);
+        let name = meta_str(&body, "name").unwrap_or_default().to_owned();
+        let ns_of_obj = meta_str(&body, "namespace").map(str::to_owned);
+        self.require_namespace(desc, ns_of_obj.as_deref()).await?;
+        if opts.dry_run {
+            return Ok(Written {
+                object: body,
+                created: true,
+                warnings,
+            });
+        }
+        let kv = self
+            .store
+            .create(&desc.key(ns_of_obj.as_deref(), &name), to_stored(&body)?)
+            .await
+            .map_err(|e| ApiError::from_store(e, &desc.group_resource(), &name))?;
+        Ok(Written {
+            object: from_stored(&kv.value, kv.mod_revision)?,
+            created: true,
+            warnings,
+        })
+    }
+
+    /// Replaces an object (PUT), or its status (`status = true`).
+    pub async fn update(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        status: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        if let Some(body_name) = meta_str(&body, "name")
+            && body_name != name
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let precondition = meta_str(&body, "resourceVersion")
+            .map(parse_rv)
+            .transpose()?;
+        self.modify(
+            desc,
+            ns,
+            name,
+            precondition,
+            opts,
+            move |_current| Ok(body.clone()),
+            status,
+            "Update",
+        )
+        .await
+    }
+
+    /// Patches an object (PATCH), or its status.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        patch: Value,
+        status: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if kind == PatchKind::Apply {
+            return self.apply(desc, ns, name, patch, status, opts).await;
+        }
+        // A resourceVersion inside the patch is a precondition (kubectl diff, SSA migration).
+        let precondition = match kind {
+            PatchKind::Json => crate::patch::json_patch_resource_version(&patch),
+            _ => patch
+                .get("metadata")
+                .and_then(|m| m.get("resourceVersion"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+        .map(|rv| parse_rv(&rv))
+        .transpose()?;
+        let operation = "Update";
+        self.modify(
+            desc,
+            ns,
+            name,
+            precondition,
+            opts,
+            move |current| {
+                let mut target = current.clone();
+                apply_patch(kind, &mut target, &patch)?;
+                Ok(target)
+            },
+            status,
+            operation,
+        )
+        .await
+    }
+
+    /// Server-side apply: create if absent, else merge the applied fields.
+    async fn apply(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        applied: Value,
+        status: bool,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let manager = opts
+            .field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::Invalid {
+                kind: "PatchOptions.meta.k8s.io".into(),
+                name: String::new(),
+                errors: vec![corral_api::validation::FieldError {
+                    type_: corral_api::validation::FieldErrorType::Required,
+                    field: "fieldManager".into(),
+                    value: None,
+                    detail: "is required for apply patch".into(),
+                }],
+            })?;
+        if !applied.is_object() {
+            return Err(ApiError::BadRequest(
+                "the apply patch must be an object".into(),
+            ));
+        }
+        if let Some(n) = meta_str(&applied, "name")
+            && n != name
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        let mut opts = opts.clone();
+        opts.field_manager = Some(manager.clone());
+        let force = opts.force;
+        match self.get(desc, ns, name).await {
+            Err(ApiError::NotFound { .. }) if !status => {
+                let skeleton = json!({"apiVersion": desc.api_version(), "kind": desc.kind, "metadata": {"name": name}});
+                let mut body = crate::ssa::apply(&skeleton, &applied, &manager, force, &now_time())
+                    .map_err(|conflicts| ApiError::ApplyConflict { conflicts })?;
+                meta_mut(&mut body).insert("name".into(), json!(name));
+                self.create(desc, ns, body, &opts).await
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                let precondition = meta_str(&applied, "resourceVersion")
+                    .map(parse_rv)
+                    .transpose()?;
+                self.modify(
+                    desc,
+                    ns,
+                    name,
+                    precondition,
+                    &opts,
+                    move |current| {
+                        crate::ssa::apply(current, &applied, &manager, force, &now_time())
+                            .map_err(|conflicts| ApiError::ApplyConflict { conflicts })
+                    },
+                    status,
+                    "Apply",
+                )
+                .await
+            }
+        }
+    }
+
+    /// The read-modify-write loop shared by update and patch.
+    #[allow(clippy::too_many_arguments)]
+    async fn modify<F>(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<i64>,
+        opts: &WriteOptions,
+        change: F,
+        status: bool,
+        operation: &str,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn(&Value) -> Result<Value, ApiError>,
+    {
+        let key = desc.key(ns, name);
+        let resource = desc.group_resource();
+        for _ in 0..MAX_RETRIES {
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_store(e, &resource, name))?
+                .ok_or_else(|| ApiError::NotFound {
+                    resource: resource.clone(),
+                    name: name.to_owned(),
+                })?;
+            if let Some(p) = precondition
+                && p != kv.mod_revision
+            {
+                return Err(ApiError::from_store(
+                    StoreError::Conflict {
+                        key: key.clone(),
+                        expected: p,
+                        current: Box::new(kv),
+                    },
+                    &resource,
+                    name,
+                ));
+            }
+            let current = from_stored(&kv.value, kv.mod_revision)?;
+            let mut proposed = change(&current)?;
+            if !proposed.is_object() {
+                return Err(ApiError::BadRequest(
+                    "the result of the change is not an object".into(),
+                ));
+            }
+            check_type_meta(desc, &mut proposed)?;
+            let mut next = merge_system(desc, &current, proposed, status);
+            let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
+            record_manager(
+                &mut next,
+                Some(&current),
+                opts,
+                operation,
+                status.then_some("status"),
+            );
+            let deleting =
+                meta_str(&next, "deletionTimestamp").is_some() && finalizers(&next).is_empty();
+            if opts.dry_run {
+                return Ok(Written {
+                    object: next,
+                    created: false,
+                    warnings,
+                });
+            }
+            if deleting {
+                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(d) => {
+                        self.spawn_collect_dependents(&current);
+                        let mut last = next;
+                        meta_mut(&mut last)
+                            .insert("resourceVersion".into(), json!(d.revision.to_string()));
+                        return Ok(Written {
+                            object: last,
+                            created: false,
+                            warnings,
+                        });
+                    }
+                    Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                    Err(e) => return Err(ApiError::from_store(e, &resource, name)),
+                }
+            }
+            let bytes = to_stored(&next)?;
+            if bytes == kv.value || same_ignoring_manager_time(&bytes, &kv.value) {
+                return Ok(Written {
+                    object: current,
+                    created: false,
+                    warnings,
+                });
+            }
+            match self.store.update(&key, bytes, kv.mod_revision).await {
+                Ok(new_kv) => {
+                    return Ok(Written {
+                        object: from_stored(&new_kv.value, new_kv.mod_revision)?,
+                        created: false,
+                        warnings,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(ApiError::from_store(e, &resource, name)),
+            }
+        }
+        Err(ApiError::Conflict {
+            resource,
+            name: name.to_owned(),
+            message: "the object kept changing; please try again".into(),
+        })
+    }
+}
