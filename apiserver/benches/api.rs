@@ -27,6 +27,16 @@ use serde_json::json;
 
 const CLIENTS: usize = 64;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `CORRAL_BENCH_PHASES` (default `create,list,watch`) picks the phases to run.
+fn phase(name: &str) -> bool {
+    std::env::var("CORRAL_BENCH_PHASES")
+        .map(|p| p.split(',').any(|x| x == name))
+        .unwrap_or(true)
+}
+
 fn scale() -> f64 {
     std::env::var("CORRAL_BENCH_SCALE")
         .ok()
@@ -123,65 +133,74 @@ async fn main() -> Result<()> {
 
     // 1. Create throughput, API vs raw store, interleaved rounds.
     let n = scaled(4000);
-    let mut raw_rates = Vec::new();
-    let mut api_rates = Vec::new();
-    for round in 0..3 {
-        let per = n / CLIENTS;
-        let start = Instant::now();
-        let writers = (0..CLIENTS).map(|w| {
-            let store = store.clone();
-            async move {
-                for i in 0..per {
-                    let v = task_json("raw", &format!("r{round}-{w}-{i}"), None);
-                    store
-                        .create(
-                            &format!("/bench/raw/{round}/{w}/{i}"),
-                            serde_json::to_vec(&v)?,
-                        )
-                        .await?;
+    if phase("create") {
+        let mut raw_rates = Vec::new();
+        let mut api_rates = Vec::new();
+        for round in 0..3 {
+            let per = n / CLIENTS;
+            let start = Instant::now();
+            let writers = (0..CLIENTS).map(|w| {
+                let store = store.clone();
+                async move {
+                    for i in 0..per {
+                        let v = task_json("raw", &format!("r{round}-{w}-{i}"), None);
+                        store
+                            .create(
+                                &format!("/bench/raw/{round}/{w}/{i}"),
+                                serde_json::to_vec(&v)?,
+                            )
+                            .await?;
+                    }
+                    anyhow::Ok(())
                 }
-                anyhow::Ok(())
+            });
+            for r in futures::future::join_all(writers).await {
+                r?;
             }
-        });
-        for r in futures::future::join_all(writers).await {
-            r?;
-        }
-        raw_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
+            raw_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
 
-        let start = Instant::now();
-        let creators = (0..CLIENTS).map(|w| {
-            let tasks: Api<Task> = Api::namespaced(client.clone(), "create");
-            async move {
-                for i in 0..per {
-                    let t: Task = serde_json::from_value(task_json(
-                        "create",
-                        &format!("c{round}-{w}-{i}"),
-                        None,
-                    ))?;
-                    tasks.create(&PostParams::default(), &t).await?;
+            let start = Instant::now();
+            let creators = (0..CLIENTS).map(|w| {
+                let tasks: Api<Task> = Api::namespaced(client.clone(), "create");
+                async move {
+                    for i in 0..per {
+                        let t: Task = serde_json::from_value(task_json(
+                            "create",
+                            &format!("c{round}-{w}-{i}"),
+                            None,
+                        ))?;
+                        tasks.create(&PostParams::default(), &t).await?;
+                    }
+                    anyhow::Ok(())
                 }
-                anyhow::Ok(())
+            });
+            for r in futures::future::join_all(creators).await {
+                r?;
             }
-        });
-        for r in futures::future::join_all(creators).await {
-            r?;
+            api_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
         }
-        api_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
+        let (raw, api) = (median(raw_rates), median(api_rates));
+        println!(
+            "create throughput ({n} objects/round, {CLIENTS} concurrent clients, median of 3):"
+        );
+        println!("  raw Store puts/s      {raw:>10.0}");
+        println!(
+            "  API creates/s (TLS)   {api:>10.0}   ratio {:.2}× (goal ≥ 0.80×)",
+            api / raw
+        );
     }
-    let (raw, api) = (median(raw_rates), median(api_rates));
-    println!("create throughput ({n} objects/round, {CLIENTS} concurrent clients, median of 3):");
-    println!("  raw Store puts/s      {raw:>10.0}");
-    println!(
-        "  API creates/s (TLS)   {api:>10.0}   ratio {:.2}× (goal ≥ 0.80×)",
-        api / raw
-    );
 
     // 2. LIST latency from the cache vs straight from the store.
     let desc = server
         .registry
         .find("corral.dev", "v1alpha1", "tasks")
         .context("tasks")?;
-    for (ns, count) in [("list10k", scaled(10_000)), ("list100k", scaled(100_000))] {
+    let lists = if phase("list") {
+        vec![("list10k", scaled(10_000)), ("list100k", scaled(100_000))]
+    } else {
+        Vec::new()
+    };
+    for (ns, count) in lists {
         load(store.as_ref(), ns, count).await?;
         let rev = store.current_revision().await?;
         anyhow::ensure!(
@@ -229,6 +248,10 @@ async fn main() -> Result<()> {
     }
 
     // 3. Watch fan-out: one watcher per node, tasks bound at full speed.
+    if !phase("watch") {
+        running.shutdown().await;
+        return Ok(());
+    }
     let watchers = scaled(1000);
     let binds = scaled(5000);
     load(store.as_ref(), "fan", binds).await?;

@@ -556,6 +556,17 @@ impl WatchCache {
         Ok(sub)
     }
 
+    /// True when the cache holds `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        let Some(r) = self.resource_of(key) else {
+            return false;
+        };
+        self.state
+            .read()
+            .map(|st| st.resources[r].contains_key(key))
+            .unwrap_or(false)
+    }
+
     /// How many watchers are registered (for tests and metrics).
     pub fn watcher_count(&self) -> usize {
         self.state

@@ -68,9 +68,15 @@ pub fn now_time() -> String {
 /// The bytes stored for an object: without `resourceVersion` (the store's
 /// revision is the resourceVersion) and with keys in a stable order.
 pub fn to_stored(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let encode = |v: &Value| {
+        serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("encoding an object: {e}")))
+    };
+    if obj.pointer("/metadata/resourceVersion").is_none() {
+        return encode(obj);
+    }
     let mut o = obj.clone();
     meta_mut(&mut o).remove("resourceVersion");
-    serde_json::to_vec(&o).map_err(|e| ApiError::Internal(format!("encoding an object: {e}")))
+    encode(&o)
 }
 
 /// An object read from the store, with its resourceVersion.

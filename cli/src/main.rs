@@ -5,6 +5,10 @@
 //! under `$CORRAL_HOME`, or etcd). `agent`, `up` and the kubectl-style verbs
 //! join it as their issues land.
 
+/// mimalloc: the API server allocates many small JSON values per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod manifests;
 mod server_cmd;
 mod store_cmd;

@@ -15,6 +15,11 @@ impl Api {
             return Ok(());
         };
         let key = format!("/registry/core/namespaces/{ns}");
+        // The cache answers "present" cheaply; "absent" is confirmed with the store
+        // (a namespace created a moment ago may not be cached yet).
+        if self.cache.as_ref().is_some_and(|c| c.contains(&key)) {
+            return Ok(());
+        }
         match self.store.get(&key).await? {
             Some(_) => Ok(()),
             None => Err(ApiError::NotFound {
@@ -110,8 +115,9 @@ impl Api {
             .create(&desc.key(ns_of_obj.as_deref(), &name), to_stored(&body)?)
             .await
             .map_err(|e| ApiError::from_store(e, &desc.group_resource(), &name))?;
+        meta_mut(&mut body).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(Written {
-            object: from_stored(&kv.value, kv.mod_revision)?,
+            object: body,
             created: true,
             warnings,
         })
@@ -354,7 +360,11 @@ impl Api {
                 }
             }
             let bytes = to_stored(&next)?;
-            if bytes == kv.value || same_ignoring_manager_time(&bytes, &kv.value) {
+            // An apply always stamps its managedFields entry; nothing else changes
+            // a no-op's bytes.
+            if bytes == kv.value
+                || (operation == "Apply" && same_ignoring_manager_time(&bytes, &kv.value))
+            {
                 return Ok(Written {
                     object: current,
                     created: false,
@@ -363,8 +373,12 @@ impl Api {
             }
             match self.store.update(&key, bytes, kv.mod_revision).await {
                 Ok(new_kv) => {
+                    meta_mut(&mut next).insert(
+                        "resourceVersion".into(),
+                        json!(new_kv.mod_revision.to_string()),
+                    );
                     return Ok(Written {
-                        object: from_stored(&new_kv.value, new_kv.mod_revision)?,
+                        object: next,
                         created: false,
                         warnings,
                     });
