@@ -599,6 +599,123 @@ mod cases {
         Ok(())
     }
 
+    pub async fn foreground_deletion_waits_for_dependents(ts: &TestServer) -> Result<()> {
+        let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+        let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+        let owner = jobs.create(&PostParams::default(), &job("fg", 1)?).await?;
+        let uid = owner.metadata.uid.clone().context("no uid")?;
+        let mut held = task("fg-0", None, Some(("fg", &uid)))?;
+        held.metadata.finalizers = Some(vec!["corral.dev/hold".into()]);
+        tasks.create(&PostParams::default(), &held).await?;
+        jobs.delete("fg", &DeleteParams::foreground()).await?;
+        // The owner waits, marked, while its dependent is held by a finalizer.
+        eventually("the dependent to be marked for deletion", || async {
+            Ok(tasks
+                .get("fg-0")
+                .await?
+                .metadata
+                .deletion_timestamp
+                .is_some())
+        })
+        .await?;
+        let marked = jobs.get("fg").await?;
+        assert!(marked.metadata.deletion_timestamp.is_some());
+        assert!(
+            marked
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .contains(&"foregroundDeletion".to_string())
+        );
+        tasks
+            .patch(
+                "fg-0",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await?;
+        eventually("the owner to go after its dependent", || async {
+            Ok(jobs.get_opt("fg").await?.is_none())
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn bad_requests_get_the_right_status(ts: &TestServer) -> Result<()> {
+        let send = |req: http::Request<Vec<u8>>| {
+            let client = ts.client.clone();
+            async move { api_error(client.request_text(req).await.err().context("accepted")?) }
+        };
+        let huge = vec![b' '; corral_apiserver::server::MAX_BODY_BYTES + 10];
+        let (code, reason, _) = send(
+            http::Request::post("/api/v1/namespaces/default/configmaps")
+                .header("content-type", "application/json")
+                .body(huge)?,
+        )
+        .await?;
+        assert_eq!((code, reason.as_str()), (413, "RequestEntityTooLarge"));
+        let (code, _, message) = send(
+            http::Request::get("/apis/corral.dev/v1alpha1/namespaces/default/widgets")
+                .body(Vec::new())?,
+        )
+        .await?;
+        assert_eq!(
+            (code, message.as_str()),
+            (404, "the server could not find the requested resource")
+        );
+        let (code, _, _) =
+            send(http::Request::get("/apis/corral.dev/v9/jobs").body(Vec::new())?).await?;
+        assert_eq!(code, 404);
+        let wrong_kind = serde_json::to_vec(
+            &json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Task", "metadata": {"name": "x"}}),
+        )?;
+        let (code, _, message) = send(
+            http::Request::post("/apis/corral.dev/v1alpha1/namespaces/default/jobs")
+                .header("content-type", "application/json")
+                .body(wrong_kind)?,
+        )
+        .await?;
+        assert_eq!(code, 400, "{message}");
+        let (code, _, _) = send(
+            http::Request::post("/api/v1/namespaces/default/configmaps")
+                .header("content-type", "application/yaml")
+                .body(b"data: [unclosed".to_vec())?,
+        )
+        .await?;
+        assert_eq!(code, 400);
+        let (code, _, _) = send(
+            http::Request::post("/api/v1/namespaces/default/configmaps")
+                .header("content-type", "text/plain")
+                .body(b"hi".to_vec())?,
+        )
+        .await?;
+        assert_eq!(code, 415);
+        let (code, _, _) = send(
+            http::Request::post("/api/v1/namespaces/default/configmaps")
+                .header("content-type", "application/vnd.kubernetes.protobuf")
+                .body(b"k8s\0\xff".to_vec())?,
+        )
+        .await?;
+        assert_eq!(code, 400);
+        let bad_patch = b"[{\"op\":\"explode\"}]".to_vec();
+        jobs_fixture(ts).await?;
+        let (code, _, _) = send(
+            http::Request::patch("/apis/corral.dev/v1alpha1/namespaces/default/jobs/fixture")
+                .header("content-type", "application/json-patch+json")
+                .body(bad_patch)?,
+        )
+        .await?;
+        assert_eq!(code, 400);
+        Ok(())
+    }
+
+    async fn jobs_fixture(ts: &TestServer) -> Result<()> {
+        let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+        jobs.create(&PostParams::default(), &job("fixture", 1)?)
+            .await?;
+        Ok(())
+    }
+
     pub async fn deleting_a_namespace_removes_its_contents(ts: &TestServer) -> Result<()> {
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ts.client.clone());
         nss.create(
@@ -696,6 +813,8 @@ suite!(embedded:
     tasks_are_selected_by_node_name,
     server_side_apply_creates_then_updates,
     deleting_an_owner_collects_its_dependents,
+    foreground_deletion_waits_for_dependents,
+    bad_requests_get_the_right_status,
     deleting_a_namespace_removes_its_contents,
     requests_without_credentials_are_unauthorized,
     core_kinds_work_for_clients,

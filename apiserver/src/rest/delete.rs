@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// The finalizer that holds an owner during foreground deletion.
+const FOREGROUND: &str = "foregroundDeletion";
+/// How long foreground deletion waits for dependents to disappear.
+const FOREGROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Api {
     /// Deletes an object; with finalizers it is only marked for deletion.
     pub async fn delete(
@@ -51,6 +56,35 @@ impl Api {
             }
             if opts.dry_run {
                 return Ok(current);
+            }
+            // Foreground: the owner stays (marked) until its dependents are gone.
+            if opts.propagation.as_deref() == Some("Foreground")
+                && meta_str(&current, "deletionTimestamp").is_none()
+                && let Some(uid) = meta_str(&current, "uid").map(str::to_owned)
+                && !self.dependents(&uid).await?.is_empty()
+            {
+                let mut marked = current.clone();
+                let meta = meta_mut(&mut marked);
+                let mut fins = finalizers(&current);
+                fins.push(FOREGROUND.to_owned());
+                meta.insert("finalizers".into(), json!(fins));
+                meta.insert("deletionTimestamp".into(), json!(now_time()));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                match self
+                    .store
+                    .update(&key, to_stored(&marked)?, kv.mod_revision)
+                    .await
+                {
+                    Ok(new_kv) => {
+                        if let Some(arc) = self.registry.find(desc.group, desc.version, desc.plural)
+                        {
+                            self.spawn_foreground(arc, ns.map(str::to_owned), name.to_owned(), uid);
+                        }
+                        return from_stored(&new_kv.value, new_kv.mod_revision);
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, &resource, name)),
+                }
             }
             if !finalizers(&current).is_empty() {
                 if meta_str(&current, "deletionTimestamp").is_some() {
@@ -152,41 +186,114 @@ impl Api {
         });
     }
 
-    async fn collect_dependents(&self, uid: &str) -> Result<(), ApiError> {
-        let mut owners = vec![uid.to_owned()];
-        while let Some(owner) = owners.pop() {
-            for desc in self.registry.all() {
-                let page = self
-                    .store
-                    .range(RangeRequest::prefix(desc.key_prefix(None)))
-                    .await?;
-                for kv in page.items {
-                    let obj = from_stored(&kv.value, kv.mod_revision)?;
-                    let owned = obj
-                        .pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|refs| {
-                            refs.iter().any(|r| {
-                                r.get("uid").and_then(Value::as_str) == Some(owner.as_str())
-                            })
-                        });
-                    if owned {
-                        let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
-                        let ns = meta_str(&obj, "namespace").map(str::to_owned);
-                        match self
-                            .delete(desc, ns.as_deref(), &name, &DeleteOptions::default())
-                            .await
-                        {
-                            Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                            Err(e) => return Err(e),
+    /// The objects whose ownerReferences name `uid` (from the cache when there is one).
+    async fn dependents(&self, uid: &str) -> Result<Vec<(Arc<ResourceDesc>, Value)>, ApiError> {
+        let owned_by = |obj: &Value| {
+            obj.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                })
+        };
+        let mut out = Vec::new();
+        for desc in self.registry.all() {
+            match self.cache_for(desc, None).await? {
+                Some((cache, index)) => {
+                    for e in cache.snapshot(index, None, None)?.items {
+                        if owned_by(&e.value) {
+                            out.push((desc.clone(), e.value.clone()));
                         }
-                        if let Some(child) = meta_str(&obj, "uid") {
-                            owners.push(child.to_owned());
+                    }
+                }
+                None => {
+                    let page = self
+                        .store
+                        .range(RangeRequest::prefix(desc.key_prefix(None)))
+                        .await?;
+                    for kv in page.items {
+                        let obj = from_stored(&kv.value, kv.mod_revision)?;
+                        if owned_by(&obj) {
+                            out.push((desc.clone(), obj));
                         }
                     }
                 }
             }
         }
+        Ok(out)
+    }
+
+    /// Deletes the dependents of `uid`; each deletion collects its own
+    /// dependents in turn.
+    async fn collect_dependents(&self, uid: &str) -> Result<(), ApiError> {
+        for (desc, obj) in self.dependents(uid).await? {
+            let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+            let ns = meta_str(&obj, "namespace").map(str::to_owned);
+            match self
+                .delete(&desc, ns.as_deref(), &name, &DeleteOptions::default())
+                .await
+            {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
+    }
+
+    /// Foreground deletion: deletes the dependents, waits until they are gone,
+    /// then drops the owner's `foregroundDeletion` finalizer (which deletes it
+    /// when no other finalizer remains).
+    fn spawn_foreground(
+        &self,
+        desc: Arc<ResourceDesc>,
+        ns: Option<String>,
+        name: String,
+        uid: String,
+    ) {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                api.collect_dependents(&uid).await?;
+                let deadline = tokio::time::Instant::now() + FOREGROUND_WAIT;
+                while !api.dependents(&uid).await?.is_empty() {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(ApiError::Unavailable("dependents are still present".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                let drop_finalizer = |cur: &Value| {
+                    let mut next = cur.clone();
+                    let rest: Vec<String> = finalizers(cur)
+                        .into_iter()
+                        .filter(|f| f != FOREGROUND)
+                        .collect();
+                    meta_mut(&mut next).insert("finalizers".into(), json!(rest));
+                    Ok(next)
+                };
+                api.modify(
+                    &desc,
+                    ns.as_deref(),
+                    &name,
+                    None,
+                    &WriteOptions::default(),
+                    drop_finalizer,
+                    false,
+                    "Update",
+                )
+                .await
+                .map(|_| ())
+                .or_else(|e| {
+                    if matches!(e, ApiError::NotFound { .. }) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(owner = %uid, error = %e, "foreground deletion did not finish");
+            }
+        });
     }
 }

@@ -277,7 +277,7 @@ impl Api {
 
     /// The read-modify-write loop shared by update and patch.
     #[allow(clippy::too_many_arguments)]
-    async fn modify<F>(
+    pub(super) async fn modify<F>(
         &self,
         desc: &ResourceDesc,
         ns: Option<&str>,
