@@ -9,7 +9,7 @@
 //!   resourceVersion / generation / finalizer semantics.
 //! - [`watch`]: watch streams from a list or a resourceVersion.
 //! - [`admission`] and [`schema_check`]: schema and rule validation.
-//! - [`discovery`], [`openapi`], [`table`]: what clients read to understand it.
+//! - [`discovery`], [`openapi`], [`openapi_v2`], [`table`]: what clients read to understand it.
 //! - [`ssa`]: managedFields and server-side apply.
 //! - [`server`]: TLS, authentication, routing. [`pki`]: certificates and tokens.
 //!
@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod error;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

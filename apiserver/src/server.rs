@@ -310,6 +310,21 @@ async fn route(
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or(ApiError::PathNotFound);
         }
+        ["openapi", "v2"] => {
+            get_only(req.method())?;
+            return Ok(if accept.contains("protobuf") {
+                full(
+                    StatusCode::OK,
+                    crate::openapi_v2::PROTOBUF_MEDIA_TYPE,
+                    crate::openapi_v2::protobuf_document(&api.registry),
+                )
+            } else {
+                json_response(
+                    StatusCode::OK,
+                    &crate::openapi_v2::json_document(&api.registry),
+                )
+            });
+        }
         ["openapi", "v3"] => {
             get_only(req.method())?;
             return Ok(json_response(

@@ -547,3 +547,23 @@ fn the_machines_kubectl_works_too() -> Result<()> {
     assert_eq!(jobs.lines().count(), 3, "{jobs}");
     Ok(())
 }
+
+/// kubectl's OpenAPI v2 path (protobuf, the one Argo CD also loads).
+#[test]
+fn explain_reads_the_openapi_v2_protobuf_document() -> Result<()> {
+    let server = Server::start()?;
+    let k = Kubectl::new(&server)?;
+    let out = k
+        .run(&[
+            "explain",
+            "tasks.spec.nodeName",
+            "--output=plaintext-openapiv2",
+        ])?
+        .ok()?;
+    assert!(
+        out.contains("KIND:     Task") && out.contains("VERSION:  corral.dev/v1alpha1"),
+        "{out}"
+    );
+    assert!(out.contains("FIELD:    nodeName <string>"), "{out}");
+    Ok(())
+}
