@@ -11,11 +11,13 @@
 //! - [`admission`] and [`schema_check`]: schema and rule validation.
 //! - [`discovery`], [`openapi`], [`openapi_v2`], [`table`]: what clients read to understand it.
 //! - [`ssa`]: managedFields and server-side apply.
-//! - [`server`]: TLS, authentication, routing. [`pki`]: certificates and tokens.
+//! - [`auth`]: authentication (tokens, client certificates) and the authorization layer.
+//! - [`server`]: TLS, routing. [`pki`]: certificates and tokens.
 //!
 //! - [`cache`]: the watch cache that serves lists and watches.
 
 pub mod admission;
+pub mod auth;
 pub mod cache;
 pub mod discovery;
 pub mod error;
@@ -34,7 +36,8 @@ pub mod ssa;
 pub mod table;
 pub mod watch;
 
+pub use auth::{AllowAuthenticated, Authn, Authorizer};
 pub use error::ApiError;
 pub use registry::Registry;
 pub use rest::Api;
-pub use server::{Authn, RunningServer, serve};
+pub use server::{RunningServer, serve, serve_with_authorizer};

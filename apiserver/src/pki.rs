@@ -230,6 +230,21 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// An admin kubeconfig for `server` that authenticates with the admin
+    /// client certificate instead of the token.
+    pub fn kubeconfig_with_client_cert(&self, server: &str) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: corral\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: corral-admin-cert\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: corral\n  context:\n    cluster: corral\n    user: corral-admin-cert\n    namespace: default\ncurrent-context: corral\n",
+            ca = b64(&self.ca_pem),
+            cert = b64(&self.admin_cert_pem),
+            key = b64(&self.admin_key_pem),
+        )
+    }
+}
+
 /// Bearer tokens read from a token file.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens(Vec<(String, String)>);

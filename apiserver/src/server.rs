@@ -21,11 +21,11 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::admission::FieldValidation;
+use crate::auth::{AllowAuthenticated, Attributes, Authn, Authorizer, authorize};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::openapi;
 use crate::patch::{PatchKind, parse_body};
-use crate::pki::Tokens;
 use crate::registry::ResourceDesc;
 use crate::rest::{Api, DeleteOptions, ListQuery, WriteOptions};
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -36,15 +36,6 @@ use crate::watch::{self, WatchParams};
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 type Body = BoxBody<Bytes, Infallible>;
-
-/// Who may call the server.
-#[derive(Debug, Clone)]
-pub enum Authn {
-    /// Nobody is checked (plain HTTP for local tests only).
-    None,
-    /// Bearer tokens from a token file, or a client certificate signed by the CA.
-    Required(Arc<Tokens>),
-}
 
 /// A running server.
 #[derive(Debug)]
@@ -63,13 +54,33 @@ impl RunningServer {
     }
 }
 
-/// Serves `api` on `listener`, over TLS when `tls` is given.
+/// How callers are checked: who they are, then what they may do.
+#[derive(Debug, Clone)]
+struct Security {
+    authn: Authn,
+    authz: Arc<dyn Authorizer>,
+}
+
+/// Serves `api` on `listener`, over TLS when `tls` is given; every
+/// authenticated caller may do everything.
 pub fn serve(
     api: Api,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     authn: Authn,
 ) -> std::io::Result<RunningServer> {
+    serve_with_authorizer(api, listener, tls, authn, Arc::new(AllowAuthenticated))
+}
+
+/// Serves `api` with an explicit authorizer.
+pub fn serve_with_authorizer(
+    api: Api,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    authn: Authn,
+    authz: Arc<dyn Authorizer>,
+) -> std::io::Result<RunningServer> {
+    let authn = Security { authn, authz };
     let local_addr = listener.local_addr()?;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -200,7 +211,7 @@ struct Target {
 
 async fn handle(
     api: Api,
-    authn: Authn,
+    authn: Security,
     has_cert: bool,
     peer: SocketAddr,
     req: Request<Incoming>,
@@ -216,28 +227,9 @@ async fn handle(
     Ok(response)
 }
 
-fn authenticate(authn: &Authn, has_cert: bool, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let Authn::Required(tokens) = authn else {
-        return Ok(());
-    };
-    if has_cert {
-        return Ok(());
-    }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token.and_then(|t| tokens.user(t)) {
-        Some(_) => Ok(()),
-        None => Err(ApiError::Unauthorized),
-    }
-}
-
 async fn route(
     api: Api,
-    authn: Authn,
+    sec: Security,
     has_cert: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
@@ -258,7 +250,11 @@ async fn route(
         "/version" => return Ok(json_response(StatusCode::OK, &discovery::version())),
         _ => {}
     }
-    authenticate(&authn, has_cert, &req)?;
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = sec.authn.authenticate(authorization, has_cert)?;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get_only = |m: &Method| {
         if *m == Method::GET {
@@ -345,6 +341,11 @@ async fn route(
         _ => {}
     }
     let target = resolve(&api, &segs)?;
+    authorize(
+        sec.authz.as_ref(),
+        &user,
+        &attributes(&target, req.method(), req.uri().query()),
+    )?;
     resource(api, target, req, &accept).await
 }
 
@@ -358,6 +359,30 @@ impl WithContentType for Response<Body> {
             self.headers_mut().insert(header::CONTENT_TYPE, v);
         }
         self
+    }
+}
+
+/// The authorization attributes of a resource request.
+fn attributes(t: &Target, method: &Method, query: Option<&str>) -> Attributes {
+    let watch = Query::parse(query).flag("watch");
+    let verb = match (method, t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
+    };
+    Attributes {
+        verb,
+        group: t.desc.group.to_owned(),
+        resource: t.desc.plural.to_owned(),
+        subresource: t.status.then(|| "status".to_owned()),
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
     }
 }
 

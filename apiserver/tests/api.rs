@@ -759,6 +759,15 @@ mod cases {
         Ok(())
     }
 
+    pub async fn client_certificates_authenticate(ts: &TestServer) -> Result<()> {
+        let client = client_for(&ts.pki.kubeconfig_with_client_cert(&ts.url)).await?;
+        let jobs: Api<Job> = Api::namespaced(client, "default");
+        jobs.create(&PostParams::default(), &job("by-cert", 1)?)
+            .await?;
+        assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
+        Ok(())
+    }
+
     pub async fn core_kinds_work_for_clients(ts: &TestServer) -> Result<()> {
         use k8s_openapi::api::core::v1::ConfigMap;
         let cms: Api<ConfigMap> = Api::namespaced(ts.client.clone(), "default");
@@ -817,6 +826,7 @@ suite!(embedded:
     bad_requests_get_the_right_status,
     deleting_a_namespace_removes_its_contents,
     requests_without_credentials_are_unauthorized,
+    client_certificates_authenticate,
     core_kinds_work_for_clients,
 );
 
@@ -828,3 +838,50 @@ suite!(etcd:
     tasks_are_selected_by_node_name,
     deleting_an_owner_collects_its_dependents,
 );
+
+/// Authorization is its own layer: a refusing authorizer turns writes into 403s.
+#[tokio::test]
+async fn an_authorizer_can_refuse_requests() -> Result<()> {
+    #[derive(Debug)]
+    struct ReadOnly;
+    impl corral_apiserver::Authorizer for ReadOnly {
+        fn allows(
+            &self,
+            _: &corral_apiserver::auth::User,
+            a: &corral_apiserver::auth::Attributes,
+        ) -> bool {
+            matches!(a.verb, "get" | "list" | "watch")
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+    let api = Server::new(
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        Registry::standard(),
+    );
+    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = corral_apiserver::serve_with_authorizer(
+        api,
+        listener,
+        Some(pki.server_config()?),
+        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+        Arc::new(ReadOnly),
+    )?;
+    let client = client_for(&pki.kubeconfig(&format!("https://{}", server.local_addr))).await?;
+    let jobs: Api<Job> = Api::namespaced(client, "default");
+    assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
+    let (code, reason, message) = api_error(
+        jobs.create(&PostParams::default(), &job("nope", 1)?)
+            .await
+            .err()
+            .context("created")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert!(
+        message.contains("User \"corral-admin\" cannot create resource \"jobs\""),
+        "{message}"
+    );
+    server.shutdown().await;
+    Ok(())
+}
