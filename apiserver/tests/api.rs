@@ -885,3 +885,58 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// A kube-runtime Controller reconciles against the server: it sees every Job
+/// and writes its status through the status subresource.
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_against_the_server() -> Result<()> {
+    use kube::runtime::controller::{Action, Controller};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct ReconcileError(String);
+
+    let ts = embedded().await?;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("c1", 1)?).await?;
+    let reconcile = |job: Arc<Job>, api: Arc<Api<Job>>| async move {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let status =
+            json!({"status": {"phase": "Active", "observedGeneration": job.metadata.generation}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .map_err(|e| ReconcileError(e.to_string()))?;
+        Ok::<_, ReconcileError>(Action::await_change())
+    };
+    let controller = Controller::new(jobs.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(jobs.clone()),
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(controller);
+    jobs.create(&PostParams::default(), &job("c2", 1)?).await?;
+    eventually("both jobs to be reconciled", || async {
+        let list = jobs.list(&ListParams::default()).await?;
+        Ok(list.items.iter().all(|j| {
+            j.status.as_ref().and_then(|s| s.observed_generation) == j.metadata.generation
+        }))
+    })
+    .await?;
+    // A spec change is noticed and reconciled again.
+    jobs.patch(
+        "c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"instances": 2}})),
+    )
+    .await?;
+    eventually("the change to be reconciled", || async {
+        let j = jobs.get("c1").await?;
+        Ok(j.metadata.generation == Some(2)
+            && j.status.and_then(|s| s.observed_generation) == Some(2))
+    })
+    .await?;
+    handle.abort();
+    Ok(())
+}

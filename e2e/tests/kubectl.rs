@@ -567,3 +567,89 @@ fn explain_reads_the_openapi_v2_protobuf_document() -> Result<()> {
     assert!(out.contains("FIELD:    nodeName <string>"), "{out}");
     Ok(())
 }
+
+#[test]
+fn wait_for_a_condition_and_a_plain_delete() -> Result<()> {
+    let (_server, k) = setup()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let waiter = k
+        .command()
+        .args([
+            "-n",
+            "analytics",
+            "wait",
+            "--for=condition=Complete",
+            "job/sparkie",
+            "--timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let status = r#"{"status":{"phase":"Succeeded","conditions":[{"type":"Complete","status":"True","reason":"AllInstancesFinished","message":"every instance finished"}]}}"#;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ])?
+    .ok()?;
+    let out = waiter.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    // A plain delete waits until the object is gone.
+    let deleted = k
+        .run(&["-n", "analytics", "delete", "job", "sparkie"])?
+        .ok()?;
+    assert_eq!(deleted.trim(), "job.corral.dev \"sparkie\" deleted");
+    assert_eq!(
+        k.run(&["-n", "analytics", "get", "job", "sparkie"])?.code,
+        1
+    );
+    Ok(())
+}
+
+/// The same binary over a real etcd instead of the embedded store.
+#[test]
+fn the_server_works_over_real_etcd() -> Result<()> {
+    let etcd = corral_store::testing::EtcdServer::start()?;
+    let endpoint = etcd.endpoint().trim_start_matches("http://").to_owned();
+    let home = tempfile::tempdir()?;
+    let store = format!("etcd://{endpoint}");
+    let server = Server::start_in(home.path(), &["--store", &store])?;
+    let k = Kubectl::new(&server)?;
+    k.run_stdin(&["apply", "-f", "-"], NAMESPACES)?.ok()?;
+    let applied = k.run(&["apply", "-f", &s(&examples())])?.ok()?;
+    assert!(
+        applied.contains("job.corral.dev/frontend created"),
+        "{applied}"
+    );
+    assert!(
+        k.run(&["apply", "-f", &s(&examples())])?
+            .ok()?
+            .lines()
+            .all(|l| l.ends_with("unchanged"))
+    );
+    let jobs = k.run(&["get", "jobs", "-A", "-o", "name"])?.ok()?;
+    assert_eq!(jobs.lines().count(), 3, "{jobs}");
+    k.run(&["-n", "web", "delete", "job", "frontend"])?.ok()?;
+    assert_eq!(
+        k.run(&["get", "jobs", "-A", "-o", "name"])?
+            .ok()?
+            .lines()
+            .count(),
+        2
+    );
+    let status = server.stop()?;
+    assert!(status.success());
+    Ok(())
+}
