@@ -131,6 +131,17 @@ fn default_history() -> u32 {
     3
 }
 
+/// Parses a five-field cron expression (or an `@daily`-style macro), the one
+/// way schedules are read everywhere in Corral.
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(schedule)
+}
+
 /// A cron schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

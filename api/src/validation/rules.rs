@@ -2,8 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use croner::parser::{CronParser, Seconds, Year};
-
 use super::names::{
     is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_label_value, is_qualified_name,
     is_resource_name,
@@ -184,21 +182,11 @@ fn constraints(errs: &mut Errors, at: &FieldPath, c: &Constraints, role: &str) {
     }
 }
 
-/// Parses a five-field cron expression (or `@daily`-style macro) the way the cron
-/// controller will.
-pub(crate) fn parse_schedule(schedule: &str) -> Result<croner::Cron, croner::errors::CronError> {
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(schedule)
-}
-
 fn cron(errs: &mut Errors, at: &FieldPath, c: &CronSpec) {
     let p = at.child("schedule");
     if c.schedule.trim().is_empty() {
         errs.required(&p, "");
-    } else if let Err(e) = parse_schedule(&c.schedule) {
+    } else if let Err(e) = crate::job::parse_schedule(&c.schedule) {
         errs.invalid(
             &p,
             format!("\"{}\"", c.schedule),

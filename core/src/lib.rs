@@ -1,0 +1,9 @@
+//! Corral's pure decisions: no IO, no tokio, no clock (time is a parameter).
+//!
+//! - [`lifecycle`]: the Aurora task state machine.
+//! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
+//! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
+
+pub mod cron;
+pub mod latency;
+pub mod lifecycle;
