@@ -3,7 +3,9 @@
 //! - [`lifecycle`]: the Aurora task state machine.
 //! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
+//! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
 pub mod cron;
 pub mod latency;
 pub mod lifecycle;
+pub mod sched;

@@ -1,0 +1,112 @@
+//! One allocation cycle: many tasks across all roles, ordered by weighted
+//! Dominant Resource Fairness.
+//!
+//! Each role's pending tasks are ordered by tier, then priority, then age.
+//! The role with the smallest weighted dominant share (its usage's largest
+//! fraction of the cluster, divided by its weight) goes next; after each
+//! placement its share is recomputed. A task that cannot be placed does not
+//! block the rest of its role's queue.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use super::place::{Policy, Unplaced, place};
+use super::res::Res;
+use super::snapshot::{NodeId, SchedTask, Snapshot};
+
+/// What a cycle decided.
+#[derive(Debug, Default, Clone)]
+pub struct Cycle {
+    /// Tasks bound (in decision order) and their nodes.
+    pub bound: Vec<(String, NodeId)>,
+    /// Tasks left pending, with why.
+    pub pending: Vec<(SchedTask, Unplaced)>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Turn {
+    share: f64,
+    role: String,
+}
+
+impl Eq for Turn {}
+
+impl Ord for Turn {
+    /// Reversed: the smallest share (then name) is the greatest, for a max-heap.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.share
+            .total_cmp(&self.share)
+            .then_with(|| o.role.cmp(&self.role))
+    }
+}
+
+impl PartialOrd for Turn {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The weighted dominant share of `role` in a cluster of capacity `total`.
+pub fn weighted_share(snap: &Snapshot, role: &str, total: &Res) -> f64 {
+    let weight = snap
+        .roles
+        .get(role)
+        .map(|r| r.weight)
+        .filter(|w| *w > 0.0)
+        .unwrap_or(1.0);
+    snap.role_usage_with_children(role).dominant_share(total) / weight
+}
+
+/// Places as many `pending` tasks as fit, binding them in `snap`.
+pub fn run_cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy) -> Cycle {
+    let total = snap.total();
+    let mut queues: HashMap<String, VecDeque<SchedTask>> = HashMap::new();
+    for t in pending {
+        queues.entry(t.role.clone()).or_default().push_back(t);
+    }
+    for q in queues.values_mut() {
+        q.make_contiguous().sort_by(|a, b| {
+            b.tier
+                .rank()
+                .cmp(&a.tier.rank())
+                .then(b.priority.cmp(&a.priority))
+                .then(a.created.cmp(&b.created))
+                .then(a.key.cmp(&b.key))
+        });
+    }
+    let mut heap: BinaryHeap<Turn> = queues
+        .keys()
+        .map(|r| Turn {
+            share: weighted_share(snap, r, &total),
+            role: r.clone(),
+        })
+        .collect();
+    let mut cycle = Cycle::default();
+    while let Some(Turn { role, .. }) = heap.pop() {
+        let Some(queue) = queues.get_mut(&role) else {
+            continue;
+        };
+        let Some(task) = queue.pop_front() else {
+            continue;
+        };
+        match place(snap, &task, policy) {
+            Ok(node) => {
+                let key = task.key.clone();
+                match snap.bind(task.clone(), node) {
+                    Ok(()) => cycle.bound.push((key, node)),
+                    Err(_) => cycle
+                        .pending
+                        .push((task, Unplaced::NoNode(Default::default()))),
+                }
+            }
+            Err(why) => cycle.pending.push((task, why)),
+        }
+        if !queue.is_empty() {
+            heap.push(Turn {
+                share: weighted_share(snap, &role, &total),
+                role,
+            });
+        }
+    }
+    cycle
+}
