@@ -1,0 +1,158 @@
+//! Scheduler benchmarks, each against a baseline measured in the same run.
+//!
+//! - Allocation cost per task at 1k, 10k and 50k nodes (half full, racks as
+//!   attributes, a NotIn-rack constraint on every task), with the indexed
+//!   placement and with a linear scan of every node (the baseline).
+//! - A preemption decision at 5k nodes 90 % full: p50/p99 over many decisions,
+//!   against the cost of one failed placement (the explanation scan) there.
+//!
+//! Run: `cargo bench -p corral-core --bench sched`
+
+use std::time::{Duration, Instant};
+
+use corral_api::Tier;
+use corral_api::job::{AttributeConstraint, ConstraintOperator, Constraints};
+use corral_core::sched::preempt::{self, Rules};
+use corral_core::sched::{NodeState, Policy, Res, SchedTask, Snapshot, place};
+use criterion::{BatchSize, Criterion, criterion_group};
+
+const GI: i64 = 1 << 30;
+const BATCH: usize = 1000;
+
+fn at(s: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_800_000_000 + s).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
+    SchedTask {
+        key: format!("ns/t{i}"),
+        job: format!("ns/job{}", i % 50),
+        role: format!("role{}", i % 5),
+        request: Res::cpu_mem(cpus * 1000, 2 * GI),
+        tier,
+        priority: (i % 7) as i32,
+        constraints: Constraints {
+            attributes: vec![AttributeConstraint { name: "rack".into(), operator: ConstraintOperator::NotIn, values: vec!["r0".into()] }],
+            ..Default::default()
+        },
+        created: at(i as i64),
+        started: Some(at(0)),
+    }
+}
+
+/// `nodes` nodes of 16 CPUs / 64 GiB, filled to `fill` (0..1) with 1-CPU tasks.
+fn cluster(nodes: usize, fill: f64) -> Snapshot {
+    let mut s = Snapshot::new();
+    for i in 0..nodes {
+        let mut n = NodeState::new(&format!("n{i:05}"), Res::cpu_mem(16_000, 64 * GI));
+        n.attributes.insert("rack".into(), format!("r{}", i % 10));
+        s.upsert_node(n);
+    }
+    let per_node = (16.0 * fill) as usize;
+    let mut k = 0;
+    for id in 0..nodes {
+        for _ in 0..per_node {
+            let mut t = task(1_000_000 + k, 1, Tier::Preemptible);
+            t.constraints = Constraints::default();
+            let _ = s.bind(t, id as u32);
+            k += 1;
+        }
+    }
+    s
+}
+
+/// The baseline: best fit by scanning every node.
+fn linear_place(s: &Snapshot, t: &SchedTask) -> Option<u32> {
+    let mut best: Option<(i64, u32)> = None;
+    for id in 0..s.node_count() as u32 {
+        let n = s.node(id);
+        let rack_ok = n.attributes.get("rack").is_none_or(|r| r != "r0");
+        let free = n.free_for(&t.role);
+        if n.usable() && rack_ok && free.fits(&t.request) {
+            let left = free.0[0] - t.request.0[0];
+            if best.is_none_or(|(b, _)| left < b) {
+                best = Some((left, id));
+            }
+        }
+    }
+    best.map(|(_, id)| id)
+}
+
+fn allocation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("allocate 1000 tasks");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    for nodes in [1_000usize, 10_000, 50_000] {
+        let base = cluster(nodes, 0.5);
+        let tasks: Vec<SchedTask> = (0..BATCH).map(|i| task(i, 1 + (i % 3) as i64, Tier::Preemptible)).collect();
+        g.bench_function(format!("indexed, {nodes} nodes"), |b| {
+            b.iter_batched(
+                || base.clone(),
+                |mut s| {
+                    for t in &tasks {
+                        if let Ok(id) = place(&s, t, Policy::BinPack) {
+                            let _ = s.bind(t.clone(), id);
+                        }
+                    }
+                    s
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_function(format!("linear scan (baseline), {nodes} nodes"), |b| {
+            b.iter_batched(
+                || base.clone(),
+                |mut s| {
+                    for t in &tasks {
+                        if let Some(id) = linear_place(&s, t) {
+                            let _ = s.bind(t.clone(), id);
+                        }
+                    }
+                    s
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, allocation);
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// p50/p99 of preemption decisions at 5k nodes, 90 % full (not a criterion
+/// statistic: the goal is a percentile).
+fn preemption_percentiles() {
+    let s = cluster(5_000, 0.9);
+    let rules = Rules { min_runtime_seconds: 0, ..Rules::default() };
+    let mut plans = Vec::new();
+    let mut fails = Vec::new();
+    for i in 0..200 {
+        let p = task(10_000_000 + i, 4, Tier::Preferred);
+        let start = Instant::now();
+        let plan = preempt::plan(&s, &p, at(10_000), &rules);
+        plans.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert!(plan.is_some(), "a preferred task must find victims");
+        let start = Instant::now();
+        let _ = place(&s, &p, Policy::BinPack);
+        fails.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    plans.sort_by(|a, b| a.total_cmp(b));
+    fails.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "preemption decision, 5000 nodes 90% full: p50 {:.2} ms, p99 {:.2} ms (goal p99 ≤ 5 ms); failed placement with explanation scan: p50 {:.2} ms; ratio {:.2}×",
+        percentile(&plans, 0.5),
+        percentile(&plans, 0.99),
+        percentile(&fails, 0.5),
+        percentile(&plans, 0.5) / percentile(&fails, 0.5),
+    );
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    preemption_percentiles();
+}
