@@ -32,7 +32,11 @@ fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
         tier,
         priority: (i % 7) as i32,
         constraints: Constraints {
-            attributes: vec![AttributeConstraint { name: "rack".into(), operator: ConstraintOperator::NotIn, values: vec!["r0".into()] }],
+            attributes: vec![AttributeConstraint {
+                name: "rack".into(),
+                operator: ConstraintOperator::NotIn,
+                values: vec!["r0".into()],
+            }],
             ..Default::default()
         },
         created: at(i as i64),
@@ -83,7 +87,9 @@ fn allocation(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(4));
     for nodes in [1_000usize, 10_000, 50_000] {
         let base = cluster(nodes, 0.5);
-        let tasks: Vec<SchedTask> = (0..BATCH).map(|i| task(i, 1 + (i % 3) as i64, Tier::Preemptible)).collect();
+        let tasks: Vec<SchedTask> = (0..BATCH)
+            .map(|i| task(i, 1 + (i % 3) as i64, Tier::Preemptible))
+            .collect();
         g.bench_function(format!("indexed, {nodes} nodes"), |b| {
             b.iter_batched(
                 || base.clone(),
@@ -127,7 +133,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// statistic: the goal is a percentile).
 fn preemption_percentiles() {
     let s = cluster(5_000, 0.9);
-    let rules = Rules { min_runtime_seconds: 0, ..Rules::default() };
+    let rules = Rules {
+        min_runtime_seconds: 0,
+        ..Rules::default()
+    };
     let mut plans = Vec::new();
     let mut fails = Vec::new();
     for i in 0..200 {

@@ -11,13 +11,10 @@
 //! plan. Applying a plan evicts the victims in the snapshot and holds their
 //! capacity for the preemptor until it is placed or the hold expires.
 
-use std::collections::HashMap;
-
 use corral_api::Tier;
 
 use super::place::{check_quota, free_for_task, static_fit};
-use super::res::Res;
-use super::snapshot::{Binding, NodeId, SchedTask, Snapshot};
+use super::snapshot::{Lite, NodeId, SchedTask, Snapshot};
 
 /// The rules preemption follows.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,22 +74,20 @@ pub struct Plan {
     pub victims: Vec<Victim>,
 }
 
-fn rule(preemptor: &SchedTask, victim: &SchedTask) -> Option<Rule> {
-    if victim.tier == Tier::Revocable && preemptor.tier != Tier::Revocable {
+fn rule(p_rank: u8, p_role: Option<u32>, p_priority: i32, v: &Lite) -> Option<Rule> {
+    let revocable = Tier::Revocable.rank();
+    if v.tier_rank == revocable && p_rank != revocable {
         return None; // different pools: evicting it frees nothing the preemptor can use
     }
-    if victim.tier.rank() < preemptor.tier.rank() {
-        return Some(if victim.tier == Tier::Revocable {
+    if v.tier_rank < p_rank {
+        return Some(if v.tier_rank == revocable {
             Rule::Revocable
         } else {
             Rule::LowerTier
         });
     }
-    if victim.tier == preemptor.tier
-        && victim.role == preemptor.role
-        && victim.priority < preemptor.priority
-    {
-        return Some(if victim.tier == Tier::Revocable {
+    if v.tier_rank == p_rank && Some(v.role) == p_role && v.priority < p_priority {
+        return Some(if v.tier_rank == revocable {
             Rule::Revocable
         } else {
             Rule::LowerPriority
@@ -101,21 +96,11 @@ fn rule(preemptor: &SchedTask, victim: &SchedTask) -> Option<Rule> {
     None
 }
 
-fn eligible(b: &Binding, now: jiff::Timestamp, rules: &Rules) -> bool {
-    b.task.tier == Tier::Revocable
-        || b.task
-            .started
-            .is_none_or(|s| now.as_second() - s.as_second() >= rules.min_runtime_seconds)
-}
-
-/// What evicting `victim` gives back to `preemptor` on their node.
-fn gain(preemptor: &SchedTask, victim: &Binding) -> Res {
-    let shared = victim.task.request.minus(victim.from_reserved);
-    if victim.task.role == preemptor.role {
-        victim.task.request
-    } else {
-        shared
-    }
+fn eligible(v: &Lite, now: i64, rules: &Rules) -> bool {
+    !v.hold
+        && (v.tier_rank == Tier::Revocable.rank()
+            || v.started
+                .is_none_or(|s| now - s >= rules.min_runtime_seconds))
 }
 
 /// Finds the cheapest preemption that lets `task` run, if any.
@@ -126,7 +111,15 @@ pub fn plan(
     rules: &Rules,
 ) -> Option<Plan> {
     check_quota(snap, task).ok()?;
-    let mut best: Option<((usize, u8, i32, NodeId), Plan)> = None;
+    let (p_rank, p_role, now) = (
+        task.tier.rank(),
+        snap.known_role_id(&task.role),
+        now.as_second(),
+    );
+    let mut best: Option<((usize, u8, i32, NodeId), NodeId, Vec<usize>)> = None;
+    let mut candidates: Vec<(usize, Rule)> = Vec::new();
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut taken: Vec<(u32, u32)> = Vec::new();
     for id in 0..NodeId::try_from(snap.node_count()).unwrap_or(NodeId::MAX) {
         let node = snap.node(id);
         if static_fit(task, node).is_err() {
@@ -136,61 +129,102 @@ pub fn plan(
         if free.fits(&task.request) {
             continue; // placement, not preemption, handles it
         }
-        let mut candidates: Vec<(&Binding, Rule)> = snap
-            .tasks_on(id)
-            .filter(|b| !b.task.key.starts_with(HOLD_PREFIX) && eligible(b, now, rules))
-            .filter_map(|b| rule(task, &b.task).map(|r| (b, r)))
-            .collect();
-        candidates.sort_by(|(a, _), (b, _)| {
-            a.task
-                .tier
-                .rank()
-                .cmp(&b.task.tier.rank())
-                .then(a.task.priority.cmp(&b.task.priority))
-                .then(b.task.created.cmp(&a.task.created))
-                .then(a.task.key.cmp(&b.task.key))
-        });
-        let mut taken: HashMap<&str, u32> = HashMap::new();
-        let mut victims = Vec::new();
-        for (b, r) in candidates {
-            if free.fits(&task.request) {
+        let lite = &snap.lite[id as usize];
+        candidates.clear();
+        candidates.extend(
+            lite.iter()
+                .enumerate()
+                .filter(|(_, v)| eligible(v, now, rules))
+                .filter_map(|(i, v)| rule(p_rank, p_role, task.priority, v).map(|r| (i, r))),
+        );
+        let cheapest_first = |&(a, _): &(usize, Rule), &(b, _): &(usize, Rule)| {
+            let (a, b) = (&lite[a], &lite[b]);
+            a.tier_rank
+                .cmp(&b.tier_rank)
+                .then(a.priority.cmp(&b.priority))
+                .then(b.created.cmp(&a.created))
+                .then_with(|| a.key.cmp(&b.key))
+        };
+        // No node needing more victims than the best so far can win, so only
+        // that many of the cheapest candidates need ordering (plus the budget's
+        // skips, which the full sort covers when the prefix is not enough).
+        let most = best.as_ref().map_or(usize::MAX, |(c, _, _)| c.0);
+        if most < candidates.len() && rules.budget_per_role as usize >= most {
+            candidates.select_nth_unstable_by(most, cheapest_first);
+            candidates.truncate(most);
+        }
+        candidates.sort_unstable_by(cheapest_first);
+        taken.clear();
+        chosen.clear();
+        for &(i, _) in &candidates {
+            if free.fits(&task.request) || chosen.len() >= most {
                 break;
             }
-            let n = taken.entry(b.task.role.as_str()).or_default();
+            let v = &lite[i];
+            let n = match taken.iter().position(|(r, _)| *r == v.role) {
+                Some(k) => &mut taken[k].1,
+                None => {
+                    taken.push((v.role, 0));
+                    let last = taken.len() - 1;
+                    &mut taken[last].1
+                }
+            };
             if *n >= rules.budget_per_role {
                 continue;
             }
             *n += 1;
-            free = free.plus(gain(task, b));
-            victims.push(Victim {
+            // What evicting it gives back to the preemptor's pool on this node.
+            let gain = if Some(v.role) == p_role {
+                v.request
+            } else {
+                v.request.minus(v.from_reserved)
+            };
+            free = free.plus(gain);
+            chosen.push(i);
+        }
+        if !free.fits(&task.request) || chosen.is_empty() {
+            continue;
+        }
+        let cost = (
+            chosen.len(),
+            chosen.iter().map(|&i| lite[i].tier_rank).max().unwrap_or(0),
+            chosen
+                .iter()
+                .map(|&i| lite[i].priority)
+                .max()
+                .unwrap_or(i32::MIN),
+            id,
+        );
+        if best.as_ref().is_none_or(|(c, _, _)| cost < *c) {
+            best = Some((cost, id, chosen.clone()));
+        }
+    }
+    let (_, node, picked) = best?;
+    let rules_of: Vec<(usize, Rule)> = picked
+        .iter()
+        .filter_map(|&i| {
+            rule(p_rank, p_role, task.priority, &snap.lite[node as usize][i]).map(|r| (i, r))
+        })
+        .collect();
+    let victims = rules_of
+        .into_iter()
+        .filter_map(|(i, r)| {
+            let v = &snap.lite[node as usize][i];
+            let b = snap.binding(&v.key)?;
+            Some(Victim {
                 key: b.task.key.clone(),
                 role: b.task.role.clone(),
                 tier: b.task.tier,
                 priority: b.task.priority,
                 rule: r,
-            });
-        }
-        if !free.fits(&task.request) || victims.is_empty() {
-            continue;
-        }
-        let cost = (
-            victims.len(),
-            victims.iter().map(|v| v.tier.rank()).max().unwrap_or(0),
-            victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
-            id,
-        );
-        if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-            best = Some((
-                cost,
-                Plan {
-                    preemptor: task.key.clone(),
-                    node: id,
-                    victims,
-                },
-            ));
-        }
-    }
-    best.map(|(_, p)| p)
+            })
+        })
+        .collect();
+    Some(Plan {
+        preemptor: task.key.clone(),
+        node,
+        victims,
+    })
 }
 
 /// The key prefix of the pseudo-task holding capacity for a preemptor.

@@ -7,7 +7,9 @@
 //! method: no node's usage exceeds its capacity in any pool; a role's
 //! reserved capacity is used by that role only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use corral_api::Tier;
 use corral_api::job::Constraints;
@@ -111,7 +113,7 @@ impl NodeState {
             used_reserved: BTreeMap::new(),
             used_shared: Res::ZERO,
             used_revocable: Res::ZERO,
-            per_job: HashMap::new(),
+            per_job: HashMap::default(),
         }
     }
 
@@ -157,6 +159,30 @@ pub struct Binding {
     pub revocable: bool,
 }
 
+/// A bound task, packed for the preemption scan: plain numbers, contiguous
+/// per node, so scanning thousands of nodes touches no scattered memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lite {
+    /// The task key (dereferenced only for chosen victims and exact ties).
+    pub key: std::sync::Arc<str>,
+    /// Interned role id.
+    pub role: u32,
+    /// Tier rank (revocable 0 … preferred 2).
+    pub tier_rank: u8,
+    /// Priority.
+    pub priority: i32,
+    /// Creation time, seconds.
+    pub created: i64,
+    /// Start time, seconds, if started.
+    pub started: Option<i64>,
+    /// Its request.
+    pub request: Res,
+    /// The part of it taken from its role's reservation.
+    pub from_reserved: Res,
+    /// True for holds (never victims).
+    pub hold: bool,
+}
+
 /// Why a change to the snapshot was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -185,6 +211,10 @@ pub struct Snapshot {
     by_name: HashMap<String, NodeId>,
     pub(crate) bound: HashMap<String, Binding>,
     pub(crate) on_node: Vec<BTreeSet<String>>,
+    /// Bound tasks per node, packed for the preemption scan.
+    pub(crate) lite: Vec<Vec<Lite>>,
+    /// Interned role names.
+    role_ids: HashMap<String, u32>,
     /// Regular-pool index: (free unreserved CPU, node) of usable, non-dedicated nodes.
     pub(crate) shared_index: BTreeSet<(i64, NodeId)>,
     shared_key: Vec<Option<i64>>,
@@ -312,6 +342,7 @@ impl Snapshot {
                 self.by_name.insert(node.name.clone(), id);
                 self.nodes.push(node);
                 self.on_node.push(BTreeSet::new());
+                self.lite.push(Vec::new());
                 self.shared_key.push(None);
                 self.revocable_key.push(None);
                 id
@@ -319,6 +350,17 @@ impl Snapshot {
         };
         self.reindex(id);
         id
+    }
+
+    /// The interned id of a role name.
+    pub fn role_id(&mut self, role: &str) -> u32 {
+        let next = u32::try_from(self.role_ids.len()).unwrap_or(u32::MAX);
+        *self.role_ids.entry(role.to_owned()).or_insert(next)
+    }
+
+    /// The interned id of a role name, if it was seen.
+    pub fn known_role_id(&self, role: &str) -> Option<u32> {
+        self.role_ids.get(role).copied()
     }
 
     /// Marks a node healthy or not.
@@ -398,6 +440,18 @@ impl Snapshot {
         let usage = self.role_usage.entry(task.role.clone()).or_default();
         *usage = usage.plus(task.request);
         self.on_node[node as usize].insert(task.key.clone());
+        let role = self.role_id(&task.role);
+        self.lite[node as usize].push(Lite {
+            key: std::sync::Arc::from(task.key.as_str()),
+            role,
+            tier_rank: task.tier.rank(),
+            priority: task.priority,
+            created: task.created.as_second(),
+            started: task.started.map(|t| t.as_second()),
+            request: task.request,
+            from_reserved,
+            hold: task.key.starts_with(super::preempt::HOLD_PREFIX),
+        });
         self.bound.insert(
             task.key.clone(),
             Binding {
@@ -433,6 +487,10 @@ impl Snapshot {
             *u = u.minus(b.task.request);
         }
         self.on_node[b.node as usize].remove(key);
+        let lite = &mut self.lite[b.node as usize];
+        if let Some(i) = lite.iter().position(|l| &*l.key == key) {
+            lite.swap_remove(i);
+        }
         self.reindex_pools(b.node);
         Some(b)
     }
