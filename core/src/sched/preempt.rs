@@ -103,6 +103,10 @@ fn eligible(v: &Lite, now: i64, rules: &Rules) -> bool {
                 .is_none_or(|s| now - s >= rules.min_runtime_seconds))
 }
 
+/// How bad a plan is: victims, their highest tier rank and priority, then the
+/// node (for a deterministic tie-break). Lower is better.
+type Cost = (usize, u8, i32, NodeId);
+
 /// Finds the cheapest preemption that lets `task` run, if any.
 pub fn plan(
     snap: &Snapshot,
@@ -116,7 +120,7 @@ pub fn plan(
         snap.known_role_id(&task.role),
         now.as_second(),
     );
-    let mut best: Option<((usize, u8, i32, NodeId), NodeId, Vec<usize>)> = None;
+    let mut best: Option<(Cost, NodeId, Vec<usize>)> = None;
     let mut candidates: Vec<(usize, Rule)> = Vec::new();
     let mut chosen: Vec<usize> = Vec::new();
     let mut taken: Vec<(u32, u32)> = Vec::new();
