@@ -1,4 +1,5 @@
-//! `corral server`: the API server over the embedded store or etcd.
+//! `corral server`: the API server over the embedded store or etcd, and the
+//! controllers (today: the allocation loop), which talk to it as clients.
 //!
 //! Serves TLS on `--listen` (default `127.0.0.1:6443`) with certificates and an
 //! admin token generated under `$CORRAL_HOME/pki`, writes the admin kubeconfig
@@ -34,6 +35,12 @@ pub struct ServerArgs {
     /// A token file (`token,user,uid,"groups"` lines) besides the generated admin token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Serve the API only: do not run the controllers (the allocation loop) in this process.
+    #[arg(long)]
+    no_controllers: bool,
+    /// How the scheduler ranks nodes: `binpack` or `spread`.
+    #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
+    placement: String,
 }
 
 pub async fn run(args: ServerArgs) -> Result<()> {
@@ -65,12 +72,37 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     println!("Corral API server listening on {url}");
     println!("  kubectl --kubeconfig {} get corral", kubeconfig.display());
 
+    // The controllers talk to this server like any client (never to the store).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut controllers = Vec::new();
+    if !args.no_controllers {
+        let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        let client = kube::Client::try_from(config)?;
+        let policy = if args.placement == "spread" {
+            corral_core::sched::Policy::Spread
+        } else {
+            corral_core::sched::Policy::BinPack
+        };
+        controllers.push(tokio::spawn(corral_controllers::allocation::run(
+            client, policy, stop_rx,
+        )));
+    }
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     println!("shutting down");
+    let _ = stop_tx.send(true);
+    for c in controllers {
+        match c.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a controller stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "a controller panicked"),
+        }
+    }
     server.shutdown().await;
     Ok(())
 }

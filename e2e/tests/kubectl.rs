@@ -653,3 +653,49 @@ fn the_server_works_over_real_etcd() -> Result<()> {
     assert!(status.success());
     Ok(())
 }
+
+/// The server's allocation loop binds a task to a (simulated) node.
+#[test]
+fn the_scheduler_in_the_server_binds_tasks_to_nodes() -> Result<()> {
+    let server = Server::start()?;
+    let k = Kubectl::new(&server)?;
+    let node = "apiVersion: corral.dev/v1alpha1\nkind: Node\nmetadata: {name: n1}\nspec: {attributes: {rack: r2}}\n";
+    k.run_stdin(&["apply", "-f", "-"], node)?.ok()?;
+    let status = r#"{"status":{"allocatable":{"cpus":4,"memory":"16Gi"},"conditions":[{"type":"Ready","status":"True","reason":"AgentReady"}]}}"#;
+    k.run(&[
+        "patch",
+        "node.corral.dev",
+        "n1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ])?
+    .ok()?;
+    let task = "apiVersion: corral.dev/v1alpha1\nkind: Task\nmetadata: {name: sparkie-0, namespace: default}\nspec:\n  job: sparkie\n  role: analytics\n  instanceId: 0\n  resources: {cpus: 1, memory: 5120Mi}\n  container: {image: docker.io/library/sparkie:image}\n  constraints: {attributes: [{name: rack, operator: NotIn, values: [r1]}]}\n";
+    k.run_stdin(&["apply", "-f", "-"], task)?.ok()?;
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=ASSIGNED",
+        "task/sparkie-0",
+        "--timeout=30s",
+    ])?
+    .ok()?;
+    assert_eq!(
+        k.run(&[
+            "get",
+            "task",
+            "sparkie-0",
+            "-o",
+            "jsonpath={.spec.nodeName}"
+        ])?
+        .ok()?,
+        "n1"
+    );
+    let table = k.run(&["get", "tasks"])?.ok()?;
+    assert!(
+        table.contains("ASSIGNED") && table.contains("n1"),
+        "{table}"
+    );
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Objects → scheduler inputs (pure): Nodes and Reservations into node
+//! states, Tasks into scheduler tasks, Roles and Quotas into role info.
+
+use corral_api::node::{NodeConditionType, NodeReason};
+use corral_api::{ConditionStatus, Node, Quota, Reservation, Resources, Role, Task, TaskPhase};
+use corral_core::sched::res::{Dims, MAX_DIMS, Res};
+use corral_core::sched::{NodeState, RoleInfo, SchedTask};
+
+fn vector(r: &Resources, dims: &mut Dims) -> Option<Res> {
+    let m = r.to_milli().ok()?;
+    dims.vector(&m.0).ok()
+}
+
+/// Where a task stands for the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    /// Waiting to be placed.
+    Pending,
+    /// Holding resources on a node.
+    Bound(String),
+    /// Not the scheduler's concern (ended, or held back).
+    Ignored,
+}
+
+/// Where `task` stands.
+pub fn task_state(task: &Task) -> TaskState {
+    let phase = task
+        .status
+        .as_ref()
+        .map(|s| s.phase())
+        .unwrap_or(TaskPhase::Pending);
+    if task.metadata.deletion_timestamp.is_some() && task.spec.node_name.is_none() {
+        return TaskState::Ignored;
+    }
+    match (&task.spec.node_name, phase) {
+        (_, p) if p.is_terminal() => TaskState::Ignored,
+        (Some(n), _) => TaskState::Bound(n.clone()),
+        (None, TaskPhase::Pending) => TaskState::Pending,
+        (None, _) => TaskState::Ignored,
+    }
+}
+
+/// `namespace/name`.
+pub fn key_of(task: &Task) -> String {
+    format!(
+        "{}/{}",
+        task.metadata.namespace.as_deref().unwrap_or("default"),
+        task.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The scheduler's view of a task (None when its resources are unreadable,
+/// which validation prevents).
+pub fn sched_task(task: &Task, dims: &mut Dims) -> Option<SchedTask> {
+    let ns = task.metadata.namespace.as_deref().unwrap_or("default");
+    let created = task
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let started = task
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.task_events
+                .iter()
+                .find(|e| e.status == TaskPhase::Running)
+        })
+        .map(|e| e.timestamp.0);
+    Some(SchedTask {
+        key: key_of(task),
+        job: format!("{ns}/{}", task.spec.job),
+        role: task.spec.role.clone(),
+        request: vector(&task.spec.resources, dims)?,
+        tier: task.spec.tier,
+        priority: task.spec.priority,
+        constraints: task.spec.constraints.clone(),
+        created,
+        started,
+    })
+}
+
+/// The scheduler's view of a node, with the dynamic reservations on it.
+pub fn node_state<'a>(
+    node: &Node,
+    reservations: impl Iterator<Item = &'a Reservation>,
+    dims: &mut Dims,
+) -> Option<NodeState> {
+    let name = node.metadata.name.clone()?;
+    let status = node.status.clone().unwrap_or_default();
+    let allocatable = if status.allocatable.is_empty() {
+        &status.total
+    } else {
+        &status.allocatable
+    };
+    let mut n = NodeState::new(&name, vector(allocatable, dims)?);
+    n.revocable = vector(&status.revocable, dims).unwrap_or(Res::ZERO);
+    n.attributes = node.spec.attributes.clone();
+    n.schedulable = !node.spec.unschedulable;
+    n.healthy = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == NodeConditionType::Ready && c.status == ConditionStatus::True)
+        && !status.conditions.iter().any(|c| {
+            c.type_ == NodeConditionType::Ready && c.reason == NodeReason::HeartbeatExpired
+        });
+    for r in &status.static_reservations {
+        if let Some(v) = vector(&r.resources, dims) {
+            let e = n.reserved.entry(r.role.clone()).or_default();
+            *e = e.plus(v);
+        }
+    }
+    for r in reservations.filter(|r| r.spec.node == name) {
+        if let Some(v) = vector(&r.spec.resources, dims) {
+            let e = n.reserved.entry(r.spec.role.clone()).or_default();
+            *e = e.plus(v);
+        }
+    }
+    Some(n)
+}
+
+/// A role's weight, parent and quota.
+pub fn role_info(role: Option<&Role>, quota: Option<&Quota>, dims: &mut Dims) -> RoleInfo {
+    let mut info = RoleInfo {
+        weight: role.map(|r| r.spec.weight).unwrap_or(1.0),
+        parent: role.and_then(|r| r.spec.parent.clone()),
+        ..Default::default()
+    };
+    if let Some(q) = quota {
+        if let Some(l) = vector(&q.spec.limit, dims) {
+            info.limit = l;
+            let mut limited = [false; MAX_DIMS];
+            if let Ok(m) = q.spec.limit.to_milli() {
+                for name in m.0.keys() {
+                    if let Ok(i) = dims.slot(name) {
+                        limited[i] = true;
+                    }
+                }
+            }
+            info.limited = limited;
+        }
+        if let Some(g) = vector(&q.spec.guarantee, dims) {
+            info.guarantee = g;
+        }
+    }
+    info
+}

@@ -1,0 +1,442 @@
+//! The allocation loop: binds PENDING tasks to nodes.
+//!
+//! Watches: Nodes, Reservations, Roles, Quotas and Tasks (all namespaces).
+//! Keeps: one `corral_core::sched::Snapshot`, updated incrementally from those
+//! events (a node or reservation change re-describes one node; a task change
+//! binds or unbinds one task), and the set of pending tasks.
+//! Decides: after each burst of events (or every few seconds while tasks
+//! wait), one allocation cycle over all pending tasks, ordered by weighted DRF.
+//! Writes: for each placement, `spec.nodeName` (with the task's
+//! resourceVersion as precondition) then the status (phase ASSIGNED, a task
+//! event from the lifecycle state machine, the Scheduled condition);
+//! concurrently. For each task left pending, its explanation, when it changed.
+//! A write that loses a race is undone in the snapshot; the watch brings the
+//! task's new state and the next cycle retries. All state lives in the
+//! objects: a restarted loop rebuilds everything from its watches.
+
+mod convert;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use corral_api::task::{TaskConditionType, TaskReason};
+use corral_api::{Condition, ConditionStatus, Node, Quota, Reservation, Role, Task};
+use corral_core::lifecycle;
+use corral_core::sched::{Policy, Snapshot, Unplaced, explain, run_cycle};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+
+pub use convert::{TaskState, key_of, task_state};
+
+/// The actor name written in task events.
+pub const ACTOR: &str = "scheduler";
+/// How often pending tasks are retried when nothing else happens.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Writes in flight at once.
+const WRITE_CONCURRENCY: usize = 64;
+
+/// Why the loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocationError {
+    /// A watch failed for good.
+    #[error("watch failed: {0}")]
+    Watch(#[from] watcher::Error),
+}
+
+/// One watch event of any kind the loop follows (boxed: the kinds differ a lot in size).
+enum Input {
+    Node(Box<Event<Node>>),
+    Reservation(Box<Event<Reservation>>),
+    Role(Box<Event<Role>>),
+    Quota(Box<Event<Quota>>),
+    Task(Box<Event<Task>>),
+}
+
+/// An [`Input`] taken out of its box, for matching (one at a time, on the stack).
+#[allow(clippy::large_enum_variant)]
+enum Unboxed {
+    Node(Event<Node>),
+    Reservation(Event<Reservation>),
+    Role(Event<Role>),
+    Quota(Event<Quota>),
+    Task(Event<Task>),
+}
+
+/// What the loop remembers between events (all of it derived from watches).
+#[derive(Default)]
+struct State {
+    snap: Snapshot,
+    nodes: BTreeMap<String, Node>,
+    reservations: BTreeMap<String, Reservation>,
+    roles: BTreeMap<String, Role>,
+    quotas: BTreeMap<String, Quota>,
+    tasks: HashMap<String, Task>,
+    pending: BTreeSet<String>,
+}
+
+impl State {
+    fn refresh_node(&mut self, name: &str) {
+        let Some(node) = self.nodes.get(name) else {
+            if self.snap.node_id(name).is_some() {
+                let _ = self.snap.set_health(name, false);
+            }
+            return;
+        };
+        if let Some(state) =
+            convert::node_state(node, self.reservations.values(), &mut self.snap.dims)
+        {
+            self.snap.upsert_node(state);
+        }
+    }
+
+    fn refresh_role(&mut self, role: &str) {
+        let quota = self.quotas.values().find(|q| q.spec.role == role);
+        let info = convert::role_info(self.roles.get(role), quota, &mut self.snap.dims);
+        self.snap.upsert_role(role, info);
+    }
+
+    fn apply_task(&mut self, task: Task) {
+        let key = key_of(&task);
+        match task_state(&task) {
+            TaskState::Pending => {
+                self.snap.unbind(&key);
+                self.pending.insert(key.clone());
+            }
+            TaskState::Bound(node) => {
+                self.pending.remove(&key);
+                let current = self.snap.binding(&key).map(|b| b.node);
+                let wanted = self.snap.node_id(&node);
+                if current != wanted || current.is_none() {
+                    self.snap.unbind(&key);
+                    if let (Some(id), Some(t)) =
+                        (wanted, convert::sched_task(&task, &mut self.snap.dims))
+                        && let Err(e) = self.snap.bind(t, id)
+                    {
+                        tracing::warn!(task = %key, error = %e, "a task bound outside the scheduler does not fit its node");
+                    }
+                }
+            }
+            TaskState::Ignored => {
+                self.pending.remove(&key);
+                self.snap.unbind(&key);
+            }
+        }
+        self.tasks.insert(key, task);
+    }
+
+    fn remove_task(&mut self, task: &Task) {
+        let key = key_of(task);
+        self.pending.remove(&key);
+        self.snap.unbind(&key);
+        self.tasks.remove(&key);
+    }
+
+    fn apply(&mut self, input: Input) {
+        let input = match input {
+            Input::Node(e) => Unboxed::Node(*e),
+            Input::Reservation(e) => Unboxed::Reservation(*e),
+            Input::Role(e) => Unboxed::Role(*e),
+            Input::Quota(e) => Unboxed::Quota(*e),
+            Input::Task(e) => Unboxed::Task(*e),
+        };
+        match input {
+            Unboxed::Node(Event::Apply(n) | Event::InitApply(n)) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                self.nodes.insert(name.clone(), n);
+                self.refresh_node(&name);
+            }
+            Unboxed::Node(Event::Delete(n)) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                self.nodes.remove(&name);
+                self.refresh_node(&name);
+            }
+            Unboxed::Reservation(Event::Apply(r) | Event::InitApply(r)) => {
+                let node = r.spec.node.clone();
+                let old = self
+                    .reservations
+                    .insert(r.metadata.name.clone().unwrap_or_default(), r)
+                    .map(|o| o.spec.node);
+                self.refresh_node(&node);
+                if let Some(o) = old.filter(|o| *o != node) {
+                    self.refresh_node(&o);
+                }
+            }
+            Unboxed::Reservation(Event::Delete(r)) => {
+                self.reservations
+                    .remove(r.metadata.name.as_deref().unwrap_or_default());
+                self.refresh_node(&r.spec.node);
+            }
+            Unboxed::Role(Event::Apply(r) | Event::InitApply(r)) => {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                self.roles.insert(name.clone(), r);
+                self.refresh_role(&name);
+            }
+            Unboxed::Role(Event::Delete(r)) => {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                self.roles.remove(&name);
+                self.refresh_role(&name);
+            }
+            Unboxed::Quota(Event::Apply(q) | Event::InitApply(q)) => {
+                let role = q.spec.role.clone();
+                self.quotas
+                    .insert(q.metadata.name.clone().unwrap_or_default(), q);
+                self.refresh_role(&role);
+            }
+            Unboxed::Quota(Event::Delete(q)) => {
+                self.quotas
+                    .remove(q.metadata.name.as_deref().unwrap_or_default());
+                self.refresh_role(&q.spec.role);
+            }
+            Unboxed::Task(Event::Apply(t) | Event::InitApply(t)) => self.apply_task(t),
+            Unboxed::Task(Event::Delete(t)) => self.remove_task(&t),
+            Unboxed::Node(Event::Init | Event::InitDone)
+            | Unboxed::Reservation(Event::Init | Event::InitDone)
+            | Unboxed::Role(Event::Init | Event::InitDone)
+            | Unboxed::Quota(Event::Init | Event::InitDone)
+            | Unboxed::Task(Event::Init | Event::InitDone) => {}
+        }
+    }
+}
+
+/// Runs the allocation loop until `stop` turns true.
+pub async fn run(
+    client: kube::Client,
+    policy: Policy,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AllocationError> {
+    let cfg = watcher::Config::default();
+    let inputs = futures::stream::select_all(vec![
+        watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone())
+            .map_ok(|e| Input::Node(Box::new(e)))
+            .boxed(),
+        watcher::watcher(Api::<Reservation>::all(client.clone()), cfg.clone())
+            .map_ok(|e| Input::Reservation(Box::new(e)))
+            .boxed(),
+        watcher::watcher(Api::<Role>::all(client.clone()), cfg.clone())
+            .map_ok(|e| Input::Role(Box::new(e)))
+            .boxed(),
+        watcher::watcher(Api::<Quota>::all(client.clone()), cfg.clone())
+            .map_ok(|e| Input::Quota(Box::new(e)))
+            .boxed(),
+        watcher::watcher(Api::<Task>::all(client.clone()), cfg)
+            .map_ok(|e| Input::Task(Box::new(e)))
+            .boxed(),
+    ]);
+    let mut inputs = inputs;
+    let mut state = State::default();
+    let mut ticker = tokio::time::interval(RETRY_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            _ = ticker.tick() => {}
+            next = inputs.next() => match next {
+                None => return Ok(()),
+                Some(Err(e)) => {
+                    // The watcher retries by itself after transient errors.
+                    tracing::warn!(error = %e, "allocation watch error");
+                    continue;
+                }
+                Some(Ok(input)) => {
+                    state.apply(input);
+                    // Take the whole burst before deciding.
+                    while let Some(Some(Ok(more))) = futures::FutureExt::now_or_never(inputs.next()) {
+                        state.apply(more);
+                    }
+                }
+            },
+        }
+        if !state.pending.is_empty() {
+            cycle(&client, &mut state, policy).await;
+        }
+    }
+}
+
+/// One allocation cycle and its writes.
+async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
+    let now = jiff::Timestamp::now();
+    let mut tasks = Vec::new();
+    for key in &state.pending {
+        if let Some(t) = state
+            .tasks
+            .get(key)
+            .and_then(|t| convert::sched_task(t, &mut state.snap.dims))
+        {
+            tasks.push(t);
+        }
+    }
+    let decided = run_cycle(&mut state.snap, tasks, policy);
+    let mut writes = Vec::new();
+    for (key, node) in &decided.bound {
+        if let Some(task) = state.tasks.get(key) {
+            writes.push(bind(
+                client.clone(),
+                task.clone(),
+                state.snap.node(*node).name.clone(),
+                now,
+            ));
+        }
+    }
+    let results: Vec<(String, bool)> = futures::stream::iter(writes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    for (key, ok) in results {
+        if ok {
+            state.pending.remove(&key);
+        } else {
+            state.snap.unbind(&key);
+        }
+    }
+    let mut explanations = Vec::new();
+    for (t, why) in &decided.pending {
+        let Some(task) = state.tasks.get(&t.key) else {
+            continue;
+        };
+        let e = explain(&state.snap, t, why, now);
+        let unchanged = task
+            .status
+            .as_ref()
+            .and_then(|s| s.explanation.as_ref())
+            .is_some_and(|old| old.summary == e.summary);
+        if !unchanged {
+            explanations.push(write_explanation(
+                client.clone(),
+                task.clone(),
+                e,
+                why.clone(),
+            ));
+        }
+    }
+    futures::stream::iter(explanations)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Writes one binding: the node name (conditional on the version the decision
+/// saw), then the status. Returns whether the task is now bound.
+async fn bind(
+    client: kube::Client,
+    task: Task,
+    node: String,
+    now: jiff::Timestamp,
+) -> (String, bool) {
+    let key = key_of(&task);
+    let ns = task
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = task.metadata.name.clone().unwrap_or_default();
+    let api: Api<Task> = Api::namespaced(client, &ns);
+    let spec = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "spec": {"nodeName": node}});
+    if let Err(e) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(spec))
+        .await
+    {
+        tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
+        return (key, false);
+    }
+    let mut status = task.status.clone().unwrap_or_default();
+    if let Err(e) = lifecycle::apply(
+        &mut status,
+        &lifecycle::Event::Assigned { node: node.clone() },
+        now,
+        ACTOR,
+    ) {
+        tracing::warn!(task = %key, error = %e, "bound a task the state machine does not allow");
+    }
+    set_condition(
+        &mut status.conditions,
+        ConditionStatus::True,
+        TaskReason::Assigned,
+        format!("assigned to {node}"),
+        now,
+    );
+    let patch = json!({"status": status});
+    if let Err(e) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::warn!(task = %key, error = %e, "writing the ASSIGNED status failed");
+    }
+    (key, true)
+}
+
+async fn write_explanation(
+    client: kube::Client,
+    task: Task,
+    e: corral_api::task::PendingExplanation,
+    why: Unplaced,
+) {
+    let ns = task
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = task.metadata.name.clone().unwrap_or_default();
+    let api: Api<Task> = Api::namespaced(client, &ns);
+    let mut status = task.status.clone().unwrap_or_default();
+    let reason = match why {
+        Unplaced::Quota { .. } | Unplaced::NoNode(_) => TaskReason::Unschedulable,
+    };
+    set_condition(
+        &mut status.conditions,
+        ConditionStatus::False,
+        reason,
+        e.summary.clone(),
+        e.evaluated_at
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    );
+    status.explanation = Some(e);
+    if status.phase.is_none() {
+        status.phase = Some(corral_api::TaskPhase::Pending);
+    }
+    if let Err(err) = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+    {
+        tracing::debug!(task = %name, error = %err, "writing an explanation failed");
+    }
+}
+
+fn set_condition(
+    conditions: &mut Vec<Condition<TaskConditionType, TaskReason>>,
+    status: ConditionStatus,
+    reason: TaskReason,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+    ));
+    match conditions
+        .iter_mut()
+        .find(|c| c.type_ == TaskConditionType::Scheduled)
+    {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = time;
+            }
+            c.status = status;
+            c.reason = reason;
+            c.message = message;
+        }
+        None => conditions.push(Condition {
+            type_: TaskConditionType::Scheduled,
+            status,
+            reason,
+            message,
+            last_transition_time: time,
+            observed_generation: None,
+        }),
+    }
+}

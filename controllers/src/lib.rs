@@ -1,0 +1,8 @@
+//! Corral's reconcile loops. Each one gathers state from watches through the
+//! API server (never the store), decides with `corral-core`, and applies its
+//! decisions as API writes; all state lives in objects, so a restarted loop
+//! carries on where it stopped.
+//!
+//! - [`allocation`]: binds PENDING tasks to nodes.
+
+pub mod allocation;

@@ -1,0 +1,200 @@
+//! The allocation loop against the in-process API server over the embedded
+//! store, with simulated nodes (Node objects only; no agents needed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use corral_api::task::PendingReasonKind;
+use corral_api::{Node, Quota, Role, Task, TaskPhase};
+use corral_apiserver::pki::{Pki, Tokens};
+use corral_apiserver::{Api as Server, Authn, Registry};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+struct Harness {
+    client: kube::Client,
+    _server: corral_apiserver::RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Result<Harness> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+    let api = Server::new(
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        Registry::standard(),
+    );
+    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = corral_apiserver::serve(
+        api,
+        listener,
+        Some(pki.server_config()?),
+        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+    )?;
+    let kc = kube::config::Kubeconfig::from_yaml(
+        &pki.kubeconfig(&format!("https://{}", server.local_addr)),
+    )?;
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
+    )?;
+    Ok(Harness {
+        client,
+        _server: server,
+        _dir: dir,
+    })
+}
+
+async fn node(client: &kube::Client, name: &str, cpus: i64) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let n: Node = serde_json::from_value(
+        json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": name}, "spec": {"attributes": {"rack": "r1"}}}),
+    )?;
+    nodes.create(&PostParams::default(), &n).await?;
+    let status = json!({"status": {"allocatable": {"cpus": cpus, "memory": "8Gi"}, "total": {"cpus": cpus, "memory": "8Gi"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    Ok(())
+}
+
+async fn task(client: &kube::Client, name: &str, role: &str, cpus: i64) -> Result<()> {
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    let t: Task = serde_json::from_value(
+        json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Task", "metadata": {"name": name},
+        "spec": {"job": "j", "role": role, "instanceId": 0, "resources": {"cpus": cpus, "memory": "256Mi"}, "container": {"image": "busybox"}}}),
+    )?;
+    tasks.create(&PostParams::default(), &t).await?;
+    Ok(())
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn bound(tasks: &[Task]) -> Vec<&Task> {
+    tasks
+        .iter()
+        .filter(|t| t.spec.node_name.is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn pending_tasks_are_bound_within_capacity_and_quota_and_the_rest_explained() -> Result<()> {
+    let h = start().await?;
+    for n in ["n1", "n2", "n3"] {
+        node(&h.client, n, 4).await?;
+    }
+    let roles: Api<Role> = Api::all(h.client.clone());
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "analytics"}, "spec": {"weight": 1}}),
+            )?,
+        )
+        .await?;
+    let quotas: Api<Quota> = Api::all(h.client.clone());
+    quotas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "analytics"}, "spec": {"role": "analytics", "limit": {"cpus": 6}}}))?).await?;
+    for i in 0..8 {
+        task(&h.client, &format!("a{i}"), "analytics", 1).await?;
+    }
+    task(&h.client, "huge", "web", 8).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(corral_controllers::allocation::run(
+        h.client.clone(),
+        corral_core::sched::Policy::Spread,
+        stop_rx,
+    ));
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    eventually(
+        "six analytics tasks bound and the rest explained",
+        || async {
+            let list = tasks.list(&ListParams::default()).await?.items;
+            let explained = list
+                .iter()
+                .filter(|t| {
+                    t.status
+                        .as_ref()
+                        .and_then(|s| s.explanation.as_ref())
+                        .is_some()
+                })
+                .count();
+            Ok(bound(&list).len() == 6 && explained == 3)
+        },
+    )
+    .await?;
+    let list = tasks.list(&ListParams::default()).await?.items;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for t in bound(&list) {
+        let st = t.status.as_ref().context("no status")?;
+        assert_eq!(st.phase(), TaskPhase::Assigned);
+        assert_eq!(
+            st.task_events.last().map(|e| e.actor.as_str()),
+            Some("scheduler")
+        );
+        *per_node
+            .entry(t.spec.node_name.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert!(
+        per_node.values().all(|n| *n <= 4),
+        "over-committed: {per_node:?}"
+    );
+    assert_eq!(per_node.len(), 3, "spread over every node: {per_node:?}");
+    let huge = tasks.get("huge").await?;
+    let e = huge
+        .status
+        .and_then(|s| s.explanation)
+        .context("no explanation")?;
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.kind == PendingReasonKind::InsufficientResources
+                && r.resource.as_deref() == Some("cpus")),
+        "{e:?}"
+    );
+    let quota_blocked = list.iter().filter(|t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.explanation.as_ref())
+            .is_some_and(|e| {
+                e.reasons
+                    .iter()
+                    .any(|r| r.kind == PendingReasonKind::QuotaExceeded)
+            })
+    });
+    assert_eq!(quota_blocked.count(), 2);
+
+    // Freeing quota lets a waiting task in.
+    let first = bound(&list)
+        .first()
+        .and_then(|t| t.metadata.name.clone())
+        .context("none bound")?;
+    tasks.delete(&first, &DeleteParams::default()).await?;
+    eventually("a waiting task to take the freed quota", || async {
+        let list = tasks.list(&ListParams::default()).await?.items;
+        Ok(bound(&list).len() == 6 && list.len() == 8)
+    })
+    .await?;
+    stop_tx.send(true)?;
+    loop_task.await??;
+    Ok(())
+}
