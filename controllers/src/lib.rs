@@ -4,5 +4,7 @@
 //! carries on where it stopped.
 //!
 //! - [`allocation`]: binds PENDING tasks to nodes.
+//! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down) and its status.
 
 pub mod allocation;
+pub mod jobs;

@@ -1,11 +1,13 @@
 //! Corral's pure decisions: no IO, no tokio, no clock (time is a parameter).
 //!
 //! - [`lifecycle`]: the Aurora task state machine.
+//! - [`jobs`]: which tasks a job needs (instances, replacements, retries).
 //! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
 pub mod cron;
+pub mod jobs;
 pub mod latency;
 pub mod lifecycle;
 pub mod sched;

@@ -1,0 +1,161 @@
+//! The job controller: keeps each Job's tasks as `corral_core::jobs` decides.
+//!
+//! Watches: Jobs, and the Tasks they own (a task change requeues its job).
+//! Decides: [`corral_core::jobs::reconcile`] over the job's tasks (found by
+//! the `corral.dev/job` label).
+//! Writes: new tasks, created by deterministic name (an existing one is
+//! fine: the write is idempotent), owned by the job, with the job's
+//! annotations and labels; kills (through the lifecycle state machine) of
+//! instances beyond the count; the job's status (tasks per phase, failures,
+//! phase, observedGeneration). Cron jobs' runs belong to the cron controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_api::{Job, Task, TaskPhase};
+use corral_core::jobs::{self, task_name};
+use corral_core::lifecycle;
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::{Map, Value, json};
+
+/// The label naming a task's job.
+pub const JOB_LABEL: &str = "corral.dev/job";
+/// The label naming a task's instance.
+pub const INSTANCE_LABEL: &str = "corral.dev/instance";
+/// The actor name written in task events.
+pub const ACTOR: &str = "job-controller";
+/// How often a job is looked at even when nothing changed.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Why one reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// An API call failed.
+    #[error("API call failed: {0}")]
+    Api(#[from] kube::Error),
+    /// The job has no namespace or name.
+    #[error("the job has no namespace or name")]
+    Unnamed,
+    /// A task could not be built from the job.
+    #[error("building a task from the job: {0}")]
+    Build(String),
+}
+
+struct Ctx {
+    client: kube::Client,
+}
+
+fn task_for(job: &Job, instance: u32, attempt: u32) -> Result<Task, JobError> {
+    let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
+    let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
+    let uid = job.metadata.uid.clone().ok_or(JobError::Unnamed)?;
+    let mut annotations: Map<String, Value> = job
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != "kubectl.kubernetes.io/last-applied-configuration")
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    annotations.insert(
+        "corral.dev/job-generation".into(),
+        json!(job.metadata.generation.unwrap_or(0).to_string()),
+    );
+    let s = &job.spec;
+    let v = json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {
+            "name": task_name(&name, instance, attempt), "namespace": ns,
+            "labels": {JOB_LABEL: name, INSTANCE_LABEL: instance.to_string()},
+            "annotations": annotations,
+            "ownerReferences": [{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
+                 "priority": s.priority, "container": s.container, "constraints": s.constraints},
+    });
+    serde_json::from_value(v).map_err(|e| JobError::Build(e.to_string()))
+}
+
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
+    let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
+    let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned = tasks
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
+        .await?
+        .items;
+    let views: Vec<jobs::TaskView> = owned.iter().filter_map(|t| jobs::view(&name, t)).collect();
+    let plan = jobs::reconcile(&job, &views);
+    for (instance, attempt) in &plan.create {
+        match tasks
+            .create(
+                &PostParams::default(),
+                &task_for(&job, *instance, *attempt)?,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = jiff::Timestamp::now();
+    for victim in &plan.kill {
+        let Some(t) = owned
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(victim.as_str()))
+        else {
+            continue;
+        };
+        let mut status = t.status.clone().unwrap_or_default();
+        if lifecycle::apply(&mut status, &lifecycle::Event::KillRequested, now, ACTOR).is_ok() {
+            tasks
+                .patch_status(
+                    victim,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": status})),
+                )
+                .await?;
+        }
+    }
+    // Every phase is written, absent ones as null, so counts that drop to zero go.
+    let counts: Map<String, Value> = TaskPhase::ALL
+        .iter()
+        .map(|p| {
+            (
+                p.as_str().to_owned(),
+                plan.counts.get(p).map_or(Value::Null, |n| json!(n)),
+            )
+        })
+        .collect();
+    let status = json!({"status": {"phase": plan.phase, "tasks": counts, "failures": plan.failures, "observedGeneration": job.metadata.generation}});
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    jobs_api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+fn error_policy(_job: Arc<Job>, error: &JobError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(%error, "job reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the job controller until `stop` turns true.
+pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let jobs: Api<Job> = Api::all(client.clone());
+    let tasks: Api<Task> = Api::all(client.clone());
+    let ctx = Arc::new(Ctx { client });
+    let controller = Controller::new(jobs, watcher::Config::default())
+        .owns(tasks, watcher::Config::default())
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {});
+    controller.await;
+}

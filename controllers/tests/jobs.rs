@@ -1,0 +1,155 @@
+//! The job controller with the allocation loop, against the in-process API
+//! server; a few lines below stand in for the node agents by writing the
+//! statuses an agent would report.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::{eventually, node, start};
+use corral_api::job::JobPhase;
+use corral_api::{Job, Task, TaskPhase};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn job(name: &str, kind: &str, instances: u32, max_failures: i32) -> Result<Job> {
+    Ok(serde_json::from_value(
+        json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job",
+        "metadata": {"name": name, "namespace": "default", "annotations": {"team": "analytics"}},
+        "spec": {"role": "analytics", "environment": "prod", "kind": kind, "instances": instances, "maxTaskFailures": max_failures,
+                 "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox"}}}),
+    )?)
+}
+
+async fn tasks_of(api: &Api<Task>, job: &str) -> Result<Vec<Task>> {
+    Ok(api
+        .list(&ListParams::default().labels(&format!("corral.dev/job={job}")))
+        .await?
+        .items)
+}
+
+/// What an agent would report: the task ran and exited with `code`.
+async fn finish(api: &Api<Task>, name: &str, code: i32) -> Result<()> {
+    let phase = if code == 0 { "FINISHED" } else { "FAILED" };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": phase, "exitCode": code}})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
+    let h = start().await?;
+    for n in ["n1", "n2"] {
+        node(&h.client, n, 8).await?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alloc = tokio::spawn(corral_controllers::allocation::run(
+        h.client.clone(),
+        corral_core::sched::Policy::BinPack,
+        stop_rx.clone(),
+    ));
+    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+
+    // A service job: one task per instance, bound, annotations copied.
+    jobs.create(&PostParams::default(), &job("web", "service", 2, 1)?)
+        .await?;
+    eventually("two web tasks assigned", || async {
+        let ts = tasks_of(&tasks, "web").await?;
+        Ok(ts.len() == 2
+            && ts
+                .iter()
+                .all(|t| t.status.as_ref().map(|s| s.phase()) == Some(TaskPhase::Assigned)))
+    })
+    .await?;
+    let first = tasks.get("web-0-0").await?;
+    assert_eq!(
+        first
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("team"))
+            .map(String::as_str),
+        Some("analytics")
+    );
+    assert_eq!(
+        first
+            .metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].name.as_str()),
+        Some("web")
+    );
+    // An instance that ends is replaced.
+    finish(&tasks, "web-0-0", 0).await?;
+    eventually("the replacement web-0-1", || async {
+        Ok(tasks.get_opt("web-0-1").await?.is_some())
+    })
+    .await?;
+    // Scaling down kills the extra instance (it was assigned, so KILLING).
+    jobs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"instances": 1}})),
+    )
+    .await?;
+    eventually("web-1-0 to be killed", || async {
+        Ok(tasks.get("web-1-0").await?.status.map(|s| s.phase()) == Some(TaskPhase::Killing))
+    })
+    .await?;
+    eventually("the job status to count its tasks", || async {
+        let st = jobs.get("web").await?.status.unwrap_or_default();
+        Ok(st.tasks.get(&TaskPhase::Finished) == Some(&1)
+            && st.tasks.get(&TaskPhase::Killing) == Some(&1)
+            && st.phase == Some(JobPhase::Active))
+    })
+    .await?;
+
+    // An ad-hoc job with maxTaskFailures 1: one retry, then FAILED.
+    jobs.create(&PostParams::default(), &job("batch", "adhoc", 1, 1)?)
+        .await?;
+    eventually("batch-0-0", || async {
+        Ok(tasks.get_opt("batch-0-0").await?.is_some())
+    })
+    .await?;
+    finish(&tasks, "batch-0-0", 3).await?;
+    eventually("the retry batch-0-1", || async {
+        Ok(tasks.get_opt("batch-0-1").await?.is_some())
+    })
+    .await?;
+    finish(&tasks, "batch-0-1", 3).await?;
+    eventually("the batch job to fail", || async {
+        Ok(jobs.get("batch").await?.status.and_then(|s| s.phase) == Some(JobPhase::Failed))
+    })
+    .await?;
+    assert!(
+        tasks.get_opt("batch-0-2").await?.is_none(),
+        "no retry past maxTaskFailures"
+    );
+    let st = jobs.get("batch").await?.status.context("status")?;
+    assert_eq!(st.failures, 2);
+
+    // One that succeeds ends SUCCEEDED.
+    jobs.create(&PostParams::default(), &job("once", "adhoc", 1, 1)?)
+        .await?;
+    eventually("once-0-0", || async {
+        Ok(tasks.get_opt("once-0-0").await?.is_some())
+    })
+    .await?;
+    finish(&tasks, "once-0-0", 0).await?;
+    eventually("the job to succeed", || async {
+        Ok(jobs.get("once").await?.status.and_then(|s| s.phase) == Some(JobPhase::Succeeded))
+    })
+    .await?;
+
+    stop_tx.send(true)?;
+    alloc.await??;
+    tokio::time::timeout(Duration::from_secs(10), jobs_loop).await??;
+    Ok(())
+}

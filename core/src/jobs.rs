@@ -1,0 +1,291 @@
+//! Jobs → tasks, as a pure decision.
+//!
+//! Given a job and its tasks, [`reconcile`] says which tasks to create (one
+//! per instance that has no live task and should run again), which to kill
+//! (instances beyond `instances`), and the job's status counts and phase:
+//! - a **service** instance whose task ended (finished, failed, killed, lost)
+//!   gets a replacement, forever;
+//! - an **ad-hoc** instance runs until a task finishes; a failed one is
+//!   retried while the instance has failed at most `maxTaskFailures` times
+//!   (-1: without limit); past that the job is FAILED; when every instance
+//!   finished, SUCCEEDED;
+//! - a task lost to the infrastructure (LOST, or KILLED after a preemption,
+//!   restart or drain) is always replaced and never counts as a failure.
+//!
+//! Cron jobs are left to the cron controller (their runs are made per tick).
+//!
+//! Task names are `<job>-<instance>-<attempt>`: creating by name makes each
+//! decision idempotent across controller restarts.
+
+use std::collections::BTreeMap;
+
+use corral_api::job::{JobKind, JobPhase};
+use corral_api::{Job, Task, TaskPhase};
+
+/// One task of the job, as the decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskView {
+    /// Object name.
+    pub name: String,
+    /// Instance number.
+    pub instance: u32,
+    /// Attempt number (from the name; 0 for the first task of an instance).
+    pub attempt: u32,
+    /// Current phase.
+    pub phase: TaskPhase,
+    /// True when it ended for an infrastructure reason (lost, preempted,
+    /// restarted, drained) rather than by itself.
+    pub displaced: bool,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPlan {
+    /// Tasks to create: (instance, attempt).
+    pub create: Vec<(u32, u32)>,
+    /// Tasks to kill (instances beyond the count), by name.
+    pub kill: Vec<String>,
+    /// Tasks per phase.
+    pub counts: BTreeMap<TaskPhase, u32>,
+    /// Failed tasks so far.
+    pub failures: u32,
+    /// The job's phase.
+    pub phase: JobPhase,
+}
+
+/// The name of an instance's attempt.
+pub fn task_name(job: &str, instance: u32, attempt: u32) -> String {
+    format!("{job}-{instance}-{attempt}")
+}
+
+/// Reads `<job>-<instance>-<attempt>` back.
+pub fn parse_task_name(job: &str, name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix(job)?.strip_prefix('-')?;
+    let (i, a) = rest.split_once('-')?;
+    Some((i.parse().ok()?, a.parse().ok()?))
+}
+
+/// The view of a task object.
+pub fn view(job: &str, t: &Task) -> Option<TaskView> {
+    let name = t.metadata.name.clone()?;
+    let (instance, attempt) = parse_task_name(job, &name)?;
+    let status = t.status.clone().unwrap_or_default();
+    let phase = status.phase();
+    // KILLED after PREEMPTING, RESTARTING or DRAINING is a displacement.
+    let previous = status.task_events.iter().rev().nth(1).map(|e| e.status);
+    let displaced = phase == TaskPhase::Lost
+        || (phase == TaskPhase::Killed
+            && matches!(
+                previous,
+                Some(TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining)
+            ));
+    Some(TaskView {
+        name,
+        instance,
+        attempt,
+        phase,
+        displaced,
+    })
+}
+
+/// Decides what the job needs now.
+pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
+    let s = &job.spec;
+    let mut plan = JobPlan {
+        create: Vec::new(),
+        kill: Vec::new(),
+        counts: BTreeMap::new(),
+        failures: 0,
+        phase: JobPhase::Active,
+    };
+    let mut by_instance: BTreeMap<u32, Vec<&TaskView>> = BTreeMap::new();
+    for t in tasks {
+        *plan.counts.entry(t.phase).or_default() += 1;
+        if t.phase == TaskPhase::Failed {
+            plan.failures += 1;
+        }
+        by_instance.entry(t.instance).or_default().push(t);
+    }
+    // Cron jobs' runs are made by the cron controller, tick by tick.
+    if s.kind == JobKind::Cron {
+        return plan;
+    }
+    if job.status.as_ref().and_then(|st| st.phase) == Some(JobPhase::Killed)
+        || job.metadata.deletion_timestamp.is_some()
+    {
+        plan.phase = JobPhase::Killed;
+        plan.kill = tasks
+            .iter()
+            .filter(|t| !t.phase.is_terminal())
+            .map(|t| t.name.clone())
+            .collect();
+        return plan;
+    }
+    let (mut finished, mut exhausted) = (0u32, false);
+    for instance in 0..s.instances {
+        let history = by_instance.get(&instance).cloned().unwrap_or_default();
+        let live = history.iter().any(|t| !t.phase.is_terminal());
+        let next_attempt = history.iter().map(|t| t.attempt + 1).max().unwrap_or(0);
+        if live {
+            continue;
+        }
+        let Some(last) = history.iter().max_by_key(|t| t.attempt) else {
+            plan.create.push((instance, 0));
+            continue;
+        };
+        let failed = history
+            .iter()
+            .filter(|t| t.phase == TaskPhase::Failed)
+            .count();
+        let replace = match (s.kind, last.phase) {
+            (JobKind::Service, _) => true,
+            (_, TaskPhase::Finished) => {
+                finished += 1;
+                false
+            }
+            (_, TaskPhase::Failed) => {
+                let allowed = s.max_task_failures < 0
+                    || failed <= usize::try_from(s.max_task_failures).unwrap_or(0);
+                if !allowed {
+                    exhausted = true;
+                }
+                allowed
+            }
+            _ => last.displaced || last.phase == TaskPhase::Killed,
+        };
+        if replace {
+            plan.create.push((instance, next_attempt));
+        }
+    }
+    for (instance, history) in &by_instance {
+        if *instance >= s.instances {
+            plan.kill.extend(
+                history
+                    .iter()
+                    .filter(|t| !t.phase.is_terminal())
+                    .map(|t| t.name.clone()),
+            );
+        }
+    }
+    if s.kind != JobKind::Service {
+        if exhausted {
+            plan.phase = JobPhase::Failed;
+            plan.create.clear();
+        } else if s.instances > 0 && finished == s.instances {
+            plan.phase = JobPhase::Succeeded;
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(kind: &str, instances: u32, max_failures: i32) -> Job {
+        serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": "j", "namespace": "default"},
+            "spec": {"role": "r", "environment": "prod", "kind": kind, "instances": instances, "maxTaskFailures": max_failures,
+                     "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox"}}}))
+        .expect("job")
+    }
+
+    fn t(instance: u32, attempt: u32, phase: TaskPhase) -> TaskView {
+        TaskView {
+            name: task_name("j", instance, attempt),
+            instance,
+            attempt,
+            phase,
+            displaced: phase == TaskPhase::Lost,
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(
+            parse_task_name("web-api", &task_name("web-api", 3, 7)),
+            Some((3, 7))
+        );
+        assert_eq!(parse_task_name("web", "web-api-1-0"), None);
+    }
+
+    #[test]
+    fn a_new_job_gets_one_task_per_instance() {
+        let p = reconcile(&job("service", 3, 1), &[]);
+        assert_eq!(p.create, vec![(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(p.phase, JobPhase::Active);
+    }
+
+    #[test]
+    fn service_instances_are_replaced_whatever_ended_them() {
+        let tasks = [
+            t(0, 0, TaskPhase::Finished),
+            t(1, 0, TaskPhase::Failed),
+            t(2, 0, TaskPhase::Running),
+            t(3, 4, TaskPhase::Killed),
+        ];
+        let p = reconcile(&job("service", 4, 1), &tasks);
+        assert_eq!(p.create, vec![(0, 1), (1, 1), (3, 5)]);
+        assert_eq!((p.failures, p.phase), (1, JobPhase::Active));
+    }
+
+    #[test]
+    fn adhoc_retries_until_max_task_failures_then_fails() {
+        let p = reconcile(&job("adhoc", 1, 1), &[t(0, 0, TaskPhase::Failed)]);
+        assert_eq!(
+            (p.create.clone(), p.phase),
+            (vec![(0, 1)], JobPhase::Active),
+            "one failure is allowed"
+        );
+        let p = reconcile(
+            &job("adhoc", 1, 1),
+            &[t(0, 0, TaskPhase::Failed), t(0, 1, TaskPhase::Failed)],
+        );
+        assert_eq!((p.create.clone(), p.phase), (vec![], JobPhase::Failed));
+        let p = reconcile(&job("adhoc", 1, 0), &[t(0, 0, TaskPhase::Failed)]);
+        assert_eq!(p.phase, JobPhase::Failed, "maxTaskFailures 0 allows none");
+        let p = reconcile(
+            &job("adhoc", 1, -1),
+            &[
+                t(0, 0, TaskPhase::Failed),
+                t(0, 1, TaskPhase::Failed),
+                t(0, 2, TaskPhase::Failed),
+            ],
+        );
+        assert_eq!(p.create, vec![(0, 3)], "-1 retries forever");
+    }
+
+    #[test]
+    fn adhoc_succeeds_when_every_instance_finished_and_lost_tasks_are_replaced_free() {
+        let p = reconcile(
+            &job("adhoc", 2, 1),
+            &[t(0, 0, TaskPhase::Finished), t(1, 0, TaskPhase::Lost)],
+        );
+        assert_eq!(
+            (p.create.clone(), p.failures, p.phase),
+            (vec![(1, 1)], 0, JobPhase::Active)
+        );
+        let p = reconcile(
+            &job("adhoc", 2, 1),
+            &[
+                t(0, 0, TaskPhase::Finished),
+                t(1, 0, TaskPhase::Lost),
+                t(1, 1, TaskPhase::Finished),
+            ],
+        );
+        assert_eq!((p.create.clone(), p.phase), (vec![], JobPhase::Succeeded));
+    }
+
+    #[test]
+    fn scaling_down_kills_the_extra_instances() {
+        let tasks = [
+            t(0, 0, TaskPhase::Running),
+            t(1, 0, TaskPhase::Running),
+            t(2, 0, TaskPhase::Pending),
+        ];
+        let p = reconcile(&job("service", 1, 1), &tasks);
+        assert_eq!(p.kill, vec![task_name("j", 1, 0), task_name("j", 2, 0)]);
+        assert!(p.create.is_empty());
+        assert_eq!(p.counts.get(&TaskPhase::Running), Some(&2));
+    }
+}
