@@ -10,6 +10,10 @@
 //! resourceVersion as precondition) then the status (phase ASSIGNED, a task
 //! event from the lifecycle state machine, the Scheduled condition);
 //! concurrently. For each task left pending, its explanation, when it changed.
+//! Preempts: a task that finds no node may evict lower-ranked tasks (the
+//! `corral_core::sched::preempt` plan): victims go PREEMPTING with who and why
+//! in their status; their room is held for the preemptor, which is placed
+//! once they are gone (or the hold lapses).
 //! A write that loses a race is undone in the snapshot; the watch brings the
 //! task's new state and the next cycle retries. All state lives in the
 //! objects: a restarted loop rebuilds everything from its watches.
@@ -22,7 +26,7 @@ use std::time::Duration;
 use corral_api::task::{TaskConditionType, TaskReason};
 use corral_api::{Condition, ConditionStatus, Node, Quota, Reservation, Role, Task};
 use corral_core::lifecycle;
-use corral_core::sched::{Policy, Snapshot, Unplaced, explain, run_cycle};
+use corral_core::sched::{Policy, Snapshot, Unplaced, explain, preempt, run_cycle};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
@@ -74,6 +78,10 @@ struct State {
     quotas: BTreeMap<String, Quota>,
     tasks: HashMap<String, Task>,
     pending: BTreeSet<String>,
+    /// Tasks evicted in the snapshot for a preemptor; their room belongs to its hold.
+    evicted: BTreeSet<String>,
+    /// Capacity held for preemptors: preemptor → (expiry, victims).
+    holds: HashMap<String, (jiff::Timestamp, Vec<String>)>,
 }
 
 impl State {
@@ -104,6 +112,10 @@ impl State {
                 self.snap.unbind(&key);
                 self.pending.insert(key.clone());
             }
+            TaskState::Bound(_) if self.evicted.contains(&key) => {
+                // Still being killed; its capacity is held for the preemptor.
+                self.pending.remove(&key);
+            }
             TaskState::Bound(node) => {
                 self.pending.remove(&key);
                 let current = self.snap.binding(&key).map(|b| b.node);
@@ -120,6 +132,7 @@ impl State {
             }
             TaskState::Ignored => {
                 self.pending.remove(&key);
+                self.evicted.remove(&key);
                 self.snap.unbind(&key);
             }
         }
@@ -256,8 +269,24 @@ pub async fn run(
 /// One allocation cycle and its writes.
 async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
     let now = jiff::Timestamp::now();
+    // A preemptor waits for its victims to go (or its hold to lapse), then
+    // takes the held room back for its own placement.
+    let mut waiting = BTreeSet::new();
+    let holders: Vec<String> = state.holds.keys().cloned().collect();
+    for key in holders {
+        let Some((expires, victims)) = state.holds.get(&key) else {
+            continue;
+        };
+        let gone = victims.iter().all(|v| !state.evicted.contains(v));
+        if gone || now > *expires || !state.pending.contains(&key) {
+            preempt::release(&mut state.snap, &key);
+            state.holds.remove(&key);
+        } else {
+            waiting.insert(key);
+        }
+    }
     let mut tasks = Vec::new();
-    for key in &state.pending {
+    for key in state.pending.iter().filter(|k| !waiting.contains(*k)) {
         if let Some(t) = state
             .tasks
             .get(key)
@@ -289,8 +318,60 @@ async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
             state.snap.unbind(&key);
         }
     }
+    // Tasks that found no node may preempt lower-ranked ones, highest rank first.
+    let mut preemptors: Vec<&(corral_core::sched::SchedTask, Unplaced)> = decided
+        .pending
+        .iter()
+        .filter(|(t, why)| {
+            matches!(why, Unplaced::NoNode(_)) && t.tier != corral_api::Tier::Revocable
+        })
+        .collect();
+    preemptors.sort_by(|(a, _), (b, _)| {
+        b.tier
+            .rank()
+            .cmp(&a.tier.rank())
+            .then(b.priority.cmp(&a.priority))
+            .then(a.created.cmp(&b.created))
+    });
+    let rules = preempt::Rules::default();
+    let mut evictions = Vec::new();
+    let mut preempting = BTreeSet::new();
+    for (t, _) in preemptors {
+        let Some(plan) = preempt::plan(&state.snap, t, now, &rules) else {
+            continue;
+        };
+        let Some(hold) = preempt::apply(&mut state.snap, &plan, t, now, &rules) else {
+            continue;
+        };
+        state.holds.insert(
+            t.key.clone(),
+            (
+                hold.expires,
+                plan.victims.iter().map(|v| v.key.clone()).collect(),
+            ),
+        );
+        preempting.insert(t.key.clone());
+        for v in &plan.victims {
+            state.evicted.insert(v.key.clone());
+            if let Some(task) = state.tasks.get(&v.key) {
+                let why = format!(
+                    "preempted by {} ({:?}: {} tier {:?} priority {} over {:?} priority {})",
+                    t.key, v.rule, t.role, t.tier, t.priority, v.tier, v.priority
+                );
+                evictions.push(evict(client.clone(), task.clone(), t.key.clone(), why, now));
+            }
+        }
+    }
+    futures::stream::iter(evictions)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
     let mut explanations = Vec::new();
-    for (t, why) in &decided.pending {
+    for (t, why) in decided
+        .pending
+        .iter()
+        .filter(|(t, _)| !preempting.contains(&t.key))
+    {
         let Some(task) = state.tasks.get(&t.key) else {
             continue;
         };
@@ -313,6 +394,50 @@ async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
+}
+
+/// Drives a victim to PREEMPTING, recording who preempted it and why.
+async fn evict(client: kube::Client, task: Task, by: String, why: String, now: jiff::Timestamp) {
+    let ns = task
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = task.metadata.name.clone().unwrap_or_default();
+    let api: Api<Task> = Api::namespaced(client, &ns);
+    let mut status = task.status.clone().unwrap_or_default();
+    if let Err(e) = lifecycle::apply(&mut status, &lifecycle::Event::Preempted { by }, now, ACTOR) {
+        tracing::warn!(task = %name, error = %e, "preempting a task the state machine does not allow");
+        return;
+    }
+    if let Some(last) = status.task_events.last_mut() {
+        last.message = why.clone();
+    }
+    status.message = Some(why.clone());
+    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+    ));
+    status
+        .conditions
+        .retain(|c| c.type_ != TaskConditionType::Preempted);
+    status.conditions.push(Condition {
+        type_: TaskConditionType::Preempted,
+        status: ConditionStatus::True,
+        reason: TaskReason::PreemptedByHigherPriority,
+        message: why,
+        last_transition_time: time,
+        observed_generation: None,
+    });
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+    {
+        tracing::warn!(task = %name, error = %e, "writing PREEMPTING failed");
+    }
 }
 
 /// Writes one binding: the node name (conditional on the version the decision
