@@ -4,7 +4,9 @@
 //! carries on where it stopped.
 //!
 //! - [`allocation`]: binds PENDING tasks to nodes.
+//! - [`lost`]: tasks stuck ASSIGNED or STARTING past their timeout become LOST.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down) and its status.
 
 pub mod allocation;
 pub mod jobs;
+pub mod lost;

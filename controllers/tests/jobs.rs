@@ -153,3 +153,62 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(10), jobs_loop).await??;
     Ok(())
 }
+
+/// A task nobody starts within the assign timeout is LOST and replaced.
+#[tokio::test]
+async fn a_task_never_started_is_lost_and_replaced() -> Result<()> {
+    let h = start().await?;
+    node(&h.client, "n1", 8).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alloc = tokio::spawn(corral_controllers::allocation::run(
+        h.client.clone(),
+        corral_core::sched::Policy::BinPack,
+        stop_rx.clone(),
+    ));
+    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(
+        h.client.clone(),
+        stop_rx.clone(),
+    ));
+    let lost_loop = tokio::spawn(corral_controllers::lost::run(h.client.clone(), stop_rx));
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    let mut j = job("slow", "service", 1, 1)?;
+    j.spec.timeouts = Some(corral_api::job::Timeouts {
+        assign_seconds: 1,
+        start_seconds: 1,
+    });
+    jobs.create(&PostParams::default(), &j).await?;
+    eventually("the first task to be lost", || async {
+        Ok(tasks
+            .get_opt("slow-0-0")
+            .await?
+            .and_then(|t| t.status)
+            .map(|s| s.phase())
+            == Some(TaskPhase::Lost))
+    })
+    .await?;
+    let lost = tasks.get("slow-0-0").await?.status.context("status")?;
+    assert_eq!(
+        lost.task_events
+            .last()
+            .map(|e| (e.actor.as_str(), e.message.as_str())),
+        Some((
+            "lost-task-controller",
+            "not started within the assign timeout"
+        ))
+    );
+    eventually("its replacement to be assigned", || async {
+        Ok(tasks
+            .get_opt("slow-0-1")
+            .await?
+            .and_then(|t| t.status)
+            .map(|s| s.phase())
+            == Some(TaskPhase::Assigned))
+    })
+    .await?;
+    stop_tx.send(true)?;
+    alloc.await??;
+    tokio::time::timeout(Duration::from_secs(10), jobs_loop).await??;
+    tokio::time::timeout(Duration::from_secs(10), lost_loop).await??;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! - [`jobs`]: which tasks a job needs (instances, replacements, retries).
 //! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
+//! - [`timeouts`]: Aurora's transient-state timeouts (ASSIGNED/STARTING → LOST).
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
 pub mod cron;
@@ -11,3 +12,4 @@ pub mod jobs;
 pub mod latency;
 pub mod lifecycle;
 pub mod sched;
+pub mod timeouts;
