@@ -7,7 +7,8 @@
 //! fine: the write is idempotent), owned by the job, with the job's
 //! annotations and labels; kills (through the lifecycle state machine) of
 //! instances beyond the count; the job's status (tasks per phase, failures,
-//! phase, observedGeneration). Cron jobs' runs belong to the cron controller.
+//! phase, observedGeneration, and MTTA/MTTS/MTTR from the tasks' events).
+//! Cron jobs' runs belong to the cron controller.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,7 +133,23 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             )
         })
         .collect();
-    let status = json!({"status": {"phase": plan.phase, "tasks": counts, "failures": plan.failures, "observedGeneration": job.metadata.generation}});
+    // MTTA / MTTS / MTTR over the job's tasks, from their task events.
+    let histories: Vec<corral_core::latency::TaskHistory<'_>> = owned
+        .iter()
+        .filter_map(|t| {
+            Some(corral_core::latency::TaskHistory {
+                created: t.metadata.creation_timestamp.as_ref()?.0,
+                events: t
+                    .status
+                    .as_ref()
+                    .map(|s| s.task_events.as_slice())
+                    .unwrap_or(&[]),
+            })
+        })
+        .collect();
+    let latency = corral_core::latency::figures(histories);
+    let status = json!({"status": {"phase": plan.phase, "tasks": counts, "failures": plan.failures,
+        "observedGeneration": job.metadata.generation, "latency": latency}});
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     jobs_api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))

@@ -68,6 +68,14 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
                 .all(|t| t.status.as_ref().map(|s| s.phase()) == Some(TaskPhase::Assigned)))
     })
     .await?;
+    eventually("the job to report its time to assigned", || async {
+        let st = jobs.get("web").await?.status.unwrap_or_default();
+        Ok(st
+            .latency
+            .and_then(|l| l.time_to_assigned)
+            .is_some_and(|m| m.samples == 2))
+    })
+    .await?;
     let first = tasks.get("web-0-0").await?;
     assert_eq!(
         first
