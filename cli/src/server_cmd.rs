@@ -1,5 +1,6 @@
 //! `corral server`: the API server over the embedded store or etcd, and the
-//! controllers (today: the allocation loop), which talk to it as clients.
+//! controllers (allocation with preemption, jobs, cron, lost tasks), which
+//! talk to it as clients.
 //!
 //! Serves TLS on `--listen` (default `127.0.0.1:6443`) with certificates and an
 //! admin token generated under `$CORRAL_HOME/pki`, writes the admin kubeconfig
@@ -35,7 +36,7 @@ pub struct ServerArgs {
     /// A token file (`token,user,uid,"groups"` lines) besides the generated admin token.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Serve the API only: do not run the controllers (the allocation loop) in this process.
+    /// Serve the API only: do not run the controllers in this process.
     #[arg(long)]
     no_controllers: bool,
     /// How the scheduler ranks nodes: `binpack` or `spread`.

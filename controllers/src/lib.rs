@@ -5,8 +5,10 @@
 //!
 //! - [`allocation`]: binds PENDING tasks to nodes.
 //! - [`lost`]: tasks stuck ASSIGNED or STARTING past their timeout become LOST.
+//! - [`cron`]: one run per schedule tick, exactly once, with collision and missed-run policies.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down) and its status.
 
 pub mod allocation;
+pub mod cron;
 pub mod jobs;
 pub mod lost;

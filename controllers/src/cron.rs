@@ -1,0 +1,252 @@
+//! The cron controller: one run per schedule tick, exactly once.
+//!
+//! Watches: cron Jobs, and the Tasks they own. For each job it asks
+//! `corral_core::cron::plan` which tick is due (in the schedule's time zone,
+//! with the missed-run policy), then applies the collision policy against the
+//! job's active run: KILL_EXISTING kills its tasks first, CANCEL_NEW skips the
+//! tick, RUN_OVERLAP starts beside it. A run is one task per instance, named
+//! `<job>-<minutes since the epoch>-<instance>` and created by name, so a tick
+//! creates exactly one run even if the controller restarts (or two run) in
+//! between. Status keeps `lastScheduleTime` and the started / cancelled /
+//! missed counters; finished runs beyond `historyLimit` are deleted. The
+//! controller requeues itself for the next tick.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_api::job::{CollisionPolicy, JobKind};
+use corral_api::{Job, Task};
+use corral_core::{cron, lifecycle};
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use crate::jobs::JOB_LABEL;
+
+/// The label naming a task's cron run.
+pub const RUN_LABEL: &str = "corral.dev/run";
+/// The actor name written in task events.
+pub const ACTOR: &str = "cron-controller";
+
+/// Where "now" comes from (the real clock, or a test's).
+pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
+
+/// Why one reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum CronControllerError {
+    /// An API call failed.
+    #[error("API call failed: {0}")]
+    Api(#[from] kube::Error),
+    /// The schedule cannot be read.
+    #[error(transparent)]
+    Schedule(#[from] cron::CronError),
+    /// The job lacks a name, namespace or uid.
+    #[error("the job has no namespace, name or uid")]
+    Unnamed,
+    /// A task could not be built from the job.
+    #[error("building a run's task: {0}")]
+    Build(String),
+}
+
+struct Ctx {
+    client: kube::Client,
+    clock: Clock,
+}
+
+fn run_task(job: &Job, run: &str, instance: u32) -> Result<Task, CronControllerError> {
+    let name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(CronControllerError::Unnamed)?;
+    let ns = job
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(CronControllerError::Unnamed)?;
+    let uid = job
+        .metadata
+        .uid
+        .clone()
+        .ok_or(CronControllerError::Unnamed)?;
+    let s = &job.spec;
+    serde_json::from_value(json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {
+            "name": format!("{run}-{instance}"), "namespace": ns,
+            "labels": {JOB_LABEL: name, RUN_LABEL: run},
+            "ownerReferences": [{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
+                 "priority": s.priority, "container": s.container, "constraints": s.constraints},
+    }))
+    .map_err(|e| CronControllerError::Build(e.to_string()))
+}
+
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControllerError> {
+    let (Some(spec), JobKind::Cron) = (job.spec.cron.clone(), job.spec.kind) else {
+        return Ok(Action::await_change());
+    };
+    let name = job
+        .metadata
+        .name
+        .clone()
+        .ok_or(CronControllerError::Unnamed)?;
+    let ns = job
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(CronControllerError::Unnamed)?;
+    let now = (ctx.clock)();
+    let status = job.status.clone().unwrap_or_default();
+    let mut counters = status.cron.clone().unwrap_or_default();
+    let last_handled = counters
+        .last_schedule_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(now);
+    let plan = cron::plan(&spec, last_handled, now)?;
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned = tasks
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
+        .await?
+        .items;
+    // Runs by name: (any task still active, newest tick).
+    let mut runs: BTreeMap<String, bool> = BTreeMap::new();
+    for t in &owned {
+        let Some(run) = t
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RUN_LABEL))
+            .cloned()
+        else {
+            continue;
+        };
+        let active = !t
+            .status
+            .as_ref()
+            .map_or(corral_api::TaskPhase::Pending, |s| s.phase())
+            .is_terminal();
+        *runs.entry(run).or_default() |= active;
+    }
+    if let Some(tick) = plan.run {
+        let run = cron::run_name(&name, tick);
+        let others_active: Vec<&String> = runs
+            .iter()
+            .filter(|(r, active)| **active && **r != run)
+            .map(|(r, _)| r)
+            .collect();
+        let start = match spec.collision_policy {
+            CollisionPolicy::CancelNew if !others_active.is_empty() => {
+                counters.runs_cancelled += 1;
+                false
+            }
+            CollisionPolicy::KillExisting => {
+                for t in owned.iter().filter(|t| {
+                    t.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(RUN_LABEL))
+                        .is_some_and(|r| others_active.contains(&r))
+                }) {
+                    let mut st = t.status.clone().unwrap_or_default();
+                    if lifecycle::apply(&mut st, &lifecycle::Event::KillRequested, now, ACTOR)
+                        .is_ok()
+                    {
+                        let tn = t.metadata.name.clone().unwrap_or_default();
+                        tasks
+                            .patch_status(
+                                &tn,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"status": st})),
+                            )
+                            .await?;
+                    }
+                }
+                true
+            }
+            _ => true,
+        };
+        if start {
+            let mut created = false;
+            for instance in 0..job.spec.instances.max(1) {
+                match tasks
+                    .create(&PostParams::default(), &run_task(&job, &run, instance)?)
+                    .await
+                {
+                    Ok(_) => created = true,
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if created {
+                counters.runs_started += 1;
+            }
+            runs.insert(run, true);
+        }
+    }
+    counters.runs_missed += plan.missed;
+    if let Some(t) = plan.last_tick {
+        counters.last_schedule_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t));
+    }
+    // Finished runs beyond the history limit go, oldest first (names sort by tick).
+    let finished: Vec<&String> = runs
+        .iter()
+        .filter(|(_, active)| !**active)
+        .map(|(r, _)| r)
+        .collect();
+    let excess = finished.len().saturating_sub(spec.history_limit as usize);
+    for run in finished.into_iter().take(excess) {
+        let lp = ListParams::default().labels(&format!("{RUN_LABEL}={run}"));
+        tasks
+            .delete_collection(&DeleteParams::default(), &lp)
+            .await?;
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    jobs.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"cron": counters}})),
+    )
+    .await?;
+    Ok(match plan.next {
+        Some(next) => Action::requeue(Duration::from_millis(
+            u64::try_from((next.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0) + 50,
+        )),
+        None => Action::await_change(),
+    })
+}
+
+fn error_policy(_job: Arc<Job>, error: &CronControllerError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(%error, "cron reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the cron controller with the real clock until `stop` turns true.
+pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>) {
+    run_with_clock(client, Arc::new(jiff::Timestamp::now), stop).await;
+}
+
+/// Runs the cron controller with `clock` as "now".
+pub async fn run_with_clock(
+    client: kube::Client,
+    clock: Clock,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let jobs: Api<Job> = Api::all(client.clone());
+    let tasks: Api<Task> = Api::all(client.clone());
+    let ctx = Arc::new(Ctx { client, clock });
+    Controller::new(jobs, watcher::Config::default())
+        .owns(tasks, watcher::Config::default())
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

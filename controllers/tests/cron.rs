@@ -1,0 +1,156 @@
+//! The cron controller on a test clock: each tick makes exactly one run, also
+//! across a controller restart; CANCEL_NEW skips a tick while a run is active.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::{eventually, start};
+use corral_api::{Job, Task};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn cron_job(name: &str, policy: &str) -> Result<Job> {
+    Ok(serde_json::from_value(
+        json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"role": "analytics", "environment": "prod", "kind": "cron", "instances": 1,
+                 "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox"},
+                 "cron": {"schedule": "* * * * *", "timezone": "UTC", "collisionPolicy": policy}}}),
+    )?)
+}
+
+async fn runs(tasks: &Api<Task>, job: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = tasks
+        .list(&ListParams::default().labels(&format!("corral.dev/job={job}")))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|t| t.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[tokio::test]
+async fn each_tick_runs_once_even_across_a_restart() -> Result<()> {
+    let h = start().await?;
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    let created = jobs
+        .create(&PostParams::default(), &cron_job("nightly", "RUN_OVERLAP")?)
+        .await?;
+    let born = created
+        .metadata
+        .creation_timestamp
+        .context("created")?
+        .0
+        .as_second();
+    // The test's clock: just past the first minute boundary after creation.
+    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
+    let clock_now = now.clone();
+    let clock: corral_controllers::cron::Clock = Arc::new(move || {
+        jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn(corral_controllers::cron::run_with_clock(
+        h.client.clone(),
+        clock.clone(),
+        stop_rx,
+    ));
+    eventually("the first run", || async {
+        Ok(runs(&tasks, "nightly").await?.len() == 1)
+    })
+    .await?;
+    let st = jobs
+        .get("nightly")
+        .await?
+        .status
+        .and_then(|s| s.cron)
+        .context("cron status")?;
+    assert_eq!((st.runs_started, st.runs_missed), (1, 0));
+    // Restart the controller on the same tick: no second run.
+    stop_tx.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await?
+        .ok();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let second = tokio::spawn(corral_controllers::cron::run_with_clock(
+        h.client.clone(),
+        clock.clone(),
+        stop_rx,
+    ));
+    // The next minute: a second run beside the first (RUN_OVERLAP).
+    now.fetch_add(60, Ordering::SeqCst);
+    jobs.patch(
+        "nightly",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"nudge": "2"}}})),
+    )
+    .await?;
+    eventually("the second run", || async {
+        Ok(runs(&tasks, "nightly").await?.len() == 2)
+    })
+    .await?;
+    stop_tx.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), second)
+        .await?
+        .ok();
+    Ok(())
+}
+
+#[tokio::test]
+async fn cancel_new_skips_a_tick_while_a_run_is_active() -> Result<()> {
+    let h = start().await?;
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    let created = jobs
+        .create(&PostParams::default(), &cron_job("report", "CANCEL_NEW")?)
+        .await?;
+    let born = created
+        .metadata
+        .creation_timestamp
+        .context("created")?
+        .0
+        .as_second();
+    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
+    let clock_now = now.clone();
+    let clock: corral_controllers::cron::Clock = Arc::new(move || {
+        jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ctl = tokio::spawn(corral_controllers::cron::run_with_clock(
+        h.client.clone(),
+        clock,
+        stop_rx,
+    ));
+    eventually("the first run", || async {
+        Ok(runs(&tasks, "report").await?.len() == 1)
+    })
+    .await?;
+    now.fetch_add(60, Ordering::SeqCst);
+    jobs.patch(
+        "report",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"nudge": "1"}}})),
+    )
+    .await?;
+    eventually("the tick to be cancelled", || async {
+        Ok(jobs
+            .get("report")
+            .await?
+            .status
+            .and_then(|s| s.cron)
+            .is_some_and(|c| c.runs_cancelled == 1))
+    })
+    .await?;
+    assert_eq!(runs(&tasks, "report").await?.len(), 1);
+    stop_tx.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), ctl)
+        .await?
+        .ok();
+    Ok(())
+}
