@@ -538,10 +538,16 @@ impl WatchCache {
                 });
             }
             Some(rv) => {
+                // Writes committed in one etcd transaction share a revision; a
+                // client resuming at such a revision may have seen only some of
+                // them, so they are all replayed (at least once, never lost).
+                let shared = st.history.iter().filter(|c| c.revision == rv).count() > 1;
                 let replay: Vec<Arc<Change>> = st
                     .history
                     .iter()
-                    .filter(|c| c.revision > rv && interest.wants(c))
+                    .filter(|c| {
+                        (c.revision > rv || (shared && c.revision == rv)) && interest.wants(c)
+                    })
                     .cloned()
                     .collect();
                 Subscription {
@@ -743,6 +749,52 @@ mod tests {
             3,
             "events after the resume point are replayed"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()> {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+        let cache = WatchCache::start(store.clone(), Registry::standard());
+        ready(&cache, store.as_ref()).await?;
+        let kv = |name: &str, rev: i64| corral_store::KeyValue {
+            key: format!("/registry/corral.dev/tasks/default/{name}"),
+            value: task(name, None),
+            create_revision: rev,
+            mod_revision: rev,
+        };
+        // Two writes of one etcd transaction (same revision), then a lone one.
+        cache.apply(WatchEvent::Put {
+            kv: kv("a", 100),
+            prev: None,
+        })?;
+        cache.apply(WatchEvent::Put {
+            kv: kv("b", 100),
+            prev: None,
+        })?;
+        cache.apply(WatchEvent::Put {
+            kv: kv("c", 101),
+            prev: None,
+        })?;
+        let tasks = cache
+            .index_of("tasks", "corral.dev")
+            .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+        let interest = Interest {
+            resource: tasks,
+            namespace: None,
+            node: None,
+        };
+        let at_shared = cache.subscribe(interest.clone(), Some(100))?;
+        assert_eq!(
+            at_shared
+                .replay
+                .iter()
+                .map(|c| c.revision)
+                .collect::<Vec<_>>(),
+            vec![100, 100, 101]
+        );
+        let at_lone = cache.subscribe(interest, Some(101))?;
+        assert!(at_lone.replay.is_empty(), "a lone revision is not replayed");
         Ok(())
     }
 }
