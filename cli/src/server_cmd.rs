@@ -1,5 +1,6 @@
 //! `corral server`: the API server over the embedded store or etcd, and the
-//! controllers (allocation with preemption, jobs, cron, lost tasks), which
+//! controllers (allocation with preemption, jobs, cron, lost tasks, node
+//! liveness), which
 //! talk to it as clients.
 //!
 //! Serves TLS on `--listen` (default `127.0.0.1:6443`) with certificates and an

@@ -4,6 +4,7 @@
 //! carries on where it stopped.
 //!
 //! - [`allocation`]: binds PENDING tasks to nodes.
+//! - [`nodes`]: node liveness from agent leases; tasks on lost nodes go LOST or PARTITIONED.
 //! - [`lost`]: tasks stuck ASSIGNED or STARTING past their timeout become LOST.
 //! - [`cron`]: one run per schedule tick, exactly once, with collision and missed-run policies.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down) and its status.
@@ -12,3 +13,4 @@ pub mod allocation;
 pub mod cron;
 pub mod jobs;
 pub mod lost;
+pub mod nodes;

@@ -4,6 +4,7 @@
 //! - [`jobs`]: which tasks a job needs (instances, replacements, retries).
 //! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
+//! - [`nodes`]: node liveness from leases, and what it means for tasks (LOST, PARTITIONED).
 //! - [`timeouts`]: Aurora's transient-state timeouts (ASSIGNED/STARTING → LOST).
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
@@ -11,5 +12,6 @@ pub mod cron;
 pub mod jobs;
 pub mod latency;
 pub mod lifecycle;
+pub mod nodes;
 pub mod sched;
 pub mod timeouts;
