@@ -9,6 +9,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod agent_cmd;
 mod manifests;
 mod server_cmd;
 mod store_cmd;
@@ -48,8 +49,10 @@ enum Command {
     },
     /// Work directly with the store (for operators; clients use the API server).
     Store(store_cmd::StoreArgs),
-    /// Run the Kubernetes-compatible API server.
+    /// Run the Kubernetes-compatible API server and the controllers.
     Server(server_cmd::ServerArgs),
+    /// Run a node agent (today with the simulated runtime).
+    Agent(agent_cmd::AgentArgs),
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn main() -> Result<()> {
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,
         Command::Server(args) => server_cmd::run(args).await,
+        Command::Agent(args) => agent_cmd::run(args).await,
     }
 }
 

@@ -87,8 +87,32 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             corral_core::sched::Policy::BinPack
         };
         controllers.push(tokio::spawn(corral_controllers::allocation::run(
-            client, policy, stop_rx,
+            client.clone(),
+            policy,
+            stop_rx.clone(),
         )));
+        // The others stop by themselves when `stop` turns; they report no error.
+        let others: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = vec![
+            Box::pin(corral_controllers::jobs::run(
+                client.clone(),
+                stop_rx.clone(),
+            )),
+            Box::pin(corral_controllers::cron::run(
+                client.clone(),
+                stop_rx.clone(),
+            )),
+            Box::pin(corral_controllers::lost::run(
+                client.clone(),
+                stop_rx.clone(),
+            )),
+            Box::pin(corral_controllers::nodes::run(client, stop_rx)),
+        ];
+        for fut in others {
+            controllers.push(tokio::spawn(async move {
+                fut.await;
+                Ok(())
+            }));
+        }
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

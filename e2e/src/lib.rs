@@ -68,6 +68,14 @@ impl Server {
         Ok(s)
     }
 
+    /// Starts it in a fresh home directory with extra arguments.
+    pub fn start_with(extra: &[&str]) -> Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let mut s = Self::start_in(temp.path(), extra)?;
+        s._temp_home = Some(temp);
+        Ok(s)
+    }
+
     /// Starts it with `home` as `$CORRAL_HOME` and extra arguments.
     pub fn start_in(home: &Path, extra: &[&str]) -> Result<Self> {
         let home = home.to_owned();

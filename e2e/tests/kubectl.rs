@@ -16,6 +16,15 @@ fn setup() -> Result<(Server, Kubectl)> {
     Ok((server, k))
 }
 
+/// The API server alone (`--no-controllers`), for tests that write status by
+/// hand as a controller would.
+fn setup_api_only() -> Result<(Server, Kubectl)> {
+    let server = Server::start_with(&["--no-controllers"])?;
+    let k = Kubectl::new(&server)?;
+    k.run_stdin(&["apply", "-f", "-"], NAMESPACES)?.ok()?;
+    Ok((server, k))
+}
+
 #[test]
 fn apply_is_created_then_unchanged_then_configured() -> Result<()> {
     let (_server, k) = setup()?;
@@ -465,7 +474,7 @@ fn get_watch_delete_wait_see_the_changes() -> Result<()> {
 
 #[test]
 fn kubectl_wait_for_jsonpath_follows_status() -> Result<()> {
-    let (_server, k) = setup()?;
+    let (_server, k) = setup_api_only()?;
     k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
         .ok()?;
     let waiter = k
@@ -570,7 +579,7 @@ fn explain_reads_the_openapi_v2_protobuf_document() -> Result<()> {
 
 #[test]
 fn wait_for_a_condition_and_a_plain_delete() -> Result<()> {
-    let (_server, k) = setup()?;
+    let (_server, k) = setup_api_only()?;
     k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
         .ok()?;
     let waiter = k
@@ -698,4 +707,76 @@ fn the_scheduler_in_the_server_binds_tasks_to_nodes() -> Result<()> {
         "{table}"
     );
     Ok(())
+}
+
+/// The binaries together: `corral server` and `corral agent` standing in for
+/// three simulated nodes run the talk's job to the end.
+#[test]
+fn server_and_simulated_agent_run_the_talks_job() -> Result<()> {
+    let (server, k) = setup()?;
+    let log = std::fs::File::create(server.home.join("agent.log"))?;
+    let mut agent = std::process::Command::new(corral_e2e::corral_bin()?)
+        .args([
+            "agent",
+            "--node-name",
+            "sim",
+            "--simulate-nodes",
+            "3",
+            "--runtimes",
+            "simulated",
+        ])
+        .args([
+            "--resources",
+            "cpus=8,memory=32Gi,disk=100Gi",
+            "--attributes",
+            "rack=r2",
+            "--kubeconfig",
+        ])
+        .arg(&server.kubeconfig)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        wait_for("three simulated nodes", Duration::from_secs(30), || {
+            Ok(k.run(&["get", "cn", "-o", "name"])?.stdout.lines().count() == 3)
+        })?;
+        k.run(&["apply", "-f", &s(&examples().join("teams.yaml"))])?
+            .ok()?;
+        let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?.replace(
+            "  namespace: analytics\n",
+            "  namespace: analytics\n  annotations: {corral.dev/simulate-duration: 300ms}\n",
+        );
+        k.run_stdin(&["apply", "-f", "-"], &job)?.ok()?;
+        k.run(&[
+            "-n",
+            "analytics",
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "job/sparkie",
+            "--timeout=60s",
+        ])?
+        .ok()?;
+        let phase = k
+            .run(&[
+                "-n",
+                "analytics",
+                "get",
+                "task",
+                "sparkie-0-0",
+                "-o",
+                "jsonpath={.status.phase}",
+            ])?
+            .ok()?;
+        assert_eq!(phase, "FINISHED");
+        Ok(())
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if result.is_err() {
+        eprintln!(
+            "agent log:\n{}",
+            std::fs::read_to_string(server.home.join("agent.log")).unwrap_or_default()
+        );
+    }
+    result
 }
