@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Corral's main job: builds `corral`, starts the API server over the embedded
-# store in $CORRAL_HOME (default ~/.corral), applies the examples through it
-# with stock kubectl, shows them, and keeps serving until Ctrl-C (the store
-# keeps everything for the next start). With CORRAL_RUN_ONCE=1 it stops after
-# showing the examples.
+# Corral's main job: builds `corral`, starts the API server (with its
+# controllers) over the embedded store in $CORRAL_HOME (default ~/.corral) and
+# an agent standing in for three simulated nodes, applies the examples with
+# stock kubectl, shows the jobs' tasks running, and keeps serving until Ctrl-C
+# (the store keeps everything for the next start). With CORRAL_RUN_ONCE=1 it
+# stops after showing them.
 #
 #   bash scripts/run.sh
 #   CORRAL_STORE=etcd://127.0.0.1:2379 bash scripts/run.sh     # an etcd you run
@@ -35,12 +36,26 @@ for _ in $(seq 300); do
     kill -0 "$server" 2>/dev/null || { echo "corral server exited" >&2; exit 1; }
     sleep 0.1
 done
+# Three simulated nodes (the containerd and process runtimes are still to come).
+"$corral" agent --kubeconfig "$home/kubeconfig" --node-name sim --simulate-nodes 3 \
+    --runtimes simulated --resources cpus=8,memory=32Gi,disk=100Gi --attributes rack=r2 &
+agent=$!
+stop() {
+    kill -TERM "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true
+    kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true
+}
 k() { "$kubectl" --kubeconfig "$home/kubeconfig" --cache-dir "$home/kube-cache" "$@"; }
 for ns in analytics web; do
     k get namespace "$ns" >/dev/null 2>&1 || k create namespace "$ns"
 done
 k apply -f examples/
+# Jobs get tasks, the scheduler binds them, the agent runs them.
+for _ in $(seq 100); do
+    [[ $(k get tasks -A --no-headers 2>/dev/null | grep -c RUNNING) -ge 4 ]] && break
+    sleep 0.2
+done
 k get corral -A
+k get tasks -A -o wide
 
 if [[ ${CORRAL_RUN_ONCE:-} == 1 ]]; then
     exit 0
