@@ -34,6 +34,8 @@ pub mod selectors;
 pub mod server;
 pub mod ssa;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod watch;
 
 pub use auth::{AllowAuthenticated, Authn, Authorizer};

@@ -1,0 +1,89 @@
+//! Test support (feature `testing`): the API server in-process on
+//! 127.0.0.1:0 with TLS and the admin token, a kube client for it, and
+//! simulated nodes (Node objects that report themselves Ready).
+
+use std::sync::Arc;
+
+use corral_store::Store;
+use serde_json::json;
+
+use crate::pki::{Pki, Tokens};
+use crate::{Api, Authn, Registry, RunningServer};
+
+/// Any error of the helpers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running in-process server and a client for it.
+pub struct TestServer {
+    /// An admin client.
+    pub client: kube::Client,
+    /// Its TLS material and token.
+    pub pki: Pki,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    server: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestServer {
+    /// A server over a fresh in-memory embedded store.
+    pub async fn start() -> Result<Self, BoxError> {
+        Self::start_over(Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?)).await
+    }
+
+    /// A server over `store`.
+    pub async fn start_over(store: Arc<dyn Store>) -> Result<Self, BoxError> {
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+        let api = Api::new(store, Registry::standard());
+        crate::rest::ensure_default_namespaces(&api).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let server = crate::serve(
+            api,
+            listener,
+            Some(pki.server_config()?),
+            Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+        )?;
+        let url = format!("https://{}", server.local_addr);
+        let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
+        let client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
+        )?;
+        Ok(TestServer {
+            client,
+            pki,
+            url,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the server.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// Creates a Ready node with `cpus` CPUs and 8 GiB, attribute `rack: r1`.
+pub async fn simulated_node(client: &kube::Client, name: &str, cpus: i64) -> Result<(), BoxError> {
+    use kube::api::{Patch, PatchParams, PostParams};
+    let nodes: kube::Api<corral_api::Node> = kube::Api::all(client.clone());
+    let n: corral_api::Node = serde_json::from_value(
+        json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": name}, "spec": {"attributes": {"rack": "r1"}}}),
+    )?;
+    nodes.create(&PostParams::default(), &n).await?;
+    let status = json!({"status": {"allocatable": {"cpus": cpus, "memory": "8Gi"}, "total": {"cpus": cpus, "memory": "8Gi"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    Ok(())
+}
