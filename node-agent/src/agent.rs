@@ -125,12 +125,39 @@ async fn renew(client: kube::Client, nodes: Vec<String>) {
         .await;
 }
 
+/// The latest task objects, shared with the status writers.
+type Objects = Arc<std::sync::Mutex<HashMap<String, Task>>>;
+
 /// The runtime-side state of the agent.
 struct Running {
     /// Task key → (runtime index, node).
     tasks: HashMap<String, (usize, String)>,
     /// Latest task objects.
-    objects: HashMap<String, Task>,
+    objects: Objects,
+    /// One status writer per task: reports of one task are written in order,
+    /// reports of different tasks concurrently.
+    writers: HashMap<String, mpsc::UnboundedSender<(Event, String)>>,
+}
+
+impl Running {
+    fn report(&mut self, client: &kube::Client, key: &str, event: Event, node: &str) {
+        let done = matches!(event, Event::AgentExited { .. } | Event::AgentKilled);
+        let tx = self.writers.entry(key.to_owned()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<(Event, String)>();
+            let (client, objects, key) = (client.clone(), self.objects.clone(), key.to_owned());
+            tokio::spawn(async move {
+                while let Some((event, node)) = rx.recv().await {
+                    report(&client, &objects, &key, &event, &node).await;
+                }
+            });
+            tx
+        });
+        let _ = tx.send((event, node.to_owned()));
+        if done {
+            // The writer finishes what is queued, then stops.
+            self.writers.remove(key);
+        }
+    }
 }
 
 fn key_of(t: &Task) -> String {
@@ -142,20 +169,14 @@ fn key_of(t: &Task) -> String {
 }
 
 /// Writes a runtime report as the task's new status (retrying on races).
-async fn report(
-    client: &kube::Client,
-    objects: &mut HashMap<String, Task>,
-    key: &str,
-    event: &Event,
-    node: &str,
-) {
+async fn report(client: &kube::Client, objects: &Objects, key: &str, event: &Event, node: &str) {
     let Some((ns, name)) = key.split_once('/') else {
         return;
     };
     let api: Api<Task> = Api::namespaced(client.clone(), ns);
     let actor = format!("agent/{node}");
     for _ in 0..3 {
-        let Some(task) = objects.get(key).cloned() else {
+        let Some(task) = objects.lock().ok().and_then(|o| o.get(key).cloned()) else {
             return;
         };
         let mut status = task.status.clone().unwrap_or_default();
@@ -173,12 +194,16 @@ async fn report(
             .await
         {
             Ok(updated) => {
-                objects.insert(key.to_owned(), updated);
+                if let Ok(mut o) = objects.lock() {
+                    o.insert(key.to_owned(), updated);
+                }
                 return;
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                if let Ok(fresh) = api.get(name).await {
-                    objects.insert(key.to_owned(), fresh);
+                if let Ok(fresh) = api.get(name).await
+                    && let Ok(mut o) = objects.lock()
+                {
+                    o.insert(key.to_owned(), fresh);
                 }
             }
             Err(e) => {
@@ -212,7 +237,8 @@ pub async fn run(
     let mut renewals = tokio::time::interval(cfg.renew_every);
     let mut state = Running {
         tasks: HashMap::new(),
-        objects: HashMap::new(),
+        objects: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        writers: HashMap::new(),
     };
     loop {
         tokio::select! {
@@ -234,7 +260,7 @@ pub async fn run(
                         Event::AgentKilled
                     }
                 };
-                report(&client, &mut state.objects, &key, &event, &node).await;
+                state.report(&client, &key, event, &node);
             }
             next = watch.next() => {
                 let ev = match next {
@@ -255,19 +281,21 @@ pub async fn run(
                             container: t.spec.container.clone(),
                             annotations: t.metadata.annotations.clone().unwrap_or_default(),
                         };
-                        state.objects.insert(key.clone(), t);
+                        if let Ok(mut o) = state.objects.lock() {
+                            o.insert(key.clone(), t);
+                        }
                         let here = state.tasks.get(&key).map(|(r, _)| *r);
                         match (phase, here) {
                             (TaskPhase::Assigned, None) => {
                                 let Some(idx) = runtimes.iter().position(|r| r.supports(&launch)) else {
-                                    report(&client, &mut state.objects, &key, &Event::AgentExited { code: 127 }, &node).await;
+                                    state.report(&client, &key, Event::AgentExited { code: 127 }, &node);
                                     continue;
                                 };
                                 state.tasks.insert(key.clone(), (idx, node));
                                 if let Err(e) = runtimes[idx].start(launch, events_tx.clone()).await {
                                     tracing::warn!(task = %key, error = %e, "starting failed");
                                     state.tasks.remove(&key);
-                                    report(&client, &mut state.objects, &key, &Event::AgentExited { code: 128 }, "").await;
+                                    state.report(&client, &key, Event::AgentExited { code: 128 }, "");
                                 }
                             }
                             (TaskPhase::Killing | TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining, Some(idx))
@@ -280,14 +308,16 @@ pub async fn run(
                             }
                             (TaskPhase::Killing | TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining, None) => {
                                 // Never started here (or already gone): it is dead.
-                                report(&client, &mut state.objects, &key, &Event::AgentKilled, &node).await;
+                                state.report(&client, &key, Event::AgentKilled, &node);
                             }
                             _ => {}
                         }
                     }
                     watcher::Event::Delete(t) => {
                         let key = key_of(&t);
-                        state.objects.remove(&key);
+                        if let Ok(mut o) = state.objects.lock() {
+                            o.remove(&key);
+                        }
                         if let Some((idx, _)) = state.tasks.remove(&key) {
                             let _ = runtimes[idx].kill(&key, KILL_GRACE).await;
                         }
