@@ -87,3 +87,33 @@ pub async fn simulated_node(client: &kube::Client, name: &str, cpus: i64) -> Res
         .await?;
     Ok(())
 }
+
+/// How long [`eventually`] waits for its condition.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A condition that did not hold within [`WAIT`].
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {:?} waiting for {what}", WAIT)]
+pub struct TimedOut {
+    /// What was awaited.
+    pub what: String,
+}
+
+/// Polls `check` until it returns `true`, fails, or [`WAIT`] passes.
+pub async fn eventually<F, Fut, E>(what: &str, mut check: F) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, E>>,
+    E: From<TimedOut>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(TimedOut { what: what.into() }.into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -3,9 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
-
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// The server under test and an admin client for it.
 pub struct Harness {
@@ -29,19 +27,11 @@ pub async fn node(client: &kube::Client, name: &str, cpus: i64) -> Result<()> {
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
+/// Waits for `check` to hold, with anyhow errors (see the shared helper).
+pub async fn eventually<F, Fut>(what: &str, check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    corral_apiserver::testing::eventually(what, check).await
 }

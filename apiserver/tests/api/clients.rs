@@ -1,0 +1,112 @@
+//! What stock clients see: discovery, core kinds, a kube-runtime controller.
+
+use super::*;
+
+pub async fn discovery_finds_every_kind(ts: &TestServer) -> Result<()> {
+    let discovery = kube::Discovery::new(ts.client.clone()).run().await?;
+    let mut kinds = Vec::new();
+    for group in discovery.groups() {
+        for (ar, _) in group.recommended_resources() {
+            kinds.push(format!("{}/{}", ar.group, ar.kind));
+        }
+    }
+    for want in [
+        "corral.dev/Job",
+        "corral.dev/Task",
+        "corral.dev/Role",
+        "corral.dev/Quota",
+        "corral.dev/Reservation",
+        "corral.dev/Node",
+        "/ConfigMap",
+        "/Namespace",
+        "coordination.k8s.io/Lease",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
+    }
+    Ok(())
+}
+
+pub async fn core_kinds_work_for_clients(ts: &TestServer) -> Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client.clone(), "default");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "c1"}, "data": {"a": "1", "b": "2"}}))?;
+    cms.create(&PostParams::default(), &cm).await?;
+    let patched = cms
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"a": "10", "b": null}})),
+        )
+        .await?;
+    assert_eq!(
+        patched
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("a".to_string(), "10".to_string())]
+    );
+    let listed: Vec<ConfigMap> = cms.list(&ListParams::default()).await?.items;
+    assert_eq!(listed.len(), 1);
+    Ok(())
+}
+
+/// A kube-runtime Controller reconciles against the server: it sees every Job
+/// and writes its status through the status subresource.
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_against_the_server() -> Result<()> {
+    use kube::runtime::controller::{Action, Controller};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct ReconcileError(String);
+
+    let backend = embedded().await?;
+    let ts = &backend.ts;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("c1", 1)?).await?;
+    let reconcile = |job: Arc<Job>, api: Arc<Api<Job>>| async move {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let status =
+            json!({"status": {"phase": "Active", "observedGeneration": job.metadata.generation}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .map_err(|e| ReconcileError(e.to_string()))?;
+        Ok::<_, ReconcileError>(Action::await_change())
+    };
+    let controller = Controller::new(jobs.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new(jobs.clone()),
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(controller);
+    jobs.create(&PostParams::default(), &job("c2", 1)?).await?;
+    eventually("both jobs to be reconciled", || async {
+        let list = jobs.list(&ListParams::default()).await?;
+        Ok(list.items.iter().all(|j| {
+            j.status.as_ref().and_then(|s| s.observed_generation) == j.metadata.generation
+        }))
+    })
+    .await?;
+    // A spec change is noticed and reconciled again.
+    jobs.patch(
+        "c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"instances": 2}})),
+    )
+    .await?;
+    eventually("the change to be reconciled", || async {
+        let j = jobs.get("c1").await?;
+        Ok(j.metadata.generation == Some(2)
+            && j.status.and_then(|s| s.observed_generation) == Some(2))
+    })
+    .await?;
+    handle.abort();
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! Create, read, update, patch and apply: validation, conflicts,
+//! generation, finalizers and the status of bad requests.
+
+use super::*;
+
+pub async fn jobs_are_created_read_listed_patched_and_deleted(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let created = jobs
+        .create(&PostParams::default(), &job("sparkie", 1)?)
+        .await?;
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.metadata.uid.is_some());
+    let got = jobs.get("sparkie").await?;
+    assert_eq!(got.spec.instances, 1);
+    assert_eq!(
+        got.spec.tier,
+        corral_api::Tier::Preemptible,
+        "defaults are filled in"
+    );
+    let err = jobs
+        .create(&PostParams::default(), &job("sparkie", 1)?)
+        .await
+        .err()
+        .context("created twice")?;
+    let (code, reason, message) = api_error(err)?;
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(message, "jobs.corral.dev \"sparkie\" already exists");
+
+    jobs.create(&PostParams::default(), &job("other", 2)?)
+        .await?;
+    let listed = jobs
+        .list(&ListParams::default().labels("team=analytics"))
+        .await?;
+    assert_eq!(listed.items.len(), 2);
+    let paged = jobs.list(&ListParams::default().limit(1)).await?;
+    assert_eq!(paged.items.len(), 1);
+    let token = paged
+        .metadata
+        .continue_
+        .clone()
+        .context("no continue token")?;
+    let rest = jobs
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await?;
+    assert_eq!(rest.items.len(), 1);
+    assert_ne!(rest.items[0].metadata.name, paged.items[0].metadata.name);
+
+    let patched = jobs
+        .patch(
+            "sparkie",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"instances": 3}})),
+        )
+        .await?;
+    assert_eq!(patched.spec.instances, 3);
+    assert_eq!(patched.metadata.generation, Some(2));
+    let json_patched = jobs
+        .patch(
+            "sparkie",
+            &PatchParams::default(),
+            &Patch::<Value>::Json(serde_json::from_value(
+                json!([{"op": "replace", "path": "/spec/priority", "value": 5}]),
+            )?),
+        )
+        .await?;
+    assert_eq!(json_patched.spec.priority, 5);
+
+    jobs.delete("sparkie", &DeleteParams::default()).await?;
+    let (code, _, message) = api_error(jobs.get("sparkie").await.err().context("still there")?)?;
+    assert_eq!(code, 404);
+    assert_eq!(message, "jobs.corral.dev \"sparkie\" not found");
+    Ok(())
+}
+
+pub async fn invalid_objects_are_rejected_with_field_paths(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let mut bad = job("bad", 1)?;
+    bad.spec
+        .resources
+        .0
+        .insert("cpus".into(), corral_api::Quantity::from_units(0));
+    bad.spec.container.image = String::new();
+    let (code, reason, message) = api_error(
+        jobs.create(&PostParams::default(), &bad)
+            .await
+            .err()
+            .context("accepted")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        message.starts_with("Job.corral.dev \"bad\" is invalid: ["),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.resources.cpus: Invalid value: 0: must be greater than zero"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.container.image: Required value"),
+        "{message}"
+    );
+
+    let created = jobs
+        .create(&PostParams::default(), &job("fixed", 1)?)
+        .await?;
+    let mut changed = created.clone();
+    changed.spec.kind = corral_api::JobKind::Service;
+    let (code, _, message) = api_error(
+        jobs.replace("fixed", &PostParams::default(), &changed)
+            .await
+            .err()
+            .context("kind changed")?,
+    )?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.kind: Invalid value: \"service\": field is immutable")
+            || message.contains("field is immutable"),
+        "{message}"
+    );
+
+    // Strict field validation, as kubectl asks for it.
+    let body = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": "typo"},
+        "spec": {"role": "analytics", "environment": "devel", "kind": "adhoc", "instnaces": 2,
+                 "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox"}}});
+    let req = http::Request::post(
+        "/apis/corral.dev/v1alpha1/namespaces/default/jobs?fieldValidation=Strict",
+    )
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(&body)?)?;
+    let (code, reason, message) = api_error(
+        ts.client
+            .request_text(req)
+            .await
+            .err()
+            .context("accepted")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        message,
+        "strict decoding error: unknown field \"spec.instnaces\""
+    );
+
+    let req = http::Request::post("/apis/corral.dev/v1alpha1/namespaces/default/jobs")
+        .header("content-type", "application/json")
+        .body(b"{not json".to_vec())?;
+    let (code, reason, _) = api_error(
+        ts.client
+            .request_text(req)
+            .await
+            .err()
+            .context("accepted")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (400, "BadRequest"));
+    let req = http::Request::patch("/apis/corral.dev/v1alpha1/namespaces/default/jobs/fixed")
+        .header("content-type", "application/strategic-merge-patch+json")
+        .body(b"{}".to_vec())?;
+    let (code, _, _) = api_error(
+        ts.client
+            .request_text(req)
+            .await
+            .err()
+            .context("accepted")?,
+    )?;
+    assert_eq!(
+        code, 415,
+        "strategic merge patch is not for custom resources"
+    );
+    let req = http::Request::get(
+        "/apis/corral.dev/v1alpha1/namespaces/default/jobs?labelSelector=a%20in%20(",
+    )
+    .body(Vec::new())?;
+    let (code, _, _) = api_error(
+        ts.client
+            .request_text(req)
+            .await
+            .err()
+            .context("accepted")?,
+    )?;
+    assert_eq!(code, 400);
+    Ok(())
+}
+
+pub async fn a_stale_resource_version_is_a_conflict_and_writes_nothing(
+    ts: &TestServer,
+) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let v1 = jobs.create(&PostParams::default(), &job("cas", 1)?).await?;
+    let mut a = v1.clone();
+    a.spec.instances = 2;
+    jobs.replace("cas", &PostParams::default(), &a).await?;
+    let mut b = v1.clone();
+    b.spec.instances = 5;
+    let (code, reason, message) = api_error(
+        jobs.replace("cas", &PostParams::default(), &b)
+            .await
+            .err()
+            .context("stale write won")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    assert!(
+        message.contains("the object has been modified"),
+        "{message}"
+    );
+    assert_eq!(jobs.get("cas").await?.spec.instances, 2);
+    Ok(())
+}
+
+pub async fn generation_follows_the_spec_and_no_op_writes_change_nothing(
+    ts: &TestServer,
+) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let v1 = jobs.create(&PostParams::default(), &job("gen", 1)?).await?;
+    let same = jobs.replace("gen", &PostParams::default(), &v1).await?;
+    assert_eq!(
+        same.metadata.resource_version, v1.metadata.resource_version,
+        "a no-op write bumped the resourceVersion"
+    );
+    let labelled = jobs
+        .patch(
+            "gen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await?;
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(1),
+        "metadata changes keep the generation"
+    );
+    assert_ne!(
+        labelled.metadata.resource_version,
+        v1.metadata.resource_version
+    );
+    let status = json!({"status": {"phase": "Active", "observedGeneration": 1}});
+    let with_status = jobs
+        .patch_status("gen", &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    assert_eq!(
+        with_status.metadata.generation,
+        Some(1),
+        "status changes keep the generation"
+    );
+    assert_eq!(
+        with_status
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation),
+        Some(1)
+    );
+    // Status sent to the main resource is ignored.
+    let mut main = jobs.get("gen").await?;
+    main.status = None;
+    main.spec.instances = 4;
+    let replaced = jobs.replace("gen", &PostParams::default(), &main).await?;
+    assert_eq!(replaced.metadata.generation, Some(2));
+    assert!(
+        replaced.status.is_some(),
+        "a main-resource write dropped status"
+    );
+    Ok(())
+}
+
+pub async fn finalizers_hold_deletion_until_removed(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let mut j = job("fin", 1)?;
+    j.metadata.finalizers = Some(vec!["corral.dev/test".into()]);
+    jobs.create(&PostParams::default(), &j).await?;
+    jobs.delete("fin", &DeleteParams::default()).await?;
+    let marked = jobs.get("fin").await?;
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    jobs.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    let (code, _, _) = api_error(jobs.get("fin").await.err().context("not deleted")?)?;
+    assert_eq!(code, 404);
+    Ok(())
+}
+
+pub async fn server_side_apply_creates_then_updates(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let pp = PatchParams::apply("corral-test");
+    let applied = serde_json::to_value(job("ssa", 1)?)?;
+    let created = jobs.patch("ssa", &pp, &Patch::Apply(&applied)).await?;
+    assert_eq!(created.spec.instances, 1);
+    let managers: Vec<String> = created
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(managers, vec!["corral-test"]);
+    let mut again = applied.clone();
+    again["spec"]["instances"] = json!(4);
+    let updated = jobs.patch("ssa", &pp, &Patch::Apply(&again)).await?;
+    assert_eq!(updated.spec.instances, 4);
+    let req = http::Request::patch("/apis/corral.dev/v1alpha1/namespaces/default/jobs/ssa")
+        .header("content-type", "application/apply-patch+yaml")
+        .body(serde_json::to_vec(&again)?)?;
+    let (code, _, message) = api_error(
+        ts.client
+            .request_text(req)
+            .await
+            .err()
+            .context("accepted")?,
+    )?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("fieldManager: Required value: is required for apply patch"),
+        "{message}"
+    );
+    Ok(())
+}
+
+pub async fn bad_requests_get_the_right_status(ts: &TestServer) -> Result<()> {
+    let send = |req: http::Request<Vec<u8>>| {
+        let client = ts.client.clone();
+        async move { api_error(client.request_text(req).await.err().context("accepted")?) }
+    };
+    let huge = vec![b' '; corral_apiserver::server::MAX_BODY_BYTES + 10];
+    let (code, reason, _) = send(
+        http::Request::post("/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/json")
+            .body(huge)?,
+    )
+    .await?;
+    assert_eq!((code, reason.as_str()), (413, "RequestEntityTooLarge"));
+    let (code, _, message) = send(
+        http::Request::get("/apis/corral.dev/v1alpha1/namespaces/default/widgets")
+            .body(Vec::new())?,
+    )
+    .await?;
+    assert_eq!(
+        (code, message.as_str()),
+        (404, "the server could not find the requested resource")
+    );
+    let (code, _, _) =
+        send(http::Request::get("/apis/corral.dev/v9/jobs").body(Vec::new())?).await?;
+    assert_eq!(code, 404);
+    let wrong_kind = serde_json::to_vec(
+        &json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Task", "metadata": {"name": "x"}}),
+    )?;
+    let (code, _, message) = send(
+        http::Request::post("/apis/corral.dev/v1alpha1/namespaces/default/jobs")
+            .header("content-type", "application/json")
+            .body(wrong_kind)?,
+    )
+    .await?;
+    assert_eq!(code, 400, "{message}");
+    let (code, _, _) = send(
+        http::Request::post("/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/yaml")
+            .body(b"data: [unclosed".to_vec())?,
+    )
+    .await?;
+    assert_eq!(code, 400);
+    let (code, _, _) = send(
+        http::Request::post("/api/v1/namespaces/default/configmaps")
+            .header("content-type", "text/plain")
+            .body(b"hi".to_vec())?,
+    )
+    .await?;
+    assert_eq!(code, 415);
+    let (code, _, _) = send(
+        http::Request::post("/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/vnd.kubernetes.protobuf")
+            .body(b"k8s\0\xff".to_vec())?,
+    )
+    .await?;
+    assert_eq!(code, 400);
+    let bad_patch = b"[{\"op\":\"explode\"}]".to_vec();
+    jobs_fixture(ts).await?;
+    let (code, _, _) = send(
+        http::Request::patch("/apis/corral.dev/v1alpha1/namespaces/default/jobs/fixture")
+            .header("content-type", "application/json-patch+json")
+            .body(bad_patch)?,
+    )
+    .await?;
+    assert_eq!(code, 400);
+    Ok(())
+}
+
+async fn jobs_fixture(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("fixture", 1)?)
+        .await?;
+    Ok(())
+}

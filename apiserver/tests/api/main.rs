@@ -1,0 +1,143 @@
+//! The API server in-process on 127.0.0.1:0, with TLS and a bearer token,
+//! driven by kube-rs, over the embedded store and over a real etcd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use corral_api::{Job, Task};
+use corral_apiserver::pki::{Pki, Tokens};
+use corral_apiserver::testing::TestServer;
+use corral_apiserver::{Api as Server, Authn, Registry};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+/// How long a watch waits for its next event.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A server under test and, over etcd, the etcd it stores into (dropped
+/// after the server).
+struct Backend {
+    ts: TestServer,
+    _etcd: Option<corral_store::testing::EtcdServer>,
+}
+
+async fn client_for(kubeconfig: &str) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
+    let config =
+        Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn embedded() -> Result<Backend> {
+    let ts = TestServer::start().await.map_err(|e| anyhow!(e))?;
+    Ok(Backend { ts, _etcd: None })
+}
+
+async fn etcd() -> Result<Backend> {
+    let server =
+        corral_store::testing::EtcdServer::start_with(corral_store::testing::Durability::NoFsync)?;
+    let store = corral_store::etcd::EtcdStore::connect(&[server.endpoint().to_owned()]).await?;
+    let ts = TestServer::start_over(Arc::new(store))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok(Backend {
+        ts,
+        _etcd: Some(server),
+    })
+}
+
+fn job(name: &str, instances: u32) -> Result<Job> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Job",
+        "metadata": {"name": name, "namespace": "default", "labels": {"team": "analytics"}},
+        "spec": {"role": "analytics", "environment": "devel", "kind": "adhoc", "instances": instances,
+                 "resources": {"cpus": 1, "memory": "5120Mi", "disk": "5120Mi"},
+                 "container": {"image": "docker.io/library/sparkie:image"}}
+    }))?)
+}
+
+fn task(name: &str, node: Option<&str>, owner: Option<(&str, &str)>) -> Result<Task> {
+    let mut v = json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"job": "j", "role": "analytics", "instanceId": 0,
+                 "resources": {"cpus": "500m", "memory": "1Gi"},
+                 "container": {"image": "busybox"}}
+    });
+    if let Some(n) = node {
+        v["spec"]["nodeName"] = json!(n);
+    }
+    if let Some((owner, uid)) = owner {
+        v["metadata"]["ownerReferences"] = json!([{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": owner, "uid": uid}]);
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
+fn api_error(e: kube::Error) -> Result<(u16, String, String)> {
+    match e {
+        kube::Error::Api(s) => Ok((s.code, s.reason.clone(), s.message.clone())),
+        other => bail!("expected an API error, got {other}"),
+    }
+}
+
+/// Waits for `check` to hold, with anyhow errors (see the shared helper).
+async fn eventually<F, Fut>(what: &str, check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    corral_apiserver::testing::eventually(what, check).await
+}
+
+mod access;
+mod clients;
+mod crud;
+mod deletion;
+mod watch;
+
+macro_rules! suite {
+    ($backend:ident: $($module:ident::$name:ident),* $(,)?) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() -> Result<()> {
+                    let backend = super::$backend().await?;
+                    $module::$name(&backend.ts).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(embedded:
+    clients::discovery_finds_every_kind,
+    crud::jobs_are_created_read_listed_patched_and_deleted,
+    crud::invalid_objects_are_rejected_with_field_paths,
+    crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,
+    crud::generation_follows_the_spec_and_no_op_writes_change_nothing,
+    crud::finalizers_hold_deletion_until_removed,
+    watch::watch_sees_additions_changes_and_deletions,
+    watch::tasks_are_selected_by_node_name,
+    crud::server_side_apply_creates_then_updates,
+    deletion::deleting_an_owner_collects_its_dependents,
+    deletion::foreground_deletion_waits_for_dependents,
+    crud::bad_requests_get_the_right_status,
+    deletion::deleting_a_namespace_removes_its_contents,
+    access::requests_without_credentials_are_unauthorized,
+    access::client_certificates_authenticate,
+    clients::core_kinds_work_for_clients,
+);
+
+suite!(etcd:
+    crud::jobs_are_created_read_listed_patched_and_deleted,
+    crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,
+    crud::generation_follows_the_spec_and_no_op_writes_change_nothing,
+    watch::watch_sees_additions_changes_and_deletions,
+    watch::tasks_are_selected_by_node_name,
+    deletion::deleting_an_owner_collects_its_dependents,
+);
