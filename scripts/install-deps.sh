@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Corral needs on Debian 12 (bookworm):
 # etcd (server and client) for the store tests, protoc and the well-known
-# protobuf types for the gRPC code, and cargo-nextest. Safe to run repeatedly:
+# protobuf types for the gRPC code, containerd and runc for the agent's
+# container runtime, a static busybox for the test image, and cargo-nextest.
+# Safe to run repeatedly:
 # apt is skipped entirely when everything is already present.
 #
 # A Rust toolchain comes from rustup when none is present.
@@ -25,9 +27,13 @@ have etcd || packages+=(etcd-server)
 have etcdctl || packages+=(etcd-client)
 have protoc || packages+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || packages+=(libprotobuf-dev)
+have containerd || packages+=(containerd)
+have runc || packages+=(runc)
+# The test image needs a static busybox (`ldd` fails on static binaries).
+if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
 
 if ((${#packages[@]} == 0)); then
-    log "etcd, etcdctl, protoc and the protobuf includes are present; skipping apt"
+    log "etcd, protoc, containerd, runc and busybox are present; skipping apt"
 else
     # Only worth adding when apt runs anyway.
     pkg_installed ca-certificates || packages+=(ca-certificates)
@@ -57,7 +63,7 @@ else
         apt_install || die "apt-get install ${packages[*]} failed twice"
     fi
 
-    for cmd in etcd etcdctl protoc; do
+    for cmd in etcd etcdctl protoc containerd ctr runc busybox; do
         have "$cmd" || die "$cmd is still missing after installing ${packages[*]}"
     done
     [[ -f /usr/include/google/protobuf/descriptor.proto ]] \

@@ -40,6 +40,9 @@ pub struct ContainerSpec {
     /// Working directory inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// How long a kill waits after SIGTERM before SIGKILL (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_period_seconds: Option<u32>,
 }
 
 /// One environment variable.

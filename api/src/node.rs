@@ -129,4 +129,8 @@ pub struct NodeStatus {
     /// Container runtimes the agent can use, in order of preference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtimes: Vec<RuntimeKind>,
+    /// What the node's tasks use now, as last measured by the agent (the
+    /// "used" beside "allocated").
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub usage: Resources,
 }

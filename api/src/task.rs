@@ -310,6 +310,22 @@ pub struct TaskStatus {
     /// Resources the container uses, as last measured by the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Resources>,
+    /// Why the container failed, when an exit code alone does not say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<FailureReason>,
+}
+
+/// Why a container failed, beyond its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum FailureReason {
+    /// The kernel killed it for exceeding its memory limit.
+    OutOfMemory,
+    /// Its image is not present on the node (and no registry could provide it).
+    ImageNotFound,
+    /// The runtime could not create or start it.
+    LaunchFailed,
+    /// No configured runtime supports its container spec.
+    NoRuntime,
 }
 
 impl TaskStatus {

@@ -1,41 +1,100 @@
 //! `corral agent`: registers this machine (or N simulated nodes) and runs
-//! the tasks bound to it.
+//! the tasks bound to it; `corral agent image import FILE.tar` loads an OCI
+//! image into containerd without a registry.
 //!
-//! Every flag can also come from a `CORRAL_AGENT_<FLAG>` environment
-//! variable; a flag on the command line wins over the environment.
+//! Configuration, like a Mesos agent's, comes from four places; the first
+//! that sets a flag wins:
+//! 1. the command line (`--resources cpus=4,memory=8Gi`);
+//! 2. the environment (`CORRAL_AGENT_RESOURCES`);
+//! 3. a configuration directory with one file per flag, named after it
+//!    (`/etc/corral/agent/resources`; `--config-dir` or
+//!    `CORRAL_AGENT_CONFIG_DIR` chooses another);
+//!
+//! and any value of the form `file://PATH` is replaced by that file's
+//! contents (trailing whitespace trimmed), wherever it came from.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use corral_node_agent::agent::{self, AgentConfig};
 use corral_node_agent::flags;
+use corral_node_agent::runtime::cgroup::{self, Cgroup};
+use corral_node_agent::runtime::containerd::{self, Containerd, ContainerdConfig};
+use corral_node_agent::runtime::process::Process;
 use corral_node_agent::runtime::{ContainerRuntime, Simulated};
 
 use crate::store_cmd::home_dir;
 
+/// The default configuration directory (the `/etc/mesos-slave` convention).
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/corral/agent";
+
 /// `corral agent` options.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Work with the images containerd holds.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Import an OCI image-layout (or docker-archive) tarball into containerd.
+    Import {
+        /// The tarball.
+        file: PathBuf,
+        #[command(flatten)]
+        containerd: ContainerdArgs,
+    },
+}
+
+/// Where containerd is.
+#[derive(Debug, Args)]
+pub struct ContainerdArgs {
+    /// containerd's socket.
+    #[arg(long, env = "CONTAINERD_ADDRESS", default_value = containerd::DEFAULT_ADDRESS)]
+    containerd_address: PathBuf,
+    /// The containerd namespace Corral's images and containers live in.
+    #[arg(long, env = "CORRAL_AGENT_CONTAINERD_NAMESPACE", default_value = containerd::DEFAULT_NAMESPACE)]
+    containerd_namespace: String,
+    /// The snapshotter images are unpacked into.
+    #[arg(long, env = "CORRAL_AGENT_SNAPSHOTTER", default_value = "overlayfs")]
+    snapshotter: String,
+}
+
+/// Options of a running agent.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Kubeconfig of the Corral API server (default `$CORRAL_HOME/kubeconfig`).
     #[arg(long, env = "CORRAL_AGENT_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// This node's name (with `--simulate-nodes`, the prefix of the simulated names).
     #[arg(long, env = "CORRAL_AGENT_NODE_NAME")]
-    node_name: String,
-    /// Runtimes to try, in order. Available today: `simulated`.
+    node_name: Option<String>,
+    /// Runtimes to try, in order: `containerd`, `process`, `simulated`.
     #[arg(
         long,
         env = "CORRAL_AGENT_RUNTIMES",
-        default_value = "simulated",
+        default_value = "containerd,process",
         value_delimiter = ','
     )]
     runtimes: Vec<String>,
-    /// Resources offered: `cpus=4,memory=8Gi,disk=20Gi`.
+    /// Resources offered: `cpus=4,memory=8Gi,disk=20Gi` (default: detected).
     #[arg(long, env = "CORRAL_AGENT_RESOURCES")]
-    resources: String,
+    resources: Option<String>,
     /// Attributes: `rack=r1,zone=a`.
     #[arg(long, env = "CORRAL_AGENT_ATTRIBUTES", default_value = "")]
     attributes: String,
@@ -48,42 +107,243 @@ pub struct AgentArgs {
     /// Lease duration in seconds (renewed every quarter of it).
     #[arg(long, env = "CORRAL_AGENT_LEASE_SECONDS", default_value_t = 40)]
     lease_seconds: i32,
+    /// Where task sandboxes live (default `$CORRAL_HOME/agent/<node>/sandboxes`).
+    #[arg(long, env = "CORRAL_AGENT_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// The cgroup v1 mount root.
+    #[arg(long, env = "CORRAL_AGENT_CGROUP_ROOT", default_value = cgroup::DEFAULT_ROOT)]
+    cgroup_root: PathBuf,
+    /// Directory with one file per flag (see the module docs for precedence).
+    #[arg(long, env = "CORRAL_AGENT_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
+    #[command(flatten)]
+    containerd: ContainerdArgs,
     /// Corral's state directory (default `~/.corral`).
     #[arg(long, env = "CORRAL_HOME")]
     home: Option<PathBuf>,
 }
 
+/// The agent's flags that take a value, as they appear on the command line.
+const VALUE_FLAGS: &[&str] = &[
+    "kubeconfig",
+    "node-name",
+    "runtimes",
+    "resources",
+    "attributes",
+    "reserved",
+    "simulate-nodes",
+    "lease-seconds",
+    "work-dir",
+    "cgroup-root",
+    "containerd-address",
+    "containerd-namespace",
+    "snapshotter",
+];
+
+fn env_name(flag: &str) -> String {
+    match flag {
+        "containerd-address" => "CONTAINERD_ADDRESS".to_owned(),
+        f => format!("CORRAL_AGENT_{}", f.replace('-', "_").to_uppercase()),
+    }
+}
+
+fn read_file_value(path: &str) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {path}"))?
+        .trim_end()
+        .to_owned())
+}
+
+/// Rewrites the arguments after `corral agent` so that clap sees one value
+/// per flag with the documented precedence: `file://` values are read;
+/// flags set only in the environment or the configuration directory are
+/// added as arguments.
+pub fn resolve_args(
+    args: Vec<OsString>,
+    env: &BTreeMap<String, String>,
+    config_dir: Option<&Path>,
+) -> Result<Vec<OsString>> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut given = std::collections::BTreeSet::new();
+    let mut it = args.into_iter().peekable();
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy().into_owned();
+        let Some(name) = s.strip_prefix("--") else {
+            out.push(a);
+            continue;
+        };
+        let (flag, inline) = match name.split_once('=') {
+            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
+            None => (name.to_owned(), None),
+        };
+        if !VALUE_FLAGS.contains(&flag.as_str()) {
+            out.push(a);
+            continue;
+        }
+        given.insert(flag.clone());
+        let value = match inline {
+            Some(v) => v,
+            None => match it.next() {
+                Some(v) => v.to_string_lossy().into_owned(),
+                None => {
+                    out.push(a);
+                    continue;
+                }
+            },
+        };
+        let value = match value.strip_prefix("file://") {
+            Some(p) => read_file_value(p)?,
+            None => value,
+        };
+        out.push(format!("--{flag}={value}").into());
+    }
+    // A subcommand (`image import`) takes no agent flags from elsewhere.
+    if out
+        .first()
+        .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
+    {
+        return Ok(out);
+    }
+    for flag in VALUE_FLAGS {
+        if given.contains(*flag) {
+            continue;
+        }
+        let from_env = env.get(&env_name(flag)).cloned();
+        let from_dir = || {
+            let dir = config_dir?;
+            [flag.to_string(), flag.replace('-', "_")]
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.is_file())
+        };
+        let value = match (from_env, from_dir()) {
+            (Some(v), _) => match v.strip_prefix("file://") {
+                Some(p) => read_file_value(p)?,
+                None => continue, // clap reads the environment itself
+            },
+            (None, Some(path)) => {
+                let v = read_file_value(&path.to_string_lossy())?;
+                match v.strip_prefix("file://") {
+                    Some(p) => read_file_value(p)?,
+                    None => v,
+                }
+            }
+            (None, None) => continue,
+        };
+        out.push(format!("--{flag}={value}").into());
+    }
+    Ok(out)
+}
+
 pub async fn run(args: AgentArgs) -> Result<()> {
-    let kubeconfig = match args.kubeconfig {
-        Some(k) => k,
-        None => home_dir(args.home)?.join("kubeconfig"),
-    };
-    let text = std::fs::read_to_string(&kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
-    let client = kube::Client::try_from(
-        kube::config::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?;
+    match args.command {
+        Some(AgentCommand::Image(ImageCommand::Import { file, containerd })) => {
+            import_image(&file, &containerd)
+        }
+        None => run_agent(args.run).await,
+    }
+}
+
+/// Imports with containerd's own `ctr` (containerd 1.6 has no Transfer
+/// service, and unpacking through the API means re-implementing what `ctr`
+/// already does well).
+fn import_image(file: &Path, c: &ContainerdArgs) -> Result<()> {
+    anyhow::ensure!(file.is_file(), "{} is not a file", file.display());
+    let status = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&c.containerd_address)
+        .args(["-n", &c.containerd_namespace, "images", "import"])
+        .args(["--snapshotter", &c.snapshotter])
+        .arg(file)
+        .status()
+        .context("running ctr (it comes with containerd)")?;
+    anyhow::ensure!(status.success(), "ctr images import failed: {status}");
+    Ok(())
+}
+
+/// The machine's CPUs and memory, for `--resources` left unset.
+fn detect_resources() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(1 << 20);
+    format!("cpus={cpus},memory={mem_kib}Ki")
+}
+
+async fn build_runtimes(
+    args: &RunArgs,
+    sandboxes: &Path,
+) -> Result<Vec<Arc<dyn ContainerRuntime>>> {
     let mut runtimes: Vec<Arc<dyn ContainerRuntime>> = Vec::new();
+    let cgroups = Cgroup::available(&args.cgroup_root).then(|| args.cgroup_root.clone());
     for r in &args.runtimes {
         match r.as_str() {
             "simulated" => runtimes.push(Arc::new(Simulated::default())),
-            "containerd" | "process" => {
-                bail!("the {r} runtime is not available in this version; use --runtimes simulated")
+            "process" => {
+                if cgroups.is_none() {
+                    tracing::warn!(root = %args.cgroup_root.display(), "no cgroup v1 cpu/memory/pids controllers: the process runtime runs tasks without limits");
+                }
+                runtimes.push(Arc::new(Process::new(sandboxes, cgroups.clone())));
             }
-            other => bail!("unknown runtime {other:?} (available: simulated)"),
+            "containerd" => {
+                let cfg = ContainerdConfig {
+                    address: args.containerd.containerd_address.clone(),
+                    namespace: args.containerd.containerd_namespace.clone(),
+                    snapshotter: args.containerd.snapshotter.clone(),
+                    sandboxes: sandboxes.to_owned(),
+                    cgroup_root: args.cgroup_root.clone(),
+                };
+                match Containerd::connect(cfg).await {
+                    Ok(c) => runtimes.push(Arc::new(c)),
+                    Err(e) if args.runtimes.len() > 1 => {
+                        eprintln!("containerd is not available ({e}); using the other runtimes");
+                    }
+                    Err(e) => bail!("containerd is not available: {e}"),
+                }
+            }
+            other => bail!("unknown runtime {other:?} (available: containerd, process, simulated)"),
         }
     }
+    anyhow::ensure!(!runtimes.is_empty(), "no runtime could be set up");
+    Ok(runtimes)
+}
+
+async fn run_agent(args: RunArgs) -> Result<()> {
+    let Some(node_name) = args.node_name.clone() else {
+        bail!(
+            "--node-name is required (or CORRAL_AGENT_NODE_NAME, or a node-name file in the config directory)"
+        );
+    };
+    let home = home_dir(args.home.clone())?;
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| home.join("kubeconfig"));
+    let client = client_from(&kubeconfig).await?;
+    let sandboxes = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| home.join("agent").join(&node_name).join("sandboxes"));
+    std::fs::create_dir_all(&sandboxes)
+        .with_context(|| format!("creating {}", sandboxes.display()))?;
+    let runtimes = build_runtimes(&args, &sandboxes).await?;
     let nodes = match args.simulate_nodes {
         Some(n) if args.runtimes.iter().all(|r| r == "simulated") => {
-            (0..n).map(|i| format!("{}-{i}", args.node_name)).collect()
+            (0..n).map(|i| format!("{node_name}-{i}")).collect()
         }
         Some(_) => bail!("--simulate-nodes needs --runtimes simulated"),
-        None => vec![args.node_name.clone()],
+        None => vec![node_name.clone()],
     };
+    let resources = args.resources.clone().unwrap_or_else(detect_resources);
     let cfg = AgentConfig {
         nodes,
-        resources: flags::resources(&args.resources)?,
+        resources: flags::resources(&resources)?,
         attributes: flags::attributes(&args.attributes)?,
         reserved: flags::reserved(&args.reserved)?,
         lease_seconds: args.lease_seconds,
@@ -93,8 +353,16 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let names: Vec<&str> = runtimes
+        .iter()
+        .map(|r| corral_node_agent::runtime::kind_name(r.kind()))
+        .collect();
+    println!(
+        "corral agent running for node {node_name} (runtimes: {}; sandboxes in {})",
+        names.join(", "),
+        sandboxes.display()
+    );
     let handle = tokio::spawn(agent::run(client, cfg, runtimes, stop_rx));
-    println!("corral agent running for node {}", args.node_name);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -102,4 +370,91 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     handle.await??;
     Ok(())
+}
+
+/// A client for the API server a kubeconfig file names.
+pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
+    let text = std::fs::read_to_string(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
+    Ok(kube::Client::try_from(
+        kube::config::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_command_line_beats_the_environment_which_beats_the_config_dir() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("resources"), "cpus=1\n")?;
+        std::fs::write(dir.path().join("attributes"), "rack=dir\n")?;
+        std::fs::write(dir.path().join("node_name"), "from-dir\n")?;
+        let secret = dir.path().join("reserved.txt");
+        std::fs::write(&secret, "cpus(a)=1\n")?;
+        let env = BTreeMap::from([
+            ("CORRAL_AGENT_ATTRIBUTES".to_owned(), "rack=env".to_owned()),
+            (
+                "CORRAL_AGENT_RESERVED".to_owned(),
+                format!("file://{}", secret.display()),
+            ),
+        ]);
+        let out = resolve_args(
+            os(&["--resources", "cpus=4", "--lease-seconds=9"]),
+            &env,
+            Some(dir.path()),
+        )?;
+        let out: Vec<String> = out
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert!(out.contains(&"--resources=cpus=4".to_owned()), "{out:?}");
+        assert!(out.contains(&"--lease-seconds=9".to_owned()));
+        assert!(
+            !out.iter().any(|a| a.starts_with("--attributes")),
+            "the environment value is left to clap: {out:?}"
+        );
+        assert!(out.contains(&"--reserved=cpus(a)=1".to_owned()), "{out:?}");
+        assert!(
+            out.contains(&"--node-name=from-dir".to_owned()),
+            "underscore file names work too: {out:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn file_values_on_the_command_line_are_read() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("res");
+        std::fs::write(&f, "cpus=2,memory=1Gi\n")?;
+        let out = resolve_args(
+            os(&[&format!("--resources=file://{}", f.display())]),
+            &BTreeMap::new(),
+            None,
+        )?;
+        assert_eq!(out, os(&["--resources=cpus=2,memory=1Gi"]));
+        assert!(
+            resolve_args(
+                os(&["--resources", "file:///nonexistent/x"]),
+                &BTreeMap::new(),
+                None
+            )
+            .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_subcommand_takes_no_flags_from_elsewhere() -> Result<()> {
+        let env = BTreeMap::from([("CORRAL_AGENT_NODE_NAME".to_owned(), "n".to_owned())]);
+        let out = resolve_args(os(&["image", "import", "x.tar"]), &env, None)?;
+        assert_eq!(out, os(&["image", "import", "x.tar"]));
+        Ok(())
+    }
 }

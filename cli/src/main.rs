@@ -51,8 +51,8 @@ enum Command {
     Store(store_cmd::StoreArgs),
     /// Run the Kubernetes-compatible API server and the controllers.
     Server(server_cmd::ServerArgs),
-    /// Run a node agent (today with the simulated runtime).
-    Agent(agent_cmd::AgentArgs),
+    /// Run a node agent (containerd, process or simulated runtime), or import an image.
+    Agent(Box<agent_cmd::AgentArgs>),
 }
 
 #[tokio::main]
@@ -64,13 +64,38 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match Cli::parse_from(args()?).command {
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,
         Command::Server(args) => server_cmd::run(args).await,
-        Command::Agent(args) => agent_cmd::run(args).await,
+        Command::Agent(args) => agent_cmd::run(*args).await,
     }
+}
+
+/// The command line, with `corral agent`'s flags resolved from the
+/// environment, `file://` values and the configuration directory.
+fn args() -> Result<Vec<std::ffi::OsString>> {
+    let mut all: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if all.get(1).is_none_or(|a| a != "agent") {
+        return Ok(all);
+    }
+    let rest = all.split_off(2);
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let config_dir = rest
+        .iter()
+        .zip(rest.iter().skip(1))
+        .find(|(a, _)| *a == "--config-dir")
+        .map(|(_, v)| PathBuf::from(v))
+        .or_else(|| {
+            rest.iter()
+                .find_map(|a| a.to_str()?.strip_prefix("--config-dir=").map(PathBuf::from))
+        })
+        .or_else(|| env.get("CORRAL_AGENT_CONFIG_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(agent_cmd::DEFAULT_CONFIG_DIR));
+    let dir = config_dir.is_dir().then_some(config_dir.as_path());
+    all.extend(agent_cmd::resolve_args(rest, &env, dir)?);
+    Ok(all)
 }
 
 fn crds(out: Option<PathBuf>, check: bool) -> Result<()> {

@@ -12,7 +12,7 @@
 //! (bounded history). Time is a parameter; nothing here reads a clock.
 
 use corral_api::TaskPhase::{self, *};
-use corral_api::task::{TaskEvent, TaskStatus};
+use corral_api::task::{FailureReason, TaskEvent, TaskStatus};
 
 /// Something that happened to a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub enum Event {
     AgentExited {
         /// Exit code (137 for OOM kills and SIGKILL).
         code: i32,
+        /// Why it failed, when the agent knows more than the code says.
+        failure: Option<Failure>,
     },
     /// The agent reports the container killed (after a kill request, or by itself).
     AgentKilled,
@@ -60,14 +62,41 @@ pub enum Event {
     ThrottleExpired,
 }
 
+/// What the agent knows about a failure beyond the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The kind of failure.
+    pub reason: FailureReason,
+    /// Details for humans (`image docker.io/library/x:1 is not present`).
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure of `reason` with `detail`.
+    pub fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
 impl Event {
+    /// The container exited with `code`, nothing more known.
+    pub fn exited(code: i32) -> Self {
+        Event::AgentExited {
+            code,
+            failure: None,
+        }
+    }
+
     /// A short name for messages and tests.
     pub fn name(&self) -> &'static str {
         match self {
             Event::Assigned { .. } => "assigned",
             Event::AgentStarting => "agent-starting",
             Event::AgentRunning => "agent-running",
-            Event::AgentExited { code: 0 } => "agent-exited-0",
+            Event::AgentExited { code: 0, .. } => "agent-exited-0",
             Event::AgentExited { .. } => "agent-exited-nonzero",
             Event::AgentKilled => "agent-killed",
             Event::KillRequested => "kill-requested",
@@ -98,6 +127,8 @@ pub enum Action {
     IncrementFailures,
     /// Keep the container's exit code.
     RecordExitCode(i32),
+    /// Keep why the container failed.
+    RecordFailure(FailureReason),
 }
 
 /// Why a pair cannot happen.
@@ -151,19 +182,27 @@ fn stay(actions: Vec<Action>, message: impl Into<String>) -> Decision {
     }
 }
 
-fn exited(code: i32) -> Decision {
-    if code == 0 {
-        to(
+fn exited(code: i32, failure: Option<&Failure>) -> Decision {
+    match failure {
+        None if code == 0 => to(
             Finished,
             vec![Action::RecordExitCode(0)],
             "exited with code 0",
-        )
-    } else {
-        to(
+        ),
+        None => to(
             Failed,
             vec![Action::RecordExitCode(code), Action::IncrementFailures],
             format!("exited with code {code}"),
-        )
+        ),
+        Some(f) => to(
+            Failed,
+            vec![
+                Action::RecordExitCode(code),
+                Action::RecordFailure(f.reason),
+                Action::IncrementFailures,
+            ],
+            format!("{} (exit code {code})", f.detail),
+        ),
     }
 }
 
@@ -207,7 +246,7 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         // ASSIGNED: bound; the agent has not reported yet.
         (Assigned, E::AgentStarting) => to(Starting, vec![], "the agent is preparing the sandbox"),
         (Assigned, E::AgentRunning) => to(Running, vec![], "running"),
-        (Assigned, E::AgentExited { code }) => exited(*code),
+        (Assigned, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Assigned, E::AgentKilled) => to(Killed, vec![], "killed by the agent"),
         (Assigned, E::KillRequested) => to(Killing, vec![Action::Kill], "kill requested"),
         (Assigned, E::RestartRequested) => to(Restarting, vec![Action::Kill], "restart requested"),
@@ -230,7 +269,7 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         // STARTING: sandbox being prepared, process launching.
         (Starting, E::AgentStarting) => stay(vec![], "already starting"),
         (Starting, E::AgentRunning) => to(Running, vec![], "running"),
-        (Starting, E::AgentExited { code }) => exited(*code),
+        (Starting, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Starting, E::AgentKilled) => to(Killed, vec![], "killed by the agent"),
         (Starting, E::KillRequested) => to(Killing, vec![Action::Kill], "kill requested"),
         (Starting, E::RestartRequested) => to(Restarting, vec![Action::Kill], "restart requested"),
@@ -253,7 +292,7 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         // RUNNING.
         (Running, E::AgentRunning) => stay(vec![], "still running"),
         (Running, E::AgentStarting) => Illegal(Backwards),
-        (Running, E::AgentExited { code }) => exited(*code),
+        (Running, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Running, E::AgentKilled) => to(Killed, vec![], "killed by the agent"),
         (Running, E::KillRequested) => to(Killing, vec![Action::Kill], "kill requested"),
         (Running, E::RestartRequested) => to(Restarting, vec![Action::Kill], "restart requested"),
@@ -328,7 +367,7 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Partitioned, E::AgentStarting) => {
             to(Starting, vec![], "its node is back and it is starting")
         }
-        (Partitioned, E::AgentExited { code }) => exited(*code),
+        (Partitioned, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Partitioned, E::AgentKilled) => {
             to(Killed, vec![], "killed while its node was unreachable")
         }
@@ -425,6 +464,7 @@ pub fn apply(
                         status.failure_count = status.failure_count.saturating_add(1)
                     }
                     Action::RecordExitCode(c) => status.exit_code = Some(*c),
+                    Action::RecordFailure(r) => status.failure_reason = Some(*r),
                     Action::Launch | Action::Kill | Action::Reschedule => {}
                 }
             }

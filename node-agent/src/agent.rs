@@ -4,19 +4,27 @@
 //! with its resources, attributes, static reservations and a Ready condition;
 //! renews one Lease per node in `corral-node-lease`; watches the tasks bound
 //! to its nodes (`spec.nodeName`, or one shared watch for simulated nodes, as
-//! KWOK does). ASSIGNED tasks are started with the first runtime that
-//! supports them; kill requests (KILLING, PREEMPTING, RESTARTING, DRAINING)
-//! and errant copies of ended tasks are killed. Every runtime report goes
-//! through the lifecycle state machine and is written as the task's status,
-//! with a task event by `agent/<node>`.
+//! KWOK does). ASSIGNED tasks are started with the first healthy runtime
+//! that supports them; kill requests (KILLING, PREEMPTING, RESTARTING,
+//! DRAINING) and errant copies of ended tasks are killed with the task's
+//! grace period. Starts and kills run off the loop, so a slow container
+//! never holds up the others. Every runtime report goes through the
+//! lifecycle state machine and is written as the task's status, with a task
+//! event by `agent/<node>`.
+//!
+//! On start, runtimes re-adopt the containers that outlived the previous
+//! agent; tasks the cluster believes run here but no runtime knows are
+//! reported lost. Every 10 s the agent writes each task's CPU and memory use
+//! to `status.usage`, and their sum to the Node's `status.usage`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::node::StaticReservation;
+use corral_api::node::{RuntimeKind, StaticReservation};
+use corral_api::task::FailureReason;
 use corral_api::{Node, Resources, Task, TaskPhase};
-use corral_core::lifecycle::{self, Event};
+use corral_core::lifecycle::{self, Event, Failure};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
@@ -25,7 +33,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::runtime::{ContainerRuntime, Launch, RuntimeEvent};
+use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
 
 /// The namespace of node leases (read by the node lifecycle controller).
 pub const LEASE_NAMESPACE: &str = "corral-node-lease";
@@ -69,7 +77,7 @@ fn micro_now() -> String {
 async fn register(
     client: &kube::Client,
     cfg: &AgentConfig,
-    runtimes: &[String],
+    runtimes: &[RuntimeKind],
 ) -> Result<(), AgentError> {
     let nss: Api<Namespace> = Api::all(client.clone());
     match nss
@@ -137,11 +145,25 @@ struct Running {
     /// One status writer per task: reports of one task are written in order,
     /// reports of different tasks concurrently.
     writers: HashMap<String, mpsc::UnboundedSender<(Event, String)>>,
+    /// Tasks a kill was sent for (one kill per task).
+    killing: HashSet<String>,
+    /// Tasks whose end this agent reported (until their object is deleted),
+    /// so a stale RUNNING from the watch is not mistaken for a lost task.
+    ended: HashSet<String>,
 }
 
 impl Running {
+    fn finished(&mut self, key: &str) {
+        self.tasks.remove(key);
+        self.killing.remove(key);
+        self.ended.insert(key.to_owned());
+    }
+
     fn report(&mut self, client: &kube::Client, key: &str, event: Event, node: &str) {
-        let done = matches!(event, Event::AgentExited { .. } | Event::AgentKilled);
+        let done = matches!(
+            event,
+            Event::AgentExited { .. } | Event::AgentKilled | Event::NodeLost
+        );
         let tx = self.writers.entry(key.to_owned()).or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<(Event, String)>();
             let (client, objects, key) = (client.clone(), self.objects.clone(), key.to_owned());
@@ -214,7 +236,50 @@ async fn report(client: &kube::Client, objects: &Objects, key: &str, event: &Eve
     }
 }
 
+/// How often task usage is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// How often runtimes' health is checked (a stopped containerd is noticed
+/// within this, and its tasks' successors go to the next runtime).
+pub const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
+/// Which runtimes answered their last health check.
+type Health = Arc<Vec<std::sync::atomic::AtomicBool>>;
+
+async fn check_health(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health) {
+    for (r, h) in runtimes.iter().zip(health.iter()) {
+        let ok = r.healthy().await;
+        if h.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok {
+            tracing::info!(
+                runtime = kind_name(r.kind()),
+                healthy = ok,
+                "runtime health changed"
+            );
+        }
+    }
+}
+
+/// The first runtime, in configured order, that is healthy and supports `launch`.
+fn pick(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health, launch: &Launch) -> Option<usize> {
+    runtimes
+        .iter()
+        .zip(health.iter())
+        .position(|(r, h)| h.load(std::sync::atomic::Ordering::Relaxed) && r.supports(launch))
+}
+
+fn grace_of(task: &Task) -> Duration {
+    task.spec
+        .container
+        .kill_grace_period_seconds
+        .map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(KILL_GRACE)
+}
+
 /// Runs the agent until `stop` turns true.
+///
+/// Before watching, every runtime re-adopts the containers that outlived a
+/// previous agent; a task this node's API objects show STARTING or RUNNING
+/// that no runtime knows is reported lost (its container died with the
+/// previous agent), so the job controller replaces it.
 pub async fn run(
     client: kube::Client,
     cfg: AgentConfig,
@@ -224,39 +289,92 @@ pub async fn run(
     if runtimes.is_empty() {
         return Err(AgentError::NoRuntime);
     }
-    let names: Vec<String> = runtimes.iter().map(|r| r.name().to_owned()).collect();
-    register(&client, &cfg, &names).await?;
+    let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
+    register(&client, &cfg, &kinds).await?;
+    let health: Health = Arc::new(
+        runtimes
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+    );
+    check_health(&runtimes, &health).await;
+    {
+        // Health is sampled off the loop: a hung containerd must not stall it.
+        let (runtimes, health, mut stop) = (runtimes.clone(), health.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEALTH_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = every.tick() => check_health(&runtimes, &health).await,
+                }
+            }
+        });
+    }
     let ours: BTreeSet<String> = cfg.nodes.iter().cloned().collect();
+    let (events_tx, mut events) = mpsc::channel::<(String, RuntimeEvent)>(4096);
+    let mut state = Running {
+        tasks: HashMap::new(),
+        objects: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        writers: HashMap::new(),
+        killing: HashSet::new(),
+        ended: HashSet::new(),
+    };
+    if let [node] = cfg.nodes.as_slice() {
+        for (idx, r) in runtimes.iter().enumerate() {
+            match r.recover(events_tx.clone()).await {
+                Ok(keys) => {
+                    if !keys.is_empty() {
+                        tracing::info!(
+                            runtime = kind_name(r.kind()),
+                            tasks = keys.len(),
+                            "re-adopted tasks"
+                        );
+                    }
+                    for k in keys {
+                        state.tasks.insert(k, (idx, node.clone()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(runtime = kind_name(r.kind()), error = %e, "recovery failed")
+                }
+            }
+        }
+    }
     let tasks: Api<Task> = Api::all(client.clone());
     let wc = match cfg.nodes.as_slice() {
         [one] => watcher::Config::default().fields(&format!("spec.nodeName={one}")),
         _ => watcher::Config::default(),
     };
     let mut watch = watcher::watcher(tasks, wc).boxed();
-    let (events_tx, mut events) = mpsc::channel::<(String, RuntimeEvent)>(4096);
     let mut renewals = tokio::time::interval(cfg.renew_every);
-    let mut state = Running {
-        tasks: HashMap::new(),
-        objects: Arc::new(std::sync::Mutex::new(HashMap::new())),
-        writers: HashMap::new(),
-    };
+    let mut samples = tokio::time::interval(SAMPLE_EVERY);
+    let mut last_cpu: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             _ = renewals.tick() => {
                 tokio::spawn(renew(client.clone(), cfg.nodes.clone()));
             }
+            _ = samples.tick() => {
+                if let [node] = cfg.nodes.as_slice() {
+                    let usage = sample_usage(&runtimes, &state.tasks, &mut last_cpu);
+                    tokio::spawn(write_usage(client.clone(), node.clone(), usage));
+                }
+            }
             Some((key, ev)) = events.recv() => {
-                let node = state.tasks.get(&key).map(|(_, n)| n.clone()).unwrap_or_default();
+                let node = state.tasks.get(&key).map(|(_, n)| n.clone())
+                    .or_else(|| single(&cfg.nodes))
+                    .unwrap_or_default();
                 let event = match ev {
                     RuntimeEvent::Starting => Event::AgentStarting,
                     RuntimeEvent::Running => Event::AgentRunning,
-                    RuntimeEvent::Exited { code } => {
-                        state.tasks.remove(&key);
-                        Event::AgentExited { code }
+                    RuntimeEvent::Exited { code, failure } => {
+                        state.finished(&key);
+                        Event::AgentExited { code, failure }
                     }
                     RuntimeEvent::Killed => {
-                        state.tasks.remove(&key);
+                        state.finished(&key);
                         Event::AgentKilled
                     }
                 };
@@ -276,9 +394,11 @@ pub async fn run(
                         let Some(node) = t.spec.node_name.clone().filter(|n| ours.contains(n)) else { continue };
                         let key = key_of(&t);
                         let phase = t.status.as_ref().map(|s| s.phase()).unwrap_or(TaskPhase::Pending);
+                        let grace = grace_of(&t);
                         let launch = Launch {
                             key: key.clone(),
                             container: t.spec.container.clone(),
+                            resources: t.spec.resources.clone(),
                             annotations: t.metadata.annotations.clone().unwrap_or_default(),
                         };
                         if let Ok(mut o) = state.objects.lock() {
@@ -286,29 +406,46 @@ pub async fn run(
                         }
                         let here = state.tasks.get(&key).map(|(r, _)| *r);
                         match (phase, here) {
-                            (TaskPhase::Assigned, None) => {
-                                let Some(idx) = runtimes.iter().position(|r| r.supports(&launch)) else {
-                                    state.report(&client, &key, Event::AgentExited { code: 127 }, &node);
+                            (TaskPhase::Assigned, None) if !state.ended.contains(&key) => {
+                                let Some(idx) = pick(&runtimes, &health, &launch) else {
+                                    let names: Vec<&str> = runtimes.iter().map(|r| kind_name(r.kind())).collect();
+                                    let failure = Failure::new(
+                                        FailureReason::NoRuntime,
+                                        format!("no healthy runtime among [{}] supports this container", names.join(", ")),
+                                    );
+                                    state.ended.insert(key.clone());
+                                    state.report(&client, &key, Event::AgentExited { code: 127, failure: Some(failure) }, &node);
                                     continue;
                                 };
                                 state.tasks.insert(key.clone(), (idx, node));
-                                if let Err(e) = runtimes[idx].start(launch, events_tx.clone()).await {
-                                    tracing::warn!(task = %key, error = %e, "starting failed");
-                                    state.tasks.remove(&key);
-                                    state.report(&client, &key, Event::AgentExited { code: 128 }, "");
-                                }
+                                let (rt, tx) = (runtimes[idx].clone(), events_tx.clone());
+                                tokio::spawn(async move {
+                                    if let Err(e) = rt.start(launch, tx.clone()).await {
+                                        let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string());
+                                        let _ = tx.send((key, ev)).await;
+                                    }
+                                });
                             }
                             (TaskPhase::Killing | TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining, Some(idx))
-                            | (TaskPhase::Finished | TaskPhase::Failed | TaskPhase::Killed | TaskPhase::Lost, Some(idx)) => {
-                                if runtimes[idx].kill(&key, KILL_GRACE).await.is_ok() {
-                                    let _ = events_tx.send((key.clone(), RuntimeEvent::Killed)).await;
-                                } else {
-                                    state.tasks.remove(&key);
-                                }
+                            | (TaskPhase::Finished | TaskPhase::Failed | TaskPhase::Killed | TaskPhase::Lost, Some(idx))
+                                if state.killing.insert(key.clone()) =>
+                            {
+                                let (rt, tx) = (runtimes[idx].clone(), events_tx.clone());
+                                tokio::spawn(async move {
+                                    if let Err(RuntimeError::NotRunning(_)) = rt.kill(&key, grace).await {
+                                        let _ = tx.send((key, RuntimeEvent::Killed)).await;
+                                    }
+                                });
                             }
                             (TaskPhase::Killing | TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining, None) => {
                                 // Never started here (or already gone): it is dead.
                                 state.report(&client, &key, Event::AgentKilled, &node);
+                            }
+                            (TaskPhase::Starting | TaskPhase::Running, None) if !state.ended.contains(&key) => {
+                                // Known to the cluster as running here, unknown to every
+                                // runtime: its container died with an earlier agent.
+                                state.ended.insert(key.clone());
+                                state.report(&client, &key, Event::NodeLost, &node);
                             }
                             _ => {}
                         }
@@ -318,13 +455,88 @@ pub async fn run(
                         if let Ok(mut o) = state.objects.lock() {
                             o.remove(&key);
                         }
-                        if let Some((idx, _)) = state.tasks.remove(&key) {
-                            let _ = runtimes[idx].kill(&key, KILL_GRACE).await;
+                        state.ended.remove(&key);
+                        if let Some((idx, _)) = state.tasks.get(&key).cloned()
+                            && state.killing.insert(key.clone())
+                        {
+                            let grace = grace_of(&t);
+                            let rt = runtimes[idx].clone();
+                            tokio::spawn(async move {
+                                let _ = rt.kill(&key, grace).await;
+                            });
                         }
                     }
                     watcher::Event::Init | watcher::Event::InitDone => {}
                 }
             }
+        }
+    }
+}
+
+fn single(nodes: &[String]) -> Option<String> {
+    match nodes {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// Per task: CPU in use (cores, from the CPU time used since the last
+/// sample) and memory in use; the node's sum under `""`.
+fn sample_usage(
+    runtimes: &[Arc<dyn ContainerRuntime>],
+    tasks: &HashMap<String, (usize, String)>,
+    last_cpu: &mut HashMap<String, (u64, tokio::time::Instant)>,
+) -> BTreeMap<String, (u64, u64)> {
+    let now = tokio::time::Instant::now();
+    let mut out = BTreeMap::new();
+    let (mut node_cpu, mut node_mem) = (0u64, 0u64);
+    for (key, (idx, _)) in tasks {
+        let Some(u) = runtimes[*idx].usage(key) else {
+            continue;
+        };
+        let milli_cores = last_cpu.get(key).map_or(0, |(prev, at)| {
+            let elapsed = now.duration_since(*at).as_nanos().max(1);
+            let used = u128::from(u.cpu_nanos.saturating_sub(*prev));
+            u64::try_from(used * 1000 / elapsed).unwrap_or(u64::MAX)
+        });
+        last_cpu.insert(key.clone(), (u.cpu_nanos, now));
+        node_cpu += milli_cores;
+        node_mem += u.memory_bytes;
+        out.insert(key.clone(), (milli_cores, u.memory_bytes));
+    }
+    last_cpu.retain(|k, _| tasks.contains_key(k));
+    if !tasks.is_empty() || !out.is_empty() {
+        out.insert(String::new(), (node_cpu, node_mem));
+    }
+    out
+}
+
+fn usage_json(milli_cores: u64, memory: u64) -> serde_json::Value {
+    json!({"cpus": format!("{milli_cores}m"), "memory": memory})
+}
+
+/// Writes each task's `status.usage` and the node's `status.usage`.
+async fn write_usage(client: kube::Client, node: String, usage: BTreeMap<String, (u64, u64)>) {
+    let pp = PatchParams::default();
+    for (key, (cpu, mem)) in &usage {
+        let patch = json!({"status": {"usage": usage_json(*cpu, *mem)}});
+        let result = if key.is_empty() {
+            let nodes: Api<Node> = Api::all(client.clone());
+            nodes
+                .patch_status(&node, &pp, &Patch::Merge(patch))
+                .await
+                .map(|_| ())
+        } else if let Some((ns, name)) = key.split_once('/') {
+            let tasks: Api<Task> = Api::namespaced(client.clone(), ns);
+            tasks
+                .patch_status(name, &pp, &Patch::Merge(patch))
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::debug!(object = %key, error = %e, "writing usage failed");
         }
     }
 }

@@ -1,12 +1,13 @@
 //! `corral agent`: Corral's node agent (the Mesos agent / kubelet role).
 //!
-//! - [`runtime`]: the `ContainerRuntime` trait and the simulated runtime.
+//! - [`runtime`]: the `ContainerRuntime` trait and its runtimes: containerd,
+//!   plain processes in cgroups, and simulation.
 //! - [`agent`]: registration, lease heartbeats, and running the node's tasks.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
 //!
-//! Only the agent links container runtimes. Today's runtime is `simulated`
-//! (for scale tests and development); `containerd` and `process` come next.
+//! Only the agent links container runtimes (containerd-client lives here and
+//! nowhere else).
 
 pub mod agent;
 pub mod flags;

@@ -8,8 +8,8 @@ fn events() -> Vec<Event> {
         Event::Assigned { node: "n1".into() },
         Event::AgentStarting,
         Event::AgentRunning,
-        Event::AgentExited { code: 0 },
-        Event::AgentExited { code: 3 },
+        Event::exited(0),
+        Event::exited(3),
         Event::AgentKilled,
         Event::KillRequested,
         Event::RestartRequested,
@@ -102,11 +102,11 @@ fn the_actions_of_the_main_paths() {
         vec![Action::Launch]
     );
     assert_eq!(
-        act(Running, Event::AgentExited { code: 1 }),
+        act(Running, Event::exited(1)),
         vec![Action::RecordExitCode(1), Action::IncrementFailures]
     );
     assert_eq!(
-        act(Running, Event::AgentExited { code: 0 }),
+        act(Running, Event::exited(0)),
         vec![Action::RecordExitCode(0)]
     );
     assert_eq!(
@@ -121,10 +121,7 @@ fn the_actions_of_the_main_paths() {
         act(Restarting, Event::AgentKilled),
         vec![Action::Reschedule]
     );
-    assert_eq!(
-        act(Draining, Event::AgentExited { code: 143 }),
-        vec![Action::Reschedule]
-    );
+    assert_eq!(act(Draining, Event::exited(143)), vec![Action::Reschedule]);
     assert_eq!(act(Killing, Event::AgentKilled), vec![]);
     assert_eq!(
         act(Assigned, Event::AssignTimeout),
@@ -159,7 +156,7 @@ fn applying_a_life_records_each_step() -> Result<(), IllegalTransition> {
     apply(&mut st, &Event::AgentStarting, at(1), "agent/n1")?;
     apply(&mut st, &Event::AgentRunning, at(2), "agent/n1")?;
     apply(&mut st, &Event::AgentRunning, at(3), "agent/n1")?;
-    let actions = apply(&mut st, &Event::AgentExited { code: 2 }, at(4), "agent/n1")?;
+    let actions = apply(&mut st, &Event::exited(2), at(4), "agent/n1")?;
     assert_eq!(
         actions,
         vec![Action::RecordExitCode(2), Action::IncrementFailures]
@@ -232,4 +229,40 @@ proptest::proptest! {
             proptest::prop_assert!(st.task_events.len() <= corral_api::task::MAX_TASK_EVENTS);
         }
     }
+}
+
+#[test]
+fn a_failure_the_agent_explains_keeps_its_reason_and_detail() -> Result<(), IllegalTransition> {
+    use corral_api::task::FailureReason;
+    for (phase, reason, detail) in [
+        (
+            Running,
+            FailureReason::OutOfMemory,
+            "killed for exceeding its memory limit of 64Mi",
+        ),
+        (
+            Assigned,
+            FailureReason::ImageNotFound,
+            "image docker.io/library/nope:latest is not present",
+        ),
+    ] {
+        let mut st = TaskStatus {
+            phase: Some(phase),
+            ..TaskStatus::default()
+        };
+        let event = Event::AgentExited {
+            code: 137,
+            failure: Some(Failure::new(reason, detail)),
+        };
+        let actions = apply(&mut st, &event, at(1), "agent/n1")?;
+        assert!(actions.contains(&Action::RecordFailure(reason)));
+        assert_eq!(st.phase(), Failed);
+        assert_eq!(st.failure_reason, Some(reason));
+        assert_eq!(st.failure_count, 1);
+        assert_eq!(
+            st.message.as_deref(),
+            Some(format!("{detail} (exit code 137)").as_str())
+        );
+    }
+    Ok(())
 }

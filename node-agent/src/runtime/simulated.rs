@@ -1,79 +1,16 @@
-//! The `ContainerRuntime` trait and the simulated runtime.
-//!
-//! A runtime starts a task's container and reports what happens to it as
-//! [`RuntimeEvent`]s on a channel; the agent turns them into task phases
-//! through the lifecycle state machine. Runtimes are tried in the configured
-//! order; the first that supports the task's container and is healthy runs it
-//! (Mesos containerizers' rule).
+//! The simulated runtime: no process, so one machine can stand in for
+//! thousands of nodes (as KWOK does). A task runs until killed, or for
+//! `corral.dev/simulate-duration` and then exits with
+//! `corral.dev/simulate-exit-code`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use corral_api::node::RuntimeKind;
 
-/// What a runtime reports about a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeEvent {
-    /// The sandbox is being prepared.
-    Starting,
-    /// The container runs.
-    Running,
-    /// The container exited by itself.
-    Exited {
-        /// Its exit code.
-        code: i32,
-    },
-    /// The container was killed on request.
-    Killed,
-}
-
-/// What a runtime needs to run a task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Launch {
-    /// `namespace/name` of the task.
-    pub key: String,
-    /// The container to run.
-    pub container: corral_api::job::ContainerSpec,
-    /// The task's annotations (the simulated runtime reads its instructions there).
-    pub annotations: std::collections::BTreeMap<String, String>,
-}
-
-/// Why a runtime could not act.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuntimeError {
-    /// The runtime cannot run this container.
-    #[error("runtime {runtime} does not support this container: {why}")]
-    Unsupported {
-        /// The runtime.
-        runtime: &'static str,
-        /// Why.
-        why: String,
-    },
-    /// No such task is running here.
-    #[error("task {0} is not running here")]
-    NotRunning(String),
-}
-
-/// A way to run containers (containerd, plain processes, or simulation).
-#[async_trait]
-pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
-    /// The runtime's name (`simulated`).
-    fn name(&self) -> &'static str;
-    /// True when this runtime can run `launch` now.
-    fn supports(&self, launch: &Launch) -> bool;
-    /// Starts the task; its events arrive on `events`, tagged with the task key.
-    async fn start(
-        &self,
-        launch: Launch,
-        events: mpsc::Sender<(String, RuntimeEvent)>,
-    ) -> Result<(), RuntimeError>;
-    /// Kills the task: a grace period, then for good.
-    async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError>;
-    /// The tasks it runs now (for re-adoption and reconciliation).
-    fn running(&self) -> Vec<String>;
-}
+use super::{ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent};
 
 /// The annotation giving a simulated task's run time (`5s`, `500ms`, `2m`).
 pub const SIMULATE_DURATION: &str = "corral.dev/simulate-duration";
@@ -95,30 +32,29 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// A simulated task: its timer, and where its kill is reported.
+type SimulatedTask = (tokio::task::JoinHandle<()>, Events);
+
 /// No process at all: a task runs until killed, or for
 /// `corral.dev/simulate-duration` and then exits with
 /// `corral.dev/simulate-exit-code` (default 0). One machine can stand in for
 /// thousands of nodes with it.
 #[derive(Debug, Default, Clone)]
 pub struct Simulated {
-    running: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+    running: Arc<Mutex<HashMap<String, SimulatedTask>>>,
 }
 
 #[async_trait]
 impl ContainerRuntime for Simulated {
-    fn name(&self) -> &'static str {
-        "simulated"
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Simulated
     }
 
     fn supports(&self, _launch: &Launch) -> bool {
         true
     }
 
-    async fn start(
-        &self,
-        launch: Launch,
-        events: mpsc::Sender<(String, RuntimeEvent)>,
-    ) -> Result<(), RuntimeError> {
+    async fn start(&self, launch: Launch, events: Events) -> Result<(), RuntimeError> {
         let duration = launch
             .annotations
             .get(SIMULATE_DURATION)
@@ -131,6 +67,7 @@ impl ContainerRuntime for Simulated {
         let key = launch.key.clone();
         let running = self.running.clone();
         let task_key = key.clone();
+        let killed = events.clone();
         let handle = tokio::spawn(async move {
             let _ = events
                 .send((task_key.clone(), RuntimeEvent::Starting))
@@ -141,11 +78,19 @@ impl ContainerRuntime for Simulated {
                 if let Ok(mut r) = running.lock() {
                     r.remove(&task_key);
                 }
-                let _ = events.send((task_key, RuntimeEvent::Exited { code })).await;
+                let _ = events
+                    .send((
+                        task_key,
+                        RuntimeEvent::Exited {
+                            code,
+                            failure: None,
+                        },
+                    ))
+                    .await;
             }
         });
         if let Ok(mut r) = self.running.lock() {
-            r.insert(key, handle);
+            r.insert(key, (handle, killed));
         }
         Ok(())
     }
@@ -153,8 +98,9 @@ impl ContainerRuntime for Simulated {
     async fn kill(&self, key: &str, _grace: Duration) -> Result<(), RuntimeError> {
         let handle = self.running.lock().ok().and_then(|mut r| r.remove(key));
         match handle {
-            Some(h) => {
+            Some((h, events)) => {
                 h.abort();
+                let _ = events.send((key.to_owned(), RuntimeEvent::Killed)).await;
                 Ok(())
             }
             None => Err(RuntimeError::NotRunning(key.to_owned())),
@@ -172,6 +118,7 @@ impl ContainerRuntime for Simulated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     #[test]
     fn durations_parse() {
@@ -190,6 +137,7 @@ mod tests {
             key: "ns/t".into(),
             container: serde_json::from_value(serde_json::json!({"image": "busybox"}))
                 .expect("container"),
+            resources: Default::default(),
             annotations: [
                 (SIMULATE_DURATION.to_string(), "5s".to_string()),
                 (SIMULATE_EXIT_CODE.to_string(), "3".to_string()),
@@ -202,7 +150,10 @@ mod tests {
         assert_eq!(rt.running(), vec!["ns/t".to_string()]);
         assert_eq!(
             rx.recv().await.map(|e| e.1),
-            Some(RuntimeEvent::Exited { code: 3 }),
+            Some(RuntimeEvent::Exited {
+                code: 3,
+                failure: None
+            }),
             "paused time jumps the 5 s"
         );
         assert!(rt.running().is_empty());
@@ -216,12 +167,14 @@ mod tests {
             key: "ns/t".into(),
             container: serde_json::from_value(serde_json::json!({"image": "busybox"}))
                 .expect("container"),
+            resources: Default::default(),
             annotations: Default::default(),
         };
         rt.start(launch, tx).await.expect("start");
         rx.recv().await;
         rx.recv().await;
         rt.kill("ns/t", Duration::from_secs(1)).await.expect("kill");
+        assert_eq!(rx.recv().await.map(|e| e.1), Some(RuntimeEvent::Killed));
         assert!(rt.running().is_empty());
         assert!(matches!(
             rt.kill("ns/t", Duration::from_secs(1)).await,

@@ -1,0 +1,653 @@
+//! The `containerd` runtime: a task's image runs as a container through
+//! containerd's gRPC API (containerd 1.6 and later).
+//!
+//! Per task (container id `<namespace>.<name>`, label `corral.dev/task`):
+//! resolve the image from the content store; under a short-lived lease
+//! (`containerd.io/gc.expire`, so a crashed agent leaks nothing) prepare a
+//! snapshot on the image's chain ID and create the container with an OCI spec
+//! carrying the CPU quota, memory limit and pids limit, the cgroup path
+//! `/<namespace>/<id>`, host networking (as Mesos does by default) and the
+//! task's sandbox bind-mounted at `/mnt/sandbox`; create the task with its
+//! stdout and stderr going to the sandbox files, start it, and wait for its
+//! exit. The memory cgroup tells an OOM kill apart from other deaths. Kills
+//! send SIGTERM, wait the grace period, then SIGKILL to every process.
+//!
+//! Nothing is kept only in memory: after an agent restart, [`recover`]
+//! lists the labelled containers and re-adopts those still running.
+//!
+//! [`recover`]: ContainerRuntime::recover
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest,
+    GetRequest as GetTaskRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    containers_client::ContainersClient, leases_client::LeasesClient, tasks_client::TasksClient,
+    version_client::VersionClient,
+};
+use containerd_client::types::Mount;
+use containerd_client::types::v1::Status as ProcessStatus;
+use corral_api::node::RuntimeKind;
+use corral_api::task::FailureReason;
+use corral_core::lifecycle::Failure;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use super::cgroup::Cgroup;
+use super::image::{self, ImageError};
+use super::{
+    ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
+    prepare_sandbox,
+};
+
+/// The label naming a container's task (`namespace/name`).
+pub const TASK_LABEL: &str = "corral.dev/task";
+/// Where a task's sandbox appears inside its container.
+pub const SANDBOX_MOUNT: &str = "/mnt/sandbox";
+/// containerd's default socket.
+pub const DEFAULT_ADDRESS: &str = "/run/containerd/containerd.sock";
+/// The containerd namespace Corral's containers live in.
+pub const DEFAULT_NAMESPACE: &str = "corral";
+const RUNC: &str = "io.containerd.runc.v2";
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// Where and how to reach containerd.
+#[derive(Debug, Clone)]
+pub struct ContainerdConfig {
+    /// The socket.
+    pub address: PathBuf,
+    /// The containerd namespace (one per cluster).
+    pub namespace: String,
+    /// The snapshotter images were unpacked into.
+    pub snapshotter: String,
+    /// Where task sandboxes live.
+    pub sandboxes: PathBuf,
+    /// The cgroup v1 root, for usage and OOM readings.
+    pub cgroup_root: PathBuf,
+}
+
+/// Containers through containerd.
+#[derive(Debug, Clone)]
+pub struct Containerd {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: ContainerdConfig,
+    channel: Channel,
+    tasks: Mutex<HashMap<String, Running>>,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    id: String,
+    killed: bool,
+    done: watch::Receiver<bool>,
+}
+
+fn backend(detail: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Backend {
+        runtime: "containerd",
+        detail: detail.to_string(),
+    }
+}
+
+/// A step of starting a container that failed.
+#[derive(Debug)]
+enum StartError {
+    Image(ImageError),
+    Step(&'static str, tonic::Status),
+}
+
+impl From<ImageError> for StartError {
+    fn from(e: ImageError) -> Self {
+        StartError::Image(e)
+    }
+}
+
+impl StartError {
+    fn event(&self) -> RuntimeEvent {
+        match self {
+            StartError::Image(e @ ImageError::NotFound(_)) => RuntimeEvent::failed(
+                FailureReason::ImageNotFound,
+                format!("{e}; import it with `corral agent image import`"),
+            ),
+            StartError::Image(e) => {
+                RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string())
+            }
+            StartError::Step(step, s) => RuntimeEvent::failed(
+                FailureReason::LaunchFailed,
+                format!("containerd: {step}: {}", s.message()),
+            ),
+        }
+    }
+}
+
+fn step(what: &'static str) -> impl FnOnce(tonic::Status) -> StartError {
+    move |s| StartError::Step(what, s)
+}
+
+impl Containerd {
+    /// Connects to containerd at `cfg.address` (the connection is checked
+    /// with a version call).
+    pub async fn connect(cfg: ContainerdConfig) -> Result<Self, RuntimeError> {
+        let channel = containerd_client::connect(&cfg.address)
+            .await
+            .map_err(|e| backend(format!("connecting to {}: {e}", cfg.address.display())))?;
+        let me = Self {
+            inner: Arc::new(Inner {
+                cfg,
+                channel,
+                tasks: Mutex::new(HashMap::new()),
+            }),
+        };
+        me.version().await?;
+        Ok(me)
+    }
+
+    /// containerd's version.
+    pub async fn version(&self) -> Result<String, RuntimeError> {
+        let v = VersionClient::new(self.inner.channel.clone())
+            .version(())
+            .await
+            .map_err(|s| backend(s.message()))?;
+        Ok(v.into_inner().version)
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Ok(ns) = self.inner.cfg.namespace.parse() {
+            req.metadata_mut().insert("containerd-namespace", ns);
+        }
+        req
+    }
+
+    fn leased<T>(&self, msg: T, lease: &str) -> tonic::Request<T> {
+        let mut req = self.req(msg);
+        if let Ok(l) = lease.parse() {
+            req.metadata_mut().insert("containerd-lease", l);
+        }
+        req
+    }
+
+    fn cgroup(&self, id: &str) -> Cgroup {
+        Cgroup::new(
+            &self.inner.cfg.cgroup_root,
+            format!("{}/{id}", self.inner.cfg.namespace),
+        )
+    }
+
+    fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.inner.channel.clone())
+    }
+
+    fn task_service(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.inner.channel.clone())
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.inner.channel.clone())
+    }
+
+    /// The OCI runtime spec of a task's container.
+    fn spec(&self, launch: &Launch, id: &str, image: &image::ImageConfig, sandbox: &Path) -> Value {
+        let c = &launch.container;
+        let mut task_env: BTreeMap<String, String> = c
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        task_env.insert("CORRAL_TASK".into(), launch.key.clone());
+        task_env.insert("CORRAL_SANDBOX".into(), SANDBOX_MOUNT.into());
+        let cwd = c
+            .working_dir
+            .clone()
+            .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into());
+        let limits = launch.limits();
+        let hostname: String = launch
+            .key
+            .rsplit('/')
+            .next()
+            .unwrap_or(id)
+            .chars()
+            .take(63)
+            .collect();
+        oci_spec(
+            image::process_args(image, &c.command, &c.args),
+            image::merge_env(&image.env, &task_env),
+            cwd,
+            hostname,
+            &limits,
+            &format!("/{}/{id}", self.inner.cfg.namespace),
+            sandbox,
+        )
+    }
+
+    async fn create_and_start(
+        &self,
+        launch: &Launch,
+        id: &str,
+        sandbox: &Path,
+    ) -> Result<(), StartError> {
+        let cfg = &self.inner.cfg;
+        let image =
+            image::resolve(&self.inner.channel, &cfg.namespace, &launch.container.image).await?;
+        let spec = self.spec(launch, id, &image, sandbox);
+        // A leftover of an earlier attempt with the same id (an agent that
+        // died half-way) is cleared first.
+        self.cleanup(id).await;
+        let lease = format!("corral-{id}");
+        let expire = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_mins(10))
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .to_string();
+        LeasesClient::new(self.inner.channel.clone())
+            .create(self.req(CreateLeaseRequest {
+                id: lease.clone(),
+                labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+            }))
+            .await
+            .map_err(step("create lease"))?;
+        let created = async {
+            let mounts: Vec<Mount> = self
+                .snapshots()
+                .prepare(self.leased(
+                    PrepareSnapshotRequest {
+                        snapshotter: cfg.snapshotter.clone(),
+                        key: id.to_owned(),
+                        parent: image.chain_id.clone(),
+                        labels: HashMap::new(),
+                    },
+                    &lease,
+                ))
+                .await
+                .map_err(step("prepare snapshot"))?
+                .into_inner()
+                .mounts;
+            let container = Container {
+                id: id.to_owned(),
+                labels: HashMap::from([(TASK_LABEL.to_owned(), launch.key.clone())]),
+                image: image.name.clone(),
+                runtime: Some(Runtime {
+                    name: RUNC.to_owned(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: SPEC_TYPE.to_owned(),
+                    value: serde_json::to_vec(&spec).unwrap_or_default(),
+                }),
+                snapshotter: cfg.snapshotter.clone(),
+                snapshot_key: id.to_owned(),
+                ..Container::default()
+            };
+            self.containers()
+                .create(self.leased(
+                    CreateContainerRequest {
+                        container: Some(container),
+                    },
+                    &lease,
+                ))
+                .await
+                .map_err(step("create container"))?;
+            Ok::<_, StartError>(mounts)
+        }
+        .await;
+        let _ = LeasesClient::new(self.inner.channel.clone())
+            .delete(self.req(DeleteLeaseRequest {
+                id: lease,
+                sync: false,
+            }))
+            .await;
+        let mounts = created?;
+        self.task_service()
+            .create(self.req(CreateTaskRequest {
+                container_id: id.to_owned(),
+                rootfs: mounts,
+                stdout: sandbox.join("stdout").display().to_string(),
+                stderr: sandbox.join("stderr").display().to_string(),
+                ..CreateTaskRequest::default()
+            }))
+            .await
+            .map_err(step("create task"))?;
+        self.task_service()
+            .start(self.req(StartRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(step("start task"))?;
+        Ok(())
+    }
+
+    /// Deletes the task, the container and its snapshot, ignoring what is
+    /// already gone.
+    async fn cleanup(&self, id: &str) {
+        let _ = self
+            .task_service()
+            .delete(self.req(DeleteTaskRequest {
+                container_id: id.to_owned(),
+            }))
+            .await;
+        let _ = self
+            .containers()
+            .delete(self.req(DeleteContainerRequest { id: id.to_owned() }))
+            .await;
+        let _ = self
+            .snapshots()
+            .remove(self.req(RemoveSnapshotRequest {
+                snapshotter: self.inner.cfg.snapshotter.clone(),
+                key: id.to_owned(),
+            }))
+            .await;
+    }
+
+    fn track(&self, key: &str, id: &str) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.tasks().insert(
+            key.to_owned(),
+            Running {
+                id: id.to_owned(),
+                killed: false,
+                done: rx,
+            },
+        );
+        tx
+    }
+
+    /// Waits for the container's exit, reads the OOM counter before the
+    /// cgroup goes, cleans up and reports.
+    fn wait_for_exit(&self, key: String, id: String, events: Events, done: watch::Sender<bool>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            let code = loop {
+                match me
+                    .task_service()
+                    .wait(me.req(WaitRequest {
+                        container_id: id.clone(),
+                        exec_id: String::new(),
+                    }))
+                    .await
+                {
+                    Ok(r) => break i32::try_from(r.into_inner().exit_status).unwrap_or(255),
+                    Err(s) if s.code() == tonic::Code::NotFound => break 137,
+                    Err(s) => {
+                        // containerd restarting: its shims keep the container alive.
+                        tracing::debug!(container = %id, error = %s.message(), "waiting again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            let cg = me.cgroup(&id);
+            let oom = cg.oom_kills() > 0;
+            let limit = cg.memory_limit();
+            me.cleanup(&id).await;
+            let killed = me.tasks().remove(&key).is_some_and(|r| r.killed);
+            let event = if killed {
+                RuntimeEvent::Killed
+            } else if oom {
+                let limit = limit.map(|b| format!(" of {b} bytes")).unwrap_or_default();
+                RuntimeEvent::Exited {
+                    code,
+                    failure: Some(Failure::new(
+                        FailureReason::OutOfMemory,
+                        format!("killed by the kernel for exceeding its memory limit{limit}"),
+                    )),
+                }
+            } else {
+                RuntimeEvent::Exited {
+                    code,
+                    failure: None,
+                }
+            };
+            let _ = events.send((key, event)).await;
+            let _ = done.send(true);
+        });
+    }
+
+    async fn signal(&self, id: &str, signal: u32, all: bool) {
+        let _ = self
+            .task_service()
+            .kill(self.req(KillRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+                signal,
+                all,
+            }))
+            .await;
+    }
+}
+
+/// The OCI runtime spec: runc's defaults (namespaces, capabilities, masked
+/// paths, `/proc` and `/dev` mounts) with the task's process, limits, cgroup
+/// and sandbox, and the host's network namespace.
+fn oci_spec(
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    hostname: String,
+    limits: &super::Limits,
+    cgroups_path: &str,
+    sandbox: &Path,
+) -> Value {
+    let mut spec =
+        serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap_or_else(|_| json!({}));
+    spec["root"] = json!({"path": "rootfs", "readonly": false});
+    spec["hostname"] = json!(hostname);
+    let process = &mut spec["process"];
+    process["args"] = json!(args);
+    process["env"] = json!(env);
+    process["cwd"] = json!(cwd);
+    process["terminal"] = json!(false);
+    let mut resources = json!({});
+    if let Some(quota) = limits.cfs_quota_us() {
+        resources["cpu"] = json!({"quota": quota, "period": super::CFS_PERIOD_US});
+    }
+    if let Some(bytes) = limits.memory_bytes {
+        resources["memory"] = json!({"limit": bytes});
+    }
+    if let Some(pids) = limits.pids {
+        resources["pids"] = json!({"limit": pids});
+    }
+    let linux = &mut spec["linux"];
+    linux["resources"] = resources;
+    linux["cgroupsPath"] = json!(cgroups_path);
+    if let Some(ns) = linux["namespaces"].as_array_mut() {
+        ns.retain(|n| n["type"] != "network");
+    }
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.push(json!({"destination": SANDBOX_MOUNT, "type": "bind", "source": sandbox, "options": ["rbind", "rw"]}));
+        // Host networking needs the host's name resolution.
+        if Path::new("/etc/resolv.conf").exists() {
+            mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "ro"]}));
+        }
+    }
+    spec
+}
+
+#[async_trait]
+impl ContainerRuntime for Containerd {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Containerd
+    }
+
+    fn supports(&self, launch: &Launch) -> bool {
+        !launch.container.image.trim().is_empty()
+    }
+
+    async fn healthy(&self) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), self.version())
+            .await
+            .is_ok_and(|v| v.is_ok())
+    }
+
+    async fn start(&self, launch: Launch, events: Events) -> Result<(), RuntimeError> {
+        let key = launch.key.clone();
+        let _ = events.send((key.clone(), RuntimeEvent::Starting)).await;
+        let id = container_id(&key);
+        let sandbox = match prepare_sandbox(&self.inner.cfg.sandboxes, &key) {
+            Ok(s) => s,
+            Err(e) => {
+                let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, format!("sandbox: {e}"));
+                let _ = events.send((key, ev)).await;
+                return Ok(());
+            }
+        };
+        match self.create_and_start(&launch, &id, &sandbox).await {
+            Ok(()) => {
+                let done = self.track(&key, &id);
+                let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
+                self.wait_for_exit(key, id, events, done);
+            }
+            Err(e) => {
+                tracing::warn!(task = %key, error = ?e, "starting the container failed");
+                self.cleanup(&id).await;
+                let _ = events.send((key, e.event())).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let (id, mut done) = {
+            let mut tasks = self.tasks();
+            let r = tasks
+                .get_mut(key)
+                .ok_or_else(|| RuntimeError::NotRunning(key.to_owned()))?;
+            r.killed = true;
+            (r.id.clone(), r.done.clone())
+        };
+        self.signal(&id, 15, false).await;
+        if tokio::time::timeout(grace, done.wait_for(|d| *d))
+            .await
+            .is_err()
+        {
+            self.signal(&id, 9, true).await;
+            let _ = done.wait_for(|d| *d).await;
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.tasks().keys().cloned().collect()
+    }
+
+    async fn recover(&self, events: Events) -> Result<Vec<String>, RuntimeError> {
+        let containers = self
+            .containers()
+            .list(self.req(ListContainersRequest {
+                filters: vec![format!("labels.\"{TASK_LABEL}\"")],
+            }))
+            .await
+            .map_err(|s| backend(s.message()))?
+            .into_inner()
+            .containers;
+        let mut found = Vec::new();
+        for c in containers {
+            let Some(key) = c.labels.get(TASK_LABEL).cloned() else {
+                continue;
+            };
+            if self.tasks().contains_key(&key) {
+                continue;
+            }
+            let status = self
+                .task_service()
+                .get(self.req(GetTaskRequest {
+                    container_id: c.id.clone(),
+                    exec_id: String::new(),
+                }))
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().process)
+                .map(|p| p.status());
+            match status {
+                Some(ProcessStatus::Running | ProcessStatus::Paused | ProcessStatus::Pausing) => {
+                    let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
+                    let done = self.track(&key, &c.id);
+                    self.wait_for_exit(key.clone(), c.id, events.clone(), done);
+                    found.push(key);
+                }
+                Some(ProcessStatus::Stopped) => {
+                    // It ended while no agent watched: collect its exit code.
+                    let done = self.track(&key, &c.id);
+                    self.wait_for_exit(key.clone(), c.id, events.clone(), done);
+                    found.push(key);
+                }
+                _ => {
+                    // Created but never started, or no task at all: not worth keeping.
+                    self.cleanup(&c.id).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn usage(&self, key: &str) -> Option<Usage> {
+        let id = self.tasks().get(key)?.id.clone();
+        self.cgroup(&id).usage()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Limits;
+
+    #[test]
+    fn the_spec_carries_limits_cgroup_sandbox_and_host_network() {
+        let spec = oci_spec(
+            vec!["sh".into(), "-c".into(), "echo hi".into()],
+            vec!["PATH=/bin".into()],
+            "/".into(),
+            "t1".into(),
+            &Limits {
+                cpu_millis: Some(500),
+                memory_bytes: Some(64 << 20),
+                pids: Some(100),
+            },
+            "/corral/ns.t1",
+            Path::new("/var/lib/corral/sandboxes/ns.t1"),
+        );
+        assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(spec["root"], json!({"path": "rootfs", "readonly": false}));
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["cpu"], json!({"quota": 50000, "period": 100000}));
+        assert_eq!(r["memory"]["limit"], json!(64 << 20));
+        assert_eq!(r["pids"]["limit"], json!(100));
+        assert_eq!(spec["linux"]["cgroupsPath"], json!("/corral/ns.t1"));
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(ns.iter().all(|n| n["type"] != "network"));
+        assert!(ns.iter().any(|n| n["type"] == "pid"));
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["destination"] == SANDBOX_MOUNT && m["type"] == "bind")
+        );
+        assert!(
+            spec["process"]["capabilities"]["bounding"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+            "runc's default capabilities stay"
+        );
+    }
+}

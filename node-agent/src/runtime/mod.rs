@@ -1,0 +1,272 @@
+//! The `ContainerRuntime` trait and its implementations.
+//!
+//! A runtime starts a task's container and reports what happens to it as
+//! [`RuntimeEvent`]s on a channel; the agent turns them into task phases
+//! through the lifecycle state machine. Runtimes are tried in the configured
+//! order; the first that supports the task's container and is healthy runs it
+//! (Mesos containerizers' rule).
+//!
+//! - [`containerd`]: containers from images, through containerd's gRPC API.
+//! - [`process`]: plain host processes in cgroups with the same limits.
+//! - [`simulated`]: no process at all, for scale tests.
+//!
+//! Each runtime reports exactly one terminal event per start: `Exited` when
+//! the container ended by itself, `Killed` when it ended after
+//! [`ContainerRuntime::kill`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use corral_api::node::RuntimeKind;
+use corral_api::task::FailureReason;
+use corral_api::{Resources, job::ContainerSpec};
+use corral_core::lifecycle::Failure;
+use tokio::sync::mpsc;
+
+pub mod cgroup;
+pub mod containerd;
+mod image;
+pub mod process;
+pub mod simulated;
+
+pub use simulated::{SIMULATE_DURATION, SIMULATE_EXIT_CODE, Simulated, parse_duration};
+
+/// What a runtime reports about a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The sandbox is being prepared.
+    Starting,
+    /// The container runs.
+    Running,
+    /// The container exited by itself (or could not be started).
+    Exited {
+        /// Its exit code (128 + signal for a signal).
+        code: i32,
+        /// Why it failed, when the code alone does not say it.
+        failure: Option<Failure>,
+    },
+    /// The container ended after a kill request.
+    Killed,
+}
+
+impl RuntimeEvent {
+    /// A failure before the container ran: exit code 128, with the reason.
+    pub fn failed(reason: FailureReason, detail: impl Into<String>) -> Self {
+        RuntimeEvent::Exited {
+            code: 128,
+            failure: Some(Failure::new(reason, detail)),
+        }
+    }
+}
+
+/// A task's events, tagged with the task key.
+pub type Events = mpsc::Sender<(String, RuntimeEvent)>;
+
+/// What a runtime needs to run a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    /// `namespace/name` of the task.
+    pub key: String,
+    /// The container to run.
+    pub container: ContainerSpec,
+    /// The task's resources: `cpus` becomes a CFS quota, `memory` a memory
+    /// limit.
+    pub resources: Resources,
+    /// The task's annotations (the simulated runtime reads its instructions there).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Launch {
+    /// The limits to enforce, from the task's resources.
+    pub fn limits(&self) -> Limits {
+        let milli = |name: &str| {
+            self.resources
+                .get(name)
+                .and_then(|q| q.milli().ok())
+                .filter(|v| *v > 0)
+        };
+        Limits {
+            cpu_millis: milli("cpus").and_then(|v| u64::try_from(v).ok()),
+            memory_bytes: milli("memory").and_then(|v| u64::try_from(v / 1000).ok()),
+            pids: Some(DEFAULT_PIDS_LIMIT),
+        }
+    }
+}
+
+/// The most processes a task may have (fork bombs stay inside their task).
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// Limits enforced on a task's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// CPU in thousandths of a core (a CFS quota of `cpu_millis × 100` µs per 100 ms).
+    pub cpu_millis: Option<u64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Processes.
+    pub pids: Option<u64>,
+}
+
+/// The CFS period used for every task.
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+impl Limits {
+    /// The CFS quota for the CPU limit.
+    pub fn cfs_quota_us(&self) -> Option<u64> {
+        self.cpu_millis
+            .map(|m| (m * CFS_PERIOD_US / 1000).max(1000))
+    }
+}
+
+/// What a task's container uses now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// CPU time used so far, in nanoseconds.
+    pub cpu_nanos: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Why a runtime could not act.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime cannot run this container.
+    #[error("runtime {runtime} does not support this container: {why}")]
+    Unsupported {
+        /// The runtime.
+        runtime: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// No such task is running here.
+    #[error("task {0} is not running here")]
+    NotRunning(String),
+    /// The runtime's backend failed (containerd unreachable, cgroup write refused…).
+    #[error("{runtime}: {detail}")]
+    Backend {
+        /// The runtime.
+        runtime: &'static str,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// A way to run containers (containerd, plain processes, or simulation).
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
+    /// The runtime's kind.
+    fn kind(&self) -> RuntimeKind;
+    /// True when this runtime can run `launch` at all.
+    fn supports(&self, launch: &Launch) -> bool;
+    /// True when the runtime can start containers now (containerd answers).
+    async fn healthy(&self) -> bool {
+        true
+    }
+    /// Starts the task; its events arrive on `events`. Returns once the task
+    /// is started (or has failed to start, which is reported as an event).
+    async fn start(&self, launch: Launch, events: Events) -> Result<(), RuntimeError>;
+    /// Kills the task: SIGTERM, `grace`, then SIGKILL. The runtime reports
+    /// `Killed` once the container is gone.
+    async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError>;
+    /// The tasks it runs now.
+    fn running(&self) -> Vec<String>;
+    /// Re-adopts the tasks that survived an agent restart, reporting them on
+    /// `events` like freshly started ones (tasks that ended meanwhile report
+    /// their exit). Returns the keys of the tasks found.
+    async fn recover(&self, events: Events) -> Result<Vec<String>, RuntimeError> {
+        let _ = events;
+        Ok(Vec::new())
+    }
+    /// What the task's container uses now, when the runtime can measure it.
+    fn usage(&self, key: &str) -> Option<Usage> {
+        let _ = key;
+        None
+    }
+}
+
+/// The name `kind` has on the command line (`--runtimes containerd,process`).
+pub fn kind_name(kind: RuntimeKind) -> &'static str {
+    match kind {
+        RuntimeKind::Containerd => "containerd",
+        RuntimeKind::Process => "process",
+        RuntimeKind::Simulated => "simulated",
+    }
+}
+
+/// A name usable as a container id, cgroup and directory name:
+/// `namespace/name` becomes `namespace.name` (both parts are DNS labels or
+/// subdomains, so the result is unambiguous).
+pub fn container_id(key: &str) -> String {
+    key.replace('/', ".")
+}
+
+/// The inverse of [`container_id`].
+pub fn key_of_container_id(id: &str) -> Option<String> {
+    id.split_once('.').map(|(ns, name)| format!("{ns}/{name}"))
+}
+
+/// The per-task sandbox directory under `root`: the task's working files and
+/// its `stdout` and `stderr`.
+pub fn sandbox_dir(root: &Path, key: &str) -> PathBuf {
+    root.join(container_id(key))
+}
+
+/// Creates the sandbox with empty `stdout` and `stderr` files.
+pub fn prepare_sandbox(root: &Path, key: &str) -> std::io::Result<PathBuf> {
+    let dir = sandbox_dir(root, key);
+    std::fs::create_dir_all(&dir)?;
+    for f in ["stdout", "stderr"] {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(f))?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_api::Quantity;
+
+    #[test]
+    fn limits_come_from_the_tasks_resources() {
+        let launch = |r: Resources| Launch {
+            key: "ns/t".into(),
+            container: serde_json::from_value(serde_json::json!({"image": "busybox"}))
+                .expect("container"),
+            resources: r,
+            annotations: BTreeMap::new(),
+        };
+        let l = launch(
+            Resources::new()
+                .with("cpus", Quantity::from_text("0.5"))
+                .with("memory", Quantity::from_text("64Mi")),
+        )
+        .limits();
+        assert_eq!(l.cpu_millis, Some(500));
+        assert_eq!(l.cfs_quota_us(), Some(50_000));
+        assert_eq!(l.memory_bytes, Some(64 << 20));
+        assert_eq!(l.pids, Some(DEFAULT_PIDS_LIMIT));
+        let none = launch(Resources::new()).limits();
+        assert_eq!((none.cpu_millis, none.memory_bytes), (None, None));
+        let tiny = launch(Resources::new().with("cpus", Quantity::from_text("1m"))).limits();
+        assert_eq!(
+            tiny.cfs_quota_us(),
+            Some(1000),
+            "the kernel's minimum quota"
+        );
+    }
+
+    #[test]
+    fn container_ids_round_trip_task_keys() {
+        assert_eq!(container_id("team-a/job-0-abc"), "team-a.job-0-abc");
+        assert_eq!(
+            key_of_container_id("team-a.job-0.x").as_deref(),
+            Some("team-a/job-0.x")
+        );
+        assert_eq!(key_of_container_id("nodot"), None);
+    }
+}

@@ -1,0 +1,360 @@
+//! The `process` runtime: a task's command runs as a plain host process (the
+//! image is not used; the host's filesystem is the task's), in its own
+//! process group and in a cgroup v1 group `corral/<id>` with the task's CPU
+//! quota, memory limit and pids limit. For machines without containerd.
+//!
+//! The command runs under a small `/bin/sh` wrapper that joins the cgroup
+//! before the command starts and writes the command's exit code to
+//! `<sandbox>/.exit_code`; the wrapper's pid is checkpointed in
+//! `<sandbox>/.pid`. A restarted agent re-adopts a wrapper that still runs
+//! (checking that the pid is still in the task's cgroup, so a reused pid is
+//! never mistaken for the task) and reads the exit code once it ends.
+//!
+//! Kills signal the whole process group: SIGTERM, the grace period, SIGKILL.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use corral_api::node::RuntimeKind;
+use corral_api::task::FailureReason;
+use corral_core::lifecycle::Failure;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::cgroup::Cgroup;
+use super::{
+    ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
+    key_of_container_id, prepare_sandbox, sandbox_dir,
+};
+
+const PID_FILE: &str = ".pid";
+const EXIT_FILE: &str = ".exit_code";
+/// How often a re-adopted process (not our child) is checked for exit.
+const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+/// Plain processes in cgroups.
+#[derive(Debug, Clone)]
+pub struct Process {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sandboxes: PathBuf,
+    /// The cgroup v1 root, when limits can be enforced.
+    cgroup_root: Option<PathBuf>,
+    tasks: Mutex<HashMap<String, Running>>,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    pgid: i32,
+    killed: bool,
+    /// Turns true once the process has ended and been reported.
+    done: watch::Receiver<bool>,
+}
+
+impl Process {
+    /// A process runtime keeping sandboxes under `sandboxes`; limits are
+    /// enforced with the cgroup v1 hierarchies under `cgroup_root` (None: no
+    /// enforcement, for machines without them).
+    pub fn new(sandboxes: impl Into<PathBuf>, cgroup_root: Option<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sandboxes: sandboxes.into(),
+                cgroup_root,
+                tasks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn cgroup(&self, key: &str) -> Option<Cgroup> {
+        self.inner
+            .cgroup_root
+            .as_ref()
+            .map(|r| Cgroup::new(r, format!("corral/{}", container_id(key))))
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a running task and returns the sender that marks it done.
+    fn track(&self, key: &str, pgid: i32) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.tasks().insert(
+            key.to_owned(),
+            Running {
+                pgid,
+                killed: false,
+                done: rx,
+            },
+        );
+        tx
+    }
+
+    /// Reports the end of `key`: Killed after a kill request, else Exited
+    /// (with an OOM reason when the cgroup saw the OOM killer).
+    async fn finish(&self, key: &str, code: i32, events: &Events, done: watch::Sender<bool>) {
+        let killed = self.tasks().remove(key).is_some_and(|r| r.killed);
+        let _ = std::fs::remove_file(sandbox_dir(&self.inner.sandboxes, key).join(PID_FILE));
+        let mut failure = None;
+        if let Some(cg) = self.cgroup(key) {
+            if cg.oom_kills() > 0 {
+                let limit = cg
+                    .memory_limit()
+                    .map(|b| format!(" of {b} bytes"))
+                    .unwrap_or_default();
+                failure = Some(Failure::new(
+                    FailureReason::OutOfMemory,
+                    format!("killed by the kernel for exceeding its memory limit{limit}"),
+                ));
+            }
+            // Stragglers (daemonized children) go with the task.
+            for _ in 0..50 {
+                if !cg.has_processes() {
+                    break;
+                }
+                for pid in std::fs::read_to_string(cg.dir("pids").join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            cg.remove();
+        }
+        let event = if killed {
+            RuntimeEvent::Killed
+        } else {
+            RuntimeEvent::Exited {
+                code: if failure.is_some() { 137 } else { code },
+                failure,
+            }
+        };
+        let _ = events.send((key.to_owned(), event)).await;
+        let _ = done.send(true);
+    }
+
+    async fn launch(&self, launch: &Launch, events: &Events) -> Result<(), RuntimeEvent> {
+        let key = &launch.key;
+        let sandbox = prepare_sandbox(&self.inner.sandboxes, key).map_err(|e| {
+            RuntimeEvent::failed(
+                FailureReason::LaunchFailed,
+                format!("cannot create the sandbox: {e}"),
+            )
+        })?;
+        let _ = std::fs::remove_file(sandbox.join(EXIT_FILE));
+        let cgroup = self.cgroup(key);
+        let join = match &cgroup {
+            Some(cg) => {
+                cg.create(&launch.limits()).map_err(|e| {
+                    RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string())
+                })?;
+                format!("{} || exit 126; ", cg.join_script())
+            }
+            None => String::new(),
+        };
+        let c = &launch.container;
+        let argv: Vec<&String> = c.command.iter().chain(&c.args).collect();
+        let script = format!(
+            "{join}\"$@\"; rc=$?; echo $rc > '{}'; exit $rc",
+            sandbox.join(EXIT_FILE).display()
+        );
+        let open = |f: &str| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(sandbox.join(f))
+                .map_err(|e| RuntimeEvent::failed(FailureReason::LaunchFailed, format!("{f}: {e}")))
+        };
+        let workdir = c
+            .working_dir
+            .as_deref()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .unwrap_or_else(|| sandbox.clone());
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(argv)
+            .current_dir(workdir)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("CORRAL_SANDBOX", &sandbox)
+            .env("CORRAL_TASK", key)
+            .envs(c.env.iter().map(|e| (&e.name, &e.value)))
+            .stdin(std::process::Stdio::null())
+            .stdout(open("stdout")?)
+            .stderr(open("stderr")?)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            RuntimeEvent::failed(
+                FailureReason::LaunchFailed,
+                format!("cannot start /bin/sh: {e}"),
+            )
+        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or_default();
+        let _ = std::fs::write(sandbox.join(PID_FILE), pid.to_string());
+        let done = self.track(key, pid);
+        let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
+        let (me, key, events) = (self.clone(), key.clone(), events.clone());
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(st) => st
+                    .code()
+                    .or_else(|| st.signal().map(|s| 128 + s))
+                    .unwrap_or(128),
+                Err(_) => 128,
+            };
+            me.finish(&key, code, &events, done).await;
+        });
+        Ok(())
+    }
+
+    /// Follows a process that is not our child until it ends, then reports
+    /// the exit code its wrapper wrote.
+    fn follow_adopted(&self, key: String, pid: i32, sandbox: PathBuf, events: Events) {
+        let done = self.track(&key, pid);
+        let me = self.clone();
+        tokio::spawn(async move {
+            while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            let code = std::fs::read_to_string(sandbox.join(EXIT_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(137);
+            me.finish(&key, code, &events, done).await;
+        });
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// True when `pid` runs inside the cgroup `group` (`corral/<id>`).
+fn in_cgroup(pid: i32, group: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.ends_with(&format!(":/{group}")) && l.contains("memory"))
+        })
+        .unwrap_or(false)
+}
+
+#[async_trait]
+impl ContainerRuntime for Process {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Process
+    }
+
+    fn supports(&self, launch: &Launch) -> bool {
+        !(launch.container.command.is_empty() && launch.container.args.is_empty())
+    }
+
+    async fn start(&self, launch: Launch, events: Events) -> Result<(), RuntimeError> {
+        let _ = events
+            .send((launch.key.clone(), RuntimeEvent::Starting))
+            .await;
+        if let Err(failed) = self.launch(&launch, &events).await {
+            if let Some(cg) = self.cgroup(&launch.key) {
+                cg.remove();
+            }
+            let _ = events.send((launch.key.clone(), failed)).await;
+        }
+        Ok(())
+    }
+
+    async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let (pgid, mut done) = {
+            let mut tasks = self.tasks();
+            let r = tasks
+                .get_mut(key)
+                .ok_or_else(|| RuntimeError::NotRunning(key.to_owned()))?;
+            r.killed = true;
+            (r.pgid, r.done.clone())
+        };
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        if tokio::time::timeout(grace, done.wait_for(|d| *d))
+            .await
+            .is_err()
+        {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = done.wait_for(|d| *d).await;
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.tasks().keys().cloned().collect()
+    }
+
+    async fn recover(&self, events: Events) -> Result<Vec<String>, RuntimeError> {
+        let Ok(dir) = std::fs::read_dir(&self.inner.sandboxes) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for entry in dir.flatten() {
+            let sandbox = entry.path();
+            let Some(key) = entry.file_name().to_str().and_then(key_of_container_id) else {
+                continue;
+            };
+            if self.tasks().contains_key(&key) {
+                continue;
+            }
+            let Some(pid) = std::fs::read_to_string(sandbox.join(PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let alive = Path::new(&format!("/proc/{pid}")).exists()
+                && !is_zombie(pid)
+                && (self.inner.cgroup_root.is_none()
+                    || in_cgroup(pid, &format!("corral/{}", container_id(&key))));
+            if !alive {
+                // It ended while no agent watched: report the code its wrapper wrote.
+                let code = std::fs::read_to_string(sandbox.join(EXIT_FILE))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(137);
+                let done = self.track(&key, pid);
+                self.finish(&key, code, &events, done).await;
+                found.push(key);
+                continue;
+            }
+            let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
+            self.follow_adopted(key.clone(), pid, sandbox, events.clone());
+            found.push(key);
+        }
+        Ok(found)
+    }
+
+    fn usage(&self, key: &str) -> Option<Usage> {
+        self.cgroup(key)?.usage()
+    }
+}
