@@ -20,7 +20,8 @@ log() { printf 'containerd.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 sock=$dir/state/containerd.sock
-answers() { ctr --address "$sock" version >/dev/null 2>&1; }
+# ctr retries a missing socket for seconds; look for the socket first.
+answers() { [[ -S $sock ]] && ctr --address "$sock" version >/dev/null 2>&1; }
 
 start() {
     for c in containerd ctr runc python3 busybox; do

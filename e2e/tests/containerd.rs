@@ -1,0 +1,402 @@
+//! `corral server` + `corral agent` running real tasks in a private
+//! containerd (started by `scripts/containerd.sh`, with the busybox test
+//! image), and in plain processes when containerd is gone.
+//!
+//! Each test has its own containerd, containerd namespace and task names, so
+//! cgroup paths never collide between tests running side by side.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use corral_e2e::{Agent, Containerd, Kubectl, Server, TEST_IMAGE, wait_for};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Cluster {
+    server: Server,
+    k: Kubectl,
+    containerd: Containerd,
+    agent: Option<Agent>,
+    node: String,
+}
+
+impl Cluster {
+    /// A server, a containerd and an agent named `node` with `runtimes`.
+    fn start(node: &str, runtimes: &str) -> Result<Self> {
+        let containerd = Containerd::start(&format!("corral-{node}"))?;
+        let server = Server::start()?;
+        let k = Kubectl::new(&server)?;
+        k.run_stdin(
+            &["apply", "-f", "-"],
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: analytics}\n---\napiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {name: analytics}\nspec: {weight: 1}\n",
+        )?
+        .ok()?;
+        let mut c = Cluster {
+            server,
+            k,
+            containerd,
+            agent: None,
+            node: node.to_owned(),
+        };
+        c.start_agent(runtimes)?;
+        let node = node.to_owned();
+        wait_for("the node to register", WAIT, || {
+            Ok(c.k.run(&["get", "node.corral.dev", &node])?.code == 0)
+        })?;
+        Ok(c)
+    }
+
+    fn start_agent(&mut self, runtimes: &str) -> Result<()> {
+        let address = self.containerd.address.display().to_string();
+        let agent = Agent::start(
+            &self.server,
+            &format!("agent-{}", self.node),
+            &[
+                "--node-name",
+                &self.node,
+                "--runtimes",
+                runtimes,
+                "--resources",
+                "cpus=2,memory=2Gi,disk=10Gi",
+                "--containerd-address",
+                &address,
+                "--containerd-namespace",
+                &self.containerd.namespace,
+            ],
+        )?;
+        self.agent = Some(agent);
+        Ok(())
+    }
+
+    /// Applies an ad-hoc or service job running `script` in the test image.
+    fn job(&self, name: &str, kind: &str, memory: &str, script: &str, extra: &str) -> Result<()> {
+        let job = format!(
+            r#"apiVersion: corral.dev/v1alpha1
+kind: Job
+metadata: {{name: {name}, namespace: analytics}}
+spec:
+  role: analytics
+  environment: devel
+  kind: {kind}
+  instances: 1
+  maxTaskFailures: 1
+  resources: {{cpus: 0.5, memory: {memory}, disk: 10Mi}}
+  container:
+    image: {TEST_IMAGE}
+    command: [sh, -c, {script:?}]{extra}
+"#
+        );
+        self.k.run_stdin(&["apply", "-f", "-"], &job)?.ok()?;
+        Ok(())
+    }
+
+    fn task(&self, name: &str) -> Result<Option<Value>> {
+        let r = self
+            .k
+            .run(&["-n", "analytics", "get", "task", name, "-o", "json"])?;
+        if r.code != 0 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_str(&r.stdout)?))
+    }
+
+    fn phase(&self, name: &str) -> Result<String> {
+        Ok(self
+            .task(name)?
+            .and_then(|t| t["status"]["phase"].as_str().map(str::to_owned))
+            .unwrap_or_default())
+    }
+
+    fn wait_phase(&self, name: &str, phase: &str) -> Result<Value> {
+        wait_for(&format!("{name} to be {phase}"), WAIT, || {
+            Ok(self.phase(name)? == phase)
+        })
+        .with_context(|| self.logs())?;
+        self.task(name)?.context("task vanished")
+    }
+
+    fn sandbox_file(&self, task: &str, file: &str) -> String {
+        let p = self
+            .server
+            .home
+            .join("agent")
+            .join(&self.node)
+            .join("sandboxes")
+            .join(format!("analytics.{task}"))
+            .join(file);
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "agent log:\n{}\nserver log tail:\n{}",
+            self.agent.as_ref().map(Agent::log).unwrap_or_default(),
+            self.server
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+}
+
+fn events(task: &Value) -> Vec<(String, String)> {
+    task["status"]["taskEvents"]
+        .as_array()
+        .map(|evs| {
+            evs.iter()
+                .map(|e| {
+                    (
+                        e["status"].as_str().unwrap_or_default().to_owned(),
+                        e["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn event_time(task: &Value, phase: &str) -> Option<jiff::Timestamp> {
+    task["status"]["taskEvents"]
+        .as_array()?
+        .iter()
+        .find(|e| e["status"] == phase)?["timestamp"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn tasks_run_in_containerd_with_their_limits_output_and_exit_codes() -> Result<()> {
+    let c = Cluster::start("ctd-basic", "containerd")?;
+    c.job(
+        "ok",
+        "adhoc",
+        "64Mi",
+        "echo hello from $CORRAL_TASK; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes; echo to-stderr >&2",
+        "",
+    )?;
+    c.job("bad", "adhoc", "64Mi", "echo failing; exit 3", "")?;
+    let ok = c.wait_phase("ok-0-0", "FINISHED")?;
+    let phases: Vec<String> = events(&ok).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        phases,
+        ["PENDING", "ASSIGNED", "STARTING", "RUNNING", "FINISHED"],
+        "{ok}"
+    );
+    assert_eq!(ok["status"]["exitCode"], 0);
+    let out = c.sandbox_file("ok-0-0", "stdout");
+    assert!(out.contains("hello from analytics/ok-0-0"), "{out}");
+    assert!(
+        out.contains("\n50000\n"),
+        "cpus 0.5 is a 50 ms quota: {out}"
+    );
+    assert!(out.contains("\n67108864\n"), "64Mi memory limit: {out}");
+    assert_eq!(c.sandbox_file("ok-0-0", "stderr").trim(), "to-stderr");
+    let bad = c.wait_phase("bad-0-0", "FAILED")?;
+    assert_eq!(bad["status"]["exitCode"], 3);
+    assert_eq!(
+        events(&bad).last().map(|(_, m)| m.as_str()),
+        Some("exited with code 3")
+    );
+    // Nothing is left behind in containerd once tasks end.
+    wait_for("containers to be removed", WAIT, || {
+        Ok(c.containerd
+            .ctr(&["containers", "ls", "-q"])?
+            .trim()
+            .is_empty())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn an_oom_kill_and_a_missing_image_fail_with_their_reasons() -> Result<()> {
+    let c = Cluster::start("ctd-fail", "containerd")?;
+    c.job(
+        "hog",
+        "adhoc",
+        "16Mi",
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        "",
+    )?;
+    let noimg = r#"apiVersion: corral.dev/v1alpha1
+kind: Job
+metadata: {name: noimg, namespace: analytics}
+spec:
+  role: analytics
+  environment: devel
+  kind: adhoc
+  instances: 1
+  maxTaskFailures: 1
+  resources: {cpus: 0.1, memory: 16Mi, disk: 10Mi}
+  container: {image: "docker.io/library/not-imported:1"}
+"#;
+    c.k.run_stdin(&["apply", "-f", "-"], noimg)?.ok()?;
+    let hog = c.wait_phase("hog-0-0", "FAILED")?;
+    assert_eq!(hog["status"]["failureReason"], "OutOfMemory", "{hog}");
+    assert_eq!(hog["status"]["exitCode"], 137);
+    let msg = hog["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("memory limit of 16777216 bytes"), "{msg}");
+    let missing = c.wait_phase("noimg-0-0", "FAILED")?;
+    assert_eq!(missing["status"]["failureReason"], "ImageNotFound");
+    let msg = missing["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("docker.io/library/not-imported:1 is not present"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_kill_sends_sigterm_then_sigkill_after_the_grace_period() -> Result<()> {
+    let c = Cluster::start("ctd-kill", "containerd")?;
+    // One task stops on SIGTERM; the other ignores it and needs SIGKILL.
+    c.job(
+        "polite",
+        "service",
+        "32Mi",
+        "trap 'echo got TERM; exit 143' TERM; echo up; while true; do sleep 0.1; done",
+        "\n    killGracePeriodSeconds: 30",
+    )?;
+    c.job(
+        "stubborn",
+        "service",
+        "32Mi",
+        "trap '' TERM; echo up; while true; do sleep 0.1; done",
+        "\n    killGracePeriodSeconds: 2",
+    )?;
+    c.wait_phase("polite-0-0", "RUNNING")?;
+    c.wait_phase("stubborn-0-0", "RUNNING")?;
+    wait_for("both to print", WAIT, || {
+        Ok(c.sandbox_file("polite-0-0", "stdout").contains("up")
+            && c.sandbox_file("stubborn-0-0", "stdout").contains("up"))
+    })?;
+    for job in ["polite", "stubborn"] {
+        c.k.run(&[
+            "-n",
+            "analytics",
+            "patch",
+            "job",
+            job,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"instances":0}}"#,
+        ])?
+        .ok()?;
+    }
+    let polite = c.wait_phase("polite-0-0", "KILLED")?;
+    let stubborn = c.wait_phase("stubborn-0-0", "KILLED")?;
+    assert!(c.sandbox_file("polite-0-0", "stdout").contains("got TERM"));
+    let took = |t: &Value| -> Result<f64> {
+        let from = event_time(t, "KILLING").context("KILLING event")?;
+        let to = event_time(t, "KILLED").context("KILLED event")?;
+        Ok((to - from).total(jiff::Unit::Second)?)
+    };
+    let (p, s) = (took(&polite)?, took(&stubborn)?);
+    assert!(
+        p < 10.0,
+        "SIGTERM ended the polite task at once, not after 30 s: {p}"
+    );
+    assert!(
+        (2.0..20.0).contains(&s),
+        "the stubborn task got SIGKILL after its 2 s grace: {s}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_restarted_agent_re_adopts_its_running_containers() -> Result<()> {
+    re_adoption("ctd-adopt", "containerd")
+}
+
+#[test]
+fn a_restarted_agent_re_adopts_its_running_processes() -> Result<()> {
+    re_adoption("proc-adopt", "process")
+}
+
+fn re_adoption(node: &str, runtime: &str) -> Result<()> {
+    let mut c = Cluster::start(node, runtime)?;
+    c.job(
+        "long",
+        "service",
+        "32Mi",
+        "echo started; while true; do sleep 0.1; done",
+        "\n    killGracePeriodSeconds: 1",
+    )?;
+    c.wait_phase("long-0-0", "RUNNING")?;
+    let before = c.containerd.ctr(&["tasks", "ls"])?;
+    c.agent.take().context("agent")?.crash()?;
+    c.start_agent(runtime)?;
+    // The new agent finds the container; the task stays RUNNING, no replacement appears.
+    wait_for("the new agent to re-adopt", WAIT, || {
+        Ok(c.agent
+            .as_ref()
+            .is_some_and(|a| a.log().contains("re-adopted tasks")))
+    })
+    .with_context(|| c.logs())?;
+    assert_eq!(c.phase("long-0-0")?, "RUNNING");
+    assert!(c.task("long-0-1")?.is_none(), "no replacement task");
+    let after = c.containerd.ctr(&["tasks", "ls"])?;
+    assert_eq!(
+        before.lines().filter(|l| l.contains("RUNNING")).count(),
+        after.lines().filter(|l| l.contains("RUNNING")).count(),
+        "no duplicate container: {before} vs {after}"
+    );
+    // And it controls it: scaling to zero kills it.
+    c.k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "long",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"instances":0}}"#,
+    ])?
+    .ok()?;
+    c.wait_phase("long-0-0", "KILLED")?;
+    Ok(())
+}
+
+#[test]
+fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
+    let mut c = Cluster::start("ctd-fallback", "containerd,process")?;
+    c.job(
+        "first",
+        "adhoc",
+        "32Mi",
+        "grep memory /proc/self/cgroup",
+        "",
+    )?;
+    c.wait_phase("first-0-0", "FINISHED")?;
+    assert!(
+        c.sandbox_file("first-0-0", "stdout").contains("memory:/\n"),
+        "containerd's cgroup namespace hides the path: {}",
+        c.sandbox_file("first-0-0", "stdout")
+    );
+    c.containerd.stop()?;
+    // The agent notices within its health interval; later tasks run as processes.
+    wait_for("the agent to notice", WAIT, || {
+        Ok(c.agent
+            .as_ref()
+            .is_some_and(|a| a.log().contains("healthy=false")))
+    })
+    .with_context(|| c.logs())?;
+    c.job(
+        "second",
+        "adhoc",
+        "32Mi",
+        "grep memory /proc/self/cgroup; exit 0",
+        "",
+    )?;
+    c.wait_phase("second-0-0", "FINISHED")?;
+    let out = c.sandbox_file("second-0-0", "stdout");
+    assert!(
+        out.contains("memory:/corral/analytics.second-0-0"),
+        "a host process in its own cgroup: {out}"
+    );
+    Ok(())
+}
