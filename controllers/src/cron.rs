@@ -90,6 +90,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
     let (Some(spec), JobKind::Cron) = (job.spec.cron.clone(), job.spec.kind) else {
         return Ok(Action::await_change());
     };
+    // A killed cron job starts no more runs (the job controller kills the live ones).
+    if job
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(corral_core::jobs::KILL_ANNOTATION))
+    {
+        return Ok(Action::await_change());
+    }
     let name = job
         .metadata
         .name
@@ -163,7 +172,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
                             .patch_status(
                                 &tn,
                                 &PatchParams::default(),
-                                &Patch::Merge(json!({"status": st})),
+                                &Patch::Merge(json!({"metadata": {"resourceVersion": t.metadata.resource_version}, "status": st})),
                             )
                             .await?;
                     }
@@ -179,7 +188,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
                     .create(&PostParams::default(), &run_task(&job, &run, instance)?)
                     .await
                 {
-                    Ok(_) => created = true,
+                    Ok(task) => {
+                        created = true;
+                        crate::jobs::record_pending(
+                            &tasks,
+                            &task,
+                            format!("created for run {run}, instance {instance}"),
+                        )
+                        .await;
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }

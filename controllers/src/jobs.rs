@@ -6,7 +6,8 @@
 //! Writes: new tasks, created by deterministic name (an existing one is
 //! fine: the write is idempotent), owned by the job, with the job's
 //! annotations and labels; kills (through the lifecycle state machine) of
-//! instances beyond the count; the job's status (tasks per phase, failures,
+//! instances beyond the count and of killed jobs; restarts requested by
+//! `corral job restart`; the job's status (tasks per phase, failures,
 //! phase, observedGeneration, and MTTA/MTTS/MTTR from the tasks' events).
 //! Cron jobs' runs belong to the cron controller.
 
@@ -59,7 +60,14 @@ fn task_for(job: &Job, instance: u32, attempt: u32) -> Result<Task, JobError> {
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|(k, _)| k != "kubectl.kubernetes.io/last-applied-configuration")
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "kubectl.kubernetes.io/last-applied-configuration"
+                    | jobs::KILL_ANNOTATION
+                    | jobs::RESTART_ANNOTATION
+            )
+        })
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
     annotations.insert(
@@ -81,6 +89,21 @@ fn task_for(job: &Job, instance: u32, attempt: u32) -> Result<Task, JobError> {
     serde_json::from_value(v).map_err(|e| JobError::Build(e.to_string()))
 }
 
+/// Writes a new task's first step, PENDING, as Aurora records it. Conditional
+/// on the created version: if the scheduler was quicker, its ASSIGNED stands
+/// and the PENDING step is left out rather than written over it.
+pub async fn record_pending(tasks: &Api<Task>, created: &Task, message: String) {
+    let status = lifecycle::created(message, jiff::Timestamp::now(), ACTOR);
+    let name = created.metadata.name.clone().unwrap_or_default();
+    let patch = json!({"metadata": {"resourceVersion": created.metadata.resource_version}, "status": status});
+    if let Err(e) = tasks
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::debug!(task = %name, error = %e, "recording PENDING lost to a newer write");
+    }
+}
+
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
     let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
@@ -99,13 +122,29 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             )
             .await
         {
-            Ok(_) => {}
+            Ok(created) => {
+                let message = if *attempt == 0 {
+                    format!("created for instance {instance}")
+                } else {
+                    format!("created for instance {instance} (attempt {attempt})")
+                };
+                record_pending(&tasks, &created, message).await;
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     }
     let now = jiff::Timestamp::now();
-    for victim in &plan.kill {
+    let requests = plan
+        .kill
+        .iter()
+        .map(|n| (n, lifecycle::Event::KillRequested))
+        .chain(
+            plan.restart
+                .iter()
+                .map(|n| (n, lifecycle::Event::RestartRequested)),
+        );
+    for (victim, event) in requests {
         let Some(t) = owned
             .iter()
             .find(|t| t.metadata.name.as_deref() == Some(victim.as_str()))
@@ -113,12 +152,13 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             continue;
         };
         let mut status = t.status.clone().unwrap_or_default();
-        if lifecycle::apply(&mut status, &lifecycle::Event::KillRequested, now, ACTOR).is_ok() {
+        if lifecycle::apply(&mut status, &event, now, ACTOR).is_ok() {
             tasks
                 .patch_status(
                     victim,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"status": status})),
+                    // Conditional: a concurrent report is re-read on the retry, never overwritten.
+                    &Patch::Merge(json!({"metadata": {"resourceVersion": t.metadata.resource_version}, "status": status})),
                 )
                 .await?;
         }

@@ -12,6 +12,15 @@
 //! - a task lost to the infrastructure (LOST, or KILLED after a preemption,
 //!   restart or drain) is always replaced and never counts as a failure.
 //!
+//! Requests made on the job as annotations (so they survive restarts and are
+//! carried out by whichever controller runs):
+//! - [`KILL_ANNOTATION`]: every live task is killed and the job ends KILLED
+//!   (for good: removing the annotation does not revive it);
+//! - [`RESTART_ANNOTATION`] (a timestamp): every task running since before
+//!   it is restarted (RESTARTING → KILLED, then replaced like any displaced
+//!   task). Tasks assigned after the timestamp are left alone, so the request
+//!   is carried out once.
+//!
 //! Cron jobs are left to the cron controller (their runs are made per tick).
 //!
 //! Task names are `<job>-<instance>-<attempt>`: creating by name makes each
@@ -20,6 +29,12 @@
 use std::collections::BTreeMap;
 
 use corral_api::job::{JobKind, JobPhase};
+
+/// Set on a Job (to the request's time) to kill it: `corral job kill`.
+pub const KILL_ANNOTATION: &str = "corral.dev/kill-requested";
+/// Set on a Job to a timestamp to restart every task older than it:
+/// `corral job restart`.
+pub const RESTART_ANNOTATION: &str = "corral.dev/restart-requested";
 use corral_api::{Job, Task, TaskPhase};
 
 /// One task of the job, as the decision needs it.
@@ -36,6 +51,8 @@ pub struct TaskView {
     /// True when it ended for an infrastructure reason (lost, preempted,
     /// restarted, drained) rather than by itself.
     pub displaced: bool,
+    /// When it was last assigned to a node, in Unix microseconds.
+    pub assigned: Option<i64>,
 }
 
 /// What to do.
@@ -43,8 +60,10 @@ pub struct TaskView {
 pub struct JobPlan {
     /// Tasks to create: (instance, attempt).
     pub create: Vec<(u32, u32)>,
-    /// Tasks to kill (instances beyond the count), by name.
+    /// Tasks to kill (instances beyond the count, or all of a killed job), by name.
     pub kill: Vec<String>,
+    /// Tasks to restart (older than a restart request), by name.
+    pub restart: Vec<String>,
     /// Tasks per phase.
     pub counts: BTreeMap<TaskPhase, u32>,
     /// Failed tasks so far.
@@ -63,6 +82,17 @@ pub fn parse_task_name(job: &str, name: &str) -> Option<(u32, u32)> {
     let rest = name.strip_prefix(job)?.strip_prefix('-')?;
     let (i, a) = rest.split_once('-')?;
     Some((i.parse().ok()?, a.parse().ok()?))
+}
+
+/// When the task was last assigned to a node (its latest ASSIGNED event).
+pub fn assigned_at(t: &Task) -> Option<jiff::Timestamp> {
+    t.status
+        .as_ref()?
+        .task_events
+        .iter()
+        .rev()
+        .find(|e| e.status == TaskPhase::Assigned)
+        .map(|e| e.timestamp.0)
 }
 
 /// The view of a task object.
@@ -85,6 +115,7 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
         attempt,
         phase,
         displaced,
+        assigned: assigned_at(t).map(|a| a.as_microsecond()),
     })
 }
 
@@ -94,6 +125,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
     let mut plan = JobPlan {
         create: Vec::new(),
         kill: Vec::new(),
+        restart: Vec::new(),
         counts: BTreeMap::new(),
         failures: 0,
         phase: JobPhase::Active,
@@ -106,11 +138,9 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         }
         by_instance.entry(t.instance).or_default().push(t);
     }
-    // Cron jobs' runs are made by the cron controller, tick by tick.
-    if s.kind == JobKind::Cron {
-        return plan;
-    }
+    let annotation = |k: &str| job.metadata.annotations.as_ref().and_then(|a| a.get(k));
     if job.status.as_ref().and_then(|st| st.phase) == Some(JobPhase::Killed)
+        || annotation(KILL_ANNOTATION).is_some()
         || job.metadata.deletion_timestamp.is_some()
     {
         plan.phase = JobPhase::Killed;
@@ -120,6 +150,25 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
             .map(|t| t.name.clone())
             .collect();
         return plan;
+    }
+    // Cron jobs' runs are made by the cron controller, tick by tick.
+    if s.kind == JobKind::Cron {
+        return plan;
+    }
+    // A restart request: every task assigned before it goes RESTARTING
+    // (tasks still pending then will start fresh anyway).
+    if let Some(at) = annotation(RESTART_ANNOTATION).and_then(|v| v.parse::<jiff::Timestamp>().ok())
+    {
+        plan.restart = tasks
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.phase,
+                    TaskPhase::Assigned | TaskPhase::Starting | TaskPhase::Running
+                ) && t.assigned.is_some_and(|a| a < at.as_microsecond())
+            })
+            .map(|t| t.name.clone())
+            .collect();
     }
     let (mut finished, mut exhausted) = (0u32, false);
     for instance in 0..s.instances {
@@ -197,6 +246,7 @@ mod tests {
             attempt,
             phase,
             displaced: phase == TaskPhase::Lost,
+            assigned: Some(1_000_000_000),
         }
     }
 
@@ -287,5 +337,74 @@ mod tests {
         assert_eq!(p.kill, vec![task_name("j", 1, 0), task_name("j", 2, 0)]);
         assert!(p.create.is_empty());
         assert_eq!(p.counts.get(&TaskPhase::Running), Some(&2));
+    }
+
+    fn with_annotation(mut j: Job, k: &str, v: &str) -> Job {
+        j.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(k.to_owned(), v.to_owned());
+        j
+    }
+
+    #[test]
+    fn a_kill_request_kills_every_live_task_and_ends_the_job() {
+        let j = with_annotation(
+            job("service", 2, 1),
+            KILL_ANNOTATION,
+            "2026-11-30T10:00:00Z",
+        );
+        let tasks = [
+            t(0, 0, TaskPhase::Running),
+            t(1, 0, TaskPhase::Finished),
+            t(1, 1, TaskPhase::Pending),
+        ];
+        let p = reconcile(&j, &tasks);
+        assert_eq!(p.phase, JobPhase::Killed);
+        assert_eq!(p.kill, vec![task_name("j", 0, 0), task_name("j", 1, 1)]);
+        assert!(p.create.is_empty(), "a killed job gets no replacements");
+    }
+
+    #[test]
+    fn a_restart_request_restarts_started_tasks_older_than_it_once() {
+        // Tasks in `t` were assigned at 1000 s; the request is later.
+        let j = with_annotation(
+            job("service", 3, 1),
+            RESTART_ANNOTATION,
+            "1970-01-01T00:20:00Z",
+        );
+        let mut newer = t(2, 1, TaskPhase::Running);
+        newer.assigned = Some(1_300_000_000);
+        let tasks = [
+            t(0, 0, TaskPhase::Running),
+            t(1, 0, TaskPhase::Pending),
+            newer,
+        ];
+        let p = reconcile(&j, &tasks);
+        assert_eq!(
+            p.restart,
+            vec![task_name("j", 0, 0)],
+            "pending tasks and tasks assigned since are left alone"
+        );
+        assert!(
+            p.create.is_empty(),
+            "nothing is replaced before the restart kills it"
+        );
+        // Once the old task is KILLED after RESTARTING, it is displaced and replaced.
+        let mut killed = t(0, 0, TaskPhase::Killed);
+        killed.displaced = true;
+        let mut newer = t(2, 1, TaskPhase::Running);
+        newer.assigned = Some(1_300_000_000);
+        let p = reconcile(&j, &[killed, t(1, 0, TaskPhase::Pending), newer]);
+        assert_eq!(p.create, vec![(0, 1)]);
+        assert!(p.restart.is_empty());
+        let p = reconcile(
+            &with_annotation(job("service", 1, 1), RESTART_ANNOTATION, "not a time"),
+            &[t(0, 0, TaskPhase::Running)],
+        );
+        assert!(
+            p.restart.is_empty(),
+            "an unreadable request restarts nothing"
+        );
     }
 }

@@ -479,6 +479,18 @@ pub fn apply(
     }
 }
 
+/// The status of a task just created: PENDING, with its first task event
+/// (Aurora's history starts at PENDING).
+pub fn created(message: String, now: jiff::Timestamp, actor: &str) -> TaskStatus {
+    let mut status = TaskStatus {
+        phase: Some(Pending),
+        message: Some(message.clone()),
+        ..TaskStatus::default()
+    };
+    record(&mut status, Pending, message, now, actor);
+    status
+}
+
 fn record(
     status: &mut TaskStatus,
     phase: TaskPhase,

@@ -428,12 +428,11 @@ async fn evict(client: kube::Client, task: Task, by: String, why: String, now: j
         last_transition_time: time,
         observed_generation: None,
     });
+    // The precondition keeps a concurrent kill or agent report from being overwritten.
+    let patch =
+        json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
     if let Err(e) = api
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
         tracing::warn!(task = %name, error = %e, "writing PREEMPTING failed");
@@ -457,35 +456,65 @@ async fn bind(
     let name = task.metadata.name.clone().unwrap_or_default();
     let api: Api<Task> = Api::namespaced(client, &ns);
     let spec = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "spec": {"nodeName": node}});
-    if let Err(e) = api
+    let mut current = match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(spec))
         .await
     {
-        tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
-        return (key, false);
-    }
-    let mut status = task.status.clone().unwrap_or_default();
-    if let Err(e) = lifecycle::apply(
-        &mut status,
-        &lifecycle::Event::Assigned { node: node.clone() },
-        now,
-        ACTOR,
-    ) {
-        tracing::warn!(task = %key, error = %e, "bound a task the state machine does not allow");
-    }
-    set_condition(
-        &mut status.conditions,
-        ConditionStatus::True,
-        TaskReason::Assigned,
-        format!("assigned to {node}"),
-        now,
-    );
-    let patch = json!({"status": status});
-    if let Err(e) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        tracing::warn!(task = %key, error = %e, "writing the ASSIGNED status failed");
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
+            return (key, false);
+        }
+    };
+    // Read-modify-write under the version just written: a kill or an agent
+    // report that lands in between is re-read, never overwritten.
+    for _ in 0..5 {
+        let mut status = current.status.clone().unwrap_or_default();
+        // Its creator's PENDING step may not have landed yet (the scheduler was
+        // quicker); history starts at PENDING, dated at the task's creation.
+        if status.task_events.is_empty() {
+            let created = current
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(now, |t| t.0);
+            status.task_events =
+                lifecycle::created("pending since its creation".into(), created, ACTOR).task_events;
+        }
+        if let Err(e) = lifecycle::apply(
+            &mut status,
+            &lifecycle::Event::Assigned { node: node.clone() },
+            now,
+            ACTOR,
+        ) {
+            tracing::warn!(task = %key, error = %e, "bound a task the state machine does not allow");
+            break;
+        }
+        set_condition(
+            &mut status.conditions,
+            ConditionStatus::True,
+            TaskReason::Assigned,
+            format!("assigned to {node}"),
+            now,
+        );
+        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version}, "status": status});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get(&name).await {
+                Ok(t) => current = t,
+                Err(e) => {
+                    tracing::warn!(task = %key, error = %e, "re-reading a bound task failed");
+                    break;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(task = %key, error = %e, "writing the ASSIGNED status failed");
+                break;
+            }
+        }
     }
     (key, true)
 }
@@ -521,12 +550,11 @@ async fn write_explanation(
     if status.phase.is_none() {
         status.phase = Some(corral_api::TaskPhase::Pending);
     }
+    // Conditional: a task killed or bound meanwhile keeps its phase; the next cycle re-evaluates.
+    let patch =
+        json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
     if let Err(err) = api
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
         tracing::debug!(task = %name, error = %err, "writing an explanation failed");

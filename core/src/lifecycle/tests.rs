@@ -266,3 +266,14 @@ fn a_failure_the_agent_explains_keeps_its_reason_and_detail() -> Result<(), Ille
     }
     Ok(())
 }
+
+#[test]
+fn a_created_task_starts_its_history_at_pending() {
+    let now = jiff::Timestamp::UNIX_EPOCH;
+    let st = created("created for instance 0".into(), now, "job-controller");
+    assert_eq!(st.phase, Some(Pending));
+    assert_eq!(st.task_events.len(), 1);
+    assert_eq!(st.task_events[0].status, Pending);
+    assert_eq!(st.task_events[0].actor, "job-controller");
+    assert_eq!(st.task_events[0].message, "created for instance 0");
+}
