@@ -315,17 +315,64 @@ async fn build_runtimes(
 }
 
 async fn run_agent(args: RunArgs) -> Result<()> {
+    let agent = start_agent(args, None).await?;
+    println!("{}", agent.summary);
+    crate::server_cmd::wait_for_signal().await?;
+    agent.stop().await
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct StartedAgent {
+    /// `corral agent running for node …`, for people.
+    pub summary: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+}
+
+impl StartedAgent {
+    /// Stops it; running tasks keep running, and the next start re-adopts them.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.handle.await??;
+        Ok(())
+    }
+}
+
+/// The agent's options from a command line (as `corral up` builds one).
+pub fn run_args_from<I, T>(args: I) -> Result<RunArgs>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    #[derive(clap::Parser)]
+    struct Only {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    use clap::Parser as _;
+    Ok(Only::try_parse_from(args)?.run)
+}
+
+/// Registers the node(s) and starts running tasks; `client` replaces the
+/// one the kubeconfig would give.
+pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<StartedAgent> {
     let Some(node_name) = args.node_name.clone() else {
         bail!(
             "--node-name is required (or CORRAL_AGENT_NODE_NAME, or a node-name file in the config directory)"
         );
     };
     let home = home_dir(args.home.clone())?;
-    let kubeconfig = args
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| home.join("kubeconfig"));
-    let client = client_from(&kubeconfig).await?;
+    let client = match client {
+        Some(c) => c,
+        None => {
+            let kubeconfig = args
+                .kubeconfig
+                .clone()
+                .unwrap_or_else(|| home.join("kubeconfig"));
+            client_from(&kubeconfig).await?
+        }
+    };
     let sandboxes = args
         .work_dir
         .clone()
@@ -351,25 +398,22 @@ async fn run_agent(args: RunArgs) -> Result<()> {
             u64::try_from((args.lease_seconds / 4).max(1)).unwrap_or(10),
         ),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let names: Vec<&str> = runtimes
         .iter()
         .map(|r| corral_node_agent::runtime::kind_name(r.kind()))
         .collect();
-    println!(
+    let summary = format!(
         "corral agent running for node {node_name} (runtimes: {}; sandboxes in {})",
         names.join(", "),
         sandboxes.display()
     );
     let handle = tokio::spawn(agent::run(client, cfg, runtimes, stop_rx));
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    let _ = stop_tx.send(true);
-    handle.await??;
-    Ok(())
+    Ok(StartedAgent {
+        summary,
+        stop,
+        handle,
+    })
 }
 
 /// A client for the API server a kubeconfig file names.

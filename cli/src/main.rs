@@ -1,18 +1,44 @@
 //! `corral`: the one binary of Corral.
 //!
-//! Today it runs the API server (`corral server`), generates the CRDs,
-//! validates manifests, and loads and lists objects in a store (embedded
-//! under `$CORRAL_HOME`, or etcd). `agent`, `up` and the kubectl-style verbs
-//! join it as their issues land.
+//! `corral up` runs a whole single-machine cluster; `corral server` and
+//! `corral agent` run the control plane and a node agent separately; the
+//! kubectl-style verbs (`apply`, `get`, `describe`, `delete`, `why`, `top`,
+//! `events`, `job kill|restart`) are clients of the API server
+//! ([`client`]); `crds`, `validate` and `store` are tools for operators.
 
 /// mimalloc: the API server allocates many small JSON values per request.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` for command output: a closed pipe (`corral get … | head`)
+/// ends the program quietly instead of panicking.
+macro_rules! outln {
+    () => { $crate::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` for command output; see [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => { $crate::write_out(format_args!($($t)*)) };
+}
+
+/// Writes to stdout; exits quietly when the reader has gone away.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args)
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
 mod agent_cmd;
+mod client;
 mod manifests;
 mod server_cmd;
 mod store_cmd;
+mod up_cmd;
 
 use std::path::PathBuf;
 
@@ -28,10 +54,46 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: client::ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole cluster on this machine: API server, controllers and one agent.
+    Up(Box<up_cmd::UpArgs>),
+    /// Create or update objects from manifests (server-side apply).
+    Apply(client::apply::ApplyArgs),
+    /// List objects as tables (`-o wide|yaml|json|name`, `-w` to watch).
+    Get(client::get::GetArgs),
+    /// Show an object in detail: a task's timeline, a job's tasks, a node's allocation.
+    Describe {
+        /// Kind (`task`, `job`, `node`, …).
+        kind: String,
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Delete objects by kind and name, or those in manifests.
+    Delete(client::apply::DeleteArgs),
+    /// Why a task is pending, or who preempted it.
+    Why {
+        /// The task's name.
+        task: String,
+    },
+    /// Allocated vs total (nodes, roles), used vs allocated (nodes, tasks).
+    Top {
+        /// `nodes`, `tasks` or `roles`.
+        what: client::top::TopWhat,
+        /// Every namespace (tasks).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// The timeline of task events (and Kubernetes Events).
+    Events(client::jobs::EventsArgs),
+    /// Kill or restart a job's tasks.
+    #[command(subcommand)]
+    Job(client::jobs::JobCommand),
     /// Write the CustomResourceDefinitions generated from the types.
     Crds {
         /// Directory to write `<plural>.corral.dev.yaml` files into; stdout when absent.
@@ -56,20 +118,65 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse_from(args()?).command {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, as kubectl reports errors; the chain of causes after colons.
+            let text = format!("{e:#}");
+            if text.starts_with("Error from server") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("error: {text}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let cli = Cli::parse_from(args()?);
+    let ctx = || client::Ctx::connect(&cli.client);
+    match &cli.command {
+        Command::Apply(a) => return client::apply::apply(&ctx().await?, a).await,
+        Command::Get(a) => return client::get::run(&ctx().await?, a).await,
+        Command::Describe { kind, names } => {
+            return client::describe::describe(&ctx().await?, kind, names).await;
+        }
+        Command::Delete(a) => return client::apply::delete(&ctx().await?, a).await,
+        Command::Why { task } => return client::describe::why(&ctx().await?, task).await,
+        Command::Top {
+            what,
+            all_namespaces,
+        } => return client::top::run(&ctx().await?, *what, *all_namespaces).await,
+        Command::Events(a) => return client::jobs::events(&ctx().await?, a).await,
+        Command::Job(j) => return client::jobs::run(&ctx().await?, j).await,
+        _ => {}
+    }
+    match cli.command {
+        Command::Up(args) => up_cmd::run(*args).await,
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,
         Command::Server(args) => server_cmd::run(args).await,
         Command::Agent(args) => agent_cmd::run(*args).await,
+        Command::Apply(_)
+        | Command::Get(_)
+        | Command::Describe { .. }
+        | Command::Delete(_)
+        | Command::Why { .. }
+        | Command::Top { .. }
+        | Command::Events(_)
+        | Command::Job(_) => Ok(()),
     }
 }
 

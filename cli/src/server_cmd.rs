@@ -24,28 +24,74 @@ use crate::store_cmd::{home_dir, open_store};
 pub struct ServerArgs {
     /// `embedded` (under $CORRAL_HOME), `embedded:PATH`, or `etcd://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, env = "CORRAL_STORE", default_value = "embedded")]
-    store: String,
+    pub(crate) store: String,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:6443")]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Corral's state directory (default `~/.corral`).
     #[arg(long, env = "CORRAL_HOME")]
-    home: Option<PathBuf>,
+    pub(crate) home: Option<PathBuf>,
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
-    tls_sans: Vec<String>,
+    pub(crate) tls_sans: Vec<String>,
     /// A token file (`token,user,uid,"groups"` lines) besides the generated admin token.
     #[arg(long)]
-    token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Serve the API only: do not run the controllers in this process.
     #[arg(long)]
-    no_controllers: bool,
+    pub(crate) no_controllers: bool,
     /// How the scheduler ranks nodes: `binpack` or `spread`.
     #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
-    placement: String,
+    pub(crate) placement: String,
+}
+
+/// A started API server with its controllers.
+pub struct StartedServer {
+    /// `https://ADDR` it serves on.
+    pub url: String,
+    /// The admin kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    controllers: Vec<tokio::task::JoinHandle<ControllerResult>>,
+    server: corral_apiserver::RunningServer,
+}
+
+type ControllerResult = Result<(), corral_controllers::allocation::AllocationError>;
+
+impl std::fmt::Debug for StartedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartedServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 pub async fn run(args: ServerArgs) -> Result<()> {
+    let server = start(args).await?;
+    println!("Corral API server listening on {}", server.url);
+    println!(
+        "  kubectl --kubeconfig {} get corral",
+        server.kubeconfig.display()
+    );
+    wait_for_signal().await?;
+    println!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Opens the store, starts serving, writes the kubeconfig and starts the
+/// controllers.
+pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     let home = home_dir(args.home)?;
     let store = open_store(&args.store, &home).await?;
     let api = Api::new(store, Registry::standard());
@@ -71,8 +117,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     std::fs::write(&kubeconfig, pki.kubeconfig(&url))
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "serving");
-    println!("Corral API server listening on {url}");
-    println!("  kubectl --kubeconfig {} get corral", kubeconfig.display());
 
     // The controllers talk to this server like any client (never to the store).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -115,20 +159,26 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         }
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    println!("shutting down");
-    let _ = stop_tx.send(true);
-    for c in controllers {
-        match c.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "a controller stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "a controller panicked"),
+    Ok(StartedServer {
+        url,
+        kubeconfig,
+        stop: stop_tx,
+        controllers,
+        server,
+    })
+}
+
+impl StartedServer {
+    /// Stops the controllers, then the server (in-flight requests finish).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for c in self.controllers {
+            match c.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "a controller stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "a controller panicked"),
+            }
         }
+        self.server.shutdown().await;
     }
-    server.shutdown().await;
-    Ok(())
 }

@@ -1,0 +1,299 @@
+//! `corral top nodes|tasks|roles`: the cluster's "allocated vs total" and
+//! the containers' "used vs allocated" views.
+//!
+//! Allocation is summed from the tasks that hold resources (ASSIGNED through
+//! KILLING); usage is what the agents measured (Task and Node
+//! `status.usage`). Computed here from one list of each kind, so the numbers
+//! are consistent with each other.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use clap::ValueEnum;
+use corral_api::node::Node;
+use corral_api::quota::Quota;
+use corral_api::resources::MilliResources;
+use corral_api::task::Task;
+use kube::api::{Api, ListParams};
+
+use super::describe::{allocated, human, milli};
+use super::{Ctx, print_columns, server_error};
+
+/// What `corral top` shows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TopWhat {
+    /// Per node: allocated and used against allocatable.
+    Nodes,
+    /// Per task: used against allocated.
+    Tasks,
+    /// Per role: allocated against its quota limit and the cluster.
+    Roles,
+}
+
+fn pct(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        "-".to_owned()
+    } else {
+        format!("{}%", part.saturating_mul(100) / whole)
+    }
+}
+
+fn cell(r: &str, part: i64, whole: i64) -> String {
+    format!(
+        "{}/{} ({})",
+        human(r, part),
+        human(r, whole),
+        pct(part, whole)
+    )
+}
+
+/// The `top nodes` rows.
+pub fn node_rows(nodes: &[Node], tasks: &[Task]) -> Vec<Vec<String>> {
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "CPUS ALLOCATED".to_owned(),
+        "MEMORY ALLOCATED".to_owned(),
+        "CPUS USED".to_owned(),
+        "MEMORY USED".to_owned(),
+        "TASKS".to_owned(),
+    ]];
+    let mut total_cap = MilliResources::default();
+    let mut total_alloc = MilliResources::default();
+    let mut total_used = MilliResources::default();
+    let mut total_tasks = 0;
+    for n in nodes {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let on: Vec<Task> = tasks
+            .iter()
+            .filter(|t| t.spec.node_name.as_deref() == Some(name.as_str()))
+            .cloned()
+            .collect();
+        let st = n.status.clone().unwrap_or_default();
+        let cap = milli(&st.allocatable);
+        let alloc = allocated(&on);
+        let used = milli(&st.usage);
+        let holding = on
+            .iter()
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase().holds_resources())
+            })
+            .count();
+        rows.push(vec![
+            name,
+            cell("cpus", alloc.get("cpus"), cap.get("cpus")),
+            cell("memory", alloc.get("memory"), cap.get("memory")),
+            cell("cpus", used.get("cpus"), alloc.get("cpus")),
+            cell("memory", used.get("memory"), alloc.get("memory")),
+            holding.to_string(),
+        ]);
+        total_cap = total_cap.plus(&cap);
+        total_alloc = total_alloc.plus(&alloc);
+        total_used = total_used.plus(&used);
+        total_tasks += holding;
+    }
+    rows.push(vec![
+        "(cluster)".to_owned(),
+        cell("cpus", total_alloc.get("cpus"), total_cap.get("cpus")),
+        cell("memory", total_alloc.get("memory"), total_cap.get("memory")),
+        cell("cpus", total_used.get("cpus"), total_alloc.get("cpus")),
+        cell(
+            "memory",
+            total_used.get("memory"),
+            total_alloc.get("memory"),
+        ),
+        total_tasks.to_string(),
+    ]);
+    rows
+}
+
+/// The `top tasks` rows (tasks holding resources only).
+pub fn task_rows(tasks: &[Task], with_namespace: bool) -> Vec<Vec<String>> {
+    let mut header = vec![];
+    if with_namespace {
+        header.push("NAMESPACE".to_owned());
+    }
+    header.extend(
+        ["NAME", "NODE", "PHASE", "CPUS USED", "MEMORY USED"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    let mut rows = vec![header];
+    for t in tasks {
+        let st = t.status.clone().unwrap_or_default();
+        if !st.phase().holds_resources() {
+            continue;
+        }
+        let alloc = milli(&t.spec.resources);
+        let used = st.usage.as_ref().map(milli).unwrap_or_default();
+        let mut row = vec![];
+        if with_namespace {
+            row.push(t.metadata.namespace.clone().unwrap_or_default());
+        }
+        row.extend([
+            t.metadata.name.clone().unwrap_or_default(),
+            t.spec.node_name.clone().unwrap_or_default(),
+            st.phase().to_string(),
+            cell("cpus", used.get("cpus"), alloc.get("cpus")),
+            cell("memory", used.get("memory"), alloc.get("memory")),
+        ]);
+        rows.push(row);
+    }
+    rows
+}
+
+/// The `top roles` rows: per role, allocated cpus and memory against its
+/// quota limit (when it has one) and against the whole cluster.
+pub fn role_rows(nodes: &[Node], tasks: &[Task], quotas: &[Quota]) -> Vec<Vec<String>> {
+    let cluster = nodes.iter().fold(MilliResources::default(), |acc, n| {
+        acc.plus(&milli(&n.status.clone().unwrap_or_default().allocatable))
+    });
+    let mut by_role: BTreeMap<String, (MilliResources, usize, usize)> = BTreeMap::new();
+    for q in quotas {
+        by_role.entry(q.spec.role.clone()).or_default();
+    }
+    for t in tasks {
+        let e = by_role.entry(t.spec.role.clone()).or_default();
+        let phase = t.status.clone().unwrap_or_default().phase();
+        if phase.holds_resources() {
+            e.0 = e.0.plus(&milli(&t.spec.resources));
+            e.1 += 1;
+        } else if phase == corral_api::TaskPhase::Pending {
+            e.2 += 1;
+        }
+    }
+    let mut rows = vec![
+        [
+            "ROLE",
+            "CPUS",
+            "MEMORY",
+            "CPUS OF LIMIT",
+            "MEMORY OF LIMIT",
+            "TASKS",
+            "PENDING",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect::<Vec<_>>(),
+    ];
+    for (role, (alloc, running, pending)) in by_role {
+        let limit = quotas
+            .iter()
+            .find(|q| q.spec.role == role)
+            .map(|q| milli(&q.spec.limit));
+        let of_limit = |r: &str| match &limit {
+            Some(l) if l.0.contains_key(r) => cell(r, alloc.get(r), l.get(r)),
+            _ => "-".to_owned(),
+        };
+        rows.push(vec![
+            role.clone(),
+            cell("cpus", alloc.get("cpus"), cluster.get("cpus")),
+            cell("memory", alloc.get("memory"), cluster.get("memory")),
+            of_limit("cpus"),
+            of_limit("memory"),
+            running.to_string(),
+            pending.to_string(),
+        ]);
+    }
+    rows
+}
+
+/// Runs `corral top`.
+pub async fn run(ctx: &Ctx, what: TopWhat, all_namespaces: bool) -> Result<()> {
+    let lp = ListParams::default();
+    let tasks_api: Api<Task> = if all_namespaces || !matches!(what, TopWhat::Tasks) {
+        Api::all(ctx.client.clone())
+    } else {
+        Api::namespaced(ctx.client.clone(), &ctx.namespace)
+    };
+    let tasks = tasks_api.list(&lp).await.map_err(server_error)?.items;
+    let rows = match what {
+        TopWhat::Tasks => task_rows(&tasks, all_namespaces),
+        TopWhat::Nodes | TopWhat::Roles => {
+            let nodes = Api::<Node>::all(ctx.client.clone())
+                .list(&lp)
+                .await
+                .map_err(server_error)?
+                .items;
+            if matches!(what, TopWhat::Nodes) {
+                node_rows(&nodes, &tasks)
+            } else {
+                let quotas = Api::<Quota>::all(ctx.client.clone())
+                    .list(&lp)
+                    .await
+                    .map_err(server_error)?
+                    .items;
+                role_rows(&nodes, &tasks, &quotas)
+            }
+        }
+    };
+    print_columns(&rows);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpus: u32, mem: &str, used_cpus: &str) -> Node {
+        serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": name},
+            "spec": {}, "status": {"allocatable": {"cpus": cpus, "memory": mem}, "usage": {"cpus": used_cpus, "memory": "512Mi"}}}))
+        .expect("node")
+    }
+
+    fn task(name: &str, role: &str, node: Option<&str>, phase: &str, cpus: f64) -> Task {
+        serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"job": "j", "role": role, "instanceId": 0, "resources": {"cpus": cpus, "memory": "1Gi"},
+                     "container": {"image": "x"}, "nodeName": node},
+            "status": {"phase": phase, "usage": {"cpus": "0.25", "memory": "256Mi"}}}))
+        .expect("task")
+    }
+
+    #[test]
+    fn nodes_show_allocated_of_allocatable_and_used_of_allocated() {
+        let nodes = [node("n1", 4, "8Gi", "0.5")];
+        let tasks = [
+            task("a", "web", Some("n1"), "RUNNING", 1.0),
+            task("b", "web", Some("n1"), "RUNNING", 1.0),
+            task("c", "web", Some("n1"), "FINISHED", 1.0),
+        ];
+        let rows = node_rows(&nodes, &tasks);
+        assert_eq!(rows[1][0], "n1");
+        assert_eq!(rows[1][1], "2/4 (50%)");
+        assert_eq!(rows[1][2], "2Gi/8Gi (25%)");
+        assert_eq!(rows[1][3], "0.5/2 (25%)");
+        assert_eq!(rows[1][5], "2");
+        assert_eq!(rows.last().map(|r| r[0].as_str()), Some("(cluster)"));
+    }
+
+    #[test]
+    fn roles_show_allocation_against_limit_and_cluster() {
+        let nodes = [node("n1", 4, "8Gi", "0"), node("n2", 4, "8Gi", "0")];
+        let tasks = [
+            task("a", "analytics", Some("n1"), "RUNNING", 2.0),
+            task("b", "analytics", None, "PENDING", 2.0),
+        ];
+        let quota: Quota =
+            serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Quota",
+            "metadata": {"name": "q", "namespace": "analytics"},
+            "spec": {"role": "analytics", "limit": {"cpus": 4}}}))
+            .expect("quota");
+        let rows = role_rows(&nodes, &tasks, &[quota]);
+        assert_eq!(rows[1][0], "analytics");
+        assert_eq!(rows[1][1], "2/8 (25%)");
+        assert_eq!(rows[1][3], "2/4 (50%)");
+        assert_eq!(rows[1][4], "-");
+        assert_eq!(rows[1][5], "1");
+        assert_eq!(rows[1][6], "1");
+    }
+
+    #[test]
+    fn tasks_show_used_of_allocated() {
+        let rows = task_rows(&[task("a", "web", Some("n1"), "RUNNING", 1.0)], false);
+        assert_eq!(rows[1][3], "0.25/1 (25%)");
+        assert_eq!(rows[1][4], "256Mi/1Gi (25%)");
+    }
+}

@@ -1,0 +1,167 @@
+//! `corral up`: a whole cluster on one machine, in one process.
+//!
+//! Starts the API server (embedded store under `$CORRAL_HOME`, or etcd with
+//! `--store etcd://…`), every controller, and one agent for this machine with
+//! the best runtime that answers (containerd when its socket does, else plain
+//! processes in cgroups). Writes `$CORRAL_HOME/kubeconfig`, prints how to use
+//! it, and on Ctrl-C or SIGTERM stops the agent (its tasks keep running and
+//! are re-adopted on the next start), the controllers and the server, in that
+//! order. All state is in the store, so the next `corral up` resumes the same
+//! cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use corral_node_agent::runtime::containerd;
+
+use crate::agent_cmd;
+use crate::server_cmd::{self, ServerArgs};
+use crate::store_cmd::home_dir;
+
+/// `corral up` options.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// `embedded` (under $CORRAL_HOME), `embedded:PATH`, or `etcd://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, env = "CORRAL_STORE", default_value = "embedded")]
+    store: String,
+    /// Address the API server serves on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Corral's state directory (default `~/.corral`).
+    #[arg(long, env = "CORRAL_HOME")]
+    home: Option<PathBuf>,
+    /// How the scheduler ranks nodes: `binpack` or `spread`.
+    #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
+    placement: String,
+    /// This machine's node name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Runtimes to try, in order; containerd is skipped when its socket does not answer.
+    #[arg(long, default_value = "containerd,process")]
+    runtimes: String,
+    /// Resources this machine offers: `cpus=4,memory=8Gi,disk=20Gi` (default: detected).
+    #[arg(long)]
+    resources: Option<String>,
+    /// Node attributes: `rack=r1,zone=a`.
+    #[arg(long, default_value = "")]
+    attributes: String,
+    /// Static reservations: `cpus(analytics)=2,memory(analytics)=2Gi`.
+    #[arg(long, default_value = "")]
+    reserved: String,
+    /// containerd's socket.
+    #[arg(long, env = "CONTAINERD_ADDRESS", default_value = containerd::DEFAULT_ADDRESS)]
+    containerd_address: PathBuf,
+}
+
+/// This machine's host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+        .to_lowercase()
+}
+
+/// The agent's command line for this machine.
+fn agent_argv(args: &UpArgs, home: &std::path::Path, node: &str) -> Vec<String> {
+    let mut argv = vec![
+        "agent".to_owned(),
+        format!("--home={}", home.display()),
+        format!("--node-name={node}"),
+        format!("--runtimes={}", args.runtimes),
+        format!("--attributes={}", args.attributes),
+        format!("--reserved={}", args.reserved),
+        format!("--containerd-address={}", args.containerd_address.display()),
+    ];
+    if let Some(r) = &args.resources {
+        argv.push(format!("--resources={r}"));
+    }
+    argv
+}
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    let home = home_dir(args.home.clone())?;
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    let node = args.node_name.clone().unwrap_or_else(hostname);
+    let run_args = agent_cmd::run_args_from(agent_argv(&args, &home, &node))?;
+    let server = server_cmd::start(ServerArgs {
+        store: args.store.clone(),
+        listen: args.listen,
+        home: Some(home.clone()),
+        tls_sans: Vec::new(),
+        token_file: None,
+        no_controllers: false,
+        placement: args.placement.clone(),
+    })
+    .await?;
+    let client = agent_cmd::client_from(&server.kubeconfig).await?;
+    let agent = match agent_cmd::start_agent(run_args, Some(client)).await {
+        Ok(a) => a,
+        Err(e) => {
+            server.shutdown().await;
+            return Err(e);
+        }
+    };
+    let kubeconfig = server.kubeconfig.display().to_string();
+    println!("Corral is up: API server {}", server.url);
+    println!("{}", agent.summary);
+    println!();
+    println!("Use it with corral or kubectl:");
+    println!("  export KUBECONFIG={kubeconfig}");
+    println!("  corral apply -f examples/");
+    println!("  corral get jobs -A");
+    println!("  corral get tasks -A -w");
+    println!("  corral top nodes");
+    println!("  kubectl get corral -A");
+    println!();
+    println!(
+        "Press Ctrl-C to stop; the cluster is kept in {} for the next `corral up`.",
+        home.display()
+    );
+    server_cmd::wait_for_signal().await?;
+    println!("stopping the agent (its tasks keep running), the controllers and the API server");
+    let stopped = agent.stop().await;
+    server.shutdown().await;
+    stopped?;
+    println!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn the_agent_gets_this_machines_flags() -> Result<()> {
+        let cli = Cli::try_parse_from([
+            "up",
+            "--node-name=box",
+            "--resources=cpus=2,memory=1Gi",
+            "--attributes=rack=r1",
+            "--runtimes=process",
+        ])?;
+        let argv = agent_argv(&cli.up, std::path::Path::new("/h"), "box");
+        assert!(argv.contains(&"--node-name=box".to_owned()));
+        assert!(argv.contains(&"--resources=cpus=2,memory=1Gi".to_owned()));
+        assert!(argv.contains(&"--home=/h".to_owned()));
+        agent_cmd::run_args_from(argv)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_host_name_is_a_usable_node_name() {
+        let h = hostname();
+        assert!(!h.is_empty());
+        assert_eq!(h, h.to_lowercase());
+    }
+}
