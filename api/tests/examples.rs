@@ -17,6 +17,10 @@ fn every_example_decodes_and_validates() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&path)?;
         let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)?;
         for doc in docs {
+            // Namespaces and other built-in kinds are the API server's to check.
+            if doc["apiVersion"] == "v1" {
+                continue;
+            }
             let obj = CorralObject::from_value(doc)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let errors = obj.validate();
