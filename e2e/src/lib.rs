@@ -78,15 +78,29 @@ impl Server {
 
     /// Starts it with `home` as `$CORRAL_HOME` and extra arguments.
     pub fn start_in(home: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn("server", home, extra, &[])
+    }
+
+    /// Starts `corral up` (server, controllers and one agent) with `home` as
+    /// `$CORRAL_HOME`, extra arguments and environment variables.
+    pub fn up_in(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn("up", home, extra, env)
+    }
+
+    fn spawn(command: &str, home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let home = home.to_owned();
         let kubeconfig = home.join("kubeconfig");
         // Wait for the kubeconfig of this run, not one left by a previous run.
         let _ = std::fs::remove_file(&kubeconfig);
-        let log = std::fs::File::create(home.join("server.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join("server.log"))?;
         let child = Command::new(corral_bin()?)
-            .args(["server", "--listen", "127.0.0.1:0", "--home"])
+            .args([command, "--listen", "127.0.0.1:0", "--home"])
             .arg(&home)
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("CORRAL_STORE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -121,9 +135,18 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+    pub fn stop(self) -> Result<std::process::ExitStatus> {
+        self.signal("-TERM")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for a clean exit.
+    pub fn interrupt(self) -> Result<std::process::ExitStatus> {
+        self.signal("-INT")
+    }
+
+    fn signal(mut self, signal: &str) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
+        Command::new("kill").args([signal, &pid]).status()?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -232,6 +255,54 @@ impl Kubectl {
     }
 }
 
+/// The `corral` client verbs, pointed at a server.
+#[derive(Debug)]
+pub struct Corral {
+    kubeconfig: PathBuf,
+}
+
+impl Corral {
+    /// `corral --kubeconfig <server's>`.
+    pub fn new(server: &Server) -> Self {
+        Corral {
+            kubeconfig: server.kubeconfig.clone(),
+        }
+    }
+
+    /// Runs `corral ARGS`.
+    pub fn run(&self, args: &[&str]) -> Result<Run> {
+        Ok(Run::from(
+            Command::new(corral_bin()?)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .env_remove("KUBECONFIG")
+                .stdin(Stdio::null())
+                .output()?,
+        ))
+    }
+
+    /// Runs `corral ARGS` with `stdin` as input.
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Result<Run> {
+        use std::io::Write;
+        let mut child = Command::new(corral_bin()?)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("no stdin")?
+            .write_all(stdin.as_bytes())?;
+        Ok(Run::from(child.wait_with_output()?))
+    }
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub fn wait_for(
     what: &str,
@@ -258,4 +329,157 @@ pub fn examples() -> PathBuf {
 /// A path as text.
 pub fn s(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A private containerd started by `scripts/containerd.sh` in a temporary
+/// directory, with the test image imported into its own namespace; stopped
+/// (containers, daemon) on drop.
+#[derive(Debug)]
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    /// Its socket.
+    pub address: PathBuf,
+    /// The containerd namespace of this test's containers.
+    pub namespace: String,
+    stopped: bool,
+}
+
+/// The image `scripts/containerd.sh` imports.
+pub const TEST_IMAGE: &str = "docker.io/library/testbox:latest";
+
+impl Containerd {
+    /// Starts one; `namespace` keeps this test's cgroups apart from others'.
+    pub fn start(namespace: &str) -> Result<Self> {
+        // Short: a unix socket path must stay under 108 bytes.
+        let dir = tempfile::Builder::new().prefix("ctd").tempdir_in("/tmp")?;
+        let out = Command::new("bash")
+            .arg(workspace().join("scripts/containerd.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .env("CORRAL_CONTAINERD_NAMESPACE", namespace)
+            .output()
+            .context("running scripts/containerd.sh")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !stdout.contains("ready") {
+            bail!(
+                "containerd.sh start failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Containerd {
+            address: dir.path().join("state/containerd.sock"),
+            dir,
+            namespace: namespace.to_owned(),
+            stopped: false,
+        })
+    }
+
+    /// Stops the daemon and its containers.
+    pub fn stop(&mut self) -> Result<()> {
+        if !self.stopped {
+            self.stopped = true;
+            let st = Command::new("bash")
+                .arg(workspace().join("scripts/containerd.sh"))
+                .arg("stop")
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            anyhow::ensure!(st.success(), "containerd.sh stop failed");
+        }
+        Ok(())
+    }
+
+    /// `ctr` against this daemon and namespace.
+    pub fn ctr(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .args(["-n", &self.namespace])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A running `corral agent`, killed on drop if still running.
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `corral agent` for `server` with extra arguments (node name,
+    /// runtimes, resources…), logging to `<server home>/<log_name>.log`.
+    pub fn start(server: &Server, log_name: &str, args: &[&str]) -> Result<Self> {
+        let log = server.home.join(format!("{log_name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(corral_bin()?)
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .arg("--home")
+            .arg(&server.home)
+            .arg("--config-dir")
+            .arg(server.home.join("no-agent-config"))
+            .args(args)
+            .env("CORRAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting corral agent")?;
+        Ok(Agent { child, log })
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills it with SIGKILL (no clean-up), as a crash would.
+    pub fn crash(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -553,9 +553,12 @@ fn the_machines_kubectl_works_too() -> Result<()> {
         "{applied}"
     );
     let jobs = k.run(&["get", "jobs", "-A", "-o", "name"])?.ok()?;
-    assert_eq!(jobs.lines().count(), 3, "{jobs}");
+    assert_eq!(jobs.lines().count(), EXAMPLE_JOBS, "{jobs}");
     Ok(())
 }
+
+/// The jobs under `examples/`.
+const EXAMPLE_JOBS: usize = 5;
 
 /// kubectl's OpenAPI v2 path (protobuf, the one Argo CD also loads).
 #[test]
@@ -649,14 +652,14 @@ fn the_server_works_over_real_etcd() -> Result<()> {
             .all(|l| l.ends_with("unchanged"))
     );
     let jobs = k.run(&["get", "jobs", "-A", "-o", "name"])?.ok()?;
-    assert_eq!(jobs.lines().count(), 3, "{jobs}");
+    assert_eq!(jobs.lines().count(), EXAMPLE_JOBS, "{jobs}");
     k.run(&["-n", "web", "delete", "job", "frontend"])?.ok()?;
     assert_eq!(
         k.run(&["get", "jobs", "-A", "-o", "name"])?
             .ok()?
             .lines()
             .count(),
-        2
+        EXAMPLE_JOBS - 1
     );
     let status = server.stop()?;
     assert!(status.success());
