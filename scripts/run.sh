@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Corral's main job: builds `corral`, starts the API server (with its
-# controllers) over the embedded store in $CORRAL_HOME (default ~/.corral) and
-# an agent standing in for three simulated nodes, applies the examples with
-# stock kubectl, shows the jobs' tasks running, and keeps serving until Ctrl-C
-# (the store keeps everything for the next start). With CORRAL_RUN_ONCE=1 it
-# stops after showing them.
+# Corral's main job, the README's "run" command: installs what it needs,
+# builds `corral`, starts a private containerd (under $CORRAL_HOME/containerd)
+# with the examples' images built locally, then `corral up` (the API server
+# over the embedded store in $CORRAL_HOME, default ~/.corral, every
+# controller, and an agent for this machine), applies the examples, shows the
+# tasks and the cluster's allocation, and keeps serving until Ctrl-C. The
+# store keeps everything: running it again resumes the same cluster.
 #
 #   bash scripts/run.sh
+#   CORRAL_RUN_ONCE=1 bash scripts/run.sh                     # stop after showing them
 #   CORRAL_STORE=etcd://127.0.0.1:2379 bash scripts/run.sh     # an etcd you run
 set -euo pipefail
 
@@ -23,46 +25,57 @@ kubectl=$PWD/.tools/bin/kubectl-1.32.3
 home=${CORRAL_HOME:-$HOME/.corral}
 listen=${CORRAL_LISTEN:-127.0.0.1:6443}
 mkdir -p "$home"
+export KUBECONFIG=$home/kubeconfig
 
 "$corral" validate -f examples/
 
+# containerd with the examples' images (one busybox image under their names;
+# there is no registry to pull from).
+ctd_dir=$home/containerd
+eval "$(bash scripts/containerd.sh start "$ctd_dir" | grep '^CONTAINERD_ADDRESS=')"
+for name in docker.io/library/busybox:1.36 docker.io/library/sparkie:image; do
+    ctr --address "$CONTAINERD_ADDRESS" -n corral images rm "$name" >/dev/null 2>&1 || true
+    ctr --address "$CONTAINERD_ADDRESS" -n corral images tag docker.io/library/testbox:latest "$name" >/dev/null
+done
+
 rm -f "$home/kubeconfig"
-"$corral" server --home "$home" --listen "$listen" &
-server=$!
-stop() { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+"$corral" up --home "$home" --listen "$listen" --containerd-address "$CONTAINERD_ADDRESS" &
+up=$!
+stop() {
+    kill -INT "$up" 2>/dev/null || true
+    wait "$up" 2>/dev/null || true
+    bash scripts/containerd.sh stop "$ctd_dir" || true
+}
 trap stop EXIT INT TERM
 for _ in $(seq 300); do
     [[ -f $home/kubeconfig ]] && break
-    kill -0 "$server" 2>/dev/null || { echo "corral server exited" >&2; exit 1; }
+    kill -0 "$up" 2>/dev/null || { echo "corral up exited" >&2; exit 1; }
     sleep 0.1
 done
-# Three simulated nodes (the containerd and process runtimes are still to come).
-"$corral" agent --kubeconfig "$home/kubeconfig" --node-name sim --simulate-nodes 3 \
-    --runtimes simulated --resources cpus=8,memory=32Gi,disk=100Gi --attributes rack=r2 &
-agent=$!
-stop() {
-    kill -TERM "$agent" 2>/dev/null || true; wait "$agent" 2>/dev/null || true
-    kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true
-}
-k() { "$kubectl" --kubeconfig "$home/kubeconfig" --cache-dir "$home/kube-cache" "$@"; }
-for ns in analytics web; do
-    k get namespace "$ns" >/dev/null 2>&1 || k create namespace "$ns"
-done
-k apply -f examples/
-# Jobs get tasks, the scheduler binds them, the agent runs them.
+
+"$corral" apply -f examples/
+# Jobs get tasks, the scheduler binds them, the agent runs them in containerd.
 for _ in $(seq 100); do
-    [[ $(k get tasks -A --no-headers 2>/dev/null | grep -c RUNNING) -ge 4 ]] && break
+    [[ $("$corral" get tasks -A --no-headers 2>/dev/null | grep -c RUNNING) -ge 2 ]] && break
     sleep 0.2
 done
-k get corral -A
-k get tasks -A -o wide
+echo
+"$corral" get jobs -A
+echo
+"$corral" get tasks -A -o wide
+echo
+"$corral" top nodes
+echo
+"$kubectl" get corral -A
 
 if [[ ${CORRAL_RUN_ONCE:-} == 1 ]]; then
     exit 0
 fi
 echo
-echo "Corral is serving. Use it with:"
+echo "Corral is serving. Try:"
 echo "  export KUBECONFIG=$home/kubeconfig"
-echo "  kubectl get jobs -A"
+echo "  $corral get tasks -A -w"
+echo "  $corral -n web why frontend-1-0           # why is it pending?"
+echo "  $corral -n analytics describe job sparkie"
 echo "Press Ctrl-C to stop."
-wait "$server"
+wait "$up"
