@@ -1,0 +1,239 @@
+//! `charts/corral`: `helm lint`, and `helm template` under several value
+//! sets, with every rendered manifest validated against the Kubernetes API
+//! types (k8s-openapi, Kubernetes 1.33): each document must decode into its
+//! kind and encode back to exactly what was rendered, so a misspelled or
+//! misplaced field (which the typed decode drops) or a wrong type fails.
+//! Bad values must fail the render with a clear message.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use corral_e2e::{helm_bin, s, workspace};
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use serde_json::Value;
+
+fn helm(args: &[&str]) -> Result<std::process::Output> {
+    let dirs = tempfile::tempdir()?;
+    Ok(Command::new(helm_bin()?)
+        .args(args)
+        .env("HELM_CACHE_HOME", dirs.path().join("cache"))
+        .env("HELM_CONFIG_HOME", dirs.path().join("config"))
+        .env("HELM_DATA_HOME", dirs.path().join("data"))
+        .output()?)
+}
+
+fn chart() -> String {
+    s(&workspace().join("charts/corral"))
+}
+
+/// Renders the chart with `--set` values; the documents, by kind.
+fn render(sets: &[&str]) -> Result<Vec<Value>> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "corral",
+        chart.as_str(),
+        "--namespace",
+        "corral",
+    ];
+    for v in sets {
+        args.extend(["--set", v]);
+    }
+    let out = helm(&args)?;
+    if !out.status.success() {
+        bail!(
+            "helm template {sets:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let docs: Vec<Value> = serde_saphyr_docs(&String::from_utf8(out.stdout)?)?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn serde_saphyr_docs(text: &str) -> Result<Vec<Value>> {
+    Ok(serde_saphyr::from_str_multiple(text)?)
+}
+
+/// Drops nulls, which the typed encoding leaves out.
+fn prune(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), prune(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(prune).collect()),
+        other => other.clone(),
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> Result<()> {
+    let typed: T = serde_json::from_value(doc.clone())
+        .with_context(|| format!("{} does not decode", doc["kind"]))?;
+    let back = serde_json::to_value(&typed)?;
+    let want = prune(doc);
+    if back != want {
+        bail!(
+            "{} {} has fields the Kubernetes API does not know or types it does not accept:\nrendered: {want}\ntyped:    {back}",
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+    }
+    Ok(())
+}
+
+/// Validates every document; returns the kinds seen.
+fn validate(docs: &[Value]) -> Result<Vec<String>> {
+    let mut kinds = Vec::new();
+    for d in docs {
+        let kind = d["kind"].as_str().unwrap_or_default();
+        match (d["apiVersion"].as_str().unwrap_or_default(), kind) {
+            ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(d)?,
+            ("v1", "Secret") => round_trip::<Secret>(d)?,
+            ("v1", "Service") => round_trip::<Service>(d)?,
+            ("apps/v1", "StatefulSet") => round_trip::<StatefulSet>(d)?,
+            ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(d)?,
+            (v, k) => bail!("unexpected kind {v}/{k} in the chart"),
+        }
+        kinds.push(kind.to_owned());
+    }
+    Ok(kinds)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .with_context(|| format!("no {kind}"))
+}
+
+fn args_of(workload: &Value) -> Vec<String> {
+    workload["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_chart_lints() -> Result<()> {
+    let out = helm(&["lint", &chart()])?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_default_render_is_valid_and_complete() -> Result<()> {
+    let docs = render(&[])?;
+    let mut kinds = validate(&docs)?;
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "DaemonSet",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "StatefulSet"
+        ]
+    );
+    let server = find(&docs, "StatefulSet")?;
+    let args = args_of(server);
+    assert!(args.contains(&"--store=embedded".to_owned()), "{args:?}");
+    assert_eq!(
+        server["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "10Gi"
+    );
+    let agent = find(&docs, "DaemonSet")?;
+    let agent_args = args_of(agent);
+    assert!(agent_args.contains(&"--runtimes=containerd,process".to_owned()));
+    let socket = agent["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "containerd"))
+        .context("containerd volume")?;
+    assert_eq!(
+        socket["hostPath"]["path"],
+        "/run/containerd/containerd.sock"
+    );
+    // The agents' kubeconfig names the Service and carries the CA and a token.
+    let kubeconfig = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "corral-agent-kubeconfig")
+        .context("agent kubeconfig")?;
+    let text = kubeconfig["stringData"]["kubeconfig"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("server: https://corral.corral.svc:6443"),
+        "{text}"
+    );
+    assert!(text.contains("certificate-authority-data: LS0t"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn etcd_nodeport_and_no_agent_render_valid_manifests() -> Result<()> {
+    let docs = render(&[
+        "server.store.type=etcd",
+        "server.store.etcd.endpoints={etcd-0:2379,etcd-1:2379}",
+        "service.type=NodePort",
+        "service.nodePort=30643",
+        "agent.enabled=false",
+    ])?;
+    validate(&docs)?;
+    let server = find(&docs, "StatefulSet")?;
+    assert!(args_of(server).contains(&"--store=etcd://etcd-0:2379,etcd-1:2379".to_owned()));
+    assert!(server["spec"]["volumeClaimTemplates"].is_null());
+    assert!(docs.iter().all(|d| d["kind"] != "DaemonSet"));
+    assert_eq!(
+        find(&docs, "Service")?["spec"]["ports"][0]["nodePort"],
+        30643
+    );
+    let docs = render(&[
+        "tls.existingSecret=my-pki",
+        "auth.existingSecret=my-tokens",
+        "agent.kubeconfigSecret=my-agent",
+        "agent.resources=cpus=4\\,memory=8Gi",
+    ])?;
+    validate(&docs)?;
+    assert!(
+        docs.iter().all(|d| d["kind"] != "Secret"),
+        "no generated secrets"
+    );
+    assert!(
+        args_of(find(&docs, "DaemonSet")?).contains(&"--resources=cpus=4,memory=8Gi".to_owned())
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_values_fail_with_a_clear_message() -> Result<()> {
+    for (sets, message) in [
+        (
+            vec!["server.store.type=zookeeper"],
+            "server.store.type must be embedded or etcd",
+        ),
+        (
+            vec!["server.store.type=etcd"],
+            "server.store.etcd.endpoints must list at least one endpoint",
+        ),
+        (vec!["tls.existingSecret=x"], "set agent.kubeconfigSecret"),
+    ] {
+        let err = render(&sets)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains(message), "{sets:?}: {err}");
+    }
+    Ok(())
+}
