@@ -30,6 +30,19 @@ impl Manifest {
 /// Reads every YAML document under `paths` (directories: their `*.yaml` and
 /// `*.yml` files, sorted), decoding each into its kind.
 pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Manifest>> {
+    read_documents(paths)?
+        .into_iter()
+        .map(|(source, doc)| {
+            let object = CorralObject::from_value(doc).with_context(|| source.clone())?;
+            Ok(Manifest { source, object })
+        })
+        .collect()
+}
+
+/// Every non-empty YAML document under `paths` (`-`: stdin; directories:
+/// their `*.yaml` and `*.yml` files, sorted), with where it came from
+/// (`file.yaml#2`, the document's index in its file).
+pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<(String, serde_json::Value)>> {
     let mut out = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
@@ -53,24 +66,20 @@ pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
-fn read_file(path: &Path, out: &mut Vec<Manifest>) -> Result<()> {
+fn read_file(path: &Path, out: &mut Vec<(String, serde_json::Value)>) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     decode(&text, &path.display().to_string(), out)
 }
 
-fn decode(text: &str, source: &str, out: &mut Vec<Manifest>) -> Result<()> {
+/// The documents of one YAML text.
+pub fn decode(text: &str, source: &str, out: &mut Vec<(String, serde_json::Value)>) -> Result<()> {
     let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(text)
         .with_context(|| format!("{source}: not valid YAML"))?;
     for (i, doc) in docs.into_iter().enumerate() {
-        if doc.is_null() {
-            continue;
+        if !doc.is_null() {
+            out.push((format!("{source}#{i}"), doc));
         }
-        let object = CorralObject::from_value(doc).with_context(|| format!("{source}#{i}"))?;
-        out.push(Manifest {
-            source: format!("{source}#{i}"),
-            object,
-        });
     }
     Ok(())
 }

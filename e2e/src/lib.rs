@@ -238,20 +238,9 @@ impl Kubectl {
 
     /// Runs `kubectl ARGS` with `stdin` as input.
     pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Result<Run> {
-        use std::io::Write;
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("no stdin")?
-            .write_all(stdin.as_bytes())?;
-        Ok(Run::from(child.wait_with_output()?))
+        let mut c = self.command();
+        c.args(args);
+        run_with_stdin(c, stdin)
     }
 }
 
@@ -284,23 +273,29 @@ impl Corral {
 
     /// Runs `corral ARGS` with `stdin` as input.
     pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Result<Run> {
-        use std::io::Write;
-        let mut child = Command::new(corral_bin()?)
-            .arg("--kubeconfig")
+        let mut c = Command::new(corral_bin()?);
+        c.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("no stdin")?
-            .write_all(stdin.as_bytes())?;
-        Ok(Run::from(child.wait_with_output()?))
+            .env_remove("KUBECONFIG");
+        run_with_stdin(c, stdin)
     }
+}
+
+/// Runs `command` with `stdin` as its input, capturing what it prints.
+fn run_with_stdin(mut command: Command, stdin: &str) -> Result<Run> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(stdin.as_bytes())?;
+    Ok(Run::from(child.wait_with_output()?))
 }
 
 /// Polls `check` until it holds or `timeout` passes.

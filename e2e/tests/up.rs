@@ -339,7 +339,16 @@ fn the_talk_end_to_end_on_corral_up() -> Result<()> {
     c.run(&["-n", "analytics", "job", "kill", "every-minute"])?
         .ok()?;
     let killed = c
-        .run(&["-n", "analytics", "job", "kill", "batch", "--wait", "--timeout", "60"])?
+        .run(&[
+            "-n",
+            "analytics",
+            "job",
+            "kill",
+            "batch",
+            "--wait",
+            "--timeout",
+            "60",
+        ])?
         .ok()?;
     assert!(killed.contains("kill done"), "{killed}");
     let batch = c

@@ -82,6 +82,7 @@ async fn simulated_nodes_run_jobs_to_their_end() -> Result<()> {
     assert_eq!(
         phases,
         vec![
+            TaskPhase::Pending,
             TaskPhase::Assigned,
             TaskPhase::Starting,
             TaskPhase::Running,
@@ -89,7 +90,7 @@ async fn simulated_nodes_run_jobs_to_their_end() -> Result<()> {
         ]
     );
     assert!(
-        t.status.as_ref().context("status")?.task_events[1]
+        t.status.as_ref().context("status")?.task_events[2]
             .actor
             .starts_with("agent/sim-")
     );

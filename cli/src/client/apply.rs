@@ -7,8 +7,7 @@
 //! the time taken. A document that fails is reported and the others still
 //! apply; the command then exits non-zero.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -41,61 +40,27 @@ pub struct Doc {
     pub value: Value,
 }
 
-/// Reads the YAML documents under `paths` (directories: their `*.yaml` and
-/// `*.yml` files, sorted; `-`: stdin).
+/// Reads the documents under `paths` (see [`crate::manifests::read_documents`]);
+/// a `List` (as `get -o yaml` writes) applies item by item.
 pub fn read_docs(paths: &[PathBuf]) -> Result<Vec<Doc>> {
+    Ok(unfold(crate::manifests::read_documents(paths)?))
+}
+
+fn unfold(docs: Vec<(String, Value)>) -> Vec<Doc> {
     let mut out = Vec::new();
-    for path in paths {
-        if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            decode(&text, "<stdin>", &mut out)?;
-        } else if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-                .collect();
-            files.sort();
-            for f in files {
-                read_file(&f, &mut out)?;
-            }
-        } else {
-            read_file(path, &mut out)?;
-        }
-    }
-    Ok(out)
-}
-
-fn read_file(path: &Path, out: &mut Vec<Doc>) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    decode(&text, &path.display().to_string(), out)
-}
-
-fn decode(text: &str, source: &str, out: &mut Vec<Doc>) -> Result<()> {
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple(text)
-        .with_context(|| format!("{source}: not valid YAML"))?;
-    for (i, value) in docs.into_iter().enumerate() {
-        if value.is_null() {
-            continue;
-        }
-        // A `List` (as `get -o yaml` writes) applies item by item.
+    for (source, value) in docs {
         if value["kind"] == "List" {
             for item in value["items"].as_array().cloned().unwrap_or_default() {
                 out.push(Doc {
-                    source: format!("{source}#{i}"),
+                    source: source.clone(),
                     value: item,
                 });
             }
-            continue;
+        } else {
+            out.push(Doc { source, value });
         }
-        out.push(Doc {
-            source: format!("{source}#{i}"),
-            value,
-        });
     }
-    Ok(())
+    out
 }
 
 /// Namespaces first, then everything else in its original order.
@@ -305,12 +270,13 @@ mod tests {
 
     #[test]
     fn namespaces_apply_first_and_lists_unfold() -> Result<()> {
-        let mut docs = Vec::new();
-        decode(
+        let mut raw = Vec::new();
+        crate::manifests::decode(
             "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns}\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n",
             "x.yaml",
-            &mut docs,
+            &mut raw,
         )?;
+        let mut docs = unfold(raw);
         apply_order(&mut docs);
         let kinds: Vec<&str> = docs
             .iter()
@@ -324,7 +290,7 @@ mod tests {
     #[test]
     fn bad_yaml_names_its_file() {
         let mut docs = Vec::new();
-        let err = decode("a: [", "bad.yaml", &mut docs)
+        let err = crate::manifests::decode("a: [", "bad.yaml", &mut docs)
             .err()
             .map(|e| format!("{e:#}"));
         assert!(err.is_some_and(|e| e.contains("bad.yaml")));
