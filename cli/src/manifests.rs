@@ -27,16 +27,25 @@ impl Manifest {
     }
 }
 
-/// Reads every YAML document under `paths` (directories: their `*.yaml` and
-/// `*.yml` files, sorted), decoding each into its kind.
-pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Manifest>> {
-    read_documents(paths)?
-        .into_iter()
-        .map(|(source, doc)| {
-            let object = CorralObject::from_value(doc).with_context(|| source.clone())?;
-            Ok(Manifest { source, object })
-        })
-        .collect()
+/// Documents left out of [`read_corral`]: `(source, "apiVersion/kind")`.
+pub type Skipped = Vec<(String, String)>;
+
+/// The Corral objects under `paths`, and the other documents left out
+/// (built-in kinds such as Namespace).
+pub fn read_corral(paths: &[PathBuf]) -> Result<(Vec<Manifest>, Skipped)> {
+    let mut skipped = Vec::new();
+    let mut out = Vec::new();
+    for (source, doc) in read_documents(paths)? {
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+        if !api_version.is_empty() && !api_version.starts_with("corral.dev/") {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            skipped.push((source, format!("{api_version}/{kind}")));
+            continue;
+        }
+        let object = CorralObject::from_value(doc).with_context(|| source.clone())?;
+        out.push(Manifest { source, object });
+    }
+    Ok((out, skipped))
 }
 
 /// Every non-empty YAML document under `paths` (`-`: stdin; directories:

@@ -93,7 +93,12 @@ fn key_of(m: &manifests::Manifest) -> Result<String> {
 }
 
 async fn load(store: &dyn Store, files: &[PathBuf]) -> Result<()> {
-    let mut docs = manifests::read_all(files)?;
+    let (mut docs, skipped) = manifests::read_corral(files)?;
+    for (source, kind) in skipped {
+        println!(
+            "{source}: skipped {kind} (only Corral kinds are loaded; apply it through the API server)"
+        );
+    }
     // Roles and quotas before the objects that name them.
     docs.sort_by_key(|d| {
         corral_api::object::KINDS
