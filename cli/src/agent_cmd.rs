@@ -316,7 +316,7 @@ async fn build_runtimes(
 
 async fn run_agent(args: RunArgs) -> Result<()> {
     let agent = start_agent(args, None).await?;
-    println!("{}", agent.summary);
+    outln!("{}", agent.summary);
     crate::server_cmd::wait_for_signal().await?;
     agent.stop().await
 }

@@ -209,7 +209,7 @@ fn crds(out: Option<PathBuf>, check: bool) -> Result<()> {
     let rendered = corral_api::crds::render_all()?;
     let Some(dir) = out else {
         for (_, yaml) in rendered {
-            println!("---\n{yaml}");
+            outln!("---\n{yaml}");
         }
         return Ok(());
     };
@@ -227,13 +227,13 @@ fn crds(out: Option<PathBuf>, check: bool) -> Result<()> {
             dir.display(),
             stale.join(", ")
         );
-        println!("{} CRDs up to date in {}", rendered.len(), dir.display());
+        outln!("{} CRDs up to date in {}", rendered.len(), dir.display());
         return Ok(());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for (file, yaml) in &rendered {
         std::fs::write(dir.join(file), yaml).with_context(|| format!("writing {file}"))?;
-        println!("wrote {}", dir.join(file).display());
+        outln!("wrote {}", dir.join(file).display());
     }
     Ok(())
 }
@@ -241,13 +241,13 @@ fn crds(out: Option<PathBuf>, check: bool) -> Result<()> {
 fn validate(files: &[PathBuf]) -> Result<()> {
     let (docs, skipped) = manifests::read_corral(files)?;
     for (source, kind) in &skipped {
-        println!("{source}: {kind} is a built-in kind, checked by the API server");
+        outln!("{source}: {kind} is a built-in kind, checked by the API server");
     }
     let mut bad = 0;
     for doc in &docs {
         let errors = doc.object.validate();
         if errors.is_empty() {
-            println!("{}: {} valid", doc.source, doc.describe());
+            outln!("{}: {} valid", doc.source, doc.describe());
         } else {
             bad += 1;
             eprintln!("{}: {} is invalid:", doc.source, doc.describe());

@@ -68,13 +68,13 @@ impl std::fmt::Debug for StartedServer {
 
 pub async fn run(args: ServerArgs) -> Result<()> {
     let server = start(args).await?;
-    println!("Corral API server listening on {}", server.url);
-    println!(
+    outln!("Corral API server listening on {}", server.url);
+    outln!(
         "  kubectl --kubeconfig {} get corral",
         server.kubeconfig.display()
     );
     wait_for_signal().await?;
-    println!("shutting down");
+    outln!("shutting down");
     server.shutdown().await;
     Ok(())
 }

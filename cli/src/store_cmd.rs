@@ -95,7 +95,7 @@ fn key_of(m: &manifests::Manifest) -> Result<String> {
 async fn load(store: &dyn Store, files: &[PathBuf]) -> Result<()> {
     let (mut docs, skipped) = manifests::read_corral(files)?;
     for (source, kind) in skipped {
-        println!(
+        outln!(
             "{source}: skipped {kind} (only Corral kinds are loaded; apply it through the API server)"
         );
     }
@@ -137,20 +137,22 @@ async fn load(store: &dyn Store, files: &[PathBuf]) -> Result<()> {
                 },
             }
         };
-        println!("{}: {verb}", doc.describe());
+        outln!("{}: {verb}", doc.describe());
     }
     Ok(())
 }
 
 async fn list(store: &dyn Store, prefix: &str) -> Result<()> {
     let mut req = RangeRequest::prefix(prefix).limit(500);
-    println!("{:<64} {:>8} {:>8}", "KEY", "CREATED", "MODIFIED");
+    outln!("{:<64} {:>8} {:>8}", "KEY", "CREATED", "MODIFIED");
     loop {
         let page = store.range(req.clone()).await?;
         for kv in &page.items {
-            println!(
+            outln!(
                 "{:<64} {:>8} {:>8}",
-                kv.key, kv.create_revision, kv.mod_revision
+                kv.key,
+                kv.create_revision,
+                kv.mod_revision
             );
         }
         match page.items.last() {
@@ -158,6 +160,6 @@ async fn list(store: &dyn Store, prefix: &str) -> Result<()> {
             _ => break,
         }
     }
-    println!("revision {}", store.current_revision().await?);
+    outln!("revision {}", store.current_revision().await?);
     Ok(())
 }

@@ -106,27 +106,27 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     };
     let kubeconfig = server.kubeconfig.display().to_string();
-    println!("Corral is up: API server {}", server.url);
-    println!("{}", agent.summary);
-    println!();
-    println!("Use it with corral or kubectl:");
-    println!("  export KUBECONFIG={kubeconfig}");
-    println!("  corral apply -f examples/");
-    println!("  corral get jobs -A");
-    println!("  corral get tasks -A -w");
-    println!("  corral top nodes");
-    println!("  kubectl get corral -A");
-    println!();
-    println!(
+    outln!("Corral is up: API server {}", server.url);
+    outln!("{}", agent.summary);
+    outln!();
+    outln!("Use it with corral or kubectl:");
+    outln!("  export KUBECONFIG={kubeconfig}");
+    outln!("  corral apply -f examples/");
+    outln!("  corral get jobs -A");
+    outln!("  corral get tasks -A -w");
+    outln!("  corral top nodes");
+    outln!("  kubectl get corral -A");
+    outln!();
+    outln!(
         "Press Ctrl-C to stop; the cluster is kept in {} for the next `corral up`.",
         home.display()
     );
     server_cmd::wait_for_signal().await?;
-    println!("stopping the agent (its tasks keep running), the controllers and the API server");
+    outln!("stopping the agent (its tasks keep running), the controllers and the API server");
     let stopped = agent.stop().await;
     server.shutdown().await;
     stopped?;
-    println!("stopped");
+    outln!("stopped");
     Ok(())
 }
 
