@@ -39,7 +39,10 @@ for name in docker.io/library/busybox:1.36 docker.io/library/sparkie:image; do
 done
 
 rm -f "$home/kubeconfig"
-"$corral" up --home "$home" --listen "$listen" --containerd-address "$CONTAINERD_ADDRESS" &
+# The node offers more than a small machine has (CORRAL_RESOURCES), so every
+# example finds room: limits are enforced per task, CPU is shared by quota.
+"$corral" up --home "$home" --listen "$listen" --containerd-address "$CONTAINERD_ADDRESS" \
+    --resources "${CORRAL_RESOURCES:-cpus=8,memory=32Gi,disk=100Gi}" &
 up=$!
 stop() {
     kill -INT "$up" 2>/dev/null || true
@@ -56,7 +59,7 @@ done
 "$corral" apply -f examples/
 # Jobs get tasks, the scheduler binds them, the agent runs them in containerd.
 for _ in $(seq 100); do
-    [[ $("$corral" get tasks -A --no-headers 2>/dev/null | grep -c RUNNING) -ge 2 ]] && break
+    [[ $("$corral" get tasks -A --no-headers 2>/dev/null | grep -c RUNNING) -ge 3 ]] && break
     sleep 0.2
 done
 echo

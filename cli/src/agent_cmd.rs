@@ -261,8 +261,9 @@ fn import_image(file: &Path, c: &ContainerdArgs) -> Result<()> {
     Ok(())
 }
 
-/// The machine's CPUs and memory, for `--resources` left unset.
-fn detect_resources() -> String {
+/// The machine's CPUs, memory, and the disk space of the filesystem that
+/// holds the sandboxes, for `--resources` left unset.
+fn detect_resources(sandboxes: &Path) -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mem_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -273,7 +274,12 @@ fn detect_resources() -> String {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .unwrap_or(1 << 20);
-    format!("cpus={cpus},memory={mem_kib}Ki")
+    let mut detected = format!("cpus={cpus},memory={mem_kib}Ki");
+    if let Ok(fs) = nix::sys::statvfs::statvfs(sandboxes) {
+        let bytes = fs.blocks_available().saturating_mul(fs.fragment_size());
+        detected.push_str(&format!(",disk={}Mi", bytes >> 20));
+    }
+    detected
 }
 
 async fn build_runtimes(
@@ -387,7 +393,10 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         Some(_) => bail!("--simulate-nodes needs --runtimes simulated"),
         None => vec![node_name.clone()],
     };
-    let resources = args.resources.clone().unwrap_or_else(detect_resources);
+    let resources = args
+        .resources
+        .clone()
+        .unwrap_or_else(|| detect_resources(&sandboxes));
     let cfg = AgentConfig {
         nodes,
         resources: flags::resources(&resources)?,
