@@ -133,4 +133,18 @@ pub struct NodeStatus {
     /// "used" beside "allocated").
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub usage: Resources,
+    /// Where the agent serves its tasks' logs, for the API server to proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_endpoint: Option<LogEndpoint>,
+}
+
+/// An agent's log endpoint: HTTPS with a self-made certificate, pinned by
+/// its fingerprint; callers authenticate with certificates from Corral's CA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEndpoint {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// Lower-case hex SHA-256 of the endpoint's certificate (DER).
+    pub certificate_sha256: String,
 }

@@ -99,6 +99,10 @@ pub enum ApiError {
     /// A bug: the server broke an invariant.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A node agent the request is proxied to failed or could not be
+    /// reached (502: not retried by clients, unlike a storage outage).
+    #[error("{0}")]
+    AgentUnreachable(String),
 }
 
 impl ApiError {
@@ -119,6 +123,7 @@ impl ApiError {
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::AgentUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -136,7 +141,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Expired { .. } => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
-            ApiError::Internal(_) => "InternalError",
+            ApiError::Internal(_) | ApiError::AgentUnreachable(_) => "InternalError",
         }
     }
 

@@ -59,6 +59,7 @@ impl RunningServer {
 struct Security {
     authn: Authn,
     authz: Arc<dyn Authorizer>,
+    agents: Option<crate::logs::AgentLink>,
 }
 
 /// Serves `api` on `listener`, over TLS when `tls` is given; every
@@ -80,7 +81,24 @@ pub fn serve_with_authorizer(
     authn: Authn,
     authz: Arc<dyn Authorizer>,
 ) -> std::io::Result<RunningServer> {
-    let authn = Security { authn, authz };
+    serve_with_options(api, listener, tls, authn, authz, None)
+}
+
+/// Serves `api` with an explicit authorizer and, when given, the identity
+/// the server presents to agents to proxy task logs.
+pub fn serve_with_options(
+    api: Api,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    authn: Authn,
+    authz: Arc<dyn Authorizer>,
+    agents: Option<crate::logs::AgentLink>,
+) -> std::io::Result<RunningServer> {
+    let authn = Security {
+        authn,
+        authz,
+        agents,
+    };
     let local_addr = listener.local_addr()?;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -337,6 +355,36 @@ async fn route(
                 r.headers_mut().insert(header::ETAG, etag);
             }
             return Ok(r);
+        }
+        [
+            "apis",
+            "corral.dev",
+            "v1alpha1",
+            "namespaces",
+            ns,
+            "tasks",
+            name,
+            "log",
+        ] => {
+            get_only(req.method())?;
+            authorize(
+                sec.authz.as_ref(),
+                &user,
+                &Attributes {
+                    verb: "get",
+                    group: "corral.dev".to_owned(),
+                    resource: "tasks".to_owned(),
+                    subresource: Some("log".to_owned()),
+                    namespace: Some((*ns).to_owned()),
+                    name: Some((*name).to_owned()),
+                },
+            )?;
+            let Some(link) = &sec.agents else {
+                return Err(ApiError::Unavailable(
+                    "this server has no client certificate to reach agents with".into(),
+                ));
+            };
+            return crate::logs::proxy(&api, link, ns, name, req.uri().query()).await;
         }
         _ => {}
     }

@@ -46,11 +46,14 @@ impl TestServer {
         let api = Api::new(store, Registry::standard());
         crate::rest::ensure_default_namespaces(&api).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let server = crate::serve(
+        let agents = crate::logs::AgentLink::from_pem(&pki.admin_cert_pem, &pki.admin_key_pem)?;
+        let server = crate::serve_with_options(
             api,
             listener,
             Some(pki.server_config()?),
             Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+            Arc::new(crate::AllowAuthenticated),
+            Some(agents),
         )?;
         let url = format!("https://{}", server.local_addr);
         let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;

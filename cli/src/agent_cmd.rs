@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use corral_api::node::LogEndpoint;
 use corral_node_agent::agent::{self, AgentConfig};
 use corral_node_agent::flags;
+use corral_node_agent::logs;
 use corral_node_agent::runtime::cgroup::{self, Cgroup};
 use corral_node_agent::runtime::containerd::{self, Containerd, ContainerdConfig};
 use corral_node_agent::runtime::process::Process;
@@ -110,6 +112,13 @@ pub struct RunArgs {
     /// Where task sandboxes live (default `$CORRAL_HOME/agent/<node>/sandboxes`).
     #[arg(long, env = "CORRAL_AGENT_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// Where task logs are served for the API server to proxy (`none`: not served).
+    #[arg(long, env = "CORRAL_AGENT_LOG_LISTEN", default_value = "0.0.0.0:7450")]
+    log_listen: String,
+    /// The host or address the API server reaches this agent at (default:
+    /// the listen address, or the host name when listening on all addresses).
+    #[arg(long, env = "CORRAL_AGENT_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
     /// The cgroup v1 mount root.
     #[arg(long, env = "CORRAL_AGENT_CGROUP_ROOT", default_value = cgroup::DEFAULT_ROOT)]
     cgroup_root: PathBuf,
@@ -133,6 +142,8 @@ const VALUE_FLAGS: &[&str] = &[
     "reserved",
     "simulate-nodes",
     "lease-seconds",
+    "log-listen",
+    "advertise-address",
     "work-dir",
     "cgroup-root",
     "containerd-address",
@@ -334,6 +345,7 @@ pub struct StartedAgent {
     pub summary: String,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    _logs: Option<logs::LogServer>,
 }
 
 impl StartedAgent {
@@ -397,6 +409,20 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         .resources
         .clone()
         .unwrap_or_else(|| detect_resources(&sandboxes));
+    let log_server = if args.log_listen == "none" || args.simulate_nodes.is_some() {
+        None
+    } else {
+        let listen: std::net::SocketAddr = args
+            .log_listen
+            .parse()
+            .with_context(|| format!("--log-listen {:?} is not an address", args.log_listen))?;
+        let advertise = args
+            .advertise_address
+            .clone()
+            .or_else(|| listen.ip().is_unspecified().then(crate::up_cmd::hostname));
+        let ca = kubeconfig_ca(&home, args.kubeconfig.as_deref())?;
+        Some(logs::serve(listen, advertise, &ca, sandboxes.clone()).await?)
+    };
     let cfg = AgentConfig {
         nodes,
         resources: flags::resources(&resources)?,
@@ -406,6 +432,10 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         renew_every: Duration::from_secs(
             u64::try_from((args.lease_seconds / 4).max(1)).unwrap_or(10),
         ),
+        log_endpoint: log_server.as_ref().map(|l| LogEndpoint {
+            url: l.url.clone(),
+            certificate_sha256: l.certificate_sha256.clone(),
+        }),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let names: Vec<&str> = runtimes
@@ -422,7 +452,40 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         summary,
         stop,
         handle,
+        _logs: log_server,
     })
+}
+
+/// The CA certificate (PEM) of the kubeconfig's cluster: the agent's log
+/// endpoint accepts clients with certificates it signed.
+fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Vec<u8>> {
+    use base64::Engine;
+    let path = kubeconfig.map_or_else(|| home.join("kubeconfig"), Path::to_owned);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
+    let cluster = kc
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .with_context(|| format!("{} names no cluster", path.display()))?;
+    if let Some(data) = cluster.certificate_authority_data {
+        return base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .with_context(|| {
+                format!(
+                    "{}: certificate-authority-data is not base64",
+                    path.display()
+                )
+            });
+    }
+    if let Some(file) = cluster.certificate_authority {
+        return std::fs::read(&file).with_context(|| format!("reading {file}"));
+    }
+    bail!(
+        "{} has no certificate authority; the log endpoint needs one (or pass --log-listen none)",
+        path.display()
+    )
 }
 
 /// A client for the API server a kubeconfig file names.

@@ -2,7 +2,7 @@
 //!
 //! `corral up` runs a whole single-machine cluster; `corral server` and
 //! `corral agent` run the control plane and a node agent separately; the
-//! kubectl-style verbs (`apply`, `get`, `describe`, `delete`, `why`, `top`,
+//! kubectl-style verbs (`apply`, `get`, `describe`, `delete`, `logs`, `why`, `top`,
 //! `events`, `job kill|restart`) are clients of the API server
 //! ([`client`]); `crds`, `validate` and `store` are tools for operators.
 
@@ -76,6 +76,8 @@ enum Command {
     },
     /// Delete objects by kind and name, or those in manifests.
     Delete(client::apply::DeleteArgs),
+    /// A task's output (stdout, or `--stderr`), from wherever it runs; `-f` follows it.
+    Logs(client::logs::LogsArgs),
     /// Why a task is pending, or who preempted it.
     Why {
         /// The task's name.
@@ -154,6 +156,7 @@ async fn run() -> Result<()> {
         }
         Command::Delete(a) => return client::apply::delete(&ctx().await?, a).await,
         Command::Why { task } => return client::describe::why(&ctx().await?, task).await,
+        Command::Logs(a) => return client::logs::run(&ctx().await?, a).await,
         Command::Top {
             what,
             all_namespaces,
@@ -174,6 +177,7 @@ async fn run() -> Result<()> {
         | Command::Describe { .. }
         | Command::Delete(_)
         | Command::Why { .. }
+        | Command::Logs(_)
         | Command::Top { .. }
         | Command::Events(_)
         | Command::Job(_) => Ok(()),

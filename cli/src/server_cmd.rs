@@ -110,8 +110,18 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let server =
-        corral_apiserver::serve(api, listener, Some(tls), Authn::Required(Arc::new(tokens)))?;
+    // Task logs are proxied from agents, which trust client certificates from our CA.
+    let agents =
+        corral_apiserver::logs::AgentLink::from_pem(&pki.admin_cert_pem, &pki.admin_key_pem)
+            .map_err(|e| anyhow::anyhow!("reading the admin certificate: {e}"))?;
+    let server = corral_apiserver::serve_with_options(
+        api,
+        listener,
+        Some(tls),
+        Authn::Required(Arc::new(tokens)),
+        Arc::new(corral_apiserver::AllowAuthenticated),
+        Some(agents),
+    )?;
     let url = format!("https://{addr}");
     let kubeconfig = home.join("kubeconfig");
     std::fs::write(&kubeconfig, pki.kubeconfig(&url))

@@ -56,7 +56,7 @@ pub struct UpArgs {
 }
 
 /// This machine's host name.
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -75,6 +75,9 @@ fn agent_argv(args: &UpArgs, home: &std::path::Path, node: &str) -> Vec<String> 
         format!("--attributes={}", args.attributes),
         format!("--reserved={}", args.reserved),
         format!("--containerd-address={}", args.containerd_address.display()),
+        format!("--kubeconfig={}", home.join("kubeconfig").display()),
+        // Logs stay on this machine: the API server proxies them from loopback.
+        "--log-listen=127.0.0.1:0".to_owned(),
     ];
     if let Some(r) = &args.resources {
         argv.push(format!("--resources={r}"));

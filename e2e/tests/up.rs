@@ -218,6 +218,27 @@ fn the_talk_end_to_end_on_corral_up() -> Result<()> {
     ] {
         assert!(described.contains(needle), "{needle} in:\n{described}");
     }
+    // Its output, through the API server from wherever it ran.
+    let out = c.run(&["-n", "analytics", "logs", "sparkie-0-0"])?.ok()?;
+    assert_eq!(out, "running\n");
+    // Followed while it runs, until it ends.
+    up.apply(&job(
+        "ticker",
+        "analytics",
+        "analytics",
+        "adhoc",
+        "preemptible",
+        1,
+        "for i in 1 2 3; do echo tick $i; sleep 1; done",
+    ))?;
+    up.wait_phase("analytics", "ticker-0-0", "RUNNING")?;
+    let followed = c
+        .run(&["-n", "analytics", "logs", "-f", "ticker-0-0"])?
+        .ok()?;
+    assert_eq!(
+        followed, "tick 1\ntick 2\ntick 3\n",
+        "-f ends when the task does"
+    );
     let jobs = c.run(&["get", "jobs", "-A"])?.ok()?;
     assert!(
         jobs.lines()

@@ -104,6 +104,7 @@ async fn main() -> Result<()> {
         reserved: Vec::new(),
         lease_seconds: 40,
         renew_every: Duration::from_secs(10),
+        log_endpoint: None,
     };
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
     let start = Instant::now();

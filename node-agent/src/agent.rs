@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub lease_seconds: i32,
     /// How often leases are renewed.
     pub renew_every: Duration,
+    /// The log endpoint advertised in Node status (none: logs not served).
+    pub log_endpoint: Option<corral_api::node::LogEndpoint>,
 }
 
 /// Why the agent stopped.
@@ -100,6 +102,7 @@ async fn register(
         nodes.patch(name, &apply, &Patch::Apply(&node)).await?;
         let status = json!({"status": {
             "total": cfg.resources, "allocatable": cfg.resources, "staticReservations": cfg.reserved, "runtimes": runtimes,
+            "logEndpoint": cfg.log_endpoint,
             "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady", "message": "the agent is registered"}],
             "lastHeartbeatTime": jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default().to_string(),
         }});

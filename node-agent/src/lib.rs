@@ -3,6 +3,7 @@
 //! - [`runtime`]: the `ContainerRuntime` trait and its runtimes: containerd,
 //!   plain processes in cgroups, and simulation.
 //! - [`agent`]: registration, lease heartbeats, and running the node's tasks.
+//! - [`logs`]: the HTTPS endpoint the API server proxies task logs from.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
 //!
@@ -11,4 +12,5 @@
 
 pub mod agent;
 pub mod flags;
+pub mod logs;
 pub mod runtime;

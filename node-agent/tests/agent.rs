@@ -35,6 +35,7 @@ async fn simulated_nodes_run_jobs_to_their_end() -> Result<()> {
         reserved: corral_node_agent::flags::reserved("cpus(analytics)=1")?,
         lease_seconds: 40,
         renew_every: Duration::from_secs(10),
+        log_endpoint: None,
     };
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
     let agent_task = tokio::spawn(agent::run(h.client.clone(), cfg, runtimes, stop_rx.clone()));

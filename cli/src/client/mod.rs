@@ -1,5 +1,5 @@
 //! The kubectl-style verbs of `corral` (`apply`, `get`, `describe`, `delete`,
-//! `why`, `top`, `events`, `job kill|restart`), as a kube-rs client of the
+//! `logs`, `why`, `top`, `events`, `job kill|restart`), as a kube-rs client of the
 //! API server.
 //!
 //! Reads the kubeconfig from `--kubeconfig`, `$KUBECONFIG` or
@@ -13,6 +13,7 @@ pub mod apply;
 pub mod describe;
 pub mod get;
 pub mod jobs;
+pub mod logs;
 pub mod top;
 
 use std::path::PathBuf;

@@ -1,0 +1,325 @@
+//! The agent's log endpoint: task stdout and stderr over HTTPS, for the API
+//! server to proxy (`GET …/tasks/NAME/log`), so `corral logs` works from
+//! anywhere without reaching the agent's machine.
+//!
+//! - The agent makes itself a certificate at start and advertises its URL
+//!   and the certificate's SHA-256 in its Node's `status.logEndpoint`; the API
+//!   server pins that fingerprint (no CA is needed for the agent's side).
+//! - Callers must present a client certificate signed by Corral's CA (the
+//!   one in the agent's kubeconfig): the API server uses its admin
+//!   certificate. Anything else fails the TLS handshake.
+//! - `GET /logs/<namespace>/<task>?stream=stdout|stderr&follow=true&tailLines=N`
+//!   answers the sandbox file `<sandboxes>/<namespace>.<task>/<stream>`; with
+//!   `follow` the response stays open and carries what the task writes until
+//!   the caller goes away.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// How often a followed log is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// The most bytes sent in one chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// Why the log endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Making the certificate or the TLS configuration failed.
+    #[error("TLS set-up for the log endpoint: {0}")]
+    Tls(String),
+    /// Binding the listen address failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running log endpoint.
+#[derive(Debug)]
+pub struct LogServer {
+    /// `https://HOST:PORT`, as advertised in Node status.
+    pub url: String,
+    /// Hex SHA-256 of the serving certificate (DER), advertised for pinning.
+    pub certificate_sha256: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LogServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts serving `sandboxes` on `listen`, advertised under `advertise_host`
+/// (default: the listen address's IP), to clients whose certificates chain
+/// to `ca_pem`.
+pub async fn serve(
+    listen: SocketAddr,
+    advertise_host: Option<String>,
+    ca_pem: &[u8],
+    sandboxes: PathBuf,
+) -> Result<LogServer, LogError> {
+    let tls = |e: &dyn std::fmt::Display| LogError::Tls(e.to_string());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| LogError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| LogError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let host = advertise_host.unwrap_or_else(|| local.ip().to_string());
+    let key = rcgen::KeyPair::generate().map_err(|e| tls(&e))?;
+    let params = rcgen::CertificateParams::new(vec![host.clone()]).map_err(|e| tls(&e))?;
+    let cert = params.self_signed(&key).map_err(|e| tls(&e))?;
+    let fingerprint = hex(&sha2::Sha256::digest(cert.der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls(&e))?;
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| tls(&e))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .map_err(|e| tls(&e))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let sandboxes = Arc::new(sandboxes);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let sandboxes = sandboxes.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return; // no or a foreign client certificate
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let sandboxes = sandboxes.clone();
+                    async move { Ok::<_, Infallible>(answer(&sandboxes, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(LogServer {
+        url: format!("https://{}:{}", bracket(&host), local.port()),
+        certificate_sha256: fingerprint,
+        task,
+    })
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(code: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(BoxBody::new(Full::new(Bytes::from(format!("{msg}\n")))));
+    *r.status_mut() = code;
+    r
+}
+
+/// A namespace or task name: DNS-1123 characters only, so it cannot leave
+/// the sandboxes directory.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// What a log request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// Keep the response open for new output.
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail_lines: Option<usize>,
+}
+
+/// Parses `stream=…&follow=…&tailLines=…`.
+pub fn parse_query(query: Option<&str>) -> Result<LogQuery, String> {
+    let mut q = LogQuery {
+        stream: "stdout",
+        follow: false,
+        tail_lines: None,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "stream" => {
+                q.stream = match v {
+                    "stdout" => "stdout",
+                    "stderr" => "stderr",
+                    other => return Err(format!("stream must be stdout or stderr, not {other:?}")),
+                }
+            }
+            "follow" => q.follow = matches!(v, "true" | "1" | ""),
+            "tailLines" => {
+                q.tail_lines = Some(
+                    v.parse()
+                        .map_err(|_| format!("tailLines must be a number, not {v:?}"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// Where `tail` lines start in `content`.
+pub fn tail_offset(content: &[u8], lines: usize) -> usize {
+    if lines == 0 {
+        return content.len();
+    }
+    // A trailing newline ends the last line; it does not start another.
+    let body = content.strip_suffix(b"\n").unwrap_or(content);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == lines {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+async fn answer(sandboxes: &Path, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != http::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+    }
+    let segs: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let ["logs", ns, task] = segs.as_slice() else {
+        return text(StatusCode::NOT_FOUND, "GET /logs/<namespace>/<task>");
+    };
+    if !is_name(ns) || !is_name(task) {
+        return text(StatusCode::BAD_REQUEST, "invalid namespace or task name");
+    }
+    let q = match parse_query(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    let path = sandboxes.join(format!("{ns}.{task}")).join(q.stream);
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("no {} for task {ns}/{task} on this node", q.stream),
+        );
+    };
+    let mut start = 0u64;
+    if let Some(n) = q.tail_lines {
+        let mut all = Vec::new();
+        if file.read_to_end(&mut all).await.is_err() {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "reading the log failed");
+        }
+        start = tail_offset(&all, n) as u64;
+    }
+    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "reading the log failed");
+    }
+    let follow = q.follow;
+    let chunks = futures::stream::unfold(Some(file), move |state| async move {
+        let mut file = state?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) if follow => tokio::time::sleep(FOLLOW_POLL).await,
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(buf))),
+                        Some(file),
+                    ));
+                }
+            }
+        }
+    });
+    let mut r = Response::new(BoxBody::new(StreamBody::new(chunks)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_query(Some("stream=stderr&follow=true&tailLines=5")),
+            Ok(LogQuery {
+                stream: "stderr",
+                follow: true,
+                tail_lines: Some(5)
+            })
+        );
+        assert_eq!(parse_query(None).map(|q| q.stream), Ok("stdout"));
+        assert!(parse_query(Some("stream=../etc")).is_err());
+        assert!(parse_query(Some("tailLines=x")).is_err());
+    }
+
+    #[test]
+    fn tails_start_at_the_right_line() {
+        let log = b"a\nb\nc\n";
+        assert_eq!(&log[tail_offset(log, 1)..], b"c\n");
+        assert_eq!(&log[tail_offset(log, 2)..], b"b\nc\n");
+        assert_eq!(&log[tail_offset(log, 9)..], b"a\nb\nc\n");
+        assert_eq!(&log[tail_offset(log, 0)..], b"");
+        assert_eq!(&b"a\nb"[tail_offset(b"a\nb", 1)..], b"b");
+    }
+
+    #[test]
+    fn names_cannot_escape_the_sandboxes() {
+        assert!(is_name("web-0-1"));
+        for bad in ["", "..", "a/b", "a.b", "A"] {
+            assert!(!is_name(bad), "{bad}");
+        }
+    }
+}

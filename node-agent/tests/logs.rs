@@ -1,0 +1,158 @@
+//! Task logs through the API server's `log` subresource, proxied from an
+//! agent's log endpoint, in-process: whole, tailed, followed as the task
+//! writes, stderr; and the endpoint's security: a client without a
+//! certificate from Corral's CA is refused, and a node advertising another
+//! certificate is not trusted.
+
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
+use corral_apiserver::testing::{TestServer, eventually, simulated_node};
+use corral_node_agent::logs;
+use futures::AsyncReadExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+async fn get(client: &kube::Client, url: &str) -> Result<String, kube::Error> {
+    client
+        .request_text(http::Request::get(url).body(Vec::new()).expect("request"))
+        .await
+}
+
+const URL: &str = "/apis/corral.dev/v1alpha1/namespaces/default/tasks/talk-0-0/log";
+
+#[tokio::test]
+async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result<()> {
+    let server = TestServer::start()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = server.client.clone();
+    let sandboxes = tempfile::tempdir()?;
+    let sandbox = sandboxes.path().join("default.talk-0-0");
+    std::fs::create_dir_all(&sandbox)?;
+    std::fs::write(sandbox.join("stdout"), "one\ntwo\nthree\n")?;
+    std::fs::write(sandbox.join("stderr"), "oops\n")?;
+    let endpoint = logs::serve(
+        "127.0.0.1:0".parse()?,
+        None,
+        server.pki.ca_pem.as_bytes(),
+        sandboxes.path().to_owned(),
+    )
+    .await?;
+
+    simulated_node(&client, "n1", 4)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let nodes: Api<corral_api::Node> = Api::all(client.clone());
+    let advertise = |sha: &str| json!({"status": {"logEndpoint": {"url": endpoint.url, "certificateSha256": sha}}});
+    nodes
+        .patch_status(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(advertise(&endpoint.certificate_sha256)),
+        )
+        .await?;
+    let tasks: Api<corral_api::Task> = Api::namespaced(client.clone(), "default");
+    let task: corral_api::Task = serde_json::from_value(json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": "talk-0-0", "namespace": "default"},
+        "spec": {"job": "talk", "role": "r", "instanceId": 0, "resources": {"cpus": 1, "memory": "64Mi"},
+                 "container": {"image": "x"}, "nodeName": "n1"}}))?;
+    tasks.create(&PostParams::default(), &task).await?;
+
+    // Whole, tailed, stderr.
+    assert_eq!(get(&client, URL).await?, "one\ntwo\nthree\n");
+    assert_eq!(
+        get(&client, &format!("{URL}?tailLines=1")).await?,
+        "three\n"
+    );
+    assert_eq!(
+        get(&client, &format!("{URL}?stream=stderr")).await?,
+        "oops\n"
+    );
+
+    // Followed: what the task writes next arrives on the open response.
+    {
+        let body = client
+            .request_stream(
+                http::Request::get(format!("{URL}?follow=true&tailLines=0")).body(Vec::new())?,
+            )
+            .await?;
+        let mut body = std::pin::pin!(body);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(sandbox.join("stdout"))?
+            .write_all(b"four\n")?;
+        let mut got = vec![0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), body.read(&mut got))
+            .await
+            .context("no followed output within 10 s")??;
+        assert_eq!(&got[..n], b"four\n");
+    } // Closing the response ends the follow, at the server and the agent.
+
+    // A task that is nowhere yet has no log: a clear 400, not a hang.
+    let pending: corral_api::Task = serde_json::from_value(json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": "later-0-0", "namespace": "default"},
+        "spec": {"job": "later", "role": "r", "instanceId": 0, "resources": {"cpus": 1, "memory": "64Mi"},
+                 "container": {"image": "x"}}}))?;
+    tasks.create(&PostParams::default(), &pending).await?;
+    match get(
+        &client,
+        "/apis/corral.dev/v1alpha1/namespaces/default/tasks/later-0-0/log",
+    )
+    .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 400);
+            assert!(s.message.contains("not on a node yet"), "{}", s.message);
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+
+    // Without a client certificate from Corral's CA, the agent refuses.
+    let refused = corral_apiserver::logs::fetch(
+        &endpoint.url,
+        &endpoint.certificate_sha256,
+        None,
+        "/logs/default/talk-0-0",
+    )
+    .await;
+    let refused = match refused {
+        Err(e) => e,
+        // TLS 1.3 may report the missing certificate only on the first read.
+        Ok(resp) => {
+            use http_body_util::BodyExt;
+            match resp.into_body().collect().await {
+                Err(e) => e.to_string(),
+                Ok(b) => panic!("served without a client certificate: {:?}", b.to_bytes()),
+            }
+        }
+    };
+    assert!(!refused.is_empty());
+
+    // A node advertising another certificate is not trusted.
+    nodes
+        .patch_status(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(advertise(&"0".repeat(64))),
+        )
+        .await?;
+    eventually("the pinned certificate to be refused", || async {
+        match get(&client, URL).await {
+            Err(kube::Error::Api(s)) if s.code == 502 => {
+                anyhow::ensure!(
+                    s.message.contains("not the one its node advertises"),
+                    "{}",
+                    s.message
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    })
+    .await?;
+    server.shutdown().await;
+    Ok(())
+}
