@@ -50,7 +50,12 @@ struct Ctx {
     client: kube::Client,
 }
 
-fn task_for(job: &Job, instance: u32, attempt: u32) -> Result<Task, JobError> {
+fn task_for(
+    job: &Job,
+    instance: u32,
+    attempt: u32,
+    hold: Option<jiff::Timestamp>,
+) -> Result<Task, JobError> {
     let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
     let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
     let uid = job.metadata.uid.clone().ok_or(JobError::Unnamed)?;
@@ -66,6 +71,7 @@ fn task_for(job: &Job, instance: u32, attempt: u32) -> Result<Task, JobError> {
                 "kubectl.kubernetes.io/last-applied-configuration"
                     | jobs::KILL_ANNOTATION
                     | jobs::RESTART_ANNOTATION
+                    | jobs::THROTTLED_UNTIL_ANNOTATION
             )
         })
         .map(|(k, v)| (k, Value::String(v)))
@@ -74,6 +80,12 @@ fn task_for(job: &Job, instance: u32, attempt: u32) -> Result<Task, JobError> {
         "corral.dev/job-generation".into(),
         json!(job.metadata.generation.unwrap_or(0).to_string()),
     );
+    if let Some(until) = hold {
+        annotations.insert(
+            jobs::THROTTLED_UNTIL_ANNOTATION.into(),
+            json!(until.to_string()),
+        );
+    }
     let s = &job.spec;
     let v = json!({
         "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
@@ -115,10 +127,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let views: Vec<jobs::TaskView> = owned.iter().filter_map(|t| jobs::view(&name, t)).collect();
     let plan = jobs::reconcile(&job, &views);
     for (instance, attempt) in &plan.create {
+        let hold = plan
+            .holds
+            .get(&(*instance, *attempt))
+            .and_then(|us| jiff::Timestamp::from_microsecond(*us).ok());
         match tasks
             .create(
                 &PostParams::default(),
-                &task_for(&job, *instance, *attempt)?,
+                &task_for(&job, *instance, *attempt, hold)?,
             )
             .await
         {
@@ -128,13 +144,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
                 } else {
                     format!("created for instance {instance} (attempt {attempt})")
                 };
-                record_pending(&tasks, &created, message).await;
+                match hold {
+                    Some(until) => record_throttled(&tasks, &created, message, until).await,
+                    None => record_pending(&tasks, &created, message).await,
+                }
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     }
     let now = jiff::Timestamp::now();
+    let next_release = release_throttled(&tasks, &owned, now).await?;
     let requests = plan
         .kill
         .iter()
@@ -194,7 +214,113 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     jobs_api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
         .await?;
-    Ok(Action::requeue(RESYNC))
+    // Back when the next held-back task may run, or at the resync.
+    let wake = next_release
+        .map(|at| {
+            Duration::from_millis(
+                u64::try_from((at.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0)
+                    + 10,
+            )
+        })
+        .map_or(RESYNC, |d| d.min(RESYNC));
+    Ok(Action::requeue(wake))
+}
+
+/// THROTTLED tasks whose hold is over go PENDING; returns when the next
+/// hold ends.
+async fn release_throttled(
+    tasks: &Api<Task>,
+    owned: &[Task],
+    now: jiff::Timestamp,
+) -> Result<Option<jiff::Timestamp>, JobError> {
+    let mut next: Option<jiff::Timestamp> = None;
+    for t in owned {
+        let status = t.status.clone().unwrap_or_default();
+        let throttled = status.phase() == TaskPhase::Throttled;
+        // Created held back but never recorded (a crash between the two writes).
+        let unrecorded = status.task_events.is_empty();
+        if !throttled && !unrecorded {
+            continue;
+        }
+        let Some(until) = t
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(jobs::THROTTLED_UNTIL_ANNOTATION))
+            .map(|v| v.parse::<jiff::Timestamp>().unwrap_or(now))
+        else {
+            continue;
+        };
+        if until > now {
+            next = Some(next.map_or(until, |n| n.min(until)));
+            continue;
+        }
+        if unrecorded && !throttled {
+            record_pending(tasks, t, "created held back; the hold is over".into()).await;
+            continue;
+        }
+        let mut released = status.clone();
+        if lifecycle::apply(
+            &mut released,
+            &lifecycle::Event::ThrottleExpired,
+            now,
+            ACTOR,
+        )
+        .is_ok()
+        {
+            released.explanation = None;
+            let name = t.metadata.name.clone().unwrap_or_default();
+            let patch = json!({"metadata": {"resourceVersion": t.metadata.resource_version}, "status": released});
+            tasks
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+        }
+    }
+    Ok(next)
+}
+
+/// Writes a new task's first steps when its instance flaps: PENDING, then
+/// THROTTLED until `until`, with the reason in its explanation.
+pub async fn record_throttled(
+    tasks: &Api<Task>,
+    created: &Task,
+    message: String,
+    until: jiff::Timestamp,
+) {
+    let now = jiff::Timestamp::now();
+    let mut status = lifecycle::created(message, now, ACTOR);
+    if lifecycle::apply(&mut status, &lifecycle::Event::Throttle, now, ACTOR).is_err() {
+        return;
+    }
+    let why = format!(
+        "held back until {until}: the instance's last tasks ended within {} s of running",
+        jobs::FLAP_WINDOW_SECONDS
+    );
+    if let Some(last) = status.task_events.last_mut() {
+        last.message = why.clone();
+    }
+    status.message = Some(why.clone());
+    status.explanation = Some(corral_api::task::PendingExplanation {
+        summary: why.clone(),
+        reasons: vec![corral_api::task::PendingReason {
+            kind: corral_api::task::PendingReasonKind::Throttled,
+            message: why,
+            resource: None,
+            subject: None,
+            nodes: None,
+            needed: None,
+            available: None,
+        }],
+        evaluated_at: None,
+    });
+    let name = created.metadata.name.clone().unwrap_or_default();
+    let patch = json!({"metadata": {"resourceVersion": created.metadata.resource_version}, "status": status});
+    if let Err(e) = tasks
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::debug!(task = %name, error = %e, "recording THROTTLED lost to a newer write");
+    }
 }
 
 fn error_policy(_job: Arc<Job>, error: &JobError, _ctx: Arc<Ctx>) -> Action {

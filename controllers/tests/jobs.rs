@@ -220,3 +220,104 @@ async fn a_task_never_started_is_lost_and_replaced() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(10), lost_loop).await??;
     Ok(())
 }
+
+/// What an agent would report for a task that crashed right after starting.
+async fn crash(api: &Api<Task>, name: &str) -> Result<()> {
+    let now = jiff::Timestamp::now().to_string();
+    let mut status = api.get(name).await?.status.unwrap_or_default();
+    let mut events = serde_json::to_value(&status.task_events)?;
+    if let Some(list) = events.as_array_mut() {
+        list.push(json!({"timestamp": now, "status": "RUNNING", "message": "running", "actor": "agent/n1"}));
+        list.push(json!({"timestamp": now, "status": "FAILED", "message": "exited with code 1", "actor": "agent/n1"}));
+    }
+    status.task_events.clear();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "FAILED", "exitCode": 1, "taskEvents": events}})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flapping_service_instance_is_held_back_then_released() -> Result<()> {
+    let h = start().await?;
+    node(&h.client, "n1", 8).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alloc = tokio::spawn(corral_controllers::allocation::run(
+        h.client.clone(),
+        corral_core::sched::Policy::BinPack,
+        stop_rx.clone(),
+    ));
+    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("flappy", "service", 1, 1)?)
+        .await?;
+    let phase = |name: &'static str| {
+        let tasks = tasks.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                tasks
+                    .get_opt(name)
+                    .await?
+                    .and_then(|t| t.status)
+                    .map(|s| s.phase()),
+            )
+        }
+    };
+    // The first crash is replaced at once.
+    eventually("flappy-0-0 assigned", || async {
+        Ok(phase("flappy-0-0").await? == Some(TaskPhase::Assigned))
+    })
+    .await?;
+    crash(&tasks, "flappy-0-0").await?;
+    eventually("flappy-0-1 assigned", || async {
+        Ok(phase("flappy-0-1").await? == Some(TaskPhase::Assigned))
+    })
+    .await?;
+    // The second crash in a row: the replacement is held back, with the reason.
+    crash(&tasks, "flappy-0-1").await?;
+    eventually("flappy-0-2 throttled", || async {
+        Ok(phase("flappy-0-2").await? == Some(TaskPhase::Throttled))
+    })
+    .await?;
+    let held = tasks.get("flappy-0-2").await?;
+    assert!(
+        held.spec.node_name.is_none(),
+        "a held-back task is not placed"
+    );
+    let why = held
+        .status
+        .and_then(|s| s.explanation)
+        .context("explanation")?;
+    assert_eq!(
+        why.reasons.first().map(|r| r.kind),
+        Some(corral_api::task::PendingReasonKind::Throttled)
+    );
+    // After the hold (5 s), it is released and placed.
+    eventually("flappy-0-2 released and assigned", || async {
+        Ok(phase("flappy-0-2").await? == Some(TaskPhase::Assigned))
+    })
+    .await?;
+    let events: Vec<TaskPhase> = tasks
+        .get("flappy-0-2")
+        .await?
+        .status
+        .map(|s| s.task_events.iter().map(|e| e.status).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        events,
+        [
+            TaskPhase::Pending,
+            TaskPhase::Throttled,
+            TaskPhase::Pending,
+            TaskPhase::Assigned
+        ]
+    );
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), alloc).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), jobs_loop).await;
+    Ok(())
+}

@@ -21,6 +21,13 @@
 //!   task). Tasks assigned after the timestamp are left alone, so the request
 //!   is carried out once.
 //!
+//! A **service** instance that flaps — two or more tasks in a row that ended
+//! by themselves within [`FLAP_WINDOW_SECONDS`] of running, or never ran — gets
+//! its replacement held back (THROTTLED) until an exponential backoff has
+//! passed since the last one ended: [`FIRST_HOLD_SECONDS`], doubling, at most
+//! [`MAX_HOLD_SECONDS`] (Aurora's flapping-task penalty). The hold's end is
+//! in [`JobPlan::holds`]; the controller records it on the task.
+//!
 //! Cron jobs are left to the cron controller (their runs are made per tick).
 //!
 //! Task names are `<job>-<instance>-<attempt>`: creating by name makes each
@@ -29,6 +36,16 @@
 use std::collections::BTreeMap;
 
 use corral_api::job::{JobKind, JobPhase};
+
+/// A task that ended by itself within this long of running flapped.
+pub const FLAP_WINDOW_SECONDS: i64 = 60;
+/// The hold-back after the second flap in a row; it doubles with each more.
+pub const FIRST_HOLD_SECONDS: i64 = 5;
+/// The longest hold-back.
+pub const MAX_HOLD_SECONDS: i64 = 300;
+
+/// Set on a Task created held back: the RFC 3339 time its hold ends.
+pub const THROTTLED_UNTIL_ANNOTATION: &str = "corral.dev/throttled-until";
 
 /// Set on a Job (to the request's time) to kill it: `corral job kill`.
 pub const KILL_ANNOTATION: &str = "corral.dev/kill-requested";
@@ -53,6 +70,11 @@ pub struct TaskView {
     pub displaced: bool,
     /// When it was last assigned to a node, in Unix microseconds.
     pub assigned: Option<i64>,
+    /// True when it ended by itself (finished or failed) within
+    /// [`FLAP_WINDOW_SECONDS`] of running, or without ever running.
+    pub flapped: bool,
+    /// When it ended (its last event), in Unix microseconds, once terminal.
+    pub ended: Option<i64>,
 }
 
 /// What to do.
@@ -60,6 +82,9 @@ pub struct TaskView {
 pub struct JobPlan {
     /// Tasks to create: (instance, attempt).
     pub create: Vec<(u32, u32)>,
+    /// Of those, the ones to create held back (THROTTLED), with when their
+    /// hold ends (Unix microseconds).
+    pub holds: BTreeMap<(u32, u32), i64>,
     /// Tasks to kill (instances beyond the count, or all of a killed job), by name.
     pub kill: Vec<String>,
     /// Tasks to restart (older than a restart request), by name.
@@ -109,6 +134,28 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
                 previous,
                 Some(TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining)
             ));
+    let at = |p: TaskPhase| {
+        status
+            .task_events
+            .iter()
+            .rev()
+            .find(|e| e.status == p)
+            .map(|e| e.timestamp.0.as_microsecond())
+    };
+    let ended = phase
+        .is_terminal()
+        .then(|| {
+            status
+                .task_events
+                .last()
+                .map(|e| e.timestamp.0.as_microsecond())
+        })
+        .flatten();
+    let flapped = matches!(phase, TaskPhase::Finished | TaskPhase::Failed)
+        && match (at(TaskPhase::Running), ended) {
+            (Some(run), Some(end)) => end - run < FLAP_WINDOW_SECONDS * 1_000_000,
+            _ => true,
+        };
     Some(TaskView {
         name,
         instance,
@@ -116,7 +163,28 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
         phase,
         displaced,
         assigned: assigned_at(t).map(|a| a.as_microsecond()),
+        flapped,
+        ended,
     })
+}
+
+/// When a service instance's next task may run, if it flaps: two or more of
+/// its newest tasks in a row flapped (displacements do not count).
+fn hold_until(history: &[&TaskView]) -> Option<i64> {
+    let mut newest_first: Vec<&&TaskView> = history.iter().collect();
+    newest_first.sort_by_key(|t| std::cmp::Reverse(t.attempt));
+    let flaps = newest_first
+        .iter()
+        .take_while(|t| t.flapped && !t.displaced)
+        .count();
+    if flaps < 2 {
+        return None;
+    }
+    let exponent = u32::try_from(flaps - 2).unwrap_or(u32::MAX).min(16);
+    let hold = FIRST_HOLD_SECONDS
+        .saturating_mul(1i64 << exponent)
+        .min(MAX_HOLD_SECONDS);
+    Some(newest_first.first()?.ended? + hold * 1_000_000)
 }
 
 /// Decides what the job needs now.
@@ -124,6 +192,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
     let s = &job.spec;
     let mut plan = JobPlan {
         create: Vec::new(),
+        holds: BTreeMap::new(),
         kill: Vec::new(),
         restart: Vec::new(),
         counts: BTreeMap::new(),
@@ -204,6 +273,11 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         };
         if replace {
             plan.create.push((instance, next_attempt));
+            if s.kind == JobKind::Service
+                && let Some(until) = hold_until(&history)
+            {
+                plan.holds.insert((instance, next_attempt), until);
+            }
         }
     }
     for (instance, history) in &by_instance {
@@ -247,6 +321,8 @@ mod tests {
             phase,
             displaced: phase == TaskPhase::Lost,
             assigned: Some(1_000_000_000),
+            flapped: false,
+            ended: None,
         }
     }
 
@@ -406,5 +482,51 @@ mod tests {
             p.restart.is_empty(),
             "an unreadable request restarts nothing"
         );
+    }
+
+    fn flapped(instance: u32, attempt: u32, ended_s: i64) -> TaskView {
+        let mut v = t(instance, attempt, TaskPhase::Failed);
+        v.flapped = true;
+        v.ended = Some(ended_s * 1_000_000);
+        v
+    }
+
+    #[test]
+    fn a_flapping_service_instance_is_held_back_with_a_growing_backoff() {
+        let j = job("service", 1, 1);
+        // One quick failure: replaced at once.
+        let p = reconcile(&j, &[flapped(0, 0, 100)]);
+        assert_eq!((p.create.clone(), p.holds.len()), (vec![(0, 1)], 0));
+        // Two in a row: held 5 s after the last ended; three: 10 s.
+        let p = reconcile(&j, &[flapped(0, 0, 100), flapped(0, 1, 110)]);
+        assert_eq!(p.holds.get(&(0, 2)), Some(&115_000_000));
+        let p = reconcile(
+            &j,
+            &[flapped(0, 0, 100), flapped(0, 1, 110), flapped(0, 2, 130)],
+        );
+        assert_eq!(p.holds.get(&(0, 3)), Some(&140_000_000));
+        // Capped at five minutes.
+        let many: Vec<TaskView> = (0..20)
+            .map(|a| flapped(0, a, 1000 + i64::from(a)))
+            .collect();
+        assert_eq!(
+            p_hold(&j, &many),
+            Some((1019 + MAX_HOLD_SECONDS) * 1_000_000)
+        );
+        // A task that ran long enough resets the count.
+        let mut fine = t(0, 1, TaskPhase::Failed);
+        fine.ended = Some(200_000_000);
+        let p = reconcile(&j, &[flapped(0, 0, 100), fine, flapped(0, 2, 300)]);
+        assert!(p.holds.is_empty());
+        // Ad-hoc retries are bounded by maxTaskFailures instead.
+        let p = reconcile(
+            &job("adhoc", 1, -1),
+            &[flapped(0, 0, 100), flapped(0, 1, 110)],
+        );
+        assert!(p.holds.is_empty());
+    }
+
+    fn p_hold(j: &Job, tasks: &[TaskView]) -> Option<i64> {
+        reconcile(j, tasks).holds.values().next().copied()
     }
 }

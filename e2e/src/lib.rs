@@ -432,6 +432,8 @@ impl Agent {
             .arg(&server.home)
             .arg("--config-dir")
             .arg(server.home.join("no-agent-config"))
+            // Tests run side by side: each agent's log endpoint on a free port.
+            .arg("--log-listen=127.0.0.1:0")
             .args(args)
             .env("CORRAL_LOG", "info")
             .stdin(Stdio::null())

@@ -32,8 +32,20 @@ pub fn task_state(task: &Task) -> TaskState {
     if task.metadata.deletion_timestamp.is_some() && task.spec.node_name.is_none() {
         return TaskState::Ignored;
     }
+    // Created held back (its instance flaps) and not yet recorded THROTTLED:
+    // not the scheduler's until the job controller releases it.
+    let held_unrecorded = task
+        .status
+        .as_ref()
+        .is_none_or(|s| s.task_events.is_empty())
+        && task
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(corral_core::jobs::THROTTLED_UNTIL_ANNOTATION));
     match (&task.spec.node_name, phase) {
         (_, p) if p.is_terminal() => TaskState::Ignored,
+        (None, TaskPhase::Pending) if held_unrecorded => TaskState::Ignored,
         (Some(n), _) => TaskState::Bound(n.clone()),
         (None, TaskPhase::Pending) => TaskState::Pending,
         (None, _) => TaskState::Ignored,
