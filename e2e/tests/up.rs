@@ -443,3 +443,55 @@ fn the_talk_end_to_end_on_corral_up() -> Result<()> {
     assert!(api.contains("Killed"), "{api}");
     Ok(())
 }
+
+#[test]
+fn corral_up_keeps_its_cluster_in_etcd_when_asked() -> Result<()> {
+    let etcd = corral_store::testing::EtcdServer::start()?;
+    let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    let home = tempfile::tempdir()?;
+    let start = || {
+        Server::up_in(
+            home.path(),
+            &[
+                "--store",
+                &store,
+                "--node-name",
+                "etcd-box",
+                "--runtimes",
+                "process",
+                "--resources",
+                "cpus=2,memory=2Gi,disk=1Gi",
+            ],
+            &[],
+        )
+    };
+    let server = start()?;
+    let c = Corral::new(&server);
+    c.run_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {{name: ops}}\nspec: {{weight: 1}}\n---\n{}",
+            job("sleeper", "default", "ops", "service", "preemptible", 1, "sleep 120")
+        ),
+    )?
+    .ok()?;
+    wait_for("the sleeper to run", WAIT, || {
+        Ok(c.run(&["get", "task", "sleeper-0-0", "--no-headers"])?
+            .stdout
+            .contains("RUNNING"))
+    })
+    .with_context(|| server.log())?;
+    // The embedded store was not used: everything is in etcd.
+    assert!(!home.path().join("store.db").exists());
+    assert!(server.interrupt()?.success());
+    let server = start()?;
+    let c = Corral::new(&server);
+    let jobs = c.run(&["get", "jobs", "--no-headers"])?.ok()?;
+    assert!(
+        jobs.contains("sleeper"),
+        "the cluster is back from etcd: {jobs}"
+    );
+    c.run(&["job", "kill", "sleeper", "--wait", "--timeout", "60"])?
+        .ok()?;
+    Ok(())
+}
