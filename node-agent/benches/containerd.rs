@@ -1,0 +1,285 @@
+//! Start-up benchmark with a real containerd (started by
+//! `scripts/containerd.sh` in a temporary directory, with the busybox test
+//! image), in one run:
+//! - baseline: the containerd runtime alone — container create + task start
+//!   through containerd-client, from the call to the container running;
+//! - the agent: a task written ASSIGNED through the API server, picked up by
+//!   `corral agent`'s loop, started by the same runtime and reported
+//!   RUNNING; ASSIGNED → RUNNING from the task's own events;
+//! - overhead: the agent's median minus the baseline's (goal ≤ 10 ms);
+//! - 100 tasks at once on one agent, tasks/s until all RUN (goal ≥ 40/s),
+//!   against 100 parallel starts of the runtime alone.
+//!
+//! Needs root, containerd and runc (`scripts/install-deps.sh`).
+//! `CORRAL_BENCH_SEQUENTIAL` (default 20) and `CORRAL_BENCH_PARALLEL` (100).
+//! Run: `cargo bench -p corral-node-agent --bench containerd`
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use corral_api::{Task, TaskPhase};
+use corral_apiserver::testing::TestServer;
+use corral_core::lifecycle;
+use corral_node_agent::agent::{self, AgentConfig};
+use corral_node_agent::runtime::containerd::{Containerd, ContainerdConfig};
+use corral_node_agent::runtime::{ContainerRuntime, Launch, RuntimeEvent};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const IMAGE: &str = "docker.io/library/testbox:latest";
+const NAMESPACE: &str = "corral-bench";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * 0.99).round() as usize]
+}
+
+/// A private containerd, stopped on drop.
+struct Daemon {
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl Daemon {
+    fn start() -> Result<(Self, PathBuf)> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/containerd.sh");
+        let dir = tempfile::Builder::new().prefix("ctb").tempdir_in("/tmp")?;
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .env("CORRAL_CONTAINERD_NAMESPACE", NAMESPACE)
+            .output()?;
+        if !String::from_utf8_lossy(&out.stdout).contains("ready") {
+            bail!(
+                "containerd.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let sock = dir.path().join("state/containerd.sock");
+        Ok((Daemon { dir, script }, sock))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn launch(key: &str) -> Result<Launch> {
+    Ok(Launch {
+        key: key.to_owned(),
+        container: serde_json::from_value(
+            json!({"image": IMAGE, "command": ["sleep", "600"], "killGracePeriodSeconds": 0}),
+        )?,
+        resources: serde_json::from_value(json!({"cpus": "100m", "memory": "16Mi"}))?,
+        annotations: BTreeMap::new(),
+    })
+}
+
+async fn runtime(sock: &Path, sandboxes: &Path) -> Result<Containerd> {
+    Ok(Containerd::connect(ContainerdConfig {
+        address: sock.to_owned(),
+        namespace: NAMESPACE.to_owned(),
+        snapshotter: "overlayfs".to_owned(),
+        sandboxes: sandboxes.to_owned(),
+        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+    })
+    .await?)
+}
+
+/// Starts `keys` at once on the runtime alone; each one's seconds to RUNNING.
+async fn raw_starts(rt: &Containerd, keys: &[String]) -> Result<Vec<f64>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let t0 = Instant::now();
+    for k in keys {
+        let (rt, tx, l) = (rt.clone(), tx.clone(), launch(k)?);
+        tokio::spawn(async move { rt.start(l, tx).await });
+    }
+    let mut done = BTreeMap::new();
+    while done.len() < keys.len() {
+        let (key, ev) = rx.recv().await.context("runtime events ended")?;
+        match ev {
+            RuntimeEvent::Running => {
+                done.insert(key, t0.elapsed().as_secs_f64());
+            }
+            RuntimeEvent::Exited { code, failure } => bail!("{key} exited {code}: {failure:?}"),
+            _ => {}
+        }
+    }
+    for k in keys {
+        rt.kill(k, Duration::ZERO).await?;
+    }
+    Ok(done.into_values().collect())
+}
+
+fn task(name: &str) -> Result<Task> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"job": "bench", "role": "bench", "instanceId": 0,
+                 "resources": {"cpus": "100m", "memory": "16Mi"},
+                 "container": {"image": IMAGE, "command": ["sleep", "600"], "killGracePeriodSeconds": 0},
+                 "nodeName": "bench-node"}}))?)
+}
+
+/// Creates the task bound to the node and writes it ASSIGNED, as the
+/// scheduler would.
+async fn assign(tasks: &Api<Task>, name: &str) -> Result<()> {
+    let created = tasks.create(&PostParams::default(), &task(name)?).await?;
+    let mut status = created.status.clone().unwrap_or_default();
+    lifecycle::apply(
+        &mut status,
+        &lifecycle::Event::Assigned {
+            node: "bench-node".into(),
+        },
+        jiff::Timestamp::now(),
+        "bench",
+    )?;
+    tasks
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Seconds from ASSIGNED to RUNNING, from the task's events.
+fn assigned_to_running(t: &Task) -> Option<f64> {
+    let evs = &t.status.as_ref()?.task_events;
+    let at = |p| evs.iter().find(|e| e.status == p).map(|e| e.timestamp.0);
+    let (a, r) = (at(TaskPhase::Assigned)?, at(TaskPhase::Running)?);
+    (r - a).total(jiff::Unit::Second).ok()
+}
+
+async fn wait_running(tasks: &Api<Task>, names: &[String]) -> Result<Vec<Task>> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let all = tasks.list(&ListParams::default()).await?.items;
+        let running: Vec<Task> = all
+            .into_iter()
+            .filter(|t| {
+                names.contains(t.metadata.name.as_ref().unwrap_or(&String::new()))
+                    && t.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase() == TaskPhase::Running)
+            })
+            .collect();
+        if running.len() == names.len() {
+            return Ok(running);
+        }
+        if let Some(bad) = tasks
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .find(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase() == TaskPhase::Failed)
+            })
+        {
+            bail!("a task failed: {:?}", bad.status);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "tasks did not all run in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let (seq_n, par_n) = (
+        env("CORRAL_BENCH_SEQUENTIAL", 20),
+        env("CORRAL_BENCH_PARALLEL", 100),
+    );
+    let (_daemon, sock) = Daemon::start()?;
+    let work = tempfile::tempdir()?;
+
+    // Baseline: the runtime alone, one at a time, then all at once.
+    let rt = runtime(&sock, &work.path().join("raw")).await?;
+    let mut raw = Vec::new();
+    for i in 0..seq_n {
+        raw.extend(raw_starts(&rt, &[format!("bench/raw-{i}")]).await?);
+    }
+    let keys: Vec<String> = (0..par_n).map(|i| format!("bench/rawpar-{i}")).collect();
+    let t0 = Instant::now();
+    raw_starts(&rt, &keys).await?;
+    let raw_rate = par_n as f64 / t0.elapsed().as_secs_f64();
+
+    // The agent: tasks through the API server, the agent loop, the same runtime.
+    let server = TestServer::start()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agent_rt = runtime(&sock, &work.path().join("agent")).await?;
+    let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(agent_rt)];
+    let cfg = AgentConfig {
+        nodes: vec!["bench-node".into()],
+        resources: serde_json::from_value(json!({"cpus": 64, "memory": "64Gi"}))?,
+        attributes: BTreeMap::new(),
+        reserved: Vec::new(),
+        lease_seconds: 40,
+        renew_every: Duration::from_secs(10),
+        log_endpoint: None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(agent::run(server.client.clone(), cfg, runtimes, stop_rx));
+    let tasks: Api<Task> = Api::namespaced(server.client.clone(), "default");
+    let mut via_agent = Vec::new();
+    for i in 0..seq_n {
+        let name = format!("seq-{i}");
+        assign(&tasks, &name).await?;
+        let t = wait_running(&tasks, std::slice::from_ref(&name)).await?;
+        via_agent.push(assigned_to_running(&t[0]).context("events")?);
+    }
+    let names: Vec<String> = (0..par_n).map(|i| format!("par-{i}")).collect();
+    let t0 = Instant::now();
+    futures::future::try_join_all(names.iter().map(|n| assign(&tasks, n))).await?;
+    wait_running(&tasks, &names).await?;
+    let agent_rate = par_n as f64 / t0.elapsed().as_secs_f64();
+
+    let (raw_med, raw_p99) = (median(&mut raw) * 1e3, p99(&mut raw) * 1e3);
+    let (ag_med, ag_p99) = (median(&mut via_agent) * 1e3, p99(&mut via_agent) * 1e3);
+    println!("containerd start, {seq_n} one at a time (ms):");
+    println!("  runtime alone (baseline)   median {raw_med:7.1}   p99 {raw_p99:7.1}");
+    println!(
+        "  agent ASSIGNED -> RUNNING  median {ag_med:7.1}   p99 {ag_p99:7.1}   ({:.2}x)",
+        ag_med / raw_med
+    );
+    println!(
+        "  agent overhead (median)    {:7.1} ms   (goal <= 10 ms)",
+        ag_med - raw_med
+    );
+    println!("{par_n} at once:");
+    println!("  runtime alone (baseline)   {raw_rate:7.1} tasks/s");
+    println!(
+        "  through the agent          {agent_rate:7.1} tasks/s   ({:.2}x; goal >= 40/s)",
+        agent_rate / raw_rate
+    );
+
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+    server.shutdown().await;
+    Ok(())
+}
