@@ -147,7 +147,7 @@ struct Running {
     objects: Objects,
     /// One status writer per task: reports of one task are written in order,
     /// reports of different tasks concurrently.
-    writers: HashMap<String, mpsc::UnboundedSender<(Event, String)>>,
+    writers: HashMap<String, mpsc::UnboundedSender<(Event, String, jiff::Timestamp)>>,
     /// Tasks a kill was sent for (one kill per task).
     killing: HashSet<String>,
     /// Tasks whose end this agent reported (until their object is deleted),
@@ -168,16 +168,17 @@ impl Running {
             Event::AgentExited { .. } | Event::AgentKilled | Event::NodeLost
         );
         let tx = self.writers.entry(key.to_owned()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<(Event, String)>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<(Event, String, jiff::Timestamp)>();
             let (client, objects, key) = (client.clone(), self.objects.clone(), key.to_owned());
             tokio::spawn(async move {
-                while let Some((event, node)) = rx.recv().await {
-                    report(&client, &objects, &key, &event, &node).await;
+                while let Some((event, node, at)) = rx.recv().await {
+                    report(&client, &objects, &key, &event, &node, at).await;
                 }
             });
             tx
         });
-        let _ = tx.send((event, node.to_owned()));
+        // Dated when the agent learns of it, not when its write gets its turn.
+        let _ = tx.send((event, node.to_owned(), jiff::Timestamp::now()));
         if done {
             // The writer finishes what is queued, then stops.
             self.writers.remove(key);
@@ -193,8 +194,16 @@ fn key_of(t: &Task) -> String {
     )
 }
 
-/// Writes a runtime report as the task's new status (retrying on races).
-async fn report(client: &kube::Client, objects: &Objects, key: &str, event: &Event, node: &str) {
+/// Writes a runtime report, which happened `at`, as the task's new status
+/// (retrying on races).
+async fn report(
+    client: &kube::Client,
+    objects: &Objects,
+    key: &str,
+    event: &Event,
+    node: &str,
+    at: jiff::Timestamp,
+) {
     let Some((ns, name)) = key.split_once('/') else {
         return;
     };
@@ -205,7 +214,7 @@ async fn report(client: &kube::Client, objects: &Objects, key: &str, event: &Eve
             return;
         };
         let mut status = task.status.clone().unwrap_or_default();
-        match lifecycle::apply(&mut status, event, jiff::Timestamp::now(), &actor) {
+        match lifecycle::apply(&mut status, event, at, &actor) {
             Err(e) => {
                 tracing::debug!(task = %key, error = %e, "report not applicable");
                 return;
