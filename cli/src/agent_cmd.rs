@@ -112,6 +112,14 @@ pub struct RunArgs {
     /// Where task sandboxes live (default `$CORRAL_HOME/agent/<node>/sandboxes`).
     #[arg(long, env = "CORRAL_AGENT_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// Offer this fraction (0–1) of the CPU and memory that non-revocable
+    /// tasks leave idle as revocable capacity, re-estimated at every usage
+    /// sample (off by default).
+    #[arg(long, env = "CORRAL_AGENT_OVERSUBSCRIBE")]
+    oversubscribe: Option<f64>,
+    /// Seconds between usage samples (and revocable estimates).
+    #[arg(long, env = "CORRAL_AGENT_SAMPLE_SECONDS", default_value_t = 10)]
+    sample_seconds: u64,
     /// Where task logs are served for the API server to proxy (`none`: not served).
     #[arg(long, env = "CORRAL_AGENT_LOG_LISTEN", default_value = "0.0.0.0:7450")]
     log_listen: String,
@@ -142,6 +150,8 @@ const VALUE_FLAGS: &[&str] = &[
     "reserved",
     "simulate-nodes",
     "lease-seconds",
+    "oversubscribe",
+    "sample-seconds",
     "log-listen",
     "advertise-address",
     "work-dir",
@@ -436,7 +446,14 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
             url: l.url.clone(),
             certificate_sha256: l.certificate_sha256.clone(),
         }),
+        sample_every: Duration::from_secs(args.sample_seconds.max(1)),
+        oversubscribe: args.oversubscribe,
     };
+    if let Some(f) = args.oversubscribe
+        && !(0.0..=1.0).contains(&f)
+    {
+        bail!("--oversubscribe takes a fraction between 0 and 1, not {f}");
+    }
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let names: Vec<&str> = runtimes
         .iter()

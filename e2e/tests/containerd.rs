@@ -400,3 +400,93 @@ fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
+    let server = Server::start()?;
+    let k = Kubectl::new(&server)?;
+    let _agent = Agent::start(
+        &server,
+        "agent-over",
+        &[
+            "--node-name",
+            "over",
+            "--runtimes",
+            "process",
+            "--resources",
+            "cpus=2,memory=2Gi,disk=1Gi",
+            "--oversubscribe",
+            "0.5",
+            "--sample-seconds",
+            "1",
+        ],
+    )?;
+    let job = |name: &str, tier: &str, cpus: &str, script: &str| {
+        let memory = if tier == "preferred" { "512Mi" } else { "16Mi" };
+        format!(
+            "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  role: ops\n  environment: prod\n  kind: service\n  tier: {tier}\n  resources: {{cpus: {cpus}, memory: {memory}}}\n  container:\n    image: x\n    command: [sh, -c, {script:?}]\n    killGracePeriodSeconds: 1\n"
+        )
+    };
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {{name: ops}}\nspec: {{weight: 1}}\n---\n{}",
+            job("idle", "preferred", "2", "sleep 300")
+        ),
+    )?
+    .ok()?;
+    // The node's CPU is all allocated; the idle task's unused half comes back
+    // as revocable capacity (CPU and memory).
+    let revocable = || -> Result<i64> {
+        let r = k.run(&[
+            "get",
+            "node.corral.dev",
+            "over",
+            "-o",
+            "jsonpath={.status.revocable.cpus}",
+        ])?;
+        Ok(r.stdout.trim().trim_end_matches('m').parse().unwrap_or(0))
+    };
+    wait_for("revocable CPU to be offered", WAIT, || {
+        Ok(revocable()? >= 900)
+    })?;
+    assert!(revocable()? <= 1000, "at most half of the 2 idle cpus");
+    // A revocable task runs on it; a preemptible one still does not fit.
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        &job("scavenger", "revocable", "0.5", "sleep 300"),
+    )?
+    .ok()?;
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        &job("batch", "preemptible", "0.5", "sleep 300"),
+    )?
+    .ok()?;
+    wait_for("the revocable task to run", WAIT, || {
+        Ok(k.run(&[
+            "get",
+            "task",
+            "scavenger-0-0",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?
+        .stdout
+            == "RUNNING")
+    })?;
+    assert_eq!(
+        k.run(&["get", "task", "batch-0-0", "-o", "jsonpath={.status.phase}"])?
+            .stdout,
+        "PENDING"
+    );
+    // Stop the host processes this test started.
+    for j in ["idle", "scavenger", "batch"] {
+        k.run(&["delete", "job", j])?.ok()?;
+    }
+    wait_for("the tasks to end", WAIT, || {
+        Ok(k.run(&["get", "tasks", "-o", "name"])?
+            .stdout
+            .trim()
+            .is_empty())
+    })?;
+    Ok(())
+}

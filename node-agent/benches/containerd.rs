@@ -242,6 +242,8 @@ async fn main() -> Result<()> {
         lease_seconds: 40,
         renew_every: Duration::from_secs(10),
         log_endpoint: None,
+        sample_every: corral_node_agent::agent::SAMPLE_EVERY,
+        oversubscribe: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(agent::run(server.client.clone(), cfg, runtimes, stop_rx));

@@ -105,6 +105,8 @@ async fn main() -> Result<()> {
         lease_seconds: 40,
         renew_every: Duration::from_secs(10),
         log_endpoint: None,
+        sample_every: corral_node_agent::agent::SAMPLE_EVERY,
+        oversubscribe: None,
     };
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
     let start = Instant::now();
