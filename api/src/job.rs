@@ -382,9 +382,14 @@ pub struct JobStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "phase_counts_schema")]
     pub tasks: PhaseCounts,
-    /// Task failures across the job's life.
+    /// Task failures across the job's life (including those of tasks since
+    /// deleted by the history limit).
     #[serde(default)]
     pub failures: u32,
+    /// Failures of tasks deleted by the history limit, so `failures` keeps
+    /// counting them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pruned_failures: u32,
     /// Typed conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition<JobConditionType, JobReason>>,
@@ -394,6 +399,10 @@ pub struct JobStatus {
     /// Scheduling latency of the job's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An object with one integer property per task phase.

@@ -7,7 +7,9 @@
 //! fine: the write is idempotent), owned by the job, with the job's
 //! annotations and labels; kills (through the lifecycle state machine) of
 //! instances beyond the count and of killed jobs; restarts requested by
-//! `corral job restart`; the job's status (tasks per phase, failures,
+//! `corral job restart`; deletions of a service instance's ended tasks
+//! beyond the history kept (their failures still counted); the job's
+//! status (tasks per phase, failures,
 //! phase, observedGeneration, and MTTA/MTTS/MTTR from the tasks' events).
 //! Cron jobs' runs belong to the cron controller.
 
@@ -208,9 +210,50 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
         })
         .collect();
     let latency = corral_core::latency::figures(histories);
-    let status = json!({"status": {"phase": plan.phase, "tasks": counts, "failures": plan.failures,
-        "observedGeneration": job.metadata.generation, "latency": latency}});
+    // The history limit: old ended tasks go; their failures stay counted.
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let already_pruned = if plan.prune.is_empty() {
+        job.status.as_ref().map_or(0, |s| s.pruned_failures)
+    } else {
+        // Read fresh: the count must not go back to a stale cached value.
+        jobs_api
+            .get(&name)
+            .await?
+            .status
+            .map_or(0, |s| s.pruned_failures)
+    };
+    let mut pruned_failed = 0u32;
+    for victim in &plan.prune {
+        let Some(t) = owned
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(victim.as_str()))
+        else {
+            continue;
+        };
+        let dp = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: t.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match tasks.delete(victim, &dp).await {
+            Ok(_) => {
+                if t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase() == TaskPhase::Failed)
+                {
+                    pruned_failed += 1;
+                }
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let status = json!({"status": {"phase": plan.phase, "tasks": counts,
+        "failures": plan.failures + already_pruned,
+        "prunedFailures": already_pruned + pruned_failed,
+        "observedGeneration": job.metadata.generation, "latency": latency}});
     jobs_api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
         .await?;

@@ -223,11 +223,18 @@ async fn a_task_never_started_is_lost_and_replaced() -> Result<()> {
 
 /// What an agent would report for a task that crashed right after starting.
 async fn crash(api: &Api<Task>, name: &str) -> Result<()> {
-    let now = jiff::Timestamp::now().to_string();
+    fail_after(api, name, 0).await
+}
+
+/// What an agent would report for a task that failed after running `ran_s` seconds.
+async fn fail_after(api: &Api<Task>, name: &str, ran_s: i64) -> Result<()> {
+    let end = jiff::Timestamp::now();
+    let start = (end - jiff::SignedDuration::from_secs(ran_s)).to_string();
+    let now = end.to_string();
     let mut status = api.get(name).await?.status.unwrap_or_default();
     let mut events = serde_json::to_value(&status.task_events)?;
     if let Some(list) = events.as_array_mut() {
-        list.push(json!({"timestamp": now, "status": "RUNNING", "message": "running", "actor": "agent/n1"}));
+        list.push(json!({"timestamp": start, "status": "RUNNING", "message": "running", "actor": "agent/n1"}));
         list.push(json!({"timestamp": now, "status": "FAILED", "message": "exited with code 1", "actor": "agent/n1"}));
     }
     status.task_events.clear();
@@ -315,6 +322,56 @@ async fn a_flapping_service_instance_is_held_back_then_released() -> Result<()> 
             TaskPhase::Pending,
             TaskPhase::Assigned
         ]
+    );
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), alloc).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), jobs_loop).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_service_keeps_a_bounded_history_and_still_counts_every_failure() -> Result<()> {
+    let h = start().await?;
+    node(&h.client, "n1", 8).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alloc = tokio::spawn(corral_controllers::allocation::run(
+        h.client.clone(),
+        corral_core::sched::Policy::BinPack,
+        stop_rx.clone(),
+    ));
+    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("churn", "service", 1, 1)?)
+        .await?;
+    let kept = corral_core::jobs::ENDED_TASKS_KEPT_PER_INSTANCE;
+    let rounds = kept + 3;
+    for attempt in 0..rounds {
+        let name = format!("churn-0-{attempt}");
+        eventually("the next attempt to be assigned", || async {
+            Ok(tasks
+                .get_opt(&name)
+                .await?
+                .and_then(|t| t.status)
+                .is_some_and(|s| s.phase() == TaskPhase::Assigned))
+        })
+        .await
+        .with_context(|| format!("attempt {attempt}"))?;
+        // Failures after a long run: no flapping backoff slows the churn.
+        fail_after(&tasks, &name, 600).await?;
+    }
+    eventually(
+        "old attempts pruned, every failure still counted",
+        || async {
+            let left = tasks_of(&tasks, "churn").await?;
+            let st = jobs.get("churn").await?.status.unwrap_or_default();
+            Ok(left.len() == kept + 1 && st.failures == u32::try_from(rounds)?)
+        },
+    )
+    .await?;
+    assert!(
+        tasks.get_opt("churn-0-0").await?.is_none(),
+        "the oldest went first"
     );
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), alloc).await;

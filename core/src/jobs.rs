@@ -44,6 +44,11 @@ pub const FIRST_HOLD_SECONDS: i64 = 5;
 /// The longest hold-back.
 pub const MAX_HOLD_SECONDS: i64 = 300;
 
+/// Ended tasks a service instance keeps; older ones are deleted, so a job
+/// that runs for years (or flaps) does not fill the store. Enough to see
+/// the flapping backoff reach its cap.
+pub const ENDED_TASKS_KEPT_PER_INSTANCE: usize = 10;
+
 /// Set on a Task created held back: the RFC 3339 time its hold ends.
 pub const THROTTLED_UNTIL_ANNOTATION: &str = "corral.dev/throttled-until";
 
@@ -89,6 +94,8 @@ pub struct JobPlan {
     pub kill: Vec<String>,
     /// Tasks to restart (older than a restart request), by name.
     pub restart: Vec<String>,
+    /// Ended tasks beyond the history kept, to delete, by name.
+    pub prune: Vec<String>,
     /// Tasks per phase.
     pub counts: BTreeMap<TaskPhase, u32>,
     /// Failed tasks so far.
@@ -195,6 +202,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         holds: BTreeMap::new(),
         kill: Vec::new(),
         restart: Vec::new(),
+        prune: Vec::new(),
         counts: BTreeMap::new(),
         failures: 0,
         phase: JobPhase::Active,
@@ -278,6 +286,20 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
             {
                 plan.holds.insert((instance, next_attempt), until);
             }
+        }
+    }
+    // Service instances keep their newest ended tasks only.
+    if s.kind == JobKind::Service {
+        for history in by_instance.values() {
+            let mut ended: Vec<&&TaskView> =
+                history.iter().filter(|t| t.phase.is_terminal()).collect();
+            ended.sort_by_key(|t| std::cmp::Reverse(t.attempt));
+            plan.prune.extend(
+                ended
+                    .into_iter()
+                    .skip(ENDED_TASKS_KEPT_PER_INSTANCE)
+                    .map(|t| t.name.clone()),
+            );
         }
     }
     for (instance, history) in &by_instance {
@@ -528,5 +550,25 @@ mod tests {
 
     fn p_hold(j: &Job, tasks: &[TaskView]) -> Option<i64> {
         reconcile(j, tasks).holds.values().next().copied()
+    }
+
+    #[test]
+    fn a_service_instance_keeps_only_its_newest_ended_tasks() {
+        let mut tasks: Vec<TaskView> = (0..15).map(|a| t(0, a, TaskPhase::Failed)).collect();
+        tasks.push(t(0, 15, TaskPhase::Running));
+        tasks.push(t(1, 0, TaskPhase::Finished));
+        let p = reconcile(&job("service", 2, 1), &tasks);
+        let want: Vec<String> = (0..5).map(|a| task_name("j", 0, a)).collect();
+        let mut pruned = p.prune.clone();
+        pruned.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(
+            pruned, want_sorted,
+            "attempts 0-4 go; the 10 newest ended and the live one stay"
+        );
+        // Ad-hoc history is what maxTaskFailures counts: it is never pruned.
+        let p = reconcile(&job("adhoc", 1, -1), &tasks[..15]);
+        assert!(p.prune.is_empty());
     }
 }
