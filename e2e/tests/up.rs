@@ -231,7 +231,13 @@ fn the_talk_end_to_end_on_corral_up() -> Result<()> {
         1,
         "for i in 1 2 3; do echo tick $i; sleep 1; done",
     ))?;
-    up.wait_phase("analytics", "ticker-0-0", "RUNNING")?;
+    // Following works while it runs and after it ended alike.
+    wait_for("the ticker to start", WAIT, || {
+        Ok(matches!(
+            up.phase("analytics", "ticker-0-0")?.as_str(),
+            "RUNNING" | "FINISHED"
+        ))
+    })?;
     let followed = c
         .run(&["-n", "analytics", "logs", "-f", "ticker-0-0"])?
         .ok()?;
