@@ -146,41 +146,32 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<()> {
-    let cli = Cli::parse_from(args()?);
-    let ctx = || client::Ctx::connect(&cli.client);
-    match &cli.command {
-        Command::Apply(a) => return client::apply::apply(&ctx().await?, a).await,
-        Command::Get(a) => return client::get::run(&ctx().await?, a).await,
-        Command::Describe { kind, names } => {
-            return client::describe::describe(&ctx().await?, kind, names).await;
-        }
-        Command::Delete(a) => return client::apply::delete(&ctx().await?, a).await,
-        Command::Why { task } => return client::describe::why(&ctx().await?, task).await,
-        Command::Logs(a) => return client::logs::run(&ctx().await?, a).await,
-        Command::Top {
-            what,
-            all_namespaces,
-        } => return client::top::run(&ctx().await?, *what, *all_namespaces).await,
-        Command::Events(a) => return client::jobs::events(&ctx().await?, a).await,
-        Command::Job(j) => return client::jobs::run(&ctx().await?, j).await,
-        _ => {}
-    }
-    match cli.command {
+    let Cli {
+        command,
+        client: client_args,
+    } = Cli::parse_from(args()?);
+    let ctx = || client::Ctx::connect(&client_args);
+    match command {
         Command::Up(args) => up_cmd::run(*args).await,
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,
         Command::Server(args) => server_cmd::run(args).await,
         Command::Agent(args) => agent_cmd::run(*args).await,
-        Command::Apply(_)
-        | Command::Get(_)
-        | Command::Describe { .. }
-        | Command::Delete(_)
-        | Command::Why { .. }
-        | Command::Logs(_)
-        | Command::Top { .. }
-        | Command::Events(_)
-        | Command::Job(_) => Ok(()),
+        Command::Apply(a) => client::apply::apply(&ctx().await?, &a).await,
+        Command::Get(a) => client::get::run(&ctx().await?, &a).await,
+        Command::Describe { kind, names } => {
+            client::describe::describe(&ctx().await?, &kind, &names).await
+        }
+        Command::Delete(a) => client::apply::delete(&ctx().await?, &a).await,
+        Command::Why { task } => client::describe::why(&ctx().await?, &task).await,
+        Command::Logs(a) => client::logs::run(&ctx().await?, &a).await,
+        Command::Top {
+            what,
+            all_namespaces,
+        } => client::top::run(&ctx().await?, what, all_namespaces).await,
+        Command::Events(a) => client::jobs::events(&ctx().await?, &a).await,
+        Command::Job(j) => client::jobs::run(&ctx().await?, &j).await,
     }
 }
 

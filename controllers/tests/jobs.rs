@@ -13,6 +13,34 @@ use corral_api::{Job, Task, TaskPhase};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+/// The allocation loop and the job controller, running until stopped.
+struct Loops {
+    stop: tokio::sync::watch::Sender<bool>,
+    alloc: tokio::task::JoinHandle<Result<(), corral_controllers::allocation::AllocationError>>,
+    jobs: tokio::task::JoinHandle<()>,
+}
+
+impl Loops {
+    fn start(client: &kube::Client) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let alloc = tokio::spawn(corral_controllers::allocation::run(
+            client.clone(),
+            corral_core::sched::Policy::BinPack,
+            stop_rx.clone(),
+        ));
+        let jobs = tokio::spawn(corral_controllers::jobs::run(client.clone(), stop_rx));
+        Loops { stop, alloc, jobs }
+    }
+
+    /// Stops both and checks they ended cleanly.
+    async fn stop(self) -> Result<()> {
+        self.stop.send(true)?;
+        self.alloc.await??;
+        tokio::time::timeout(Duration::from_secs(10), self.jobs).await??;
+        Ok(())
+    }
+}
+
 fn job(name: &str, kind: &str, instances: u32, max_failures: i32) -> Result<Job> {
     Ok(serde_json::from_value(
         json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job",
@@ -47,13 +75,7 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     for n in ["n1", "n2"] {
         node(&h.client, n, 8).await?;
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let alloc = tokio::spawn(corral_controllers::allocation::run(
-        h.client.clone(),
-        corral_core::sched::Policy::BinPack,
-        stop_rx.clone(),
-    ));
-    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
+    let loops = Loops::start(&h.client);
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
 
@@ -156,10 +178,7 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     })
     .await?;
 
-    stop_tx.send(true)?;
-    alloc.await??;
-    tokio::time::timeout(Duration::from_secs(10), jobs_loop).await??;
-    Ok(())
+    loops.stop().await
 }
 
 /// A task nobody starts within the assign timeout is LOST and replaced.
@@ -251,13 +270,7 @@ async fn fail_after(api: &Api<Task>, name: &str, ran_s: i64) -> Result<()> {
 async fn a_flapping_service_instance_is_held_back_then_released() -> Result<()> {
     let h = start().await?;
     node(&h.client, "n1", 8).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let alloc = tokio::spawn(corral_controllers::allocation::run(
-        h.client.clone(),
-        corral_core::sched::Policy::BinPack,
-        stop_rx.clone(),
-    ));
-    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
+    let loops = Loops::start(&h.client);
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     jobs.create(&PostParams::default(), &job("flappy", "service", 1, 1)?)
@@ -323,23 +336,14 @@ async fn a_flapping_service_instance_is_held_back_then_released() -> Result<()> 
             TaskPhase::Assigned
         ]
     );
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), alloc).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), jobs_loop).await;
-    Ok(())
+    loops.stop().await
 }
 
 #[tokio::test]
 async fn a_service_keeps_a_bounded_history_and_still_counts_every_failure() -> Result<()> {
     let h = start().await?;
     node(&h.client, "n1", 8).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let alloc = tokio::spawn(corral_controllers::allocation::run(
-        h.client.clone(),
-        corral_core::sched::Policy::BinPack,
-        stop_rx.clone(),
-    ));
-    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
+    let loops = Loops::start(&h.client);
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     jobs.create(&PostParams::default(), &job("churn", "service", 1, 1)?)
@@ -373,8 +377,5 @@ async fn a_service_keeps_a_bounded_history_and_still_counts_every_failure() -> R
         tasks.get_opt("churn-0-0").await?.is_none(),
         "the oldest went first"
     );
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), alloc).await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), jobs_loop).await;
-    Ok(())
+    loops.stop().await
 }

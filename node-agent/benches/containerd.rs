@@ -26,7 +26,7 @@ use corral_core::lifecycle;
 use corral_node_agent::agent::{self, AgentConfig};
 use corral_node_agent::runtime::containerd::{Containerd, ContainerdConfig};
 use corral_node_agent::runtime::{ContainerRuntime, Launch, RuntimeEvent};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const IMAGE: &str = "docker.io/library/testbox:latest";
@@ -174,38 +174,37 @@ fn assigned_to_running(t: &Task) -> Option<f64> {
     (r - a).total(jiff::Unit::Second).ok()
 }
 
+/// Follows the tasks on a watch until all of `names` are RUNNING; returns them.
 async fn wait_running(tasks: &Api<Task>, names: &[String]) -> Result<Vec<Task>> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let all = tasks.list(&ListParams::default()).await?.items;
-        let running: Vec<Task> = all
-            .into_iter()
-            .filter(|t| {
-                names.contains(t.metadata.name.as_ref().unwrap_or(&String::new()))
-                    && t.status
-                        .as_ref()
-                        .is_some_and(|s| s.phase() == TaskPhase::Running)
-            })
-            .collect();
-        if running.len() == names.len() {
-            return Ok(running);
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let mut running: BTreeMap<String, Task> = BTreeMap::new();
+    let mut events =
+        std::pin::pin!(watcher(tasks.clone(), watcher::Config::default()).applied_objects());
+    let all = async {
+        while let Some(t) = events.next().await {
+            let t = t?;
+            let name = t.metadata.name.clone().unwrap_or_default();
+            if !names.contains(&name) {
+                continue;
+            }
+            match t.status.as_ref().map(|s| s.phase()) {
+                Some(TaskPhase::Running) => {
+                    running.insert(name, t);
+                }
+                Some(TaskPhase::Failed) => bail!("{name} failed: {:?}", t.status),
+                _ => {}
+            }
+            if running.len() == names.len() {
+                return Ok(());
+            }
         }
-        if let Some(bad) = tasks
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .find(|t| {
-                t.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase() == TaskPhase::Failed)
-            })
-        {
-            bail!("a task failed: {:?}", bad.status);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "tasks did not all run in time");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        bail!("the task watch ended")
+    };
+    tokio::time::timeout(Duration::from_secs(300), all)
+        .await
+        .context("tasks did not all run in time")??;
+    Ok(running.into_values().collect())
 }
 
 #[tokio::main]

@@ -215,11 +215,13 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
     for (desc, ns, name) in &targets {
         let api = ctx.api(desc, if desc.namespaced { ns.as_deref() } else { None });
         match api.delete(name, &dp).await {
-            Ok(_) => {
+            Ok(deleted) => {
                 if args.wait {
-                    wait_gone(&api, name).await?;
+                    // The object as it was when deletion began (absent: already gone).
+                    let uid = deleted.left().and_then(|o| o.metadata.uid);
+                    wait_gone(api.clone(), name, uid).await?;
                 }
-                outln!("{} \"{name}\" deleted", desc.group_resource_singular());
+                outln!("{} \"{name}\" deleted", super::singular_name(desc));
             }
             Err(e) => {
                 failed += 1;
@@ -233,34 +235,20 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_gone(api: &kube::Api<DynamicObject>, name: &str) -> Result<()> {
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        match api.get_opt(name).await.map_err(server_error)? {
-            None => return Ok(()),
-            Some(_) if Instant::now() > deadline => {
-                bail!("{name} was not gone within 60s (finalizers may be pending)")
-            }
-            Some(_) => {
-                // Watching for one deletion would cost more than this poll.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Extension: kubectl's `task.corral.dev` naming in delete messages.
-trait SingularName {
-    fn group_resource_singular(&self) -> String;
-}
-
-impl SingularName for corral_apiserver::registry::ResourceDesc {
-    fn group_resource_singular(&self) -> String {
-        if self.group.is_empty() {
-            self.singular.to_owned()
-        } else {
-            format!("{}.{}", self.singular, self.group)
-        }
+/// Waits (on a watch) until the object with `uid` is gone: finalizers and
+/// foreground deletion can keep it a while.
+async fn wait_gone(api: kube::Api<DynamicObject>, name: &str, uid: Option<String>) -> Result<()> {
+    let Some(uid) = uid else {
+        return Ok(());
+    };
+    let gone = kube::runtime::wait::await_condition(
+        api,
+        name,
+        kube::runtime::wait::conditions::is_deleted(&uid),
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(60), gone).await {
+        Ok(r) => r.map(|_| ()).context("watching the deletion"),
+        Err(_) => bail!("{name} was not gone within 60s (finalizers may be pending)"),
     }
 }
 

@@ -218,13 +218,18 @@ pub fn server_error(e: kube::Error) -> anyhow::Error {
     }
 }
 
+/// A kind as kubectl names it in messages: `task.corral.dev`, `configmap`.
+pub fn singular_name(desc: &ResourceDesc) -> String {
+    if desc.group.is_empty() {
+        desc.singular.to_owned()
+    } else {
+        format!("{}.{}", desc.singular, desc.group)
+    }
+}
+
 /// `kind/name` as kubectl prints it (`task.corral.dev/web-0-0`).
 pub fn ref_name(desc: &ResourceDesc, name: &str) -> String {
-    if desc.group.is_empty() {
-        format!("{}/{name}", desc.singular)
-    } else {
-        format!("{}.{}/{name}", desc.singular, desc.group)
-    }
+    format!("{}/{name}", singular_name(desc))
 }
 
 /// Prints rows as kubectl does: left-aligned columns three spaces apart.
