@@ -109,6 +109,16 @@ pub struct RunArgs {
     /// Lease duration in seconds (renewed every quarter of it).
     #[arg(long, env = "CORRAL_AGENT_LEASE_SECONDS", default_value_t = 40)]
     lease_seconds: i32,
+    /// Fencing: once the lease has gone unrenewed for half its duration
+    /// (the API server is unreachable), kill every task this agent runs,
+    /// before the control plane could start replacements; launch nothing
+    /// until a renewal succeeds again. Two copies of a task never run at once.
+    #[arg(long, env = "CORRAL_AGENT_FENCE")]
+    fence: bool,
+    /// Seconds between state reconciliations (errant copies killed, lost
+    /// ones reported); also run whenever the agent (re)lists its tasks.
+    #[arg(long, env = "CORRAL_AGENT_RECONCILE_SECONDS", default_value_t = 5)]
+    reconcile_seconds: u64,
     /// Where task sandboxes live (default `$CORRAL_HOME/agent/<node>/sandboxes`).
     #[arg(long, env = "CORRAL_AGENT_WORK_DIR")]
     work_dir: Option<PathBuf>,
@@ -152,6 +162,7 @@ const VALUE_FLAGS: &[&str] = &[
     "lease-seconds",
     "oversubscribe",
     "sample-seconds",
+    "reconcile-seconds",
     "log-listen",
     "advertise-address",
     "work-dir",
@@ -448,6 +459,8 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         }),
         sample_every: Duration::from_secs(args.sample_seconds.max(1)),
         oversubscribe: args.oversubscribe,
+        reconcile_every: Duration::from_secs(args.reconcile_seconds.max(1)),
+        fence: args.fence,
     };
     if let Some(f) = args.oversubscribe
         && !(0.0..=1.0).contains(&f)

@@ -5,6 +5,7 @@
 //! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
 //! - [`nodes`]: node liveness from leases, and what it means for tasks (LOST, PARTITIONED).
+//! - [`reconcile`]: a node's running copies against its bound tasks (errant copies, lost ones).
 //! - [`timeouts`]: Aurora's transient-state timeouts (ASSIGNED/STARTING → LOST).
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
@@ -13,5 +14,6 @@ pub mod jobs;
 pub mod latency;
 pub mod lifecycle;
 pub mod nodes;
+pub mod reconcile;
 pub mod sched;
 pub mod timeouts;

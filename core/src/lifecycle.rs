@@ -35,6 +35,9 @@ pub enum Event {
     },
     /// The agent reports the container killed (after a kill request, or by itself).
     AgentKilled,
+    /// State reconciliation: the task's node runs no copy of it (its
+    /// container vanished without a report, e.g. with an earlier agent).
+    AgentHasNoCopy,
     /// A user or controller asked to kill the task.
     KillRequested,
     /// A user asked to restart the task (kill it, then replace it).
@@ -99,6 +102,7 @@ impl Event {
             Event::AgentExited { code: 0, .. } => "agent-exited-0",
             Event::AgentExited { .. } => "agent-exited-nonzero",
             Event::AgentKilled => "agent-killed",
+            Event::AgentHasNoCopy => "agent-has-no-copy",
             Event::KillRequested => "kill-requested",
             Event::RestartRequested => "restart-requested",
             Event::Preempted { .. } => "preempted",
@@ -223,9 +227,14 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Pending, E::Throttle) => to(Throttled, vec![], "held back: the instance is flapping"),
         (Pending, E::ThrottleExpired) => stay(vec![], "not throttled"),
         (Pending, E::Preempted { .. } | E::Drain) => Illegal(NotOnANode),
-        (Pending, E::AgentStarting | E::AgentRunning | E::AgentExited { .. } | E::AgentKilled) => {
-            Illegal(NotOnANode)
-        }
+        (
+            Pending,
+            E::AgentStarting
+            | E::AgentRunning
+            | E::AgentExited { .. }
+            | E::AgentKilled
+            | E::AgentHasNoCopy,
+        ) => Illegal(NotOnANode),
         (Pending, E::AssignTimeout | E::StartTimeout) => Illegal(WrongPhase),
         (Pending, E::NodeLost | E::NodePartitioned | E::NodeBack) => Illegal(NotOnANode),
 
@@ -238,7 +247,11 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Throttled, E::Preempted { .. } | E::Drain) => Illegal(NotOnANode),
         (
             Throttled,
-            E::AgentStarting | E::AgentRunning | E::AgentExited { .. } | E::AgentKilled,
+            E::AgentStarting
+            | E::AgentRunning
+            | E::AgentExited { .. }
+            | E::AgentKilled
+            | E::AgentHasNoCopy,
         ) => Illegal(NotOnANode),
         (Throttled, E::AssignTimeout | E::StartTimeout) => Illegal(WrongPhase),
         (Throttled, E::NodeLost | E::NodePartitioned | E::NodeBack) => Illegal(NotOnANode),
@@ -248,6 +261,8 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Assigned, E::AgentRunning) => to(Running, vec![], "running"),
         (Assigned, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Assigned, E::AgentKilled) => to(Killed, vec![], "killed by the agent"),
+        // The agent may not have seen the binding yet; it starts the task then.
+        (Assigned, E::AgentHasNoCopy) => stay(vec![], "not started yet"),
         (Assigned, E::KillRequested) => to(Killing, vec![Action::Kill], "kill requested"),
         (Assigned, E::RestartRequested) => to(Restarting, vec![Action::Kill], "restart requested"),
         (Assigned, E::Preempted { by }) => {
@@ -271,6 +286,11 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Starting, E::AgentRunning) => to(Running, vec![], "running"),
         (Starting, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Starting, E::AgentKilled) => to(Killed, vec![], "killed by the agent"),
+        (Starting, E::AgentHasNoCopy) => to(
+            Lost,
+            vec![Action::Reschedule],
+            "its node runs no copy of it (the container is gone)",
+        ),
         (Starting, E::KillRequested) => to(Killing, vec![Action::Kill], "kill requested"),
         (Starting, E::RestartRequested) => to(Restarting, vec![Action::Kill], "restart requested"),
         (Starting, E::Preempted { by }) => {
@@ -294,6 +314,11 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Running, E::AgentStarting) => Illegal(Backwards),
         (Running, E::AgentExited { code, failure }) => exited(*code, failure.as_ref()),
         (Running, E::AgentKilled) => to(Killed, vec![], "killed by the agent"),
+        (Running, E::AgentHasNoCopy) => to(
+            Lost,
+            vec![Action::Reschedule],
+            "its node runs no copy of it (the container is gone)",
+        ),
         (Running, E::KillRequested) => to(Killing, vec![Action::Kill], "kill requested"),
         (Running, E::RestartRequested) => to(Restarting, vec![Action::Kill], "restart requested"),
         (Running, E::Preempted { by }) => {
@@ -311,18 +336,20 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
 
         // KILLING, PREEMPTING, RESTARTING, DRAINING: a kill is under way. Preempted,
         // restarted and drained tasks are replaced; killed ones are not.
-        (Killing, E::AgentKilled | E::AgentExited { .. }) => to(Killed, vec![], "killed"),
-        (Preempting, E::AgentKilled | E::AgentExited { .. }) => to(
+        (Killing, E::AgentKilled | E::AgentExited { .. } | E::AgentHasNoCopy) => {
+            to(Killed, vec![], "killed")
+        }
+        (Preempting, E::AgentKilled | E::AgentExited { .. } | E::AgentHasNoCopy) => to(
             Killed,
             vec![Action::Reschedule],
             "killed to make room; will be rescheduled",
         ),
-        (Restarting, E::AgentKilled | E::AgentExited { .. }) => to(
+        (Restarting, E::AgentKilled | E::AgentExited { .. } | E::AgentHasNoCopy) => to(
             Killed,
             vec![Action::Reschedule],
             "killed for a restart; a new task replaces it",
         ),
-        (Draining, E::AgentKilled | E::AgentExited { .. }) => to(
+        (Draining, E::AgentKilled | E::AgentExited { .. } | E::AgentHasNoCopy) => to(
             Killed,
             vec![Action::Reschedule],
             "drained; will be rescheduled elsewhere",
@@ -371,6 +398,11 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
         (Partitioned, E::AgentKilled) => {
             to(Killed, vec![], "killed while its node was unreachable")
         }
+        (Partitioned, E::AgentHasNoCopy) => to(
+            Lost,
+            vec![Action::Reschedule],
+            "its node is back but runs no copy of it",
+        ),
         (Partitioned, E::NodeLost) => to(
             Lost,
             vec![Action::Reschedule],
@@ -397,9 +429,10 @@ pub fn decide(phase: TaskPhase, event: &Event) -> Decision {
             vec![Action::Kill],
             "errant copy still running after the task ended; killing it",
         ),
-        (Finished | Failed | Killed | Lost, E::AgentExited { .. } | E::AgentKilled) => {
-            stay(vec![], "late report of an ended task")
-        }
+        (
+            Finished | Failed | Killed | Lost,
+            E::AgentExited { .. } | E::AgentKilled | E::AgentHasNoCopy,
+        ) => stay(vec![], "late report of an ended task"),
         (Finished | Failed | Killed | Lost, E::KillRequested | E::RestartRequested) => {
             stay(vec![], "the task already ended")
         }

@@ -94,6 +94,7 @@ fn launch(key: &str) -> Result<Launch> {
         )?,
         resources: serde_json::from_value(json!({"cpus": "100m", "memory": "16Mi"}))?,
         annotations: BTreeMap::new(),
+        uid: None,
     })
 }
 
@@ -233,17 +234,10 @@ async fn main() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let agent_rt = runtime(&sock, &work.path().join("agent")).await?;
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(agent_rt)];
-    let cfg = AgentConfig {
-        nodes: vec!["bench-node".into()],
-        resources: serde_json::from_value(json!({"cpus": 64, "memory": "64Gi"}))?,
-        attributes: BTreeMap::new(),
-        reserved: Vec::new(),
-        lease_seconds: 40,
-        renew_every: Duration::from_secs(10),
-        log_endpoint: None,
-        sample_every: corral_node_agent::agent::SAMPLE_EVERY,
-        oversubscribe: None,
-    };
+    let cfg = AgentConfig::new(
+        vec!["bench-node".into()],
+        serde_json::from_value(json!({"cpus": 64, "memory": "64Gi"}))?,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(agent::run(server.client.clone(), cfg, runtimes, stop_rx));
     let tasks: Api<Task> = Api::namespaced(server.client.clone(), "default");

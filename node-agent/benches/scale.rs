@@ -97,17 +97,10 @@ async fn main() -> Result<()> {
 
     // Registration of the simulated nodes.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cfg = AgentConfig {
-        nodes: (0..nodes_n).map(|i| format!("sim-{i}")).collect(),
-        resources: corral_node_agent::flags::resources("cpus=4,memory=16Gi")?,
-        attributes: Default::default(),
-        reserved: Vec::new(),
-        lease_seconds: 40,
-        renew_every: Duration::from_secs(10),
-        log_endpoint: None,
-        sample_every: corral_node_agent::agent::SAMPLE_EVERY,
-        oversubscribe: None,
-    };
+    let cfg = AgentConfig::new(
+        (0..nodes_n).map(|i| format!("sim-{i}")).collect(),
+        corral_node_agent::flags::resources("cpus=4,memory=16Gi")?,
+    );
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
     let start = Instant::now();
     let agent_task = tokio::spawn(agent::run(client.clone(), cfg, runtimes, stop_rx.clone()));

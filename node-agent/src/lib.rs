@@ -2,7 +2,10 @@
 //!
 //! - [`runtime`]: the `ContainerRuntime` trait and its runtimes: containerd,
 //!   plain processes in cgroups, and simulation.
-//! - [`agent`]: registration, lease heartbeats, and running the node's tasks.
+//! - [`agent`]: registration, lease heartbeats, and the agent loop.
+//! - [`supervise`]: launches, kills, status reports, state reconciliation
+//!   and fencing.
+//! - [`usage`]: usage sampling and the revocable-capacity estimate.
 //! - [`logs`]: the HTTPS endpoint the API server proxies task logs from.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
@@ -14,3 +17,5 @@ pub mod agent;
 pub mod flags;
 pub mod logs;
 pub mod runtime;
+pub mod supervise;
+pub mod usage;

@@ -36,8 +36,7 @@ async fn simulated_nodes_run_jobs_to_their_end() -> Result<()> {
         lease_seconds: 40,
         renew_every: Duration::from_secs(10),
         log_endpoint: None,
-        sample_every: corral_node_agent::agent::SAMPLE_EVERY,
-        oversubscribe: None,
+        ..AgentConfig::new(Vec::new(), Default::default())
     };
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
     let agent_task = tokio::spawn(agent::run(h.client.clone(), cfg, runtimes, stop_rx.clone()));

@@ -11,6 +11,7 @@ fn events() -> Vec<Event> {
         Event::exited(0),
         Event::exited(3),
         Event::AgentKilled,
+        Event::AgentHasNoCopy,
         Event::KillRequested,
         Event::RestartRequested,
         Event::Preempted {
@@ -28,24 +29,24 @@ fn events() -> Vec<Event> {
 }
 
 /// Rows: phases. Columns, in order: assigned, agent-starting, agent-running,
-/// exit 0, exit non-zero, agent-killed, kill, restart, preempt, assign timeout,
+/// exit 0, exit non-zero, agent-killed, agent-has-no-copy, kill, restart, preempt, assign timeout,
 /// start timeout, node lost, node partitioned, node back, drain, throttle,
 /// throttle expired. Cells: the next phase; `=` stay; `=K` stay and kill; `!` illegal.
 const TABLE: &str = "
-PENDING     | ASSIGNED ! ! ! ! ! KILLED = ! ! ! ! ! ! ! THROTTLED =
-THROTTLED   | ! ! ! ! ! ! KILLED = ! ! ! ! ! ! ! = PENDING
-ASSIGNED    | ! STARTING RUNNING FINISHED FAILED KILLED KILLING RESTARTING PREEMPTING LOST ! LOST PARTITIONED = DRAINING ! !
-STARTING    | ! = RUNNING FINISHED FAILED KILLED KILLING RESTARTING PREEMPTING = LOST LOST PARTITIONED = DRAINING ! !
-RUNNING     | ! ! = FINISHED FAILED KILLED KILLING RESTARTING PREEMPTING = = LOST PARTITIONED = DRAINING ! !
-KILLING     | ! =K =K KILLED KILLED KILLED = = = = = KILLED = = = ! !
-PREEMPTING  | ! =K =K KILLED KILLED KILLED = = = = = LOST = = = ! !
-RESTARTING  | ! =K =K KILLED KILLED KILLED = = = = = LOST = = = ! !
-DRAINING    | ! =K =K KILLED KILLED KILLED = = = = = LOST = = = ! !
-PARTITIONED | ! STARTING RUNNING FINISHED FAILED KILLED KILLING RESTARTING PREEMPTING = = LOST = = DRAINING ! !
-FINISHED    | ! =K =K = = = = = ! = = = = = = ! !
-FAILED      | ! =K =K = = = = = ! = = = = = = ! !
-KILLED      | ! =K =K = = = = = ! = = = = = = ! !
-LOST        | ! =K =K = = = = = ! = = = = = = ! !
+PENDING     | ASSIGNED ! ! ! ! ! ! KILLED = ! ! ! ! ! ! ! THROTTLED =
+THROTTLED   | ! ! ! ! ! ! ! KILLED = ! ! ! ! ! ! ! = PENDING
+ASSIGNED    | ! STARTING RUNNING FINISHED FAILED KILLED = KILLING RESTARTING PREEMPTING LOST ! LOST PARTITIONED = DRAINING ! !
+STARTING    | ! = RUNNING FINISHED FAILED KILLED LOST KILLING RESTARTING PREEMPTING = LOST LOST PARTITIONED = DRAINING ! !
+RUNNING     | ! ! = FINISHED FAILED KILLED LOST KILLING RESTARTING PREEMPTING = = LOST PARTITIONED = DRAINING ! !
+KILLING     | ! =K =K KILLED KILLED KILLED KILLED = = = = = KILLED = = = ! !
+PREEMPTING  | ! =K =K KILLED KILLED KILLED KILLED = = = = = LOST = = = ! !
+RESTARTING  | ! =K =K KILLED KILLED KILLED KILLED = = = = = LOST = = = ! !
+DRAINING    | ! =K =K KILLED KILLED KILLED KILLED = = = = = LOST = = = ! !
+PARTITIONED | ! STARTING RUNNING FINISHED FAILED KILLED LOST KILLING RESTARTING PREEMPTING = = LOST = = DRAINING ! !
+FINISHED    | ! =K =K = = = = = = ! = = = = = = ! !
+FAILED      | ! =K =K = = = = = = ! = = = = = = ! !
+KILLED      | ! =K =K = = = = = = ! = = = = = = ! !
+LOST        | ! =K =K = = = = = = ! = = = = = = ! !
 ";
 
 fn cell(d: &Decision) -> String {

@@ -51,6 +51,8 @@ use super::{
 
 /// The label naming a container's task (`namespace/name`).
 pub const TASK_LABEL: &str = "corral.dev/task";
+/// The container label holding the uid of the Task it runs.
+pub const TASK_UID_LABEL: &str = "corral.dev/task-uid";
 /// Where a task's sandbox appears inside its container.
 pub const SANDBOX_MOUNT: &str = "/mnt/sandbox";
 /// containerd's default socket.
@@ -91,6 +93,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 struct Running {
     id: String,
+    uid: Option<String>,
     killed: bool,
     done: watch::Receiver<bool>,
 }
@@ -284,7 +287,13 @@ impl Containerd {
                 .mounts;
             let container = Container {
                 id: id.to_owned(),
-                labels: HashMap::from([(TASK_LABEL.to_owned(), launch.key.clone())]),
+                labels: [
+                    (TASK_LABEL, Some(launch.key.clone())),
+                    (TASK_UID_LABEL, launch.uid.clone()),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                .collect(),
                 image: image.name.clone(),
                 runtime: Some(Runtime {
                     name: RUNC.to_owned(),
@@ -359,12 +368,13 @@ impl Containerd {
             .await;
     }
 
-    fn track(&self, key: &str, id: &str) -> watch::Sender<bool> {
+    fn track(&self, key: &str, id: &str, uid: Option<String>) -> watch::Sender<bool> {
         let (tx, rx) = watch::channel(false);
         self.tasks().insert(
             key.to_owned(),
             Running {
                 id: id.to_owned(),
+                uid,
                 killed: false,
                 done: rx,
             },
@@ -514,7 +524,7 @@ impl ContainerRuntime for Containerd {
         };
         match self.create_and_start(&launch, &id, &sandbox).await {
             Ok(()) => {
-                let done = self.track(&key, &id);
+                let done = self.track(&key, &id, launch.uid.clone());
                 let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
                 self.wait_for_exit(key, id, events, done);
             }
@@ -566,6 +576,7 @@ impl ContainerRuntime for Containerd {
             let Some(key) = c.labels.get(TASK_LABEL).cloned() else {
                 continue;
             };
+            let uid = c.labels.get(TASK_UID_LABEL).cloned();
             if self.tasks().contains_key(&key) {
                 continue;
             }
@@ -582,13 +593,13 @@ impl ContainerRuntime for Containerd {
             match status {
                 Some(ProcessStatus::Running | ProcessStatus::Paused | ProcessStatus::Pausing) => {
                     let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
-                    let done = self.track(&key, &c.id);
+                    let done = self.track(&key, &c.id, uid);
                     self.wait_for_exit(key.clone(), c.id, events.clone(), done);
                     found.push(key);
                 }
                 Some(ProcessStatus::Stopped) => {
                     // It ended while no agent watched: collect its exit code.
-                    let done = self.track(&key, &c.id);
+                    let done = self.track(&key, &c.id, uid);
                     self.wait_for_exit(key.clone(), c.id, events.clone(), done);
                     found.push(key);
                 }
@@ -599,6 +610,10 @@ impl ContainerRuntime for Containerd {
             }
         }
         Ok(found)
+    }
+
+    fn uid(&self, key: &str) -> Option<String> {
+        self.tasks().get(key)?.uid.clone()
     }
 
     fn usage(&self, key: &str) -> Option<Usage> {

@@ -76,6 +76,9 @@ pub struct Launch {
     pub resources: Resources,
     /// The task's annotations (the simulated runtime reads its instructions there).
     pub annotations: BTreeMap<String, String>,
+    /// The Task object's uid: which task a copy belongs to, should a later
+    /// task get the same name.
+    pub uid: Option<String>,
 }
 
 impl Launch {
@@ -179,6 +182,12 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         let _ = events;
         Ok(Vec::new())
     }
+    /// The uid of the task the copy of `key` was launched for, when the
+    /// runtime keeps it (also across agent restarts).
+    fn uid(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
     /// What the task's container uses now, when the runtime can measure it.
     fn usage(&self, key: &str) -> Option<Usage> {
         let _ = key;
@@ -239,6 +248,7 @@ mod tests {
                 .expect("container"),
             resources: r,
             annotations: BTreeMap::new(),
+            uid: None,
         };
         let l = launch(
             Resources::new()

@@ -33,6 +33,8 @@ use super::{
 };
 
 const PID_FILE: &str = ".pid";
+/// The sandbox file holding the uid of the Task the process runs.
+const UID_FILE: &str = ".uid";
 const EXIT_FILE: &str = ".exit_code";
 /// How often a re-adopted process (not our child) is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(200);
@@ -54,6 +56,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 struct Running {
     pgid: i32,
+    uid: Option<String>,
     killed: bool,
     /// Turns true once the process has ended and been reported.
     done: watch::Receiver<bool>,
@@ -90,10 +93,15 @@ impl Process {
     /// Records a running task and returns the sender that marks it done.
     fn track(&self, key: &str, pgid: i32) -> watch::Sender<bool> {
         let (tx, rx) = watch::channel(false);
+        let uid = std::fs::read_to_string(sandbox_dir(&self.inner.sandboxes, key).join(UID_FILE))
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
         self.tasks().insert(
             key.to_owned(),
             Running {
                 pgid,
+                uid,
                 killed: false,
                 done: rx,
             },
@@ -212,6 +220,10 @@ impl Process {
             .and_then(|p| i32::try_from(p).ok())
             .unwrap_or_default();
         let _ = std::fs::write(sandbox.join(PID_FILE), pid.to_string());
+        let _ = std::fs::write(
+            sandbox.join(UID_FILE),
+            launch.uid.as_deref().unwrap_or_default(),
+        );
         let done = self.track(key, pid);
         let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
         let (me, key, events) = (self.clone(), key.clone(), events.clone());
@@ -352,6 +364,10 @@ impl ContainerRuntime for Process {
             found.push(key);
         }
         Ok(found)
+    }
+
+    fn uid(&self, key: &str) -> Option<String> {
+        self.tasks().get(key)?.uid.clone()
     }
 
     fn usage(&self, key: &str) -> Option<Usage> {

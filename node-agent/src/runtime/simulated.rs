@@ -32,8 +32,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-/// A simulated task: its timer, and where its kill is reported.
-type SimulatedTask = (tokio::task::JoinHandle<()>, Events);
+/// A simulated task: its timer, where its kill is reported, and its task's uid.
+type SimulatedTask = (tokio::task::JoinHandle<()>, Events, Option<String>);
 
 /// No process at all: a task runs until killed, or for
 /// `corral.dev/simulate-duration` and then exits with
@@ -65,6 +65,7 @@ impl ContainerRuntime for Simulated {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         let key = launch.key.clone();
+        let uid = launch.uid.clone();
         let running = self.running.clone();
         let task_key = key.clone();
         let killed = events.clone();
@@ -75,9 +76,12 @@ impl ContainerRuntime for Simulated {
             let _ = events.send((task_key.clone(), RuntimeEvent::Running)).await;
             if let Some(d) = duration {
                 tokio::time::sleep(d).await;
-                if let Ok(mut r) = running.lock() {
-                    r.remove(&task_key);
-                }
+                // The exit goes to whichever agent re-adopted the task last.
+                let Some((_, events, _)) =
+                    running.lock().ok().and_then(|mut r| r.remove(&task_key))
+                else {
+                    return;
+                };
                 let _ = events
                     .send((
                         task_key,
@@ -90,7 +94,7 @@ impl ContainerRuntime for Simulated {
             }
         });
         if let Ok(mut r) = self.running.lock() {
-            r.insert(key, (handle, killed));
+            r.insert(key, (handle, killed, uid));
         }
         Ok(())
     }
@@ -98,7 +102,7 @@ impl ContainerRuntime for Simulated {
     async fn kill(&self, key: &str, _grace: Duration) -> Result<(), RuntimeError> {
         let handle = self.running.lock().ok().and_then(|mut r| r.remove(key));
         match handle {
-            Some((h, events)) => {
+            Some((h, events, _)) => {
                 h.abort();
                 let _ = events.send((key.to_owned(), RuntimeEvent::Killed)).await;
                 Ok(())
@@ -112,6 +116,29 @@ impl ContainerRuntime for Simulated {
             .lock()
             .map(|r| r.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn uid(&self, key: &str) -> Option<String> {
+        self.running.lock().ok()?.get(key)?.2.clone()
+    }
+
+    /// The simulated tasks outlive an agent that shares this runtime (as
+    /// containers outlive a real agent): the next one re-adopts them.
+    async fn recover(&self, events: Events) -> Result<Vec<String>, RuntimeError> {
+        let keys: Vec<String> = match self.running.lock() {
+            Ok(mut r) => r
+                .iter_mut()
+                .map(|(k, (_, ev, _))| {
+                    *ev = events.clone();
+                    k.clone()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for k in &keys {
+            let _ = events.send((k.clone(), RuntimeEvent::Running)).await;
+        }
+        Ok(keys)
     }
 }
 
@@ -143,6 +170,7 @@ mod tests {
                 (SIMULATE_EXIT_CODE.to_string(), "3".to_string()),
             ]
             .into(),
+            uid: None,
         };
         rt.start(launch, tx).await.expect("start");
         assert_eq!(rx.recv().await.map(|e| e.1), Some(RuntimeEvent::Starting));
@@ -169,6 +197,7 @@ mod tests {
                 .expect("container"),
             resources: Default::default(),
             annotations: Default::default(),
+            uid: Some("u1".into()),
         };
         rt.start(launch, tx).await.expect("start");
         rx.recv().await;

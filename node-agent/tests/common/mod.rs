@@ -8,7 +8,7 @@ use anyhow::Result;
 /// The server under test and an admin client for it.
 pub struct Harness {
     pub client: kube::Client,
-    _server: corral_apiserver::testing::TestServer,
+    pub server: corral_apiserver::testing::TestServer,
 }
 
 pub async fn start() -> Result<Harness> {
@@ -17,7 +17,7 @@ pub async fn start() -> Result<Harness> {
         .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Harness {
         client: server.client.clone(),
-        _server: server,
+        server,
     })
 }
 

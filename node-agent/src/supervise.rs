@@ -1,0 +1,628 @@
+//! What the agent runs: launches, kills, status reports, state
+//! reconciliation and fencing.
+//!
+//! The [`Supervisor`] keeps the agent's book: which runtime runs which task
+//! (and for which node), the latest Task objects from the watch, which kills
+//! are under way and which ends were reported. It decides with
+//! `corral_core::reconcile` and `corral_core::lifecycle`, so the watch path
+//! (one task changed) and the periodic sweep (everything the runtimes run
+//! against everything bound here) take the same decisions:
+//! - ASSIGNED tasks are launched with the first healthy runtime that
+//!   supports them; kill requests are carried out with the task's grace;
+//! - errant copies (their task ended, or no task bound here has their name)
+//!   are killed: a task event on the task, or a v1 Event on the Node when
+//!   there is no task;
+//! - a PARTITIONED task whose copy runs is reported running; one the
+//!   cluster believes runs here with no copy is reported as having none.
+//!
+//! A copy belongs to the task object it was launched for (by uid, which
+//! runtimes keep with their containers): should a new task get the name of
+//! a deleted one while its copy still runs, that copy is killed as errant
+//! and the new task launched once it is gone.
+//!
+//! Every report goes through the lifecycle state machine and is written as
+//! the task's status by one writer per task (in order, retried until it is
+//! written or the task is gone), dated when the agent learned of it.
+//!
+//! **Fencing** (`--fence`): when the agent has not renewed its lease for
+//! half its duration, it kills every task it runs (grace capped at a quarter
+//! of the lease), and launches nothing, until a renewal succeeds again. The
+//! control plane declares the node lost only when the lease expires, so the
+//! old copies are gone before any replacement is created: two copies of a
+//! task never run at once. Once renewed, a v1 Event on each Node says what
+//! was fenced.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_api::task::FailureReason;
+use corral_api::{Task, TaskPhase};
+use corral_core::lifecycle::{self, Event, Failure};
+use corral_core::reconcile::{self, Errant, NodeView, Verdict};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
+
+/// How long a kill waits before it is forced, unless the task says otherwise.
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// The latest task objects, shared with the status writers.
+pub(crate) type Objects = Arc<std::sync::Mutex<HashMap<String, Task>>>;
+/// Which runtimes answered their last health check.
+pub(crate) type Health = Arc<Vec<std::sync::atomic::AtomicBool>>;
+/// Where runtimes send what happens to the tasks they run.
+pub(crate) type RuntimeEvents = mpsc::Sender<(String, RuntimeEvent)>;
+/// A report: what happened, on which node, when, about the copy of which
+/// task (uid, when known).
+type Report = (Event, String, jiff::Timestamp, Option<String>);
+
+/// The key of a task object: `<namespace>/<name>`.
+pub(crate) fn key_of(t: &Task) -> String {
+    format!(
+        "{}/{}",
+        t.metadata.namespace.as_deref().unwrap_or("default"),
+        t.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn grace_of(task: &Task) -> Duration {
+    task.spec
+        .container
+        .kill_grace_period_seconds
+        .map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(KILL_GRACE)
+}
+
+/// The first runtime, in configured order, that is healthy and supports `launch`.
+fn pick(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health, launch: &Launch) -> Option<usize> {
+    runtimes
+        .iter()
+        .zip(health.iter())
+        .position(|(r, h)| h.load(std::sync::atomic::Ordering::Relaxed) && r.supports(launch))
+}
+
+/// The agent's book of what it runs, and the decisions over it.
+pub(crate) struct Supervisor {
+    client: kube::Client,
+    runtimes: Vec<Arc<dyn ContainerRuntime>>,
+    health: Health,
+    events: RuntimeEvents,
+    /// The nodes this agent stands for.
+    nodes: BTreeSet<String>,
+    /// Task key → (runtime index, node): what this agent launched or re-adopted.
+    pub(crate) tasks: HashMap<String, (usize, String)>,
+    /// Latest task objects bound to our nodes.
+    pub(crate) objects: Objects,
+    /// One status writer per task.
+    writers: HashMap<String, mpsc::UnboundedSender<Report>>,
+    /// The uid of the task each copy in the book was launched for, when known.
+    uids: HashMap<String, String>,
+    /// Tasks a kill was sent for (one kill per task).
+    killing: HashSet<String>,
+    /// Tasks whose end this agent reported (until their object is deleted),
+    /// with their uid when known, so a stale RUNNING from the watch is not
+    /// mistaken for a lost copy.
+    ended: HashMap<String, Option<String>>,
+    /// While fenced: the tasks fencing killed.
+    fenced: Option<Vec<String>>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        client: kube::Client,
+        runtimes: Vec<Arc<dyn ContainerRuntime>>,
+        health: Health,
+        events: RuntimeEvents,
+        nodes: &[String],
+    ) -> Self {
+        Self {
+            client,
+            runtimes,
+            health,
+            events,
+            nodes: nodes.iter().cloned().collect(),
+            tasks: HashMap::new(),
+            objects: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            writers: HashMap::new(),
+            uids: HashMap::new(),
+            killing: HashSet::new(),
+            ended: HashMap::new(),
+            fenced: None,
+        }
+    }
+
+    /// The only node, when the agent stands for one.
+    fn single(&self) -> Option<String> {
+        match self.nodes.len() {
+            1 => self.nodes.first().cloned(),
+            _ => None,
+        }
+    }
+
+    fn node_of(&self, key: &str) -> String {
+        self.tasks
+            .get(key)
+            .map(|(_, n)| n.clone())
+            .or_else(|| self.object(key).and_then(|t| t.spec.node_name))
+            .or_else(|| self.single())
+            .unwrap_or_default()
+    }
+
+    fn object(&self, key: &str) -> Option<Task> {
+        self.objects.lock().ok().and_then(|o| o.get(key).cloned())
+    }
+
+    /// Takes over a task a runtime re-adopted after an agent restart.
+    pub(crate) fn adopt(&mut self, key: String, runtime: usize, node: String) {
+        if let Some(uid) = self.runtimes[runtime].uid(&key) {
+            self.uids.insert(key.clone(), uid);
+        }
+        self.tasks.insert(key, (runtime, node));
+    }
+
+    /// True when the copy of `key` in the book was launched for another
+    /// task than `uid` (a deleted one of the same name).
+    fn copy_of_another(&self, key: &str, uid: Option<&str>) -> bool {
+        matches!((self.uids.get(key), uid), (Some(mine), Some(theirs)) if mine != theirs)
+    }
+
+    /// True when the agent reported the end of the task `uid` named `key`.
+    fn ended_here(&self, key: &str, uid: Option<&str>) -> bool {
+        match (self.ended.get(key), uid) {
+            (None, _) => false,
+            (Some(Some(mine)), Some(theirs)) => mine == theirs,
+            (Some(_), _) => true,
+        }
+    }
+
+    /// A runtime reported on one of its tasks.
+    pub(crate) fn runtime_event(&mut self, key: &str, ev: RuntimeEvent) {
+        let node = self.node_of(key);
+        let uid = self.uids.get(key).cloned();
+        let event = match ev {
+            RuntimeEvent::Starting => Event::AgentStarting,
+            RuntimeEvent::Running => Event::AgentRunning,
+            RuntimeEvent::Exited { code, failure } => {
+                self.finished(key);
+                Event::AgentExited { code, failure }
+            }
+            RuntimeEvent::Killed => {
+                self.finished(key);
+                Event::AgentKilled
+            }
+        };
+        self.report_about(key, event, &node, uid);
+    }
+
+    fn finished(&mut self, key: &str) {
+        self.tasks.remove(key);
+        self.killing.remove(key);
+        let uid = self.uids.remove(key);
+        self.ended.insert(key.to_owned(), uid);
+    }
+
+    /// The watch delivered `t` (created or changed).
+    pub(crate) fn observe(&mut self, t: Task) {
+        let Some(node) = t.spec.node_name.clone().filter(|n| self.nodes.contains(n)) else {
+            return;
+        };
+        let key = key_of(&t);
+        let uid = t.metadata.uid.clone();
+        let phase = t
+            .status
+            .as_ref()
+            .map(|s| s.phase())
+            .unwrap_or(TaskPhase::Pending);
+        if let Ok(mut o) = self.objects.lock() {
+            o.insert(key.clone(), t);
+        }
+        if self.copy_of_another(&key, uid.as_deref()) {
+            // The copy of a deleted task of this name: killed as unknown;
+            // this task is launched by the sweep once it is gone.
+            self.act(&key, Verdict::KillErrant(Errant::Unknown), &node, false);
+            return;
+        }
+        // Here the book stands for what runs: a launch just made is not
+        // known to its runtime yet.
+        let running = self.tasks.contains_key(&key);
+        let ended = self.ended_here(&key, uid.as_deref());
+        if let Some(v) = reconcile::verdict(running, ended, Some(phase)) {
+            self.act(&key, v, &node, false);
+        }
+    }
+
+    /// The watch reported `t` deleted: a copy that still runs is killed.
+    pub(crate) fn forget(&mut self, t: &Task) {
+        let key = key_of(t);
+        if let Ok(mut o) = self.objects.lock() {
+            o.remove(&key);
+        }
+        self.ended.remove(&key);
+        if let Some((idx, _)) = self.tasks.get(&key).cloned() {
+            self.kill(&key, idx, grace_of(t));
+        }
+    }
+
+    /// The watch listed every task anew (at start, and after it lost its
+    /// connection): objects it no longer lists were deleted meanwhile.
+    pub(crate) fn relisted(&mut self, listed: &HashSet<String>) {
+        if let Ok(mut o) = self.objects.lock() {
+            o.retain(|k, _| listed.contains(k));
+        }
+        self.ended.retain(|k, _| listed.contains(k));
+    }
+
+    /// State reconciliation: what the runtimes run against what is bound here.
+    pub(crate) fn sweep(&mut self) {
+        let mut inventory: BTreeMap<String, usize> = BTreeMap::new();
+        for (idx, r) in self.runtimes.iter().enumerate() {
+            for key in r.running() {
+                inventory.entry(key).or_insert(idx);
+            }
+        }
+        let running: BTreeSet<String> = inventory.keys().cloned().collect();
+        for (key, idx) in &inventory {
+            if !self.uids.contains_key(key)
+                && let Some(uid) = self.runtimes[*idx].uid(key)
+            {
+                self.uids.insert(key.clone(), uid);
+            }
+        }
+        let launched: BTreeSet<String> = self.tasks.keys().cloned().collect();
+        let objects: Vec<(String, Option<String>, TaskPhase)> = self
+            .objects
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, t)| {
+                        let phase = t
+                            .status
+                            .as_ref()
+                            .map(|s| s.phase())
+                            .unwrap_or(TaskPhase::Pending);
+                        (k.clone(), t.metadata.uid.clone(), phase)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut bound = BTreeMap::new();
+        let mut reported = BTreeSet::new();
+        for (key, uid, phase) in objects {
+            // A copy of a deleted task of the same name does not run this one.
+            if self.copy_of_another(&key, uid.as_deref()) {
+                continue;
+            }
+            if self.ended_here(&key, uid.as_deref()) {
+                reported.insert(key.clone());
+            }
+            bound.insert(key, phase);
+        }
+        let verdicts = reconcile::reconcile(NodeView {
+            running: &running,
+            launched: &launched,
+            reported_ended: &reported,
+            bound: &bound,
+        });
+        for (key, v) in verdicts {
+            // A copy the book does not hold (the runtime kept it from an
+            // earlier agent) is killed through the runtime that runs it.
+            if let Some(idx) = inventory.get(&key)
+                && !self.tasks.contains_key(&key)
+            {
+                let node = self.node_of(&key);
+                self.tasks.insert(key.clone(), (*idx, node));
+            }
+            let node = self.node_of(&key);
+            self.act(&key, v, &node, true);
+        }
+    }
+
+    fn act(&mut self, key: &str, verdict: Verdict, node: &str, swept: bool) {
+        let grace = self.object(key).map(|t| grace_of(&t)).unwrap_or(KILL_GRACE);
+        let here = self.tasks.get(key).map(|(r, _)| *r);
+        match verdict {
+            Verdict::Launch => self.launch(key, node),
+            Verdict::CarryOutKill => {
+                if let Some(idx) = here {
+                    self.kill(key, idx, grace);
+                }
+            }
+            Verdict::KillErrant(why) => {
+                let Some(idx) = here else { return };
+                if !self.kill(key, idx, grace) {
+                    return;
+                }
+                tracing::info!(task = %key, node, reason = ?why, swept, "killing an errant copy");
+                match why {
+                    // The state machine records the errant copy on the task.
+                    Errant::Ended(_) => self.report(key, Event::AgentRunning, node),
+                    Errant::Unknown => {
+                        tokio::spawn(record_on_node(
+                            self.client.clone(),
+                            node.to_owned(),
+                            "ErrantTaskKilled",
+                            format!(
+                                "killed a copy of task {key}: no task of that name is bound to this node"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Verdict::ReportRunning => self.report(key, Event::AgentRunning, node),
+            Verdict::ReportNoCopy => {
+                let uid = self.object(key).and_then(|t| t.metadata.uid);
+                self.ended.insert(key.to_owned(), uid);
+                self.report(key, Event::AgentHasNoCopy, node);
+            }
+        }
+    }
+
+    fn launch(&mut self, key: &str, node: &str) {
+        if self.fenced.is_some() {
+            // Launched once the lease is renewed (the next sweep).
+            return;
+        }
+        let Some(t) = self.object(key) else { return };
+        let launch = Launch {
+            key: key.to_owned(),
+            container: t.spec.container.clone(),
+            resources: t.spec.resources.clone(),
+            annotations: t.metadata.annotations.clone().unwrap_or_default(),
+            uid: t.metadata.uid.clone(),
+        };
+        let Some(idx) = pick(&self.runtimes, &self.health, &launch) else {
+            let names: Vec<&str> = self.runtimes.iter().map(|r| kind_name(r.kind())).collect();
+            let failure = Failure::new(
+                FailureReason::NoRuntime,
+                format!(
+                    "no healthy runtime among [{}] supports this container",
+                    names.join(", ")
+                ),
+            );
+            self.ended.insert(key.to_owned(), t.metadata.uid.clone());
+            self.report(
+                key,
+                Event::AgentExited {
+                    code: 127,
+                    failure: Some(failure),
+                },
+                node,
+            );
+            return;
+        };
+        self.tasks.insert(key.to_owned(), (idx, node.to_owned()));
+        if let Some(uid) = launch.uid.clone() {
+            self.uids.insert(key.to_owned(), uid);
+        }
+        let (rt, tx, key) = (
+            self.runtimes[idx].clone(),
+            self.events.clone(),
+            key.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = rt.start(launch, tx.clone()).await {
+                let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string());
+                let _ = tx.send((key, ev)).await;
+            }
+        });
+    }
+
+    /// Sends one kill per task; false when one was sent already.
+    fn kill(&mut self, key: &str, idx: usize, grace: Duration) -> bool {
+        if !self.killing.insert(key.to_owned()) {
+            return false;
+        }
+        let (rt, tx, key) = (
+            self.runtimes[idx].clone(),
+            self.events.clone(),
+            key.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(RuntimeError::NotRunning(_)) = rt.kill(&key, grace).await {
+                let _ = tx.send((key, RuntimeEvent::Killed)).await;
+            }
+        });
+        true
+    }
+
+    /// Fencing: the lease went unrenewed too long. Kills everything this
+    /// agent runs (grace at most `grace_cap`) and launches nothing until
+    /// [`Supervisor::unfence`].
+    pub(crate) fn fence(&mut self, grace_cap: Duration) {
+        let newly = self.fenced.is_none();
+        let mut killed = self.fenced.take().unwrap_or_default();
+        let book: Vec<(String, usize)> = self
+            .tasks
+            .iter()
+            .map(|(k, (i, _))| (k.clone(), *i))
+            .collect();
+        for (key, idx) in book {
+            let grace = self
+                .object(&key)
+                .map(|t| grace_of(&t))
+                .unwrap_or(KILL_GRACE);
+            if self.kill(&key, idx, grace.min(grace_cap)) {
+                killed.push(key);
+            }
+        }
+        if newly {
+            tracing::warn!(
+                tasks = killed.len(),
+                "lease not renewed: fencing this node's tasks"
+            );
+        }
+        self.fenced = Some(killed);
+    }
+
+    /// True while fenced.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.is_some()
+    }
+
+    /// The lease is renewed again: launches resume; what fencing killed is
+    /// recorded on the nodes.
+    pub(crate) fn unfence(&mut self, unrenewed_for: Duration) {
+        let Some(killed) = self.fenced.take() else {
+            return;
+        };
+        tracing::info!(tasks = killed.len(), "lease renewed again: fencing lifted");
+        for node in &self.nodes {
+            let mine: Vec<&str> = killed
+                .iter()
+                .filter(|k| self.node_of(k) == *node)
+                .map(String::as_str)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            tokio::spawn(record_on_node(
+                self.client.clone(),
+                node.clone(),
+                "Fenced",
+                format!(
+                    "the lease went unrenewed for {}s, so the agent killed its tasks before the control plane could replace them: {}",
+                    unrenewed_for.as_secs(),
+                    mine.join(", ")
+                ),
+            ));
+        }
+    }
+
+    /// Reports on the copy in the book, or else on the task object as it is.
+    fn report(&mut self, key: &str, event: Event, node: &str) {
+        let uid = self
+            .uids
+            .get(key)
+            .cloned()
+            .or_else(|| self.object(key).and_then(|t| t.metadata.uid));
+        self.report_about(key, event, node, uid);
+    }
+
+    /// Reports on the copy of the task `uid`: a report about the copy of a
+    /// deleted task never lands on a new task of the same name.
+    fn report_about(&mut self, key: &str, event: Event, node: &str, uid: Option<String>) {
+        let done = matches!(
+            event,
+            Event::AgentExited { .. } | Event::AgentKilled | Event::AgentHasNoCopy
+        );
+        let tx = self.writers.entry(key.to_owned()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+            let (client, objects, key) =
+                (self.client.clone(), self.objects.clone(), key.to_owned());
+            tokio::spawn(async move {
+                while let Some((event, node, at, uid)) = rx.recv().await {
+                    write_report(&client, &objects, &key, &event, &node, at, uid.as_deref()).await;
+                }
+            });
+            tx
+        });
+        // Dated when the agent learns of it, not when its write gets its turn.
+        let _ = tx.send((event, node.to_owned(), jiff::Timestamp::now(), uid));
+        if done {
+            // The writer finishes what is queued, then stops.
+            self.writers.remove(key);
+        }
+    }
+}
+
+/// Writes a runtime report, which happened `at`, as the task's new status:
+/// re-read on a conflict, retried with a backoff while the API server is
+/// unreachable, given up when the task is gone.
+async fn write_report(
+    client: &kube::Client,
+    objects: &Objects,
+    key: &str,
+    event: &Event,
+    node: &str,
+    at: jiff::Timestamp,
+    uid: Option<&str>,
+) {
+    let Some((ns, name)) = key.split_once('/') else {
+        return;
+    };
+    let api: Api<Task> = Api::namespaced(client.clone(), ns);
+    let actor = format!("agent/{node}");
+    let mut backoff = Duration::from_millis(100);
+    let mut conflicts = 0;
+    loop {
+        let Some(task) = objects.lock().ok().and_then(|o| o.get(key).cloned()) else {
+            return;
+        };
+        if let (Some(want), Some(is)) = (uid, task.metadata.uid.as_deref())
+            && want != is
+        {
+            return;
+        }
+        let mut status = task.status.clone().unwrap_or_default();
+        match lifecycle::apply(&mut status, event, at, &actor) {
+            Err(e) => {
+                tracing::debug!(task = %key, error = %e, "report not applicable");
+                return;
+            }
+            Ok(_) if Some(&status) == task.status.as_ref() => return,
+            Ok(_) => {}
+        }
+        let patch = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(updated) => {
+                if let Ok(mut o) = objects.lock() {
+                    o.insert(key.to_owned(), updated);
+                }
+                return;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            Err(kube::Error::Api(e)) if e.code == 409 && conflicts < 5 => {
+                conflicts += 1;
+                match api.get_opt(name).await {
+                    Ok(Some(fresh)) => {
+                        if let Ok(mut o) = objects.lock() {
+                            o.insert(key.to_owned(), fresh);
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => {}
+                }
+            }
+            Err(kube::Error::Api(e)) if e.code != 409 && e.code < 500 => {
+                tracing::warn!(task = %key, error = %e, "writing the task status was refused");
+                return;
+            }
+            Err(e) => {
+                // Unreachable (a partition) or overloaded: the report must
+                // not be lost, or the cluster would believe a dead copy runs.
+                tracing::debug!(task = %key, error = %e, "writing the task status failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Records a v1 Event about a Node (in `default`, as Kubernetes does for
+/// cluster-scoped objects).
+async fn record_on_node(client: kube::Client, node: String, reason: &'static str, message: String) {
+    let now = jiff::Timestamp::now();
+    let event = json!({
+        "metadata": {"generateName": format!("{node}."), "namespace": "default"},
+        "involvedObject": {"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "name": node},
+        "reason": reason, "message": message, "type": "Warning",
+        "source": {"component": "corral-agent", "host": node},
+        "firstTimestamp": jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string(),
+        "lastTimestamp": jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string(),
+        "count": 1,
+    });
+    let Ok(event) = serde_json::from_value::<CoreEvent>(event) else {
+        return;
+    };
+    let events: Api<CoreEvent> = Api::namespaced(client, "default");
+    if let Err(e) = events.create(&PostParams::default(), &event).await {
+        tracing::warn!(node = %node, reason, error = %e, "recording a node event failed");
+    }
+}
