@@ -304,6 +304,27 @@ pub struct JobSpec {
     /// Transient-state timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// How a change of the task template (resources, container,
+    /// constraints, tier, priority, role) reaches running instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateStrategy>,
+}
+
+/// A rolling update: instances whose task runs an older template are
+/// restarted onto the current one a batch at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    /// How many instances may be in the middle of an update at once (their
+    /// old task being killed, or their new one not yet RUNNING). Default 1.
+    #[serde(default = "one")]
+    pub batch_size: u32,
+}
+
+impl Default for UpdateStrategy {
+    fn default() -> Self {
+        Self { batch_size: 1 }
+    }
 }
 
 /// Where a job is in its life.
@@ -339,6 +360,8 @@ pub enum JobReason {
     InstancesPending,
     /// A rolling update is under way.
     RollingUpdate,
+    /// Every live task runs the current template.
+    UpdateComplete,
     /// Every ad-hoc instance finished.
     AllInstancesFinished,
     /// An instance failed more than `maxTaskFailures` times.
@@ -399,6 +422,9 @@ pub struct JobStatus {
     /// Scheduling latency of the job's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
+    /// Instances whose live task runs the current template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_instances: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {

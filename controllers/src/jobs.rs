@@ -16,10 +16,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::{Job, Task, TaskPhase};
+use corral_api::job::{JobConditionType, JobReason};
+use corral_api::{Condition, ConditionStatus, Job, Task, TaskPhase};
 use corral_core::jobs::{self, task_name};
 use corral_core::lifecycle;
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -29,6 +31,8 @@ use serde_json::{Map, Value, json};
 pub const JOB_LABEL: &str = "corral.dev/job";
 /// The label naming a task's instance.
 pub const INSTANCE_LABEL: &str = "corral.dev/instance";
+type JobCondition = Condition<JobConditionType, JobReason>;
+
 /// The actor name written in task events.
 pub const ACTOR: &str = "job-controller";
 /// How often a job is looked at even when nothing changed.
@@ -81,6 +85,10 @@ fn task_for(
     annotations.insert(
         "corral.dev/job-generation".into(),
         json!(job.metadata.generation.unwrap_or(0).to_string()),
+    );
+    annotations.insert(
+        jobs::TEMPLATE_ANNOTATION.into(),
+        json!(jobs::template_hash(&job.spec)),
     );
     if let Some(until) = hold {
         annotations.insert(
@@ -250,10 +258,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let status = json!({"status": {"phase": plan.phase, "tasks": counts,
+    let mut status = json!({"status": {"phase": plan.phase, "tasks": counts,
         "failures": plan.failures + already_pruned,
         "prunedFailures": already_pruned + pruned_failed,
         "observedGeneration": job.metadata.generation, "latency": latency}});
+    if let Some((updated, rolling)) = plan.update {
+        status["status"]["updatedInstances"] = json!(updated);
+        status["status"]["conditions"] = json!(progressing(&job, updated, rolling, now));
+    }
     jobs_api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
         .await?;
@@ -267,6 +279,47 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
         })
         .map_or(RESYNC, |d| d.min(RESYNC));
     Ok(Action::requeue(wake))
+}
+
+/// The job's conditions with `Progressing` set for a rolling update (True
+/// while one is under way); its transition time moves only when it flips.
+fn progressing(job: &Job, updated: u32, rolling: bool, now: jiff::Timestamp) -> Vec<JobCondition> {
+    let mut conditions = job
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let (status, reason, message) = if rolling {
+        (
+            ConditionStatus::True,
+            JobReason::RollingUpdate,
+            format!(
+                "{updated} of {} instances run the current template",
+                job.spec.instances
+            ),
+        )
+    } else {
+        (
+            ConditionStatus::False,
+            JobReason::UpdateComplete,
+            "every instance runs the current template".to_owned(),
+        )
+    };
+    let since = conditions
+        .iter()
+        .find(|c| c.type_ == JobConditionType::Progressing && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    conditions.retain(|c| c.type_ != JobConditionType::Progressing);
+    conditions.push(JobCondition {
+        type_: JobConditionType::Progressing,
+        status,
+        reason,
+        message,
+        last_transition_time: Some(since),
+        observed_generation: job.metadata.generation,
+    });
+    conditions
 }
 
 /// THROTTLED tasks whose hold is over go PENDING; returns when the next

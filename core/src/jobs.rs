@@ -28,6 +28,8 @@
 //! [`MAX_HOLD_SECONDS`] (Aurora's flapping-task penalty). The hold's end is
 //! in [`JobPlan::holds`]; the controller records it on the task.
 //!
+//! A change of the task template rolls out a batch at a time ([`update`]).
+//!
 //! Cron jobs are left to the cron controller (their runs are made per tick).
 //!
 //! Task names are `<job>-<instance>-<attempt>`: creating by name makes each
@@ -36,6 +38,9 @@
 use std::collections::BTreeMap;
 
 use corral_api::job::{JobKind, JobPhase};
+
+pub mod update;
+pub use update::{TEMPLATE_ANNOTATION, template_hash};
 
 /// A task that ended by itself within this long of running flapped.
 pub const FLAP_WINDOW_SECONDS: i64 = 60;
@@ -80,6 +85,8 @@ pub struct TaskView {
     pub flapped: bool,
     /// When it ended (its last event), in Unix microseconds, once terminal.
     pub ended: Option<i64>,
+    /// The hash of the template it was made from, when recorded.
+    pub template: Option<String>,
 }
 
 /// What to do.
@@ -96,6 +103,9 @@ pub struct JobPlan {
     pub restart: Vec<String>,
     /// Ended tasks beyond the history kept, to delete, by name.
     pub prune: Vec<String>,
+    /// Instances whose live task runs the current template, and whether a
+    /// rolling update is under way (None: not a job that rolls).
+    pub update: Option<(u32, bool)>,
     /// Tasks per phase.
     pub counts: BTreeMap<TaskPhase, u32>,
     /// Failed tasks so far.
@@ -172,6 +182,12 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
         assigned: assigned_at(t).map(|a| a.as_microsecond()),
         flapped,
         ended,
+        template: t
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TEMPLATE_ANNOTATION))
+            .cloned(),
     })
 }
 
@@ -203,6 +219,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         kill: Vec::new(),
         restart: Vec::new(),
         prune: Vec::new(),
+        update: None,
         counts: BTreeMap::new(),
         failures: 0,
         phase: JobPhase::Active,
@@ -288,6 +305,22 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
             }
         }
     }
+    // A template change rolls through the instances a batch at a time.
+    let replacing: Vec<u32> = plan.create.iter().map(|(i, _)| *i).collect();
+    let roll = update::roll(
+        s.instances,
+        s.update.as_ref().map_or(1, |u| u.batch_size),
+        &by_instance,
+        &template_hash(s),
+        &replacing,
+    );
+    plan.kill.extend(roll.kill);
+    for name in roll.restart {
+        if !plan.restart.contains(&name) {
+            plan.restart.push(name);
+        }
+    }
+    plan.update = Some((roll.updated, roll.rolling));
     // Service instances keep their newest ended tasks only.
     if s.kind == JobKind::Service {
         for history in by_instance.values() {
@@ -345,6 +378,7 @@ mod tests {
             assigned: Some(1_000_000_000),
             flapped: false,
             ended: None,
+            template: None,
         }
     }
 

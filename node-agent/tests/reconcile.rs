@@ -8,16 +8,13 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{Harness, eventually, start};
-use corral_api::{Job, Task, TaskPhase};
-use corral_node_agent::agent::{self, AgentConfig};
+use common::{Agent, Controllers, Harness, eventually, phase, running_on, service, start};
+use corral_api::{Task, TaskPhase};
 use corral_node_agent::runtime::{ContainerRuntime, Simulated};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, ListParams};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -94,120 +91,6 @@ impl Drop for Partition {
         self.accept.abort();
         self.cut();
     }
-}
-
-/// A node agent with a short lease and its own stop switch.
-struct Agent {
-    runtime: Simulated,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<Result<(), agent::AgentError>>,
-}
-
-impl Agent {
-    fn start(client: kube::Client, node: &str, fence: bool, runtime: Simulated) -> Self {
-        Self::with_lease(client, node, fence, runtime, 2)
-    }
-
-    fn with_lease(
-        client: kube::Client,
-        node: &str,
-        fence: bool,
-        runtime: Simulated,
-        lease_seconds: i32,
-    ) -> Self {
-        let cfg = AgentConfig {
-            lease_seconds,
-            renew_every: Duration::from_millis(300),
-            reconcile_every: Duration::from_millis(500),
-            fence,
-            ..AgentConfig::new(
-                vec![node.to_owned()],
-                serde_json::from_value(json!({"cpus": 4, "memory": "8Gi"})).unwrap_or_default(),
-            )
-        };
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(runtime.clone())];
-        let task = tokio::spawn(agent::run(client, cfg, runtimes, stop_rx));
-        Self {
-            runtime,
-            stop,
-            task,
-        }
-    }
-
-    fn runs(&self) -> Vec<String> {
-        let mut r = self.runtime.running();
-        r.sort();
-        r
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.stop.send(true)?;
-        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
-        Ok(())
-    }
-}
-
-/// The allocation, job and node controllers.
-struct Controllers {
-    stop: tokio::sync::watch::Sender<bool>,
-    loops: Vec<JoinHandle<()>>,
-}
-
-impl Controllers {
-    fn start(client: &kube::Client) -> Self {
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let loops = vec![
-            tokio::spawn({
-                let (c, s) = (client.clone(), rx.clone());
-                async move {
-                    let _ = corral_controllers::allocation::run(
-                        c,
-                        corral_core::sched::Policy::BinPack,
-                        s,
-                    )
-                    .await;
-                }
-            }),
-            tokio::spawn(corral_controllers::jobs::run(client.clone(), rx.clone())),
-            tokio::spawn(corral_controllers::nodes::run(client.clone(), rx)),
-        ];
-        Self { stop, loops }
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.stop.send(true)?;
-        for l in self.loops {
-            tokio::time::timeout(Duration::from_secs(10), l).await??;
-        }
-        Ok(())
-    }
-}
-
-async fn service(client: &kube::Client, name: &str, instances: u32) -> Result<()> {
-    let job: Job = serde_json::from_value(json!({
-        "apiVersion": "corral.dev/v1alpha1", "kind": "Job",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"role": "web", "environment": "prod", "kind": "service", "instances": instances,
-                 "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox"},
-                 "partitionPolicy": {"reschedule": true, "delaySeconds": 0}}}))?;
-    Api::<Job>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &job)
-        .await?;
-    Ok(())
-}
-
-fn phase(t: &Task) -> TaskPhase {
-    t.status
-        .as_ref()
-        .map(|s| s.phase())
-        .unwrap_or(TaskPhase::Pending)
-}
-
-async fn running_on(tasks: &Api<Task>, name: &str, node: &str) -> Result<bool> {
-    Ok(tasks.get_opt(name).await?.is_some_and(|t| {
-        phase(&t) == TaskPhase::Running && t.spec.node_name.as_deref() == Some(node)
-    }))
 }
 
 async fn node_events(client: &kube::Client, node: &str, reason: &str) -> Result<Vec<String>> {

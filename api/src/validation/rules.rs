@@ -303,6 +303,15 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
             format!("must be at most {MAX_TIMEOUT_SECONDS}"),
         );
     }
+    if let Some(u) = &s.update
+        && u.batch_size == 0
+    {
+        errs.invalid(
+            &spec.child("update").child("batchSize"),
+            u.batch_size,
+            "must be at least 1",
+        );
+    }
     if let Some(t) = &s.timeouts {
         timeout(
             &mut errs,

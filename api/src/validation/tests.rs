@@ -222,6 +222,12 @@ fn job_rules_name_the_field_and_the_error() {
             "spec.partitionPolicy.delaySeconds",
             T::Invalid,
         ),
+        (
+            "empty update batch",
+            |v| v["spec"]["update"] = json!({"batchSize": 0}),
+            "spec.update.batchSize",
+            T::Invalid,
+        ),
     ];
     for (name, edit, field, type_) in cases {
         let errs = job_with(*edit);
