@@ -87,6 +87,24 @@ impl MilliResources {
         MilliResources(out)
     }
 
+    /// The amounts as quantities: whole units as integers (`2`,
+    /// `1073741824`), others in milli-units (`500m`).
+    pub fn to_resources(&self) -> Resources {
+        Resources(
+            self.0
+                .iter()
+                .map(|(k, v)| {
+                    let q = if v % 1000 == 0 {
+                        Quantity::from_units(v / 1000)
+                    } else {
+                        Quantity::from_text(format!("{v}m"))
+                    };
+                    (k.clone(), q)
+                })
+                .collect(),
+        )
+    }
+
     /// True when every amount in `request` is available in `self`.
     pub fn fits(&self, request: &Self) -> bool {
         request.0.iter().all(|(k, v)| *v <= self.get(k))

@@ -38,6 +38,22 @@ fn whole_as_integer<S: serde::Serializer>(w: &f64, s: S) -> Result<S::Ok, S::Err
     printcolumn(name = "Weight", type_ = "number", json_path = ".spec.weight"),
     printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent"),
     printcolumn(
+        name = "Share",
+        type_ = "number",
+        json_path = ".status.dominantShare"
+    ),
+    printcolumn(
+        name = "CPUs",
+        type_ = "string",
+        json_path = ".status.allocated.cpus"
+    ),
+    printcolumn(
+        name = "Pending-CPUs",
+        type_ = "string",
+        json_path = ".status.pending.cpus",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -159,6 +159,10 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
                 client.clone(),
                 stop_rx.clone(),
             )),
+            Box::pin(corral_controllers::roles::run(
+                client.clone(),
+                stop_rx.clone(),
+            )),
             Box::pin(corral_controllers::nodes::run(client, stop_rx)),
         ];
         for fut in others {

@@ -7,6 +7,7 @@
 //! - [`nodes`]: node liveness from agent leases; tasks on lost nodes go LOST or PARTITIONED.
 //! - [`lost`]: tasks stuck ASSIGNED or STARTING past their timeout become LOST.
 //! - [`cron`]: one run per schedule tick, exactly once, with collision and missed-run policies.
+//! - [`roles`]: Role status: allocated, pending, dominant share and latency figures.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down) and its status.
 
 pub mod allocation;
@@ -14,3 +15,4 @@ pub mod cron;
 pub mod jobs;
 pub mod lost;
 pub mod nodes;
+pub mod roles;

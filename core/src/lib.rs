@@ -6,6 +6,7 @@
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
 //! - [`nodes`]: node liveness from leases, and what it means for tasks (LOST, PARTITIONED).
 //! - [`reconcile`]: a node's running copies against its bound tasks (errant copies, lost ones).
+//! - [`roles`]: Role status figures (allocated, pending, dominant share, latency).
 //! - [`timeouts`]: Aurora's transient-state timeouts (ASSIGNED/STARTING → LOST).
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
@@ -15,5 +16,6 @@ pub mod latency;
 pub mod lifecycle;
 pub mod nodes;
 pub mod reconcile;
+pub mod roles;
 pub mod sched;
 pub mod timeouts;

@@ -1,0 +1,209 @@
+//! The role status controller: what each role holds, waits for, its share
+//! and its tasks' scheduling latency, in `Role.status`.
+//!
+//! Watches (reflectors, no polling of the API): Roles, Nodes and Tasks in
+//! all namespaces. Every [`TICK`] it decides with `corral_core::roles`:
+//! `allocated` (tasks holding resources), `pending` (PENDING tasks), the
+//! weighted `dominantShare` of the capacity of Ready, schedulable nodes,
+//! and `latency` (MTTA / MTTS / MTTR median and p99) — each including the
+//! role's descendants. It writes a role's status only when a figure
+//! changed, so an idle cluster causes no writes. Nothing is kept but the
+//! watches' mirrors: a restarted controller recomputes the same figures.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corral_api::common::LatencyFigures;
+use corral_api::node::NodeConditionType;
+use corral_api::resources::MilliResources;
+use corral_api::role::RoleStatus;
+use corral_api::{ConditionStatus, Node, Role, Task};
+use corral_core::latency::TaskHistory;
+use corral_core::roles::{self, RoleInput, RoleTask};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+/// How often the figures are recomputed.
+pub const TICK: Duration = Duration::from_secs(2);
+
+/// Mirrors a kind through a reflector until the returned task is dropped.
+fn mirror<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    (reader, tokio::spawn(stream))
+}
+
+/// Rounded so that float noise does not cause writes.
+fn round(share: f64) -> f64 {
+    (share * 10_000.0).round() / 10_000.0
+}
+
+fn usable(node: &Node) -> bool {
+    !node.spec.unschedulable
+        && node.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == NodeConditionType::Ready && c.status == ConditionStatus::True)
+        })
+}
+
+fn capacity(nodes: &[std::sync::Arc<Node>]) -> MilliResources {
+    nodes
+        .iter()
+        .filter(|n| usable(n))
+        .filter_map(|n| {
+            let s = n.status.as_ref()?;
+            let r = if s.allocatable.is_empty() {
+                &s.total
+            } else {
+                &s.allocatable
+            };
+            r.to_milli().ok()
+        })
+        .fold(MilliResources::default(), |a, r| a.plus(&r))
+}
+
+/// The status to write, or None when the role shows it already.
+fn desired(role: &Role, f: &roles::RoleFigures) -> Option<RoleStatus> {
+    let latency = (f.latency != LatencyFigures::default()).then(|| f.latency.clone());
+    let status = RoleStatus {
+        allocated: f.allocated.to_resources(),
+        pending: f.pending.to_resources(),
+        dominant_share: Some(round(f.dominant_share)),
+        latency,
+        observed_generation: role.metadata.generation,
+    };
+    let current = role.status.clone().unwrap_or_default();
+    let same = |a: &corral_api::Resources, b: &corral_api::Resources| {
+        a.to_milli().ok() == b.to_milli().ok()
+    };
+    let unchanged = same(&current.allocated, &status.allocated)
+        && same(&current.pending, &status.pending)
+        && current.dominant_share == status.dominant_share
+        && current.latency == status.latency
+        && current.observed_generation == status.observed_generation;
+    (!unchanged).then_some(status)
+}
+
+/// A merge patch that also clears what became empty.
+fn patch_of(status: &RoleStatus) -> Value {
+    let or_null = |v: Value| match &v {
+        Value::Object(m) if m.is_empty() => Value::Null,
+        _ => v,
+    };
+    json!({"status": {
+        "allocated": or_null(json!(status.allocated)),
+        "pending": or_null(json!(status.pending)),
+        "dominantShare": status.dominant_share,
+        "latency": status.latency.as_ref().map_or(Value::Null, |l| json!(l)),
+        "observedGeneration": status.observed_generation,
+    }})
+}
+
+async fn tick(
+    client: &kube::Client,
+    roles: &Store<Role>,
+    nodes: &Store<Node>,
+    tasks: &Store<Task>,
+) {
+    let role_objs = roles.state();
+    let inputs: BTreeMap<String, RoleInput> = role_objs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.metadata.name.clone()?,
+                RoleInput {
+                    weight: r.spec.weight,
+                    parent: r.spec.parent.clone(),
+                },
+            ))
+        })
+        .collect();
+    let task_objs = tasks.state();
+    let views: Vec<RoleTask<'_>> = task_objs
+        .iter()
+        .filter_map(|t| {
+            Some(RoleTask {
+                role: t.spec.role.as_str(),
+                phase: t
+                    .status
+                    .as_ref()
+                    .map(|s| s.phase())
+                    .unwrap_or(corral_api::TaskPhase::Pending),
+                resources: t.spec.resources.to_milli().ok()?,
+                history: TaskHistory {
+                    created: t.metadata.creation_timestamp.as_ref()?.0,
+                    events: t
+                        .status
+                        .as_ref()
+                        .map(|s| s.task_events.as_slice())
+                        .unwrap_or(&[]),
+                },
+            })
+        })
+        .collect();
+    let figures = roles::figures(&inputs, &views, &capacity(&nodes.state()));
+    let api: Api<Role> = Api::all(client.clone());
+    for role in &role_objs {
+        let Some(name) = role.metadata.name.as_deref() else {
+            continue;
+        };
+        let Some(status) = figures.get(name).and_then(|f| desired(role, f)) else {
+            continue;
+        };
+        if let Err(e) = api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(patch_of(&status)),
+            )
+            .await
+        {
+            tracing::debug!(role = name, error = %e, "writing role status failed; next tick retries");
+        }
+    }
+}
+
+/// Runs the controller until `stop` turns true.
+pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let (roles, r) = mirror(Api::<Role>::all(client.clone()));
+    let (nodes, n) = mirror(Api::<Node>::all(client.clone()));
+    let (tasks, t) = mirror(Api::<Task>::all(client.clone()));
+    // Figures from half-filled mirrors would be wrong: wait for all three.
+    let filled = async {
+        roles.wait_until_ready().await.is_ok()
+            && nodes.wait_until_ready().await.is_ok()
+            && tasks.wait_until_ready().await.is_ok()
+    };
+    let go = tokio::select! {
+        _ = stop.changed() => false,
+        ok = filled => ok,
+    };
+    if go {
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = ticker.tick() => tick(&client, &roles, &nodes, &tasks).await,
+            }
+        }
+    }
+    for h in [r, n, t] {
+        h.abort();
+    }
+}
