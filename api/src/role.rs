@@ -37,16 +37,8 @@ fn whole_as_integer<S: serde::Serializer>(w: &f64, s: S) -> Result<S::Ok, S::Err
     doc = "A Corral role: a team sharing the cluster by weight, with quota and reservations.",
     printcolumn(name = "Weight", type_ = "number", json_path = ".spec.weight"),
     printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent"),
-    printcolumn(
-        name = "Share",
-        type_ = "number",
-        json_path = ".status.dominantShare"
-    ),
-    printcolumn(
-        name = "CPUs",
-        type_ = "string",
-        json_path = ".status.allocated.cpus"
-    ),
+    printcolumn(name = "Share", type_ = "number", json_path = ".status.dominantShare"),
+    printcolumn(name = "CPUs", type_ = "string", json_path = ".status.allocated.cpus"),
     printcolumn(
         name = "Pending-CPUs",
         type_ = "string",

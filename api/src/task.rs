@@ -229,6 +229,8 @@ pub enum TaskReason {
 pub enum PendingReasonKind {
     /// The role's quota limit would be exceeded.
     QuotaExceeded,
+    /// What is free is kept for other roles' unused guarantees.
+    GuaranteeProtected,
     /// Capacity exists only in reservations of other roles.
     ReservationMismatch,
     /// A constraint ruled nodes out.

@@ -3,6 +3,9 @@
 //! - Allocation cost per task at 1k, 10k and 50k nodes (half full, racks as
 //!   attributes, a NotIn-rack constraint on every task), with the indexed
 //!   placement and with a linear scan of every node (the baseline).
+//! - The same at 10k nodes with five roles holding guarantees (one not
+//!   lending), against the plain indexed placement in the same run: the
+//!   cost of the cluster-level guarantee check.
 //! - A preemption decision at 5k nodes 90 % full: p50/p99 over many decisions,
 //!   against the cost of one failed placement (the explanation scan) there.
 //!
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use corral_api::Tier;
 use corral_api::job::{AttributeConstraint, ConstraintOperator, Constraints};
 use corral_core::sched::preempt::{self, Rules};
-use corral_core::sched::{NodeState, Policy, Res, SchedTask, Snapshot, place};
+use corral_core::sched::{NodeState, Policy, Res, RoleInfo, SchedTask, Snapshot, place};
 use criterion::{BatchSize, Criterion, criterion_group};
 
 const GI: i64 = 1 << 30;
@@ -104,6 +107,34 @@ fn allocation(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        if nodes == 10_000 {
+            let mut guarded = base.clone();
+            for r in 0..5 {
+                guarded.upsert_role(
+                    &format!("role{r}"),
+                    RoleInfo {
+                        // A tenth of the cluster's CPUs each; role0 lends nothing.
+                        guarantee: Res::cpu_mem(16_000 * nodes as i64 / 10, 0),
+                        lend_unused: r != 0,
+                        ..RoleInfo::default()
+                    },
+                );
+            }
+            g.bench_function(format!("indexed with guarantees, {nodes} nodes"), |b| {
+                b.iter_batched(
+                    || guarded.clone(),
+                    |mut s| {
+                        for t in &tasks {
+                            if let Ok(id) = place(&s, t, Policy::BinPack) {
+                                let _ = s.bind(t.clone(), id);
+                            }
+                        }
+                        s
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
         g.bench_function(format!("linear scan (baseline), {nodes} nodes"), |b| {
             b.iter_batched(
                 || base.clone(),

@@ -155,6 +155,8 @@ pub fn role_info(role: Option<&Role>, quota: Option<&Quota>, dims: &mut Dims) ->
         if let Some(g) = vector(&q.spec.guarantee, dims) {
             info.guarantee = g;
         }
+        info.lend_unused = q.spec.lend_unused;
+        info.borrow = q.spec.borrow;
     }
     info
 }

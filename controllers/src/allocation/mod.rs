@@ -323,7 +323,8 @@ async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
         .pending
         .iter()
         .filter(|(t, why)| {
-            matches!(why, Unplaced::NoNode(_)) && t.tier != corral_api::Tier::Revocable
+            matches!(why, Unplaced::NoNode(_) | Unplaced::Guarantee { .. })
+                && t.tier != corral_api::Tier::Revocable
         })
         .collect();
     preemptors.sort_by(|(a, _), (b, _)| {
@@ -534,7 +535,9 @@ async fn write_explanation(
     let api: Api<Task> = Api::namespaced(client, &ns);
     let mut status = task.status.clone().unwrap_or_default();
     let reason = match why {
-        Unplaced::Quota { .. } | Unplaced::NoNode(_) => TaskReason::Unschedulable,
+        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } | Unplaced::NoNode(_) => {
+            TaskReason::Unschedulable
+        }
     };
     set_condition(
         &mut status.conditions,

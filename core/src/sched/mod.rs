@@ -2,6 +2,7 @@
 //! placement with filters, reservations, quotas and weighted DRF, revocable
 //! capacity, stable preemption, and explanations for pending tasks.
 
+pub mod guarantee;
 pub mod place;
 pub mod preempt;
 pub mod queue;

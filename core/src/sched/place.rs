@@ -39,6 +39,17 @@ pub enum Unplaced {
         /// The limit.
         limit: i64,
     },
+    /// The capacity left is protected for other roles' guarantees.
+    Guarantee {
+        /// The resource slot.
+        resource: String,
+        /// What the task needs beyond its own role's guarantee (milli-units).
+        needed: i64,
+        /// Free capacity it may use.
+        available: i64,
+        /// Free capacity protected for other roles' unused guarantees.
+        protected: i64,
+    },
     /// No node passes every filter.
     NoNode(Filtered),
 }
@@ -153,6 +164,7 @@ fn leftover(task: &SchedTask, node: &NodeState) -> f64 {
 /// Chooses a node for `task`, or explains why none fits.
 pub fn place(snap: &Snapshot, task: &SchedTask, policy: Policy) -> Result<NodeId, Unplaced> {
     check_quota(snap, task)?;
+    super::guarantee::check(snap, task)?;
     // Reserved or dedicated nodes of the role first.
     if task.tier != Tier::Revocable
         && let Some(ids) = snap.role_nodes.get(&task.role)
@@ -284,6 +296,27 @@ pub fn explain(
                 available: Some(quantity(resource, *limit)),
             });
         }
+        Unplaced::Guarantee {
+            resource,
+            needed,
+            available,
+            protected,
+        } => {
+            reasons.push(PendingReason {
+                kind: PendingReasonKind::GuaranteeProtected,
+                message: format!(
+                    "needs {} {resource} beyond its role's guarantee; {} is free to it, {} more is kept for other roles' guarantees",
+                    quantity(resource, *needed),
+                    quantity(resource, *available),
+                    quantity(resource, *protected)
+                ),
+                resource: Some(resource.clone()),
+                subject: Some(task.role.clone()),
+                nodes: None,
+                needed: Some(quantity(resource, *needed)),
+                available: Some(quantity(resource, *available)),
+            });
+        }
         Unplaced::NoNode(f) => {
             let mut push = |kind,
                             message: String,
@@ -383,7 +416,7 @@ pub fn explain(
         }
     }
     let summary = match why {
-        Unplaced::Quota { .. } => format!(
+        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } => format!(
             "pending: {}",
             reasons
                 .first()

@@ -8,12 +8,16 @@
 //! (revocable first, then lowest tier and priority, youngest first) are taken
 //! until the task fits; the node needing the fewest and lowest-ranked victims
 //! wins, ties broken by node order, so the same snapshot always gives the same
-//! plan. Applying a plan evicts the victims in the snapshot and holds their
+//! plan. A task within its role's guarantee may also take tasks of roles
+//! beyond theirs (reclaim, see [`super::guarantee`]); a task beyond its own
+//! guarantee only preempts where the capacity freed is not protected. Applying a plan evicts the victims in the snapshot and holds their
 //! capacity for the preemptor until it is placed or the hold expires.
 
 use corral_api::Tier;
 
+use super::guarantee::{self, Gate};
 use super::place::{check_quota, free_for_task, static_fit};
+use super::res::Res;
 use super::snapshot::{Lite, NodeId, SchedTask, Snapshot};
 
 /// The rules preemption follows.
@@ -46,6 +50,9 @@ pub enum Rule {
     LowerTier,
     /// The victim has a lower priority in the same role and tier.
     LowerPriority,
+    /// The victim's role uses more than its guarantee and the preemptor's
+    /// role reclaims its own (see [`super::guarantee`]).
+    Reclaim,
 }
 
 /// One victim.
@@ -74,7 +81,15 @@ pub struct Plan {
     pub victims: Vec<Victim>,
 }
 
-fn rule(p_rank: u8, p_role: Option<u32>, p_priority: i32, v: &Lite) -> Option<Rule> {
+/// Why `v` may be preempted for a task of tier rank `p_rank`, role
+/// `p_role` and priority `p_priority` that may reclaim from `borrowers`.
+fn rule(
+    p_rank: u8,
+    p_role: Option<u32>,
+    p_priority: i32,
+    borrowers: &[(u32, Res)],
+    v: &Lite,
+) -> Option<Rule> {
     let revocable = Tier::Revocable.rank();
     if v.tier_rank == revocable && p_rank != revocable {
         return None; // different pools: evicting it frees nothing the preemptor can use
@@ -92,6 +107,9 @@ fn rule(p_rank: u8, p_role: Option<u32>, p_priority: i32, v: &Lite) -> Option<Ru
         } else {
             Rule::LowerPriority
         });
+    }
+    if v.tier_rank != revocable && borrowers.iter().any(|(r, _)| *r == v.role) {
+        return Some(Rule::Reclaim);
     }
     None
 }
@@ -115,6 +133,9 @@ pub fn plan(
     rules: &Rules,
 ) -> Option<Plan> {
     check_quota(snap, task).ok()?;
+    let gate = Gate::new(snap, task);
+    let borrowers = guarantee::reclaimable(snap, task);
+    let mut left: Vec<(u32, Res)> = Vec::new();
     let (p_rank, p_role, now) = (
         task.tier.rank(),
         snap.known_role_id(&task.role),
@@ -139,7 +160,9 @@ pub fn plan(
             lite.iter()
                 .enumerate()
                 .filter(|(_, v)| eligible(v, now, rules))
-                .filter_map(|(i, v)| rule(p_rank, p_role, task.priority, v).map(|r| (i, r))),
+                .filter_map(|(i, v)| {
+                    rule(p_rank, p_role, task.priority, &borrowers, v).map(|r| (i, r))
+                }),
         );
         let cheapest_first = |&(a, _): &(usize, Rule), &(b, _): &(usize, Rule)| {
             let (a, b) = (&lite[a], &lite[b]);
@@ -153,15 +176,20 @@ pub fn plan(
         // that many of the cheapest candidates need ordering (plus the budget's
         // skips, which the full sort covers when the prefix is not enough).
         let most = best.as_ref().map_or(usize::MAX, |(c, _, _)| c.0);
-        if most < candidates.len() && rules.budget_per_role as usize >= most {
+        if most < candidates.len() && rules.budget_per_role as usize >= most && borrowers.is_empty()
+        {
             candidates.select_nth_unstable_by(most, cheapest_first);
             candidates.truncate(most);
         }
         candidates.sort_unstable_by(cheapest_first);
         taken.clear();
         chosen.clear();
-        for &(i, _) in &candidates {
-            if free.fits(&task.request) || chosen.len() >= most {
+        left.clone_from(&borrowers);
+        for &(i, why) in &candidates {
+            if (free.fits(&task.request)
+                && gate.admits(chosen.iter().map(|&i| (lite[i].role, lite[i].request))))
+                || chosen.len() >= most
+            {
                 break;
             }
             let v = &lite[i];
@@ -176,6 +204,15 @@ pub fn plan(
             if *n >= rules.budget_per_role {
                 continue;
             }
+            // A reclaim never takes a borrower below its own guarantee.
+            if why == Rule::Reclaim
+                && !left
+                    .iter_mut()
+                    .find(|(r, _)| *r == v.role)
+                    .is_some_and(|(_, l)| guarantee::take(l, &v.request))
+            {
+                continue;
+            }
             *n += 1;
             // What evicting it gives back to the preemptor's pool on this node.
             let gain = if Some(v.role) == p_role {
@@ -186,7 +223,10 @@ pub fn plan(
             free = free.plus(gain);
             chosen.push(i);
         }
-        if !free.fits(&task.request) || chosen.is_empty() {
+        if !free.fits(&task.request)
+            || chosen.is_empty()
+            || !gate.admits(chosen.iter().map(|&i| (lite[i].role, lite[i].request)))
+        {
             continue;
         }
         let cost = (
@@ -207,7 +247,14 @@ pub fn plan(
     let rules_of: Vec<(usize, Rule)> = picked
         .iter()
         .filter_map(|&i| {
-            rule(p_rank, p_role, task.priority, &snap.lite[node as usize][i]).map(|r| (i, r))
+            rule(
+                p_rank,
+                p_role,
+                task.priority,
+                &borrowers,
+                &snap.lite[node as usize][i],
+            )
+            .map(|r| (i, r))
         })
         .collect();
     let victims = rules_of

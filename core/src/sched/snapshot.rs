@@ -53,8 +53,12 @@ pub struct RoleInfo {
     pub limit: Res,
     /// Which slots of `limit` are set.
     pub limited: [bool; super::res::MAX_DIMS],
-    /// Guaranteed capacity.
+    /// Guaranteed capacity: protected for the role (see [`super::guarantee`]).
     pub guarantee: Res,
+    /// Whether other roles may borrow the unused part of `guarantee`.
+    pub lend_unused: bool,
+    /// Whether this role may use other roles' unused guarantees.
+    pub borrow: bool,
 }
 
 impl Default for RoleInfo {
@@ -65,6 +69,8 @@ impl Default for RoleInfo {
             limit: Res::ZERO,
             limited: [false; super::res::MAX_DIMS],
             guarantee: Res::ZERO,
+            lend_unused: true,
+            borrow: true,
         }
     }
 }
@@ -221,12 +227,20 @@ pub struct Snapshot {
     /// Revocable-pool index: (free revocable CPU, node) of usable nodes.
     pub(crate) revocable_index: BTreeSet<(i64, NodeId)>,
     revocable_key: Vec<Option<i64>>,
+    /// Each node's share of `usable_total` (its allocatable while usable).
+    total_key: Vec<Option<Res>>,
+    /// Regular capacity of usable nodes, kept up to date by `reindex_pools`.
+    usable_total: Res,
     /// Nodes a role has reservations on or is dedicated to.
     pub(crate) role_nodes: HashMap<String, BTreeSet<NodeId>>,
     /// Roles and quotas.
     pub roles: HashMap<String, RoleInfo>,
     /// Usage per role (its own tasks, not its children's).
     pub(crate) role_usage: HashMap<String, Res>,
+    /// Usage of the regular (non-revocable) pool per role (its own tasks).
+    pub(crate) role_regular: HashMap<String, Res>,
+    /// Usage of the regular pool by all tasks.
+    pub(crate) regular_used: Res,
 }
 
 impl Snapshot {
@@ -264,10 +278,7 @@ impl Snapshot {
 
     /// Total regular capacity of usable nodes.
     pub fn total(&self) -> Res {
-        self.nodes
-            .iter()
-            .filter(|n| n.usable())
-            .fold(Res::ZERO, |a, n| a.plus(n.allocatable))
+        self.usable_total
     }
 
     fn reindex(&mut self, id: NodeId) {
@@ -284,8 +295,13 @@ impl Snapshot {
         if let Some(k) = self.revocable_key[i].take() {
             self.revocable_index.remove(&(k, id));
         }
+        if let Some(r) = self.total_key[i].take() {
+            self.usable_total = self.usable_total.minus(r);
+        }
         let n = &self.nodes[i];
         if n.usable() {
+            self.usable_total = self.usable_total.plus(n.allocatable);
+            self.total_key[i] = Some(n.allocatable);
             if n.dedicated.is_none() {
                 let k = n.free_shared().0[0];
                 self.shared_index.insert((k, id));
@@ -345,6 +361,7 @@ impl Snapshot {
                 self.lite.push(Vec::new());
                 self.shared_key.push(None);
                 self.revocable_key.push(None);
+                self.total_key.push(None);
                 id
             }
         };
@@ -382,8 +399,33 @@ impl Snapshot {
     pub fn role_usage_with_children(&self, role: &str) -> Res {
         self.role_usage
             .iter()
-            .filter(|(r, _)| self.ancestors(r).iter().any(|a| a == role))
+            .filter(|(r, _)| self.descends_from(r, role))
             .fold(Res::ZERO, |acc, (_, u)| acc.plus(*u))
+    }
+
+    /// The role's use of the regular pool, including its descendants'.
+    pub fn regular_usage_with_children(&self, role: &str) -> Res {
+        self.role_regular
+            .iter()
+            .filter(|(r, _)| self.descends_from(r, role))
+            .fold(Res::ZERO, |acc, (_, u)| acc.plus(*u))
+    }
+
+    /// True when `role` is `ancestor` or one of its descendants (without
+    /// allocating: this runs for every role on every placement decision).
+    pub fn descends_from(&self, role: &str, ancestor: &str) -> bool {
+        let mut cur = role;
+        // Deeper than any sane tree: a cycle in `parent` ends the walk.
+        for _ in 0..64 {
+            if cur == ancestor {
+                return true;
+            }
+            match self.roles.get(cur).and_then(|r| r.parent.as_deref()) {
+                Some(p) => cur = p,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// `role` and its ancestors, nearest first.
@@ -439,6 +481,11 @@ impl Snapshot {
         *n.per_job.entry(task.job.clone()).or_default() += 1;
         let usage = self.role_usage.entry(task.role.clone()).or_default();
         *usage = usage.plus(task.request);
+        if !revocable {
+            let regular = self.role_regular.entry(task.role.clone()).or_default();
+            *regular = regular.plus(task.request);
+            self.regular_used = self.regular_used.plus(task.request);
+        }
         self.on_node[node as usize].insert(task.key.clone());
         let role = self.role_id(&task.role);
         self.lite[node as usize].push(Lite {
@@ -486,6 +533,12 @@ impl Snapshot {
         if let Some(u) = self.role_usage.get_mut(&b.task.role) {
             *u = u.minus(b.task.request);
         }
+        if !b.revocable {
+            if let Some(u) = self.role_regular.get_mut(&b.task.role) {
+                *u = u.minus(b.task.request);
+            }
+            self.regular_used = self.regular_used.minus(b.task.request);
+        }
         self.on_node[b.node as usize].remove(key);
         let lite = &mut self.lite[b.node as usize];
         if let Some(i) = lite.iter().position(|l| &*l.key == key) {
@@ -506,6 +559,16 @@ impl Snapshot {
                         .non_negative()
                 })
                 && n.used_reserved.keys().all(|r| n.reserved.contains_key(r))
-        })
+        }) && self.usable_total
+            == self
+                .nodes
+                .iter()
+                .filter(|n| n.usable())
+                .fold(Res::ZERO, |a, n| a.plus(n.allocatable))
+            && self.regular_used
+                == self
+                    .role_regular
+                    .values()
+                    .fold(Res::ZERO, |a, u| a.plus(*u))
     }
 }

@@ -536,6 +536,39 @@ mod props {
         }
 
         #[test]
+        fn what_a_role_does_not_lend_stays_free_for_it(mut s in arb_cluster(), tasks in arb_tasks(), g3 in 1i64..6, g1 in 0i64..6) {
+            s.upsert_role("r3", guaranteed(g3, false, true));
+            s.upsert_role("r1", guaranteed(g1, true, true));
+            let total = s.total().0[0];
+            run_cycle(&mut s, tasks, Policy::BinPack);
+            prop_assert!(s.consistent());
+            if total >= g3 * 1000 {
+                let free = total - s.regular_used.0[0];
+                let unused = (g3 * 1000 - s.regular_usage_with_children("r3").0[0]).max(0);
+                prop_assert!(free >= unused, "free {free} < r3's unused guarantee {unused}");
+            }
+        }
+
+        #[test]
+        fn reclaims_take_only_from_borrowers_and_never_below_their_guarantee(mut s in arb_cluster(), tasks in arb_tasks(), g in 1i64..8, cpus in 1i64..4) {
+            s.upsert_role("r3", guaranteed(g, true, true));
+            s.upsert_role("r2", guaranteed(1, true, true));
+            run_cycle(&mut s, tasks, Policy::BinPack);
+            let p = TaskB::new("claimant").role("r3").cpus(cpus).mem_gi(0).t();
+            let rules = Rules { min_runtime_seconds: 0, ..Rules::default() };
+            if let Some(plan) = preempt::plan(&s, &p, at(100), &rules) {
+                for v in plan.victims.iter().filter(|v| v.rule == Rule::Reclaim) {
+                    prop_assert!(v.role != "r3");
+                }
+                preempt::apply(&mut s, &plan, &p, at(100), &rules).expect("hold");
+                if plan.victims.iter().any(|v| v.rule == Rule::Reclaim) {
+                    prop_assert!(s.regular_usage_with_children("r2").0[0] >= 1000 || plan.victims.iter().all(|v| v.role != "r2" || v.rule != Rule::Reclaim), "r2 taken below its guarantee");
+                }
+                prop_assert!(s.consistent());
+            }
+        }
+
+        #[test]
         fn preemption_victims_rank_lower_and_the_preemptor_then_fits(mut s in arb_cluster(), tasks in arb_tasks(), cpus in 1i64..6) {
             run_cycle(&mut s, tasks, Policy::BinPack);
             let p = TaskB::new("preemptor").role("r1").tier(Tier::Preferred).priority(10).cpus(cpus).t();
@@ -551,4 +584,119 @@ mod props {
             }
         }
     }
+}
+
+fn guaranteed(cpus: i64, lend_unused: bool, borrow: bool) -> RoleInfo {
+    RoleInfo {
+        guarantee: Res::cpu_mem(cpus * 1000, 0),
+        lend_unused,
+        borrow,
+        ..Default::default()
+    }
+}
+
+/// Places and binds, or panics with why not.
+fn run(s: &mut Snapshot, t: SchedTask) {
+    let id = place(s, &t, Policy::BinPack).unwrap_or_else(|e| panic!("{}: {e:?}", t.key));
+    s.bind(t, id).expect("bind");
+}
+
+#[test]
+fn unused_guarantees_are_lent_only_where_allowed() {
+    let mut s = cluster(vec![node("n1", 8, 64)]);
+    s.upsert_role("web", guaranteed(4, true, true));
+    s.upsert_role("private", guaranteed(2, false, true));
+    s.upsert_role("strict", guaranteed(0, true, false));
+    // batch has no quota: it may borrow web's unused guarantee, not private's.
+    run(&mut s, TaskB::new("b1").role("batch").cpus(4).t());
+    let b2 = TaskB::new("b2").role("batch").cpus(4).t();
+    let why = place(&s, &b2, Policy::BinPack).expect_err("protected");
+    assert_eq!(
+        why,
+        Unplaced::Guarantee {
+            resource: "cpus".into(),
+            needed: 4000,
+            available: 2000,
+            protected: 2000
+        }
+    );
+    let e = explain(&s, &b2, &why, at(0));
+    assert_eq!(e.reasons[0].kind, PendingReasonKind::GuaranteeProtected);
+    // A role that may not borrow finds web's unused 4 protected from it too.
+    let st = TaskB::new("s1").role("strict").cpus(1).t();
+    assert!(matches!(
+        place(&s, &st, Policy::BinPack),
+        Err(Unplaced::Guarantee {
+            protected: 6000,
+            ..
+        })
+    ));
+    // Within their own guarantees, owners are always admitted.
+    run(&mut s, TaskB::new("p1").role("private").cpus(2).t());
+    run(&mut s, TaskB::new("w1").role("web").cpus(2).t());
+    // Revocable work never touches guarantees.
+    assert!(
+        super::guarantee::check(&s, &TaskB::new("r").role("batch").tier(Tier::Revocable).t())
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_role_reclaims_its_guarantee_from_borrowers_but_never_below_theirs() {
+    let mut s = cluster(vec![node("n1", 8, 64)]);
+    s.upsert_role("web", guaranteed(6, true, true));
+    s.upsert_role("batch", guaranteed(2, true, true));
+    for i in 0..8 {
+        let t = TaskB::new(&format!("b{i}"))
+            .role("batch")
+            .job("batch")
+            .priority(9)
+            .created(i)
+            .started(i)
+            .t();
+        run(&mut s, t);
+    }
+    let now = at(1000);
+    let rules = Rules::default();
+    // Same tier, another role, lower priority: only the guarantee gives a right.
+    let w = TaskB::new("w0").role("web").cpus(2).t();
+    assert!(place(&s, &w, Policy::BinPack).is_err(), "full");
+    let plan = preempt::plan(&s, &w, now, &rules).expect("reclaim");
+    assert_eq!(plan.victims.len(), 2);
+    assert!(plan.victims.iter().all(|v| v.rule == Rule::Reclaim));
+    // The youngest borrowers go first.
+    assert_eq!(plan.victims[0].key, "default/b7");
+    preempt::apply(&mut s, &plan, &w, now, &rules).expect("hold");
+    preempt::release(&mut s, &w.key);
+    run(&mut s, w);
+    // Up to its guarantee, web keeps reclaiming; batch stays at 2.
+    let w1 = TaskB::new("w1").role("web").cpus(4).t();
+    let plan = preempt::plan(&s, &w1, now, &rules).expect("reclaim the rest");
+    assert_eq!(plan.victims.len(), 4);
+    preempt::apply(&mut s, &plan, &w1, now, &rules).expect("hold");
+    preempt::release(&mut s, &w1.key);
+    run(&mut s, w1);
+    assert_eq!(s.regular_usage_with_children("batch").0[0], 2000);
+    // Beyond its guarantee, web has no claim on batch's last 2 CPUs.
+    let w2 = TaskB::new("w2").role("web").cpus(1).t();
+    assert_eq!(preempt::plan(&s, &w2, now, &rules), None);
+    // Nor may a reclaim take a borrower below its guarantee: with web at 4,
+    // batch at 4 (2 borrowed), a 2-CPU web task may take 2, not 3.
+    let mut s = cluster(vec![node("n1", 8, 64)]);
+    s.upsert_role("web", guaranteed(6, true, true));
+    s.upsert_role("batch", guaranteed(2, true, true));
+    for i in 0..4 {
+        run(&mut s, TaskB::new(&format!("w{i}")).role("web").t());
+        run(
+            &mut s,
+            TaskB::new(&format!("b{i}")).role("batch").started(0).t(),
+        );
+    }
+    let big = TaskB::new("w9").role("web").cpus(3).t();
+    assert_eq!(preempt::plan(&s, &big, now, &rules), None, "6 < 4 + 3");
+    let two = TaskB::new("w8").role("web").cpus(2).t();
+    assert_eq!(
+        preempt::plan(&s, &two, now, &rules).map(|p| p.victims.len()),
+        Some(2)
+    );
 }
