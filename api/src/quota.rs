@@ -27,6 +27,21 @@ fn yes() -> bool {
     doc = "A Corral quota: the guarantee and limit of one role.",
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(
+        name = "Guarantee-CPUs",
+        type_ = "string",
+        json_path = ".spec.guarantee.cpus"
+    ),
+    printcolumn(
+        name = "Used-CPUs",
+        type_ = "string",
+        json_path = ".status.used.cpus"
+    ),
+    printcolumn(
+        name = "Borrowed-CPUs",
+        type_ = "string",
+        json_path = ".status.borrowed.cpus"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -1,12 +1,14 @@
 //! The role status controller: what each role holds, waits for, its share
 //! and its tasks' scheduling latency, in `Role.status`.
 //!
-//! Watches (reflectors, no polling of the API): Roles, Nodes and Tasks in
+//! Watches (reflectors, no polling of the API): Roles, Quotas, Nodes and Tasks in
 //! all namespaces. Every [`TICK`] it decides with `corral_core::roles`:
 //! `allocated` (tasks holding resources), `pending` (PENDING tasks), the
 //! weighted `dominantShare` of the capacity of Ready, schedulable nodes,
 //! and `latency` (MTTA / MTTS / MTTR median and p99) — each including the
-//! role's descendants. It writes a role's status only when a figure
+//! role's descendants. For every Quota it writes `used` (what its role
+//! holds) and `borrowed` (the part of `used` beyond the guarantee, in the
+//! resources the guarantee names). It writes a status only when a figure
 //! changed, so an idle cluster causes no writes. Nothing is kept but the
 //! watches' mirrors: a restarted controller recomputes the same figures.
 
@@ -15,9 +17,10 @@ use std::time::Duration;
 
 use corral_api::common::LatencyFigures;
 use corral_api::node::NodeConditionType;
+use corral_api::quota::QuotaStatus;
 use corral_api::resources::MilliResources;
 use corral_api::role::RoleStatus;
-use corral_api::{ConditionStatus, Node, Role, Task};
+use corral_api::{ConditionStatus, Node, Quota, Role, Task};
 use corral_core::latency::TaskHistory;
 use corral_core::roles::{self, RoleInput, RoleTask};
 use futures::StreamExt;
@@ -102,10 +105,6 @@ fn desired(role: &Role, f: &roles::RoleFigures) -> Option<RoleStatus> {
 
 /// A merge patch that also clears what became empty.
 fn patch_of(status: &RoleStatus) -> Value {
-    let or_null = |v: Value| match &v {
-        Value::Object(m) if m.is_empty() => Value::Null,
-        _ => v,
-    };
     json!({"status": {
         "allocated": or_null(json!(status.allocated)),
         "pending": or_null(json!(status.pending)),
@@ -115,14 +114,48 @@ fn patch_of(status: &RoleStatus) -> Value {
     }})
 }
 
+/// The Quota status for a role holding `used`, or None when it shows it already.
+fn quota_status(quota: &Quota, used: &MilliResources) -> Option<QuotaStatus> {
+    let guarantee = quota.spec.guarantee.to_milli().unwrap_or_default();
+    let borrowed = MilliResources(
+        guarantee
+            .0
+            .iter()
+            .filter_map(|(name, g)| {
+                let over = used.get(name) - g;
+                (over > 0).then(|| (name.clone(), over))
+            })
+            .collect(),
+    );
+    let status = QuotaStatus {
+        used: used.to_resources(),
+        borrowed: borrowed.to_resources(),
+        observed_generation: quota.metadata.generation,
+    };
+    let current = quota.status.clone().unwrap_or_default();
+    let unchanged = current.used.to_milli().ok() == status.used.to_milli().ok()
+        && current.borrowed.to_milli().ok() == status.borrowed.to_milli().ok()
+        && current.observed_generation == status.observed_generation;
+    (!unchanged).then_some(status)
+}
+
+fn or_null(v: Value) -> Value {
+    match &v {
+        Value::Object(m) if m.is_empty() => Value::Null,
+        _ => v,
+    }
+}
+
 async fn tick(
     client: &kube::Client,
     roles: &Store<Role>,
+    quotas: &Store<Quota>,
     nodes: &Store<Node>,
     tasks: &Store<Task>,
 ) {
     let role_objs = roles.state();
-    let inputs: BTreeMap<String, RoleInput> = role_objs
+    let quota_objs = quotas.state();
+    let mut inputs: BTreeMap<String, RoleInput> = role_objs
         .iter()
         .filter_map(|r| {
             Some((
@@ -134,6 +167,13 @@ async fn tick(
             ))
         })
         .collect();
+    // A role with a Quota but no Role object still has figures.
+    for q in &quota_objs {
+        inputs.entry(q.spec.role.clone()).or_insert(RoleInput {
+            weight: 1.0,
+            parent: None,
+        });
+    }
     let task_objs = tasks.state();
     let views: Vec<RoleTask<'_>> = task_objs
         .iter()
@@ -177,16 +217,41 @@ async fn tick(
             tracing::debug!(role = name, error = %e, "writing role status failed; next tick retries");
         }
     }
+    let quota_api: Api<Quota> = Api::all(client.clone());
+    for quota in &quota_objs {
+        let (Some(name), Some(f)) = (
+            quota.metadata.name.as_deref(),
+            figures.get(&quota.spec.role),
+        ) else {
+            continue;
+        };
+        let Some(status) = quota_status(quota, &f.allocated) else {
+            continue;
+        };
+        let patch = json!({"status": {
+            "used": or_null(json!(status.used)),
+            "borrowed": or_null(json!(status.borrowed)),
+            "observedGeneration": status.observed_generation,
+        }});
+        if let Err(e) = quota_api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            tracing::debug!(quota = name, error = %e, "writing quota status failed; next tick retries");
+        }
+    }
 }
 
 /// Runs the controller until `stop` turns true.
 pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
     let (roles, r) = mirror(Api::<Role>::all(client.clone()));
+    let (quotas, q) = mirror(Api::<Quota>::all(client.clone()));
     let (nodes, n) = mirror(Api::<Node>::all(client.clone()));
     let (tasks, t) = mirror(Api::<Task>::all(client.clone()));
     // Figures from half-filled mirrors would be wrong: wait for all three.
     let filled = async {
         roles.wait_until_ready().await.is_ok()
+            && quotas.wait_until_ready().await.is_ok()
             && nodes.wait_until_ready().await.is_ok()
             && tasks.wait_until_ready().await.is_ok()
     };
@@ -199,11 +264,11 @@ pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bo
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = ticker.tick() => tick(&client, &roles, &nodes, &tasks).await,
+                _ = ticker.tick() => tick(&client, &roles, &quotas, &nodes, &tasks).await,
             }
         }
     }
-    for h in [r, n, t] {
+    for h in [r, q, n, t] {
         h.abort();
     }
 }

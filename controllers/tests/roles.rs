@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{eventually, node, start};
-use corral_api::{Role, Task};
+use corral_api::{Quota, Role, Task};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
@@ -44,6 +44,10 @@ async fn roles_show_what_they_hold_wait_for_their_share_and_latency() -> Result<
     role(&h.client, "eng", 2, None).await?;
     role(&h.client, "analytics", 1, Some("eng")).await?;
     role(&h.client, "idle", 1, None).await?;
+    let quota: Quota = serde_json::from_value(json!({"metadata": {"name": "analytics"},
+        "spec": {"role": "analytics", "guarantee": {"cpus": 2}}}))?;
+    let quotas: Api<Quota> = Api::all(h.client.clone());
+    quotas.create(&PostParams::default(), &quota).await?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let alloc = tokio::spawn(corral_controllers::allocation::run(
         h.client.clone(),
@@ -82,6 +86,16 @@ async fn roles_show_what_they_hold_wait_for_their_share_and_latency() -> Result<
         .and_then(|l| l.time_to_assigned)
         .expect("MTTA over the placed tasks");
     assert_eq!(mtta.samples, 3);
+    eventually(
+        "the quota to show what analytics uses and borrows",
+        || async {
+            let q = quotas.get("analytics").await?.status.unwrap_or_default();
+            Ok(milli(&q.used, "cpus") == 5_000
+                && milli(&q.borrowed, "cpus") == 3_000
+                && q.borrowed.get("memory").is_none())
+        },
+    )
+    .await?;
     let idle = roles.get("idle").await?.status.unwrap_or_default();
     assert_eq!(idle.dominant_share, Some(0.0));
     assert!(idle.allocated.is_empty());
@@ -93,7 +107,12 @@ async fn roles_show_what_they_hold_wait_for_their_share_and_latency() -> Result<
     }
     eventually("analytics to hold and wait for nothing", || async {
         let a = roles.get("analytics").await?.status.unwrap_or_default();
-        Ok(a.allocated.is_empty() && a.pending.is_empty() && a.dominant_share == Some(0.0))
+        let q = quotas.get("analytics").await?.status.unwrap_or_default();
+        Ok(a.allocated.is_empty()
+            && a.pending.is_empty()
+            && a.dominant_share == Some(0.0)
+            && q.used.is_empty()
+            && q.borrowed.is_empty())
     })
     .await?;
 
