@@ -31,11 +31,7 @@ fn yes() -> bool {
         type_ = "string",
         json_path = ".spec.guarantee.cpus"
     ),
-    printcolumn(
-        name = "Used-CPUs",
-        type_ = "string",
-        json_path = ".status.used.cpus"
-    ),
+    printcolumn(name = "Used-CPUs", type_ = "string", json_path = ".status.used.cpus"),
     printcolumn(
         name = "Borrowed-CPUs",
         type_ = "string",

@@ -35,6 +35,7 @@ fn write_out(args: std::fmt::Arguments<'_>) {
 
 mod agent_cmd;
 mod client;
+mod controllers_cmd;
 mod manifests;
 mod server_cmd;
 mod store_cmd;
@@ -115,6 +116,8 @@ enum Command {
     Store(store_cmd::StoreArgs),
     /// Run the Kubernetes-compatible API server and the controllers.
     Server(server_cmd::ServerArgs),
+    /// Run the controllers alone against an API server, with leader election.
+    Controllers(controllers_cmd::ControllersArgs),
     /// Run a node agent (containerd, process or simulated runtime), or import an image.
     Agent(Box<agent_cmd::AgentArgs>),
 }
@@ -157,6 +160,7 @@ async fn run() -> Result<()> {
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,
         Command::Server(args) => server_cmd::run(args).await,
+        Command::Controllers(args) => controllers_cmd::run(args).await,
         Command::Agent(args) => agent_cmd::run(*args).await,
         Command::Apply(a) => client::apply::apply(&ctx().await?, &a).await,
         Command::Get(a) => client::get::run(&ctx().await?, &a).await,

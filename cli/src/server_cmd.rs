@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// Serve the API only: do not run the controllers in this process.
     #[arg(long)]
     pub(crate) no_controllers: bool,
+    /// Run the controllers only while this server holds their lease (for
+    /// several servers over one etcd: one runs them, the others stand by).
+    #[arg(long, env = "CORRAL_LEADER_ELECT")]
+    pub(crate) leader_elect: bool,
     /// How the scheduler ranks nodes: `binpack` or `spread`.
     #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
     pub(crate) placement: String,
@@ -52,11 +56,43 @@ pub struct StartedServer {
     /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
-    controllers: Vec<tokio::task::JoinHandle<ControllerResult>>,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
     server: corral_apiserver::RunningServer,
 }
 
-type ControllerResult = Result<(), corral_controllers::allocation::AllocationError>;
+/// The scheduler's placement policy named on the command line.
+pub fn policy_of(placement: &str) -> corral_core::sched::Policy {
+    if placement == "spread" {
+        corral_core::sched::Policy::Spread
+    } else {
+        corral_core::sched::Policy::BinPack
+    }
+}
+
+/// This process's name among leader-election candidates.
+pub fn identity() -> String {
+    format!("{}-{}", crate::up_cmd::hostname(), std::process::id())
+}
+
+/// Runs every controller until `stop`; with `elect`, only while this
+/// process holds the controllers' lease.
+pub fn spawn_controllers(
+    client: kube::Client,
+    policy: corral_core::sched::Policy,
+    elect: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    if !elect {
+        return tokio::spawn(corral_controllers::run_all(client, policy, stop));
+    }
+    let election = corral_controllers::leader::Election::new(identity());
+    tokio::spawn(corral_controllers::leader::run_elected(
+        client.clone(),
+        election,
+        stop,
+        move |s| corral_controllers::run_all(client.clone(), policy, s),
+    ))
+}
 
 impl std::fmt::Debug for StartedServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,42 +171,12 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
-        let policy = if args.placement == "spread" {
-            corral_core::sched::Policy::Spread
-        } else {
-            corral_core::sched::Policy::BinPack
-        };
-        controllers.push(tokio::spawn(corral_controllers::allocation::run(
-            client.clone(),
-            policy,
-            stop_rx.clone(),
-        )));
-        // The others stop by themselves when `stop` turns; they report no error.
-        let others: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = vec![
-            Box::pin(corral_controllers::jobs::run(
-                client.clone(),
-                stop_rx.clone(),
-            )),
-            Box::pin(corral_controllers::cron::run(
-                client.clone(),
-                stop_rx.clone(),
-            )),
-            Box::pin(corral_controllers::lost::run(
-                client.clone(),
-                stop_rx.clone(),
-            )),
-            Box::pin(corral_controllers::roles::run(
-                client.clone(),
-                stop_rx.clone(),
-            )),
-            Box::pin(corral_controllers::nodes::run(client, stop_rx)),
-        ];
-        for fut in others {
-            controllers.push(tokio::spawn(async move {
-                fut.await;
-                Ok(())
-            }));
-        }
+        controllers.push(spawn_controllers(
+            client,
+            policy_of(&args.placement),
+            args.leader_elect,
+            stop_rx,
+        ));
     }
 
     Ok(StartedServer {
@@ -187,10 +193,8 @@ impl StartedServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for c in self.controllers {
-            match c.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "a controller stopped with an error"),
-                Err(e) => tracing::warn!(error = %e, "a controller panicked"),
+            if let Err(e) = c.await {
+                tracing::warn!(error = %e, "the controllers panicked");
             }
         }
         self.server.shutdown().await;

@@ -97,6 +97,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         tls_sans: Vec::new(),
         token_file: None,
         no_controllers: false,
+        leader_elect: false,
         placement: args.placement.clone(),
     })
     .await?;

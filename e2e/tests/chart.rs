@@ -194,6 +194,19 @@ fn etcd_nodeport_and_no_agent_render_valid_manifests() -> Result<()> {
     validate(&docs)?;
     let server = find(&docs, "StatefulSet")?;
     assert!(args_of(server).contains(&"--store=etcd://etcd-0:2379,etcd-1:2379".to_owned()));
+    assert!(
+        !args_of(server).contains(&"--leader-elect".to_owned()),
+        "one server"
+    );
+    let ha = render(&[
+        "server.store.type=etcd",
+        "server.store.etcd.endpoints={etcd-0:2379}",
+        "server.replicas=3",
+    ])?;
+    validate(&ha)?;
+    let servers = find(&ha, "StatefulSet")?;
+    assert_eq!(servers["spec"]["replicas"], 3);
+    assert!(args_of(servers).contains(&"--leader-elect".to_owned()));
     assert!(server["spec"]["volumeClaimTemplates"].is_null());
     assert!(docs.iter().all(|d| d["kind"] != "DaemonSet"));
     assert_eq!(
@@ -229,6 +242,10 @@ fn bad_values_fail_with_a_clear_message() -> Result<()> {
             "server.store.etcd.endpoints must list at least one endpoint",
         ),
         (vec!["tls.existingSecret=x"], "set agent.kubeconfigSecret"),
+        (
+            vec!["server.replicas=2"],
+            "server.replicas above 1 needs server.store.type=etcd",
+        ),
     ] {
         let err = render(&sets)
             .err()

@@ -1,0 +1,56 @@
+//! `corral controllers`: every controller, in a process of its own, against
+//! an API server (`corral server --no-controllers`, or several of them over
+//! one etcd). With leader election (on by default) any number may run: one
+//! leads, the others stand by and take over within a lease (15 s) of the
+//! leader's end, at once when it shuts down cleanly.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::agent_cmd::client_from;
+use crate::server_cmd::{identity, policy_of, spawn_controllers, wait_for_signal};
+use crate::store_cmd::home_dir;
+
+/// `corral controllers` options.
+#[derive(Debug, Args)]
+pub struct ControllersArgs {
+    /// Kubeconfig of the Corral API server (default `$CORRAL_HOME/kubeconfig`).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Corral's state directory (default `~/.corral`).
+    #[arg(long, env = "CORRAL_HOME")]
+    home: Option<PathBuf>,
+    /// How the scheduler ranks nodes: `binpack` or `spread`.
+    #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
+    placement: String,
+    /// Run without leader election: only when no other controllers run.
+    #[arg(long)]
+    no_leader_elect: bool,
+}
+
+pub async fn run(args: ControllersArgs) -> Result<()> {
+    let kubeconfig = match args.kubeconfig {
+        Some(k) => k,
+        None => home_dir(args.home)?.join("kubeconfig"),
+    };
+    let client = client_from(&kubeconfig).await?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let elect = !args.no_leader_elect;
+    let handle = spawn_controllers(client, policy_of(&args.placement), elect, stop_rx);
+    if elect {
+        outln!(
+            "corral controllers {} campaigning for the lease {}/{}",
+            identity(),
+            corral_controllers::leader::LEASE_NAMESPACE,
+            corral_controllers::leader::LEASE_NAME
+        );
+    } else {
+        outln!("corral controllers running (no leader election)");
+    }
+    wait_for_signal().await?;
+    let _ = stop.send(true);
+    handle.await?;
+    Ok(())
+}
