@@ -414,13 +414,19 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
             "--runtimes",
             "process",
             "--resources",
-            "cpus=2,memory=2Gi,disk=1Gi",
+            "cpus=1,memory=2Gi,disk=1Gi",
             "--oversubscribe",
             "0.5",
             "--sample-seconds",
             "1",
         ],
     )?;
+    // Idle until the test touches `burn`, then busy on its whole CPU.
+    let trigger = server.home.join("burn");
+    let burn_later = format!(
+        "while [ ! -e {} ]; do sleep 0.2; done; while :; do :; done",
+        trigger.display()
+    );
     let job = |name: &str, tier: &str, cpus: &str, script: &str| {
         let memory = if tier == "preferred" { "512Mi" } else { "16Mi" };
         format!(
@@ -431,12 +437,12 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
         &["apply", "-f", "-"],
         &format!(
             "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {{name: ops}}\nspec: {{weight: 1}}\n---\n{}",
-            job("idle", "preferred", "2", "sleep 300")
+            job("idle", "preferred", "1", &burn_later)
         ),
     )?
     .ok()?;
-    // The node's CPU is all allocated; the idle task's unused half comes back
-    // as revocable capacity (CPU and memory).
+    // The node's CPU is all allocated; half of the idle task's unused CPU
+    // comes back as revocable capacity (and of its memory).
     let revocable = || -> Result<i64> {
         let r = k.run(&[
             "get",
@@ -448,18 +454,18 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
         Ok(r.stdout.trim().trim_end_matches('m').parse().unwrap_or(0))
     };
     wait_for("revocable CPU to be offered", WAIT, || {
-        Ok(revocable()? >= 900)
+        Ok(revocable()? >= 450)
     })?;
-    assert!(revocable()? <= 1000, "at most half of the 2 idle cpus");
+    assert!(revocable()? <= 500, "at most half of the idle cpu");
     // A revocable task runs on it; a preemptible one still does not fit.
     k.run_stdin(
         &["apply", "-f", "-"],
-        &job("scavenger", "revocable", "0.5", "sleep 300"),
+        &job("scavenger", "revocable", "0.25", "sleep 300"),
     )?
     .ok()?;
     k.run_stdin(
         &["apply", "-f", "-"],
-        &job("batch", "preemptible", "0.5", "sleep 300"),
+        &job("batch", "preemptible", "0.25", "sleep 300"),
     )?
     .ok()?;
     wait_for("the revocable task to run", WAIT, || {
@@ -478,6 +484,30 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
             .stdout,
         "PENDING"
     );
+    // The idle task gets busy: its idle share is gone, and the QoS
+    // controller evicts the revocable task that ran on it.
+    std::fs::write(&trigger, "")?;
+    wait_for("the revocable task to be evicted", WAIT, || {
+        Ok(k.run(&[
+            "get",
+            "task",
+            "scavenger-0-0",
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?
+        .stdout
+            == "KILLED")
+    })?;
+    let events = k
+        .run(&[
+            "get",
+            "task",
+            "scavenger-0-0",
+            "-o",
+            "jsonpath={.status.taskEvents[*].message}",
+        ])?
+        .ok()?;
+    assert!(events.contains("QoS controller of node over"), "{events}");
     // Stop the host processes this test started.
     for j in ["idle", "scavenger", "batch"] {
         k.run(&["delete", "job", j])?.ok()?;

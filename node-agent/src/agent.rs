@@ -32,7 +32,9 @@ use tokio::sync::mpsc;
 
 use crate::runtime::{ContainerRuntime, RuntimeEvent, kind_name};
 use crate::supervise::{Health, Supervisor, key_of};
-use crate::usage::{TaskUse, revocable_estimate, sample_usage, write_usage};
+use crate::usage::{
+    RevocableTask, TaskUse, qos_evictions, revocable_estimate, sample_usage, write_usage,
+};
 
 pub use crate::supervise::KILL_GRACE;
 
@@ -318,19 +320,9 @@ pub async fn run(
             _ = samples.tick() => {
                 if let [node] = cfg.nodes.as_slice() {
                     let usage = sample_usage(&runtimes, &book.tasks, &mut last_cpu);
-                    let revocable = cfg.oversubscribe.map(|factor| {
-                        let objects = book.objects.lock().map(|o| o.clone()).unwrap_or_default();
-                        let measured = usage.iter().filter(|(k, _)| !k.is_empty()).filter_map(|(k, (cpu, mem))| {
-                            let t = objects.get(k)?;
-                            let milli = |r: &str| t.spec.resources.get(r).and_then(|q| q.milli().ok()).unwrap_or(0);
-                            Some(TaskUse {
-                                cpu_milli: (milli("cpus"), *cpu),
-                                memory_bytes: (milli("memory") / 1000, *mem),
-                                revocable: t.spec.tier == corral_api::common::Tier::Revocable,
-                            })
-                        });
-                        revocable_estimate(measured, factor)
-                    });
+                    let revocable = cfg
+                        .oversubscribe
+                        .map(|factor| oversubscription(&mut book, &usage, factor, node));
                     tokio::spawn(write_usage(client.clone(), node.clone(), usage, revocable));
                 }
             }
@@ -363,4 +355,65 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Oversubscription after a usage sample: the revocable capacity to offer
+/// (Mesos's resource estimator), and the QoS controller's evictions when
+/// revocable tasks hold more than that. Evicts nothing until every
+/// non-revocable task here has been measured (a fresh agent has no rates
+/// yet, which would read as no idle capacity at all).
+fn oversubscription(
+    book: &mut Supervisor,
+    usage: &BTreeMap<String, (u64, u64)>,
+    factor: f64,
+    node: &str,
+) -> (u64, u64) {
+    let objects = book.objects.lock().map(|o| o.clone()).unwrap_or_default();
+    let milli = |t: &Task, r: &str| {
+        t.spec
+            .resources
+            .get(r)
+            .and_then(|q| q.milli().ok())
+            .unwrap_or(0)
+    };
+    let revocable_tier = |t: &Task| t.spec.tier == corral_api::common::Tier::Revocable;
+    let measured: Vec<TaskUse> = usage
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .filter_map(|(k, (cpu, mem))| {
+            let t = objects.get(k)?;
+            Some(TaskUse {
+                cpu_milli: (milli(t, "cpus"), *cpu),
+                memory_bytes: (milli(t, "memory") / 1000, *mem),
+                revocable: revocable_tier(t),
+            })
+        })
+        .collect();
+    let estimate = revocable_estimate(measured.iter().copied(), factor);
+    let own_tasks = book
+        .tasks
+        .keys()
+        .filter(|k| objects.get(*k).is_some_and(|t| !revocable_tier(t)))
+        .count();
+    if measured.iter().filter(|m| !m.revocable).count() < own_tasks {
+        return estimate;
+    }
+    let revocable: Vec<RevocableTask> = objects
+        .iter()
+        .filter(|(k, t)| revocable_tier(t) && book.tasks.contains_key(*k))
+        .map(|(k, t)| RevocableTask {
+            key: k.clone(),
+            cpu_milli: u64::try_from(milli(t, "cpus")).unwrap_or(0),
+            memory_bytes: u64::try_from(milli(t, "memory") / 1000).unwrap_or(0),
+            created: t
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |c| c.0.as_second()),
+        })
+        .collect();
+    for key in qos_evictions(&revocable, estimate) {
+        book.evict(&key, node);
+    }
+    estimate
 }

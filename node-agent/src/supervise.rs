@@ -429,6 +429,30 @@ impl Supervisor {
         true
     }
 
+    /// Evicts a revocable task the node's own tasks need the room of: it
+    /// goes PREEMPTING (by the node's QoS controller), is killed, and is
+    /// replaced like any preempted task.
+    pub(crate) fn evict(&mut self, key: &str, node: &str) {
+        let Some((idx, _)) = self.tasks.get(key).cloned() else {
+            return;
+        };
+        if self.killing.contains(key) {
+            return;
+        }
+        tracing::info!(task = %key, node, "QoS: evicting a revocable task");
+        self.report(
+            key,
+            Event::Preempted {
+                by: format!(
+                    "the QoS controller of node {node}: its own tasks use their idle capacity again"
+                ),
+            },
+            node,
+        );
+        let grace = self.object(key).map(|t| grace_of(&t)).unwrap_or(KILL_GRACE);
+        self.kill(key, idx, grace);
+    }
+
     /// Fencing: the lease went unrenewed too long. Kills everything this
     /// agent runs (grace at most `grace_cap`) and launches nothing until
     /// [`Supervisor::unfence`].

@@ -4,7 +4,9 @@
 //! time into a rate between two samples, and writes each task's
 //! `status.usage` and the node's sum. With oversubscription on, it also
 //! estimates the node's revocable capacity (Mesos's resource estimator):
-//! a fraction of what non-revocable tasks were allocated but left idle.
+//! a fraction of what non-revocable tasks were allocated but left idle; and
+//! when that estimate shrinks below what revocable tasks hold, says which of
+//! them to evict (Mesos's QoS controller).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -134,8 +136,68 @@ pub(crate) async fn write_usage(
     }
 }
 
+/// A revocable task running here, for the QoS decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocableTask {
+    /// Task key.
+    pub key: String,
+    /// Allocated CPU, milli-cores.
+    pub cpu_milli: u64,
+    /// Allocated memory, bytes.
+    pub memory_bytes: u64,
+    /// When it was created (Unix seconds): the youngest go first.
+    pub created: i64,
+}
+
+/// The QoS controller: which revocable tasks to evict, youngest first, so
+/// that what the rest hold fits in the revocable capacity now estimated
+/// (CPU milli-cores, memory bytes). The node's own tasks are taking their
+/// idle share back.
+pub fn qos_evictions(tasks: &[RevocableTask], estimate: (u64, u64)) -> Vec<String> {
+    let mut by_age: Vec<&RevocableTask> = tasks.iter().collect();
+    by_age.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.key.cmp(&b.key)));
+    let (mut cpu, mut mem) = tasks.iter().fold((0u64, 0u64), |(c, m), t| {
+        (c + t.cpu_milli, m + t.memory_bytes)
+    });
+    let mut out = Vec::new();
+    for t in by_age {
+        if cpu <= estimate.0 && mem <= estimate.1 {
+            break;
+        }
+        cpu -= t.cpu_milli;
+        mem -= t.memory_bytes;
+        out.push(t.key.clone());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_youngest_revocable_tasks_go_until_the_rest_fit_the_estimate() {
+        let t = |key: &str, cpu, mem, created| RevocableTask {
+            key: key.into(),
+            cpu_milli: cpu,
+            memory_bytes: mem,
+            created,
+        };
+        let tasks = [
+            t("old", 500, 100, 1),
+            t("mid", 500, 100, 2),
+            t("new", 500, 100, 3),
+        ];
+        assert!(qos_evictions(&tasks, (1500, 300)).is_empty(), "all fit");
+        assert_eq!(qos_evictions(&tasks, (1000, 300)), vec!["new"]);
+        assert_eq!(qos_evictions(&tasks, (600, 300)), vec!["new", "mid"]);
+        assert_eq!(
+            qos_evictions(&tasks, (1500, 150)),
+            vec!["new", "mid"],
+            "memory counts too"
+        );
+        assert_eq!(qos_evictions(&tasks, (0, 0)).len(), 3);
+        assert!(qos_evictions(&[], (0, 0)).is_empty());
+    }
+
     use super::*;
 
     #[test]
