@@ -1,8 +1,10 @@
 //! Authentication and authorization, as separate layers.
 //!
 //! Authentication turns a request into a [`User`]: a bearer token from the
-//! token file, or a TLS client certificate signed by Corral's CA (verified by
-//! rustls during the handshake). Anything else is 401. Authorization then asks
+//! token file (compared in constant time), or a TLS client certificate
+//! signed by Corral's CA (verified by rustls during the handshake), whose
+//! subject names the user (CN) and groups (O), as in Kubernetes. Anything
+//! else is 401. Authorization then asks
 //! an [`Authorizer`] whether that user may perform the request (403 if not);
 //! today's [`AllowAuthenticated`] lets every authenticated user do everything,
 //! and per-role authorization plugs in here later.
@@ -27,6 +29,8 @@ pub enum Authn {
 pub struct User {
     /// The user name (`corral-admin`).
     pub name: String,
+    /// Its groups (`system:masters`).
+    pub groups: Vec<String>,
     /// How it authenticated.
     pub method: AuthMethod,
 }
@@ -42,32 +46,64 @@ pub enum AuthMethod {
     Anonymous,
 }
 
+/// Who a verified client certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// The subject's common name: the user.
+    pub common_name: String,
+    /// The subject's organizations: the groups.
+    pub organizations: Vec<String>,
+}
+
+/// Reads the user and groups from a certificate (DER), as Kubernetes does:
+/// CN is the user, each O a group. None when unreadable or without a CN.
+pub fn cert_identity(der: &[u8]) -> Option<CertIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let common_name = subject
+        .iter_common_name()
+        .find_map(|a| a.as_str().ok())?
+        .to_owned();
+    let organizations = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_owned)
+        .collect();
+    (!common_name.is_empty()).then_some(CertIdentity {
+        common_name,
+        organizations,
+    })
+}
+
 impl Authn {
-    /// Authenticates a request from its `Authorization` header and whether the
-    /// TLS handshake verified a client certificate.
+    /// Authenticates a request from its `Authorization` header and the
+    /// client certificate the TLS handshake verified, if any.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
-        has_client_cert: bool,
+        client_cert: Option<&CertIdentity>,
     ) -> Result<User, ApiError> {
         let Authn::Required(tokens) = self else {
             return Ok(User {
                 name: "system:anonymous".into(),
+                groups: vec!["system:unauthenticated".into()],
                 method: AuthMethod::Anonymous,
             });
         };
         let token = authorization
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if let Some(name) = token.and_then(|t| tokens.user(t)) {
+        if let Some((name, groups)) = token.and_then(|t| tokens.user(t)) {
             return Ok(User {
                 name: name.to_owned(),
+                groups: groups.to_vec(),
                 method: AuthMethod::Token,
             });
         }
-        if has_client_cert {
+        if let Some(id) = client_cert {
             return Ok(User {
-                name: "client-certificate".into(),
+                name: id.common_name.clone(),
+                groups: id.organizations.clone(),
                 method: AuthMethod::ClientCertificate,
             });
         }
@@ -153,33 +189,75 @@ mod tests {
     fn tokens_and_certificates_authenticate_and_nothing_else() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("tokens.csv");
-        std::fs::write(&path, "secret,alice,1,\"g\"\n").expect("write");
+        std::fs::write(&path, "secret,alice,1,\"devs,ops\"\nother,bob,2\n").expect("write");
         let authn = Authn::Required(Arc::new(Tokens::load(&path).expect("load")));
+        let alice = authn
+            .authenticate(Some("Bearer secret"), None)
+            .expect("token");
         assert_eq!(
-            authn
-                .authenticate(Some("Bearer secret"), false)
-                .expect("token")
-                .name,
-            "alice"
+            (alice.name.as_str(), alice.groups.clone()),
+            ("alice", vec!["devs".to_owned(), "ops".to_owned()])
         );
+        let bob = authn
+            .authenticate(Some("Bearer other"), None)
+            .expect("token");
+        assert_eq!((bob.name.as_str(), bob.groups.len()), ("bob", 0));
+        let id = CertIdentity {
+            common_name: "carol".into(),
+            organizations: vec!["system:masters".into()],
+        };
+        let carol = authn.authenticate(None, Some(&id)).expect("cert");
         assert_eq!(
-            authn.authenticate(None, true).expect("cert").method,
-            AuthMethod::ClientCertificate
+            (carol.name.as_str(), carol.method, carol.groups),
+            (
+                "carol",
+                AuthMethod::ClientCertificate,
+                vec!["system:masters".to_owned()]
+            )
         );
+        for wrong in [
+            "Bearer wrong",
+            "Bearer secre",
+            "Bearer secrets",
+            "Basic secret",
+        ] {
+            assert!(
+                matches!(
+                    authn.authenticate(Some(wrong), None),
+                    Err(ApiError::Unauthorized)
+                ),
+                "{wrong}"
+            );
+        }
         assert!(matches!(
-            authn.authenticate(Some("Bearer wrong"), false),
+            authn.authenticate(None, None),
             Err(ApiError::Unauthorized)
         ));
-        assert!(matches!(
-            authn.authenticate(None, false),
-            Err(ApiError::Unauthorized)
-        ));
+    }
+
+    #[test]
+    fn a_certificate_names_its_user_and_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = crate::pki::Pki::load_or_create(&dir.path().join("pki"), &[]).expect("pki");
+        let der = rustls_pemfile::certs(&mut pki.admin_cert_pem.as_bytes())
+            .next()
+            .expect("a certificate")
+            .expect("readable");
+        assert_eq!(
+            cert_identity(der.as_ref()),
+            Some(CertIdentity {
+                common_name: "corral-admin".into(),
+                organizations: vec!["system:masters".into()],
+            })
+        );
+        assert_eq!(cert_identity(b"not a certificate"), None);
     }
 
     #[test]
     fn a_refusal_is_a_forbidden_status_naming_the_request() {
         let user = User {
             name: "bob".into(),
+            groups: Vec::new(),
             method: AuthMethod::Token,
         };
         let attrs = Attributes {

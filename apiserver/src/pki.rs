@@ -247,10 +247,19 @@ impl Pki {
 
 /// Bearer tokens read from a token file.
 #[derive(Debug, Clone, Default)]
-pub struct Tokens(Vec<(String, String)>);
+pub struct Tokens(Vec<TokenEntry>);
+
+/// One line of a token file.
+#[derive(Debug, Clone)]
+struct TokenEntry {
+    token: String,
+    user: String,
+    groups: Vec<String>,
+}
 
 impl Tokens {
-    /// Reads `token,user,…` lines (blank lines and `#` comments skipped).
+    /// Reads kube-apiserver's `token,user,uid,"group1,group2"` lines (the
+    /// uid and groups optional; blank lines and `#` comments skipped).
     pub fn load(path: &Path) -> Result<Self, PkiError> {
         let text = read(path)?;
         Ok(Tokens(
@@ -258,18 +267,42 @@ impl Tokens {
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .filter_map(|l| {
-                    let mut f = l.split(',');
-                    Some((f.next()?.to_owned(), f.next()?.to_owned()))
+                    let mut f = l.splitn(4, ',');
+                    let (token, user) = (f.next()?.to_owned(), f.next()?.to_owned());
+                    let _uid = f.next();
+                    let groups = f
+                        .next()
+                        .map(|g| {
+                            g.trim()
+                                .trim_matches('"')
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|g| !g.is_empty())
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Some(TokenEntry {
+                        token,
+                        user,
+                        groups,
+                    })
                 })
                 .collect(),
         ))
     }
 
-    /// The user a bearer token belongs to.
-    pub fn user(&self, token: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(t, _)| t == token)
-            .map(|(_, u)| u.as_str())
+    /// The user (and groups) a bearer token belongs to. Every entry is
+    /// compared in constant time, so response times say nothing about how
+    /// much of a guess was right.
+    pub fn user(&self, token: &str) -> Option<(&str, &[String])> {
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for e in &self.0 {
+            if bool::from(e.token.as_bytes().ct_eq(token.as_bytes())) && found.is_none() {
+                found = Some((e.user.as_str(), e.groups.as_slice()));
+            }
+        }
+        found
     }
 }

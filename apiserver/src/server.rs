@@ -6,6 +6,7 @@
 //! authorization (every authenticated user may do everything, for now) →
 //! routing → handler. Every error leaves as a `Status`.
 
+use crate::auth::CertIdentity;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,13 +121,20 @@ pub fn serve_with_options(
                         match acceptor {
                             Some(acc) => {
                                 let Ok(tls) = acc.accept(stream).await else { return };
-                                let has_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), has_cert, peer, req));
+                                // Verified by rustls against the CA; its subject names the user.
+                                let cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| crate::auth::cert_identity(c.as_ref()))
+                                    .map(Arc::new);
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), cert.clone(), peer, req));
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
                                 let _ = watcher.watch(conn).await;
                             }
                             None => {
-                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), false, peer, req));
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), None, peer, req));
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                                 let _ = watcher.watch(conn).await;
                             }
@@ -230,14 +238,14 @@ struct Target {
 async fn handle(
     api: Api,
     authn: Security,
-    has_cert: bool,
+    cert: Option<Arc<CertIdentity>>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let response = match route(api, authn, has_cert, req).await {
+    let response = match route(api, authn, cert.as_deref(), req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -248,7 +256,7 @@ async fn handle(
 async fn route(
     api: Api,
     sec: Security,
-    has_cert: bool,
+    cert: Option<&CertIdentity>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
@@ -272,7 +280,7 @@ async fn route(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = sec.authn.authenticate(authorization, has_cert)?;
+    let user = sec.authn.authenticate(authorization, cert)?;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get_only = |m: &Method| {
         if *m == Method::GET {

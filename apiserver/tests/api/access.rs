@@ -74,3 +74,57 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// A client certificate's subject is the caller: CN the user, O the groups.
+#[tokio::test]
+async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
+    /// Lets only the certificate's `corral-admin` of `system:masters` write.
+    #[derive(Debug)]
+    struct CertAdminsWrite;
+    impl corral_apiserver::Authorizer for CertAdminsWrite {
+        fn allows(
+            &self,
+            u: &corral_apiserver::auth::User,
+            a: &corral_apiserver::auth::Attributes,
+        ) -> bool {
+            matches!(a.verb, "get" | "list" | "watch")
+                || (u.method == corral_apiserver::auth::AuthMethod::ClientCertificate
+                    && u.name == "corral-admin"
+                    && u.groups.iter().any(|g| g == "system:masters"))
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+    let api = Server::new(
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        Registry::standard(),
+    );
+    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = corral_apiserver::serve_with_authorizer(
+        api,
+        listener,
+        Some(pki.server_config()?),
+        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+        Arc::new(CertAdminsWrite),
+    )?;
+    let url = format!("https://{}", server.local_addr);
+    let by_cert: Api<Job> = Api::namespaced(
+        client_for(&pki.kubeconfig_with_client_cert(&url)).await?,
+        "default",
+    );
+    by_cert
+        .create(&PostParams::default(), &job("by-cert", 1)?)
+        .await?;
+    let by_token: Api<Job> = Api::namespaced(client_for(&pki.kubeconfig(&url)).await?, "default");
+    let (code, _, _) = api_error(
+        by_token
+            .create(&PostParams::default(), &job("by-token", 1)?)
+            .await
+            .err()
+            .context("a token is not a certificate")?,
+    )?;
+    assert_eq!(code, 403);
+    server.shutdown().await;
+    Ok(())
+}
