@@ -562,6 +562,12 @@ impl WatchCache {
         Ok(sub)
     }
 
+    /// The cached object at `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        let r = self.resource_of(key)?;
+        self.state.read().ok()?.resources[r].get(key).cloned()
+    }
+
     /// True when the cache holds `key`.
     pub fn contains(&self, key: &str) -> bool {
         let Some(r) = self.resource_of(key) else {

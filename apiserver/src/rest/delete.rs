@@ -1,8 +1,17 @@
 //! Deletes: finalizers and deletionTimestamp, preconditions, namespace
-//! contents, and background garbage collection of dependents.
+//! termination, and background garbage collection of dependents.
+//!
+//! Deleting a namespace that holds objects marks it Terminating (a
+//! deletionTimestamp, the `kubernetes` finalizer in `spec.finalizers`,
+//! `status.phase: Terminating`); nothing new may be created in it. Its
+//! objects are then deleted like any delete — those with finalizers stay
+//! until their finalizers are removed — and once it is empty the namespace
+//! goes. A server that restarts resumes the terminations it finds.
 
 use super::*;
 
+/// The finalizer (in `spec.finalizers`) of a terminating namespace.
+const NAMESPACE_FINALIZER: &str = "kubernetes";
 /// The finalizer that holds an owner during foreground deletion.
 const FOREGROUND: &str = "foregroundDeletion";
 /// How long foreground deletion waits for dependents to disappear.
@@ -104,8 +113,28 @@ impl Api {
                     Err(e) => return Err(ApiError::from_store(e, &resource, name)),
                 }
             }
-            if desc.kind == "Namespace" {
-                self.delete_namespace_contents(name).await?;
+            if desc.kind == "Namespace" && !self.namespace_is_empty(name).await? {
+                if meta_str(&current, "deletionTimestamp").is_some() {
+                    return Ok(current);
+                }
+                let mut marked = current.clone();
+                let meta = meta_mut(&mut marked);
+                meta.insert("deletionTimestamp".into(), json!(now_time()));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                marked["spec"]["finalizers"] = json!([NAMESPACE_FINALIZER]);
+                marked["status"]["phase"] = json!("Terminating");
+                match self
+                    .store
+                    .update(&key, to_stored(&marked)?, kv.mod_revision)
+                    .await
+                {
+                    Ok(new_kv) => {
+                        self.spawn_namespace_termination(name.to_owned());
+                        return from_stored(&new_kv.value, new_kv.mod_revision);
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, &resource, name)),
+                }
             }
             match self.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(d) => {
@@ -155,21 +184,79 @@ impl Api {
         })
     }
 
-    /// Removes every namespaced object of namespace `ns`.
-    async fn delete_namespace_contents(&self, ns: &str) -> Result<(), ApiError> {
+    /// True when no namespaced object lives in `ns`.
+    async fn namespace_is_empty(&self, ns: &str) -> Result<bool, ApiError> {
+        for desc in self.registry.all().iter().filter(|d| d.namespaced) {
+            let mut req = RangeRequest::prefix(desc.key_prefix(Some(ns)));
+            req.limit = 1;
+            if !self.store.range(req).await?.items.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Deletes every object of the terminating namespace `ns` (each through
+    /// [`Api::delete`], so finalizers hold), and returns whether it is empty.
+    async fn delete_namespace_contents(&self, ns: &str) -> Result<bool, ApiError> {
+        let mut empty = true;
         for desc in self.registry.all().iter().filter(|d| d.namespaced) {
             let page = self
                 .store
                 .range(RangeRequest::prefix(desc.key_prefix(Some(ns))))
                 .await?;
             for kv in page.items {
-                match self.store.delete(&kv.key, None).await {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
+                empty = false;
+                let obj = from_stored(&kv.value, kv.mod_revision)?;
+                if meta_str(&obj, "deletionTimestamp").is_some() {
+                    continue; // waiting for its finalizers
+                }
+                let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+                match self
+                    .delete(desc, Some(ns), &name, &DeleteOptions::default())
+                    .await
+                {
+                    Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
-        Ok(())
+        Ok(empty)
+    }
+
+    /// Terminates namespace `ns` in the background: deletes its contents
+    /// until none is left, then the namespace itself.
+    pub(super) fn spawn_namespace_termination(&self, ns: String) {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut pause = std::time::Duration::from_millis(20);
+            loop {
+                match api.delete_namespace_contents(&ns).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, error = %e, "terminating a namespace; retrying")
+                    }
+                }
+                // Objects with finalizers wait for their controllers.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            let key = format!("/registry/core/namespaces/{ns}");
+            for _ in 0..MAX_RETRIES {
+                let Ok(Some(kv)) = api.store.get(&key).await else {
+                    return;
+                };
+                match api.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(_) => return,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, error = %e, "deleting a terminated namespace failed");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Background garbage collection: deletes (recursively) the objects whose

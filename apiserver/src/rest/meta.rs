@@ -164,6 +164,7 @@ pub(super) fn same_ignoring_manager_time(a: &[u8], b: &[u8]) -> bool {
 
 /// Creates the `default` namespace when it does not exist yet.
 pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
+    resume_namespace_terminations(api).await?;
     let desc = api
         .registry
         .find("", "v1", "namespaces")
@@ -176,6 +177,24 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
         {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Resumes the terminations of namespaces marked for deletion (a server
+/// that stopped while one was under way).
+async fn resume_namespace_terminations(api: &Api) -> Result<(), ApiError> {
+    let page = api
+        .store
+        .range(RangeRequest::prefix("/registry/core/namespaces/"))
+        .await?;
+    for kv in page.items {
+        let ns = super::from_stored(&kv.value, kv.mod_revision)?;
+        if meta_str(&ns, "deletionTimestamp").is_some()
+            && let Some(name) = meta_str(&ns, "name")
+        {
+            api.spawn_namespace_termination(name.to_owned());
         }
     }
     Ok(())

@@ -5,7 +5,8 @@
 use super::*;
 
 impl Api {
-    /// A namespaced kind needs its namespace to exist.
+    /// A namespaced kind needs its namespace to exist, and not to be
+    /// terminating (Kubernetes' NamespaceLifecycle admission).
     async fn require_namespace(
         &self,
         desc: &ResourceDesc,
@@ -15,12 +16,23 @@ impl Api {
             return Ok(());
         };
         let key = format!("/registry/core/namespaces/{ns}");
+        let terminating = |v: &Value| meta_str(v, "deletionTimestamp").is_some();
+        let refuse = || {
+            ApiError::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ))
+        };
         // The cache answers "present" cheaply; "absent" is confirmed with the store
         // (a namespace created a moment ago may not be cached yet).
-        if self.cache.as_ref().is_some_and(|c| c.contains(&key)) {
-            return Ok(());
+        if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            return if terminating(&entry.value) {
+                Err(refuse())
+            } else {
+                Ok(())
+            };
         }
         match self.store.get(&key).await? {
+            Some(kv) if terminating(&from_stored(&kv.value, kv.mod_revision)?) => Err(refuse()),
             Some(_) => Ok(()),
             None => Err(ApiError::NotFound {
                 resource: "namespaces".into(),

@@ -80,8 +80,56 @@ pub async fn deleting_a_namespace_removes_its_contents(ts: &TestServer) -> Resul
     let mut j = job("inside", 1)?;
     j.metadata.namespace = Some("doomed".into());
     jobs.create(&PostParams::default(), &j).await?;
+    let mut held = job("held", 1)?;
+    held.metadata.namespace = Some("doomed".into());
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    jobs.create(&PostParams::default(), &held).await?;
+
+    // The namespace terminates: nothing new goes in; its objects go, those
+    // with finalizers once their finalizers are removed.
     nss.delete("doomed", &DeleteParams::default()).await?;
-    assert!(jobs.get_opt("inside").await?.is_none());
+    let ns = nss.get("doomed").await?;
+    assert!(ns.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    let mut late = job("late", 1)?;
+    late.metadata.namespace = Some("doomed".into());
+    let (code, reason, message) = api_error(
+        jobs.create(&PostParams::default(), &late)
+            .await
+            .err()
+            .context("created in a terminating namespace")?,
+    )?;
+    assert_eq!(
+        (code, reason.as_str(), message.as_str()),
+        (
+            403,
+            "Forbidden",
+            "unable to create new content in namespace doomed because it is being terminated"
+        )
+    );
+    eventually("the namespace's plain objects to go", || async {
+        Ok(jobs.get_opt("inside").await?.is_none())
+    })
+    .await?;
+    let waiting = jobs.get("held").await?;
+    assert!(
+        waiting.metadata.deletion_timestamp.is_some(),
+        "marked, held"
+    );
+    assert!(nss.get_opt("doomed").await?.is_some(), "still terminating");
+    jobs.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    eventually("the namespace to go once empty", || async {
+        Ok(nss.get_opt("doomed").await?.is_none())
+    })
+    .await?;
     let (code, _, message) = api_error(
         jobs.create(&PostParams::default(), &j)
             .await
