@@ -68,6 +68,8 @@ pub struct ResourceDesc {
     pub selectable: Vec<String>,
     /// The OpenAPI v3 schema of the whole object.
     pub schema: Value,
+    /// Its merged lists, read from `schema` (for server-side apply).
+    pub lists: Arc<crate::ssa::Lists>,
     /// Custom or built-in.
     pub origin: Origin,
 }
@@ -222,6 +224,7 @@ fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
             .into_iter()
             .map(|f| f.json_path.trim_start_matches('.').to_owned())
             .collect(),
+        lists: Arc::new(crate::ssa::Lists::from_schema(&schema)),
         schema,
         origin: Origin::Custom,
     }
@@ -253,6 +256,7 @@ fn builtin(
         status_subresource,
         columns,
         selectable: selectable.iter().map(|s| s.to_string()).collect(),
+        lists: Arc::new(crate::ssa::Lists::from_schema(&schema)),
         schema,
         origin: Origin::BuiltIn,
     }

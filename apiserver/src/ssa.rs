@@ -1,8 +1,12 @@
 //! Field ownership (`metadata.managedFields`) and server-side apply.
 //!
 //! A simplified structured merge: an object's fields are its leaf paths
-//! (scalars, lists — lists are atomic — and empty maps); each manager owns a
-//! set of them, per operation (`Apply` or `Update`). Rules, as in Kubernetes:
+//! (scalars, atomic lists and empty maps); each manager owns a set of them,
+//! per operation (`Apply` or `Update`). Lists the schema marks
+//! `x-kubernetes-list-type: map` are merged by their keys, and each item's
+//! fields are owned on their own (a path goes through `k:{"type":"Ready"}`);
+//! `set` lists are owned value by value (`v:"x"`); other lists are atomic.
+//! Rules, as in Kubernetes:
 //! - create and update give the writing manager the fields it set or changed,
 //!   and take those fields from everyone else (no conflicts on updates);
 //! - apply sets the applied fields; a field owned by another manager with a
@@ -10,7 +14,7 @@
 //! - a field the same manager applied before and no longer applies is
 //!   removed, unless another manager also owns it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -26,6 +30,106 @@ pub struct Conflict {
     pub api_version: String,
     /// The field, as `.spec.instances`.
     pub field: String,
+}
+
+/// How a list is merged, from its schema's `x-kubernetes-list-type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListType {
+    /// Replaced whole.
+    Atomic,
+    /// Items merged by these keys.
+    Map(Vec<String>),
+    /// Scalars, each owned on its own.
+    Set,
+}
+
+/// The merged (non-atomic) lists of a kind, by schema path (field names,
+/// no item segments).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lists(BTreeMap<Vec<String>, ListType>);
+
+impl Lists {
+    /// Reads the list types from an OpenAPI v3 schema; every kind's
+    /// `metadata.finalizers` (set), `metadata.ownerReferences` (by uid) and
+    /// `status.conditions` (by type) are merged lists, as in Kubernetes.
+    pub fn from_schema(schema: &Value) -> Self {
+        fn walk(s: &Value, path: &mut Vec<String>, out: &mut BTreeMap<Vec<String>, ListType>) {
+            if let Some(props) = s.get("properties").and_then(Value::as_object) {
+                for (name, child) in props {
+                    path.push(name.clone());
+                    walk(child, path, out);
+                    path.pop();
+                }
+            }
+            if let Some(items) = s.get("items") {
+                let kind = match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                    Some("map") => s
+                        .get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|k| {
+                            ListType::Map(
+                                k.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect(),
+                            )
+                        }),
+                    Some("set") => Some(ListType::Set),
+                    _ => None,
+                };
+                if let Some(k) = kind {
+                    out.insert(path.clone(), k);
+                }
+                walk(items, path, out);
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(schema, &mut Vec::new(), &mut out);
+        let p = |a: &str, b: &str| vec![a.to_owned(), b.to_owned()];
+        out.entry(p("metadata", "finalizers"))
+            .or_insert(ListType::Set);
+        out.entry(p("metadata", "ownerReferences"))
+            .or_insert(ListType::Map(vec!["uid".into()]));
+        out.entry(p("status", "conditions"))
+            .or_insert(ListType::Map(vec!["type".into()]));
+        Lists(out)
+    }
+
+    /// The list type at `path` (item segments skipped).
+    fn at(&self, path: &[String]) -> ListType {
+        let schema_path: Vec<String> = path.iter().filter(|s| !is_item(s)).cloned().collect();
+        self.0
+            .get(&schema_path)
+            .cloned()
+            .unwrap_or(ListType::Atomic)
+    }
+}
+
+/// True for a list-item segment (`k:{…}`, `v:…`).
+fn is_item(seg: &str) -> bool {
+    seg.starts_with("k:{") || seg.starts_with("v:")
+}
+
+/// The segment of a map-list item, `k:{"name":"x"}` (keys sorted), or None
+/// when it lacks a key.
+fn item_key(item: &Value, keys: &[String]) -> Option<String> {
+    let mut fields = BTreeMap::new();
+    for k in keys {
+        fields.insert(k.as_str(), item.get(k)?);
+    }
+    Some(format!("k:{}", serde_json::to_string(&fields).ok()?))
+}
+
+/// The index of the item `seg` names in `list`.
+fn find_item(list: &[Value], seg: &str) -> Option<usize> {
+    if let Some(keys) = seg.strip_prefix("k:") {
+        let want: Map<String, Value> = serde_json::from_str(keys).ok()?;
+        list.iter()
+            .position(|item| want.iter().all(|(k, v)| same(item.get(k), Some(v))))
+    } else {
+        let want: Value = serde_json::from_str(seg.strip_prefix("v:")?).ok()?;
+        list.iter().position(|item| same(Some(item), Some(&want)))
+    }
 }
 
 /// One managedFields entry.
@@ -49,13 +153,32 @@ fn overlaps(a: &FieldPath, b: &FieldPath) -> bool {
 }
 
 /// The leaf fields of an object's content (system metadata left out).
-pub fn leaves(obj: &Value) -> BTreeSet<FieldPath> {
-    fn walk(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
+pub fn leaves(obj: &Value, lists: &Lists) -> BTreeSet<FieldPath> {
+    fn walk(v: &Value, path: &mut FieldPath, lists: &Lists, out: &mut BTreeSet<FieldPath>) {
+        match (v, lists.at(path)) {
+            (Value::Object(m), _) if !m.is_empty() => {
                 for (k, child) in m {
                     path.push(k.clone());
-                    walk(child, path, out);
+                    walk(child, path, lists, out);
+                    path.pop();
+                }
+            }
+            (Value::Array(items), ListType::Map(keys)) if !items.is_empty() => {
+                let segs: Option<Vec<String>> = items.iter().map(|i| item_key(i, &keys)).collect();
+                let Some(segs) = segs else {
+                    out.insert(path.clone()); // an item without its key: atomic
+                    return;
+                };
+                for (item, seg) in items.iter().zip(segs) {
+                    path.push(seg);
+                    walk(item, path, lists, out);
+                    path.pop();
+                }
+            }
+            (Value::Array(items), ListType::Set) if !items.is_empty() => {
+                for item in items {
+                    path.push(format!("v:{item}"));
+                    out.insert(path.clone());
                     path.pop();
                 }
             }
@@ -74,44 +197,54 @@ pub fn leaves(obj: &Value) -> BTreeSet<FieldPath> {
                     if let Some(Value::Object(m)) = v.get(f) {
                         for (key, val) in m {
                             let mut p = vec!["metadata".to_owned(), f.to_owned(), key.clone()];
-                            walk(val, &mut p, &mut out);
+                            walk(val, &mut p, lists, &mut out);
                         }
                     }
                 }
                 for f in ["finalizers", "ownerReferences"] {
-                    if v.get(f).is_some() {
-                        out.insert(vec!["metadata".to_owned(), f.to_owned()]);
+                    if let Some(val) = v.get(f) {
+                        let mut p = vec!["metadata".to_owned(), f.to_owned()];
+                        walk(val, &mut p, lists, &mut out);
                     }
                 }
             }
             _ => {
                 let mut p = vec![k.clone()];
-                walk(v, &mut p, &mut out);
+                walk(v, &mut p, lists, &mut out);
             }
         }
     }
     out
 }
 
-/// Encodes a field set as `FieldsV1`.
+/// Encodes a field set as `FieldsV1` (list items as `k:`/`v:` keys, map
+/// items with their `.` marker, as Kubernetes writes them).
 pub fn to_fields_v1(fields: &BTreeSet<FieldPath>) -> Value {
     let mut root = Map::new();
     for path in fields {
         let mut cur = &mut root;
         for seg in path {
-            let entry = cur.entry(format!("f:{seg}")).or_insert_with(|| json!({}));
+            let key = if is_item(seg) {
+                seg.clone()
+            } else {
+                format!("f:{seg}")
+            };
+            let entry = cur.entry(key).or_insert_with(|| json!({}));
             if !entry.is_object() {
                 *entry = json!({});
             }
             let Value::Object(next) = entry else { break };
+            if seg.starts_with("k:{") {
+                next.insert(".".into(), json!({}));
+            }
             cur = next;
         }
     }
     Value::Object(root)
 }
 
-/// Decodes `FieldsV1` into leaf paths. Keyed list items (`k:`, `v:`, `i:`)
-/// own their whole list, which Corral treats as atomic.
+/// Decodes `FieldsV1` into leaf paths. Index items (`i:`), which Corral
+/// does not write, own their whole list.
 pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
     fn walk(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
         let Some(m) = v.as_object() else { return };
@@ -126,6 +259,10 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
         for (k, child) in children {
             if let Some(name) = k.strip_prefix("f:") {
                 path.push(name.to_owned());
+                walk(child, path, out);
+                path.pop();
+            } else if is_item(k) {
+                path.push(k.clone());
                 walk(child, path, out);
                 path.pop();
             } else if !path.is_empty() {
@@ -153,7 +290,14 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
 }
 
 fn get<'a>(obj: &'a Value, path: &FieldPath) -> Option<&'a Value> {
-    path.iter().try_fold(obj, |cur, seg| cur.get(seg))
+    path.iter().try_fold(obj, |cur, seg| {
+        if is_item(seg) {
+            let list = cur.as_array()?;
+            list.get(find_item(list, seg)?)
+        } else {
+            cur.get(seg)
+        }
+    })
 }
 
 fn remove(obj: &mut Value, path: &FieldPath) {
@@ -162,14 +306,101 @@ fn remove(obj: &mut Value, path: &FieldPath) {
     };
     let mut cur = obj;
     for seg in parents {
-        match cur.get_mut(seg) {
-            Some(next) => cur = next,
+        let next = if is_item(seg) {
+            let Some(list) = cur.as_array_mut() else {
+                return;
+            };
+            let Some(i) = find_item(list, seg) else {
+                return;
+            };
+            list.get_mut(i)
+        } else {
+            cur.get_mut(seg)
+        };
+        match next {
+            Some(n) => cur = n,
             None => return,
         }
     }
-    if let Some(m) = cur.as_object_mut() {
+    if is_item(last) {
+        if let Some(list) = cur.as_array_mut()
+            && let Some(i) = find_item(list, last)
+        {
+            list.remove(i);
+        }
+    } else if let Some(m) = cur.as_object_mut() {
         m.remove(last);
     }
+}
+
+/// Merges an applied configuration into `target`: maps field by field,
+/// map lists item by item (by key), sets value by value; anything else the
+/// applied value replaces. System metadata in `applied` is ignored.
+fn merge_applied(target: &mut Value, applied: &Value, lists: &Lists) {
+    fn merge(t: &mut Value, a: &Value, path: &mut FieldPath, lists: &Lists) {
+        match (t, a) {
+            (Value::Object(tm), Value::Object(am)) => {
+                for (k, v) in am {
+                    path.push(k.clone());
+                    match tm.get_mut(k) {
+                        Some(existing)
+                            if (existing.is_object() && v.is_object())
+                                || (existing.is_array()
+                                    && v.is_array()
+                                    && lists.at(path) != ListType::Atomic) =>
+                        {
+                            merge(existing, v, path, lists)
+                        }
+                        _ => {
+                            tm.insert(k.clone(), v.clone());
+                        }
+                    }
+                    path.pop();
+                }
+            }
+            (Value::Array(tl), Value::Array(al)) => match lists.at(path) {
+                ListType::Map(keys) => {
+                    for item in al {
+                        let Some(seg) = item_key(item, &keys) else {
+                            tl.push(item.clone());
+                            continue;
+                        };
+                        match find_item(tl, &seg) {
+                            Some(i) => {
+                                path.push(seg);
+                                merge(&mut tl[i], item, path, lists);
+                                path.pop();
+                            }
+                            None => tl.push(item.clone()),
+                        }
+                    }
+                }
+                ListType::Set => {
+                    for item in al {
+                        if !tl.iter().any(|x| same(Some(x), Some(item))) {
+                            tl.push(item.clone());
+                        }
+                    }
+                }
+                ListType::Atomic => *tl = al.clone(),
+            },
+            (t, a) => *t = a.clone(),
+        }
+    }
+    let mut a = applied.clone();
+    if let Some(m) = a.get_mut("metadata").and_then(Value::as_object_mut) {
+        for system in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "deletionTimestamp",
+        ] {
+            m.remove(system);
+        }
+    }
+    merge(target, &a, &mut Vec::new(), lists);
 }
 
 fn parse_entries(obj: &Value) -> Vec<Entry> {
@@ -264,13 +495,14 @@ pub fn record_update(
     manager: &str,
     subresource: Option<&str>,
     now: &str,
+    lists: &Lists,
 ) {
     let mut entries = parse_entries(new);
-    let new_leaves = leaves(new);
+    let new_leaves = leaves(new, lists);
     let changed: BTreeSet<FieldPath> = match old {
         None => new_leaves.clone(),
         Some(o) => {
-            let old_leaves = leaves(o);
+            let old_leaves = leaves(o, lists);
             old_leaves
                 .union(&new_leaves)
                 .filter(|p| !same(get(o, p), get(new, p)))
@@ -311,9 +543,10 @@ pub fn apply(
     manager: &str,
     force: bool,
     now: &str,
+    lists: &Lists,
 ) -> Result<Value, Vec<Conflict>> {
     let mut entries = parse_entries(live);
-    let applied_fields = leaves(applied);
+    let applied_fields = leaves(applied, lists);
     let mut conflicts = Vec::new();
     for e in &entries {
         if e.manager == manager && e.operation == "Apply" {
@@ -343,16 +576,26 @@ pub fn apply(
         .map(|e| e.fields.clone())
         .unwrap_or_default();
     let mut next = live.clone();
-    for p in previous.difference(&applied_fields) {
-        let shared = entries.iter().any(|e| {
+    let kept_elsewhere = |p: &FieldPath| {
+        entries.iter().any(|e| {
             !(e.manager == manager && e.operation == "Apply")
                 && e.fields.iter().any(|q| overlaps(p, q))
-        });
-        if !shared && !applied_fields.iter().any(|a| overlaps(p, a)) {
-            remove(&mut next, p);
+        }) || applied_fields.iter().any(|a| overlaps(p, a))
+    };
+    for p in previous.difference(&applied_fields) {
+        // A list item nobody else has a field of goes whole, key included.
+        let item = p
+            .iter()
+            .position(|seg| is_item(seg))
+            .map(|i| p[..=i].to_vec())
+            .filter(|item| !kept_elsewhere(item));
+        match item {
+            Some(item) => remove(&mut next, &item),
+            None if !kept_elsewhere(p) => remove(&mut next, p),
+            None => {}
         }
     }
-    crate::patch::apply_configuration(&mut next, applied);
+    merge_applied(&mut next, applied, lists);
     // Forced or uncontested, the applied fields are this manager's alone.
     for e in entries.iter_mut() {
         if !(e.manager == manager && e.operation == "Apply") {
@@ -400,6 +643,76 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
 mod tests {
     use super::*;
 
+    /// The lists every kind merges (finalizers, ownerReferences, conditions).
+    fn lists() -> Lists {
+        Lists::from_schema(&json!({}))
+    }
+
+    #[test]
+    fn managers_own_their_items_of_keyed_lists_and_their_values_of_sets() {
+        let base =
+            json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": "j"}});
+        let with = |finalizer: &str, condition: &str, status: &str| {
+            let mut v = base.clone();
+            v["metadata"]["finalizers"] = json!([finalizer]);
+            v["status"] = json!({"conditions": [{"type": condition, "status": status}]});
+            v
+        };
+        // Two controllers each apply their own finalizer and condition.
+        let one = apply(
+            &base,
+            &with("a/f", "Ready", "True"),
+            "a",
+            false,
+            "t0",
+            &lists(),
+        )
+        .expect("a");
+        let two = apply(
+            &one,
+            &with("b/f", "Progressing", "False"),
+            "b",
+            false,
+            "t1",
+            &lists(),
+        )
+        .expect("no conflict: other items");
+        assert_eq!(two["metadata"]["finalizers"], json!(["a/f", "b/f"]));
+        assert_eq!(
+            two["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True"}, {"type": "Progressing", "status": "False"}])
+        );
+        // Changing another manager's item is a conflict naming the item's field.
+        let err = apply(
+            &two,
+            &with("b/f", "Ready", "False"),
+            "b",
+            false,
+            "t2",
+            &lists(),
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err[0].field,
+            ".status.conditions.k:{\"type\":\"Ready\"}.status"
+        );
+        // A manager that stops applying its items removes only those.
+        let three = apply(&two, &base, "a", false, "t3", &lists()).expect("a again");
+        assert_eq!(three["metadata"]["finalizers"], json!(["b/f"]));
+        assert_eq!(
+            three["status"]["conditions"],
+            json!([{"type": "Progressing", "status": "False"}])
+        );
+        // The items round-trip through FieldsV1 as Kubernetes writes them.
+        let f = leaves(&two, &lists());
+        assert_eq!(from_fields_v1(&to_fields_v1(&f)), f);
+        assert!(
+            to_fields_v1(&f)["f:status"]["f:conditions"]["k:{\"type\":\"Ready\"}"]
+                .get(".")
+                .is_some()
+        );
+    }
+
     fn job(instances: u32, priority: i32) -> Value {
         json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": "j", "labels": {"a": "1"}},
                "spec": {"instances": instances, "priority": priority, "container": {"image": "busybox", "command": ["sh"]}}})
@@ -407,7 +720,7 @@ mod tests {
 
     #[test]
     fn fields_v1_round_trips() {
-        let f = leaves(&job(1, 0));
+        let f = leaves(&job(1, 0), &lists());
         assert!(f.contains(&vec![
             "spec".to_string(),
             "container".to_string(),
@@ -430,7 +743,12 @@ mod tests {
                     "labels".to_string(),
                     "a".to_string()
                 ],
-                vec!["spec".to_string(), "list".to_string()]
+                vec![
+                    "spec".to_string(),
+                    "list".to_string(),
+                    "k:{\"name\":\"x\"}".to_string(),
+                    "name".to_string()
+                ]
             ]
             .into_iter()
             .collect()
@@ -440,8 +758,8 @@ mod tests {
     #[test]
     fn a_second_manager_conflicts_on_a_changed_field_and_force_takes_it() {
         let mut created = job(1, 0);
-        record_update(None, &mut created, "alice", None, "t0");
-        let err = apply(&created, &job(2, 0), "bob", false, "t1").expect_err("conflict");
+        record_update(None, &mut created, "alice", None, "t0", &lists());
+        let err = apply(&created, &job(2, 0), "bob", false, "t1", &lists()).expect_err("conflict");
         assert_eq!(
             err,
             vec![Conflict {
@@ -455,8 +773,8 @@ mod tests {
             "Apply failed with 1 conflict: conflict with \"alice\" using corral.dev/v1alpha1: .spec.instances"
         );
         // Same value: no conflict, shared ownership.
-        assert!(apply(&created, &job(1, 0), "bob", false, "t1").is_ok());
-        let forced = apply(&created, &job(2, 0), "bob", true, "t1").expect("forced");
+        assert!(apply(&created, &job(1, 0), "bob", false, "t1", &lists()).is_ok());
+        let forced = apply(&created, &job(2, 0), "bob", true, "t1", &lists()).expect("forced");
         assert_eq!(forced["spec"]["instances"], 2);
         let entries = parse_entries(&forced);
         let alice = entries
@@ -485,6 +803,7 @@ mod tests {
             "alice",
             false,
             "t0",
+            &lists(),
         )
         .expect("apply");
         let mut smaller = applied.clone();
@@ -492,24 +811,24 @@ mod tests {
             .as_object_mut()
             .map(|m| m.remove("priority"));
         smaller["metadata"]["labels"] = json!({});
-        let next = apply(&live, &smaller, "alice", false, "t1").expect("apply");
+        let next = apply(&live, &smaller, "alice", false, "t1", &lists()).expect("apply");
         assert!(next["spec"].get("priority").is_none(), "{next}");
         assert!(next["metadata"]["labels"].get("a").is_none(), "{next}");
         // Another manager's update keeps a field alive.
         let mut updated = live.clone();
         updated["spec"]["priority"] = json!(5);
-        record_update(Some(&live), &mut updated, "carol", None, "t2");
-        let next = apply(&updated, &smaller, "alice", false, "t3").expect("apply");
+        record_update(Some(&live), &mut updated, "carol", None, "t2", &lists());
+        let next = apply(&updated, &smaller, "alice", false, "t3", &lists()).expect("apply");
         assert_eq!(next["spec"]["priority"], 5);
     }
 
     #[test]
     fn updates_take_ownership_without_conflicts() {
         let mut created = job(1, 0);
-        record_update(None, &mut created, "alice", None, "t0");
+        record_update(None, &mut created, "alice", None, "t0", &lists());
         let mut changed = created.clone();
         changed["spec"]["instances"] = json!(3);
-        record_update(Some(&created), &mut changed, "bob", None, "t1");
+        record_update(Some(&created), &mut changed, "bob", None, "t1", &lists());
         let entries = parse_entries(&changed);
         let bob = entries.iter().find(|e| e.manager == "bob").expect("bob");
         assert_eq!(

@@ -120,6 +120,7 @@ pub(super) fn record_manager(
     opts: &WriteOptions,
     operation: &str,
     subresource: Option<&str>,
+    lists: &crate::ssa::Lists,
 ) {
     let Some(manager) = opts.field_manager.clone().filter(|m| !m.is_empty()) else {
         return;
@@ -136,7 +137,7 @@ pub(super) fn record_manager(
     if client_wrote {
         return;
     }
-    crate::ssa::record_update(current, obj, &manager, subresource, &now_time());
+    crate::ssa::record_update(current, obj, &manager, subresource, &now_time(), lists);
 }
 
 /// Two stored forms that differ only in managedFields timestamps are the same

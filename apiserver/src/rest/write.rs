@@ -111,7 +111,7 @@ impl Api {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
-        record_manager(&mut body, None, opts, "Update", None);
+        record_manager(&mut body, None, opts, "Update", None, &desc.lists);
         let name = meta_str(&body, "name").unwrap_or_default().to_owned();
         let ns_of_obj = meta_str(&body, "namespace").map(str::to_owned);
         self.require_namespace(desc, ns_of_obj.as_deref()).await?;
@@ -256,11 +256,19 @@ impl Api {
         let mut opts = opts.clone();
         opts.field_manager = Some(manager.clone());
         let force = opts.force;
+        let lists = desc.lists.clone();
         match self.get(desc, ns, name).await {
             Err(ApiError::NotFound { .. }) if !status => {
                 let skeleton = json!({"apiVersion": desc.api_version(), "kind": desc.kind, "metadata": {"name": name}});
-                let mut body = crate::ssa::apply(&skeleton, &applied, &manager, force, &now_time())
-                    .map_err(|conflicts| ApiError::ApplyConflict { conflicts })?;
+                let mut body = crate::ssa::apply(
+                    &skeleton,
+                    &applied,
+                    &manager,
+                    force,
+                    &now_time(),
+                    &desc.lists,
+                )
+                .map_err(|conflicts| ApiError::ApplyConflict { conflicts })?;
                 meta_mut(&mut body).insert("name".into(), json!(name));
                 self.create(desc, ns, body, &opts).await
             }
@@ -276,7 +284,7 @@ impl Api {
                     precondition,
                     &opts,
                     move |current| {
-                        crate::ssa::apply(current, &applied, &manager, force, &now_time())
+                        crate::ssa::apply(current, &applied, &manager, force, &now_time(), &lists)
                             .map_err(|conflicts| ApiError::ApplyConflict { conflicts })
                     },
                     status,
@@ -344,6 +352,7 @@ impl Api {
                 opts,
                 operation,
                 status.then_some("status"),
+                &desc.lists,
             );
             let deleting =
                 meta_str(&next, "deletionTimestamp").is_some() && finalizers(&next).is_empty();
