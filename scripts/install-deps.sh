@@ -29,6 +29,9 @@ have protoc || packages+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || packages+=(libprotobuf-dev)
 have containerd || packages+=(containerd)
 have runc || packages+=(runc)
+# A local registry and an image copier, for the registry-pull test.
+have docker-registry || packages+=(docker-registry)
+have skopeo || packages+=(skopeo)
 # The test image needs a static busybox (`ldd` fails on static binaries).
 if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
 

@@ -75,6 +75,14 @@ pub struct ContainerdArgs {
     /// The snapshotter images are unpacked into.
     #[arg(long, env = "CORRAL_AGENT_SNAPSHOTTER", default_value = "overlayfs")]
     snapshotter: String,
+    /// `missing`: pull an image that is not present from the registry its
+    /// name names (`registry.example:5000/team/app:1`, or Docker Hub);
+    /// `never`: images come only from `image import`.
+    #[arg(long, env = "CORRAL_AGENT_PULL_IMAGES", default_value = "never", value_parser = ["never", "missing"])]
+    pull_images: String,
+    /// Registries (`host:port`, comma-separated) reached over plain HTTP.
+    #[arg(long, env = "CORRAL_AGENT_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
 }
 
 /// Options of a running agent.
@@ -170,6 +178,8 @@ const VALUE_FLAGS: &[&str] = &[
     "containerd-address",
     "containerd-namespace",
     "snapshotter",
+    "pull-images",
+    "insecure-registries",
 ];
 
 fn env_name(flag: &str) -> String {
@@ -336,6 +346,8 @@ async fn build_runtimes(
                     snapshotter: args.containerd.snapshotter.clone(),
                     sandboxes: sandboxes.to_owned(),
                     cgroup_root: args.cgroup_root.clone(),
+                    pull: args.containerd.pull_images == "missing",
+                    insecure_registries: args.containerd.insecure_registries.clone(),
                 };
                 match Containerd::connect(cfg).await {
                     Ok(c) => runtimes.push(Arc::new(c)),

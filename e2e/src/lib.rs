@@ -385,6 +385,11 @@ impl Containerd {
         Ok(())
     }
 
+    /// The OCI archive of the test image `scripts/containerd.sh` built.
+    pub fn image_archive(&self) -> PathBuf {
+        self.dir.path().join("testbox.tar")
+    }
+
     /// `ctr` against this daemon and namespace.
     pub fn ctr(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("ctr")

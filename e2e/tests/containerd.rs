@@ -24,6 +24,11 @@ struct Cluster {
 impl Cluster {
     /// A server, a containerd and an agent named `node` with `runtimes`.
     fn start(node: &str, runtimes: &str) -> Result<Self> {
+        Self::start_with(node, runtimes, &[])
+    }
+
+    /// The same, with extra agent flags.
+    fn start_with(node: &str, runtimes: &str, agent_flags: &[&str]) -> Result<Self> {
         let containerd = Containerd::start(&format!("corral-{node}"))?;
         let server = Server::start()?;
         let k = Kubectl::new(&server)?;
@@ -39,7 +44,7 @@ impl Cluster {
             agent: None,
             node: node.to_owned(),
         };
-        c.start_agent(runtimes)?;
+        c.start_agent(runtimes, agent_flags)?;
         let node = node.to_owned();
         wait_for("the node to register", WAIT, || {
             Ok(c.k.run(&["get", "node.corral.dev", &node])?.code == 0)
@@ -47,24 +52,22 @@ impl Cluster {
         Ok(c)
     }
 
-    fn start_agent(&mut self, runtimes: &str) -> Result<()> {
+    fn start_agent(&mut self, runtimes: &str, extra: &[&str]) -> Result<()> {
         let address = self.containerd.address.display().to_string();
-        let agent = Agent::start(
-            &self.server,
-            &format!("agent-{}", self.node),
-            &[
-                "--node-name",
-                &self.node,
-                "--runtimes",
-                runtimes,
-                "--resources",
-                "cpus=2,memory=2Gi,disk=10Gi",
-                "--containerd-address",
-                &address,
-                "--containerd-namespace",
-                &self.containerd.namespace,
-            ],
-        )?;
+        let mut flags = vec![
+            "--node-name",
+            &self.node,
+            "--runtimes",
+            runtimes,
+            "--resources",
+            "cpus=2,memory=2Gi,disk=10Gi",
+            "--containerd-address",
+            &address,
+            "--containerd-namespace",
+            &self.containerd.namespace,
+        ];
+        flags.extend_from_slice(extra);
+        let agent = Agent::start(&self.server, &format!("agent-{}", self.node), &flags)?;
         self.agent = Some(agent);
         Ok(())
     }
@@ -329,7 +332,7 @@ fn re_adoption(node: &str, runtime: &str) -> Result<()> {
     c.wait_phase("long-0-0", "RUNNING")?;
     let before = c.containerd.ctr(&["tasks", "ls"])?;
     c.agent.take().context("agent")?.crash()?;
-    c.start_agent(runtime)?;
+    c.start_agent(runtime, &[])?;
     // The new agent finds the container; the task stays RUNNING, no replacement appears.
     wait_for("the new agent to re-adopt", WAIT, || {
         Ok(c.agent
@@ -518,5 +521,116 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
             .trim()
             .is_empty())
     })?;
+    Ok(())
+}
+
+/// Debian's docker-registry on a free port of 127.0.0.1, stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: \"{host}\"}}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry (scripts/install-deps.sh installs it)")?;
+        let registry = Registry {
+            child,
+            host,
+            _dir: dir,
+        };
+        wait_for("the registry to listen", WAIT, || {
+            Ok(std::net::TcpStream::connect(&registry.host).is_ok())
+        })?;
+        Ok(registry)
+    }
+
+    /// Pushes an OCI archive as `name` (`team/app:1`), with skopeo.
+    fn push(&self, archive: &std::path::Path, name: &str) -> Result<String> {
+        let reference = format!("{}/{name}", self.host);
+        let out = std::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .context("running skopeo (scripts/install-deps.sh installs it)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(reference)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_image_missing_on_the_node_is_pulled_from_its_registry() -> Result<()> {
+    let registry = Registry::start()?;
+    let node = "puller";
+    let c = Cluster::start_with(
+        node,
+        "containerd",
+        &[
+            "--pull-images",
+            "missing",
+            "--insecure-registries",
+            &registry.host,
+        ],
+    )?;
+    let image = registry.push(&c.containerd.image_archive(), "corral/testbox:1")?;
+    let job = |name: &str, image: &str| {
+        format!(
+            "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {{name: {name}, namespace: analytics}}\nspec:\n  role: analytics\n  environment: devel\n  kind: adhoc\n  maxTaskFailures: 0\n  resources: {{cpus: 0.5, memory: 64Mi, disk: 10Mi}}\n  container:\n    image: {image}\n    command: [sh, -c, \"echo pulled-and-ran\"]\n"
+        )
+    };
+    c.k.run_stdin(&["apply", "-f", "-"], &job("pulled", &image))?
+        .ok()?;
+    c.wait_phase("pulled-0-0", "FINISHED")?;
+    assert!(
+        c.sandbox_file("pulled-0-0", "stdout")
+            .contains("pulled-and-ran")
+    );
+    assert!(
+        c.containerd.ctr(&["images", "ls", "-q"])?.contains(&image),
+        "the image stays for the next task"
+    );
+    // An image the registry does not have: FAILED, saying why.
+    c.k.run_stdin(
+        &["apply", "-f", "-"],
+        &job("absent", &format!("{}/corral/nothing:1", registry.host)),
+    )?
+    .ok()?;
+    let t = c.wait_phase("absent-0-0", "FAILED")?;
+    assert_eq!(t["status"]["failureReason"], "ImageNotFound");
+    let message = t["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("pulling it failed"), "{message}");
     Ok(())
 }

@@ -100,11 +100,12 @@ fn launch(key: &str) -> Result<Launch> {
 
 async fn runtime(sock: &Path, sandboxes: &Path) -> Result<Containerd> {
     Ok(Containerd::connect(ContainerdConfig {
-        address: sock.to_owned(),
         namespace: NAMESPACE.to_owned(),
-        snapshotter: "overlayfs".to_owned(),
-        sandboxes: sandboxes.to_owned(),
-        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        ..ContainerdConfig::new(
+            sock.to_owned(),
+            sandboxes.to_owned(),
+            PathBuf::from("/sys/fs/cgroup"),
+        )
     })
     .await?)
 }

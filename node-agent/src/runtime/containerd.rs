@@ -75,6 +75,25 @@ pub struct ContainerdConfig {
     pub sandboxes: PathBuf,
     /// The cgroup v1 root, for usage and OOM readings.
     pub cgroup_root: PathBuf,
+    /// Pull an image that is not present from the registry its name names.
+    pub pull: bool,
+    /// Registries (`host:port`) spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+impl ContainerdConfig {
+    /// A configuration with the default namespace and snapshotter, no pulls.
+    pub fn new(address: PathBuf, sandboxes: PathBuf, cgroup_root: PathBuf) -> Self {
+        Self {
+            address,
+            namespace: DEFAULT_NAMESPACE.into(),
+            snapshotter: "overlayfs".into(),
+            sandboxes,
+            cgroup_root,
+            pull: false,
+            insecure_registries: Vec::new(),
+        }
+    }
 }
 
 /// Containers through containerd.
@@ -109,6 +128,7 @@ fn backend(detail: impl std::fmt::Display) -> RuntimeError {
 #[derive(Debug)]
 enum StartError {
     Image(ImageError),
+    Pull { name: String, detail: String },
     Step(&'static str, tonic::Status),
 }
 
@@ -123,7 +143,13 @@ impl StartError {
         match self {
             StartError::Image(e @ ImageError::NotFound(_)) => RuntimeEvent::failed(
                 FailureReason::ImageNotFound,
-                format!("{e}; import it with `corral agent image import`"),
+                format!(
+                    "{e}; import it with `corral agent image import`, or let the agent pull it (`--pull-images missing`)"
+                ),
+            ),
+            StartError::Pull { name, detail } => RuntimeEvent::failed(
+                FailureReason::ImageNotFound,
+                format!("image {name} is not present and pulling it failed: {detail}"),
             ),
             StartError::Image(e) => {
                 RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string())
@@ -251,8 +277,14 @@ impl Containerd {
         sandbox: &Path,
     ) -> Result<(), StartError> {
         let cfg = &self.inner.cfg;
-        let image =
-            image::resolve(&self.inner.channel, &cfg.namespace, &launch.container.image).await?;
+        let reference = &launch.container.image;
+        let image = match image::resolve(&self.inner.channel, &cfg.namespace, reference).await {
+            Err(ImageError::NotFound(name)) if cfg.pull => {
+                self.pull(&name).await?;
+                image::resolve(&self.inner.channel, &cfg.namespace, reference).await?
+            }
+            other => other?,
+        };
         let spec = self.spec(launch, id, &image, sandbox);
         // A leftover of an earlier attempt with the same id (an agent that
         // died half-way) is cleared first.
@@ -366,6 +398,48 @@ impl Containerd {
                 key: id.to_owned(),
             }))
             .await;
+    }
+
+    /// Pulls and unpacks `name` (normalized) with containerd's own `ctr`, as
+    /// `image import` does (containerd 1.6 has no Transfer service): the
+    /// registry is the one the name names, over HTTPS unless listed as
+    /// insecure.
+    async fn pull(&self, name: &str) -> Result<(), StartError> {
+        let cfg = &self.inner.cfg;
+        let host = name.split('/').next().unwrap_or_default();
+        let mut cmd = tokio::process::Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&cfg.address)
+            .args(["-n", &cfg.namespace, "images", "pull"])
+            .args(["--snapshotter", &cfg.snapshotter]);
+        if cfg.insecure_registries.iter().any(|r| r == host) {
+            cmd.arg("--plain-http");
+        }
+        let out = cmd
+            .arg(name)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| StartError::Pull {
+                name: name.to_owned(),
+                detail: format!("running ctr: {e}"),
+            })?;
+        if out.status.success() {
+            tracing::info!(image = name, "pulled");
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let detail = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("ctr images pull failed")
+            .trim()
+            .to_owned();
+        Err(StartError::Pull {
+            name: name.to_owned(),
+            detail,
+        })
     }
 
     fn track(&self, key: &str, id: &str, uid: Option<String>) -> watch::Sender<bool> {
