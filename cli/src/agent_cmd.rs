@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// ones reported); also run whenever the agent (re)lists its tasks.
     #[arg(long, env = "CORRAL_AGENT_RECONCILE_SECONDS", default_value_t = 5)]
     reconcile_seconds: u64,
+    /// Import every OCI or Docker archive (`*.tar`) in this directory into
+    /// containerd at start, as `image import` does (images without a registry).
+    #[arg(long, env = "CORRAL_AGENT_IMAGE_DIR")]
+    image_dir: Option<PathBuf>,
     /// Where task sandboxes live (default `$CORRAL_HOME/agent/<node>/sandboxes`).
     #[arg(long, env = "CORRAL_AGENT_WORK_DIR")]
     work_dir: Option<PathBuf>,
@@ -171,6 +175,7 @@ const VALUE_FLAGS: &[&str] = &[
     "oversubscribe",
     "sample-seconds",
     "reconcile-seconds",
+    "image-dir",
     "log-listen",
     "advertise-address",
     "work-dir",
@@ -303,6 +308,26 @@ fn import_image(file: &Path, c: &ContainerdArgs) -> Result<()> {
     Ok(())
 }
 
+/// Imports every `*.tar` in `dir` (in name order). An archive that does not
+/// import is reported and skipped: the agent still starts.
+fn import_dir(dir: &Path, c: &ContainerdArgs) -> Result<()> {
+    let mut archives: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading --image-dir {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    archives.sort();
+    for archive in archives {
+        match import_image(&archive, c) {
+            Ok(()) => tracing::info!(archive = %archive.display(), "image imported"),
+            Err(e) => {
+                tracing::warn!(archive = %archive.display(), error = %e, "image import failed")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The machine's CPUs, memory, and the disk space of the filesystem that
 /// holds the sandboxes, for `--resources` left unset.
 fn detect_resources(sandboxes: &Path) -> String {
@@ -350,7 +375,12 @@ async fn build_runtimes(
                     insecure_registries: args.containerd.insecure_registries.clone(),
                 };
                 match Containerd::connect(cfg).await {
-                    Ok(c) => runtimes.push(Arc::new(c)),
+                    Ok(c) => {
+                        if let Some(dir) = &args.image_dir {
+                            import_dir(dir, &args.containerd)?;
+                        }
+                        runtimes.push(Arc::new(c))
+                    }
                     Err(e) if args.runtimes.len() > 1 => {
                         eprintln!("containerd is not available ({e}); using the other runtimes");
                     }

@@ -634,3 +634,33 @@ fn an_image_missing_on_the_node_is_pulled_from_its_registry() -> Result<()> {
     assert!(message.contains("pulling it failed"), "{message}");
     Ok(())
 }
+
+#[test]
+fn archives_in_the_image_dir_are_imported_when_the_agent_starts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The test image once more, under a name nothing else imports.
+    let out = std::process::Command::new("python3")
+        .arg(corral_e2e::workspace().join("scripts/testbox-image.py"))
+        .arg(dir.path().join("from-dir.tar"))
+        .args(["--name", "docker.io/library/from-dir:1"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "testbox-image.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.path().join("notes.txt"), "not an image")?;
+    let image_dir = dir.path().display().to_string();
+    let c = Cluster::start_with("importer", "containerd", &["--image-dir", &image_dir])?;
+    c.k.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {name: imported, namespace: analytics}\nspec:\n  role: analytics\n  environment: devel\n  kind: adhoc\n  resources: {cpus: 0.5, memory: 64Mi, disk: 10Mi}\n  container:\n    image: from-dir:1\n    command: [sh, -c, \"echo from-the-dir\"]\n",
+    )?
+    .ok()?;
+    c.wait_phase("imported-0-0", "FINISHED")?;
+    assert!(
+        c.sandbox_file("imported-0-0", "stdout")
+            .contains("from-the-dir")
+    );
+    Ok(())
+}
