@@ -98,7 +98,9 @@ pub fn apply_patch(kind: PatchKind, target: &mut Value, patch: &Value) -> Result
             Ok(())
         }
         PatchKind::Apply => {
-            apply_configuration(target, patch);
+            // Server-side apply's merge step, every list atomic (the apply
+            // endpoint itself merges with the kind's list types).
+            crate::ssa::merge_applied(target, patch, &crate::ssa::Lists::default());
             Ok(())
         }
     }
@@ -215,43 +217,6 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The merge step of server-side apply: every field of the applied
-/// configuration is set on the live object (maps merge, lists and scalars
-/// replace). `metadata` system fields are never taken from the applied object.
-pub fn apply_configuration(target: &mut Value, applied: &Value) {
-    fn merge(t: &mut Value, a: &Value) {
-        match (t, a) {
-            (Value::Object(tm), Value::Object(am)) => {
-                for (k, v) in am {
-                    match tm.get_mut(k) {
-                        Some(existing) if existing.is_object() && v.is_object() => {
-                            merge(existing, v)
-                        }
-                        _ => {
-                            tm.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-            (t, a) => *t = a.clone(),
-        }
-    }
-    let mut a = applied.clone();
-    if let Some(m) = a.get_mut("metadata").and_then(Value::as_object_mut) {
-        for system in [
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "generation",
-            "managedFields",
-            "deletionTimestamp",
-        ] {
-            m.remove(system);
-        }
-    }
-    merge(target, &a);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,10 +261,12 @@ mod tests {
     #[test]
     fn apply_merges_maps_and_replaces_lists() {
         let mut live = json!({"metadata": {"name": "j", "uid": "u", "labels": {"a": "1"}}, "spec": {"x": 1, "list": [1, 2], "keep": true}});
-        apply_configuration(
+        apply_patch(
+            PatchKind::Apply,
             &mut live,
             &json!({"metadata": {"name": "j", "uid": "evil", "labels": {"b": "2"}}, "spec": {"x": 2, "list": [3]}}),
-        );
+        )
+        .expect("apply");
         assert_eq!(
             live,
             json!({"metadata": {"name": "j", "uid": "u", "labels": {"a": "1", "b": "2"}}, "spec": {"x": 2, "list": [3], "keep": true}})

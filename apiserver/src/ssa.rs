@@ -333,10 +333,11 @@ fn remove(obj: &mut Value, path: &FieldPath) {
     }
 }
 
-/// Merges an applied configuration into `target`: maps field by field,
-/// map lists item by item (by key), sets value by value; anything else the
-/// applied value replaces. System metadata in `applied` is ignored.
-fn merge_applied(target: &mut Value, applied: &Value, lists: &Lists) {
+/// The merge step of server-side apply: merges an applied configuration
+/// into `target` — maps field by field, map lists item by item (by key),
+/// sets value by value; anything else the applied value replaces. System
+/// metadata in `applied` is ignored.
+pub(crate) fn merge_applied(target: &mut Value, applied: &Value, lists: &Lists) {
     fn merge(t: &mut Value, a: &Value, path: &mut FieldPath, lists: &Lists) {
         match (t, a) {
             (Value::Object(tm), Value::Object(am)) => {
