@@ -204,20 +204,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
         })
         .collect();
     // MTTA / MTTS / MTTR over the job's tasks, from their task events.
-    let histories: Vec<corral_core::latency::TaskHistory<'_>> = owned
-        .iter()
-        .filter_map(|t| {
-            Some(corral_core::latency::TaskHistory {
-                created: t.metadata.creation_timestamp.as_ref()?.0,
-                events: t
-                    .status
-                    .as_ref()
-                    .map(|s| s.task_events.as_slice())
-                    .unwrap_or(&[]),
-            })
-        })
-        .collect();
-    let latency = corral_core::latency::figures(histories);
+    let latency = corral_core::latency::figures(
+        owned
+            .iter()
+            .filter_map(corral_core::latency::TaskHistory::of),
+    );
     // The history limit: old ended tasks go; their failures stay counted.
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let already_pruned = if plan.prune.is_empty() {

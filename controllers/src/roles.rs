@@ -186,14 +186,7 @@ async fn tick(
                     .map(|s| s.phase())
                     .unwrap_or(corral_api::TaskPhase::Pending),
                 resources: t.spec.resources.to_milli().ok()?,
-                history: TaskHistory {
-                    created: t.metadata.creation_timestamp.as_ref()?.0,
-                    events: t
-                        .status
-                        .as_ref()
-                        .map(|s| s.task_events.as_slice())
-                        .unwrap_or(&[]),
-                },
+                history: TaskHistory::of(t)?,
             })
         })
         .collect();

@@ -20,6 +20,18 @@ async fn task(api: &Api<Task>, name: &str, tier: &str, cpus: i64) -> Result<()> 
     Ok(())
 }
 
+/// What the agent reports once it killed `task`.
+async fn killed(api: &Api<Task>, task: &Task) -> Result<()> {
+    let name = task.metadata.name.clone().context("name")?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "KILLED"}})),
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_preferred_task_preempts_and_then_runs_where_its_victims_were() -> Result<()> {
     let h = start().await?;
@@ -86,14 +98,7 @@ async fn a_preferred_task_preempts_and_then_runs_where_its_victims_were() -> Res
     );
     // The agent kills the victims.
     for v in victims {
-        let name = v.metadata.name.clone().context("name")?;
-        tasks
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "KILLED"}})),
-            )
-            .await?;
+        killed(&tasks, v).await?;
     }
     eventually("the preemptor to be bound", || async {
         Ok(tasks.get("prod").await?.spec.node_name.as_deref() == Some("n1"))
@@ -182,14 +187,7 @@ async fn a_role_reclaims_the_guarantee_it_lent_and_protects_what_it_does_not_len
     // The agent kills the victims.
     for t in tasks.list(&ListParams::default()).await?.items {
         if t.status.as_ref().map(|s| s.phase()) == Some(TaskPhase::Preempting) {
-            let name = t.metadata.name.clone().context("name")?;
-            tasks
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"phase": "KILLED"}})),
-                )
-                .await?;
+            killed(&tasks, &t).await?;
         }
     }
     eventually("web to run on what it reclaimed", || async {

@@ -19,6 +19,20 @@ pub struct TaskHistory<'a> {
     pub events: &'a [TaskEvent],
 }
 
+impl<'a> TaskHistory<'a> {
+    /// A task object's history (None until it has a creation time).
+    pub fn of(task: &'a corral_api::Task) -> Option<Self> {
+        Some(TaskHistory {
+            created: task.metadata.creation_timestamp.as_ref()?.0,
+            events: task
+                .status
+                .as_ref()
+                .map(|s| s.task_events.as_slice())
+                .unwrap_or(&[]),
+        })
+    }
+}
+
 fn first(events: &[TaskEvent], phase: TaskPhase) -> Option<jiff::Timestamp> {
     events
         .iter()

@@ -74,6 +74,19 @@ impl Cluster {
 
     /// Applies an ad-hoc or service job running `script` in the test image.
     fn job(&self, name: &str, kind: &str, memory: &str, script: &str, extra: &str) -> Result<()> {
+        self.job_with_image(TEST_IMAGE, name, kind, memory, script, extra)
+    }
+
+    /// The same, in `image`.
+    fn job_with_image(
+        &self,
+        image: &str,
+        name: &str,
+        kind: &str,
+        memory: &str,
+        script: &str,
+        extra: &str,
+    ) -> Result<()> {
         let job = format!(
             r#"apiVersion: corral.dev/v1alpha1
 kind: Job
@@ -86,7 +99,7 @@ spec:
   maxTaskFailures: 1
   resources: {{cpus: 0.5, memory: {memory}, disk: 10Mi}}
   container:
-    image: {TEST_IMAGE}
+    image: {image}
     command: [sh, -c, {script:?}]{extra}
 "#
         );
@@ -606,13 +619,8 @@ fn an_image_missing_on_the_node_is_pulled_from_its_registry() -> Result<()> {
         ],
     )?;
     let image = registry.push(&c.containerd.image_archive(), "corral/testbox:1")?;
-    let job = |name: &str, image: &str| {
-        format!(
-            "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {{name: {name}, namespace: analytics}}\nspec:\n  role: analytics\n  environment: devel\n  kind: adhoc\n  maxTaskFailures: 0\n  resources: {{cpus: 0.5, memory: 64Mi, disk: 10Mi}}\n  container:\n    image: {image}\n    command: [sh, -c, \"echo pulled-and-ran\"]\n"
-        )
-    };
-    c.k.run_stdin(&["apply", "-f", "-"], &job("pulled", &image))?
-        .ok()?;
+    let script = "echo pulled-and-ran";
+    c.job_with_image(&image, "pulled", "adhoc", "64Mi", script, "")?;
     c.wait_phase("pulled-0-0", "FINISHED")?;
     assert!(
         c.sandbox_file("pulled-0-0", "stdout")
@@ -623,11 +631,8 @@ fn an_image_missing_on_the_node_is_pulled_from_its_registry() -> Result<()> {
         "the image stays for the next task"
     );
     // An image the registry does not have: FAILED, saying why.
-    c.k.run_stdin(
-        &["apply", "-f", "-"],
-        &job("absent", &format!("{}/corral/nothing:1", registry.host)),
-    )?
-    .ok()?;
+    let absent = format!("{}/corral/nothing:1", registry.host);
+    c.job_with_image(&absent, "absent", "adhoc", "64Mi", script, "")?;
     let t = c.wait_phase("absent-0-0", "FAILED")?;
     assert_eq!(t["status"]["failureReason"], "ImageNotFound");
     let message = t["status"]["message"].as_str().unwrap_or_default();
@@ -652,11 +657,14 @@ fn archives_in_the_image_dir_are_imported_when_the_agent_starts() -> Result<()> 
     std::fs::write(dir.path().join("notes.txt"), "not an image")?;
     let image_dir = dir.path().display().to_string();
     let c = Cluster::start_with("importer", "containerd", &["--image-dir", &image_dir])?;
-    c.k.run_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {name: imported, namespace: analytics}\nspec:\n  role: analytics\n  environment: devel\n  kind: adhoc\n  resources: {cpus: 0.5, memory: 64Mi, disk: 10Mi}\n  container:\n    image: from-dir:1\n    command: [sh, -c, \"echo from-the-dir\"]\n",
-    )?
-    .ok()?;
+    c.job_with_image(
+        "from-dir:1",
+        "imported",
+        "adhoc",
+        "64Mi",
+        "echo from-the-dir",
+        "",
+    )?;
     c.wait_phase("imported-0-0", "FINISHED")?;
     assert!(
         c.sandbox_file("imported-0-0", "stdout")

@@ -156,6 +156,11 @@ impl Supervisor {
         self.objects.lock().ok().and_then(|o| o.get(key).cloned())
     }
 
+    /// The kill grace period of the task `key` (the default when unknown).
+    fn grace(&self, key: &str) -> Duration {
+        self.object(key).map_or(KILL_GRACE, |t| grace_of(&t))
+    }
+
     /// Takes over a task a runtime re-adopted after an agent restart.
     pub(crate) fn adopt(&mut self, key: String, runtime: usize, node: String) {
         if let Some(uid) = self.runtimes[runtime].uid(&key) {
@@ -322,7 +327,7 @@ impl Supervisor {
     }
 
     fn act(&mut self, key: &str, verdict: Verdict, node: &str, swept: bool) {
-        let grace = self.object(key).map(|t| grace_of(&t)).unwrap_or(KILL_GRACE);
+        let grace = self.grace(key);
         let here = self.tasks.get(key).map(|(r, _)| *r);
         match verdict {
             Verdict::Launch => self.launch(key, node),
@@ -449,7 +454,7 @@ impl Supervisor {
             },
             node,
         );
-        let grace = self.object(key).map(|t| grace_of(&t)).unwrap_or(KILL_GRACE);
+        let grace = self.grace(key);
         self.kill(key, idx, grace);
     }
 
@@ -465,10 +470,7 @@ impl Supervisor {
             .map(|(k, (i, _))| (k.clone(), *i))
             .collect();
         for (key, idx) in book {
-            let grace = self
-                .object(&key)
-                .map(|t| grace_of(&t))
-                .unwrap_or(KILL_GRACE);
+            let grace = self.grace(&key);
             if self.kill(&key, idx, grace.min(grace_cap)) {
                 killed.push(key);
             }

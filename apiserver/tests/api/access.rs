@@ -28,6 +28,29 @@ pub async fn client_certificates_authenticate(ts: &TestServer) -> Result<()> {
     Ok(())
 }
 
+/// A TLS server over a fresh in-memory store that authorizes with `authz`;
+/// its directory (keep it alive), PKI and handle.
+async fn serve_with(
+    authz: Arc<dyn corral_apiserver::Authorizer>,
+) -> Result<(tempfile::TempDir, Pki, corral_apiserver::RunningServer)> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+    let api = Server::new(
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        Registry::standard(),
+    );
+    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = corral_apiserver::serve_with_authorizer(
+        api,
+        listener,
+        Some(pki.server_config()?),
+        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+        authz,
+    )?;
+    Ok((dir, pki, server))
+}
+
 /// Authorization is its own layer: a refusing authorizer turns writes into 403s.
 #[tokio::test]
 async fn an_authorizer_can_refuse_requests() -> Result<()> {
@@ -42,21 +65,7 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
             matches!(a.verb, "get" | "list" | "watch")
         }
     }
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
-    let api = Server::new(
-        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
-        Registry::standard(),
-    );
-    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = corral_apiserver::serve_with_authorizer(
-        api,
-        listener,
-        Some(pki.server_config()?),
-        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
-        Arc::new(ReadOnly),
-    )?;
+    let (_dir, pki, server) = serve_with(Arc::new(ReadOnly)).await?;
     let client = client_for(&pki.kubeconfig(&format!("https://{}", server.local_addr))).await?;
     let jobs: Api<Job> = Api::namespaced(client, "default");
     assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
@@ -93,21 +102,7 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
                     && u.groups.iter().any(|g| g == "system:masters"))
         }
     }
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
-    let api = Server::new(
-        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
-        Registry::standard(),
-    );
-    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = corral_apiserver::serve_with_authorizer(
-        api,
-        listener,
-        Some(pki.server_config()?),
-        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
-        Arc::new(CertAdminsWrite),
-    )?;
+    let (_dir, pki, server) = serve_with(Arc::new(CertAdminsWrite)).await?;
     let url = format!("https://{}", server.local_addr);
     let by_cert: Api<Job> = Api::namespaced(
         client_for(&pki.kubeconfig_with_client_cert(&url)).await?,

@@ -22,7 +22,7 @@ use corral_api::Tier;
 
 use super::place::Unplaced;
 use super::res::{MAX_DIMS, Res};
-use super::snapshot::{SchedTask, Snapshot};
+use super::snapshot::{RoleInfo, SchedTask, Snapshot};
 
 /// True when the task's role (with its descendants) stays within its
 /// guarantee with the task placed, in every resource the guarantee names
@@ -42,28 +42,39 @@ pub fn within(snap: &Snapshot, task: &SchedTask) -> bool {
         .all(|i| after.0[i] <= info.guarantee.0[i])
 }
 
-/// The unused guarantees of other roles that `role` may not use: all of
-/// them when it may not borrow, else those not lent. Its own ancestors'
-/// guarantees cover it, so they are never protected from it.
-pub fn protected_from(snap: &Snapshot, role: &str) -> Res {
+/// True when guarantees concern `task` at all: it is not revocable and some
+/// role has a guarantee.
+fn concerned(snap: &Snapshot, task: &SchedTask) -> bool {
+    task.tier != Tier::Revocable && snap.roles.values().any(|r| !r.guarantee.is_zero())
+}
+
+/// The other roles whose unused guarantee `role` may not use: all that have
+/// one when it may not borrow, else those that do not lend. Its own
+/// ancestors' guarantees cover it, so they never protect against it.
+fn protecting<'a>(
+    snap: &'a Snapshot,
+    role: &str,
+) -> impl Iterator<Item = (&'a String, &'a RoleInfo)> + 'a {
     let lineage = snap.ancestors(role);
     let borrows = snap.roles.get(role).is_none_or(|r| r.borrow);
-    snap.roles
-        .iter()
-        .filter(|(name, info)| {
-            !info.guarantee.is_zero() && !lineage.contains(name) && (!borrows || !info.lend_unused)
-        })
-        .fold(Res::ZERO, |acc, (name, info)| {
-            acc.plus(
-                info.guarantee
-                    .minus_floor(snap.regular_usage_with_children(name)),
-            )
-        })
+    snap.roles.iter().filter(move |(name, info)| {
+        !info.guarantee.is_zero() && !lineage.contains(name) && (!borrows || !info.lend_unused)
+    })
+}
+
+/// The unused guarantees of the roles [`protecting`] against `role`.
+pub fn protected_from(snap: &Snapshot, role: &str) -> Res {
+    protecting(snap, role).fold(Res::ZERO, |acc, (name, info)| {
+        acc.plus(
+            info.guarantee
+                .minus_floor(snap.regular_usage_with_children(name)),
+        )
+    })
 }
 
 /// Checks that placing `task` leaves every guarantee it must respect intact.
 pub fn check(snap: &Snapshot, task: &SchedTask) -> Result<(), Unplaced> {
-    if task.tier == Tier::Revocable || !snap.roles.values().any(|r| !r.guarantee.is_zero()) {
+    if !concerned(snap, task) {
         return Ok(());
     }
     let protected = protected_from(snap, &task.role);
@@ -137,19 +148,10 @@ impl Gate {
             open: Res::ZERO,
             protected: Vec::new(),
         };
-        if task.tier == Tier::Revocable || !snap.roles.values().any(|r| !r.guarantee.is_zero()) {
+        if !concerned(snap, task) {
             return none;
         }
-        let lineage = snap.ancestors(&task.role);
-        let borrows = snap.roles.get(&task.role).is_none_or(|r| r.borrow);
-        let protected: Vec<(Res, Res, Vec<u32>)> = snap
-            .roles
-            .iter()
-            .filter(|(name, info)| {
-                !info.guarantee.is_zero()
-                    && !lineage.contains(name)
-                    && (!borrows || !info.lend_unused)
-            })
+        let protected: Vec<(Res, Res, Vec<u32>)> = protecting(snap, &task.role)
             .map(|(name, info)| {
                 let members = snap
                     .role_regular
