@@ -61,6 +61,17 @@ fn task_json(ns: &str, name: &str, node: Option<&str>) -> serde_json::Value {
     v
 }
 
+/// CPU time (user + system, every thread) this process has used so far.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -136,9 +147,11 @@ async fn main() -> Result<()> {
     if phase("create") {
         let mut raw_rates = Vec::new();
         let mut api_rates = Vec::new();
+        let (mut raw_cpu, mut api_cpu) = (Vec::new(), Vec::new());
         for round in 0..3 {
             let per = n / CLIENTS;
             let start = Instant::now();
+            let cpu = cpu_seconds();
             let writers = (0..CLIENTS).map(|w| {
                 let store = store.clone();
                 async move {
@@ -158,8 +171,10 @@ async fn main() -> Result<()> {
                 r?;
             }
             raw_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
+            raw_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
 
             let start = Instant::now();
+            let cpu = cpu_seconds();
             let creators = (0..CLIENTS).map(|w| {
                 let tasks: Api<Task> = Api::namespaced(client.clone(), "create");
                 async move {
@@ -178,14 +193,16 @@ async fn main() -> Result<()> {
                 r?;
             }
             api_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
+            api_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
         }
         let (raw, api) = (median(raw_rates), median(api_rates));
         println!(
             "create throughput ({n} objects/round, {CLIENTS} concurrent clients, median of 3):"
         );
-        println!("  raw Store puts/s      {raw:>10.0}");
+        let (raw_us, api_us) = (median(raw_cpu), median(api_cpu));
+        println!("  raw Store puts/s      {raw:>10.0}   CPU {raw_us:>6.1} µs/object");
         println!(
-            "  API creates/s (TLS)   {api:>10.0}   ratio {:.2}× (goal ≥ 0.80×)",
+            "  API creates/s (TLS)   {api:>10.0}   CPU {api_us:>6.1} µs/object (client included)   ratio {:.2}× (goal ≥ 0.80×)",
             api / raw
         );
     }

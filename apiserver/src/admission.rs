@@ -36,13 +36,21 @@ impl FieldValidation {
 }
 
 fn invalid(desc: &ResourceDesc, obj: &Value, errors: Vec<FieldError>) -> ApiError {
+    invalid_named(
+        desc,
+        meta_str(obj, "name").unwrap_or_default().to_owned(),
+        errors,
+    )
+}
+
+fn invalid_named(desc: &ResourceDesc, name: String, errors: Vec<FieldError>) -> ApiError {
     ApiError::Invalid {
         kind: if desc.group.is_empty() {
             desc.kind.to_owned()
         } else {
             format!("{}.{}", desc.kind, desc.group)
         },
-        name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+        name,
         errors,
     }
 }
@@ -103,10 +111,13 @@ pub fn admit(
         return Err(invalid(desc, obj, errors));
     }
     if desc.origin == Origin::Custom {
-        let typed = CorralObject::from_value(obj.clone()).map_err(|e| {
-            invalid(
+        // The typed form replaces `obj` below, so it is decoded from `obj`
+        // itself rather than from a copy; only the name is kept for errors.
+        let name = meta_str(obj, "name").unwrap_or_default().to_owned();
+        let typed = CorralObject::from_value(std::mem::take(obj)).map_err(|e| {
+            invalid_named(
                 desc,
-                obj,
+                name.clone(),
                 vec![FieldError {
                     type_: FieldErrorType::Invalid,
                     field: String::new(),
@@ -120,7 +131,7 @@ pub fn admit(
             _ => typed.validate(),
         };
         if !rule_errors.is_empty() {
-            return Err(invalid(desc, obj, rule_errors));
+            return Err(invalid_named(desc, name, rule_errors));
         }
         // Store the typed form: schema defaults (weight 1, tier preemptible,
         // reservation type dynamic, …) are filled in, as Kubernetes does.

@@ -271,15 +271,24 @@ impl WatchCache {
 
     fn apply(&self, ev: WatchEvent) -> Result<i64, ApiError> {
         let revision = ev.revision();
+        let resource = self.resource_of(ev.key());
+        // Decode and encode a new state before taking the lock, so readers
+        // and writers wait only for the index updates.
+        let decoded = match (&ev, resource) {
+            (WatchEvent::Put { kv, .. }, Some(_)) => Some(Arc::new(Entry::new(from_stored(
+                &kv.value,
+                kv.mod_revision,
+            )?)?)),
+            _ => None,
+        };
         let mut st = self.state.write().map_err(|_| lock_err())?;
-        let Some(r) = self.resource_of(ev.key()) else {
+        let Some(r) = resource else {
             st.revision = st.revision.max(revision);
             return Ok(st.revision);
         };
         let key = ev.key().to_owned();
-        let change = match ev {
-            WatchEvent::Put { kv, .. } => {
-                let entry = Arc::new(Entry::new(from_stored(&kv.value, kv.mod_revision)?)?);
+        let change = match (ev, decoded) {
+            (WatchEvent::Put { .. }, Some(entry)) => {
                 let prev = st.resources[r].insert(key.clone(), entry.clone());
                 if self.indexed[r] {
                     if let Some(n) = prev.as_ref().and_then(|p| p.node.clone())
@@ -302,7 +311,12 @@ impl WatchCache {
                     prev,
                 }
             }
-            WatchEvent::Delete { prev, revision } => {
+            (WatchEvent::Put { .. }, None) => {
+                return Err(ApiError::Internal(format!(
+                    "{key}: a change was not decoded"
+                )));
+            }
+            (WatchEvent::Delete { prev, revision }, _) => {
                 let old = st.resources[r].remove(&key);
                 if self.indexed[r]
                     && let Some(n) = old.as_ref().and_then(|p| p.node.clone())

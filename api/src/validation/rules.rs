@@ -1,6 +1,7 @@
 //! The rules, one function per kind (plus `_update` for immutability).
 
 use std::collections::BTreeSet;
+use std::sync::RwLock;
 
 use super::names::{
     is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_label_value, is_qualified_name,
@@ -90,13 +91,41 @@ fn image(errs: &mut Errors, at: &FieldPath, image: &str) {
         );
         return;
     }
-    if let Err(e) = image.parse::<oci_spec::distribution::Reference>() {
+    if let Err(e) = parse_image(image) {
         errs.invalid(
             at,
             format!("\"{image}\""),
             format!("not a valid image reference ([registry/]repository[:tag][@digest]): {e}"),
         );
     }
+}
+
+/// How many accepted image references [`parse_image`] remembers.
+pub(super) const ACCEPTED_IMAGES: usize = 1024;
+
+static ACCEPTED: RwLock<BTreeSet<String>> = RwLock::new(BTreeSet::new());
+
+/// How many image references are remembered now.
+#[cfg(test)]
+pub(super) fn accepted_images() -> usize {
+    ACCEPTED.read().map_or(0, |seen| seen.len())
+}
+
+/// Parses an image reference, remembering the ones accepted: the tasks of a
+/// job (and a cluster's jobs) share a handful of images, and the reference
+/// grammar's regular expression was a third of a task's validation.
+fn parse_image(image: &str) -> Result<(), oci_spec::distribution::ParseError> {
+    if ACCEPTED.read().is_ok_and(|seen| seen.contains(image)) {
+        return Ok(());
+    }
+    image.parse::<oci_spec::distribution::Reference>()?;
+    if let Ok(mut seen) = ACCEPTED.write() {
+        if seen.len() >= ACCEPTED_IMAGES {
+            seen.clear();
+        }
+        seen.insert(image.to_owned());
+    }
+    Ok(())
 }
 
 fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {

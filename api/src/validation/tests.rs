@@ -486,3 +486,36 @@ fn role_quota_reservation_and_node_rules() {
         )]
     );
 }
+
+#[test]
+fn remembered_image_references_answer_as_the_grammar_does() {
+    let image = |i: &str| {
+        job_with(|v| v["spec"]["container"]["image"] = json!(i))
+            .into_iter()
+            .map(|e| e.field)
+            .collect::<Vec<_>>()
+    };
+    // Asked twice, so the second answer may come from memory.
+    for _ in 0..2 {
+        assert_eq!(
+            image("docker.io/library/busybox:1.36"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            image(
+                "registry.local:5000/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            image("Docker.IO/UPPER/case:tag"),
+            vec!["spec.container.image"]
+        );
+    }
+    // More distinct references than are remembered: still all accepted, and
+    // the memory stays bounded.
+    for i in 0..(rules::ACCEPTED_IMAGES + 10) {
+        assert_eq!(image(&format!("app-{i}:v1")), Vec::<String>::new());
+    }
+    assert!(rules::accepted_images() <= rules::ACCEPTED_IMAGES);
+}
