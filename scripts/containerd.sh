@@ -7,7 +7,7 @@
 #
 # DIR defaults to /tmp/corral-containerd. `start` is idempotent: when the
 # socket already answers, the daemon is left alone (the image is re-imported,
-# which is cheap). containerd and runc come from scripts/install-deps.sh.
+# which is cheap). containerd, runc and crun come from scripts/install-deps.sh.
 set -euo pipefail
 
 repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +23,25 @@ sock=$dir/state/containerd.sock
 # ctr retries a missing socket for seconds; look for the socket first.
 answers() { [[ -S $sock ]] && ctr --address "$sock" version >/dev/null 2>&1; }
 
+# crun, an OCI runtime faster than runc (`corral agent --oci-runtime crun`),
+# refuses a hybrid cgroup host whose unified (v2) tree still holds
+# controllers; on a fresh machine that is only hugetlb. Each such controller
+# gets a v1 hierarchy of its own, as the other controllers have; runc and the
+# agent are indifferent to where hugetlb is.
+v1_for_crun() {
+    local unified=/sys/fs/cgroup/unified c
+    command -v crun >/dev/null || return 0
+    [[ -r $unified/cgroup.controllers ]] || return 0
+    for c in $(cat "$unified/cgroup.controllers"); do
+        mountpoint -q "/sys/fs/cgroup/$c" && continue
+        mkdir -p "/sys/fs/cgroup/$c"
+        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" ||
+            log "warning: cannot give the $c controller a cgroup v1 hierarchy; crun will refuse to run containers"
+    done
+}
+
 start() {
+    v1_for_crun
     for c in containerd ctr runc python3 busybox; do
         command -v "$c" >/dev/null || die "$c is missing; run scripts/install-deps.sh"
     done

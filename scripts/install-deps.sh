@@ -29,6 +29,8 @@ have protoc || packages+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || packages+=(libprotobuf-dev)
 have containerd || packages+=(containerd)
 have runc || packages+=(runc)
+# A faster OCI runtime the agent can run instead of runc (--oci-runtime crun).
+have crun || packages+=(crun)
 # A local registry and an image copier, for the registry-pull test.
 have docker-registry || packages+=(docker-registry)
 have skopeo || packages+=(skopeo)
@@ -36,7 +38,7 @@ have skopeo || packages+=(skopeo)
 if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
 
 if ((${#packages[@]} == 0)); then
-    log "etcd, protoc, containerd, runc and busybox are present; skipping apt"
+    log "etcd, protoc, containerd, runc, crun and busybox are present; skipping apt"
 else
     # Only worth adding when apt runs anyway.
     pkg_installed ca-certificates || packages+=(ca-certificates)
@@ -66,7 +68,7 @@ else
         apt_install || die "apt-get install ${packages[*]} failed twice"
     fi
 
-    for cmd in etcd etcdctl protoc containerd ctr runc busybox; do
+    for cmd in etcd etcdctl protoc containerd ctr runc crun busybox; do
         have "$cmd" || die "$cmd is still missing after installing ${packages[*]}"
     done
     [[ -f /usr/include/google/protobuf/descriptor.proto ]] \

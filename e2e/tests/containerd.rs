@@ -267,6 +267,51 @@ spec:
 }
 
 #[test]
+fn crun_runs_tasks_with_the_same_limits_and_failure_reasons() -> Result<()> {
+    let c = Cluster::start_with("ctd-crun", "containerd", &["--oci-runtime", "crun"])?;
+    c.job(
+        "limits",
+        "service",
+        "64Mi",
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes; sleep 600",
+        "",
+    )?;
+    c.job(
+        "hog",
+        "adhoc",
+        "16Mi",
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        "",
+    )?;
+    c.wait_phase("limits-0-0", "RUNNING")?;
+    // The runc shim keeps each container's OCI runtime state under
+    // /run/containerd/runc/<namespace>/<id>: crun writes a `status` file
+    // where runc writes `state.json`.
+    let state = std::path::Path::new("/run/containerd/runc")
+        .join(&c.containerd.namespace)
+        .join("analytics.limits-0-0");
+    assert!(
+        state.join("status").is_file() && !state.join("state.json").exists(),
+        "crun's state, not runc's, in {}: {:?}",
+        state.display(),
+        std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    wait_for("the limits to be printed", WAIT, || {
+        Ok(c.sandbox_file("limits-0-0", "stdout").lines().count() >= 2)
+    })?;
+    let out = c.sandbox_file("limits-0-0", "stdout");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["50000", "67108864"],
+        "{out}"
+    );
+    let hog = c.wait_phase("hog-0-0", "FAILED")?;
+    assert_eq!(hog["status"]["failureReason"], "OutOfMemory", "{hog}");
+    assert_eq!(hog["status"]["exitCode"], 137);
+    Ok(())
+}
+
+#[test]
 fn a_kill_sends_sigterm_then_sigkill_after_the_grace_period() -> Result<()> {
     let c = Cluster::start("ctd-kill", "containerd")?;
     // One task stops on SIGTERM; the other ignores it and needs SIGKILL.

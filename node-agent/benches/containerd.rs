@@ -10,6 +10,9 @@
 //! - 100 tasks at once on one agent, tasks/s until all RUN (goal ≥ 40/s),
 //!   against 100 parallel starts of the runtime alone.
 //!
+//! Everything is measured with runc, then again with crun when it is
+//! installed (`corral agent --oci-runtime crun`).
+//!
 //! Needs root, containerd and runc (`scripts/install-deps.sh`).
 //! `CORRAL_BENCH_SEQUENTIAL` (default 20) and `CORRAL_BENCH_PARALLEL` (100).
 //! Run: `cargo bench -p corral-node-agent --bench containerd`
@@ -98,9 +101,10 @@ fn launch(key: &str) -> Result<Launch> {
     })
 }
 
-async fn runtime(sock: &Path, sandboxes: &Path) -> Result<Containerd> {
+async fn runtime(sock: &Path, sandboxes: &Path, oci_runtime: Option<&str>) -> Result<Containerd> {
     Ok(Containerd::connect(ContainerdConfig {
         namespace: NAMESPACE.to_owned(),
+        oci_runtime: oci_runtime.map(str::to_owned),
         ..ContainerdConfig::new(
             sock.to_owned(),
             sandboxes.to_owned(),
@@ -135,26 +139,26 @@ async fn raw_starts(rt: &Containerd, keys: &[String]) -> Result<Vec<f64>> {
     Ok(done.into_values().collect())
 }
 
-fn task(name: &str) -> Result<Task> {
+fn task(name: &str, node: &str) -> Result<Task> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"job": "bench", "role": "bench", "instanceId": 0,
                  "resources": {"cpus": "100m", "memory": "16Mi"},
                  "container": {"image": IMAGE, "command": ["sleep", "600"], "killGracePeriodSeconds": 0},
-                 "nodeName": "bench-node"}}))?)
+                 "nodeName": node}}))?)
 }
 
 /// Creates the task bound to the node and writes it ASSIGNED, as the
 /// scheduler would.
-async fn assign(tasks: &Api<Task>, name: &str) -> Result<()> {
-    let created = tasks.create(&PostParams::default(), &task(name)?).await?;
+async fn assign(tasks: &Api<Task>, name: &str, node: &str) -> Result<()> {
+    let created = tasks
+        .create(&PostParams::default(), &task(name, node)?)
+        .await?;
     let mut status = created.status.clone().unwrap_or_default();
     lifecycle::apply(
         &mut status,
-        &lifecycle::Event::Assigned {
-            node: "bench-node".into(),
-        },
+        &lifecycle::Event::Assigned { node: node.into() },
         jiff::Timestamp::now(),
         "bench",
     )?;
@@ -209,34 +213,50 @@ async fn wait_running(tasks: &Api<Task>, names: &[String]) -> Result<Vec<Task>> 
     Ok(running.into_values().collect())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let (seq_n, par_n) = (
-        env("CORRAL_BENCH_SEQUENTIAL", 20),
-        env("CORRAL_BENCH_PARALLEL", 100),
-    );
-    let (_daemon, sock) = Daemon::start()?;
-    let work = tempfile::tempdir()?;
+/// One OCI runtime's figures.
+struct Figures {
+    raw: Vec<f64>,
+    via_agent: Vec<f64>,
+    raw_rate: f64,
+    agent_rate: f64,
+}
 
+/// Measures the runtime alone and through an agent of its own, with
+/// `oci_runtime` (`None`: runc) under containerd's runc shim.
+async fn measure(
+    sock: &Path,
+    work: &Path,
+    server: &TestServer,
+    oci_runtime: Option<&str>,
+    (seq_n, par_n): (usize, usize),
+) -> Result<Figures> {
+    let label = oci_runtime.unwrap_or("runc");
+    let connect = |dir: &str| {
+        let sandboxes = work.join(format!("{label}-{dir}"));
+        async move { runtime(sock, &sandboxes, oci_runtime).await }
+    };
     // Baseline: the runtime alone, one at a time, then all at once.
-    let rt = runtime(&sock, &work.path().join("raw")).await?;
+    let rt = connect("raw").await?;
     let mut raw = Vec::new();
     for i in 0..seq_n {
-        raw.extend(raw_starts(&rt, &[format!("bench/raw-{i}")]).await?);
+        raw.extend(raw_starts(&rt, &[format!("bench/{label}-raw-{i}")]).await?);
     }
-    let keys: Vec<String> = (0..par_n).map(|i| format!("bench/rawpar-{i}")).collect();
-    let t0 = Instant::now();
-    raw_starts(&rt, &keys).await?;
-    let raw_rate = par_n as f64 / t0.elapsed().as_secs_f64();
+    let keys: Vec<String> = (0..par_n)
+        .map(|i| format!("bench/{label}-rawpar-{i}"))
+        .collect();
+    // Until the last one runs (the kills that follow are not counted).
+    let last = raw_starts(&rt, &keys)
+        .await?
+        .into_iter()
+        .fold(0.0, f64::max);
+    let raw_rate = par_n as f64 / last;
 
     // The agent: tasks through the API server, the agent loop, the same runtime.
-    let server = TestServer::start()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let agent_rt = runtime(&sock, &work.path().join("agent")).await?;
-    let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(agent_rt)];
+    let node = format!("bench-{label}");
+    let agent_rt = Arc::new(connect("agent").await?);
+    let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![agent_rt.clone()];
     let cfg = AgentConfig::new(
-        vec!["bench-node".into()],
+        vec![node.clone()],
         serde_json::from_value(json!({"cpus": 64, "memory": "64Gi"}))?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -244,20 +264,37 @@ async fn main() -> Result<()> {
     let tasks: Api<Task> = Api::namespaced(server.client.clone(), "default");
     let mut via_agent = Vec::new();
     for i in 0..seq_n {
-        let name = format!("seq-{i}");
-        assign(&tasks, &name).await?;
+        let name = format!("{label}-seq-{i}");
+        assign(&tasks, &name, &node).await?;
         let t = wait_running(&tasks, std::slice::from_ref(&name)).await?;
         via_agent.push(assigned_to_running(&t[0]).context("events")?);
     }
-    let names: Vec<String> = (0..par_n).map(|i| format!("par-{i}")).collect();
+    let names: Vec<String> = (0..par_n).map(|i| format!("{label}-par-{i}")).collect();
     let t0 = Instant::now();
-    futures::future::try_join_all(names.iter().map(|n| assign(&tasks, n))).await?;
+    futures::future::try_join_all(names.iter().map(|n| assign(&tasks, n, &node))).await?;
     wait_running(&tasks, &names).await?;
     let agent_rate = par_n as f64 / t0.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+    // Stop what the agent ran, so the next runtime starts on an idle machine.
+    let seq_names = (0..seq_n).map(|i| format!("{label}-seq-{i}"));
+    for n in names.into_iter().chain(seq_names) {
+        agent_rt
+            .kill(&format!("default/{n}"), Duration::ZERO)
+            .await?;
+    }
+    Ok(Figures {
+        raw,
+        via_agent,
+        raw_rate,
+        agent_rate,
+    })
+}
 
-    let (raw_med, raw_p99) = (median(&mut raw) * 1e3, p99(&mut raw) * 1e3);
-    let (ag_med, ag_p99) = (median(&mut via_agent) * 1e3, p99(&mut via_agent) * 1e3);
-    println!("containerd start, {seq_n} one at a time (ms):");
+fn report(label: &str, f: &mut Figures, (seq_n, par_n): (usize, usize)) {
+    let (raw_med, raw_p99) = (median(&mut f.raw) * 1e3, p99(&mut f.raw) * 1e3);
+    let (ag_med, ag_p99) = (median(&mut f.via_agent) * 1e3, p99(&mut f.via_agent) * 1e3);
+    println!("OCI runtime {label}: containerd start, {seq_n} one at a time (ms):");
     println!("  runtime alone (baseline)   median {raw_med:7.1}   p99 {raw_p99:7.1}");
     println!(
         "  agent ASSIGNED -> RUNNING  median {ag_med:7.1}   p99 {ag_p99:7.1}   ({:.2}x)",
@@ -267,15 +304,42 @@ async fn main() -> Result<()> {
         "  agent overhead (median)    {:7.1} ms   (goal <= 10 ms)",
         ag_med - raw_med
     );
-    println!("{par_n} at once:");
-    println!("  runtime alone (baseline)   {raw_rate:7.1} tasks/s");
+    println!("OCI runtime {label}: {par_n} at once:");
+    println!("  runtime alone (baseline)   {:7.1} tasks/s", f.raw_rate);
     println!(
-        "  through the agent          {agent_rate:7.1} tasks/s   ({:.2}x; goal >= 40/s)",
-        agent_rate / raw_rate
+        "  through the agent          {:7.1} tasks/s   ({:.2}x; goal >= 40/s)",
+        f.agent_rate,
+        f.agent_rate / f.raw_rate
     );
+}
 
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+#[tokio::main]
+async fn main() -> Result<()> {
+    let counts = (
+        env("CORRAL_BENCH_SEQUENTIAL", 20),
+        env("CORRAL_BENCH_PARALLEL", 100),
+    );
+    let (_daemon, sock) = Daemon::start()?;
+    let work = tempfile::tempdir()?;
+    let server = TestServer::start()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut runtimes = vec![None];
+    if which("crun") {
+        runtimes.push(Some("crun"));
+    } else {
+        println!("crun is not installed: measuring runc only");
+    }
+    for oci in runtimes {
+        let mut f = measure(&sock, work.path(), &server, oci, counts).await?;
+        report(oci.unwrap_or("runc"), &mut f, counts);
+    }
     server.shutdown().await;
     Ok(())
+}
+
+/// Whether `name` is on the PATH.
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }

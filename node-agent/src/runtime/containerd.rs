@@ -11,6 +11,8 @@
 //! stdout and stderr going to the sandbox files, start it, and wait for its
 //! exit. The memory cgroup tells an OOM kill apart from other deaths. Kills
 //! send SIGTERM, wait the grace period, then SIGKILL to every process.
+//! Containers run under containerd's runc shim, which runs `runc` or, when
+//! configured, another OCI runtime binary such as `crun`.
 //!
 //! Nothing is kept only in memory: after an agent restart, [`recover`]
 //! lists the labelled containers and re-adopts those still running.
@@ -79,6 +81,18 @@ pub struct ContainerdConfig {
     pub pull: bool,
     /// Registries (`host:port`) spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The OCI runtime binary containerd's runc shim runs (`runc` when
+    /// `None`; `crun` is a compatible one that starts containers faster).
+    pub oci_runtime: Option<String>,
+}
+
+/// The runc shim's options (`containerd.runc.v1.Options`); only the field
+/// Corral sets.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    /// The OCI runtime binary (name or path).
+    #[prost(string, tag = "6")]
+    binary_name: String,
 }
 
 impl ContainerdConfig {
@@ -92,6 +106,7 @@ impl ContainerdConfig {
             cgroup_root,
             pull: false,
             insecure_registries: Vec::new(),
+            oci_runtime: None,
         }
     }
 }
@@ -329,7 +344,12 @@ impl Containerd {
                 image: image.name.clone(),
                 runtime: Some(Runtime {
                     name: RUNC.to_owned(),
-                    options: None,
+                    options: cfg.oci_runtime.as_ref().map(|binary| prost_types::Any {
+                        type_url: "containerd.runc.v1.Options".to_owned(),
+                        value: prost::Message::encode_to_vec(&RuncOptions {
+                            binary_name: binary.clone(),
+                        }),
+                    }),
                 }),
                 spec: Some(prost_types::Any {
                     type_url: SPEC_TYPE.to_owned(),
