@@ -2,10 +2,15 @@
 //! strategic merge patch for built-in kinds, and the merge step of
 //! server-side apply.
 
-use serde_json::{Map, Value};
+mod strategic;
+
+use serde_json::Value;
+
+pub use strategic::strategic_merge;
 
 use crate::error::ApiError;
 use crate::registry::{Origin, ResourceDesc};
+use crate::ssa::Lists;
 
 /// The patch format, from the request's Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +67,14 @@ pub fn parse_body(kind: PatchKind, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-/// Applies a JSON, merge or strategic patch to `target`.
-pub fn apply_patch(kind: PatchKind, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+/// Applies a JSON, merge or strategic patch to `target`; `lists` are the
+/// kind's list types, which a strategic merge follows.
+pub fn apply_patch(
+    kind: PatchKind,
+    target: &mut Value,
+    patch: &Value,
+    lists: &Lists,
+) -> Result<(), ApiError> {
     match kind {
         PatchKind::Json => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -88,19 +99,11 @@ pub fn apply_patch(kind: PatchKind, target: &mut Value, patch: &Value) -> Result
             json_patch::merge(target, patch);
             Ok(())
         }
-        PatchKind::Strategic => {
-            if !patch.is_object() {
-                return Err(ApiError::BadRequest(
-                    "a strategic merge patch must be a JSON object".into(),
-                ));
-            }
-            strategic_merge(target, patch);
-            Ok(())
-        }
+        PatchKind::Strategic => strategic_merge(target, patch, lists),
         PatchKind::Apply => {
             // Server-side apply's merge step, every list atomic (the apply
             // endpoint itself merges with the kind's list types).
-            crate::ssa::merge_applied(target, patch, &crate::ssa::Lists::default());
+            crate::ssa::merge_applied(target, patch, &Lists::default());
             Ok(())
         }
     }
@@ -115,140 +118,10 @@ pub fn json_patch_resource_version(patch: &Value) -> Option<String> {
     })
 }
 
-/// Removes strategic-merge directives from a value that is set as a whole.
-fn strip_directives(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Strategic merge patch for the built-in kinds: maps merge, `null` deletes,
-/// `finalizers` merge as a set, `ownerReferences` merge by `uid`, and the
-/// `$patch`, `$retainKeys`, `$setElementOrder` and `$deleteFromPrimitiveList`
-/// directives are honoured. Other lists are replaced.
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Some(p) = patch.as_object() else {
-        *target = strip_directives(patch);
-        return;
-    };
-    match p.get("$patch").and_then(Value::as_str) {
-        Some("replace") => {
-            *target = strip_directives(patch);
-            return;
-        }
-        Some("delete") => {
-            *target = Value::Null;
-            return;
-        }
-        _ => {}
-    }
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(t) = target else { return };
-    if let Some(keep) = p.get("$retainKeys").and_then(Value::as_array) {
-        let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
-        t.retain(|k, _| keep.contains(&k.as_str()) || p.contains_key(k));
-    }
-    for (k, v) in p {
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(remove)) = (t.get_mut(field), v.as_array()) {
-                list.retain(|x| !remove.contains(x));
-            }
-            continue;
-        }
-        if k.starts_with('$') {
-            continue;
-        }
-        match v {
-            Value::Null => {
-                t.remove(k);
-            }
-            Value::Object(_) => {
-                let entry = t.entry(k.clone()).or_insert(Value::Null);
-                strategic_merge(entry, v);
-                if entry.is_null() {
-                    t.remove(k);
-                }
-            }
-            Value::Array(items) if k == "finalizers" => {
-                let entry = t
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(existing) = entry {
-                    for item in items {
-                        if !existing.contains(item) {
-                            existing.push(item.clone());
-                        }
-                    }
-                }
-            }
-            Value::Array(items) if k == "ownerReferences" => {
-                let entry = t
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(existing) = entry {
-                    for item in items {
-                        let uid = item.get("uid").cloned();
-                        let pos = existing.iter().position(|e| e.get("uid").cloned() == uid);
-                        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-                        match (pos, delete) {
-                            (Some(i), true) => {
-                                existing.remove(i);
-                            }
-                            (Some(i), false) => strategic_merge(&mut existing[i], item),
-                            (None, false) => existing.push(strip_directives(item)),
-                            (None, true) => {}
-                        }
-                    }
-                }
-            }
-            other => {
-                t.insert(k.clone(), strip_directives(other));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn strategic_merge_handles_the_directives_clients_send() {
-        let mut cm = json!({"metadata": {"name": "c", "finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"},
-            "ownerReferences": [{"uid": "u1", "name": "one"}, {"uid": "u2", "name": "two"}]},
-            "data": {"a": "1", "b": "2"}});
-        let patch = json!({"metadata": {
-                "$deleteFromPrimitiveList/finalizers": ["a"],
-                "$setElementOrder/finalizers": ["b", "c"],
-                "finalizers": ["c"],
-                "labels": {"y": null, "z": "3"},
-                "ownerReferences": [{"uid": "u1", "$patch": "delete"}, {"uid": "u3", "name": "three"}]},
-            "data": {"a": "10", "b": null}});
-        strategic_merge(&mut cm, &patch);
-        assert_eq!(cm["metadata"]["finalizers"], json!(["b", "c"]));
-        assert_eq!(cm["metadata"]["labels"], json!({"x": "1", "z": "3"}));
-        assert_eq!(
-            cm["metadata"]["ownerReferences"],
-            json!([{"uid": "u2", "name": "two"}, {"uid": "u3", "name": "three"}])
-        );
-        assert_eq!(cm["data"], json!({"a": "10"}));
-        let mut replaced = json!({"data": {"a": "1"}});
-        strategic_merge(
-            &mut replaced,
-            &json!({"data": {"$patch": "replace", "b": "2"}}),
-        );
-        assert_eq!(replaced, json!({"data": {"b": "2"}}));
-    }
 
     #[test]
     fn a_resource_version_in_a_json_patch_is_found() {
@@ -265,6 +138,7 @@ mod tests {
             PatchKind::Apply,
             &mut live,
             &json!({"metadata": {"name": "j", "uid": "evil", "labels": {"b": "2"}}, "spec": {"x": 2, "list": [3]}}),
+            &Lists::default(),
         )
         .expect("apply");
         assert_eq!(
@@ -279,7 +153,7 @@ mod tests {
             let mut t: Value = serde_json::from_str(&target).unwrap_or(json!({}));
             if let Ok(p) = serde_json::from_str::<Value>(&patch) {
                 for kind in [PatchKind::Json, PatchKind::Merge, PatchKind::Strategic, PatchKind::Apply] {
-                    let _ = apply_patch(kind, &mut t, &p);
+                    let _ = apply_patch(kind, &mut t, &p, &Lists::from_schema(&json!({})));
                 }
             }
         }

@@ -96,7 +96,7 @@ impl Lists {
     }
 
     /// The list type at `path` (item segments skipped).
-    fn at(&self, path: &[String]) -> ListType {
+    pub(crate) fn at(&self, path: &[String]) -> ListType {
         let schema_path: Vec<String> = path.iter().filter(|s| !is_item(s)).cloned().collect();
         self.0
             .get(&schema_path)

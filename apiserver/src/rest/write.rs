@@ -208,7 +208,7 @@ impl Api {
             opts,
             move |current| {
                 let mut target = current.clone();
-                apply_patch(kind, &mut target, &patch)?;
+                apply_patch(kind, &mut target, &patch, &desc.lists)?;
                 Ok(target)
             },
             status,

@@ -55,6 +55,94 @@ pub async fn core_kinds_work_for_clients(ts: &TestServer) -> Result<()> {
     Ok(())
 }
 
+/// Strategic merge patches follow each list's declared type: owner
+/// references merge by uid, status conditions by type, other lists are
+/// replaced; a malformed patch is a 400 and changes nothing.
+pub async fn strategic_merge_patches_follow_list_types(ts: &TestServer) -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client.clone(), "default");
+    let owner =
+        |uid: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": uid, "uid": uid});
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "owned",
+        "ownerReferences": [owner("u1"), owner("u2")]}}))?;
+    cms.create(&PostParams::default(), &cm).await?;
+    let patched = cms
+        .patch(
+            "owned",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"ownerReferences": [
+                {"uid": "u1", "$patch": "delete"},
+                {"uid": "u2", "controller": true},
+                owner("u3")]}})),
+        )
+        .await?;
+    let owners: Vec<(String, Option<bool>)> = patched
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| (o.uid, o.controller))
+        .collect();
+    assert_eq!(
+        owners,
+        [("u2".to_string(), Some(true)), ("u3".to_string(), None)]
+    );
+
+    let nss: Api<Namespace> = Api::all(ts.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "smp"}}))?,
+    )
+    .await?;
+    let condition = |t: &str, s: &str| json!({"type": t, "status": s});
+    for conditions in [
+        json!([condition("A", "True"), condition("B", "False")]),
+        json!([condition("B", "True")]),
+    ] {
+        nss.patch_status(
+            "smp",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": conditions}})),
+        )
+        .await?;
+    }
+    let ns = nss.get("smp").await?;
+    let conditions: Vec<(String, String)> = ns
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, c.status))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("A".to_string(), "True".to_string()),
+            ("B".to_string(), "True".to_string())
+        ]
+    );
+
+    let before = cms.get("owned").await?;
+    let (code, reason, message) = api_error(
+        cms.patch(
+            "owned",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"ownerReferences": [{"name": "no-uid"}]}})),
+        )
+        .await
+        .err()
+        .context("a map-list item without its key was accepted")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (400, "BadRequest"), "{message}");
+    assert!(message.contains("metadata.ownerReferences"), "{message}");
+    let after = cms.get("owned").await?;
+    assert_eq!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
+    Ok(())
+}
+
 /// A kube-runtime Controller reconciles against the server: it sees every Job
 /// and writes its status through the status subresource.
 #[tokio::test]

@@ -131,6 +131,7 @@ suite!(embedded:
     access::requests_without_credentials_are_unauthorized,
     access::client_certificates_authenticate,
     clients::core_kinds_work_for_clients,
+    clients::strategic_merge_patches_follow_list_types,
 );
 
 suite!(etcd:
