@@ -2,7 +2,10 @@
 //! then the kind's own rules from `corral-api` (create or update).
 
 use corral_api::CorralObject;
-use corral_api::validation::{FieldError, FieldErrorType, is_dns1123_label, is_dns1123_subdomain};
+use corral_api::validation::{
+    FieldError, FieldErrorType, is_dns1123_label, is_dns1123_subdomain, is_label_value,
+    is_qualified_name,
+};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -53,6 +56,58 @@ fn invalid_named(desc: &ResourceDesc, name: String, errors: Vec<FieldError>) -> 
         name,
         errors,
     }
+}
+
+/// The most all of an object's annotations may hold, as in Kubernetes.
+const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// Kubernetes' rules for every object's labels and annotations: keys are
+/// qualified names (`[prefix/]name`), label values are at most 63
+/// characters of `[A-Za-z0-9_.-]` starting and ending alphanumeric, and the
+/// annotations together stay within 256 KiB.
+fn labels_and_annotations(obj: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let meta = obj.get("metadata");
+    let map = |field: &str| meta.and_then(|m| m.get(field)).and_then(Value::as_object);
+    let bad_key = |field: &str, k: &str| {
+        FieldError {
+        type_: FieldErrorType::Invalid,
+        field: format!("metadata.{field}"),
+        value: Some(format!("\"{k}\"")),
+        detail: "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'".into(),
+    }
+    };
+    for (k, v) in map("labels").into_iter().flatten() {
+        if !is_qualified_name(k) {
+            errors.push(bad_key("labels", k));
+        }
+        if let Some(v) = v.as_str()
+            && !is_label_value(v)
+        {
+            errors.push(FieldError {
+                type_: FieldErrorType::Invalid,
+                field: format!("metadata.labels.{k}"),
+                value: Some(format!("\"{v}\"")),
+                detail: "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', must start and end with an alphanumeric character, and be at most 63 characters".into(),
+            });
+        }
+    }
+    let mut total = 0;
+    for (k, v) in map("annotations").into_iter().flatten() {
+        if !is_qualified_name(k) {
+            errors.push(bad_key("annotations", k));
+        }
+        total += k.len() + v.as_str().map_or(0, str::len);
+    }
+    if total > MAX_ANNOTATION_BYTES {
+        errors.push(FieldError {
+            type_: FieldErrorType::TooLong,
+            field: "metadata.annotations".into(),
+            value: None,
+            detail: format!("may not be more than {MAX_ANNOTATION_BYTES} bytes"),
+        });
+    }
+    errors
 }
 
 /// Checks (and prunes) `obj` for a write; returns the warnings to send.
@@ -107,6 +162,7 @@ pub fn admit(
             detail: "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into(),
         });
     }
+    errors.extend(labels_and_annotations(obj));
     if !errors.is_empty() {
         return Err(invalid(desc, obj, errors));
     }

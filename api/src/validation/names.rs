@@ -27,7 +27,7 @@ pub fn is_resource_name(s: &str) -> bool {
 
 /// An attribute name or label key: an optional DNS prefix and a name of
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
-pub(crate) fn is_qualified_name(s: &str) -> bool {
+pub fn is_qualified_name(s: &str) -> bool {
     let name = match s.split_once('/') {
         Some((prefix, name)) => {
             if !is_dns1123_subdomain(prefix) {
@@ -47,7 +47,7 @@ pub(crate) fn is_qualified_name(s: &str) -> bool {
 }
 
 /// A label or attribute value: empty, or like a qualified name without prefix.
-pub(crate) fn is_label_value(s: &str) -> bool {
+pub fn is_label_value(s: &str) -> bool {
     s.is_empty() || (!s.contains('/') && is_qualified_name(s))
 }
 

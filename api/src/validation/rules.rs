@@ -282,6 +282,8 @@ fn metadata_name_is_label(errs: &mut Errors, name: Option<&str>, what: &str) {
 /// Rules for a Job.
 pub fn validate_job(job: &Job) -> Vec<FieldError> {
     let mut errs = Errors::default();
+    // Its tasks carry the name as the value of a label (`corral.dev/job`).
+    metadata_name_is_label(&mut errs, job.metadata.name.as_deref(), "job");
     let spec = FieldPath::root("spec");
     let s = &job.spec;
     role_ref(&mut errs, &spec.child("role"), &s.role);

@@ -106,6 +106,12 @@ fn job_rules_name_the_field_and_the_error() {
             T::Invalid,
         ),
         (
+            "a name too long for the label its tasks carry",
+            |v| v["metadata"]["name"] = json!("x".repeat(64)),
+            "metadata.name",
+            T::Invalid,
+        ),
+        (
             "empty image",
             |v| v["spec"]["container"]["image"] = json!(""),
             "spec.container.image",

@@ -246,6 +246,22 @@ impl Api {
                 "the apply patch must be an object".into(),
             ));
         }
+        for field in ["apiVersion", "kind"] {
+            if applied
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "an apply patch must set {field} (the object's {field} is {})",
+                    if field == "kind" {
+                        desc.kind.to_owned()
+                    } else {
+                        desc.api_version()
+                    }
+                )));
+            }
+        }
         if let Some(n) = meta_str(&applied, "name")
             && n != name
         {
@@ -342,6 +358,20 @@ impl Api {
                 return Err(ApiError::BadRequest(
                     "the result of the change is not an object".into(),
                 ));
+            }
+            // A patch may not move the object (kube-apiserver's checkName).
+            if let Some(n) = meta_str(&proposed, "name").filter(|n| !n.is_empty() && *n != name) {
+                return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            if let Some(n) =
+                meta_str(&proposed, "namespace").filter(|n| !n.is_empty() && Some(*n) != ns)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "the namespace of the provided object ({n}) does not match the namespace sent on the request ({})",
+                    ns.unwrap_or_default()
+                )));
             }
             check_type_meta(desc, &mut proposed)?;
             let mut next = merge_system(desc, &current, proposed, status);

@@ -95,6 +95,7 @@ where
 
 mod access;
 mod clients;
+mod corpus;
 mod crud;
 mod deletion;
 mod watch;
@@ -132,6 +133,8 @@ suite!(embedded:
     access::client_certificates_authenticate,
     clients::core_kinds_work_for_clients,
     clients::strategic_merge_patches_follow_list_types,
+    corpus::the_corpus_gets_the_answers_it_expects,
+    corpus::mutated_corpus_entries_never_get_a_5xx_or_a_partial_write,
 );
 
 suite!(etcd:
