@@ -53,6 +53,10 @@ pub struct UpArgs {
     /// containerd's socket.
     #[arg(long, env = "CONTAINERD_ADDRESS", default_value = containerd::DEFAULT_ADDRESS)]
     containerd_address: PathBuf,
+    /// The OCI runtime containerd runs containers with: `runc`, or the
+    /// faster `crun` (see `corral agent --help`).
+    #[arg(long, env = "CORRAL_AGENT_OCI_RUNTIME", default_value = "runc")]
+    oci_runtime: String,
 }
 
 /// This machine's host name.
@@ -75,6 +79,7 @@ fn agent_argv(args: &UpArgs, home: &std::path::Path, node: &str) -> Vec<String> 
         format!("--attributes={}", args.attributes),
         format!("--reserved={}", args.reserved),
         format!("--containerd-address={}", args.containerd_address.display()),
+        format!("--oci-runtime={}", args.oci_runtime),
         format!("--kubeconfig={}", home.join("kubeconfig").display()),
         // Logs stay on this machine: the API server proxies them from loopback.
         "--log-listen=127.0.0.1:0".to_owned(),
@@ -153,9 +158,11 @@ mod tests {
             "--resources=cpus=2,memory=1Gi",
             "--attributes=rack=r1",
             "--runtimes=process",
+            "--oci-runtime=crun",
         ])?;
         let argv = agent_argv(&cli.up, std::path::Path::new("/h"), "box");
         assert!(argv.contains(&"--node-name=box".to_owned()));
+        assert!(argv.contains(&"--oci-runtime=crun".to_owned()));
         assert!(argv.contains(&"--resources=cpus=2,memory=1Gi".to_owned()));
         assert!(argv.contains(&"--home=/h".to_owned()));
         agent_cmd::run_args_from(argv)?;
