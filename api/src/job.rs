@@ -234,6 +234,7 @@ pub const MAX_INSTANCES: u32 = 10_000;
     status = "JobStatus",
     shortname = "cj",
     category = "corral",
+    scale = r#"{"specReplicasPath": ".spec.instances", "statusReplicasPath": ".status.tasks.RUNNING"}"#,
     derive = "PartialEq",
     doc = "A Corral job: a service, ad-hoc or cron job of one task per instance.",
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),

@@ -74,6 +74,9 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         if d.status_subresource {
             resources.push(json!({"name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced, "kind": d.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if d.scale.is_some() {
+            resources.push(json!({"name": format!("{}/scale", d.plural), "singularName": "", "namespaced": d.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
     }
     let group_version = if group.is_empty() {
         version.to_owned()
@@ -138,8 +141,15 @@ fn aggregated_resource(d: &ResourceDesc) -> Value {
     if !d.categories.is_empty() {
         r["categories"] = json!(d.categories);
     }
+    let mut subresources = Vec::new();
     if d.status_subresource {
-        r["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+        subresources.push(json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
+    }
+    if d.scale.is_some() {
+        subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+    }
+    if !subresources.is_empty() {
+        r["subresources"] = json!(subresources);
     }
     r
 }

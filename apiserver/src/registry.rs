@@ -41,6 +41,25 @@ pub enum Origin {
     BuiltIn,
 }
 
+/// Where a kind with a `/scale` subresource keeps its replica counts (an
+/// autoscaling/v1 Scale's `spec.replicas` and `status.replicas`), as field
+/// names from the object's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// The desired count (`.spec.instances` for Jobs).
+    pub spec: Vec<String>,
+    /// The observed count.
+    pub status: Vec<String>,
+}
+
+fn json_path_fields(path: &str) -> Vec<String> {
+    path.trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Everything the server knows about one kind.
 #[derive(Debug, Clone)]
 pub struct ResourceDesc {
@@ -62,6 +81,8 @@ pub struct ResourceDesc {
     pub categories: Vec<String>,
     /// Whether `/status` is a subresource (status ignored on main writes).
     pub status_subresource: bool,
+    /// The `/scale` subresource, when the kind has one.
+    pub scale: Option<ScalePaths>,
     /// Printer columns after NAME (AGE included where wanted).
     pub columns: Vec<Column>,
     /// Extra field-selector paths besides `metadata.name` / `metadata.namespace`.
@@ -216,6 +237,14 @@ fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
             .as_ref()
             .and_then(|s| s.status.as_ref())
             .is_some(),
+        scale: version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.scale.as_ref())
+            .map(|s| ScalePaths {
+                spec: json_path_fields(&s.spec_replicas_path),
+                status: json_path_fields(&s.status_replicas_path),
+            }),
         columns,
         selectable: version
             .selectable_fields
@@ -254,6 +283,7 @@ fn builtin(
         short_names: short_names.iter().map(|s| s.to_string()).collect(),
         categories: Vec::new(),
         status_subresource,
+        scale: None,
         columns,
         selectable: selectable.iter().map(|s| s.to_string()).collect(),
         lists: Arc::new(crate::ssa::Lists::from_schema(&schema)),

@@ -30,6 +30,8 @@ use crate::patch::{PatchKind, parse_body};
 use crate::registry::ResourceDesc;
 use crate::rest::{Api, DeleteOptions, ListQuery, WriteOptions};
 use crate::selectors::{FieldSelector, LabelSelector};
+
+mod scale;
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{self, WatchParams};
 
@@ -233,6 +235,8 @@ struct Target {
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
+    /// The `/scale` subresource.
+    scale: bool,
 }
 
 async fn handle(
@@ -436,7 +440,11 @@ fn attributes(t: &Target, method: &Method, query: Option<&str>) -> Attributes {
         verb,
         group: t.desc.group.to_owned(),
         resource: t.desc.plural.to_owned(),
-        subresource: t.status.then(|| "status".to_owned()),
+        subresource: if t.scale {
+            Some("scale".to_owned())
+        } else {
+            t.status.then(|| "status".to_owned())
+        },
         namespace: t.namespace.clone(),
         name: t.name.clone(),
     }
@@ -459,6 +467,11 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
         namespace: ns.map(str::to_owned),
         name: name.map(str::to_owned),
         status,
+        scale: false,
+    };
+    let scale = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: &str| Target {
+        scale: true,
+        ..t(desc, ns, Some(name), false)
     };
     match rest {
         ["namespaces", ns, plural, tail @ ..]
@@ -474,6 +487,7 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
                 [name, "status"] if desc.status_subresource => {
                     Ok(t(desc, Some(ns), Some(name), true))
                 }
+                [name, "scale"] if desc.scale.is_some() => Ok(scale(desc, Some(ns), name)),
                 _ => Err(ApiError::PathNotFound),
             }
         }
@@ -484,6 +498,9 @@ fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
                 [name] if !desc.namespaced => Ok(t(desc, None, Some(name), false)),
                 [name, "status"] if !desc.namespaced && desc.status_subresource => {
                     Ok(t(desc, None, Some(name), true))
+                }
+                [name, "scale"] if !desc.namespaced && desc.scale.is_some() => {
+                    Ok(scale(desc, None, name))
                 }
                 [name, "finalize"] if desc.kind == "Namespace" => {
                     Ok(t(desc, None, Some(name), false))
@@ -633,6 +650,9 @@ async fn resource(
     req: Request<Incoming>,
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
+    if t.scale {
+        return scale::request(api, t, req).await;
+    }
     let q = Query::parse(req.uri().query());
     let desc = t.desc.clone();
     let ns = t.namespace.as_deref();

@@ -281,6 +281,61 @@ fn patch_annotate_replace_and_validation_errors() -> Result<()> {
 }
 
 #[test]
+fn kubectl_scale_changes_a_jobs_instances() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let ns = ["-n", "analytics"];
+    let scaled = k
+        .run(
+            &[
+                &ns[..],
+                &["scale", "job.corral.dev/sparkie", "--replicas=3"],
+            ]
+            .concat(),
+        )?
+        .ok()?;
+    assert!(scaled.contains("job.corral.dev/sparkie scaled"), "{scaled}");
+    let instances = |k: &Kubectl| -> Result<String> {
+        k.run(
+            &[
+                &ns[..],
+                &["get", "job", "sparkie", "-o", "jsonpath={.spec.instances}"],
+            ]
+            .concat(),
+        )?
+        .ok()
+    };
+    assert_eq!(instances(&k)?, "3");
+    // --current-replicas is a precondition: a mismatch changes nothing.
+    let stale = k.run(
+        &[
+            &ns[..],
+            &[
+                "scale",
+                "job/sparkie",
+                "--current-replicas=1",
+                "--replicas=5",
+            ],
+        ]
+        .concat(),
+    )?;
+    assert_ne!(stale.code, 0, "{}", stale.stdout);
+    assert_eq!(instances(&k)?, "3");
+    let raw = k
+        .run(&[
+            "get",
+            "--raw",
+            "/apis/corral.dev/v1alpha1/namespaces/analytics/jobs/sparkie/scale",
+        ])?
+        .ok()?;
+    let scale: serde_json::Value = serde_json::from_str(&raw)?;
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    Ok(())
+}
+
+#[test]
 fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()> {
     let (_server, k) = setup()?;
     let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?;

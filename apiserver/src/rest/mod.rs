@@ -1,5 +1,6 @@
 //! The generic REST verbs over the Store, for every kind: get, list, create,
-//! update (main resource and `/status`), patch, delete, deletecollection.
+//! update (main resource and `/status`), patch, delete, deletecollection;
+//! and the `/scale` subresource of the kinds that have one.
 //!
 //! Guarantees: `resourceVersion` is the store's mod revision; `generation`
 //! grows only when the spec (anything but metadata and status) changes; a
@@ -25,10 +26,12 @@ use crate::selectors::{FieldSelector, LabelSelector};
 mod delete;
 mod meta;
 mod read;
+mod scale;
 mod write;
 
 pub use meta::ensure_default_namespaces;
 use meta::{check_type_meta, merge_system, record_manager, same_ignoring_manager_time};
+pub use scale::{ScaleWrite, scale_of};
 
 /// How often an unconditional write retries after losing a race.
 const MAX_RETRIES: usize = 16;

@@ -389,3 +389,79 @@ async fn jobs_fixture(ts: &TestServer) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// A Job's `/scale` subresource: what `kubectl scale` and autoscalers use.
+pub async fn jobs_scale_through_their_scale_subresource(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("scaled", 1)?)
+        .await?;
+    let scale = jobs.get_scale("scaled").await?;
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+    let scaled = jobs
+        .patch_scale(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await?;
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(4));
+    let job = jobs.get("scaled").await?;
+    assert_eq!(job.spec.instances, 4);
+    assert_eq!(job.metadata.generation, Some(2), "a scale is a spec change");
+    assert_eq!(
+        scaled.metadata.resource_version,
+        job.metadata.resource_version
+    );
+    // A stale resourceVersion in a replaced Scale is a conflict.
+    let stale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": "scaled", "resourceVersion": scale.metadata.resource_version},
+        "spec": {"replicas": 2}});
+    let (code, _, _) = api_error(
+        jobs.replace_scale(
+            "scaled",
+            &PostParams::default(),
+            &serde_json::from_value(stale)?,
+        )
+        .await
+        .err()
+        .context("a stale scale was written")?,
+    )?;
+    assert_eq!(code, 409);
+    let (code, _, message) = api_error(
+        jobs.patch_scale(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": -1}})),
+        )
+        .await
+        .err()
+        .context("negative replicas were accepted")?,
+    )?;
+    assert_eq!(code, 422);
+    assert!(message.contains("spec.replicas"), "{message}");
+    // The Job's own rules apply to what the scale writes.
+    let (code, _, message) = api_error(
+        jobs.patch_scale(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": corral_api::job::MAX_INSTANCES + 1}})),
+        )
+        .await
+        .err()
+        .context("too many instances were accepted")?,
+    )?;
+    assert_eq!(code, 422);
+    assert!(message.contains("spec.instances"), "{message}");
+    assert_eq!(jobs.get("scaled").await?.spec.instances, 4);
+    // Kinds without one have no scale subresource.
+    let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+    let (code, _, _) = api_error(
+        tasks
+            .get_scale("anything")
+            .await
+            .err()
+            .context("a task scale was served")?,
+    )?;
+    assert_eq!(code, 404);
+    Ok(())
+}

@@ -117,6 +117,7 @@ macro_rules! suite {
 
 suite!(embedded:
     clients::discovery_finds_every_kind,
+    crud::jobs_scale_through_their_scale_subresource,
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::invalid_objects_are_rejected_with_field_paths,
     crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,

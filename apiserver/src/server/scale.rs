@@ -1,0 +1,49 @@
+//! HTTP for the `/scale` subresource: GET answers the Scale, PUT takes one,
+//! PATCH takes a JSON, merge or strategic patch of one (see `rest::scale`).
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+
+use super::{
+    Body, Query, Response, Target, content_type, decode_object, json_response, read_body,
+    with_warnings, write_options,
+};
+use crate::error::ApiError;
+use crate::patch::{PatchKind, parse_body};
+use crate::rest::{Api, ScaleWrite};
+
+pub(super) async fn request(
+    api: Api,
+    t: Target,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let ns = t.namespace.as_deref();
+    let name = t.name.as_deref().ok_or(ApiError::PathNotFound)?;
+    let write = match *req.method() {
+        Method::GET => {
+            let scale = api.get_scale(&t.desc, ns, name).await?;
+            return Ok(json_response(StatusCode::OK, &scale));
+        }
+        Method::PUT => {
+            let (parts, body) = read_body(req).await?;
+            ScaleWrite::Replace(decode_object(&parts, &body)?)
+        }
+        Method::PATCH => {
+            let (parts, body) = read_body(req).await?;
+            // A Scale is a built-in kind: strategic merge is taken.
+            let kind = match content_type(&parts).split(';').next().map(str::trim) {
+                Some("application/strategic-merge-patch+json") => PatchKind::Strategic,
+                _ => PatchKind::from_content_type(&content_type(&parts), &t.desc)?,
+            };
+            ScaleWrite::Patch(kind, parse_body(kind, &body)?)
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let opts = write_options(&q)?;
+    let w = api.write_scale(&t.desc, ns, name, write, &opts).await?;
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &w.object),
+        &w.warnings,
+    ))
+}
