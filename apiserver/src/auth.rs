@@ -115,7 +115,7 @@ impl Authn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
-    pub verb: &'static str,
+    pub verb: String,
     /// API group ("" for core).
     pub group: String,
     /// Plural resource.
@@ -181,7 +181,7 @@ mod tests {
     struct ReadOnly;
     impl Authorizer for ReadOnly {
         fn allows(&self, _: &User, a: &Attributes) -> bool {
-            matches!(a.verb, "get" | "list" | "watch")
+            matches!(a.verb.as_str(), "get" | "list" | "watch")
         }
     }
 
@@ -261,7 +261,7 @@ mod tests {
             method: AuthMethod::Token,
         };
         let attrs = Attributes {
-            verb: "create",
+            verb: "create".into(),
             group: "corral.dev".into(),
             resource: "tasks".into(),
             subresource: None,
@@ -279,7 +279,7 @@ mod tests {
                 &ReadOnly,
                 &user,
                 &Attributes {
-                    verb: "list",
+                    verb: "list".into(),
                     ..attrs
                 }
             )

@@ -55,10 +55,14 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         .iter()
         .filter(|d| d.group == group && d.version == version)
         .collect();
-    if descs.is_empty() {
+    let reviews = crate::reviews::of(group, version);
+    if descs.is_empty() && reviews.is_empty() {
         return None;
     }
-    let mut resources = Vec::new();
+    let mut resources: Vec<Value> = reviews
+        .iter()
+        .map(|r| json!({"name": r.plural, "singularName": "", "namespaced": false, "kind": r.kind, "verbs": ["create"]}))
+        .collect();
     for d in descs {
         let mut r = json!({
             "name": d.plural, "singularName": d.singular, "namespaced": d.namespaced, "kind": d.kind,
@@ -93,13 +97,32 @@ pub fn api_versions(server_address: &str) -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
 }
 
-fn group_doc(registry: &Registry, group: &str) -> Value {
-    let mut versions: Vec<&str> = Vec::new();
-    for d in registry.all().iter().filter(|d| d.group == group) {
-        if !versions.contains(&d.version) {
-            versions.push(d.version);
+/// The named groups served: the registry's, then the reviews'.
+fn groups(registry: &Registry) -> Vec<&'static str> {
+    let mut out = registry.groups();
+    for r in &crate::reviews::REVIEWS {
+        if !out.contains(&r.group) {
+            out.push(r.group);
         }
     }
+    out
+}
+
+/// The versions of `group`: its kinds', then its reviews'.
+fn versions(registry: &Registry, group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    let kinds = registry.all().iter().map(|d| (d.group, d.version));
+    let reviews = crate::reviews::REVIEWS.iter().map(|r| (r.group, r.version));
+    for (g, v) in kinds.chain(reviews) {
+        if g == group && !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn group_doc(registry: &Registry, group: &str) -> Value {
+    let versions = versions(registry, group);
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
@@ -109,7 +132,7 @@ fn group_doc(registry: &Registry, group: &str) -> Value {
 
 /// `/apis/<g>`.
 pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
-    if !registry.groups().contains(&group) {
+    if !groups(registry).contains(&group) {
         return None;
     }
     let mut g = group_doc(registry, group);
@@ -120,8 +143,7 @@ pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
 
 /// `/apis`, legacy.
 pub fn api_group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry
-        .groups()
+    let groups: Vec<Value> = groups(registry)
         .into_iter()
         .map(|g| group_doc(registry, g))
         .collect();
@@ -155,20 +177,19 @@ fn aggregated_resource(d: &ResourceDesc) -> Value {
 }
 
 fn aggregated_group(registry: &Registry, group: &str) -> Value {
-    let mut versions: Vec<&str> = Vec::new();
-    for d in registry.all().iter().filter(|d| d.group == group) {
-        if !versions.contains(&d.version) {
-            versions.push(d.version);
-        }
-    }
-    let vs: Vec<Value> = versions
+    let vs: Vec<Value> = versions(registry, group)
         .iter()
         .map(|v| {
+            let reviews = crate::reviews::of(group, v).into_iter().map(|r| {
+                json!({"resource": r.plural, "scope": "Cluster", "verbs": ["create"],
+                    "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}})
+            });
             let resources: Vec<Value> = registry
                 .all()
                 .iter()
                 .filter(|d| d.group == group && d.version == *v)
                 .map(|d| aggregated_resource(d))
+                .chain(reviews)
                 .collect();
             json!({"version": v, "freshness": "Current", "resources": resources})
         })
@@ -186,8 +207,7 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group(registry, "")]
     } else {
-        registry
-            .groups()
+        groups(registry)
             .into_iter()
             .map(|g| aggregated_group(registry, g))
             .collect()

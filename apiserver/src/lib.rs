@@ -30,6 +30,7 @@ pub mod pki;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;
+pub mod reviews;
 pub mod schema_check;
 pub mod selectors;
 pub mod server;

@@ -1,5 +1,6 @@
 //! Decoding of protobuf request bodies (`application/vnd.kubernetes.protobuf`)
-//! for the kinds typed Go clients send that way: v1 Namespace, ConfigMap,
+//! for the kinds typed Go clients send that way (the self reviews of
+//! `kubectl auth can-i` and `whoami` too): v1 Namespace, ConfigMap,
 //! Secret and Event, coordination/v1 Lease, and meta/v1 DeleteOptions (Helm
 //! 3.17 and kubectl 1.32 use them). The body is the magic `k8s\0` followed by
 //! a `runtime.Unknown` envelope. Messages are declared here for just these
@@ -110,6 +111,56 @@ struct Secret {
     string_data: BTreeMap<String, String>,
     #[prost(bool, optional, tag = "5")]
     immutable: Option<bool>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    namespace: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    verb: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    group: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    version: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    resource: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    subresource: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct NonResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    path: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    verb: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct SelfSubjectAccessReviewSpec {
+    #[prost(message, optional, tag = "1")]
+    resource_attributes: Option<ResourceAttributes>,
+    #[prost(message, optional, tag = "2")]
+    non_resource_attributes: Option<NonResourceAttributes>,
+}
+
+/// authorization.k8s.io/v1 (`kubectl auth can-i`); its status is the answer.
+#[derive(Clone, PartialEq, Message)]
+struct SelfSubjectAccessReview {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<SelfSubjectAccessReviewSpec>,
+}
+
+/// authentication.k8s.io/v1 (`kubectl auth whoami`): nothing but metadata.
+#[derive(Clone, PartialEq, Message)]
+struct SelfSubjectReview {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -417,6 +468,42 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
                 out.insert("spec".into(), Value::Object(o));
             }
         }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            let c = SelfSubjectAccessReview::decode(raw)
+                .map_err(|e| bad("SelfSubjectAccessReview", e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+            let mut spec = Map::new();
+            if let Some(r) = c
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.resource_attributes.as_ref())
+            {
+                let mut o = Map::new();
+                put(&mut o, "namespace", s(&r.namespace));
+                put(&mut o, "verb", s(&r.verb));
+                put(&mut o, "group", s(&r.group));
+                put(&mut o, "version", s(&r.version));
+                put(&mut o, "resource", s(&r.resource));
+                put(&mut o, "subresource", s(&r.subresource));
+                put(&mut o, "name", s(&r.name));
+                spec.insert("resourceAttributes".into(), Value::Object(o));
+            }
+            if let Some(r) = c
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.non_resource_attributes.as_ref())
+            {
+                let mut o = Map::new();
+                put(&mut o, "path", s(&r.path));
+                put(&mut o, "verb", s(&r.verb));
+                spec.insert("nonResourceAttributes".into(), Value::Object(o));
+            }
+            out.insert("spec".into(), Value::Object(spec));
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            let c = SelfSubjectReview::decode(raw).map_err(|e| bad("SelfSubjectReview", e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+        }
         (av, k) => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "protobuf bodies of {av}/{k} are not supported; send application/json"
@@ -495,6 +582,33 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "sh.helm.release.v1.r1.v1", "namespace": "default", "labels": {"owner": "helm"}},
             "data": {"release": "SDRzSQ=="}, "type": "helm.sh/release.v1"})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_access_review_decodes_to_its_json() -> Result<(), ApiError> {
+        let review = SelfSubjectAccessReview {
+            metadata: None,
+            spec: Some(SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some("analytics".into()),
+                    verb: Some("create".into()),
+                    group: Some("corral.dev".into()),
+                    resource: Some("jobs".into()),
+                    ..ResourceAttributes::default()
+                }),
+                non_resource_attributes: None,
+            }),
+        };
+        let v = decode_object(&wrap(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            review.encode_to_vec(),
+        ))?;
+        assert_eq!(
+            v["spec"],
+            json!({"resourceAttributes": {"namespace": "analytics", "verb": "create", "group": "corral.dev", "resource": "jobs"}})
         );
         Ok(())
     }

@@ -31,9 +31,12 @@ use crate::registry::ResourceDesc;
 use crate::rest::{Api, DeleteOptions, ListQuery, WriteOptions};
 use crate::selectors::{FieldSelector, LabelSelector};
 
+mod route;
 mod scale;
+
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{self, WatchParams};
+use route::{attributes, resolve};
 
 /// The largest request body accepted (etcd takes 1.5 MiB values).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -383,7 +386,7 @@ async fn route(
                 sec.authz.as_ref(),
                 &user,
                 &Attributes {
-                    verb: "get",
+                    verb: "get".to_owned(),
                     group: "corral.dev".to_owned(),
                     resource: "tasks".to_owned(),
                     subresource: Some("log".to_owned()),
@@ -399,6 +402,21 @@ async fn route(
             return crate::logs::proxy(&api, link, ns, name, req.uri().query()).await;
         }
         _ => {}
+    }
+    if let ["apis", g, v, plural] = segs.as_slice()
+        && let Some(review) = crate::reviews::find(g, v, plural)
+    {
+        if req.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let (parts, body) = read_body(req).await?;
+        let answer = crate::reviews::answer(
+            review,
+            decode_object(&parts, &body)?,
+            &user,
+            sec.authz.as_ref(),
+        )?;
+        return Ok(json_response(StatusCode::CREATED, &answer));
     }
     let target = resolve(&api, &segs)?;
     authorize(
@@ -419,96 +437,6 @@ impl WithContentType for Response<Body> {
             self.headers_mut().insert(header::CONTENT_TYPE, v);
         }
         self
-    }
-}
-
-/// The authorization attributes of a resource request.
-fn attributes(t: &Target, method: &Method, query: Option<&str>) -> Attributes {
-    let watch = Query::parse(query).flag("watch");
-    let verb = match (method, t.name.is_some()) {
-        (&Method::GET, true) => "get",
-        (&Method::GET, false) if watch => "watch",
-        (&Method::GET, false) => "list",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
-        (&Method::DELETE, true) => "delete",
-        (&Method::DELETE, false) => "deletecollection",
-        _ => "unknown",
-    };
-    Attributes {
-        verb,
-        group: t.desc.group.to_owned(),
-        resource: t.desc.plural.to_owned(),
-        subresource: if t.scale {
-            Some("scale".to_owned())
-        } else {
-            t.status.then(|| "status".to_owned())
-        },
-        namespace: t.namespace.clone(),
-        name: t.name.clone(),
-    }
-}
-
-/// Maps `/api/v1/...` and `/apis/<g>/<v>/...` to a resource target.
-fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
-    let (group, version, rest) = match segs {
-        ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return Err(ApiError::PathNotFound),
-    };
-    let find = |plural: &str| {
-        api.registry
-            .find(group, version, plural)
-            .ok_or(ApiError::PathNotFound)
-    };
-    let t = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: Option<&str>, status: bool| Target {
-        desc,
-        namespace: ns.map(str::to_owned),
-        name: name.map(str::to_owned),
-        status,
-        scale: false,
-    };
-    let scale = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: &str| Target {
-        scale: true,
-        ..t(desc, ns, Some(name), false)
-    };
-    match rest {
-        ["namespaces", ns, plural, tail @ ..]
-            if api
-                .registry
-                .find(group, version, plural)
-                .is_some_and(|d| d.namespaced) =>
-        {
-            let desc = find(plural)?;
-            match tail {
-                [] => Ok(t(desc, Some(ns), None, false)),
-                [name] => Ok(t(desc, Some(ns), Some(name), false)),
-                [name, "status"] if desc.status_subresource => {
-                    Ok(t(desc, Some(ns), Some(name), true))
-                }
-                [name, "scale"] if desc.scale.is_some() => Ok(scale(desc, Some(ns), name)),
-                _ => Err(ApiError::PathNotFound),
-            }
-        }
-        [plural, tail @ ..] => {
-            let desc = find(plural)?;
-            match tail {
-                [] => Ok(t(desc, None, None, false)),
-                [name] if !desc.namespaced => Ok(t(desc, None, Some(name), false)),
-                [name, "status"] if !desc.namespaced && desc.status_subresource => {
-                    Ok(t(desc, None, Some(name), true))
-                }
-                [name, "scale"] if !desc.namespaced && desc.scale.is_some() => {
-                    Ok(scale(desc, None, name))
-                }
-                [name, "finalize"] if desc.kind == "Namespace" => {
-                    Ok(t(desc, None, Some(name), false))
-                }
-                _ => Err(ApiError::PathNotFound),
-            }
-        }
-        _ => Err(ApiError::PathNotFound),
     }
 }
 

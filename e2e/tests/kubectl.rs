@@ -336,6 +336,31 @@ fn kubectl_scale_changes_a_jobs_instances() -> Result<()> {
 }
 
 #[test]
+fn kubectl_auth_can_i_and_whoami_ask_the_server() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    let yes = k
+        .run(&[
+            "auth",
+            "can-i",
+            "create",
+            "jobs.corral.dev",
+            "-n",
+            "analytics",
+        ])?
+        .ok()?;
+    assert_eq!(yes.trim(), "yes");
+    assert_eq!(
+        k.run(&["auth", "can-i", "get", "/version"])?.ok()?.trim(),
+        "yes"
+    );
+    let me = k.run(&["auth", "whoami", "-o", "json"])?.ok()?;
+    let me: serde_json::Value = serde_json::from_str(&me)?;
+    assert_eq!(me["kind"], "SelfSubjectReview");
+    assert_eq!(me["status"]["userInfo"]["username"], "corral-admin");
+    Ok(())
+}
+
+#[test]
 fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()> {
     let (_server, k) = setup()?;
     let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?;

@@ -62,11 +62,33 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
             _: &corral_apiserver::auth::User,
             a: &corral_apiserver::auth::Attributes,
         ) -> bool {
-            matches!(a.verb, "get" | "list" | "watch")
+            matches!(a.verb.as_str(), "get" | "list" | "watch")
         }
     }
     let (_dir, pki, server) = serve_with(Arc::new(ReadOnly)).await?;
     let client = client_for(&pki.kubeconfig(&format!("https://{}", server.local_addr))).await?;
+    // `kubectl auth can-i` asks the same layer, and `whoami` who it is.
+    let can_i = |verb: &str| {
+        let client = client.clone();
+        let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "group": "corral.dev", "resource": "jobs", "namespace": "default"}}});
+        async move {
+            let req = http::Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&review)?)?;
+            let answer: Value = serde_json::from_str(&client.request_text(req).await?)?;
+            anyhow::Ok(answer["status"]["allowed"].as_bool())
+        }
+    };
+    assert_eq!(can_i("list").await?, Some(true));
+    assert_eq!(can_i("create").await?, Some(false));
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+        )?)?;
+    let me: Value = serde_json::from_str(&client.request_text(req).await?)?;
+    assert_eq!(me["status"]["userInfo"]["username"], "corral-admin");
     let jobs: Api<Job> = Api::namespaced(client, "default");
     assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
     let (code, reason, message) = api_error(
@@ -96,7 +118,7 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
             u: &corral_apiserver::auth::User,
             a: &corral_apiserver::auth::Attributes,
         ) -> bool {
-            matches!(a.verb, "get" | "list" | "watch")
+            matches!(a.verb.as_str(), "get" | "list" | "watch")
                 || (u.method == corral_apiserver::auth::AuthMethod::ClientCertificate
                     && u.name == "corral-admin"
                     && u.groups.iter().any(|g| g == "system:masters"))

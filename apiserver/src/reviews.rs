@@ -1,0 +1,246 @@
+//! Self reviews: the virtual, create-only kinds with which a client asks the
+//! server about itself. Nothing is stored; the answer is the posted object
+//! with its `status` filled in.
+//! - authorization.k8s.io/v1 `SelfSubjectAccessReview` (`kubectl auth
+//!   can-i`): would the authorization layer let the caller do this?
+//! - authentication.k8s.io/v1 `SelfSubjectReview` (`kubectl auth whoami`):
+//!   who does the server take the caller for?
+
+use corral_api::validation::{FieldError, FieldErrorType};
+use serde_json::{Value, json};
+
+use crate::auth::{Attributes, Authorizer, User};
+use crate::error::ApiError;
+
+/// One review kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Review {
+    /// API group.
+    pub group: &'static str,
+    /// Version.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Plural resource name (the path segment).
+    pub plural: &'static str,
+}
+
+/// Every review this server answers.
+pub const REVIEWS: [Review; 2] = [
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+    },
+    Review {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+    },
+];
+
+/// The review at `/apis/<group>/<version>/<plural>`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Review> {
+    REVIEWS
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The review kinds of `group`/`version` (for discovery).
+pub fn of(group: &str, version: &str) -> Vec<&'static Review> {
+    REVIEWS
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
+}
+
+/// Every authenticated caller is also in this group, as in Kubernetes.
+const AUTHENTICATED: &str = "system:authenticated";
+
+fn invalid(review: &Review, field: &str, detail: &str) -> ApiError {
+    ApiError::Invalid {
+        kind: format!("{}.{}", review.kind, review.group),
+        name: String::new(),
+        errors: vec![FieldError {
+            type_: FieldErrorType::Invalid,
+            field: field.to_owned(),
+            value: None,
+            detail: detail.to_owned(),
+        }],
+    }
+}
+
+fn string(v: &Value, field: &str) -> Option<String> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Answers `body`, posted by `user`: the body with its status.
+pub fn answer(
+    review: &Review,
+    mut body: Value,
+    user: &User,
+    authz: &dyn Authorizer,
+) -> Result<Value, ApiError> {
+    if let Some(kind) = body.get("kind").and_then(Value::as_str)
+        && kind != review.kind
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            review.kind
+        )));
+    }
+    let status = match review.kind {
+        "SelfSubjectAccessReview" => access(review, &body, user, authz)?,
+        _ => {
+            let mut groups = user.groups.clone();
+            if !groups.iter().any(|g| g == AUTHENTICATED) {
+                groups.push(AUTHENTICATED.to_owned());
+            }
+            json!({"userInfo": {"username": user.name, "groups": groups}})
+        }
+    };
+    body["apiVersion"] = json!(format!("{}/{}", review.group, review.version));
+    body["kind"] = json!(review.kind);
+    body["metadata"] = json!({"creationTimestamp": null});
+    body["status"] = status;
+    Ok(body)
+}
+
+fn access(
+    review: &Review,
+    body: &Value,
+    user: &User,
+    authz: &dyn Authorizer,
+) -> Result<Value, ApiError> {
+    let spec = body.get("spec").cloned().unwrap_or_default();
+    match (
+        spec.get("resourceAttributes").filter(|v| v.is_object()),
+        spec.get("nonResourceAttributes").filter(|v| v.is_object()),
+    ) {
+        (Some(r), None) => {
+            let attrs = Attributes {
+                verb: string(r, "verb").unwrap_or_default(),
+                group: string(r, "group").unwrap_or_default(),
+                resource: string(r, "resource").unwrap_or_default(),
+                subresource: string(r, "subresource"),
+                namespace: string(r, "namespace"),
+                name: string(r, "name"),
+            };
+            if attrs.verb.is_empty() {
+                return Err(invalid(
+                    review,
+                    "spec.resourceAttributes.verb",
+                    "a verb is required",
+                ));
+            }
+            Ok(if authz.allows(user, &attrs) {
+                json!({"allowed": true})
+            } else {
+                json!({"allowed": false, "reason": format!(
+                    "user {:?} may not {} {} in this cluster", user.name, attrs.verb,
+                    if attrs.group.is_empty() { attrs.resource.clone() } else { format!("{}.{}", attrs.resource, attrs.group) }
+                )})
+            })
+        }
+        // Discovery, /version, /healthz and the OpenAPI documents are open
+        // to every authenticated caller.
+        (None, Some(_)) => Ok(json!({
+            "allowed": true,
+            "reason": "non-resource URLs are open to every authenticated user"
+        })),
+        _ => Err(invalid(
+            review,
+            "spec",
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthMethod;
+
+    #[derive(Debug)]
+    struct ReadOnly;
+    impl Authorizer for ReadOnly {
+        fn allows(&self, _: &User, a: &Attributes) -> bool {
+            matches!(a.verb.as_str(), "get" | "list" | "watch")
+        }
+    }
+
+    fn bob() -> User {
+        User {
+            name: "bob".into(),
+            groups: vec!["team-a".into()],
+            method: AuthMethod::Token,
+        }
+    }
+
+    fn can_i(spec: Value) -> Result<Value, ApiError> {
+        answer(
+            &REVIEWS[0],
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": spec}),
+            &bob(),
+            &ReadOnly,
+        )
+    }
+
+    #[test]
+    fn access_reviews_ask_the_authorizer() {
+        let list = can_i(json!({"resourceAttributes": {"verb": "list", "group": "corral.dev", "resource": "jobs", "namespace": "a"}}))
+            .expect("answer");
+        assert_eq!(list["status"]["allowed"], true);
+        assert_eq!(list["spec"]["resourceAttributes"]["resource"], "jobs");
+        let create =
+            can_i(json!({"resourceAttributes": {"verb": "create", "group": "corral.dev", "resource": "jobs"}}))
+                .expect("answer");
+        assert_eq!(create["status"]["allowed"], false);
+        assert!(
+            create["status"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("create jobs.corral.dev")),
+            "{create}"
+        );
+        let path = can_i(json!({"nonResourceAttributes": {"verb": "get", "path": "/version"}}))
+            .expect("answer");
+        assert_eq!(path["status"]["allowed"], true);
+    }
+
+    #[test]
+    fn malformed_access_reviews_are_invalid() {
+        for spec in [
+            json!({}),
+            json!({"resourceAttributes": {"resource": "jobs"}}),
+            json!({"resourceAttributes": {"verb": "get"}, "nonResourceAttributes": {"path": "/"}}),
+        ] {
+            assert!(
+                matches!(can_i(spec.clone()), Err(ApiError::Invalid { .. })),
+                "{spec}"
+            );
+        }
+        let wrong_kind = answer(
+            &REVIEWS[0],
+            json!({"kind": "SelfSubjectReview"}),
+            &bob(),
+            &ReadOnly,
+        );
+        assert!(matches!(wrong_kind, Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn whoami_names_the_user_and_its_groups() {
+        let me = answer(&REVIEWS[1], json!({}), &bob(), &ReadOnly).expect("answer");
+        assert_eq!(me["kind"], "SelfSubjectReview");
+        assert_eq!(me["status"]["userInfo"]["username"], "bob");
+        assert_eq!(
+            me["status"]["userInfo"]["groups"],
+            json!(["team-a", "system:authenticated"])
+        );
+    }
+}
