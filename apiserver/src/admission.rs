@@ -6,7 +6,7 @@ use corral_api::validation::{
     FieldError, FieldErrorType, is_dns1123_label, is_dns1123_subdomain, is_label_value,
     is_qualified_name,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::objects::meta_str;
@@ -61,23 +61,32 @@ fn invalid_named(desc: &ResourceDesc, name: String, errors: Vec<FieldError>) -> 
 /// The most all of an object's annotations may hold, as in Kubernetes.
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
+fn bad_key(field: &str, key: &str) -> FieldError {
+    FieldError {
+        type_: FieldErrorType::Invalid,
+        field: format!("metadata.{field}"),
+        value: Some(format!("\"{key}\"")),
+        detail: "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'".into(),
+    }
+}
+
 /// Kubernetes' rules for every object's labels and annotations: keys are
 /// qualified names (`[prefix/]name`), label values are at most 63
 /// characters of `[A-Za-z0-9_.-]` starting and ending alphanumeric, and the
-/// annotations together stay within 256 KiB.
-fn labels_and_annotations(obj: &Value) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    let meta = obj.get("metadata");
-    let map = |field: &str| meta.and_then(|m| m.get(field)).and_then(Value::as_object);
-    let bad_key = |field: &str, k: &str| {
-        FieldError {
-        type_: FieldErrorType::Invalid,
-        field: format!("metadata.{field}"),
-        value: Some(format!("\"{k}\"")),
-        detail: "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'".into(),
+/// annotations together stay within 256 KiB. On an update, what `old`
+/// already held is not checked again (validation ratcheting, as Kubernetes
+/// does for custom resources), so objects stored before a rule still take
+/// writes.
+fn labels_and_annotations(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    fn map<'a>(o: Option<&'a Value>, field: &str) -> Option<&'a Map<String, Value>> {
+        o?.get("metadata")?.get(field)?.as_object()
     }
-    };
-    for (k, v) in map("labels").into_iter().flatten() {
+    let mut errors = Vec::new();
+    let old_labels = map(old, "labels");
+    for (k, v) in map(Some(obj), "labels").into_iter().flatten() {
+        if old_labels.and_then(|l| l.get(k)) == Some(v) {
+            continue;
+        }
         if !is_qualified_name(k) {
             errors.push(bad_key("labels", k));
         }
@@ -92,9 +101,13 @@ fn labels_and_annotations(obj: &Value) -> Vec<FieldError> {
             });
         }
     }
+    let (annotations, old_annotations) = (map(Some(obj), "annotations"), map(old, "annotations"));
+    if old.is_some() && annotations == old_annotations {
+        return errors;
+    }
     let mut total = 0;
-    for (k, v) in map("annotations").into_iter().flatten() {
-        if !is_qualified_name(k) {
+    for (k, v) in annotations.into_iter().flatten() {
+        if !old_annotations.is_some_and(|a| a.contains_key(k)) && !is_qualified_name(k) {
             errors.push(bad_key("annotations", k));
         }
         total += k.len() + v.as_str().map_or(0, str::len);
@@ -162,7 +175,7 @@ pub fn admit(
             detail: "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into(),
         });
     }
-    errors.extend(labels_and_annotations(obj));
+    errors.extend(labels_and_annotations(obj, old));
     if !errors.is_empty() {
         return Err(invalid(desc, obj, errors));
     }
@@ -196,4 +209,51 @@ pub fn admit(
             .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", desc.kind)))?;
     }
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn labels_and_annotations_follow_kubernetes_rules() {
+        let obj = json!({"metadata": {
+            "labels": {"ok": "fine", "corral.dev/job": "web", "bad key!": "x", "long": "x".repeat(64)},
+            "annotations": {"a.example/b": "anything at all", "/no-name": "x"}}});
+        assert_eq!(
+            fields(&labels_and_annotations(&obj, None)),
+            [
+                "metadata.labels",
+                "metadata.labels.long",
+                "metadata.annotations"
+            ]
+        );
+        let big = json!({"metadata": {"annotations": {"a": "x".repeat(MAX_ANNOTATION_BYTES)}}});
+        assert_eq!(
+            fields(&labels_and_annotations(&big, None)),
+            ["metadata.annotations"]
+        );
+    }
+
+    #[test]
+    fn what_an_object_already_held_is_not_checked_again() {
+        let old = json!({"metadata": {"labels": {"long": "x".repeat(64)}, "annotations": {"bad key": "v"}}});
+        assert!(labels_and_annotations(&old, Some(&old)).is_empty());
+        // Another annotation added: the old key stays accepted.
+        let mut more = old.clone();
+        more["metadata"]["annotations"]["fine"] = json!("v");
+        assert!(labels_and_annotations(&more, Some(&old)).is_empty());
+        // A label that changes is checked.
+        let mut changed = old.clone();
+        changed["metadata"]["labels"]["long"] = json!("y".repeat(64));
+        assert_eq!(
+            fields(&labels_and_annotations(&changed, Some(&old))),
+            ["metadata.labels.long"]
+        );
+    }
 }

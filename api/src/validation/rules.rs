@@ -283,7 +283,16 @@ fn metadata_name_is_label(errs: &mut Errors, name: Option<&str>, what: &str) {
 pub fn validate_job(job: &Job) -> Vec<FieldError> {
     let mut errs = Errors::default();
     // Its tasks carry the name as the value of a label (`corral.dev/job`).
+    // Checked when a job is made only: a name never changes, and jobs stored
+    // before the rule existed must still take status and spec updates.
     metadata_name_is_label(&mut errs, job.metadata.name.as_deref(), "job");
+    errs.0.extend(job_rules(job));
+    errs.0
+}
+
+/// The rules a Job follows on every write.
+fn job_rules(job: &Job) -> Vec<FieldError> {
+    let mut errs = Errors::default();
     let spec = FieldPath::root("spec");
     let s = &job.spec;
     role_ref(&mut errs, &spec.child("role"), &s.role);
@@ -360,7 +369,7 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
 
 /// Rules for a Job replacing `old`: the kind and role are fixed for a job's life.
 pub fn validate_job_update(new: &Job, old: &Job) -> Vec<FieldError> {
-    let mut errs = Errors(validate_job(new));
+    let mut errs = Errors(job_rules(new));
     let spec = FieldPath::root("spec");
     if new.spec.kind != old.spec.kind {
         errs.immutable(

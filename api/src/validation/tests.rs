@@ -525,3 +525,17 @@ fn remembered_image_references_answer_as_the_grammar_does() {
     }
     assert!(rules::accepted_images() <= rules::ACCEPTED_IMAGES);
 }
+
+#[test]
+fn a_long_job_name_is_refused_when_made_but_a_stored_one_still_updates() {
+    let mut v = job_json();
+    v["metadata"]["name"] = json!("x".repeat(64));
+    let long: Job = serde_json::from_value(v).expect("decodes");
+    assert_eq!(
+        fields(&validate_job(&long)),
+        [("metadata.name".to_string(), T::Invalid)]
+    );
+    let mut scaled = long.clone();
+    scaled.spec.instances = 3;
+    assert_eq!(validate_job_update(&scaled, &long), vec![]);
+}
