@@ -34,9 +34,9 @@ v1_for_crun() {
     [[ -r $unified/cgroup.controllers ]] || return 0
     for c in $(cat "$unified/cgroup.controllers"); do
         mountpoint -q "/sys/fs/cgroup/$c" && continue
-        mkdir -p "/sys/fs/cgroup/$c"
-        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" ||
+        if ! { mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"; }; then
             log "warning: cannot give the $c controller a cgroup v1 hierarchy; crun will refuse to run containers"
+        fi
     done
 }
 
