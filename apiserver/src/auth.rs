@@ -173,17 +173,21 @@ pub fn authorize(authz: &dyn Authorizer, user: &User, attrs: &Attributes) -> Res
     Err(ApiError::Forbidden(message))
 }
 
+/// Lets every caller read and nobody write: for tests of the layer.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct ReadOnly;
+
+#[cfg(test)]
+impl Authorizer for ReadOnly {
+    fn allows(&self, _: &User, a: &Attributes) -> bool {
+        matches!(a.verb.as_str(), "get" | "list" | "watch")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug)]
-    struct ReadOnly;
-    impl Authorizer for ReadOnly {
-        fn allows(&self, _: &User, a: &Attributes) -> bool {
-            matches!(a.verb.as_str(), "get" | "list" | "watch")
-        }
-    }
 
     #[test]
     fn tokens_and_certificates_authenticate_and_nothing_else() {

@@ -164,15 +164,7 @@ fn access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AuthMethod;
-
-    #[derive(Debug)]
-    struct ReadOnly;
-    impl Authorizer for ReadOnly {
-        fn allows(&self, _: &User, a: &Attributes) -> bool {
-            matches!(a.verb.as_str(), "get" | "list" | "watch")
-        }
-    }
+    use crate::auth::{AuthMethod, ReadOnly};
 
     fn bob() -> User {
         User {

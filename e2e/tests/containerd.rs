@@ -77,6 +77,17 @@ impl Cluster {
         self.job_with_image(TEST_IMAGE, name, kind, memory, script, extra)
     }
 
+    /// An ad-hoc job `hog` that needs more than its 16Mi of memory.
+    fn oom_hog(&self) -> Result<()> {
+        self.job(
+            "hog",
+            "adhoc",
+            "16Mi",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1",
+            "",
+        )
+    }
+
     /// The same, in `image`.
     fn job_with_image(
         &self,
@@ -231,13 +242,7 @@ fn tasks_run_in_containerd_with_their_limits_output_and_exit_codes() -> Result<(
 #[test]
 fn an_oom_kill_and_a_missing_image_fail_with_their_reasons() -> Result<()> {
     let c = Cluster::start("ctd-fail", "containerd")?;
-    c.job(
-        "hog",
-        "adhoc",
-        "16Mi",
-        "dd if=/dev/zero of=/dev/null bs=64M count=1",
-        "",
-    )?;
+    c.oom_hog()?;
     let noimg = r#"apiVersion: corral.dev/v1alpha1
 kind: Job
 metadata: {name: noimg, namespace: analytics}
@@ -276,13 +281,7 @@ fn crun_runs_tasks_with_the_same_limits_and_failure_reasons() -> Result<()> {
         "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes; sleep 600",
         "",
     )?;
-    c.job(
-        "hog",
-        "adhoc",
-        "16Mi",
-        "dd if=/dev/zero of=/dev/null bs=64M count=1",
-        "",
-    )?;
+    c.oom_hog()?;
     c.wait_phase("limits-0-0", "RUNNING")?;
     // The runc shim keeps each container's OCI runtime state under
     // /run/containerd/runc/<namespace>/<id>: crun writes a `status` file
