@@ -528,35 +528,21 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
         &job("batch", "preemptible", "0.25", "sleep 300"),
     )?
     .ok()?;
+    let phase = |task: &str| -> Result<String> {
+        Ok(
+            k.run(&["get", "task", task, "-o", "jsonpath={.status.phase}"])?
+                .stdout,
+        )
+    };
     wait_for("the revocable task to run", WAIT, || {
-        Ok(k.run(&[
-            "get",
-            "task",
-            "scavenger-0-0",
-            "-o",
-            "jsonpath={.status.phase}",
-        ])?
-        .stdout
-            == "RUNNING")
+        Ok(phase("scavenger-0-0")? == "RUNNING")
     })?;
-    assert_eq!(
-        k.run(&["get", "task", "batch-0-0", "-o", "jsonpath={.status.phase}"])?
-            .stdout,
-        "PENDING"
-    );
+    assert_eq!(phase("batch-0-0")?, "PENDING");
     // The idle task gets busy: its idle share is gone, and the QoS
     // controller evicts the revocable task that ran on it.
     std::fs::write(&trigger, "")?;
     wait_for("the revocable task to be evicted", WAIT, || {
-        Ok(k.run(&[
-            "get",
-            "task",
-            "scavenger-0-0",
-            "-o",
-            "jsonpath={.status.phase}",
-        ])?
-        .stdout
-            == "KILLED")
+        Ok(phase("scavenger-0-0")? == "KILLED")
     })?;
     let events = k
         .run(&[

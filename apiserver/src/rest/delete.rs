@@ -72,13 +72,10 @@ impl Api {
                 && let Some(uid) = meta_str(&current, "uid").map(str::to_owned)
                 && !self.dependents(&uid).await?.is_empty()
             {
-                let mut marked = current.clone();
-                let meta = meta_mut(&mut marked);
+                let mut marked = marked_for_deletion(&current);
                 let mut fins = finalizers(&current);
                 fins.push(FOREGROUND.to_owned());
-                meta.insert("finalizers".into(), json!(fins));
-                meta.insert("deletionTimestamp".into(), json!(now_time()));
-                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                meta_mut(&mut marked).insert("finalizers".into(), json!(fins));
                 match self
                     .store
                     .update(&key, to_stored(&marked)?, kv.mod_revision)
@@ -99,10 +96,7 @@ impl Api {
                 if meta_str(&current, "deletionTimestamp").is_some() {
                     return Ok(current);
                 }
-                let mut marked = current.clone();
-                let meta = meta_mut(&mut marked);
-                meta.insert("deletionTimestamp".into(), json!(now_time()));
-                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let marked = marked_for_deletion(&current);
                 match self
                     .store
                     .update(&key, to_stored(&marked)?, kv.mod_revision)
@@ -117,10 +111,7 @@ impl Api {
                 if meta_str(&current, "deletionTimestamp").is_some() {
                     return Ok(current);
                 }
-                let mut marked = current.clone();
-                let meta = meta_mut(&mut marked);
-                meta.insert("deletionTimestamp".into(), json!(now_time()));
-                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let mut marked = marked_for_deletion(&current);
                 marked["spec"]["finalizers"] = json!([NAMESPACE_FINALIZER]);
                 marked["status"]["phase"] = json!("Terminating");
                 match self
@@ -383,4 +374,14 @@ impl Api {
             }
         });
     }
+}
+
+/// `obj` with its deletion begun now (what a delete writes while finalizers
+/// or dependents hold the object).
+fn marked_for_deletion(obj: &Value) -> Value {
+    let mut marked = obj.clone();
+    let meta = meta_mut(&mut marked);
+    meta.insert("deletionTimestamp".into(), json!(now_time()));
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    marked
 }

@@ -1,0 +1,355 @@
+//! Reads through stock kubectl: get in every format, describe, explain,
+//! diff, watches, waits and deletes that wait; the machine's own kubectl.
+
+use super::*;
+
+#[test]
+fn get_prints_tables_names_and_formats() -> Result<()> {
+    let (_server, k) = setup()?;
+    k.run(&["apply", "-f", &s(&examples())])?.ok()?;
+    let jobs = k.run(&["get", "jobs", "-A"])?.ok()?;
+    let header = jobs.lines().next().context("no output")?;
+    for col in ["NAMESPACE", "NAME", "KIND", "ROLE", "INSTANCES", "AGE"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(
+        jobs.contains("sparkie") && jobs.contains("frontend") && jobs.contains("nightly-report"),
+        "{jobs}"
+    );
+    let wide = k
+        .run(&["get", "cj", "-n", "analytics", "-o", "wide"])?
+        .ok()?;
+    assert!(
+        wide.lines().next().is_some_and(|h| h.contains("TIER")),
+        "{wide}"
+    );
+    let by_category = k.run(&["get", "corral", "-A"])?.ok()?;
+    assert!(
+        by_category.contains("role.corral.dev/analytics")
+            && by_category.contains("quota.corral.dev/web"),
+        "{by_category}"
+    );
+    let json = k
+        .run(&["get", "job", "sparkie", "-n", "analytics", "-o", "json"])?
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(v["spec"]["resources"]["memory"], "5120Mi");
+    let yaml = k.run(&["get", "role", "analytics", "-o", "yaml"])?.ok()?;
+    assert!(yaml.contains("parent: eng"), "{yaml}");
+    k.run(&["label", "job", "sparkie", "-n", "analytics", "team=spark"])?
+        .ok()?;
+    let labelled = k
+        .run(&["get", "jobs", "-A", "-l", "team=spark", "--show-labels"])?
+        .ok()?;
+    assert_eq!(labelled.lines().count(), 2, "{labelled}");
+    assert!(labelled.contains("team=spark"));
+    let none = k.run(&["get", "jobs", "-n", "default"])?;
+    assert!(
+        none.stderr
+            .contains("No resources found in default namespace."),
+        "{none:?}"
+    );
+    let missing = k.run(&["get", "job", "nope", "-n", "analytics"])?;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("Error from server (NotFound): jobs.corral.dev \"nope\" not found"),
+        "{}",
+        missing.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn describe_explain_and_diff_work() -> Result<()> {
+    let (_server, k) = setup()?;
+    k.run(&["apply", "-f", &s(&examples().join("teams.yaml"))])?
+        .ok()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let described = k
+        .run(&["describe", "job", "sparkie", "-n", "analytics"])?
+        .ok()?;
+    assert!(
+        described.contains("Name:")
+            && described.contains("sparkie")
+            && described.contains("Max Task Failures"),
+        "{described}"
+    );
+    let explained = k.run(&["explain", "jobs.spec.tier"])?.ok()?;
+    assert!(explained.contains("preemptible"), "{explained}");
+    let changed = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?
+        .replace("instances: 1", "instances: 2");
+    let diff = k.run_stdin(&["diff", "-f", "-"], &changed)?;
+    assert_eq!(diff.code, 1, "diff reports a change: {diff:?}");
+    assert!(
+        diff.stdout.contains("-  instances: 1") && diff.stdout.contains("+  instances: 2"),
+        "{}",
+        diff.stdout
+    );
+    let unchanged = k.run(&["diff", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?;
+    assert_eq!(unchanged.code, 0, "{unchanged:?}");
+    assert_eq!(
+        k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job",
+            "sparkie",
+            "-o",
+            "jsonpath={.spec.instances}"
+        ])?
+        .ok()?,
+        "1",
+        "diff wrote"
+    );
+    Ok(())
+}
+
+#[test]
+fn get_watch_delete_wait_see_the_changes() -> Result<()> {
+    let (_server, k) = setup()?;
+    k.run(&["apply", "-f", &s(&examples().join("teams.yaml"))])?
+        .ok()?;
+    let mut watch = k
+        .command()
+        .args([
+            "get",
+            "jobs",
+            "-n",
+            "analytics",
+            "-w",
+            "--output-watch-events",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = watch.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let job = s(&examples().join("talk-adhoc-job.yaml"));
+    // The watch is established once its (empty) list is printed or a first event arrives;
+    // apply until the ADDED shows, so no event is raced.
+    k.run(&["apply", "-f", &job])?.ok()?;
+    let mut lines = Vec::new();
+    let expect = |want: &str, lines: &mut Vec<String>| -> Result<()> {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(15))
+                .with_context(|| format!("no {want} event; saw {lines:?}"))?;
+            lines.push(line.clone());
+            if line.starts_with(want) {
+                return Ok(());
+            }
+        }
+    };
+    expect("ADDED", &mut lines)?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"instances":3}}"#,
+    ])?
+    .ok()?;
+    expect("MODIFIED", &mut lines)?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["corral.dev/hold"]}}"#,
+    ])?
+    .ok()?;
+    // delete --wait=false returns at once; kubectl wait --for=delete follows the finalizer.
+    k.run(&[
+        "-n",
+        "analytics",
+        "delete",
+        "job",
+        "sparkie",
+        "--wait=false",
+    ])?
+    .ok()?;
+    let waiter = k
+        .command()
+        .args([
+            "-n",
+            "analytics",
+            "wait",
+            "--for=delete",
+            "job/sparkie",
+            "--timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?
+    .ok()?;
+    let waited = waiter.wait_with_output()?;
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    expect("DELETED", &mut lines)?;
+    watch.kill()?;
+    watch.wait()?;
+    Ok(())
+}
+
+#[test]
+fn kubectl_wait_for_jsonpath_follows_status() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let waiter = k
+        .command()
+        .args([
+            "-n",
+            "analytics",
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "job/sparkie",
+            "--timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Status is written through the status subresource, as a controller would.
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded"}}"#,
+    ])?
+    .ok()?;
+    let out = waiter.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl wait failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    Ok(())
+}
+
+/// The machine's `/usr/bin/kubectl` (a version dispatcher on these machines)
+/// must work too; where it is absent there is nothing to check.
+#[test]
+fn the_machines_kubectl_works_too() -> Result<()> {
+    let system = std::path::PathBuf::from("/usr/bin/kubectl");
+    if !system.exists() {
+        eprintln!("no /usr/bin/kubectl on this machine");
+        return Ok(());
+    }
+    let server = Server::start()?;
+    let k = Kubectl::with_binary(&server, system)?;
+    k.run_stdin(&["apply", "-f", "-"], NAMESPACES)?.ok()?;
+    let applied = k.run(&["apply", "-f", &s(&examples())])?.ok()?;
+    assert!(
+        applied.contains("job.corral.dev/sparkie created"),
+        "{applied}"
+    );
+    let jobs = k.run(&["get", "jobs", "-A", "-o", "name"])?.ok()?;
+    assert_eq!(jobs.lines().count(), EXAMPLE_JOBS, "{jobs}");
+    Ok(())
+}
+
+/// kubectl's OpenAPI v2 path (protobuf, the one Argo CD also loads).
+#[test]
+fn explain_reads_the_openapi_v2_protobuf_document() -> Result<()> {
+    let server = Server::start()?;
+    let k = Kubectl::new(&server)?;
+    let out = k
+        .run(&[
+            "explain",
+            "tasks.spec.nodeName",
+            "--output=plaintext-openapiv2",
+        ])?
+        .ok()?;
+    assert!(
+        out.contains("KIND:     Task") && out.contains("VERSION:  corral.dev/v1alpha1"),
+        "{out}"
+    );
+    assert!(out.contains("FIELD:    nodeName <string>"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn wait_for_a_condition_and_a_plain_delete() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let waiter = k
+        .command()
+        .args([
+            "-n",
+            "analytics",
+            "wait",
+            "--for=condition=Complete",
+            "job/sparkie",
+            "--timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let status = r#"{"status":{"phase":"Succeeded","conditions":[{"type":"Complete","status":"True","reason":"AllInstancesFinished","message":"every instance finished"}]}}"#;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ])?
+    .ok()?;
+    let out = waiter.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    // A plain delete waits until the object is gone.
+    let deleted = k
+        .run(&["-n", "analytics", "delete", "job", "sparkie"])?
+        .ok()?;
+    assert_eq!(deleted.trim(), "job.corral.dev \"sparkie\" deleted");
+    assert_eq!(
+        k.run(&["-n", "analytics", "get", "job", "sparkie"])?.code,
+        1
+    );
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Writes through stock kubectl: apply (client- and server-side), patch,
+//! annotate, replace, scale and `auth`.
+
+use super::*;
+
+#[test]
+fn apply_is_created_then_unchanged_then_configured() -> Result<()> {
+    let (_server, k) = setup()?;
+    let dir = s(&examples());
+    let first = k.run(&["apply", "-f", &dir])?.ok()?;
+    assert!(first.contains("job.corral.dev/sparkie created"), "{first}");
+    assert!(
+        first.contains("role.corral.dev/analytics created"),
+        "{first}"
+    );
+    assert!(
+        first.contains("reservation.corral.dev/analytics-on-n1 created"),
+        "{first}"
+    );
+    let second = k.run(&["apply", "-f", &dir])?.ok()?;
+    assert!(
+        second.lines().all(|l| l.ends_with(" unchanged")),
+        "{second}"
+    );
+    let changed = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?
+        .replace("priority: 0", "priority: 3");
+    let third = k.run_stdin(&["apply", "-f", "-"], &changed)?.ok()?;
+    assert_eq!(third.trim(), "job.corral.dev/sparkie configured");
+    let prio = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job",
+            "sparkie",
+            "-o",
+            "jsonpath={.spec.priority} {.metadata.generation}",
+        ])?
+        .ok()?;
+    assert_eq!(prio, "3 2");
+    Ok(())
+}
+
+#[test]
+fn patch_annotate_replace_and_validation_errors() -> Result<()> {
+    let (_server, k) = setup()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let ns = ["-n", "analytics"];
+    k.run(
+        &[
+            &ns[..],
+            &[
+                "patch",
+                "job",
+                "sparkie",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"instances":2}}"#,
+            ],
+        ]
+        .concat(),
+    )?
+    .ok()?;
+    k.run(
+        &[
+            &ns[..],
+            &[
+                "patch",
+                "job",
+                "sparkie",
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/spec/priority","value":7}]"#,
+            ],
+        ]
+        .concat(),
+    )?
+    .ok()?;
+    k.run(&[&ns[..], &["annotate", "job", "sparkie", "owner=alice"]].concat())?
+        .ok()?;
+    let got = k
+        .run(
+            &[
+                &ns[..],
+                &[
+                    "get",
+                    "job",
+                    "sparkie",
+                    "-o",
+                    "jsonpath={.spec.instances} {.spec.priority} {.metadata.annotations.owner}",
+                ],
+            ]
+            .concat(),
+        )?
+        .ok()?;
+    assert_eq!(got, "2 7 alice");
+    let live = k
+        .run(&[&ns[..], &["get", "job", "sparkie", "-o", "json"]].concat())?
+        .ok()?;
+    let replaced = live.replace("\"instances\": 2", "\"instances\": 5");
+    k.run_stdin(&["replace", "-f", "-"], &replaced)?.ok()?;
+    let bad = k.run(
+        &[
+            &ns[..],
+            &[
+                "patch",
+                "job",
+                "sparkie",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"resources":{"cpus":0}}}"#,
+            ],
+        ]
+        .concat(),
+    )?;
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr
+            .contains("spec.resources.cpus: Invalid value: 0: must be greater than zero"),
+        "{}",
+        bad.stderr
+    );
+    let immutable = k.run(
+        &[
+            &ns[..],
+            &[
+                "patch",
+                "job",
+                "sparkie",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"kind":"service"}}"#,
+            ],
+        ]
+        .concat(),
+    )?;
+    assert!(
+        immutable.stderr.contains("field is immutable"),
+        "{}",
+        immutable.stderr
+    );
+    let typo = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?
+        .replace("maxTaskFailures", "maxTaskFailure");
+    let strict = k.run_stdin(&["apply", "-f", "-"], &typo)?;
+    assert_eq!(strict.code, 1);
+    assert!(
+        strict
+            .stderr
+            .contains("unknown field \"spec.maxTaskFailure\""),
+        "{}",
+        strict.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn kubectl_scale_changes_a_jobs_instances() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
+        .ok()?;
+    let ns = ["-n", "analytics"];
+    let scaled = k
+        .run(
+            &[
+                &ns[..],
+                &["scale", "job.corral.dev/sparkie", "--replicas=3"],
+            ]
+            .concat(),
+        )?
+        .ok()?;
+    assert!(scaled.contains("job.corral.dev/sparkie scaled"), "{scaled}");
+    let instances = |k: &Kubectl| -> Result<String> {
+        k.run(
+            &[
+                &ns[..],
+                &["get", "job", "sparkie", "-o", "jsonpath={.spec.instances}"],
+            ]
+            .concat(),
+        )?
+        .ok()
+    };
+    assert_eq!(instances(&k)?, "3");
+    // --current-replicas is a precondition: a mismatch changes nothing.
+    let stale = k.run(
+        &[
+            &ns[..],
+            &[
+                "scale",
+                "job/sparkie",
+                "--current-replicas=1",
+                "--replicas=5",
+            ],
+        ]
+        .concat(),
+    )?;
+    assert_ne!(stale.code, 0, "{}", stale.stdout);
+    assert_eq!(instances(&k)?, "3");
+    let raw = k
+        .run(&[
+            "get",
+            "--raw",
+            "/apis/corral.dev/v1alpha1/namespaces/analytics/jobs/sparkie/scale",
+        ])?
+        .ok()?;
+    let scale: serde_json::Value = serde_json::from_str(&raw)?;
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    Ok(())
+}
+
+#[test]
+fn kubectl_auth_can_i_and_whoami_ask_the_server() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    let yes = k
+        .run(&[
+            "auth",
+            "can-i",
+            "create",
+            "jobs.corral.dev",
+            "-n",
+            "analytics",
+        ])?
+        .ok()?;
+    assert_eq!(yes.trim(), "yes");
+    assert_eq!(
+        k.run(&["auth", "can-i", "get", "/version"])?.ok()?.trim(),
+        "yes"
+    );
+    let me = k.run(&["auth", "whoami", "-o", "json"])?.ok()?;
+    let me: serde_json::Value = serde_json::from_str(&me)?;
+    assert_eq!(me["kind"], "SelfSubjectReview");
+    assert_eq!(me["status"]["userInfo"]["username"], "corral-admin");
+    Ok(())
+}
+
+#[test]
+fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()> {
+    let (_server, k) = setup()?;
+    let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?;
+    let created = k
+        .run_stdin(
+            &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+            &job,
+        )?
+        .ok()?;
+    assert!(created.contains("serverside-applied"), "{created}");
+    let again = k
+        .run_stdin(
+            &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+            &job.replace("priority: 0", "priority: 1"),
+        )?
+        .ok()?;
+    assert!(again.contains("serverside-applied"), "{again}");
+    let managers = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job",
+            "sparkie",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ])?
+        .ok()?;
+    assert!(managers.contains("alice"), "{managers}");
+    // Another manager changing alice's field conflicts; --force-conflicts takes it over.
+    let bob = job.replace("priority: 0", "priority: 9");
+    let conflict = k.run_stdin(
+        &["apply", "--server-side", "--field-manager=bob", "-f", "-"],
+        &bob,
+    )?;
+    assert_eq!(conflict.code, 1, "{conflict:?}");
+    assert!(
+        conflict.stderr.contains("conflict with \"alice\"")
+            && conflict.stderr.contains(".spec.priority"),
+        "{}",
+        conflict.stderr
+    );
+    k.run_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=bob",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &bob,
+    )?
+    .ok()?;
+    let prio = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job",
+            "sparkie",
+            "-o",
+            "jsonpath={.spec.priority}",
+        ])?
+        .ok()?;
+    assert_eq!(prio, "9");
+    // Migrating from client-side apply: kubectl rewrites managedFields itself.
+    let teams = s(&examples().join("teams.yaml"));
+    k.run(&["apply", "-f", &teams])?.ok()?;
+    let migrated = k.run(&["apply", "--server-side", "-f", &teams])?.ok()?;
+    assert!(
+        migrated.contains("role.corral.dev/analytics serverside-applied"),
+        "{migrated}"
+    );
+    Ok(())
+}
