@@ -158,12 +158,24 @@ async fn a_healed_partition_kills_the_copies_the_cluster_replaced() -> Result<()
     ctl.stop().await
 }
 
+/// The fenced agent's lease: 2 s left a margin of half a second between the
+/// end of the fence and the lease's expiry, which a busy CI machine ate.
+const FENCED_LEASE_SECONDS: i32 = 6;
+
 #[tokio::test]
 async fn a_fenced_agent_kills_its_tasks_before_any_replacement_is_created() -> Result<()> {
     let h = start().await?;
     let proxy = Partition::to(&h.server.url).await?;
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
-    let a = Agent::start(proxy.client(&h).await?, "a", true, Simulated::default());
+    // A lease long enough that the fence (half of it, plus a kill grace of at
+    // most a quarter) ends well before it expires, even on a loaded machine.
+    let a = Agent::with_lease(
+        proxy.client(&h).await?,
+        "a",
+        true,
+        Simulated::default(),
+        FENCED_LEASE_SECONDS,
+    );
     let ctl = Controllers::start(&h.client);
     service(&h.client, "web", 1).await?;
     eventually("the instance to run on a", || async {
