@@ -111,16 +111,19 @@ async fn load(store: &dyn Store, ns: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let _ = rlimit::increase_nofile_limit(65_536);
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(corral_store::embedded::EmbeddedStore::open(
-        dir.path().join("bench.db"),
-    )?);
-    let server = Server::new(store.clone(), Registry::standard());
+/// A server over `store`, serving TLS on loopback, and an admin kube-rs client.
+struct Served {
+    server: Server,
+    running: corral_apiserver::RunningServer,
+    client: kube::Client,
+    _pki_dir: tempfile::TempDir,
+}
+
+async fn serve(store: Arc<dyn Store>, namespaces: &[&str]) -> Result<Served> {
+    let pki_dir = tempfile::tempdir()?;
+    let server = Server::new(store, Registry::standard());
     corral_apiserver::rest::ensure_default_namespaces(&server).await?;
-    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+    let pki = Pki::load_or_create(pki_dir.path(), &[])?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = corral_apiserver::serve(
         server.clone(),
@@ -133,7 +136,7 @@ async fn main() -> Result<()> {
     let client = kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
     )?;
-    for ns in ["create", "list10k", "list100k", "fan"] {
+    for ns in namespaces {
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         nss.create(
             &PostParams::default(),
@@ -141,70 +144,118 @@ async fn main() -> Result<()> {
         )
         .await?;
     }
+    Ok(Served {
+        server,
+        running,
+        client,
+        _pki_dir: pki_dir,
+    })
+}
 
-    // 1. Create throughput, API vs raw store, interleaved rounds.
+/// Create throughput over one store: API creates against raw Store puts,
+/// in interleaved rounds.
+async fn create_phase(label: &str, store: Arc<dyn Store>, client: &kube::Client) -> Result<()> {
     let n = scaled(4000);
-    if phase("create") {
-        let mut raw_rates = Vec::new();
-        let mut api_rates = Vec::new();
-        let (mut raw_cpu, mut api_cpu) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            let per = n / CLIENTS;
-            let start = Instant::now();
-            let cpu = cpu_seconds();
-            let writers = (0..CLIENTS).map(|w| {
-                let store = store.clone();
-                async move {
-                    for i in 0..per {
-                        let v = task_json("raw", &format!("r{round}-{w}-{i}"), None);
-                        store
-                            .create(
-                                &format!("/bench/raw/{round}/{w}/{i}"),
-                                serde_json::to_vec(&v)?,
-                            )
-                            .await?;
-                    }
-                    anyhow::Ok(())
+    let mut raw_rates = Vec::new();
+    let mut api_rates = Vec::new();
+    let (mut raw_cpu, mut api_cpu) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let per = n / CLIENTS;
+        let start = Instant::now();
+        let cpu = cpu_seconds();
+        let writers = (0..CLIENTS).map(|w| {
+            let store = store.clone();
+            async move {
+                for i in 0..per {
+                    let v = task_json("raw", &format!("r{round}-{w}-{i}"), None);
+                    store
+                        .create(
+                            &format!("/bench/raw/{round}/{w}/{i}"),
+                            serde_json::to_vec(&v)?,
+                        )
+                        .await?;
                 }
-            });
-            for r in futures::future::join_all(writers).await {
-                r?;
+                anyhow::Ok(())
             }
-            raw_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
-            raw_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
-
-            let start = Instant::now();
-            let cpu = cpu_seconds();
-            let creators = (0..CLIENTS).map(|w| {
-                let tasks: Api<Task> = Api::namespaced(client.clone(), "create");
-                async move {
-                    for i in 0..per {
-                        let t: Task = serde_json::from_value(task_json(
-                            "create",
-                            &format!("c{round}-{w}-{i}"),
-                            None,
-                        ))?;
-                        tasks.create(&PostParams::default(), &t).await?;
-                    }
-                    anyhow::Ok(())
-                }
-            });
-            for r in futures::future::join_all(creators).await {
-                r?;
-            }
-            api_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
-            api_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
+        });
+        for r in futures::future::join_all(writers).await {
+            r?;
         }
-        let (raw, api) = (median(raw_rates), median(api_rates));
-        println!(
-            "create throughput ({n} objects/round, {CLIENTS} concurrent clients, median of 3):"
-        );
-        let (raw_us, api_us) = (median(raw_cpu), median(api_cpu));
-        println!("  raw Store puts/s      {raw:>10.0}   CPU {raw_us:>6.1} µs/object");
-        println!(
-            "  API creates/s (TLS)   {api:>10.0}   CPU {api_us:>6.1} µs/object (client included)   ratio {:.2}× (goal ≥ 0.80×)",
-            api / raw
-        );
+        raw_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
+        raw_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
+
+        let start = Instant::now();
+        let cpu = cpu_seconds();
+        let creators = (0..CLIENTS).map(|w| {
+            let tasks: Api<Task> = Api::namespaced(client.clone(), "create");
+            async move {
+                for i in 0..per {
+                    let t: Task = serde_json::from_value(task_json(
+                        "create",
+                        &format!("c{round}-{w}-{i}"),
+                        None,
+                    ))?;
+                    tasks.create(&PostParams::default(), &t).await?;
+                }
+                anyhow::Ok(())
+            }
+        });
+        for r in futures::future::join_all(creators).await {
+            r?;
+        }
+        api_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
+        api_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
+    }
+    let (raw, api) = (median(raw_rates), median(api_rates));
+    println!(
+        "create throughput over {label} ({n} objects/round, {CLIENTS} concurrent clients, median of 3):"
+    );
+    let (raw_us, api_us) = (median(raw_cpu), median(api_cpu));
+    println!("  raw Store puts/s      {raw:>10.0}   CPU {raw_us:>6.1} µs/object (this process)");
+    println!(
+        "  API creates/s (TLS)   {api:>10.0}   CPU {api_us:>6.1} µs/object (client included)   ratio {:.2}× (goal ≥ 0.80×)",
+        api / raw
+    );
+    Ok(())
+}
+
+/// `CORRAL_BENCH_STORES` (default `embedded,etcd`) picks the stores the
+/// create phase runs over; the list and watch phases use the embedded store.
+fn create_over(store: &str) -> bool {
+    std::env::var("CORRAL_BENCH_STORES")
+        .map(|p| p.split(',').any(|x| x == store))
+        .unwrap_or(true)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let _ = rlimit::increase_nofile_limit(65_536);
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(corral_store::embedded::EmbeddedStore::open(
+        dir.path().join("bench.db"),
+    )?);
+    let Served {
+        server,
+        running,
+        client,
+        _pki_dir,
+    } = serve(store.clone(), &["create", "list10k", "list100k", "fan"]).await?;
+
+    // 1. Create throughput, API vs raw store, over each store.
+    if phase("create") {
+        if create_over("embedded") {
+            create_phase("the embedded store", store.clone(), &client).await?;
+        }
+        if create_over("etcd") {
+            // A real single-member etcd with fsync on, as in production.
+            let etcd = corral_store::testing::EtcdServer::start()?;
+            let etcd_store: Arc<dyn Store> = Arc::new(
+                corral_store::etcd::EtcdStore::connect(&[etcd.endpoint().to_owned()]).await?,
+            );
+            let over_etcd = serve(etcd_store.clone(), &["create"]).await?;
+            create_phase("etcd (one member, fsync on)", etcd_store, &over_etcd.client).await?;
+            over_etcd.running.shutdown().await;
+        }
     }
 
     // 2. LIST latency from the cache vs straight from the store.
