@@ -496,10 +496,78 @@ fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result<Value, Api
     Ok(v)
 }
 
-fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+/// The longest field manager name kube-apiserver takes.
+const MAX_FIELD_MANAGER_BYTES: usize = 128;
+
+/// A write's options from its query, checked as kube-apiserver checks
+/// Create/Update/PatchOptions (422 naming the option). Without a
+/// `fieldManager`, a non-apply write is recorded under the first word of the
+/// client's User-Agent, as kube-apiserver does (`kube-rs/2.0` → `kube-rs`).
+fn write_options(
+    q: &Query,
+    method: &Method,
+    headers: &http::HeaderMap,
+) -> Result<WriteOptions, ApiError> {
+    use corral_api::validation::{FieldError, FieldErrorType};
+    let options_kind = match *method {
+        Method::POST => "CreateOptions.meta.k8s.io",
+        Method::PUT => "UpdateOptions.meta.k8s.io",
+        _ => "PatchOptions.meta.k8s.io",
+    };
+    let mut errors = Vec::new();
+    let dry_run = match q.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            errors.push(FieldError {
+                type_: FieldErrorType::NotSupported,
+                field: "dryRun".into(),
+                value: Some(format!("{other:?}")),
+                detail: "supported values: \"All\"".into(),
+            });
+            false
+        }
+    };
+    let field_manager = q.get("fieldManager").map(str::to_owned);
+    if let Some(m) = &field_manager {
+        if m.len() > MAX_FIELD_MANAGER_BYTES {
+            errors.push(FieldError {
+                type_: FieldErrorType::TooLong,
+                field: "fieldManager".into(),
+                value: None,
+                detail: format!("may not be more than {MAX_FIELD_MANAGER_BYTES} bytes"),
+            });
+        } else if m.chars().any(char::is_control) {
+            errors.push(FieldError {
+                type_: FieldErrorType::Invalid,
+                field: "fieldManager".into(),
+                value: Some(format!("{m:?}")),
+                detail: "must only contain printable characters".into(),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid {
+            kind: options_kind.into(),
+            name: String::new(),
+            errors,
+        });
+    }
+    let agent_manager = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .map(|m| {
+            m.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_FIELD_MANAGER_BYTES)
+                .collect::<String>()
+        })
+        .filter(|m| !m.trim().is_empty());
     Ok(WriteOptions {
-        dry_run: q.get("dryRun") == Some("All"),
-        field_manager: q.get("fieldManager").map(str::to_owned),
+        dry_run,
+        field_manager,
+        agent_manager,
         field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
         force: q.flag("force"),
     })
@@ -631,7 +699,7 @@ async fn resource(
             Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::POST, None) => {
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, req.method(), req.headers())?;
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
             let w = api.create(&desc, ns, obj, &opts).await?;
@@ -641,7 +709,7 @@ async fn resource(
             ))
         }
         (Method::PUT, Some(name)) => {
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, req.method(), req.headers())?;
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
             let w = api.update(&desc, ns, name, obj, t.status, &opts).await?;
@@ -651,7 +719,7 @@ async fn resource(
             ))
         }
         (Method::PATCH, Some(name)) => {
-            let opts = write_options(&q)?;
+            let opts = write_options(&q, req.method(), req.headers())?;
             let (parts, body) = read_body(req).await?;
             let kind = PatchKind::from_content_type(&content_type(&parts), &desc)?;
             let patch = parse_body(kind, &body)?;

@@ -122,7 +122,12 @@ pub(super) fn record_manager(
     subresource: Option<&str>,
     lists: &crate::ssa::Lists,
 ) {
-    let Some(manager) = opts.field_manager.clone().filter(|m| !m.is_empty()) else {
+    let Some(manager) = opts
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .or_else(|| opts.agent_manager.clone())
+    else {
         return;
     };
     if operation == "Apply" {

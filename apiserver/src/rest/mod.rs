@@ -106,6 +106,9 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldManager`.
     pub field_manager: Option<String>,
+    /// The manager a non-apply write without `fieldManager` is recorded
+    /// under: the first word of the client's User-Agent.
+    pub agent_manager: Option<String>,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
     /// `force` (server-side apply).
@@ -117,6 +120,7 @@ impl Default for WriteOptions {
         WriteOptions {
             dry_run: false,
             field_manager: None,
+            agent_manager: None,
             field_validation: FieldValidation::Warn,
             force: false,
         }

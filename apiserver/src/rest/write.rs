@@ -387,6 +387,19 @@ impl Api {
             let deleting =
                 meta_str(&next, "deletionTimestamp").is_some() && finalizers(&next).is_empty();
             if opts.dry_run {
+                // Nothing is written: the answer carries the version it was
+                // computed from, and a change that changes nothing is the
+                // object as stored (a GitOps tool's drift check compares them).
+                let bytes = to_stored(&next)?;
+                let no_op = !deleting
+                    && (bytes == kv.value
+                        || (operation == "Apply" && same_ignoring_manager_time(&bytes, &kv.value)));
+                if no_op {
+                    next = current;
+                } else {
+                    meta_mut(&mut next)
+                        .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                }
                 return Ok(Written {
                     object: next,
                     created: false,

@@ -20,27 +20,28 @@ pub(super) async fn request(
     let q = Query::parse(req.uri().query());
     let ns = t.namespace.as_deref();
     let name = t.name.as_deref().ok_or(ApiError::PathNotFound)?;
-    let write = match *req.method() {
+    let (opts, write) = match *req.method() {
         Method::GET => {
             let scale = api.get_scale(&t.desc, ns, name).await?;
             return Ok(json_response(StatusCode::OK, &scale));
         }
         Method::PUT => {
+            let opts = write_options(&q, req.method(), req.headers())?;
             let (parts, body) = read_body(req).await?;
-            ScaleWrite::Replace(decode_object(&parts, &body)?)
+            (opts, ScaleWrite::Replace(decode_object(&parts, &body)?))
         }
         Method::PATCH => {
+            let opts = write_options(&q, req.method(), req.headers())?;
             let (parts, body) = read_body(req).await?;
             // A Scale is a built-in kind: strategic merge is taken.
             let kind = match content_type(&parts).split(';').next().map(str::trim) {
                 Some("application/strategic-merge-patch+json") => PatchKind::Strategic,
                 _ => PatchKind::from_content_type(&content_type(&parts), &t.desc)?,
             };
-            ScaleWrite::Patch(kind, parse_body(kind, &body)?)
+            (opts, ScaleWrite::Patch(kind, parse_body(kind, &body)?))
         }
         _ => return Err(ApiError::MethodNotAllowed),
     };
-    let opts = write_options(&q)?;
     let w = api.write_scale(&t.desc, ns, name, write, &opts).await?;
     Ok(with_warnings(
         json_response(StatusCode::OK, &w.object),

@@ -6,7 +6,9 @@
 //! - endpoint: `create-json`, `create-yaml`, `create-protobuf` (a POST of a
 //!   ConfigMap), `patch-json`, `patch-merge`, `patch-strategic`,
 //!   `patch-apply` (a PATCH of a ConfigMap the test creates; `TARGET` in the
-//!   body is its name), `labels`, `fields` (a list's selectors);
+//!   body is its name), `labels`, `fields` (a list's selectors),
+//!   `create-options` (the query of a ConfigMap's POST: `dryRun`,
+//!   `fieldManager`, `fieldValidation`);
 //! - expect: `ok` (a 2xx), `bad` (a 4xx Status, and nothing written), or
 //!   `any` (never a 5xx; what the fuzzer found and kept).
 //!
@@ -159,6 +161,23 @@ async fn send(ts: &TestServer, case: &Case, n: usize) -> Result<Outcome> {
             http::Request::patch(format!("{collection}/{target}{manager}"))
                 .header("content-type", ct)
                 .body(body)?
+        }
+        "create-options" => {
+            let query: Vec<String> = case
+                .body
+                .split(|b| *b == b'&')
+                .map(|pair| {
+                    let mut kv = pair.splitn(2, |b| *b == b'=');
+                    let k = percent_encode(kv.next().unwrap_or_default());
+                    let v = percent_encode(kv.next().unwrap_or_default());
+                    format!("{k}={v}")
+                })
+                .collect();
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"generateName": "options-"}, "data": {"a": "1"}});
+            http::Request::post(format!("{collection}?{}", query.join("&")))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&cm)?)?
         }
         "labels" | "fields" => {
             let param = if case.endpoint == "labels" {

@@ -98,6 +98,7 @@ mod clients;
 mod corpus;
 mod crud;
 mod deletion;
+mod gitops;
 mod watch;
 
 macro_rules! suite {
@@ -136,6 +137,8 @@ suite!(embedded:
     clients::strategic_merge_patches_follow_list_types,
     corpus::the_corpus_gets_the_answers_it_expects,
     corpus::mutated_corpus_entries_never_get_a_5xx_or_a_partial_write,
+    gitops::flux_applies_detects_drift_recreates_and_prunes,
+    gitops::argo_cd_lists_every_resource_in_pages_and_watches_from_there,
 );
 
 suite!(etcd:
@@ -145,4 +148,6 @@ suite!(etcd:
     watch::watch_sees_additions_changes_and_deletions,
     watch::tasks_are_selected_by_node_name,
     deletion::deleting_an_owner_collects_its_dependents,
+    gitops::flux_applies_detects_drift_recreates_and_prunes,
+    gitops::argo_cd_lists_every_resource_in_pages_and_watches_from_there,
 );
