@@ -234,7 +234,7 @@ pub const MAX_INSTANCES: u32 = 10_000;
     status = "JobStatus",
     shortname = "cj",
     category = "corral",
-    scale = r#"{"specReplicasPath": ".spec.instances", "statusReplicasPath": ".status.tasks.RUNNING"}"#,
+    scale = r#"{"specReplicasPath": ".spec.instances", "statusReplicasPath": ".status.tasks.RUNNING", "labelSelectorPath": ".status.selector"}"#,
     derive = "PartialEq",
     doc = "A Corral job: a service, ad-hoc or cron job of one task per instance.",
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
@@ -426,6 +426,11 @@ pub struct JobStatus {
     /// Instances whose live task runs the current template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_instances: Option<u32>,
+    /// The label selector of the job's tasks, in its string form
+    /// (`corral.dev/job=<name>`): the Scale's selector, so an autoscaler
+    /// can find the tasks whose metrics it reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

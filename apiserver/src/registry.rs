@@ -50,6 +50,8 @@ pub struct ScalePaths {
     pub spec: Vec<String>,
     /// The observed count.
     pub status: Vec<String>,
+    /// The selector of the counted objects, in its string form.
+    pub selector: Option<Vec<String>>,
 }
 
 fn json_path_fields(path: &str) -> Vec<String> {
@@ -244,6 +246,7 @@ fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
             .map(|s| ScalePaths {
                 spec: json_path_fields(&s.spec_replicas_path),
                 status: json_path_fields(&s.status_replicas_path),
+                selector: s.label_selector_path.as_deref().map(json_path_fields),
             }),
         columns,
         selectable: version

@@ -252,7 +252,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let mut status = json!({"status": {"phase": plan.phase, "tasks": counts,
         "failures": plan.failures + already_pruned,
         "prunedFailures": already_pruned + pruned_failed,
-        "observedGeneration": job.metadata.generation, "latency": latency}});
+        "observedGeneration": job.metadata.generation, "latency": latency,
+        "selector": format!("{JOB_LABEL}={name}")}});
     if let Some((updated, rolling)) = plan.update {
         status["status"]["updatedInstances"] = json!(updated);
         status["status"]["conditions"] = json!(progressing(&job, updated, rolling, now));

@@ -140,6 +140,16 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
             && st.phase == Some(JobPhase::Active))
     })
     .await?;
+    // The Scale names the selector of the job's tasks, for autoscalers.
+    let selector = jobs
+        .get_scale("web")
+        .await?
+        .status
+        .and_then(|s| s.selector)
+        .context("the scale has no selector")?;
+    let selected = tasks.list(&ListParams::default().labels(&selector)).await?;
+    assert_eq!(selected.items.len(), tasks_of(&tasks, "web").await?.len());
+    assert!(!selected.items.is_empty());
 
     // An ad-hoc job with maxTaskFailures 1: one retry, then FAILED.
     jobs.create(&PostParams::default(), &job("batch", "adhoc", 1, 1)?)

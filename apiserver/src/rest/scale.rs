@@ -50,12 +50,21 @@ pub fn scale_of(obj: &Value, paths: &ScalePaths) -> Value {
             metadata.insert(field.to_owned(), v.clone());
         }
     }
+    let mut status = json!({"replicas": count(&paths.status)});
+    if let Some(selector) = paths
+        .selector
+        .as_deref()
+        .and_then(|p| at(obj, p))
+        .and_then(Value::as_str)
+    {
+        status["selector"] = json!(selector);
+    }
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": metadata,
         "spec": {"replicas": count(&paths.spec)},
-        "status": {"replicas": count(&paths.status)},
+        "status": status,
     })
 }
 
@@ -180,19 +189,26 @@ mod tests {
         ScalePaths {
             spec: vec!["spec".into(), "instances".into()],
             status: vec!["status".into(), "tasks".into(), "RUNNING".into()],
+            selector: Some(vec!["status".into(), "selector".into()]),
         }
     }
 
     #[test]
     fn a_job_reads_as_a_scale_and_takes_its_replicas() {
         let job = json!({"metadata": {"name": "web", "namespace": "a", "uid": "u", "resourceVersion": "7", "labels": {"x": "y"}},
-            "spec": {"instances": 3}, "status": {"tasks": {"RUNNING": 2, "PENDING": 1}}});
+            "spec": {"instances": 3}, "status": {"tasks": {"RUNNING": 2, "PENDING": 1}, "selector": "corral.dev/job=web"}});
         let scale = scale_of(&job, &job_paths());
         assert_eq!(
             scale,
             json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
                 "metadata": {"name": "web", "namespace": "a", "uid": "u", "resourceVersion": "7"},
-                "spec": {"replicas": 3}, "status": {"replicas": 2}})
+                "spec": {"replicas": 3}, "status": {"replicas": 2, "selector": "corral.dev/job=web"}})
+        );
+        // Before the job controller has written the selector, there is none.
+        let fresh = json!({"metadata": {"name": "web"}, "spec": {"instances": 1}});
+        assert_eq!(
+            scale_of(&fresh, &job_paths())["status"],
+            json!({"replicas": 0})
         );
         let scaled = with_replicas(
             job.clone(),
