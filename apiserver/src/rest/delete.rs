@@ -17,7 +17,48 @@ const FOREGROUND: &str = "foregroundDeletion";
 /// How long foreground deletion waits for dependents to disappear.
 const FOREGROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The longest a background deletion waits for a change before it looks
+/// again anyway (a missed change, or a store without a cache).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// The least time between two looks of one background deletion, so a busy
+/// cluster's stream of changes does not turn into a stream of re-reads.
+const MIN_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Api {
+    /// The revision a background deletion has seen before it reads: the
+    /// cache's, or the store's.
+    async fn seen_revision(&self) -> i64 {
+        match &self.cache {
+            Some(cache) => cache.revision(),
+            None => self.store.current_revision().await.unwrap_or(0),
+        }
+    }
+
+    /// Waits until something changes after revision `seen`, or `cap`
+    /// passes: the cache's progress when there is a cache, else a store
+    /// watch of the registry. At least [`MIN_RECHECK`] passes either way.
+    async fn wait_for_change(&self, seen: i64, cap: std::time::Duration) {
+        let earliest = tokio::time::Instant::now() + MIN_RECHECK;
+        self.wait_for_change_after(seen, cap).await;
+        tokio::time::sleep_until(earliest).await;
+    }
+
+    async fn wait_for_change_after(&self, seen: i64, cap: std::time::Duration) {
+        match &self.cache {
+            Some(cache) => {
+                cache.wait_for(seen + 1, cap).await;
+            }
+            None => {
+                let next = async {
+                    if let Ok(mut changes) = self.store.watch("/registry/", seen + 1).await {
+                        futures::StreamExt::next(&mut changes).await;
+                    }
+                };
+                let _ = tokio::time::timeout(cap, next).await;
+            }
+        }
+    }
+
     /// Deletes an object; with finalizers it is only marked for deletion.
     pub async fn delete(
         &self,
@@ -220,8 +261,8 @@ impl Api {
     pub(super) fn spawn_namespace_termination(&self, ns: String) {
         let api = self.clone();
         tokio::spawn(async move {
-            let mut pause = std::time::Duration::from_millis(20);
             loop {
+                let seen = api.seen_revision().await;
                 match api.delete_namespace_contents(&ns).await {
                     Ok(true) => break,
                     Ok(false) => {}
@@ -229,9 +270,9 @@ impl Api {
                         tracing::warn!(namespace = %ns, error = %e, "terminating a namespace; retrying")
                     }
                 }
-                // Objects with finalizers wait for their controllers.
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                // Objects with finalizers wait for their controllers: look
+                // again once something has changed.
+                api.wait_for_change(seen, RECHECK).await;
             }
             let key = format!("/registry/core/namespaces/{ns}");
             for _ in 0..MAX_RETRIES {
@@ -333,11 +374,15 @@ impl Api {
             let result = async {
                 api.collect_dependents(&uid).await?;
                 let deadline = tokio::time::Instant::now() + FOREGROUND_WAIT;
-                while !api.dependents(&uid).await?.is_empty() {
+                loop {
+                    let seen = api.seen_revision().await;
+                    if api.dependents(&uid).await?.is_empty() {
+                        break;
+                    }
                     if tokio::time::Instant::now() > deadline {
                         return Err(ApiError::Unavailable("dependents are still present".into()));
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    api.wait_for_change(seen, RECHECK).await;
                 }
                 let drop_finalizer = |cur: &Value| {
                     let mut next = cur.clone();
