@@ -128,10 +128,47 @@ pub struct Attributes {
     pub name: Option<String>,
 }
 
+/// What a user may do with resources: `verbs` on `resources` of
+/// `api_groups` (`*` stands for any), as in a Kubernetes RBAC rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRule {
+    /// Verbs (`get`, `create`, … or `*`).
+    pub verbs: Vec<String>,
+    /// API groups (`""` is the core group).
+    pub api_groups: Vec<String>,
+    /// Resources (`jobs`, `jobs/status`, … or `*`).
+    pub resources: Vec<String>,
+}
+
+/// What a user may do with paths that are not resources (`/version`…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonResourceRule {
+    /// Verbs (`get`, or `*`).
+    pub verbs: Vec<String>,
+    /// Paths; a trailing `*` matches any rest.
+    pub urls: Vec<String>,
+}
+
+/// Every rule that applies to a user in one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Rules on resources.
+    pub resources: Vec<ResourceRule>,
+    /// Rules on other paths.
+    pub non_resources: Vec<NonResourceRule>,
+}
+
 /// Decides whether a user may perform a request.
 pub trait Authorizer: Send + Sync + fmt::Debug {
     /// True when `user` may do `attrs`.
     fn allows(&self, user: &User, attrs: &Attributes) -> bool;
+
+    /// Every rule that applies to `user` in `namespace`, for `kubectl auth
+    /// can-i --list`; `None` when this authorizer cannot list its rules
+    /// (the review then says it is incomplete).
+    fn rules(&self, _user: &User, _namespace: &str) -> Option<Rules> {
+        None
+    }
 }
 
 /// Every authenticated user may do everything.
@@ -141,6 +178,21 @@ pub struct AllowAuthenticated;
 impl Authorizer for AllowAuthenticated {
     fn allows(&self, _user: &User, _attrs: &Attributes) -> bool {
         true
+    }
+
+    fn rules(&self, _user: &User, _namespace: &str) -> Option<Rules> {
+        let any = || vec!["*".to_owned()];
+        Some(Rules {
+            resources: vec![ResourceRule {
+                verbs: any(),
+                api_groups: any(),
+                resources: any(),
+            }],
+            non_resources: vec![NonResourceRule {
+                verbs: any(),
+                urls: any(),
+            }],
+        })
     }
 }
 
@@ -182,6 +234,20 @@ pub(crate) struct ReadOnly;
 impl Authorizer for ReadOnly {
     fn allows(&self, _: &User, a: &Attributes) -> bool {
         matches!(a.verb.as_str(), "get" | "list" | "watch")
+    }
+
+    fn rules(&self, _: &User, _: &str) -> Option<Rules> {
+        Some(Rules {
+            resources: vec![ResourceRule {
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                api_groups: vec!["*".into()],
+                resources: vec!["*".into()],
+            }],
+            non_resources: vec![NonResourceRule {
+                verbs: vec!["get".into()],
+                urls: vec!["*".into()],
+            }],
+        })
     }
 }
 

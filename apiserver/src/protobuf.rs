@@ -156,6 +156,21 @@ struct SelfSubjectAccessReview {
     spec: Option<SelfSubjectAccessReviewSpec>,
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct SelfSubjectRulesReviewSpec {
+    #[prost(string, optional, tag = "1")]
+    namespace: Option<String>,
+}
+
+/// authorization.k8s.io/v1 (`kubectl auth can-i --list`).
+#[derive(Clone, PartialEq, Message)]
+struct SelfSubjectRulesReview {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<SelfSubjectRulesReviewSpec>,
+}
+
 /// authentication.k8s.io/v1 (`kubectl auth whoami`): nothing but metadata.
 #[derive(Clone, PartialEq, Message)]
 struct SelfSubjectReview {
@@ -500,6 +515,18 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
             }
             out.insert("spec".into(), Value::Object(spec));
         }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            let c = SelfSubjectRulesReview::decode(raw)
+                .map_err(|e| bad("SelfSubjectRulesReview", e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+            let mut spec = Map::new();
+            put(
+                &mut spec,
+                "namespace",
+                s(&c.spec.as_ref().and_then(|sp| sp.namespace.clone())),
+            );
+            out.insert("spec".into(), Value::Object(spec));
+        }
         ("authentication.k8s.io/v1", "SelfSubjectReview") => {
             let c = SelfSubjectReview::decode(raw).map_err(|e| bad("SelfSubjectReview", e))?;
             out.insert("metadata".into(), meta(&c.metadata));
@@ -610,6 +637,18 @@ mod tests {
             v["spec"],
             json!({"resourceAttributes": {"namespace": "analytics", "verb": "create", "group": "corral.dev", "resource": "jobs"}})
         );
+        let rules = SelfSubjectRulesReview {
+            metadata: None,
+            spec: Some(SelfSubjectRulesReviewSpec {
+                namespace: Some("analytics".into()),
+            }),
+        };
+        let v = decode_object(&wrap(
+            "authorization.k8s.io/v1",
+            "SelfSubjectRulesReview",
+            rules.encode_to_vec(),
+        ))?;
+        assert_eq!(v["spec"], json!({"namespace": "analytics"}));
         Ok(())
     }
 

@@ -3,13 +3,16 @@
 //! with its `status` filled in.
 //! - authorization.k8s.io/v1 `SelfSubjectAccessReview` (`kubectl auth
 //!   can-i`): would the authorization layer let the caller do this?
+//! - authorization.k8s.io/v1 `SelfSubjectRulesReview` (`kubectl auth can-i
+//!   --list`): every rule that applies to the caller in a namespace, as the
+//!   authorization layer lists them (`incomplete` when it cannot);
 //! - authentication.k8s.io/v1 `SelfSubjectReview` (`kubectl auth whoami`):
 //!   who does the server take the caller for?
 
 use corral_api::validation::{FieldError, FieldErrorType};
 use serde_json::{Value, json};
 
-use crate::auth::{Attributes, Authorizer, User};
+use crate::auth::{Attributes, Authorizer, Rules, User};
 use crate::error::ApiError;
 
 /// One review kind.
@@ -26,12 +29,18 @@ pub struct Review {
 }
 
 /// Every review this server answers.
-pub const REVIEWS: [Review; 2] = [
+pub const REVIEWS: [Review; 3] = [
     Review {
         group: "authorization.k8s.io",
         version: "v1",
         kind: "SelfSubjectAccessReview",
         plural: "selfsubjectaccessreviews",
+    },
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectRulesReview",
+        plural: "selfsubjectrulesreviews",
     },
     Review {
         group: "authentication.k8s.io",
@@ -96,6 +105,7 @@ pub fn answer(
     }
     let status = match review.kind {
         "SelfSubjectAccessReview" => access(review, &body, user, authz)?,
+        "SelfSubjectRulesReview" => rules(&body, user, authz)?,
         _ => {
             let mut groups = user.groups.clone();
             if !groups.iter().any(|g| g == AUTHENTICATED) {
@@ -159,6 +169,37 @@ fn access(
             "exactly one of nonResourceAttributes or resourceAttributes must be specified",
         )),
     }
+}
+
+fn rules(body: &Value, user: &User, authz: &dyn Authorizer) -> Result<Value, ApiError> {
+    // As kube-apiserver: the rules are always those of one namespace.
+    let Some(namespace) = body
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(ApiError::BadRequest("no namespace on request".into()));
+    };
+    Ok(match authz.rules(user, namespace) {
+        Some(Rules {
+            resources,
+            non_resources,
+        }) => json!({
+            "resourceRules": resources.iter().map(|r| json!({
+                "verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources,
+            })).collect::<Vec<_>>(),
+            "nonResourceRules": non_resources.iter().map(|r| json!({
+                "verbs": r.verbs, "nonResourceURLs": r.urls,
+            })).collect::<Vec<_>>(),
+            "incomplete": false,
+        }),
+        None => json!({
+            "resourceRules": [],
+            "nonResourceRules": [],
+            "incomplete": true,
+            "evaluationError": "the authorization layer cannot list its rules; ask about one action with kubectl auth can-i",
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -226,8 +267,53 @@ mod tests {
     }
 
     #[test]
+    fn rules_reviews_list_the_authorizers_rules_in_a_namespace() {
+        let review = |spec: Value, authz: &dyn Authorizer| {
+            answer(
+                &REVIEWS[1],
+                json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": spec}),
+                &bob(),
+                authz,
+            )
+        };
+        let read = review(json!({"namespace": "default"}), &ReadOnly).expect("answer");
+        assert_eq!(read["kind"], "SelfSubjectRulesReview");
+        assert_eq!(
+            read["status"],
+            json!({"resourceRules": [{"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}],
+                   "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["*"]}],
+                   "incomplete": false})
+        );
+        let all =
+            review(json!({"namespace": "a"}), &crate::auth::AllowAuthenticated).expect("answer");
+        assert_eq!(all["status"]["resourceRules"][0]["verbs"], json!(["*"]));
+
+        // An authorizer that cannot list rules gives an incomplete answer.
+        #[derive(Debug)]
+        struct Opaque;
+        impl Authorizer for Opaque {
+            fn allows(&self, _: &User, _: &Attributes) -> bool {
+                false
+            }
+        }
+        let opaque = review(json!({"namespace": "a"}), &Opaque).expect("answer");
+        assert_eq!(opaque["status"]["incomplete"], true);
+        assert_eq!(opaque["status"]["resourceRules"], json!([]));
+
+        for spec in [json!({}), json!({"namespace": ""}), json!({"namespace": 7})] {
+            assert!(
+                matches!(
+                    review(spec.clone(), &ReadOnly),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
     fn whoami_names_the_user_and_its_groups() {
-        let me = answer(&REVIEWS[1], json!({}), &bob(), &ReadOnly).expect("answer");
+        let me = answer(&REVIEWS[2], json!({}), &bob(), &ReadOnly).expect("answer");
         assert_eq!(me["kind"], "SelfSubjectReview");
         assert_eq!(me["status"]["userInfo"]["username"], "bob");
         assert_eq!(

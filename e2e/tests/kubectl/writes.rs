@@ -227,6 +227,23 @@ fn kubectl_auth_can_i_and_whoami_ask_the_server() -> Result<()> {
         k.run(&["auth", "can-i", "get", "/version"])?.ok()?.trim(),
         "yes"
     );
+    // --list asks for every rule: the admin may do anything anywhere.
+    let list = k
+        .run(&["auth", "can-i", "--list", "-n", "analytics"])?
+        .ok()?;
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.contains(&vec!["*.*", "[]", "[]", "[*]"]),
+        "no rule for every resource: {list}"
+    );
+    assert!(
+        rows.contains(&vec!["[*]", "[]", "[*]"]),
+        "no rule for every path: {list}"
+    );
     let me = k.run(&["auth", "whoami", "-o", "json"])?.ok()?;
     let me: serde_json::Value = serde_json::from_str(&me)?;
     assert_eq!(me["kind"], "SelfSubjectReview");
