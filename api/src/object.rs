@@ -96,18 +96,49 @@ pub const KINDS: [KindInfo; 6] = [
     },
 ];
 
-fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, v: Value) -> Result<T, DecodeError> {
-    serde_json::from_value(v).map_err(|source| DecodeError::Schema { kind, source })
+/// A document to decode: owned (moved into the typed form) or borrowed.
+trait Document {
+    fn value(&self) -> &Value;
+    fn decode<T: serde::de::DeserializeOwned>(self, kind: &'static str) -> Result<T, DecodeError>;
+}
+
+impl Document for Value {
+    fn value(&self) -> &Value {
+        self
+    }
+    fn decode<T: serde::de::DeserializeOwned>(self, kind: &'static str) -> Result<T, DecodeError> {
+        serde_json::from_value(self).map_err(|source| DecodeError::Schema { kind, source })
+    }
+}
+
+impl Document for &Value {
+    fn value(&self) -> &Value {
+        self
+    }
+    fn decode<T: serde::de::DeserializeOwned>(self, kind: &'static str) -> Result<T, DecodeError> {
+        T::deserialize(self).map_err(|source| DecodeError::Schema { kind, source })
+    }
 }
 
 impl CorralObject {
     /// Decodes a document by its `apiVersion` and `kind`.
     pub fn from_value(v: Value) -> Result<Self, DecodeError> {
-        let api_version = v
+        Self::from_document(v)
+    }
+
+    /// Decodes a borrowed document by its `apiVersion` and `kind` (no copy
+    /// of the document is made).
+    pub fn from_value_ref(v: &Value) -> Result<Self, DecodeError> {
+        Self::from_document(v)
+    }
+
+    fn from_document(v: impl Document) -> Result<Self, DecodeError> {
+        let doc = v.value();
+        let api_version = doc
             .get("apiVersion")
             .and_then(Value::as_str)
             .ok_or(DecodeError::MissingTypeMeta)?;
-        let kind = v
+        let kind = doc
             .get("kind")
             .and_then(Value::as_str)
             .ok_or(DecodeError::MissingTypeMeta)?;
@@ -117,12 +148,12 @@ impl CorralObject {
             });
         }
         Ok(match kind {
-            "Role" => CorralObject::Role(decode("Role", v)?),
-            "Quota" => CorralObject::Quota(decode("Quota", v)?),
-            "Reservation" => CorralObject::Reservation(decode("Reservation", v)?),
-            "Job" => CorralObject::Job(decode("Job", v)?),
-            "Task" => CorralObject::Task(decode("Task", v)?),
-            "Node" => CorralObject::Node(decode("Node", v)?),
+            "Role" => CorralObject::Role(v.decode("Role")?),
+            "Quota" => CorralObject::Quota(v.decode("Quota")?),
+            "Reservation" => CorralObject::Reservation(v.decode("Reservation")?),
+            "Job" => CorralObject::Job(v.decode("Job")?),
+            "Task" => CorralObject::Task(v.decode("Task")?),
+            "Node" => CorralObject::Node(v.decode("Node")?),
             other => {
                 return Err(DecodeError::UnknownKind {
                     kind: other.to_owned(),

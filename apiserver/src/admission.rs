@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::objects::meta_str;
 use crate::registry::{Origin, ResourceDesc};
-use crate::schema_check::{SchemaReport, check};
+use crate::schema_check::SchemaReport;
 
 /// What to do with fields the schema does not know (`?fieldValidation=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn admit(
     fv: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
     let mut report = SchemaReport::default();
-    check(&desc.schema, obj, "", &mut report);
+    desc.checker.check(obj, &mut report);
     let mut warnings = Vec::new();
     if !report.unknown.is_empty() {
         let list: Vec<String> = report
@@ -195,7 +195,7 @@ pub fn admit(
                 }],
             )
         })?;
-        let rule_errors = match old.map(|o| CorralObject::from_value(o.clone())) {
+        let rule_errors = match old.map(CorralObject::from_value_ref) {
             Some(Ok(old_typed)) => typed.validate_update(&old_typed),
             _ => typed.validate(),
         };

@@ -92,17 +92,16 @@ pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Value, ApiError> {
 
 /// The parts of an object that count as its spec for `generation`: every
 /// top-level field except metadata, status, apiVersion and kind.
-pub fn spec_part(obj: &Value) -> Map<String, Value> {
+pub fn spec_part(obj: &Value) -> impl Iterator<Item = (&String, &Value)> {
     obj.as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|o| o.iter())
+        .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+}
+
+/// True when `a` and `b` have the same spec part (see [`spec_part`]).
+pub fn same_spec_part(a: &Value, b: &Value) -> bool {
+    spec_part(a).count() == spec_part(b).count() && spec_part(a).all(|(k, v)| b.get(k) == Some(v))
 }
 
 /// Parses a resourceVersion string.

@@ -93,6 +93,8 @@ pub struct ResourceDesc {
     pub schema: Value,
     /// Its merged lists, read from `schema` (for server-side apply).
     pub lists: Arc<crate::ssa::Lists>,
+    /// `schema`, read into the form admission checks objects with.
+    pub checker: Arc<crate::schema_check::Schema>,
     /// Custom or built-in.
     pub origin: Origin,
 }
@@ -257,6 +259,7 @@ fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
             .map(|f| f.json_path.trim_start_matches('.').to_owned())
             .collect(),
         lists: Arc::new(crate::ssa::Lists::from_schema(&schema)),
+        checker: Arc::new(crate::schema_check::Schema::compile(&schema)),
         schema,
         origin: Origin::Custom,
     }
@@ -290,6 +293,7 @@ fn builtin(
         columns,
         selectable: selectable.iter().map(|s| s.to_string()).collect(),
         lists: Arc::new(crate::ssa::Lists::from_schema(&schema)),
+        checker: Arc::new(crate::schema_check::Schema::compile(&schema)),
         schema,
         origin: Origin::BuiltIn,
     }

@@ -100,7 +100,7 @@ pub(super) fn merge_system(
     {
         meta.insert("managedFields".into(), mf.clone());
     }
-    if spec_part(current) != spec_part(&next) {
+    if !same_spec_part(current, &next) {
         let g = cur_meta
             .get("generation")
             .and_then(Value::as_i64)

@@ -17,7 +17,8 @@ use crate::admission::{FieldValidation, admit};
 use crate::cache::{Entry, NODE_FIELD, WatchCache};
 use crate::error::ApiError;
 use crate::objects::{
-    finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, spec_part, to_stored,
+    finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, same_spec_part,
+    spec_part, to_stored,
 };
 use crate::patch::{PatchKind, apply_patch};
 use crate::registry::{Registry, ResourceDesc};
