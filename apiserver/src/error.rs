@@ -96,6 +96,9 @@ pub enum ApiError {
     /// The storage is unreachable: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Too many requests of its class are in flight: retry after a second.
+    #[error("Too many requests, please try again later.")]
+    TooManyRequests,
     /// A bug: the server broke an invariant.
     #[error("internal error: {0}")]
     Internal(String),
@@ -122,6 +125,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::AgentUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
@@ -141,6 +145,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Expired { .. } => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::TooManyRequests => "TooManyRequests",
             ApiError::Internal(_) | ApiError::AgentUnreachable(_) => "InternalError",
         }
     }
@@ -217,6 +222,7 @@ impl ApiError {
                     .collect();
                 Some(json!({"causes": causes}))
             }
+            ApiError::TooManyRequests => Some(json!({"retryAfterSeconds": 1})),
             ApiError::Expired { .. } => None,
             _ => None,
         };

@@ -44,4 +44,7 @@ pub use auth::{AllowAuthenticated, Authn, Authorizer};
 pub use error::ApiError;
 pub use registry::Registry;
 pub use rest::Api;
-pub use server::{RunningServer, serve, serve_with_authorizer, serve_with_options};
+pub use server::{
+    InFlight, InFlightLimits, RunningServer, ServeOptions, serve, serve_with_authorizer,
+    serve_with_options,
+};

@@ -31,8 +31,11 @@ use crate::registry::ResourceDesc;
 use crate::rest::{Api, DeleteOptions, ListQuery, WriteOptions};
 use crate::selectors::{FieldSelector, LabelSelector};
 
+mod inflight;
 mod route;
 mod scale;
+
+pub use inflight::{InFlight, InFlightLimits, RequestClass, Slot};
 
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{self, WatchParams};
@@ -66,6 +69,16 @@ struct Security {
     authn: Authn,
     authz: Arc<dyn Authorizer>,
     agents: Option<crate::logs::AgentLink>,
+    inflight: InFlight,
+}
+
+/// What a server needs besides its API, listener and credentials checks.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The identity the server presents to agents to proxy task logs.
+    pub agents: Option<crate::logs::AgentLink>,
+    /// The slots of requests in flight (see [`InFlightLimits`]).
+    pub inflight: InFlight,
 }
 
 /// Serves `api` on `listener`, over TLS when `tls` is given; every
@@ -87,23 +100,23 @@ pub fn serve_with_authorizer(
     authn: Authn,
     authz: Arc<dyn Authorizer>,
 ) -> std::io::Result<RunningServer> {
-    serve_with_options(api, listener, tls, authn, authz, None)
+    serve_with_options(api, listener, tls, authn, authz, ServeOptions::default())
 }
 
-/// Serves `api` with an explicit authorizer and, when given, the identity
-/// the server presents to agents to proxy task logs.
+/// Serves `api` with an explicit authorizer and [`ServeOptions`].
 pub fn serve_with_options(
     api: Api,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     authn: Authn,
     authz: Arc<dyn Authorizer>,
-    agents: Option<crate::logs::AgentLink>,
+    options: ServeOptions,
 ) -> std::io::Result<RunningServer> {
     let authn = Security {
         authn,
         authz,
-        agents,
+        agents: options.agents,
+        inflight: options.inflight,
     };
     let local_addr = listener.local_addr()?;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
@@ -171,7 +184,12 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(e.code(), &e.status())
+    let mut r = json_response(e.code(), &e.status());
+    if matches!(e, ApiError::TooManyRequests) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
 /// Percent-decodes a query component (`+` is a space).
@@ -252,8 +270,13 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let response = match route(api, authn, cert.as_deref(), req).await {
-        Ok(r) => r,
+    let class = RequestClass::of(&method, &path, req.uri().query());
+    let response = match authn.inflight.admit(class) {
+        // The slot is held until the answer is built (a watch holds none).
+        Ok(_slot) => match route(api, authn, cert.as_deref(), req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
         Err(e) => error_response(&e),
     };
     tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");

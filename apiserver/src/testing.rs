@@ -53,7 +53,10 @@ impl TestServer {
             Some(pki.server_config()?),
             Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
             Arc::new(crate::AllowAuthenticated),
-            Some(agents),
+            crate::ServeOptions {
+                agents: Some(agents),
+                ..Default::default()
+            },
         )?;
         let url = format!("https://{}", server.local_addr);
         let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;

@@ -47,6 +47,12 @@ pub struct ServerArgs {
     /// How the scheduler ranks nodes: `binpack` or `spread`.
     #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
     pub(crate) placement: String,
+    /// Reads in flight at once; past it, reads get 429 and retry (0: no limit).
+    #[arg(long, default_value_t = 400)]
+    pub(crate) max_requests_inflight: usize,
+    /// Writes in flight at once; past it, writes get 429 and retry (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) max_mutating_requests_inflight: usize,
 }
 
 /// A started API server with its controllers.
@@ -156,7 +162,13 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         Some(tls),
         Authn::Required(Arc::new(tokens)),
         Arc::new(corral_apiserver::AllowAuthenticated),
-        Some(agents),
+        corral_apiserver::ServeOptions {
+            agents: Some(agents),
+            inflight: corral_apiserver::InFlight::new(corral_apiserver::InFlightLimits {
+                readonly: args.max_requests_inflight,
+                mutating: args.max_mutating_requests_inflight,
+            }),
+        },
     )?;
     let url = format!("https://{addr}");
     let kubeconfig = home.join("kubeconfig");

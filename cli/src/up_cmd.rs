@@ -104,6 +104,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         no_controllers: false,
         leader_elect: false,
         placement: args.placement.clone(),
+        max_requests_inflight: corral_apiserver::InFlightLimits::default().readonly,
+        max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
     })
     .await?;
     let client = agent_cmd::client_from(&server.kubeconfig).await?;

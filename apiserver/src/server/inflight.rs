@@ -1,0 +1,228 @@
+//! Limits on requests in flight, as kube-apiserver's
+//! `--max-requests-inflight` and `--max-mutating-requests-inflight`: past
+//! its class's limit a request is answered at once with 429 TooManyRequests
+//! and `Retry-After: 1` (clients back off and retry) instead of queueing
+//! behind work the server cannot finish. Long-running requests (watches,
+//! followed logs) and health probes are not counted.
+
+use std::sync::Arc;
+
+use http::Method;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+
+/// The limits; 0 means no limit, as in kube-apiserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightLimits {
+    /// Reads (GET, HEAD, OPTIONS) in flight at once.
+    pub readonly: usize,
+    /// Writes (POST, PUT, PATCH, DELETE) in flight at once.
+    pub mutating: usize,
+}
+
+impl Default for InFlightLimits {
+    /// kube-apiserver's defaults: 400 reads, 200 writes.
+    fn default() -> Self {
+        InFlightLimits {
+            readonly: 400,
+            mutating: 200,
+        }
+    }
+}
+
+/// Which limit a request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClass {
+    /// Not counted: watches, followed logs, health probes.
+    LongRunning,
+    /// A read.
+    ReadOnly,
+    /// A write.
+    Mutating,
+}
+
+impl RequestClass {
+    /// The class of a request by its method, path and query.
+    pub fn of(method: &Method, path: &str, query: Option<&str>) -> RequestClass {
+        let path = path.trim_end_matches('/');
+        let flag = |name: &str| {
+            query.unwrap_or("").split('&').any(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                k == name && matches!(v, "true" | "1")
+            })
+        };
+        if matches!(path, "/healthz" | "/livez" | "/readyz")
+            || (*method == Method::GET && (flag("watch") || path.ends_with("/log")))
+        {
+            return RequestClass::LongRunning;
+        }
+        match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => RequestClass::ReadOnly,
+            _ => RequestClass::Mutating,
+        }
+    }
+}
+
+/// The slots of both classes. Cheap to clone; clones share the slots.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    readonly: Option<Arc<Semaphore>>,
+    mutating: Option<Arc<Semaphore>>,
+}
+
+/// A request's slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl InFlight {
+    /// Slots for `limits`.
+    pub fn new(limits: InFlightLimits) -> Self {
+        let slots = |n: usize| (n > 0).then(|| Arc::new(Semaphore::new(n)));
+        InFlight {
+            readonly: slots(limits.readonly),
+            mutating: slots(limits.mutating),
+        }
+    }
+
+    /// A slot for a request of `class`, or 429 when its class is full.
+    pub fn admit(&self, class: RequestClass) -> Result<Slot, ApiError> {
+        let slots = match class {
+            RequestClass::LongRunning => None,
+            RequestClass::ReadOnly => self.readonly.as_ref(),
+            RequestClass::Mutating => self.mutating.as_ref(),
+        };
+        match slots {
+            None => Ok(Slot(None)),
+            Some(s) => s
+                .clone()
+                .try_acquire_owned()
+                .map(|p| Slot(Some(p)))
+                .map_err(|_| ApiError::TooManyRequests),
+        }
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight::new(InFlightLimits::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classed_as_kube_apiserver_does() {
+        let table = [
+            (
+                Method::GET,
+                "/apis/corral.dev/v1alpha1/tasks",
+                None,
+                RequestClass::ReadOnly,
+            ),
+            (
+                Method::GET,
+                "/apis/corral.dev/v1alpha1/tasks",
+                Some("watch=true&fieldSelector=x"),
+                RequestClass::LongRunning,
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces",
+                Some("watch=1"),
+                RequestClass::LongRunning,
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces",
+                Some("watch=false"),
+                RequestClass::ReadOnly,
+            ),
+            (
+                Method::GET,
+                "/apis/corral.dev/v1alpha1/namespaces/a/tasks/t/log",
+                Some("follow=true"),
+                RequestClass::LongRunning,
+            ),
+            (Method::GET, "/healthz", None, RequestClass::LongRunning),
+            (Method::GET, "/version", None, RequestClass::ReadOnly),
+            (
+                Method::POST,
+                "/api/v1/namespaces",
+                None,
+                RequestClass::Mutating,
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces",
+                Some("watch=true"),
+                RequestClass::Mutating,
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/a",
+                None,
+                RequestClass::Mutating,
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/a",
+                None,
+                RequestClass::Mutating,
+            ),
+        ];
+        for (method, path, query, want) in table {
+            assert_eq!(
+                RequestClass::of(&method, path, query),
+                want,
+                "{method} {path} {query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_class_is_limited_on_its_own_and_slots_come_back() {
+        let inflight = InFlight::new(InFlightLimits {
+            readonly: 2,
+            mutating: 1,
+        });
+        let w = inflight.admit(RequestClass::Mutating).expect("first write");
+        assert!(matches!(
+            inflight.admit(RequestClass::Mutating),
+            Err(ApiError::TooManyRequests)
+        ));
+        let r1 = inflight
+            .admit(RequestClass::ReadOnly)
+            .expect("a read beside it");
+        let _r2 = inflight
+            .admit(RequestClass::ReadOnly)
+            .expect("a second read");
+        assert!(inflight.admit(RequestClass::ReadOnly).is_err());
+        // Long-running requests are never refused.
+        for _ in 0..10 {
+            inflight.admit(RequestClass::LongRunning).expect("watch");
+        }
+        drop(w);
+        drop(r1);
+        inflight
+            .admit(RequestClass::Mutating)
+            .expect("a slot came back");
+        inflight
+            .admit(RequestClass::ReadOnly)
+            .expect("a slot came back");
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let inflight = InFlight::new(InFlightLimits {
+            readonly: 0,
+            mutating: 0,
+        });
+        let held: Vec<Slot> = (0..1000)
+            .map(|_| inflight.admit(RequestClass::Mutating).expect("unlimited"))
+            .collect();
+        assert_eq!(held.len(), 1000);
+    }
+}
