@@ -482,6 +482,14 @@ impl WatchCache {
             .unwrap_or(false)
     }
 
+    /// How many objects each resource holds, by registry index (for metrics).
+    pub fn object_counts(&self) -> Vec<usize> {
+        self.state
+            .read()
+            .map(|st| st.resources.iter().map(BTreeMap::len).collect())
+            .unwrap_or_default()
+    }
+
     /// How many watchers are registered (for tests and metrics).
     pub fn watcher_count(&self) -> usize {
         self.state.read().map(|st| st.watchers.len()).unwrap_or(0)

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod logs;
+pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod openapi_v2;

@@ -25,6 +25,7 @@ use crate::admission::FieldValidation;
 use crate::auth::{AllowAuthenticated, Attributes, Authn, Authorizer, authorize};
 use crate::discovery;
 use crate::error::ApiError;
+use crate::metrics::{Metrics, RequestLabels};
 use crate::openapi;
 use crate::patch::{PatchKind, parse_body};
 use crate::registry::ResourceDesc;
@@ -70,6 +71,7 @@ struct Security {
     authz: Arc<dyn Authorizer>,
     agents: Option<crate::logs::AgentLink>,
     inflight: InFlight,
+    metrics: Metrics,
 }
 
 /// What a server needs besides its API, listener and credentials checks.
@@ -79,6 +81,8 @@ pub struct ServeOptions {
     pub agents: Option<crate::logs::AgentLink>,
     /// The slots of requests in flight (see [`InFlightLimits`]).
     pub inflight: InFlight,
+    /// The series `/metrics` answers with.
+    pub metrics: Metrics,
 }
 
 /// Serves `api` on `listener`, over TLS when `tls` is given; every
@@ -117,6 +121,7 @@ pub fn serve_with_options(
         authz,
         agents: options.agents,
         inflight: options.inflight,
+        metrics: options.metrics,
     };
     let local_addr = listener.local_addr()?;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
@@ -271,6 +276,18 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let class = RequestClass::of(&method, &path, req.uri().query());
+    let apply = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+    let labels = RequestLabels::of(
+        &api.registry,
+        &method,
+        path.trim_end_matches('/'),
+        req.uri().query(),
+        apply,
+    );
+    let metrics = authn.metrics.clone();
     let response = match authn.inflight.admit(class) {
         // The slot is held until the answer is built (a watch holds none).
         Ok(_slot) => match route(api, authn, cert.as_deref(), req).await {
@@ -279,7 +296,13 @@ async fn handle(
         },
         Err(e) => error_response(&e),
     };
-    tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let elapsed = started.elapsed();
+    metrics.observe(
+        labels,
+        response.status().as_u16(),
+        (class != RequestClass::LongRunning).then_some(elapsed.as_secs_f64()),
+    );
+    tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
     Ok(response)
 }
 
@@ -320,6 +343,32 @@ async fn route(
         }
     };
     match segs.as_slice() {
+        ["metrics"] => {
+            get_only(req.method())?;
+            let objects = api
+                .cache
+                .as_ref()
+                .map(|c| {
+                    let counts = c.object_counts();
+                    api.registry
+                        .all()
+                        .iter()
+                        .zip(counts)
+                        .map(|(d, n)| (d.group_resource(), i64::try_from(n).unwrap_or(i64::MAX)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let watchers = api.cache.as_ref().map_or(0, |c| c.watcher_count());
+            let text = sec
+                .metrics
+                .encode(&crate::metrics::Snapshot {
+                    inflight: sec.inflight.taken(),
+                    objects,
+                    watchers: i64::try_from(watchers).unwrap_or(i64::MAX),
+                })
+                .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+            return Ok(full(StatusCode::OK, crate::metrics::CONTENT_TYPE, text));
+        }
         ["api"] => {
             get_only(req.method())?;
             return Ok(if discovery::wants_aggregated(&accept) {

@@ -168,6 +168,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
                 readonly: args.max_requests_inflight,
                 mutating: args.max_mutating_requests_inflight,
             }),
+            metrics: corral_apiserver::metrics::Metrics::new(),
         },
     )?;
     let url = format!("https://{addr}");

@@ -6,6 +6,7 @@
 //! followed logs) and health probes are not counted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::Method;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,42 +65,82 @@ impl RequestClass {
     }
 }
 
+/// One class's slots and how many are taken.
+#[derive(Debug, Clone, Default)]
+struct Class {
+    /// `None`: no limit.
+    slots: Option<Arc<Semaphore>>,
+    taken: Arc<AtomicI64>,
+}
+
 /// The slots of both classes. Cheap to clone; clones share the slots.
 #[derive(Debug, Clone)]
 pub struct InFlight {
-    readonly: Option<Arc<Semaphore>>,
-    mutating: Option<Arc<Semaphore>>,
+    readonly: Class,
+    mutating: Class,
 }
 
 /// A request's slot, given back when dropped.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    taken: Option<Arc<AtomicI64>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(t) = &self.taken {
+            t.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl InFlight {
     /// Slots for `limits`.
     pub fn new(limits: InFlightLimits) -> Self {
-        let slots = |n: usize| (n > 0).then(|| Arc::new(Semaphore::new(n)));
+        let class = |n: usize| Class {
+            slots: (n > 0).then(|| Arc::new(Semaphore::new(n))),
+            taken: Arc::default(),
+        };
         InFlight {
-            readonly: slots(limits.readonly),
-            mutating: slots(limits.mutating),
+            readonly: class(limits.readonly),
+            mutating: class(limits.mutating),
         }
     }
 
     /// A slot for a request of `class`, or 429 when its class is full.
     pub fn admit(&self, class: RequestClass) -> Result<Slot, ApiError> {
-        let slots = match class {
-            RequestClass::LongRunning => None,
-            RequestClass::ReadOnly => self.readonly.as_ref(),
-            RequestClass::Mutating => self.mutating.as_ref(),
+        let class = match class {
+            RequestClass::LongRunning => {
+                return Ok(Slot {
+                    _permit: None,
+                    taken: None,
+                });
+            }
+            RequestClass::ReadOnly => &self.readonly,
+            RequestClass::Mutating => &self.mutating,
         };
-        match slots {
-            None => Ok(Slot(None)),
-            Some(s) => s
-                .clone()
-                .try_acquire_owned()
-                .map(|p| Slot(Some(p)))
-                .map_err(|_| ApiError::TooManyRequests),
-        }
+        let permit = match &class.slots {
+            None => None,
+            Some(s) => Some(
+                s.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ApiError::TooManyRequests)?,
+            ),
+        };
+        class.taken.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            _permit: permit,
+            taken: Some(class.taken.clone()),
+        })
+    }
+
+    /// Requests in flight now: read-only, mutating.
+    pub fn taken(&self) -> (i64, i64) {
+        (
+            self.readonly.taken.load(Ordering::Relaxed),
+            self.mutating.taken.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -204,8 +245,10 @@ mod tests {
         for _ in 0..10 {
             inflight.admit(RequestClass::LongRunning).expect("watch");
         }
+        assert_eq!(inflight.taken(), (2, 1));
         drop(w);
         drop(r1);
+        assert_eq!(inflight.taken(), (1, 0));
         inflight
             .admit(RequestClass::Mutating)
             .expect("a slot came back");

@@ -240,3 +240,71 @@ async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// `/metrics` counts requests by verb, resource and code, shows the moment's
+/// in-flight requests and stored objects, and, like the API, wants
+/// credentials.
+#[tokio::test]
+async fn metrics_count_requests_and_need_credentials() -> Result<()> {
+    let ts = TestServer::start().await.map_err(|e| anyhow!(e))?;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("counted", 1)?)
+        .await?;
+    jobs.list(&ListParams::default()).await?;
+    assert!(jobs.get("missing").await.is_err());
+    let scrape = || async {
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        anyhow::Ok(ts.client.request_text(req).await?)
+    };
+    let text = scrape().await?;
+    let value = |series: &str| -> Result<f64> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .with_context(|| format!("{series} not in:\n{text}"))?;
+        Ok(line.rsplit(' ').next().context("no value")?.parse()?)
+    };
+    let jobs_series = |verb: &str, code: u16| {
+        format!(
+            r#"apiserver_request_total{{verb="{verb}",group="corral.dev",resource="jobs",subresource="",code="{code}"}}"#
+        )
+    };
+    assert_eq!(value(&jobs_series("POST", 201))?, 1.0);
+    assert_eq!(value(&jobs_series("LIST", 200))?, 1.0);
+    assert_eq!(value(&jobs_series("GET", 404))?, 1.0);
+    assert_eq!(
+        value(
+            r#"apiserver_request_duration_seconds_count{verb="LIST",group="corral.dev",resource="jobs",subresource=""}"#
+        )?,
+        1.0
+    );
+    // The scrape itself is a read in flight.
+    assert!(value(r#"apiserver_current_inflight_requests{request_kind="readOnly"}"#)? >= 1.0);
+    // The object count comes from the watch cache, which follows the store.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let text = scrape().await?;
+            if text
+                .lines()
+                .any(|l| l == r#"apiserver_storage_objects{resource="jobs.corral.dev"} 1"#)
+            {
+                return anyhow::Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .context("the job was never counted")??;
+
+    let kubeconfig = ts
+        .pki
+        .kubeconfig(&ts.url)
+        .replace(&ts.pki.admin_token, "not-a-token");
+    let stranger = client_for(&kubeconfig).await?;
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    match stranger.request_text(req).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 401),
+        other => bail!("metrics without credentials: {other:?}"),
+    }
+    Ok(())
+}

@@ -304,6 +304,28 @@ fn explain_reads_the_openapi_v2_protobuf_document() -> Result<()> {
     Ok(())
 }
 
+/// The server's Prometheus metrics, as an operator reads them.
+#[test]
+fn get_raw_metrics_counts_the_requests() -> Result<()> {
+    let server = Server::start()?;
+    let k = Kubectl::new(&server)?;
+    k.run(&["get", "namespaces"])?.ok()?;
+    let metrics = k.run(&["get", "--raw", "/metrics"])?.ok()?;
+    let listed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(r#"apiserver_request_total{verb="LIST",group="",resource="namespaces",subresource="",code="200"}"#)
+        })
+        .context("no count of namespace lists")?;
+    let count: f64 = listed.rsplit(' ').next().context("no value")?.parse()?;
+    assert!(count >= 1.0, "{listed}");
+    assert!(
+        metrics.contains(r#"apiserver_storage_objects{resource="namespaces"}"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
 #[test]
 fn wait_for_a_condition_and_a_plain_delete() -> Result<()> {
     let (_server, k) = setup_api_only()?;
