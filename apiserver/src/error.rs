@@ -96,6 +96,9 @@ pub enum ApiError {
     /// The storage is unreachable: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The request took longer than its deadline; it may still complete.
+    #[error("request did not complete within requested timeout - context deadline exceeded")]
+    Timeout,
     /// Too many requests of its class are in flight: retry after a second.
     #[error("Too many requests, please try again later.")]
     TooManyRequests,
@@ -126,6 +129,7 @@ impl ApiError {
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::AgentUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
@@ -146,6 +150,7 @@ impl ApiError {
             ApiError::Expired { .. } => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::TooManyRequests => "TooManyRequests",
+            ApiError::Timeout => "Timeout",
             ApiError::Internal(_) | ApiError::AgentUnreachable(_) => "InternalError",
         }
     }

@@ -36,6 +36,7 @@ mod route;
 mod scale;
 
 pub use inflight::{InFlight, InFlightLimits, RequestClass, Slot};
+pub use query::parse_go_duration;
 
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{self, WatchParams};
@@ -72,10 +73,11 @@ struct Security {
     agents: Option<crate::logs::AgentLink>,
     inflight: InFlight,
     metrics: Metrics,
+    request_timeout: Duration,
 }
 
 /// What a server needs besides its API, listener and credentials checks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// The identity the server presents to agents to proxy task logs.
     pub agents: Option<crate::logs::AgentLink>,
@@ -83,7 +85,25 @@ pub struct ServeOptions {
     pub inflight: InFlight,
     /// The series `/metrics` answers with.
     pub metrics: Metrics,
+    /// The longest the server works on a request that is not long-running
+    /// before answering 504 (kube-apiserver's `--request-timeout`); a
+    /// request's `timeout` parameter can shorten it.
+    pub request_timeout: Duration,
 }
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            agents: None,
+            inflight: InFlight::default(),
+            metrics: Metrics::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// kube-apiserver's default `--request-timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves `api` on `listener`, over TLS when `tls` is given; every
 /// authenticated caller may do everything.
@@ -122,6 +142,7 @@ pub fn serve_with_options(
         agents: options.agents,
         inflight: options.inflight,
         metrics: options.metrics,
+        request_timeout: options.request_timeout,
     };
     let local_addr = listener.local_addr()?;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
@@ -232,11 +253,39 @@ async fn handle(
     );
     let metrics = authn.metrics.clone();
     let response = match authn.inflight.admit(class) {
-        // The slot is held until the answer is built (a watch holds none).
-        Ok(_slot) => match route(api, authn, cert.as_deref(), req).await {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
-        },
+        // Watches and followed logs run as long as their clients want.
+        Ok(_slot) if class == RequestClass::LongRunning => {
+            match route(api, authn, cert.as_deref(), req).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            }
+        }
+        // Anything else is answered by its deadline: it runs on its own
+        // task, which keeps its slot until it ends (a request stuck on the
+        // store keeps counting against the limit), and a panic there is a
+        // 500, never a dropped connection.
+        Ok(slot) => {
+            match query::deadline(&Query::parse(req.uri().query()), authn.request_timeout) {
+                Err(e) => error_response(&e),
+                Ok(limit) => {
+                    let work = tokio::spawn(async move {
+                        let _slot = slot;
+                        route(api, authn, cert.as_deref(), req).await
+                    });
+                    match tokio::time::timeout(limit, work).await {
+                        Ok(Ok(Ok(r))) => r,
+                        Ok(Ok(Err(e))) => error_response(&e),
+                        Ok(Err(failed)) => {
+                            tracing::error!(%method, %path, error = %failed, "a request's handler failed");
+                            error_response(&ApiError::Internal(
+                                "the request's handler failed".into(),
+                            ))
+                        }
+                        Err(_) => error_response(&ApiError::Timeout),
+                    }
+                }
+            }
+        }
         Err(e) => error_response(&e),
     };
     let elapsed = started.elapsed();

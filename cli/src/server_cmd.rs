@@ -53,6 +53,16 @@ pub struct ServerArgs {
     /// Writes in flight at once; past it, writes get 429 and retry (0: no limit).
     #[arg(long, default_value_t = 200)]
     pub(crate) max_mutating_requests_inflight: usize,
+    /// The longest a request (other than a watch or followed logs) is worked
+    /// on before it is answered 504, as a Go duration (`60s`, `1m0s`).
+    #[arg(long, default_value = "1m0s", value_parser = request_timeout)]
+    pub(crate) request_timeout: std::time::Duration,
+}
+
+fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
+    corral_apiserver::server::parse_go_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive duration such as 60s or 1m30s"))
 }
 
 /// A started API server with its controllers.
@@ -169,6 +179,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
                 mutating: args.max_mutating_requests_inflight,
             }),
             metrics: corral_apiserver::metrics::Metrics::new(),
+            request_timeout: args.request_timeout,
         },
     )?;
     let url = format!("https://{addr}");

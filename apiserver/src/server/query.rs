@@ -1,6 +1,8 @@
 //! From a request's query string to what the verbs take: percent-decoded
 //! parameters, the options of a write (checked as kube-apiserver checks
-//! Create/Update/PatchOptions) and of a list.
+//! Create/Update/PatchOptions) and of a list, and the request's deadline.
+
+use std::time::Duration;
 
 use http::{Method, header};
 
@@ -164,6 +166,56 @@ pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, Ap
     })
 }
 
+/// Parses a Go duration (`32s`, `1m0s`, `1.5h`, `300ms`), as clients write
+/// the `timeout` parameter and kube-apiserver's flags take it.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&i| i > 0)?;
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// How long the server works on a request: its `timeout` parameter when
+/// shorter than the server's `cap`, else the cap (as kube-apiserver's
+/// `--request-timeout`). A malformed `timeout` is a 400.
+pub(super) fn deadline(q: &Query, cap: Duration) -> Result<Duration, ApiError> {
+    match q.get("timeout") {
+        None | Some("") => Ok(cap),
+        Some(t) => match parse_go_duration(t) {
+            Some(d) if d > Duration::ZERO => Ok(d.min(cap)),
+            _ => Err(ApiError::BadRequest(format!(
+                "invalid timeout specified in the request URL: {t:?}"
+            ))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +230,37 @@ mod tests {
         assert!(q.flag("watch"));
         assert_eq!(q.get("x"), Some("%zz"));
         assert_eq!(q.get("y"), Some("50%"));
+    }
+
+    #[test]
+    fn go_durations_and_request_deadlines() {
+        for (text, want) in [
+            ("32s", Some(32.0)),
+            ("1m0s", Some(60.0)),
+            ("1.5h", Some(5400.0)),
+            ("300ms", Some(0.3)),
+            ("1h2m3s", Some(3723.0)),
+            ("0", Some(0.0)),
+            ("", None),
+            ("10", None),
+            ("s", None),
+            ("5 s", None),
+            ("-1s", None),
+            ("1d", None),
+        ] {
+            assert_eq!(
+                parse_go_duration(text).map(|d| d.as_secs_f64()),
+                want,
+                "{text:?}"
+            );
+        }
+        let cap = Duration::from_secs(60);
+        let at = |q: &str| deadline(&Query::parse(Some(q)), cap);
+        assert_eq!(at("").ok(), Some(cap));
+        assert_eq!(at("timeout=32s").ok(), Some(Duration::from_secs(32)));
+        assert_eq!(at("timeout=10m").ok(), Some(cap), "never past the cap");
+        for bad in ["timeout=soon", "timeout=0s", "timeout=-5s"] {
+            assert!(matches!(at(bad), Err(ApiError::BadRequest(_))), "{bad}");
+        }
     }
 }

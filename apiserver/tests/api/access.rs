@@ -33,30 +33,12 @@ pub async fn client_certificates_authenticate(ts: &TestServer) -> Result<()> {
 async fn serve_with(
     authz: Arc<dyn corral_apiserver::Authorizer>,
 ) -> Result<(tempfile::TempDir, Pki, corral_apiserver::RunningServer)> {
-    serve_with_options(authz, corral_apiserver::ServeOptions::default()).await
-}
-
-async fn serve_with_options(
-    authz: Arc<dyn corral_apiserver::Authorizer>,
-    options: corral_apiserver::ServeOptions,
-) -> Result<(tempfile::TempDir, Pki, corral_apiserver::RunningServer)> {
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
-    let api = Server::new(
+    serve_custom(
         Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
-        Registry::standard(),
-    );
-    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = corral_apiserver::serve_with_options(
-        api,
-        listener,
-        Some(pki.server_config()?),
-        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
         authz,
-        options,
-    )?;
-    Ok((dir, pki, server))
+        corral_apiserver::ServeOptions::default(),
+    )
+    .await
 }
 
 /// Authorization is its own layer: a refusing authorizer turns writes into 403s.
@@ -159,84 +141,6 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
             .context("a token is not a certificate")?,
     )?;
     assert_eq!(code, 403);
-    server.shutdown().await;
-    Ok(())
-}
-
-/// Past its class's limit, a request is answered 429 with Retry-After at
-/// once and changes nothing; reads and watches are not held up by writes.
-#[tokio::test]
-async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
-    use corral_apiserver::{InFlight, InFlightLimits, server::RequestClass};
-    let inflight = InFlight::new(InFlightLimits {
-        readonly: 4,
-        mutating: 1,
-    });
-    let options = corral_apiserver::ServeOptions {
-        inflight: inflight.clone(),
-        ..Default::default()
-    };
-    let (_dir, pki, server) =
-        serve_with_options(Arc::new(corral_apiserver::AllowAuthenticated), options).await?;
-    let kubeconfig = pki.kubeconfig(&format!("https://{}", server.local_addr));
-    let client = client_for(&kubeconfig).await?;
-    // A client that shows each answer as it comes (kube-rs retries 429s).
-    let once = {
-        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
-        let mut config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-        config.default_retry = false;
-        Client::try_from(config)?
-    };
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-
-    // Every write slot is taken (as by a write still being served).
-    let busy = inflight.admit(RequestClass::Mutating)?;
-    let post = || -> Result<http::Request<Vec<u8>>> {
-        Ok(
-            http::Request::post("/apis/corral.dev/v1alpha1/namespaces/default/jobs")
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(&job("busy", 1)?)?)?,
-        )
-    };
-    let response = once.send(post()?.map(Into::into)).await?;
-    assert_eq!(response.status().as_u16(), 429);
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await?
-        .to_bytes();
-    let status: Value = serde_json::from_slice(&body)?;
-    assert_eq!(status["reason"], "TooManyRequests");
-    assert_eq!(status["details"]["retryAfterSeconds"], 1);
-    // Reads and watches still get through.
-    assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
-    let mut watch = jobs
-        .watch(&kube::api::WatchParams::default().timeout(5), "0")
-        .await?
-        .boxed();
-
-    // A retrying client's write waits out the busy time, goes through once
-    // the slot is back, and the watch sees it.
-    let retrying = tokio::spawn({
-        let client = client.clone();
-        let req = post()?;
-        async move { client.request_text(req).await }
-    });
-    drop(busy);
-    tokio::time::timeout(WAIT, retrying).await???;
-    let event = tokio::time::timeout(WAIT, watch.next())
-        .await?
-        .context("watch ended")??;
-    assert!(
-        matches!(&event, kube::api::WatchEvent::Added(j) if j.metadata.name.as_deref() == Some("busy")),
-        "{event:?}"
-    );
-    drop(watch);
     server.shutdown().await;
     Ok(())
 }

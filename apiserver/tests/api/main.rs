@@ -99,6 +99,7 @@ mod corpus;
 mod crud;
 mod deletion;
 mod gitops;
+mod limits;
 mod watch;
 
 macro_rules! suite {
@@ -151,3 +152,26 @@ suite!(etcd:
     gitops::flux_applies_detects_drift_recreates_and_prunes,
     gitops::argo_cd_lists_every_resource_in_pages_and_watches_from_there,
 );
+
+/// A TLS server over `store` with `authz` and `options`: its directory
+/// (keep it alive), PKI and handle.
+async fn serve_custom(
+    store: Arc<dyn corral_store::Store>,
+    authz: Arc<dyn corral_apiserver::Authorizer>,
+    options: corral_apiserver::ServeOptions,
+) -> Result<(tempfile::TempDir, Pki, corral_apiserver::RunningServer)> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+    let api = Server::new(store, Registry::standard());
+    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = corral_apiserver::serve_with_options(
+        api,
+        listener,
+        Some(pki.server_config()?),
+        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+        authz,
+        options,
+    )?;
+    Ok((dir, pki, server))
+}
