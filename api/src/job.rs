@@ -234,6 +234,7 @@ pub const MAX_INSTANCES: u32 = 10_000;
     status = "JobStatus",
     shortname = "cj",
     category = "corral",
+    category = "all",
     scale = r#"{"specReplicasPath": ".spec.instances", "statusReplicasPath": ".status.tasks.RUNNING", "labelSelectorPath": ".status.selector"}"#,
     derive = "PartialEq",
     doc = "A Corral job: a service, ad-hoc or cron job of one task per instance.",

@@ -126,6 +126,7 @@ impl std::fmt::Display for TaskPhase {
     status = "TaskStatus",
     shortname = "tk",
     category = "corral",
+    category = "all",
     derive = "PartialEq",
     doc = "A Corral task: one instance of a job, placed on a node and run by its agent.",
     selectable = ".spec.nodeName",

@@ -29,6 +29,17 @@ fn get_prints_tables_names_and_formats() -> Result<()> {
             && by_category.contains("quota.corral.dev/web"),
         "{by_category}"
     );
+    // `get all` shows the workloads (jobs and their tasks), as pods and
+    // deployments in Kubernetes, and nothing else.
+    let all = k
+        .run(&["get", "all", "-n", "analytics", "-o", "name"])?
+        .ok()?;
+    assert!(all.lines().any(|l| l == "job.corral.dev/sparkie"), "{all}");
+    assert!(
+        all.lines()
+            .all(|l| l.starts_with("job.corral.dev/") || l.starts_with("task.corral.dev/")),
+        "{all}"
+    );
     let json = k
         .run(&["get", "job", "sparkie", "-n", "analytics", "-o", "json"])?
         .ok()?;
