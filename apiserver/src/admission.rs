@@ -208,7 +208,27 @@ pub fn admit(
             .to_value()
             .map_err(|e| ApiError::Internal(format!("encoding {}: {e}", desc.kind)))?;
     }
+    drop_empty_metadata(obj);
     Ok(warnings)
+}
+
+/// Removes empty `labels`, `annotations`, `finalizers` and
+/// `ownerReferences`, as Kubernetes' encoding omits them: an object whose
+/// last label was removed reads back without `labels`, so GitOps tools see
+/// no difference from the manifest that never had one.
+fn drop_empty_metadata(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, v| {
+            !(matches!(
+                k.as_str(),
+                "labels" | "annotations" | "finalizers" | "ownerReferences"
+            ) && match v {
+                Value::Object(m) => m.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            })
+        });
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +238,42 @@ mod tests {
 
     fn fields(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn empty_metadata_maps_and_lists_are_dropped() {
+        let registry = crate::registry::Registry::standard();
+        for (desc, mut obj) in [
+            (
+                registry.find("", "v1", "configmaps").expect("configmaps"),
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "c", "labels": {}, "annotations": {}, "finalizers": [],
+                                    "ownerReferences": [], "managedFields": []},
+                       "data": {}}),
+            ),
+            (
+                registry
+                    .find("corral.dev", "v1alpha1", "roles")
+                    .expect("roles"),
+                json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role",
+                       "metadata": {"name": "r", "labels": {}, "annotations": {"kept": "yes"}},
+                       "spec": {}}),
+            ),
+        ] {
+            admit(&desc, &mut obj, None, FieldValidation::Strict).expect("admitted");
+            let meta = obj["metadata"].as_object().expect("metadata");
+            for gone in ["labels", "finalizers", "ownerReferences"] {
+                assert!(!meta.contains_key(gone), "{gone} kept in {obj}");
+            }
+            // Data other than these keeps its shape.
+            if desc.kind == "ConfigMap" {
+                assert!(!meta.contains_key("annotations"), "{obj}");
+                assert_eq!(obj["data"], json!({}));
+                assert_eq!(meta["managedFields"], json!([]));
+            } else {
+                assert_eq!(meta["annotations"], json!({"kept": "yes"}));
+            }
+        }
     }
 
     #[test]
