@@ -96,6 +96,14 @@ pub enum ApiError {
     /// The storage is unreachable: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A read asked for a resourceVersion the store has not reached.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion {
+        /// The resourceVersion asked for.
+        requested: i64,
+        /// The store's current one.
+        current: i64,
+    },
     /// The request took longer than its deadline; it may still complete.
     #[error("request did not complete within requested timeout - context deadline exceeded")]
     Timeout,
@@ -129,7 +137,9 @@ impl ApiError {
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout | ApiError::TooLargeResourceVersion { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::AgentUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
@@ -150,7 +160,7 @@ impl ApiError {
             ApiError::Expired { .. } => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::TooManyRequests => "TooManyRequests",
-            ApiError::Timeout => "Timeout",
+            ApiError::Timeout | ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Internal(_) | ApiError::AgentUnreachable(_) => "InternalError",
         }
     }
@@ -228,6 +238,10 @@ impl ApiError {
                 Some(json!({"causes": causes}))
             }
             ApiError::TooManyRequests => Some(json!({"retryAfterSeconds": 1})),
+            // client-go recognises it by this cause.
+            ApiError::TooLargeResourceVersion { .. } => Some(json!({"causes": [
+                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+            ], "retryAfterSeconds": 1})),
             ApiError::Expired { .. } => None,
             _ => None,
         };

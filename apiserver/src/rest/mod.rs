@@ -196,8 +196,10 @@ pub struct ListQuery {
     pub limit: usize,
     /// `continue`.
     pub continue_token: Option<String>,
-    /// `resourceVersion` ("0": any; absent: the latest).
+    /// `resourceVersion` ("0": any; absent: the latest; N: not older than N).
     pub resource_version: Option<String>,
+    /// `resourceVersionMatch=Exact`: the list exactly at `resource_version`.
+    pub exact: bool,
 }
 
 fn generated_suffix() -> String {

@@ -31,7 +31,21 @@ impl Api {
         ns: Option<&str>,
         q: &ListQuery,
     ) -> Result<ListPage, ApiError> {
+        // A version the store has not reached cannot be served (one store
+        // backs every server, so its revision is the newest there is).
+        if let Some(rv) = q
+            .resource_version
+            .as_deref()
+            .filter(|r| !r.is_empty() && *r != "0")
+        {
+            let requested = parse_rv(rv)?;
+            let current = self.store.current_revision().await?;
+            if requested > current {
+                return Err(ApiError::TooLargeResourceVersion { requested, current });
+            }
+        }
         if q.continue_token.is_none()
+            && !q.exact
             && let Some((cache, index)) =
                 self.cache_for(desc, q.resource_version.as_deref()).await?
         {
@@ -83,6 +97,11 @@ impl Api {
                 }
                 (Some(rv), Some(start))
             }
+            // An exact list reads the store at that revision.
+            None if q.exact => (
+                q.resource_version.as_deref().map(parse_rv).transpose()?,
+                None,
+            ),
             None => (None, None),
         };
         let mut items = Vec::new();
@@ -91,10 +110,12 @@ impl Api {
             req.revision = revision;
             req.start_after = after.clone();
             let page = self.store.range(req).await.map_err(|e| match e {
-                StoreError::Compacted { .. } if q.continue_token.is_some() => ApiError::Expired {
-                    requested: revision.unwrap_or_default(),
-                    oldest: 0,
-                },
+                StoreError::Compacted { .. } if q.continue_token.is_some() || q.exact => {
+                    ApiError::Expired {
+                        requested: revision.unwrap_or_default(),
+                        oldest: 0,
+                    }
+                }
                 other => ApiError::from(other),
             })?;
             revision = Some(page.revision);

@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::{Method, header};
 
 use super::ApiError;
+use corral_api::validation::{FieldError, FieldErrorType};
+
 use crate::admission::FieldValidation;
 use crate::registry::ResourceDesc;
 use crate::rest::{ListQuery, WriteOptions};
@@ -81,7 +83,6 @@ pub(super) fn write_options(
     method: &Method,
     headers: &http::HeaderMap,
 ) -> Result<WriteOptions, ApiError> {
-    use corral_api::validation::{FieldError, FieldErrorType};
     let options_kind = match *method {
         Method::POST => "CreateOptions.meta.k8s.io",
         Method::PUT => "UpdateOptions.meta.k8s.io",
@@ -147,6 +148,49 @@ pub(super) fn write_options(
 }
 
 pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, ApiError> {
+    let resource_version = q.get("resourceVersion").filter(|r| !r.is_empty());
+    let exact = match (
+        q.get("resourceVersionMatch").filter(|m| !m.is_empty()),
+        resource_version,
+    ) {
+        (None, _) => false,
+        (Some(m), _) if !matches!(m, "Exact" | "NotOlderThan") => {
+            return Err(invalid_list_options(
+                FieldErrorType::NotSupported,
+                Some(format!("{m:?}")),
+                "supported values: \"Exact\", \"NotOlderThan\"".into(),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(invalid_list_options(
+                FieldErrorType::Forbidden,
+                None,
+                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            ));
+        }
+        (Some(_), Some(_)) if q.flag("watch") => {
+            return Err(invalid_list_options(
+                FieldErrorType::Forbidden,
+                None,
+                "resourceVersionMatch is forbidden for watch".into(),
+            ));
+        }
+        (Some(_), Some(_)) if q.get("continue").is_some_and(|c| !c.is_empty()) => {
+            return Err(invalid_list_options(
+                FieldErrorType::Forbidden,
+                None,
+                "resourceVersionMatch is forbidden when continue is provided".into(),
+            ));
+        }
+        (Some("Exact"), Some("0")) => {
+            return Err(invalid_list_options(
+                FieldErrorType::Forbidden,
+                None,
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into(),
+            ));
+        }
+        (Some(m), Some(_)) => m == "Exact",
+    };
     Ok(ListQuery {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
             .map_err(|e| ApiError::BadRequest(e.0))?,
@@ -163,7 +207,21 @@ pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, Ap
             .filter(|c| !c.is_empty())
             .map(str::to_owned),
         resource_version: q.get("resourceVersion").map(str::to_owned),
+        exact,
     })
+}
+
+fn invalid_list_options(type_: FieldErrorType, value: Option<String>, detail: String) -> ApiError {
+    ApiError::Invalid {
+        kind: "ListOptions.meta.k8s.io".into(),
+        name: String::new(),
+        errors: vec![FieldError {
+            type_,
+            field: "resourceVersionMatch".into(),
+            value,
+            detail,
+        }],
+    }
 }
 
 /// Parses a Go duration (`32s`, `1m0s`, `1.5h`, `300ms`), as clients write

@@ -9,15 +9,6 @@ use corral_store::{
 
 use super::*;
 
-/// A client that shows each answer as it comes (kube-rs retries 429, 503
-/// and 504 on its own).
-async fn client_without_retries(kubeconfig: &str) -> Result<Client> {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
-    let mut config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    config.default_retry = false;
-    Ok(Client::try_from(config)?)
-}
-
 /// The status code and reason of an answer that is not a success.
 async fn status_of(client: &Client, req: http::Request<Vec<u8>>) -> Result<(u16, Value)> {
     let response = client.send(req.map(Into::into)).await?;

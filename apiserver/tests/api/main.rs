@@ -123,6 +123,7 @@ suite!(embedded:
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::invalid_objects_are_rejected_with_field_paths,
     crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,
+    crud::lists_match_resource_versions,
     crud::generation_follows_the_spec_and_no_op_writes_change_nothing,
     crud::finalizers_hold_deletion_until_removed,
     watch::watch_sees_additions_changes_and_deletions,
@@ -144,6 +145,7 @@ suite!(embedded:
 
 suite!(etcd:
     crud::jobs_are_created_read_listed_patched_and_deleted,
+    crud::lists_match_resource_versions,
     crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,
     crud::generation_follows_the_spec_and_no_op_writes_change_nothing,
     watch::watch_sees_additions_changes_and_deletions,
@@ -174,4 +176,13 @@ async fn serve_custom(
         options,
     )?;
     Ok((dir, pki, server))
+}
+
+/// A client that shows each answer as it comes (kube-rs retries 429, 503
+/// and 504 on its own, for minutes).
+async fn client_without_retries(kubeconfig: &str) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
+    let mut config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    config.default_retry = false;
+    Ok(Client::try_from(config)?)
 }
