@@ -1,10 +1,13 @@
-//! The HTTP layer: TLS, authentication, routing to discovery, OpenAPI and the
-//! REST verbs, body limits, content negotiation, and graceful shutdown.
+//! The HTTP layer: TLS, authentication, routing to discovery, OpenAPI, the
+//! REST verbs and `/metrics`, body limits, content negotiation, and graceful
+//! shutdown.
 //!
-//! Layers, outermost first: TLS (client certificates optional) →
-//! authentication (bearer token or client certificate; 401 otherwise) →
-//! authorization (every authenticated user may do everything, for now) →
-//! routing → handler. Every error leaves as a `Status`.
+//! Layers, outermost first: TLS (client certificates optional) → in-flight
+//! limits (429 past them; watches not counted) → the request's deadline
+//! (504 past it; watches have none) → authentication (bearer token or client
+//! certificate; 401 otherwise) → authorization (every authenticated user may
+//! do everything, for now) → routing → handler. Every request is counted in
+//! the metrics, and every error leaves as a `Status`.
 
 use crate::auth::CertIdentity;
 use std::convert::Infallible;
@@ -65,9 +68,11 @@ impl RunningServer {
     }
 }
 
-/// How callers are checked: who they are, then what they may do.
+/// What every request shares: how callers are checked (who they are, then
+/// what they may do), the link to agents, the in-flight slots, the metrics
+/// and the deadline.
 #[derive(Debug, Clone)]
-struct Security {
+struct Shared {
     authn: Authn,
     authz: Arc<dyn Authorizer>,
     agents: Option<crate::logs::AgentLink>,
@@ -136,7 +141,7 @@ pub fn serve_with_options(
     authz: Arc<dyn Authorizer>,
     options: ServeOptions,
 ) -> std::io::Result<RunningServer> {
-    let authn = Security {
+    let shared = Shared {
         authn,
         authz,
         agents: options.agents,
@@ -156,7 +161,7 @@ pub fn serve_with_options(
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
                     let api = api.clone();
-                    let authn = authn.clone();
+                    let shared = shared.clone();
                     let acceptor = acceptor.clone();
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
@@ -173,12 +178,12 @@ pub fn serve_with_options(
                                     .and_then(|c| c.first())
                                     .and_then(|c| crate::auth::cert_identity(c.as_ref()))
                                     .map(Arc::new);
-                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), cert.clone(), peer, req));
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), shared.clone(), cert.clone(), peer, req));
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
                                 let _ = watcher.watch(conn).await;
                             }
                             None => {
-                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), authn.clone(), None, peer, req));
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), shared.clone(), None, peer, req));
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                                 let _ = watcher.watch(conn).await;
                             }
@@ -231,7 +236,7 @@ struct Target {
 
 async fn handle(
     api: Api,
-    authn: Security,
+    shared: Shared,
     cert: Option<Arc<CertIdentity>>,
     peer: SocketAddr,
     req: Request<Incoming>,
@@ -251,11 +256,11 @@ async fn handle(
         req.uri().query(),
         apply,
     );
-    let metrics = authn.metrics.clone();
-    let response = match authn.inflight.admit(class) {
+    let metrics = shared.metrics.clone();
+    let response = match shared.inflight.admit(class) {
         // Watches and followed logs run as long as their clients want.
         Ok(_slot) if class == RequestClass::LongRunning => {
-            match route(api, authn, cert.as_deref(), req).await {
+            match route(api, shared, cert.as_deref(), req).await {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             }
@@ -265,12 +270,12 @@ async fn handle(
         // store keeps counting against the limit), and a panic there is a
         // 500, never a dropped connection.
         Ok(slot) => {
-            match query::deadline(&Query::parse(req.uri().query()), authn.request_timeout) {
+            match query::deadline(&Query::parse(req.uri().query()), shared.request_timeout) {
                 Err(e) => error_response(&e),
                 Ok(limit) => {
                     let work = tokio::spawn(async move {
                         let _slot = slot;
-                        route(api, authn, cert.as_deref(), req).await
+                        route(api, shared, cert.as_deref(), req).await
                     });
                     match tokio::time::timeout(limit, work).await {
                         Ok(Ok(Ok(r))) => r,
@@ -300,7 +305,7 @@ async fn handle(
 
 async fn route(
     api: Api,
-    sec: Security,
+    sec: Shared,
     cert: Option<&CertIdentity>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
