@@ -2,11 +2,11 @@
 //! REST verbs and `/metrics`, body limits, content negotiation, and graceful
 //! shutdown.
 //!
-//! Layers, outermost first: TLS (client certificates optional) → in-flight
-//! limits (429 past them; watches not counted) → the request's deadline
-//! (504 past it; watches have none) → authentication (bearer token or client
-//! certificate; 401 otherwise) → authorization (every authenticated user may
-//! do everything, for now) → routing → handler. Every request is counted in
+//! Layers, outermost first: TLS (client certificates optional) → the
+//! request's deadline (504 past it; watches have none) → authentication
+//! (bearer token or client certificate; 401 otherwise) → in-flight limits
+//! (429 past them; watches not counted) → authorization (every
+//! authenticated user may do everything, for now) → routing → handler. Every request is counted in
 //! the metrics, and every error leaves as a `Status`.
 
 use crate::auth::CertIdentity;
@@ -257,41 +257,35 @@ async fn handle(
         apply,
     );
     let metrics = shared.metrics.clone();
-    let response = match shared.inflight.admit(class) {
+    let response = if class == RequestClass::LongRunning {
         // Watches and followed logs run as long as their clients want.
-        Ok(_slot) if class == RequestClass::LongRunning => {
-            match route(api, shared, cert.as_deref(), req).await {
-                Ok(r) => r,
-                Err(e) => error_response(&e),
-            }
+        match route(api, shared, cert.as_deref(), req, class).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
         }
+    } else {
         // Anything else is answered by its deadline: it runs on its own
-        // task, which keeps its slot until it ends (a request stuck on the
-        // store keeps counting against the limit), and a panic there is a
-        // 500, never a dropped connection.
-        Ok(slot) => {
-            match query::deadline(&Query::parse(req.uri().query()), shared.request_timeout) {
-                Err(e) => error_response(&e),
-                Ok(limit) => {
-                    let work = tokio::spawn(async move {
-                        let _slot = slot;
-                        route(api, shared, cert.as_deref(), req).await
-                    });
-                    match tokio::time::timeout(limit, work).await {
-                        Ok(Ok(Ok(r))) => r,
-                        Ok(Ok(Err(e))) => error_response(&e),
-                        Ok(Err(failed)) => {
-                            tracing::error!(%method, %path, error = %failed, "a request's handler failed");
-                            error_response(&ApiError::Internal(
-                                "the request's handler failed".into(),
-                            ))
-                        }
-                        Err(_) => error_response(&ApiError::Timeout),
+        // task, which keeps its in-flight slot until it ends (a request
+        // stuck on the store keeps counting against the limit), and a panic
+        // there is a 500, never a dropped connection.
+        match query::deadline(&Query::parse(req.uri().query()), shared.request_timeout) {
+            Err(e) => error_response(&e),
+            Ok(limit) => {
+                let work =
+                    tokio::spawn(
+                        async move { route(api, shared, cert.as_deref(), req, class).await },
+                    );
+                match tokio::time::timeout(limit, work).await {
+                    Ok(Ok(Ok(r))) => r,
+                    Ok(Ok(Err(e))) => error_response(&e),
+                    Ok(Err(failed)) => {
+                        tracing::error!(%method, %path, error = %failed, "a request's handler failed");
+                        error_response(&ApiError::Internal("the request's handler failed".into()))
                     }
+                    Err(_) => error_response(&ApiError::Timeout),
                 }
             }
         }
-        Err(e) => error_response(&e),
     };
     let elapsed = started.elapsed();
     metrics.observe(
@@ -308,6 +302,7 @@ async fn route(
     sec: Shared,
     cert: Option<&CertIdentity>,
     req: Request<Incoming>,
+    class: RequestClass,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let path = if path.is_empty() {
@@ -331,6 +326,10 @@ async fn route(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let user = sec.authn.authenticate(authorization, cert)?;
+    // Counted once the caller is known, as kube-apiserver counts: strangers
+    // get their 401 and take no slot. The slot is held until the answer is
+    // built.
+    let _slot = sec.inflight.admit(class)?;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get_only = |m: &Method| {
         if *m == Method::GET {

@@ -198,6 +198,11 @@ async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
     let status: Value = serde_json::from_slice(&body)?;
     assert_eq!(status["reason"], "TooManyRequests");
     assert_eq!(status["details"]["retryAfterSeconds"], 1);
+    // A caller without credentials hears 401 first, and takes no slot.
+    let stranger =
+        client_without_retries(&kubeconfig.replace(&pki.admin_token, "not-a-token")).await?;
+    let (code, _) = status_of(&stranger, post()?).await?;
+    assert_eq!(code, 401);
     // Reads and watches still get through.
     assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
     let mut watch = jobs
