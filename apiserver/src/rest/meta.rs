@@ -100,7 +100,10 @@ pub(super) fn merge_system(
     {
         meta.insert("managedFields".into(), mf.clone());
     }
-    if !same_spec_part(current, &next) {
+    // As in Kubernetes, custom kinds count spec changes in `generation`;
+    // the built-in kinds served here (ConfigMap, Secret, Event, Lease,
+    // Namespace) have none.
+    if desc.origin == crate::registry::Origin::Custom && !same_spec_part(current, &next) {
         let g = cur_meta
             .get("generation")
             .and_then(Value::as_i64)

@@ -18,7 +18,7 @@ use crate::cache::{Entry, NODE_FIELD, WatchCache};
 use crate::error::ApiError;
 use crate::objects::{
     finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, same_spec_part,
-    spec_part, to_stored,
+    to_stored,
 };
 use crate::patch::{PatchKind, apply_patch};
 use crate::registry::{Registry, ResourceDesc};

@@ -107,7 +107,7 @@ impl Api {
         if desc.kind == "Namespace" {
             body["status"] = json!({"phase": "Active"});
         }
-        if spec_part(&body).next().is_some() || desc.status_subresource {
+        if desc.origin == crate::registry::Origin::Custom {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;

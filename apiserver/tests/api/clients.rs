@@ -34,7 +34,9 @@ pub async fn core_kinds_work_for_clients(ts: &TestServer) -> Result<()> {
     let cms: Api<ConfigMap> = Api::namespaced(ts.client.clone(), "default");
     let cm: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "c1"}, "data": {"a": "1", "b": "2"}}))?;
-    cms.create(&PostParams::default(), &cm).await?;
+    let created = cms.create(&PostParams::default(), &cm).await?;
+    // Built-in kinds have no generation, in Kubernetes as here.
+    assert_eq!(created.metadata.generation, None);
     let patched = cms
         .patch(
             "c1",
