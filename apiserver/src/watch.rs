@@ -119,6 +119,20 @@ pub async fn start(
     ns: Option<String>,
     p: WatchParams,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    // A version the store has not reached (a client that saw a store since
+    // restored from an older backup) cannot be resumed from: the watch
+    // would silently skip the changes up to it. The client lists again.
+    if let Some(rv) = p
+        .resource_version
+        .as_deref()
+        .filter(|r| !r.is_empty() && *r != "0")
+    {
+        let requested = crate::objects::parse_rv(rv)?;
+        let current = api.store.current_revision().await?;
+        if requested > current {
+            return Err(ApiError::TooLargeResourceVersion { requested, current });
+        }
+    }
     if let Some((cache, index)) = api.cache_for(&desc, Some("0")).await? {
         return start_cached(cache, index, desc, ns, p).await;
     }

@@ -538,6 +538,17 @@ pub async fn lists_match_resource_versions(ts: &TestServer) -> Result<()> {
         }
     }
 
+    // A watch cannot resume from there either (it would skip changes).
+    match once
+        .watch(&kube::api::WatchParams::default(), &ahead)
+        .await
+        .err()
+        .context("watched from the future")?
+    {
+        kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (504, "Timeout")),
+        other => bail!("{other}"),
+    }
+
     // Misuse.
     for query in [
         "resourceVersionMatch=Exact",
