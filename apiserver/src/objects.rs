@@ -66,17 +66,48 @@ pub fn now_time() -> String {
 }
 
 /// The bytes stored for an object: without `resourceVersion` (the store's
-/// revision is the resourceVersion) and with keys in a stable order.
+/// revision is the resourceVersion) and with keys in a stable order. The
+/// object is encoded as it is, skipping that one field (no copy is made).
 pub fn to_stored(obj: &Value) -> Result<Vec<u8>, ApiError> {
-    let encode = |v: &Value| {
-        serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("encoding an object: {e}")))
-    };
-    if obj.pointer("/metadata/resourceVersion").is_none() {
-        return encode(obj);
+    serde_json::to_vec(&Stored(obj))
+        .map_err(|e| ApiError::Internal(format!("encoding an object: {e}")))
+}
+
+/// An object encoded without `metadata.resourceVersion`.
+struct Stored<'a>(&'a Value);
+
+/// `metadata` encoded without `resourceVersion`.
+struct StoredMeta<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(o) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(o.len()))?;
+        for (k, v) in o {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &StoredMeta(meta))?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
     }
-    let mut o = obj.clone();
-    meta_mut(&mut o).remove("resourceVersion");
-    encode(&o)
+}
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.0.iter().filter(|(k, _)| *k != "resourceVersion");
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// An object read from the store, with its resourceVersion.
@@ -178,5 +209,47 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
         let back = from_stored(&bytes, 12).expect("decode");
         assert_eq!(meta_str(&back, "resourceVersion"), Some("12"));
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z\"\\\\]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    "resourceVersion|metadata|name|[a-z]{1,4}",
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The stored bytes are the object's encoding with
+        /// `metadata.resourceVersion` removed, and nothing else changed.
+        #[test]
+        fn stored_bytes_are_the_object_without_its_resource_version(
+            obj in json_value(),
+            meta in json_value(),
+        ) {
+            let mut obj = obj;
+            if let Value::Object(o) = &mut obj {
+                o.insert("metadata".into(), meta);
+            }
+            let mut expected = obj.clone();
+            if let Some(m) = expected.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            let got = to_stored(&obj).expect("encode");
+            proptest::prop_assert_eq!(got, serde_json::to_vec(&expected).expect("encode"));
+        }
     }
 }

@@ -211,7 +211,9 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    full(status, "application/json", v.to_string())
+    // Encoding a `Value` cannot fail (its keys are strings).
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    full(status, "application/json", body)
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
