@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use corral_api::Task;
-use corral_apiserver::pki::{Pki, Tokens};
+use corral_apiserver::Api as Server;
 use corral_apiserver::rest::ListQuery;
-use corral_apiserver::{Api as Server, Authn, Registry};
+use corral_apiserver::testing::TestServer;
 use corral_store::Store;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -111,45 +111,21 @@ async fn load(store: &dyn Store, ns: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A server over `store`, serving TLS on loopback, and an admin kube-rs client.
-struct Served {
-    server: Server,
-    running: corral_apiserver::RunningServer,
-    client: kube::Client,
-    _pki_dir: tempfile::TempDir,
-}
-
-async fn serve(store: Arc<dyn Store>, namespaces: &[&str]) -> Result<Served> {
-    let pki_dir = tempfile::tempdir()?;
-    let server = Server::new(store, Registry::standard());
-    corral_apiserver::rest::ensure_default_namespaces(&server).await?;
-    let pki = Pki::load_or_create(pki_dir.path(), &[])?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let running = corral_apiserver::serve(
-        server.clone(),
-        listener,
-        Some(pki.server_config()?),
-        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
-    )?;
-    let url = format!("https://{}", running.local_addr);
-    let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?;
+/// A server over `store` (TLS on loopback, an admin kube-rs client) with
+/// `namespaces` created.
+async fn serve(store: Arc<dyn Store>, namespaces: &[&str]) -> Result<TestServer> {
+    let ts = TestServer::start_over(store)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ts.client.clone());
     for ns in namespaces {
-        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         nss.create(
             &PostParams::default(),
             &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
         )
         .await?;
     }
-    Ok(Served {
-        server,
-        running,
-        client,
-        _pki_dir: pki_dir,
-    })
+    Ok(ts)
 }
 
 /// Create throughput over one store: API creates against raw Store puts,
@@ -234,12 +210,8 @@ async fn main() -> Result<()> {
     let store: Arc<dyn Store> = Arc::new(corral_store::embedded::EmbeddedStore::open(
         dir.path().join("bench.db"),
     )?);
-    let Served {
-        server,
-        running,
-        client,
-        _pki_dir,
-    } = serve(store.clone(), &["create", "list10k", "list100k", "fan"]).await?;
+    let ts = serve(store.clone(), &["create", "list10k", "list100k", "fan"]).await?;
+    let (server, client) = (ts.api.clone(), ts.client.clone());
 
     // 1. Create throughput, API vs raw store, over each store.
     if phase("create") {
@@ -254,7 +226,7 @@ async fn main() -> Result<()> {
             );
             let over_etcd = serve(etcd_store.clone(), &["create"]).await?;
             create_phase("etcd (one member, fsync on)", etcd_store, &over_etcd.client).await?;
-            over_etcd.running.shutdown().await;
+            over_etcd.shutdown().await;
         }
     }
 
@@ -317,7 +289,7 @@ async fn main() -> Result<()> {
 
     // 3. Watch fan-out: one watcher per node, tasks bound at full speed.
     if !phase("watch") {
-        running.shutdown().await;
+        ts.shutdown().await;
         return Ok(());
     }
     let watchers = scaled(1000);
@@ -415,6 +387,6 @@ async fn main() -> Result<()> {
         percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN)
     );
-    running.shutdown().await;
+    ts.shutdown().await;
     Ok(())
 }

@@ -96,12 +96,13 @@ struct ResourceLabels {
 
 impl RequestLabels {
     /// The labels of a request for `path` (already trimmed of a trailing
-    /// `/`), read against the server's `registry`.
+    /// `/`), read against the server's `registry`; `watch` is the request's
+    /// `watch` flag, `apply` whether it carries an apply patch.
     pub fn of(
         registry: &Registry,
         method: &Method,
         path: &str,
-        query: Option<&str>,
+        watch: bool,
         apply: bool,
     ) -> RequestLabels {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -118,12 +119,6 @@ impl RequestLabels {
             }
             [plural, tail @ ..] if known(plural).is_some() => Some((*plural, tail)),
             _ => None,
-        };
-        let watch = || {
-            query.unwrap_or("").split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                k == "watch" && matches!(v, "true" | "1")
-            })
         };
         let Some((desc, tail)) = tail.and_then(|(p, tail)| Some((known(p)?, tail))) else {
             return RequestLabels {
@@ -147,7 +142,7 @@ impl RequestLabels {
         let verb = match (method, named) {
             (&Method::GET, _) if subresource == "log" => Verb::CONNECT,
             (&Method::GET, true) => Verb::GET,
-            (&Method::GET, false) if watch() => Verb::WATCH,
+            (&Method::GET, false) if watch => Verb::WATCH,
             (&Method::GET, false) => Verb::LIST,
             (&Method::POST, _) => Verb::POST,
             (&Method::PUT, _) => Verb::PUT,
@@ -294,9 +289,9 @@ mod tests {
     fn labels(
         method: Method,
         path: &str,
-        query: Option<&str>,
+        watch: bool,
     ) -> (Verb, &'static str, &'static str, &'static str) {
-        let l = RequestLabels::of(&Registry::standard(), &method, path, query, false);
+        let l = RequestLabels::of(&Registry::standard(), &method, path, watch, false);
         (l.verb, l.group, l.resource, l.subresource)
     }
 
@@ -306,98 +301,98 @@ mod tests {
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/namespaces/a/jobs",
-                None,
+                false,
                 (Verb::LIST, "corral.dev", "jobs", ""),
             ),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/jobs",
-                None,
+                false,
                 (Verb::LIST, "corral.dev", "jobs", ""),
             ),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/namespaces/a/tasks",
-                Some("watch=1"),
+                true,
                 (Verb::WATCH, "corral.dev", "tasks", ""),
             ),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/namespaces/a/jobs/web",
-                None,
+                false,
                 (Verb::GET, "corral.dev", "jobs", ""),
             ),
             (
                 Method::PUT,
                 "/apis/corral.dev/v1alpha1/namespaces/a/jobs/web/scale",
-                None,
+                false,
                 (Verb::PUT, "corral.dev", "jobs", "scale"),
             ),
             (
                 Method::PATCH,
                 "/apis/corral.dev/v1alpha1/namespaces/a/tasks/t/status",
-                None,
+                false,
                 (Verb::PATCH, "corral.dev", "tasks", "status"),
             ),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/namespaces/a/tasks/t/log",
-                Some("follow=true"),
+                false,
                 (Verb::CONNECT, "corral.dev", "tasks", "log"),
             ),
             (
                 Method::POST,
                 "/api/v1/namespaces",
-                None,
+                false,
                 (Verb::POST, "", "namespaces", ""),
             ),
             (
                 Method::DELETE,
                 "/api/v1/namespaces/a",
-                None,
+                false,
                 (Verb::DELETE, "", "namespaces", ""),
             ),
             (
                 Method::DELETE,
                 "/api/v1/namespaces/a/configmaps",
-                None,
+                false,
                 (Verb::DELETECOLLECTION, "", "configmaps", ""),
             ),
             (
                 Method::GET,
                 "/apis/coordination.k8s.io/v1/namespaces/a/leases/l",
-                None,
+                false,
                 (Verb::GET, "coordination.k8s.io", "leases", ""),
             ),
             // Paths that are not resources are never named.
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1",
-                None,
+                false,
                 (Verb::GET, "", "", ""),
             ),
-            (Method::GET, "/openapi/v3", None, (Verb::GET, "", "", "")),
+            (Method::GET, "/openapi/v3", false, (Verb::GET, "", "", "")),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/namespaces/a/made-up-things",
-                None,
+                false,
                 (Verb::GET, "", "", ""),
             ),
             (
                 Method::POST,
                 "/apis/example.com/v1/widgets",
-                None,
+                false,
                 (Verb::OTHER, "", "", ""),
             ),
         ];
-        for (method, path, query, want) in table {
-            assert_eq!(labels(method.clone(), path, query), want, "{method} {path}");
+        for (method, path, watch, want) in table {
+            assert_eq!(labels(method.clone(), path, watch), want, "{method} {path}");
         }
         let apply = RequestLabels::of(
             &Registry::standard(),
             &Method::PATCH,
             "/apis/corral.dev/v1alpha1/namespaces/a/jobs/web",
-            None,
+            false,
             true,
         );
         assert_eq!(apply.verb, Verb::APPLY);
@@ -410,7 +405,7 @@ mod tests {
             &Registry::standard(),
             &Method::GET,
             "/apis/corral.dev/v1alpha1/namespaces/a/jobs",
-            None,
+            false,
             false,
         );
         m.observe(list, 200, Some(0.003));

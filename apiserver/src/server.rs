@@ -246,7 +246,9 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let class = RequestClass::of(&method, &path, req.uri().query());
+    let query = Query::parse(req.uri().query());
+    let watch = query.flag("watch");
+    let class = RequestClass::of(&method, &path, watch);
     let apply = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -255,7 +257,7 @@ async fn handle(
         &api.registry,
         &method,
         path.trim_end_matches('/'),
-        req.uri().query(),
+        watch,
         apply,
     );
     let metrics = shared.metrics.clone();
@@ -270,7 +272,7 @@ async fn handle(
         // task, which keeps its in-flight slot until it ends (a request
         // stuck on the store keeps counting against the limit), and a panic
         // there is a 500, never a dropped connection.
-        match query::deadline(&Query::parse(req.uri().query()), shared.request_timeout) {
+        match query::deadline(&query, shared.request_timeout) {
             Err(e) => error_response(&e),
             Ok(limit) => {
                 let work =

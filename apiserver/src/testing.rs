@@ -17,6 +17,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct TestServer {
     /// An admin client.
     pub client: kube::Client,
+    /// The REST layer it serves (its store, registry and watch cache).
+    pub api: Api,
     /// Its TLS material and token.
     pub pki: Pki,
     /// `https://127.0.0.1:PORT`.
@@ -41,22 +43,39 @@ impl TestServer {
 
     /// A server over `store`.
     pub async fn start_over(store: Arc<dyn Store>) -> Result<Self, BoxError> {
+        Self::start_with(
+            store,
+            Arc::new(crate::AllowAuthenticated),
+            crate::ServeOptions::default(),
+        )
+        .await
+    }
+
+    /// A server over `store` that authorizes with `authz`, with `options`
+    /// (the admin certificate links it to agents unless `options` does).
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        authz: Arc<dyn crate::Authorizer>,
+        mut options: crate::ServeOptions,
+    ) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
         let api = Api::new(store, Registry::standard());
         crate::rest::ensure_default_namespaces(&api).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let agents = crate::logs::AgentLink::from_pem(&pki.admin_cert_pem, &pki.admin_key_pem)?;
+        if options.agents.is_none() {
+            options.agents = Some(crate::logs::AgentLink::from_pem(
+                &pki.admin_cert_pem,
+                &pki.admin_key_pem,
+            )?);
+        }
         let server = crate::serve_with_options(
-            api,
+            api.clone(),
             listener,
             Some(pki.server_config()?),
             Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
-            Arc::new(crate::AllowAuthenticated),
-            crate::ServeOptions {
-                agents: Some(agents),
-                ..Default::default()
-            },
+            authz,
+            options,
         )?;
         let url = format!("https://{}", server.local_addr);
         let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
@@ -65,6 +84,7 @@ impl TestServer {
         )?;
         Ok(TestServer {
             client,
+            api,
             pki,
             url,
             server,

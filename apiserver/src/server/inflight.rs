@@ -44,17 +44,11 @@ pub enum RequestClass {
 }
 
 impl RequestClass {
-    /// The class of a request by its method, path and query.
-    pub fn of(method: &Method, path: &str, query: Option<&str>) -> RequestClass {
+    /// The class of a request by its method, path and `watch` flag.
+    pub fn of(method: &Method, path: &str, watch: bool) -> RequestClass {
         let path = path.trim_end_matches('/');
-        let flag = |name: &str| {
-            query.unwrap_or("").split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                k == name && matches!(v, "true" | "1")
-            })
-        };
         if matches!(path, "/healthz" | "/livez" | "/readyz")
-            || (*method == Method::GET && (flag("watch") || path.ends_with("/log")))
+            || (*method == Method::GET && (watch || path.ends_with("/log")))
         {
             return RequestClass::LongRunning;
         }
@@ -160,65 +154,65 @@ mod tests {
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/tasks",
-                None,
+                false,
                 RequestClass::ReadOnly,
             ),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/tasks",
-                Some("watch=true&fieldSelector=x"),
+                true,
                 RequestClass::LongRunning,
             ),
             (
                 Method::GET,
                 "/api/v1/namespaces",
-                Some("watch=1"),
+                true,
                 RequestClass::LongRunning,
             ),
             (
                 Method::GET,
                 "/api/v1/namespaces",
-                Some("watch=false"),
+                false,
                 RequestClass::ReadOnly,
             ),
             (
                 Method::GET,
                 "/apis/corral.dev/v1alpha1/namespaces/a/tasks/t/log",
-                Some("follow=true"),
+                false,
                 RequestClass::LongRunning,
             ),
-            (Method::GET, "/healthz", None, RequestClass::LongRunning),
-            (Method::GET, "/version", None, RequestClass::ReadOnly),
+            (Method::GET, "/healthz", false, RequestClass::LongRunning),
+            (Method::GET, "/version", false, RequestClass::ReadOnly),
             (
                 Method::POST,
                 "/api/v1/namespaces",
-                None,
+                false,
                 RequestClass::Mutating,
             ),
             (
                 Method::POST,
                 "/api/v1/namespaces",
-                Some("watch=true"),
+                true,
                 RequestClass::Mutating,
             ),
             (
                 Method::PATCH,
                 "/api/v1/namespaces/a",
-                None,
+                false,
                 RequestClass::Mutating,
             ),
             (
                 Method::DELETE,
                 "/api/v1/namespaces/a",
-                None,
+                false,
                 RequestClass::Mutating,
             ),
         ];
-        for (method, path, query, want) in table {
+        for (method, path, watch, want) in table {
             assert_eq!(
-                RequestClass::of(&method, path, query),
+                RequestClass::of(&method, path, watch),
                 want,
-                "{method} {path} {query:?}"
+                "{method} {path} watch={watch}"
             );
         }
     }

@@ -28,11 +28,8 @@ pub async fn client_certificates_authenticate(ts: &TestServer) -> Result<()> {
     Ok(())
 }
 
-/// A TLS server over a fresh in-memory store that authorizes with `authz`;
-/// its directory (keep it alive), PKI and handle.
-async fn serve_with(
-    authz: Arc<dyn corral_apiserver::Authorizer>,
-) -> Result<(tempfile::TempDir, Pki, corral_apiserver::RunningServer)> {
+/// A server over a fresh in-memory store that authorizes with `authz`.
+async fn serve_with(authz: Arc<dyn corral_apiserver::Authorizer>) -> Result<TestServer> {
     serve_custom(
         Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
         authz,
@@ -55,8 +52,8 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
             matches!(a.verb.as_str(), "get" | "list" | "watch")
         }
     }
-    let (_dir, pki, server) = serve_with(Arc::new(ReadOnly)).await?;
-    let client = client_for(&pki.kubeconfig(&format!("https://{}", server.local_addr))).await?;
+    let ts = serve_with(Arc::new(ReadOnly)).await?;
+    let client = client_for(&ts.pki.kubeconfig(&ts.url)).await?;
     // `kubectl auth can-i` asks the same layer, and `whoami` who it is.
     let can_i = |verb: &str| {
         let client = client.clone();
@@ -101,7 +98,7 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
         message.contains("User \"corral-admin\" cannot create resource \"jobs\""),
         "{message}"
     );
-    server.shutdown().await;
+    ts.shutdown().await;
     Ok(())
 }
 
@@ -123,16 +120,16 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
                     && u.groups.iter().any(|g| g == "system:masters"))
         }
     }
-    let (_dir, pki, server) = serve_with(Arc::new(CertAdminsWrite)).await?;
-    let url = format!("https://{}", server.local_addr);
+    let ts = serve_with(Arc::new(CertAdminsWrite)).await?;
+    let (pki, url) = (&ts.pki, &ts.url);
     let by_cert: Api<Job> = Api::namespaced(
-        client_for(&pki.kubeconfig_with_client_cert(&url)).await?,
+        client_for(&pki.kubeconfig_with_client_cert(url)).await?,
         "default",
     );
     by_cert
         .create(&PostParams::default(), &job("by-cert", 1)?)
         .await?;
-    let by_token: Api<Job> = Api::namespaced(client_for(&pki.kubeconfig(&url)).await?, "default");
+    let by_token: Api<Job> = Api::namespaced(client_for(&pki.kubeconfig(url)).await?, "default");
     let (code, _, _) = api_error(
         by_token
             .create(&PostParams::default(), &job("by-token", 1)?)
@@ -141,7 +138,7 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
             .context("a token is not a certificate")?,
     )?;
     assert_eq!(code, 403);
-    server.shutdown().await;
+    ts.shutdown().await;
     Ok(())
 }
 
@@ -206,9 +203,13 @@ async fn metrics_count_requests_and_need_credentials() -> Result<()> {
         .replace(&ts.pki.admin_token, "not-a-token");
     let stranger = client_for(&kubeconfig).await?;
     let req = http::Request::get("/metrics").body(Vec::new())?;
-    match stranger.request_text(req).await {
-        Err(kube::Error::Api(s)) => assert_eq!(s.code, 401),
-        other => bail!("metrics without credentials: {other:?}"),
-    }
+    let (code, _, _) = api_error(
+        stranger
+            .request_text(req)
+            .await
+            .err()
+            .context("metrics without credentials")?,
+    )?;
+    assert_eq!(code, 401);
     Ok(())
 }

@@ -525,29 +525,22 @@ pub async fn lists_match_resource_versions(ts: &TestServer) -> Result<()> {
             .await
             .err()
             .context("listed the future")?;
-        match err {
-            kube::Error::Api(s) => {
-                assert_eq!((s.code, s.reason.as_str()), (504, "Timeout"));
-                assert!(
-                    s.message.starts_with("Too large resource version"),
-                    "{}",
-                    s.message
-                );
-            }
-            other => bail!("{other}"),
-        }
+        let (code, reason, message) = api_error(err)?;
+        assert_eq!((code, reason.as_str()), (504, "Timeout"));
+        assert!(
+            message.starts_with("Too large resource version"),
+            "{message}"
+        );
     }
 
     // A watch cannot resume from there either (it would skip changes).
-    match once
-        .watch(&kube::api::WatchParams::default(), &ahead)
-        .await
-        .err()
-        .context("watched from the future")?
-    {
-        kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (504, "Timeout")),
-        other => bail!("{other}"),
-    }
+    let (code, reason, _) = api_error(
+        once.watch(&kube::api::WatchParams::default(), &ahead)
+            .await
+            .err()
+            .context("watched from the future")?,
+    )?;
+    assert_eq!((code, reason.as_str()), (504, "Timeout"));
 
     // Misuse.
     for query in [

@@ -155,13 +155,9 @@ pub async fn flux_applies_detects_drift_recreates_and_prunes(ts: &TestServer) ->
         .await
         .err()
         .context("changing an immutable field was accepted")?;
-    match &err {
-        kube::Error::Api(s) => {
-            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
-            assert!(s.message.contains("field is immutable"), "{}", s.message);
-        }
-        other => bail!("unexpected error {other}"),
-    }
+    let (code, reason, message) = api_error(err)?;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(message.contains("field is immutable"), "{message}");
     let unchanged = jobs.get("flux-web").await?;
     assert_eq!(
         unchanged.metadata.resource_version,

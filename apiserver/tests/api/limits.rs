@@ -9,14 +9,28 @@ use corral_store::{
 
 use super::*;
 
-/// The status code and reason of an answer that is not a success.
-async fn status_of(client: &Client, req: http::Request<Vec<u8>>) -> Result<(u16, Value)> {
+/// The code, headers and `Status` of an answer that is not a success.
+async fn answer_of(
+    client: &Client,
+    req: http::Request<Vec<u8>>,
+) -> Result<(u16, http::HeaderMap, Value)> {
     let response = client.send(req.map(Into::into)).await?;
     let code = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = http_body_util::BodyExt::collect(response.into_body())
         .await?
         .to_bytes();
-    Ok((code, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    Ok((
+        code,
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ))
+}
+
+/// The code and `Status` of an answer that is not a success.
+async fn status_of(client: &Client, req: http::Request<Vec<u8>>) -> Result<(u16, Value)> {
+    let (code, _, status) = answer_of(client, req).await?;
+    Ok((code, status))
 }
 
 /// An embedded store whose writes wait, while `stalled`, as writes to an
@@ -81,13 +95,13 @@ async fn a_request_stuck_on_the_store_times_out_and_may_still_complete() -> Resu
         request_timeout: Duration::from_millis(500),
         ..Default::default()
     };
-    let (_dir, pki, server) = serve_custom(
+    let ts = serve_custom(
         store.clone(),
         Arc::new(corral_apiserver::AllowAuthenticated),
         options,
     )
     .await?;
-    let kubeconfig = pki.kubeconfig(&format!("https://{}", server.local_addr));
+    let kubeconfig = ts.pki.kubeconfig(&ts.url);
     let once = client_without_retries(&kubeconfig).await?;
     let jobs: Api<Job> = Api::namespaced(once.clone(), "default");
     let post = |name: &str, query: &str| -> Result<http::Request<Vec<u8>>> {
@@ -146,7 +160,7 @@ async fn a_request_stuck_on_the_store_times_out_and_may_still_complete() -> Resu
     })
     .await
     .context("the stuck writes never completed")??;
-    server.shutdown().await;
+    ts.shutdown().await;
     Ok(())
 }
 
@@ -163,13 +177,13 @@ async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
         inflight: inflight.clone(),
         ..Default::default()
     };
-    let (_dir, pki, server) = serve_custom(
+    let ts = serve_custom(
         Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
         Arc::new(corral_apiserver::AllowAuthenticated),
         options,
     )
     .await?;
-    let kubeconfig = pki.kubeconfig(&format!("https://{}", server.local_addr));
+    let kubeconfig = ts.pki.kubeconfig(&ts.url);
     let client = client_for(&kubeconfig).await?;
     let once = client_without_retries(&kubeconfig).await?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
@@ -183,24 +197,17 @@ async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
                 .body(serde_json::to_vec(&job("busy", 1)?)?)?,
         )
     };
-    let response = once.send(post()?.map(Into::into)).await?;
-    assert_eq!(response.status().as_u16(), 429);
+    let (code, headers, status) = answer_of(&once, post()?).await?;
+    assert_eq!(code, 429);
     assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
         Some("1")
     );
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await?
-        .to_bytes();
-    let status: Value = serde_json::from_slice(&body)?;
     assert_eq!(status["reason"], "TooManyRequests");
     assert_eq!(status["details"]["retryAfterSeconds"], 1);
     // A caller without credentials hears 401 first, and takes no slot.
     let stranger =
-        client_without_retries(&kubeconfig.replace(&pki.admin_token, "not-a-token")).await?;
+        client_without_retries(&kubeconfig.replace(&ts.pki.admin_token, "not-a-token")).await?;
     let (code, _) = status_of(&stranger, post()?).await?;
     assert_eq!(code, 401);
     // Reads and watches still get through.
@@ -227,6 +234,6 @@ async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
         "{event:?}"
     );
     drop(watch);
-    server.shutdown().await;
+    ts.shutdown().await;
     Ok(())
 }

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use corral_api::{Job, Task};
-use corral_apiserver::pki::{Pki, Tokens};
 use corral_apiserver::testing::TestServer;
-use corral_apiserver::{Api as Server, Authn, Registry};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -25,11 +23,13 @@ struct Backend {
     _etcd: Option<corral_store::testing::EtcdServer>,
 }
 
-async fn client_for(kubeconfig: &str) -> Result<Client> {
+async fn config_for(kubeconfig: &str) -> Result<Config> {
     let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
-    let config =
-        Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok(Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+}
+
+async fn client_for(kubeconfig: &str) -> Result<Client> {
+    Ok(Client::try_from(config_for(kubeconfig).await?)?)
 }
 
 async fn embedded() -> Result<Backend> {
@@ -155,34 +155,21 @@ suite!(etcd:
     gitops::argo_cd_lists_every_resource_in_pages_and_watches_from_there,
 );
 
-/// A TLS server over `store` with `authz` and `options`: its directory
-/// (keep it alive), PKI and handle.
+/// A server over `store` with `authz` and `options`.
 async fn serve_custom(
     store: Arc<dyn corral_store::Store>,
     authz: Arc<dyn corral_apiserver::Authorizer>,
     options: corral_apiserver::ServeOptions,
-) -> Result<(tempfile::TempDir, Pki, corral_apiserver::RunningServer)> {
-    let dir = tempfile::tempdir()?;
-    let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
-    let api = Server::new(store, Registry::standard());
-    corral_apiserver::rest::ensure_default_namespaces(&api).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = corral_apiserver::serve_with_options(
-        api,
-        listener,
-        Some(pki.server_config()?),
-        Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
-        authz,
-        options,
-    )?;
-    Ok((dir, pki, server))
+) -> Result<TestServer> {
+    TestServer::start_with(store, authz, options)
+        .await
+        .map_err(|e| anyhow!(e))
 }
 
 /// A client that shows each answer as it comes (kube-rs retries 429, 503
 /// and 504 on its own, for minutes).
 async fn client_without_retries(kubeconfig: &str) -> Result<Client> {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
-    let mut config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let mut config = config_for(kubeconfig).await?;
     config.default_retry = false;
     Ok(Client::try_from(config)?)
 }

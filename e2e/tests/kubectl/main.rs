@@ -26,6 +26,51 @@ fn setup_api_only() -> Result<(Server, Kubectl)> {
     Ok((server, k))
 }
 
+/// Applies `examples/<file>`.
+fn apply_example(k: &Kubectl, file: &str) -> Result<String> {
+    k.run(&["apply", "-f", &s(&examples().join(file))])?.ok()
+}
+
+/// Starts `kubectl wait --for=<condition> job/sparkie`, writes `status`
+/// through the status subresource as a controller would, and checks that
+/// the wait ends with the condition met.
+fn wait_while_status_is_written(k: &Kubectl, condition: &str, status: &str) -> Result<()> {
+    let waiter = k
+        .command()
+        .args([
+            "-n",
+            "analytics",
+            "wait",
+            &format!("--for={condition}"),
+            "job/sparkie",
+            "--timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ])?
+    .ok()?;
+    let out = waiter.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl wait failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    Ok(())
+}
+
 /// The jobs under `examples/`.
 const EXAMPLE_JOBS: usize = 5;
 

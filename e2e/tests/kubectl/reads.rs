@@ -75,10 +75,8 @@ fn get_prints_tables_names_and_formats() -> Result<()> {
 #[test]
 fn describe_explain_and_diff_work() -> Result<()> {
     let (_server, k) = setup()?;
-    k.run(&["apply", "-f", &s(&examples().join("teams.yaml"))])?
-        .ok()?;
-    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
-        .ok()?;
+    apply_example(&k, "teams.yaml")?;
+    apply_example(&k, "talk-adhoc-job.yaml")?;
     let described = k
         .run(&["describe", "job", "sparkie", "-n", "analytics"])?
         .ok()?;
@@ -121,8 +119,7 @@ fn describe_explain_and_diff_work() -> Result<()> {
 #[test]
 fn get_watch_delete_wait_see_the_changes() -> Result<()> {
     let (_server, k) = setup()?;
-    k.run(&["apply", "-f", &s(&examples().join("teams.yaml"))])?
-        .ok()?;
+    apply_example(&k, "teams.yaml")?;
     let mut watch = k
         .command()
         .args([
@@ -234,43 +231,12 @@ fn get_watch_delete_wait_see_the_changes() -> Result<()> {
 #[test]
 fn kubectl_wait_for_jsonpath_follows_status() -> Result<()> {
     let (_server, k) = setup_api_only()?;
-    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
-        .ok()?;
-    let waiter = k
-        .command()
-        .args([
-            "-n",
-            "analytics",
-            "wait",
-            "--for=jsonpath={.status.phase}=Succeeded",
-            "job/sparkie",
-            "--timeout=30s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // Status is written through the status subresource, as a controller would.
-    k.run(&[
-        "-n",
-        "analytics",
-        "patch",
-        "job",
-        "sparkie",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
+    apply_example(&k, "talk-adhoc-job.yaml")?;
+    wait_while_status_is_written(
+        &k,
+        "jsonpath={.status.phase}=Succeeded",
         r#"{"status":{"phase":"Succeeded"}}"#,
-    ])?
-    .ok()?;
-    let out = waiter.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl wait failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
-    Ok(())
+    )
 }
 
 /// The machine's `/usr/bin/kubectl` (a version dispatcher on these machines)
@@ -340,41 +306,9 @@ fn get_raw_metrics_counts_the_requests() -> Result<()> {
 #[test]
 fn wait_for_a_condition_and_a_plain_delete() -> Result<()> {
     let (_server, k) = setup_api_only()?;
-    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
-        .ok()?;
-    let waiter = k
-        .command()
-        .args([
-            "-n",
-            "analytics",
-            "wait",
-            "--for=condition=Complete",
-            "job/sparkie",
-            "--timeout=30s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    apply_example(&k, "talk-adhoc-job.yaml")?;
     let status = r#"{"status":{"phase":"Succeeded","conditions":[{"type":"Complete","status":"True","reason":"AllInstancesFinished","message":"every instance finished"}]}}"#;
-    k.run(&[
-        "-n",
-        "analytics",
-        "patch",
-        "job",
-        "sparkie",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        status,
-    ])?
-    .ok()?;
-    let out = waiter.wait_with_output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    wait_while_status_is_written(&k, "condition=Complete", status)?;
     // A plain delete waits until the object is gone.
     let deleted = k
         .run(&["-n", "analytics", "delete", "job", "sparkie"])?

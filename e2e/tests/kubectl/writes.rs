@@ -44,8 +44,7 @@ fn apply_is_created_then_unchanged_then_configured() -> Result<()> {
 #[test]
 fn patch_annotate_replace_and_validation_errors() -> Result<()> {
     let (_server, k) = setup()?;
-    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
-        .ok()?;
+    apply_example(&k, "talk-adhoc-job.yaml")?;
     let ns = ["-n", "analytics"];
     k.run(
         &[
@@ -157,8 +156,7 @@ fn patch_annotate_replace_and_validation_errors() -> Result<()> {
 #[test]
 fn kubectl_scale_changes_a_jobs_instances() -> Result<()> {
     let (_server, k) = setup_api_only()?;
-    k.run(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?
-        .ok()?;
+    apply_example(&k, "talk-adhoc-job.yaml")?;
     let ns = ["-n", "analytics"];
     let scaled = k
         .run(
