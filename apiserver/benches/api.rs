@@ -20,7 +20,7 @@ use corral_api::Task;
 use corral_apiserver::Api as Server;
 use corral_apiserver::rest::ListQuery;
 use corral_apiserver::testing::TestServer;
-use corral_store::Store;
+use corral_store::{CommitStatsSnapshot, Store};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
@@ -130,15 +130,24 @@ async fn serve(store: Arc<dyn Store>, namespaces: &[&str]) -> Result<TestServer>
 
 /// Create throughput over one store: API creates against raw Store puts,
 /// in interleaved rounds.
-async fn create_phase(label: &str, store: Arc<dyn Store>, client: &kube::Client) -> Result<()> {
+/// `stats` reads the store's group-commit counters, to show how the writes of
+/// each side were coalesced into transactions.
+async fn create_phase(
+    label: &str,
+    store: Arc<dyn Store>,
+    stats: &dyn Fn() -> CommitStatsSnapshot,
+    client: &kube::Client,
+) -> Result<()> {
     let n = scaled(4000);
     let mut raw_rates = Vec::new();
     let mut api_rates = Vec::new();
     let (mut raw_cpu, mut api_cpu) = (Vec::new(), Vec::new());
+    let (mut raw_batches, mut api_batches) = (Batches::default(), Batches::default());
     for round in 0..3 {
         let per = n / CLIENTS;
         let start = Instant::now();
         let cpu = cpu_seconds();
+        let before = stats();
         let writers = (0..CLIENTS).map(|w| {
             let store = store.clone();
             async move {
@@ -159,18 +168,21 @@ async fn create_phase(label: &str, store: Arc<dyn Store>, client: &kube::Client)
         }
         raw_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
         raw_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
+        raw_batches.add(before, stats());
 
         let start = Instant::now();
         let cpu = cpu_seconds();
+        let before = stats();
+        // A client holds typed objects: each create fills in a copy of one.
+        let template: Task = serde_json::from_value(task_json("create", "template", None))?;
         let creators = (0..CLIENTS).map(|w| {
             let tasks: Api<Task> = Api::namespaced(client.clone(), "create");
+            let template = &template;
             async move {
                 for i in 0..per {
-                    let t: Task = serde_json::from_value(task_json(
-                        "create",
-                        &format!("c{round}-{w}-{i}"),
-                        None,
-                    ))?;
+                    let mut t = template.clone();
+                    t.metadata.name = Some(format!("c{round}-{w}-{i}"));
+                    t.metadata.uid = t.metadata.name.clone();
                     tasks.create(&PostParams::default(), &t).await?;
                 }
                 anyhow::Ok(())
@@ -181,6 +193,7 @@ async fn create_phase(label: &str, store: Arc<dyn Store>, client: &kube::Client)
         }
         api_rates.push((per * CLIENTS) as f64 / start.elapsed().as_secs_f64());
         api_cpu.push((cpu_seconds() - cpu) * 1e6 / (per * CLIENTS) as f64);
+        api_batches.add(before, stats());
     }
     let (raw, api) = (median(raw_rates), median(api_rates));
     println!(
@@ -192,7 +205,30 @@ async fn create_phase(label: &str, store: Arc<dyn Store>, client: &kube::Client)
         "  API creates/s (TLS)   {api:>10.0}   CPU {api_us:>6.1} µs/object (client included)   ratio {:.2}× (goal ≥ 0.80×)",
         api / raw
     );
+    println!(
+        "  writes per store transaction: raw {:.1}, API {:.1}",
+        raw_batches.mean(),
+        api_batches.mean()
+    );
     Ok(())
+}
+
+/// Store transactions and the writes they held, summed over rounds.
+#[derive(Default)]
+struct Batches {
+    transactions: u64,
+    writes: u64,
+}
+
+impl Batches {
+    fn add(&mut self, before: CommitStatsSnapshot, after: CommitStatsSnapshot) {
+        self.transactions += after.batches - before.batches;
+        self.writes += after.writes - before.writes;
+    }
+
+    fn mean(&self) -> f64 {
+        self.writes as f64 / self.transactions.max(1) as f64
+    }
 }
 
 /// `CORRAL_BENCH_STORES` (default `embedded,etcd`) picks the stores the
@@ -207,25 +243,32 @@ fn create_over(store: &str) -> bool {
 async fn main() -> Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(corral_store::embedded::EmbeddedStore::open(
-        dir.path().join("bench.db"),
-    )?);
+    let embedded = corral_store::embedded::EmbeddedStore::open(dir.path().join("bench.db"))?;
+    let store: Arc<dyn Store> = Arc::new(embedded.clone());
     let ts = serve(store.clone(), &["create", "list10k", "list100k", "fan"]).await?;
     let (server, client) = (ts.api.clone(), ts.client.clone());
 
     // 1. Create throughput, API vs raw store, over each store.
     if phase("create") {
         if create_over("embedded") {
-            create_phase("the embedded store", store.clone(), &client).await?;
+            let stats = || embedded.commit_stats();
+            create_phase("the embedded store", store.clone(), &stats, &client).await?;
         }
         if create_over("etcd") {
             // A real single-member etcd with fsync on, as in production.
             let etcd = corral_store::testing::EtcdServer::start()?;
-            let etcd_store: Arc<dyn Store> = Arc::new(
-                corral_store::etcd::EtcdStore::connect(&[etcd.endpoint().to_owned()]).await?,
-            );
-            let over_etcd = serve(etcd_store.clone(), &["create"]).await?;
-            create_phase("etcd (one member, fsync on)", etcd_store, &over_etcd.client).await?;
+            let etcd_store =
+                corral_store::etcd::EtcdStore::connect(&[etcd.endpoint().to_owned()]).await?;
+            let stats = || etcd_store.commit_stats();
+            let shared: Arc<dyn Store> = Arc::new(etcd_store.clone());
+            let over_etcd = serve(shared.clone(), &["create"]).await?;
+            create_phase(
+                "etcd (one member, fsync on)",
+                shared,
+                &stats,
+                &over_etcd.client,
+            )
+            .await?;
             over_etcd.shutdown().await;
         }
     }

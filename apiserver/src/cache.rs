@@ -142,6 +142,17 @@ pub struct Snapshot {
     pub revision: i64,
 }
 
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With a snapshot of the current objects, then every later change.
+    Snapshot,
+    /// With the changes after this revision (exclusive).
+    After(i64),
+    /// With the next change: no snapshot, no replay.
+    Now,
+}
+
 /// A registered watch.
 #[derive(Debug)]
 pub struct Subscription {
@@ -404,18 +415,19 @@ impl WatchCache {
         })
     }
 
-    /// Registers a watch from `after` (exclusive), or from now with the current
-    /// objects when `after` is `None`. Fails with 410 Expired when history no
-    /// longer reaches back to `after`.
-    pub fn subscribe(
-        &self,
-        interest: Interest,
-        after: Option<i64>,
-    ) -> Result<Subscription, ApiError> {
+    /// Registers a watch that starts as `start` says. Fails with 410 Expired
+    /// when history no longer reaches back to a [`Start::After`] revision.
+    pub fn subscribe(&self, interest: Interest, start: Start) -> Result<Subscription, ApiError> {
         let mut st = self.state.write().map_err(|_| lock_err())?;
         let (tx, live) = mpsc::channel(WATCHER_BUFFER);
-        let sub = match after {
-            None => {
+        let sub = match start {
+            Start::Now => Subscription {
+                replay: Vec::new(),
+                initial: None,
+                live,
+                start: st.revision,
+            },
+            Start::Snapshot => {
                 let items = collect(
                     &st,
                     interest.resource,
@@ -434,13 +446,13 @@ impl WatchCache {
                     start: st.revision,
                 }
             }
-            Some(rv) if rv < st.oldest => {
+            Start::After(rv) if rv < st.oldest => {
                 return Err(ApiError::Expired {
                     requested: rv,
                     oldest: st.oldest,
                 });
             }
-            Some(rv) => {
+            Start::After(rv) => {
                 // Writes committed in one etcd transaction share a revision; a
                 // client resuming at such a revision may have seen only some of
                 // them, so they are all replayed (at least once, never lost).

@@ -638,7 +638,7 @@ async fn resource(
                     .get("timeoutSeconds")
                     .and_then(|s| s.parse::<u64>().ok())
                     .map(Duration::from_secs),
-                send_initial: q.flag("sendInitialEvents"),
+                send_initial: q.optional_bool("sendInitialEvents")?,
                 labels: lq.labels,
                 fields: lq.fields,
                 table: wants_table(accept).then_some(include),

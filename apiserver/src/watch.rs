@@ -1,8 +1,14 @@
 //! Watch streams: one JSON event per line (`ADDED`, `MODIFIED`, `DELETED`,
-//! `BOOKMARK`, `ERROR`), from a list (resourceVersion absent or "0", or
-//! `sendInitialEvents`) or from a resourceVersion. A resourceVersion older
-//! than the store's history ends the stream with an `ERROR` 410 event inside
-//! a 200 response, which is what clients relist on.
+//! `BOOKMARK`, `ERROR`), as kube-apiserver starts them:
+//! - with the current objects as ADDED events, then every later change: a
+//!   watch from no resourceVersion or "0", or a streaming list
+//!   (`sendInitialEvents=true`), which also gets a BOOKMARK annotated
+//!   `k8s.io/initial-events-end` after the objects when it allows bookmarks;
+//! - from a resourceVersion: the changes after it;
+//! - from now: `sendInitialEvents=false` with no resourceVersion or "0".
+//!
+//! A resourceVersion older than the store's history ends the stream with an
+//! `ERROR` 410 event inside a 200 response, which is what clients relist on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +19,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::cache::{Change, ChangeKind, Entry, Interest, NODE_FIELD, Subscription, WatchCache};
+use crate::cache::{
+    Change, ChangeKind, Entry, Interest, NODE_FIELD, Start, Subscription, WatchCache,
+};
 use crate::error::ApiError;
 use crate::objects::from_stored;
 use crate::registry::ResourceDesc;
@@ -33,14 +41,38 @@ pub struct WatchParams {
     pub bookmarks: bool,
     /// `timeoutSeconds`.
     pub timeout: Option<Duration>,
-    /// `sendInitialEvents`.
-    pub send_initial: bool,
+    /// `sendInitialEvents`, when given.
+    pub send_initial: Option<bool>,
     /// `labelSelector`.
     pub labels: LabelSelector,
     /// `fieldSelector`.
     pub fields: FieldSelector,
     /// Objects as one-row Tables (kubectl get -w).
     pub table: Option<IncludeObject>,
+}
+
+impl WatchParams {
+    /// Where the watch starts: with the current objects when asked
+    /// (`sendInitialEvents=true`) or when no version (or "0") is given and
+    /// `sendInitialEvents=false` does not say to start from now.
+    fn start(&self) -> Result<Start, ApiError> {
+        let version = match self.resource_version.as_deref() {
+            None | Some("") | Some("0") => None,
+            Some(rv) => Some(crate::objects::parse_rv(rv)?),
+        };
+        Ok(match (self.send_initial, version) {
+            (Some(true), _) | (None, None) => Start::Snapshot,
+            (_, Some(rv)) => Start::After(rv),
+            (Some(false), None) => Start::Now,
+        })
+    }
+
+    /// Whether the initial objects end with the `k8s.io/initial-events-end`
+    /// bookmark: only a streaming list, which asks for the initial events and
+    /// allows bookmarks, gets one (kube-apiserver's `isListWatchRequest`).
+    fn end_bookmark(&self) -> bool {
+        self.send_initial == Some(true) && self.bookmarks
+    }
 }
 
 fn line(kind: &str, object: Value) -> Bytes {
@@ -133,31 +165,39 @@ pub async fn start(
             return Err(ApiError::TooLargeResourceVersion { requested, current });
         }
     }
-    if let Some((cache, index)) = api.cache_for(&desc, Some("0")).await? {
-        return start_cached(cache, index, desc, ns, p).await;
+    let start = p.start()?;
+    // How fresh the cache must be to serve the watch: a streaming list is a
+    // list (no version: the store's latest; "0": any; N: at least N); a
+    // watch from a version replays from it; a watch from now starts at the
+    // store's latest; the initial objects of a plain watch may be any.
+    let fresh = match start {
+        Start::Snapshot if p.send_initial != Some(true) => Some("0"),
+        Start::Snapshot | Start::After(_) => p.resource_version.as_deref(),
+        Start::Now => None,
+    };
+    if let Some((cache, index)) = api.cache_for(&desc, fresh).await? {
+        return start_cached(cache, index, desc, ns, p, start).await;
     }
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
-    let requested: Option<i64> = match p.resource_version.as_deref() {
-        None | Some("") | Some("0") => None,
-        Some(rv) => Some(crate::objects::parse_rv(rv)?),
-    };
-    let start_after = if p.send_initial || requested.is_none() {
-        let q = ListQuery {
-            labels: p.labels.clone(),
-            fields: p.fields.clone(),
-            ..Default::default()
-        };
-        let page = api.list(&desc, ns.as_deref(), &q).await?;
-        for obj in page.items.iter().map(|e| e.value.clone()) {
-            initial.push(event(&desc, &p, "ADDED", obj));
+    let start_after = match start {
+        Start::Snapshot => {
+            let q = ListQuery {
+                labels: p.labels.clone(),
+                fields: p.fields.clone(),
+                ..Default::default()
+            };
+            let page = api.list(&desc, ns.as_deref(), &q).await?;
+            for obj in page.items.iter().map(|e| e.value.clone()) {
+                initial.push(event(&desc, &p, "ADDED", obj));
+            }
+            if p.end_bookmark() {
+                initial.push(bookmark(&desc, page.revision, true));
+            }
+            page.revision
         }
-        if p.send_initial {
-            initial.push(bookmark(&desc, page.revision, true));
-        }
-        page.revision
-    } else {
-        requested.unwrap_or(0)
+        Start::After(rv) => rv,
+        Start::Now => api.store.current_revision().await?,
     };
     let prefix = desc.key_prefix(ns.as_deref());
     let stream = match api.store.watch(&prefix, start_after + 1).await {
@@ -263,13 +303,9 @@ async fn start_cached(
     desc: Arc<ResourceDesc>,
     ns: Option<String>,
     p: WatchParams,
+    start: Start,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let after = match p.resource_version.as_deref() {
-        None | Some("") | Some("0") => None,
-        Some(rv) => Some(crate::objects::parse_rv(rv)?),
-    };
-    let after = if p.send_initial { None } else { after };
     let interest = Interest {
         resource: index,
         namespace: ns.filter(|_| desc.namespaced),
@@ -279,7 +315,7 @@ async fn start_cached(
             .filter(|n| !n.is_empty())
             .map(str::to_owned),
     };
-    let sub = match cache.subscribe(interest, after) {
+    let sub = match cache.subscribe(interest, start) {
         Ok(s) => s,
         Err(ApiError::Expired { requested, oldest }) => {
             let _ = tx.send(expired(requested, oldest)).await;
@@ -306,7 +342,7 @@ async fn start_cached(
                     return;
                 }
             }
-            if p.send_initial && tx.send(bookmark(&desc, snap.revision, true)).await.is_err() {
+            if p.end_bookmark() && tx.send(bookmark(&desc, snap.revision, true)).await.is_err() {
                 return;
             }
         }

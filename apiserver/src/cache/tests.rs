@@ -34,8 +34,8 @@ async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
         namespace: None,
         node: Some(n.into()),
     };
-    let mut n1 = cache.subscribe(interest("n1"), None)?;
-    let mut n2 = cache.subscribe(interest("n2"), None)?;
+    let mut n1 = cache.subscribe(interest("n1"), Start::Snapshot)?;
+    let mut n2 = cache.subscribe(interest("n2"), Start::Snapshot)?;
     let kv = store
         .create("/registry/corral.dev/tasks/default/a", task("a", None))
         .await?;
@@ -121,11 +121,11 @@ async fn a_resume_older_than_the_history_is_expired() -> anyhow::Result<()> {
         node: None,
     };
     assert!(matches!(
-        cache.subscribe(interest.clone(), Some(first)),
+        cache.subscribe(interest.clone(), Start::After(first)),
         Err(ApiError::Expired { .. })
     ));
     let recent = cache.revision() - 3;
-    let sub = cache.subscribe(interest, Some(recent))?;
+    let sub = cache.subscribe(interest, Start::After(recent))?;
     assert_eq!(
         sub.replay.len(),
         3,
@@ -166,7 +166,7 @@ async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()>
         namespace: None,
         node: None,
     };
-    let at_shared = cache.subscribe(interest.clone(), Some(100))?;
+    let at_shared = cache.subscribe(interest.clone(), Start::After(100))?;
     assert_eq!(
         at_shared
             .replay
@@ -175,7 +175,7 @@ async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()>
             .collect::<Vec<_>>(),
         vec![100, 100, 101]
     );
-    let at_lone = cache.subscribe(interest, Some(101))?;
+    let at_lone = cache.subscribe(interest, Start::After(101))?;
     assert!(at_lone.replay.is_empty(), "a lone revision is not replayed");
     Ok(())
 }

@@ -66,10 +66,40 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A boolean parameter that is true (Go's `strconv.ParseBool` spellings,
+    /// as kube-apiserver reads them); absent or anything else is false.
     pub(super) fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true") | Some("1"))
+        matches!(self.get(k).map(parse_bool), Some(Some(true)))
+    }
+
+    /// A boolean parameter that may be absent; a value that is no boolean
+    /// is a 400, as kube-apiserver's decoding of its options answers.
+    pub(super) fn optional_bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        self.get(k)
+            .map(|v| {
+                parse_bool(v).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "invalid value {v:?} for {k}: expected true or false"
+                    ))
+                })
+            })
+            .transpose()
     }
 }
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The `resourceVersionMatch` parameter and its values.
+const MATCH: &str = "resourceVersionMatch";
+const EXACT: &str = "Exact";
+const NOT_OLDER_THAN: &str = "NotOlderThan";
 
 /// The longest field manager name kube-apiserver takes.
 const MAX_FIELD_MANAGER_BYTES: usize = 128;
@@ -129,15 +159,7 @@ pub(super) fn write_options(
     }
     let agent_manager = headers
         .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ua| ua.split('/').next())
-        .map(|m| {
-            m.chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_FIELD_MANAGER_BYTES)
-                .collect::<String>()
-        })
-        .filter(|m| !m.trim().is_empty());
+        .and_then(|v| manager_from_user_agent(v.as_bytes()));
     Ok(WriteOptions {
         dry_run,
         field_manager,
@@ -147,50 +169,105 @@ pub(super) fn write_options(
     })
 }
 
+/// A list's or a watch's options, checked as kube-apiserver's
+/// `ValidateListOptions` checks them with streaming lists on: every problem
+/// is one cause of a 422.
+/// The manager a write without `fieldManager` is recorded under, as
+/// kube-apiserver derives it: the User-Agent up to its first `/`, without
+/// control characters, cut to whole characters within 128 bytes.
+fn manager_from_user_agent(user_agent: &[u8]) -> Option<String> {
+    let agent = String::from_utf8_lossy(user_agent);
+    let mut manager = String::new();
+    for c in agent.split('/').next()?.chars().filter(|c| !c.is_control()) {
+        if manager.len() + c.len_utf8() > MAX_FIELD_MANAGER_BYTES {
+            break;
+        }
+        manager.push(c);
+    }
+    (!manager.trim().is_empty()).then_some(manager)
+}
+
 pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, ApiError> {
-    let resource_version = q.get("resourceVersion").filter(|r| !r.is_empty());
-    let exact = match (
-        q.get("resourceVersionMatch").filter(|m| !m.is_empty()),
-        resource_version,
-    ) {
-        (None, _) => false,
-        (Some(m), _) if !matches!(m, "Exact" | "NotOlderThan") => {
-            return Err(invalid_list_options(
-                FieldErrorType::NotSupported,
-                Some(format!("{m:?}")),
-                "supported values: \"Exact\", \"NotOlderThan\"".into(),
-            ));
-        }
-        (Some(_), None) => {
-            return Err(invalid_list_options(
-                FieldErrorType::Forbidden,
-                None,
-                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
-            ));
-        }
-        (Some(_), Some(_)) if q.flag("watch") => {
-            return Err(invalid_list_options(
-                FieldErrorType::Forbidden,
-                None,
-                "resourceVersionMatch is forbidden for watch".into(),
-            ));
-        }
-        (Some(_), Some(_)) if q.get("continue").is_some_and(|c| !c.is_empty()) => {
-            return Err(invalid_list_options(
-                FieldErrorType::Forbidden,
-                None,
-                "resourceVersionMatch is forbidden when continue is provided".into(),
-            ));
-        }
-        (Some("Exact"), Some("0")) => {
-            return Err(invalid_list_options(
-                FieldErrorType::Forbidden,
-                None,
-                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into(),
-            ));
-        }
-        (Some(m), Some(_)) => m == "Exact",
+    let version = q.get("resourceVersion").filter(|r| !r.is_empty());
+    let version_match = q.get("resourceVersionMatch").filter(|m| !m.is_empty());
+    let continued = q.get("continue").is_some_and(|c| !c.is_empty());
+    let send_initial = q.optional_bool("sendInitialEvents")?;
+    let forbidden = |field: &str, detail: &str| FieldError {
+        type_: FieldErrorType::Forbidden,
+        field: field.into(),
+        value: None,
+        detail: detail.into(),
     };
+    let not_supported = |value: &str, supported: &str| FieldError {
+        type_: FieldErrorType::NotSupported,
+        field: MATCH.into(),
+        value: Some(format!("{value:?}")),
+        detail: format!("supported values: {supported}"),
+    };
+    let mut errors = Vec::new();
+    if q.flag("watch") {
+        if send_initial.is_some() && version_match != Some(NOT_OLDER_THAN) {
+            errors.push(forbidden(
+                MATCH,
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if let Some(m) = version_match {
+            if send_initial.is_none() {
+                errors.push(forbidden(
+                    MATCH,
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if m != NOT_OLDER_THAN {
+                errors.push(not_supported(m, "\"NotOlderThan\""));
+            }
+            if continued {
+                errors.push(forbidden(
+                    MATCH,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if let Some(m) = version_match {
+            if version.is_none() {
+                errors.push(forbidden(
+                    MATCH,
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if continued {
+                errors.push(forbidden(
+                    MATCH,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if !matches!(m, EXACT | NOT_OLDER_THAN) {
+                errors.push(not_supported(m, "\"Exact\", \"NotOlderThan\", \"\""));
+            }
+            if m == EXACT && version == Some("0") {
+                errors.push(forbidden(
+                    MATCH,
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial.is_some() {
+            errors.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid {
+            kind: "ListOptions.meta.k8s.io".into(),
+            name: String::new(),
+            errors,
+        });
+    }
+    let exact = !q.flag("watch") && version_match == Some(EXACT);
     Ok(ListQuery {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
             .map_err(|e| ApiError::BadRequest(e.0))?,
@@ -209,19 +286,6 @@ pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, Ap
         resource_version: q.get("resourceVersion").map(str::to_owned),
         exact,
     })
-}
-
-fn invalid_list_options(type_: FieldErrorType, value: Option<String>, detail: String) -> ApiError {
-    ApiError::Invalid {
-        kind: "ListOptions.meta.k8s.io".into(),
-        name: String::new(),
-        errors: vec![FieldError {
-            type_,
-            field: "resourceVersionMatch".into(),
-            value,
-            detail,
-        }],
-    }
 }
 
 /// Parses a Go duration (`32s`, `1m0s`, `1.5h`, `300ms`), as clients write
@@ -288,6 +352,132 @@ mod tests {
         assert!(q.flag("watch"));
         assert_eq!(q.get("x"), Some("%zz"));
         assert_eq!(q.get("y"), Some("50%"));
+    }
+
+    /// The causes of a list's or a watch's options, as kube-apiserver's
+    /// `ValidateListOptions` table has them (streaming lists on).
+    fn option_causes(query: &str) -> Vec<String> {
+        let registry = crate::registry::Registry::standard();
+        let Some(desc) = registry.find("corral.dev", "v1alpha1", "tasks") else {
+            return vec!["no tasks resource".into()];
+        };
+        match list_query(&Query::parse(Some(query)), &desc) {
+            Ok(_) => Vec::new(),
+            Err(ApiError::Invalid { errors, .. }) => errors
+                .iter()
+                .map(|e| format!("{}: {:?}: {}", e.field, e.type_, e.detail))
+                .collect(),
+            Err(e) => vec![format!("not a 422: {e}")],
+        }
+    }
+
+    #[test]
+    fn list_and_watch_options_are_checked_as_kube_apiserver_checks_them() {
+        let ok: &[&str] = &[
+            "",
+            "resourceVersion=5&resourceVersionMatch=NotOlderThan",
+            "resourceVersion=5&resourceVersionMatch=Exact",
+            "watch=true",
+            "watch=1&resourceVersion=7",
+            // Streaming lists, as client-go's reflector and kube-rs send them.
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+            "watch=true&timeoutSeconds=290&allowWatchBookmarks=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=0",
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=12",
+            // A watch from now.
+            "watch=true&sendInitialEvents=false&resourceVersionMatch=NotOlderThan",
+        ];
+        for q in ok {
+            assert_eq!(option_causes(q), Vec::<String>::new(), "{q}");
+        }
+        let bad: &[(&str, &[&str])] = &[
+            (
+                "resourceVersionMatch=Exact",
+                &[
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ],
+            ),
+            (
+                "resourceVersionMatch=Exact&resourceVersion=0",
+                &[
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ],
+            ),
+            (
+                "resourceVersionMatch=Sometime&continue=abc",
+                &[
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided",
+                    "resourceVersionMatch: NotSupported: supported values: \"Exact\", \"NotOlderThan\", \"\"",
+                ],
+            ),
+            (
+                "sendInitialEvents=true",
+                &["sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list"],
+            ),
+            (
+                "watch=true&resourceVersionMatch=NotOlderThan",
+                &[
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ],
+            ),
+            (
+                "watch=true&sendInitialEvents=true",
+                &[
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ],
+            ),
+            (
+                "watch=true&sendInitialEvents=true&resourceVersionMatch=Exact&resourceVersion=3",
+                &[
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    "resourceVersionMatch: NotSupported: supported values: \"NotOlderThan\"",
+                ],
+            ),
+            (
+                "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&continue=abc",
+                &[
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided",
+                ],
+            ),
+        ];
+        for (q, want) in bad {
+            assert_eq!(option_causes(q), *want, "{q}");
+        }
+        assert_eq!(
+            option_causes("watch=true&sendInitialEvents=sure&resourceVersionMatch=NotOlderThan"),
+            vec![
+                "not a 422: invalid value \"sure\" for sendInitialEvents: expected true or false"
+                    .to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn user_agents_name_managers_within_the_manager_limit() {
+        let m = |ua: &[u8]| manager_from_user_agent(ua);
+        assert_eq!(
+            m(b"kubectl/v1.32.3 (linux/amd64)").as_deref(),
+            Some("kubectl")
+        );
+        assert_eq!(m(b"night\teditor/1.0").as_deref(), Some("nighteditor"));
+        assert_eq!(m(b"/1.0"), None);
+        assert_eq!(m(b"   "), None);
+        // 127 ASCII bytes and a two-byte character: the character does not fit.
+        let long = format!("{}é/1.0", "a".repeat(127));
+        assert_eq!(m(long.as_bytes()), Some("a".repeat(127)));
+        let wide = "é".repeat(100);
+        let cut = m(wide.as_bytes()).unwrap_or_default();
+        assert_eq!((cut.len(), cut.chars().count()), (128, 64));
+    }
+
+    #[test]
+    fn booleans_are_read_as_go_reads_them() {
+        let q = Query::parse(Some("a=True&b=t&c=0&d=F&e=yes"));
+        assert!(q.flag("a") && q.flag("b"));
+        assert!(!q.flag("c") && !q.flag("d") && !q.flag("e") && !q.flag("absent"));
+        assert_eq!(q.optional_bool("c").ok(), Some(Some(false)));
+        assert_eq!(q.optional_bool("absent").ok(), Some(None));
+        assert!(matches!(q.optional_bool("e"), Err(ApiError::BadRequest(_))));
     }
 
     #[test]

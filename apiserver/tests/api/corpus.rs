@@ -8,7 +8,9 @@
 //!   `patch-apply` (a PATCH of a ConfigMap the test creates; `TARGET` in the
 //!   body is its name), `labels`, `fields` (a list's selectors),
 //!   `create-options` (the query of a ConfigMap's POST: `dryRun`,
-//!   `fieldManager`, `fieldValidation`);
+//!   `fieldManager`, `fieldValidation`), `list-options` (the query of a
+//!   ConfigMap list, never a watch: `resourceVersion`,
+//!   `resourceVersionMatch`, `limit`, `continue`, `sendInitialEvents`);
 //! - expect: `ok` (a 2xx), `bad` (a 4xx Status, and nothing written), or
 //!   `any` (never a 5xx; what the fuzzer found and kept).
 //!
@@ -16,7 +18,9 @@
 //! proptest's generators and sends them: whatever the server answers, it is
 //! never a 5xx, a dropped connection or a write after an error. An input
 //! that breaks this is added to the corpus as an `any` entry, so it is
-//! replayed from then on. `CORRAL_FUZZ_CASES` (default 256) sets how many.
+//! replayed from then on. `CORRAL_FUZZ_CASES` (default 256) sets how many,
+//! and `CORRAL_FUZZ_SEED` (a number) draws other mutations than the default
+//! run's.
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +95,19 @@ fn percent_encode(s: &[u8]) -> String {
         .collect()
 }
 
+/// `k=v&k=v` bytes as a query string, every key and value percent-encoded.
+fn query_of(body: &[u8]) -> String {
+    body.split(|b| *b == b'&')
+        .map(|pair| {
+            let mut kv = pair.splitn(2, |b| *b == b'=');
+            let k = percent_encode(kv.next().unwrap_or_default());
+            let v = percent_encode(kv.next().unwrap_or_default());
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// What the server answered: the status code, and the resourceVersion of
 /// the patched object (or the number of ConfigMaps) before and after.
 struct Outcome {
@@ -163,21 +180,16 @@ async fn send(ts: &TestServer, case: &Case, n: usize) -> Result<Outcome> {
                 .body(body)?
         }
         "create-options" => {
-            let query: Vec<String> = case
-                .body
-                .split(|b| *b == b'&')
-                .map(|pair| {
-                    let mut kv = pair.splitn(2, |b| *b == b'=');
-                    let k = percent_encode(kv.next().unwrap_or_default());
-                    let v = percent_encode(kv.next().unwrap_or_default());
-                    format!("{k}={v}")
-                })
-                .collect();
             let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
                             "metadata": {"generateName": "options-"}, "data": {"a": "1"}});
-            http::Request::post(format!("{collection}?{}", query.join("&")))
+            http::Request::post(format!("{collection}?{}", query_of(&case.body)))
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(&cm)?)?
+        }
+        // The first `watch` wins: a mutation that spells one stays a list.
+        "list-options" => {
+            http::Request::get(format!("{collection}?watch=false&{}", query_of(&case.body)))
+                .body(Vec::new())?
         }
         "labels" | "fields" => {
             let param = if case.endpoint == "labels" {
@@ -306,10 +318,28 @@ pub async fn mutated_corpus_entries_never_get_a_5xx_or_a_partial_write(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    let mut runner = TestRunner::new(RunnerConfig {
+    let config = RunnerConfig {
         failure_persistence: None,
         ..RunnerConfig::default()
-    });
+    };
+    // The same mutations every run unless `CORRAL_FUZZ_SEED` picks others.
+    let mut runner = match std::env::var("CORRAL_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(seed) => {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&seed.to_le_bytes());
+            TestRunner::new_with_rng(
+                config,
+                proptest::test_runner::TestRng::from_seed(
+                    proptest::test_runner::RngAlgorithm::ChaCha,
+                    &bytes,
+                ),
+            )
+        }
+        None => TestRunner::new(config),
+    };
     let strategy = (0..corpus.len(), proptest::collection::vec(mutation(), 1..6));
     let mut failures = Vec::new();
     for n in 0..cases {

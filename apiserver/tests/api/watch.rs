@@ -105,3 +105,229 @@ pub async fn tasks_are_selected_by_node_name(ts: &TestServer) -> Result<()> {
     );
     Ok(())
 }
+
+/// The next event of a watch, within [`WAIT`].
+async fn next_event<S, T, E>(events: &mut S) -> Result<T>
+where
+    S: futures::TryStream<Ok = T, Error = E> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::time::timeout(WAIT, events.try_next())
+        .await
+        .context("watch stalled")??
+        .context("watch ended")
+}
+
+/// A watch of the default namespace's jobs with `query`, event by event.
+async fn job_events(
+    ts: &TestServer,
+    query: &str,
+) -> Result<
+    impl futures::TryStream<Ok = kube::api::WatchEvent<Job>, Error = kube::Error> + Unpin + use<>,
+> {
+    let req = http::Request::get(format!(
+        "/apis/corral.dev/v1alpha1/namespaces/default/jobs?watch=true&{query}"
+    ))
+    .body(Vec::new())?;
+    Ok(ts.client.request_events::<Job>(req).await?.boxed())
+}
+
+fn name_of(j: &Job) -> String {
+    j.metadata.name.clone().unwrap_or_default()
+}
+
+/// Streaming lists (`sendInitialEvents=true`, as client-go's reflector and
+/// kube-rs' StreamingList strategy send them) start with the current objects
+/// and, when they allow bookmarks, a bookmark marking the end of them; a
+/// watch with `sendInitialEvents=false` starts from now.
+pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestServer) -> Result<()> {
+    use kube::api::WatchEvent;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    for name in ["a", "b"] {
+        jobs.create(&PostParams::default(), &job(name, 1)?).await?;
+    }
+
+    // kube-rs' StreamingList strategy: the objects, InitDone, then changes.
+    // It asks for resourceVersion "0" (any freshness), so an object created
+    // just before may come as a change instead of an initial object.
+    let mut events = watcher(jobs.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut seen = Vec::new();
+    loop {
+        match next_event(&mut events).await? {
+            watcher::Event::InitApply(j) => seen.push(name_of(&j)),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    jobs.create(&PostParams::default(), &job("c", 1)?).await?;
+    while seen.last().map(String::as_str) != Some("c") {
+        if let watcher::Event::Apply(j) = next_event(&mut events).await? {
+            seen.push(name_of(&j));
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b", "c"]);
+
+    // With bookmarks: the objects, then the initial-events-end bookmark.
+    let mut listed = Vec::new();
+    let mut streaming = job_events(
+        ts,
+        "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+    )
+    .await?;
+    let end = loop {
+        match next_event(&mut streaming).await? {
+            WatchEvent::Added(j) => listed.push(name_of(&j)),
+            WatchEvent::Bookmark(b) => break b,
+            other => bail!("unexpected {other:?}"),
+        }
+    };
+    listed.sort();
+    assert_eq!(listed, ["a", "b", "c"]);
+    assert_eq!(
+        end.metadata
+            .annotations
+            .get("k8s.io/initial-events-end")
+            .map(String::as_str),
+        Some("true")
+    );
+
+    // Without bookmarks: the objects, then the next change; no bookmark.
+    let mut plain = job_events(
+        ts,
+        "sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+    )
+    .await?;
+    let mut listed = Vec::new();
+    for _ in 0..3 {
+        match next_event(&mut plain).await? {
+            WatchEvent::Added(j) => listed.push(name_of(&j)),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, ["a", "b", "c"]);
+
+    // From now: the first event is the next change.
+    let mut from_now = job_events(
+        ts,
+        "sendInitialEvents=false&resourceVersionMatch=NotOlderThan",
+    )
+    .await?;
+    jobs.create(&PostParams::default(), &job("d", 1)?).await?;
+    for stream in [&mut plain, &mut from_now] {
+        match next_event(stream).await? {
+            WatchEvent::Added(j) => assert_eq!(name_of(&j), "d"),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+
+    // Not older than a version: the objects as of at least that version.
+    let rv = jobs
+        .get("d")
+        .await?
+        .metadata
+        .resource_version
+        .context("no resourceVersion")?;
+    let mut not_older = job_events(
+        ts,
+        &format!(
+            "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={rv}"
+        ),
+    )
+    .await?;
+    let mut listed = Vec::new();
+    let end = loop {
+        match next_event(&mut not_older).await? {
+            WatchEvent::Added(j) => listed.push(name_of(&j)),
+            WatchEvent::Bookmark(b) => break b,
+            other => bail!("unexpected {other:?}"),
+        }
+    };
+    listed.sort();
+    assert_eq!(listed, ["a", "b", "c", "d"]);
+    assert!(end.metadata.resource_version.parse::<i64>()? >= rv.parse::<i64>()?);
+
+    // Options kube-apiserver rejects are a 422 here too.
+    for query in [
+        "resourceVersionMatch=NotOlderThan",
+        "sendInitialEvents=true",
+        "sendInitialEvents=true&resourceVersionMatch=Exact",
+    ] {
+        let err = match job_events(ts, query).await {
+            Ok(_) => bail!("{query}: accepted"),
+            Err(e) => e.downcast::<kube::Error>()?,
+        };
+        let (code, reason, message) = api_error(err)?;
+        assert_eq!(
+            (code, reason.as_str()),
+            (422, "Invalid"),
+            "{query}: {message}"
+        );
+    }
+    Ok(())
+}
+
+/// The same starts when the watch is served from the store (no cache).
+pub async fn uncached_watches_start_where_asked(ts: &TestServer) -> Result<()> {
+    use corral_apiserver::watch::{WatchParams, start};
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("a", 1)?).await?;
+    let uncached = corral_apiserver::Api::uncached(ts.api.store.clone(), ts.api.registry.clone());
+    let desc = ts
+        .api
+        .registry
+        .find("corral.dev", "v1alpha1", "jobs")
+        .context("jobs")?;
+    let params = |send_initial: Option<bool>, bookmarks: bool| WatchParams {
+        resource_version: None,
+        bookmarks,
+        timeout: None,
+        send_initial,
+        labels: Default::default(),
+        fields: Default::default(),
+        table: None,
+    };
+    let watch = |p: WatchParams| start(uncached.clone(), desc.clone(), Some("default".into()), p);
+    async fn next_line(
+        rx: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    ) -> Result<(String, Value)> {
+        let line = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .context("watch stalled")?
+            .context("watch ended")?;
+        let ev: Value = serde_json::from_slice(&line)?;
+        let kind = ev["type"].as_str().unwrap_or_default().to_owned();
+        Ok((kind, ev["object"].clone()))
+    }
+    let mut streaming = watch(params(Some(true), true)).await?;
+    let (kind, obj) = next_line(&mut streaming).await?;
+    assert_eq!(
+        (kind.as_str(), &obj["metadata"]["name"]),
+        ("ADDED", &json!("a"))
+    );
+    let (kind, obj) = next_line(&mut streaming).await?;
+    assert_eq!(
+        (
+            kind.as_str(),
+            &obj["metadata"]["annotations"]["k8s.io/initial-events-end"]
+        ),
+        ("BOOKMARK", &json!("true"))
+    );
+    let mut plain = watch(params(Some(true), false)).await?;
+    let (kind, obj) = next_line(&mut plain).await?;
+    assert_eq!(
+        (kind.as_str(), &obj["metadata"]["name"]),
+        ("ADDED", &json!("a"))
+    );
+    let mut from_now = watch(params(Some(false), true)).await?;
+    jobs.create(&PostParams::default(), &job("b", 1)?).await?;
+    for rx in [&mut streaming, &mut plain, &mut from_now] {
+        let (kind, obj) = next_line(rx).await?;
+        assert_eq!(
+            (kind.as_str(), &obj["metadata"]["name"]),
+            ("ADDED", &json!("b"))
+        );
+    }
+    Ok(())
+}
