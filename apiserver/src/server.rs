@@ -43,7 +43,7 @@ pub use query::parse_go_duration;
 
 use crate::table::{IncludeObject, table, wants_table};
 use crate::watch::{self, WatchParams};
-use query::{Query, list_query, write_options};
+use query::{Query, list_query, watch_timeout, write_options};
 use route::{attributes, resolve};
 
 /// The largest request body accepted (etcd takes 1.5 MiB values).
@@ -634,10 +634,7 @@ async fn resource(
             let params = WatchParams {
                 resource_version: q.get("resourceVersion").map(str::to_owned),
                 bookmarks: q.flag("allowWatchBookmarks"),
-                timeout: q
-                    .get("timeoutSeconds")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .map(Duration::from_secs),
+                timeout: watch_timeout(&q)?,
                 send_initial: q.optional_bool("sendInitialEvents")?,
                 labels: lq.labels,
                 fields: lq.fields,

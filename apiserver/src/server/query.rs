@@ -288,6 +288,22 @@ pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, Ap
     })
 }
 
+/// A watch's `timeoutSeconds`: when the server ends the stream. Absent or 0
+/// leaves it open (kube-apiserver then picks its own, long, timeout); a
+/// value that is no count of seconds is a 400.
+pub(super) fn watch_timeout(q: &Query) -> Result<Option<Duration>, ApiError> {
+    match q.get("timeoutSeconds") {
+        None | Some("") => Ok(None),
+        Some(s) => match s.parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(Duration::from_secs(n))),
+            Err(_) => Err(ApiError::BadRequest(format!(
+                "invalid value {s:?} for timeoutSeconds: expected a number of seconds"
+            ))),
+        },
+    }
+}
+
 /// Parses a Go duration (`32s`, `1m0s`, `1.5h`, `300ms`), as clients write
 /// the `timeout` parameter and kube-apiserver's flags take it.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
@@ -468,6 +484,24 @@ mod tests {
         let wide = "é".repeat(100);
         let cut = m(wide.as_bytes()).unwrap_or_default();
         assert_eq!((cut.len(), cut.chars().count()), (128, 64));
+    }
+
+    #[test]
+    fn watch_timeouts_of_zero_leave_the_stream_open() {
+        let t = |q: &str| watch_timeout(&Query::parse(Some(q)));
+        assert_eq!(t("").ok(), Some(None));
+        assert_eq!(t("timeoutSeconds=0").ok(), Some(None));
+        assert_eq!(
+            t("timeoutSeconds=290").ok(),
+            Some(Some(Duration::from_secs(290)))
+        );
+        for bad in [
+            "timeoutSeconds=-1",
+            "timeoutSeconds=soon",
+            "timeoutSeconds=1.5",
+        ] {
+            assert!(matches!(t(bad), Err(ApiError::BadRequest(_))), "{bad}");
+        }
     }
 
     #[test]
