@@ -239,6 +239,55 @@ fn kubectl_wait_for_jsonpath_follows_status() -> Result<()> {
     )
 }
 
+/// client-go's streaming lists (the WatchListClient feature, which Go
+/// controllers turn on): `kubectl wait` then starts its informer with a
+/// watch that sends the current objects and the initial-events-end
+/// bookmark. client-go falls back to a plain list when the server refuses
+/// the watch, so the request log must show the streaming list answered.
+#[test]
+fn kubectl_wait_over_client_go_streaming_lists() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    apply_example(&k, "talk-adhoc-job.yaml")?;
+    let waiter = k
+        .command()
+        .env("KUBE_FEATURE_WatchListClient", "true")
+        .args([
+            "-n",
+            "analytics",
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "job/sparkie",
+            "--timeout=30s",
+            "-v=6",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job",
+        "sparkie",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded"}}"#,
+    ])?
+    .ok()?;
+    let out = waiter.wait_with_output()?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl wait failed: {log}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    let streamed = log.lines().any(|l| {
+        l.contains("sendInitialEvents=true")
+            && l.contains("resourceVersionMatch=NotOlderThan")
+            && l.contains(" 200 OK")
+    });
+    assert!(streamed, "no streaming list was answered: {log}");
+    Ok(())
+}
+
 /// The machine's `/usr/bin/kubectl` (a version dispatcher on these machines)
 /// must work too; where it is absent there is nothing to check.
 #[test]
