@@ -166,12 +166,11 @@ pub async fn start(
         }
     }
     let start = p.start()?;
-    // How fresh the cache must be to serve the watch: a streaming list is a
-    // list (no version: the store's latest; "0": any; N: at least N); a
-    // watch from a version replays from it; a watch from now starts at the
-    // store's latest; the initial objects of a plain watch may be any.
+    // How fresh the cache must be to serve the watch: initial objects are
+    // as fresh as a list's (no version: the store's latest; "0": any; N: at
+    // least N); a watch from a version replays from it; a watch from now
+    // starts at the store's latest.
     let fresh = match start {
-        Start::Snapshot if p.send_initial != Some(true) => Some("0"),
         Start::Snapshot | Start::After(_) => p.resource_version.as_deref(),
         Start::Now => None,
     };

@@ -222,6 +222,18 @@ pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestSer
         }
     }
 
+    // A plain watch without a version starts with the latest objects.
+    let mut latest = job_events(ts, "").await?;
+    let mut listed = Vec::new();
+    for _ in 0..4 {
+        match next_event(&mut latest).await? {
+            WatchEvent::Added(j) => listed.push(name_of(&j)),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, ["a", "b", "c", "d"]);
+
     // Not older than a version: the objects as of at least that version.
     let rv = jobs
         .get("d")
