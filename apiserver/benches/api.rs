@@ -8,6 +8,12 @@
 //! 3. Watch fan-out: 1,000 watchers, each watching its own `spec.nodeName`,
 //!    while tasks are bound at full speed (goal: event p99 < 100 ms).
 //!
+//! The create phase also prints how many writes each store transaction held
+//! (the store's group commit), for each side. Its ratio is bound by CPU: the
+//! raw puts are paced by the store's one writer and its fsyncs, the API's
+//! creates by the CPU that TLS, HTTP, JSON and the client share. Compare
+//! with a run under `taskset -c 0` (one core) to see how it moves with cores.
+//!
 //! `CORRAL_BENCH_SCALE` (default 1.0) scales every count, for quick runs.
 //! Run: `cargo bench -p corral-apiserver --bench api`
 

@@ -169,9 +169,6 @@ pub(super) fn write_options(
     })
 }
 
-/// A list's or a watch's options, checked as kube-apiserver's
-/// `ValidateListOptions` checks them with streaming lists on: every problem
-/// is one cause of a 422.
 /// The manager a write without `fieldManager` is recorded under, as
 /// kube-apiserver derives it: the User-Agent up to its first `/`, without
 /// control characters, cut to whole characters within 128 bytes.
@@ -187,6 +184,9 @@ fn manager_from_user_agent(user_agent: &[u8]) -> Option<String> {
     (!manager.trim().is_empty()).then_some(manager)
 }
 
+/// A list's or a watch's options, checked as kube-apiserver's
+/// `ValidateListOptions` checks them with streaming lists on: every problem
+/// is one cause of a 422.
 pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, ApiError> {
     let version = q.get("resourceVersion").filter(|r| !r.is_empty());
     let version_match = q.get("resourceVersionMatch").filter(|m| !m.is_empty());
