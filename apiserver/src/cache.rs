@@ -161,9 +161,55 @@ pub struct Subscription {
     /// The initial objects, when the watch started from "now".
     pub initial: Option<Snapshot>,
     /// Live changes.
-    pub live: mpsc::Receiver<Arc<Change>>,
+    pub live: Live,
     /// The revision the watch starts after.
     pub start: i64,
+}
+
+/// A watch's feed of live changes. Dropping it unregisters the watch at
+/// once, so a watch whose client went away holds nothing in the cache, even
+/// when no change would have reached it again.
+#[derive(Debug)]
+pub struct Live {
+    rx: mpsc::Receiver<Arc<Change>>,
+    _registration: Registration,
+}
+
+impl Live {
+    /// The next change; `None` once the cache dropped the watch (it fell
+    /// behind, or the cache relisted): the client resumes.
+    pub async fn recv(&mut self) -> Option<Arc<Change>> {
+        self.rx.recv().await
+    }
+
+    /// A change that is already here, if any.
+    pub fn try_recv(&mut self) -> Option<Arc<Change>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Removes its watch from the cache's registry when dropped.
+struct Registration {
+    id: u64,
+    state: std::sync::Weak<RwLock<State>>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade()
+            && let Ok(mut st) = state.write()
+        {
+            st.watchers.remove(self.id);
+        }
+    }
 }
 
 fn lock_err() -> ApiError {
@@ -419,14 +465,8 @@ impl WatchCache {
     /// when history no longer reaches back to a [`Start::After`] revision.
     pub fn subscribe(&self, interest: Interest, start: Start) -> Result<Subscription, ApiError> {
         let mut st = self.state.write().map_err(|_| lock_err())?;
-        let (tx, live) = mpsc::channel(WATCHER_BUFFER);
-        let sub = match start {
-            Start::Now => Subscription {
-                replay: Vec::new(),
-                initial: None,
-                live,
-                start: st.revision,
-            },
+        let (replay, initial, after) = match start {
+            Start::Now => (Vec::new(), None, st.revision),
             Start::Snapshot => {
                 let items = collect(
                     &st,
@@ -436,15 +476,11 @@ impl WatchCache {
                     interest.namespace.as_deref(),
                     interest.node.as_deref(),
                 );
-                Subscription {
-                    replay: Vec::new(),
-                    initial: Some(Snapshot {
-                        items,
-                        revision: st.revision,
-                    }),
-                    live,
-                    start: st.revision,
-                }
+                let snapshot = Snapshot {
+                    items,
+                    revision: st.revision,
+                };
+                (Vec::new(), Some(snapshot), st.revision)
             }
             Start::After(rv) if rv < st.oldest => {
                 return Err(ApiError::Expired {
@@ -465,16 +501,23 @@ impl WatchCache {
                     })
                     .cloned()
                     .collect();
-                Subscription {
-                    replay,
-                    initial: None,
-                    live,
-                    start: rv,
-                }
+                (replay, None, rv)
             }
         };
-        st.watchers.add(interest, tx);
-        Ok(sub)
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        let id = st.watchers.add(interest, tx);
+        Ok(Subscription {
+            replay,
+            initial,
+            live: Live {
+                rx,
+                _registration: Registration {
+                    id,
+                    state: Arc::downgrade(&self.state),
+                },
+            },
+            start: after,
+        })
     }
 
     /// The cached object at `key`.

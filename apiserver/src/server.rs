@@ -61,7 +61,9 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish (watches end), then returns.
+    /// Stops accepting, ends watches and followed logs (their clients see the
+    /// stream end, as at a timeout, and reconnect), lets other in-flight
+    /// requests finish, then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
@@ -79,6 +81,8 @@ struct Shared {
     inflight: InFlight,
     metrics: Metrics,
     request_timeout: Duration,
+    /// Becomes true when the server starts shutting down.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a server needs besides its API, listener and credentials checks.
@@ -141,6 +145,7 @@ pub fn serve_with_options(
     authz: Arc<dyn Authorizer>,
     options: ServeOptions,
 ) -> std::io::Result<RunningServer> {
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let shared = Shared {
         authn,
         authz,
@@ -148,9 +153,9 @@ pub fn serve_with_options(
         inflight: options.inflight,
         metrics: options.metrics,
         request_timeout: options.request_timeout,
+        closing: stop.clone(),
     };
     let local_addr = listener.local_addr()?;
-    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let task = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -262,9 +267,11 @@ async fn handle(
     );
     let metrics = shared.metrics.clone();
     let response = if class == RequestClass::LongRunning {
-        // Watches and followed logs run as long as their clients want.
+        // Watches and followed logs run as long as their clients want, or
+        // until the server shuts down.
+        let closing = shared.closing.clone();
         match route(api, shared, cert.as_deref(), req, class).await {
-            Ok(r) => r,
+            Ok(r) => until_closing(r, closing),
             Err(e) => error_response(&e),
         }
     } else {
@@ -299,6 +306,24 @@ async fn handle(
     );
     tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
     Ok(response)
+}
+
+/// A long-running response whose body ends cleanly (as a watch does at its
+/// timeout) once the server starts shutting down, so shutdown does not wait
+/// on streams that never end by themselves, and their clients reconnect
+/// (in an HA control plane, to another server) at once.
+fn until_closing(
+    response: Response<Body>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Response<Body> {
+    response.map(|body| {
+        let closed = async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
+        BodyExt::boxed(StreamBody::new(
+            http_body_util::BodyStream::new(body).take_until(closed),
+        ))
+    })
 }
 
 async fn route(

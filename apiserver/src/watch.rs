@@ -229,6 +229,8 @@ pub async fn start(
             };
             tokio::select! {
                 _ = until_deadline => return,
+                // The client went away (or the server is shutting down).
+                _ = tx.closed() => return,
                 _ = ticker.tick(), if p.bookmarks => {
                     if tx.send(bookmark(&desc, last_revision, false)).await.is_err() {
                         return;
@@ -368,6 +370,9 @@ async fn start_cached(
             };
             tokio::select! {
                 _ = until_deadline => return,
+                // The client went away (or the server is shutting down):
+                // dropping the subscription unregisters it.
+                _ = tx.closed() => return,
                 _ = ticker.tick(), if p.bookmarks => {
                     let rev = cache.revision().max(last_revision);
                     if tx.send(bookmark(&desc, rev, false)).await.is_err() {

@@ -60,9 +60,9 @@ async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
         )
         .await?;
     ready(&cache, store.as_ref()).await?;
-    let drain = |rx: &mut mpsc::Receiver<Arc<Change>>| {
+    let drain = |live: &mut Live| {
         let mut out = Vec::new();
-        while let Ok(c) = rx.try_recv() {
+        while let Some(c) = live.try_recv() {
             out.push((
                 c.object.value["metadata"]["name"]
                     .as_str()
@@ -177,5 +177,39 @@ async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()>
     );
     let at_lone = cache.subscribe(interest, Start::After(101))?;
     assert!(at_lone.replay.is_empty(), "a lone revision is not replayed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dropped_watch_is_unregistered_at_once() -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let cache = WatchCache::start(store.clone(), Registry::standard());
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let on = |node: Option<&str>| Interest {
+        resource: tasks,
+        namespace: None,
+        node: node.map(str::to_owned),
+    };
+    // A node nothing will ever be bound to: no change would reach its
+    // watcher to find it gone.
+    let quiet = cache.subscribe(on(Some("quiet")), Start::Now)?;
+    let general = cache.subscribe(on(None), Start::Snapshot)?;
+    assert_eq!(cache.watcher_count(), 2);
+    drop(quiet);
+    assert_eq!(cache.watcher_count(), 1);
+    drop(general);
+    assert_eq!(cache.watcher_count(), 0);
+    // The cache stays whole: a new watch hears the next change.
+    let mut again = cache.subscribe(on(None), Start::Now)?;
+    store
+        .create("/registry/corral.dev/tasks/default/c", task("c", None))
+        .await?;
+    let change = tokio::time::timeout(Duration::from_secs(10), again.live.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the watch was dropped"))?;
+    assert_eq!(change.object.value["metadata"]["name"], "c");
     Ok(())
 }

@@ -49,7 +49,8 @@ pub(super) struct Watchers {
 }
 
 impl Watchers {
-    pub(super) fn add(&mut self, interest: Interest, tx: mpsc::Sender<Arc<Change>>) {
+    /// Registers a watcher; its id unregisters it.
+    pub(super) fn add(&mut self, interest: Interest, tx: mpsc::Sender<Arc<Change>>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         match &interest.node {
@@ -61,6 +62,7 @@ impl Watchers {
                 .insert(id),
         };
         self.all.insert(id, Registration { interest, tx });
+        id
     }
 
     pub(super) fn remove(&mut self, id: u64) {

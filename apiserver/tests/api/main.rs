@@ -100,6 +100,7 @@ mod crud;
 mod deletion;
 mod gitops;
 mod limits;
+mod replicas;
 mod watch;
 
 macro_rules! suite {
@@ -130,6 +131,7 @@ suite!(embedded:
     watch::tasks_are_selected_by_node_name,
     watch::streaming_lists_and_watches_from_now_start_where_asked,
     watch::uncached_watches_start_where_asked,
+    watch::a_watch_whose_client_left_is_released,
     crud::server_side_apply_creates_then_updates,
     deletion::deleting_an_owner_collects_its_dependents,
     deletion::foreground_deletion_waits_for_dependents,

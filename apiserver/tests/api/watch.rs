@@ -343,3 +343,66 @@ pub async fn uncached_watches_start_where_asked(ts: &TestServer) -> Result<()> {
     }
     Ok(())
 }
+
+/// A watch whose client went away is released at once, even when no change
+/// would ever reach it (the watch of a node nothing is bound to).
+pub async fn a_watch_whose_client_left_is_released(ts: &TestServer) -> Result<()> {
+    let cache = ts.api.cache.clone().context("no watch cache")?;
+    let before = cache.watcher_count();
+    let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+    let rv = tasks
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .context("list RV")?;
+    let stream = tasks
+        .watch(
+            // Without bookmarks nothing is ever sent on it (kubectl get -w).
+            &kube::api::WatchParams::default()
+                .fields("spec.nodeName=quiet")
+                .disable_bookmarks(),
+            &rv,
+        )
+        .await?;
+    eventually("the watch is registered", || async {
+        Ok(cache.watcher_count() == before + 1)
+    })
+    .await?;
+    drop(stream);
+    eventually("the watch is released", || async {
+        Ok(cache.watcher_count() == before)
+    })
+    .await
+}
+
+/// Shutting down ends open watches cleanly, as their timeout would: their
+/// clients reconnect (to another server, in an HA control plane) instead of
+/// waiting on a server that no longer answers.
+#[tokio::test]
+async fn shutting_down_ends_watches_cleanly() -> Result<()> {
+    let ts = TestServer::start().await.map_err(|e| anyhow!(e))?;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let mut watch = jobs
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await?
+        .boxed();
+    jobs.create(&PostParams::default(), &job("seen", 1)?)
+        .await?;
+    match next_event(&mut watch).await? {
+        kube::api::WatchEvent::Added(j) => assert_eq!(name_of(&j), "seen"),
+        other => bail!("unexpected {other:?}"),
+    }
+    let shutdown = tokio::spawn(ts.shutdown());
+    let end = tokio::time::timeout(WAIT, watch.try_next())
+        .await
+        .context("the watch outlived the shutdown")?;
+    assert!(
+        matches!(end, Ok(None)),
+        "the watch did not end cleanly: {end:?}"
+    );
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .context("shutdown waited on the watch")??;
+    Ok(())
+}
