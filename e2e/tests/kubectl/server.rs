@@ -9,8 +9,28 @@ fn the_server_stops_cleanly_on_sigterm_and_keeps_its_data() -> Result<()> {
     let server = Server::start_in(home.path(), &[])?;
     let k = Kubectl::new(&server)?;
     apply_example(&k, "teams.yaml")?;
+    // A watch open across the shutdown ends cleanly, at once: kubectl
+    // prints what it saw and exits 0, and the server does not wait on it.
+    let mut watch = k
+        .command()
+        .args(["get", "roles", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut listed = BufReader::new(watch.stdout.take().context("watch stdout")?).lines();
+    for _ in 0..3 {
+        listed.next().context("the watch ended early")??;
+    }
+    let stopping = std::time::Instant::now();
     let status = server.stop()?;
     assert!(status.success(), "exit status {status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the server took {:?} to stop with a watch open",
+        stopping.elapsed()
+    );
+    let ended = watch.wait()?;
+    assert!(ended.success(), "kubectl get -w: {ended}");
     let restarted = Server::start_in(home.path(), &[])?;
     let k2 = Kubectl::new(&restarted)?;
     wait_for(
