@@ -5,8 +5,12 @@
 //!
 //! Guarantees:
 //! - The cache applies store events in revision order; its `revision` is the
-//!   last applied one. A list that must be consistent first waits until the
-//!   cache has caught up with the store's current revision.
+//!   last applied one, or the store's progress report past changes outside
+//!   `/registry/`. A list that must be consistent first waits until the
+//!   cache has caught up with the store's current revision; if that takes
+//!   more than a moment (the store moved on through keys the cache does not
+//!   watch, as in an etcd shared with other programs), it asks the store for
+//!   progress rather than wait for a change that may never come.
 //! - A watch registers under the same lock that applies events, after
 //!   replaying the history it asked for, so it sees every later event once.
 //! - History is bounded ([`MAX_HISTORY`] events); a watch from an older
@@ -38,6 +42,10 @@ use watchers::Watchers;
 pub const MAX_HISTORY: usize = 50_000;
 /// Events buffered per watcher before it is considered too slow.
 pub const WATCHER_BUFFER: usize = 4096;
+/// How long a wait for a revision relies on changes alone before asking
+/// the store for progress, and how often it asks again.
+const PROGRESS_AFTER: Duration = Duration::from_millis(20);
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// The root of every key the cache follows.
 const ROOT: &str = "/registry/";
 /// The field the Task index covers.
@@ -123,6 +131,7 @@ pub struct WatchCache {
     indexed: Arc<Vec<bool>>,
     state: Arc<RwLock<State>>,
     progress: watch::Receiver<i64>,
+    store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for WatchCache {
@@ -249,6 +258,7 @@ impl WatchCache {
             indexed: Arc::new(indexed),
             state,
             progress,
+            store: store.clone(),
         };
         let runner = cache.clone();
         tokio::spawn(async move { runner.run(store, progress_tx).await });
@@ -328,6 +338,12 @@ impl WatchCache {
 
     fn apply(&self, ev: WatchEvent) -> Result<i64, ApiError> {
         let revision = ev.revision();
+        if let WatchEvent::Progress { .. } = ev {
+            // Nothing under `/registry/` changed up to `revision`.
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            st.revision = st.revision.max(revision);
+            return Ok(st.revision);
+        }
         let resource = self.resource_of(ev.key());
         // Decode and encode a new state before taking the lock, so readers
         // and writers wait only for the index updates.
@@ -406,6 +422,11 @@ impl WatchCache {
                     prev: old,
                 }
             }
+            (WatchEvent::Progress { .. }, _) => {
+                return Err(ApiError::Internal(
+                    "a progress report reached a resource".into(),
+                ));
+            }
         };
         let change = Arc::new(change);
         st.history.push_back(change.clone());
@@ -426,10 +447,27 @@ impl WatchCache {
 
     /// Waits until the cache has applied `revision`; false on timeout.
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.progress.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let mut ask_at = tokio::time::Instant::now() + PROGRESS_AFTER;
+        loop {
+            let waited =
+                tokio::time::timeout_at(ask_at.min(deadline), rx.wait_for(|r| *r >= revision))
+                    .await
+                    .map(|reached| reached.is_ok());
+            match waited {
+                Ok(reached) => return reached,
+                Err(_) if tokio::time::Instant::now() >= deadline => return false,
+                Err(_) => {
+                    // Maybe no change the cache watches is coming: the
+                    // store's progress report moves it on instead.
+                    if let Err(e) = self.store.request_progress().await {
+                        tracing::debug!(error = %e, "asking the store for progress");
+                    }
+                    ask_at = tokio::time::Instant::now() + PROGRESS_EVERY;
+                }
+            }
+        }
     }
 
     /// The registry index of a resource.

@@ -287,6 +287,8 @@ fn translate(p: &WatchParams, ev: WatchEvent) -> Result<Option<(&'static str, Va
                 _ => None,
             })
         }
+        // The store moved on through no change of this watch's.
+        WatchEvent::Progress { .. } => Ok(None),
         WatchEvent::Delete { prev, revision } => {
             if prev.value.is_empty() {
                 return Ok(None);

@@ -65,6 +65,8 @@ enum Request {
     Write(WriteOp, Reply<WriteOutcome>),
     Revision(Reply<Revision>),
     Compact(Revision, Reply<()>),
+    /// Report progress to every live watcher.
+    Progress(Reply<()>),
 }
 
 /// A page of the log for a catching-up watcher.
@@ -274,6 +276,14 @@ impl Engine {
                     }
                     Request::Compact(rev, reply) => {
                         let _ = reply.send(self.compact(rev));
+                    }
+                    Request::Progress(reply) => {
+                        // Every change up to this revision is already on the
+                        // feed, ahead of this report. No watcher is fine.
+                        let _ = live.send(Arc::new(vec![WatchEvent::Progress {
+                            revision: self.revision,
+                        }]));
+                        let _ = reply.send(Ok(()));
                     }
                     Request::Write(op, reply) => writes.push((op, reply)),
                 }
@@ -720,7 +730,10 @@ impl Store for EmbeddedStore {
                 match live.recv().await {
                     Ok(batch) => {
                         for ev in batch.iter() {
-                            if ev.revision() < next || !ev.key().starts_with(prefix.as_str()) {
+                            let progress = matches!(ev, WatchEvent::Progress { .. });
+                            if ev.revision() < next
+                                || !(progress || ev.key().starts_with(prefix.as_str()))
+                            {
                                 continue;
                             }
                             next = ev.revision() + 1;
@@ -776,5 +789,9 @@ impl Store for EmbeddedStore {
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         self.ask(|r| Request::Compact(revision, r)).await
+    }
+
+    async fn request_progress(&self) -> Result<(), StoreError> {
+        self.ask(Request::Progress).await
     }
 }

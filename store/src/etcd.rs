@@ -33,6 +33,8 @@ pub struct EtcdStore {
     client: Client,
     commits: mpsc::UnboundedSender<Pending>,
     stats: Arc<CommitStats>,
+    /// Counts requests for progress; every open watch follows it.
+    progress: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -71,6 +73,7 @@ impl EtcdStore {
             client,
             commits,
             stats,
+            progress: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -363,43 +366,47 @@ impl Store for EtcdStore {
         if start_revision > 0 {
             opts = opts.with_start_revision(start_revision);
         }
-        let stream = self
+        let (mut requests, mut responses) = self
             .client
             .watch_client()
             .watch(prefix, Some(opts))
             .await
-            .map_err(map_err)?;
+            .map_err(map_err)?
+            .split();
         let requested = start_revision;
-        let events = stream
-            .map(move |item| -> Vec<Result<WatchEvent, StoreError>> {
-                let resp = match item {
-                    Ok(r) => r,
-                    Err(e) => return vec![Err(map_err(e))],
-                };
-                if resp.compact_revision() > 0 {
-                    return vec![Err(StoreError::Compacted {
-                        requested,
-                        compacted: resp.compact_revision(),
-                    })];
+        let mut asked = self.progress.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<WatchEvent, StoreError>>(256);
+        // One task per watch: it passes on etcd's responses and asks etcd for
+        // progress when the store is asked to; it ends with the stream's
+        // reader, or after the first error.
+        tokio::spawn(async move {
+            let mut asking = true;
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    changed = asked.changed(), if asking => {
+                        // A stream etcd already ended reports that itself.
+                        asking = changed.is_ok() && requests.request_progress().await.is_ok();
+                    }
+                    item = responses.next() => {
+                        let Some(item) = item else { return };
+                        for ev in watch_response(item, requested) {
+                            let failed = ev.is_err();
+                            if tx.send(ev).await.is_err() || failed {
+                                return;
+                            }
+                        }
+                    }
                 }
-                if resp.canceled() {
-                    return vec![Err(StoreError::unavailable(format!(
-                        "etcd cancelled the watch: {}",
-                        resp.cancel_reason()
-                    )))];
-                }
-                resp.events().iter().map(convert_event).collect()
-            })
-            .flat_map(futures::stream::iter)
-            .scan(false, |failed, item| {
-                // End the stream after its first error.
-                if *failed {
-                    return futures::future::ready(None);
-                }
-                *failed = item.is_err();
-                futures::future::ready(Some(item))
-            });
-        Ok(Box::pin(events))
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn request_progress(&self) -> Result<(), StoreError> {
+        self.progress
+            .send_modify(|asked| *asked = asked.wrapping_add(1));
+        Ok(())
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
@@ -438,6 +445,41 @@ impl Store for EtcdStore {
             }
         }
     }
+}
+
+/// What one etcd watch response means: its changes; a progress report when
+/// it carries none (etcd answers a progress request, or notifies progress,
+/// with an empty response at the revision the watch has caught up with); or
+/// the error that ends the watch.
+fn watch_response(
+    item: Result<etcd_client::WatchResponse, etcd_client::Error>,
+    requested: Revision,
+) -> Vec<Result<WatchEvent, StoreError>> {
+    let resp = match item {
+        Ok(r) => r,
+        Err(e) => return vec![Err(map_err(e))],
+    };
+    if resp.compact_revision() > 0 {
+        return vec![Err(StoreError::Compacted {
+            requested,
+            compacted: resp.compact_revision(),
+        })];
+    }
+    if resp.canceled() {
+        return vec![Err(StoreError::unavailable(format!(
+            "etcd cancelled the watch: {}",
+            resp.cancel_reason()
+        )))];
+    }
+    if resp.events().is_empty() {
+        return match resp.header() {
+            Some(h) if !resp.created() => vec![Ok(WatchEvent::Progress {
+                revision: h.revision(),
+            })],
+            _ => Vec::new(),
+        };
+    }
+    resp.events().iter().map(convert_event).collect()
 }
 
 fn convert_event(ev: &etcd_client::Event) -> Result<WatchEvent, StoreError> {

@@ -126,22 +126,31 @@ pub enum WatchEvent {
         /// The revision of the deletion.
         revision: Revision,
     },
+    /// No key: every change under the watched prefix up to `revision` has
+    /// been delivered. Sent when asked ([`Store::request_progress`]), so a
+    /// watcher learns that the store moved on through changes it does not
+    /// watch (keys outside its prefix).
+    Progress {
+        /// The revision the watch has caught up with.
+        revision: Revision,
+    },
 }
 
 impl WatchEvent {
-    /// The revision of the change.
+    /// The revision of the change (or of the progress).
     pub fn revision(&self) -> Revision {
         match self {
             WatchEvent::Put { kv, .. } => kv.mod_revision,
-            WatchEvent::Delete { revision, .. } => *revision,
+            WatchEvent::Delete { revision, .. } | WatchEvent::Progress { revision } => *revision,
         }
     }
 
-    /// The key changed.
+    /// The key changed (empty for a progress report).
     pub fn key(&self) -> &str {
         match self {
             WatchEvent::Put { kv, .. } => &kv.key,
             WatchEvent::Delete { prev, .. } => &prev.key,
+            WatchEvent::Progress { .. } => "",
         }
     }
 }
@@ -330,6 +339,15 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The store's current revision.
     async fn current_revision(&self) -> Result<Revision, StoreError>;
+
+    /// Asks every open watch of this store to report its progress soon, as
+    /// a [`WatchEvent::Progress`] at the revision it has caught up with (a
+    /// watch that is replaying history reports once it has caught up). A
+    /// backend that cannot does nothing; its watchers then learn of the
+    /// store's revision only from changes they watch.
+    async fn request_progress(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Drops history older than `revision`; reads and watches before it then
     /// fail with `Compacted`.

@@ -21,7 +21,7 @@ async fn next_event(w: &mut WatchStream) -> Result<WatchEvent> {
 fn put_of(ev: &WatchEvent) -> Option<(&str, &[u8])> {
     match ev {
         WatchEvent::Put { kv, .. } => Some((kv.key.as_str(), kv.value.as_slice())),
-        WatchEvent::Delete { .. } => None,
+        WatchEvent::Delete { .. } | WatchEvent::Progress { .. } => None,
     }
 }
 
@@ -371,6 +371,52 @@ mod suite {
         Ok(())
     }
 
+    /// A watch learns that the store moved past changes it does not watch
+    /// when progress is requested (etcd answers only a watch that has
+    /// caught up, so the request is repeated until it does), and keeps
+    /// delivering changes afterwards.
+    pub async fn a_watch_reports_progress_past_changes_it_does_not_watch(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
+        let mut w = s.watch(&format!("{p}watched/"), 0).await?;
+        s.create(&format!("{p}watched/a"), b"1".to_vec()).await?;
+        assert!(put_of(&next_event(&mut w).await?).is_some());
+        let elsewhere = s.create(&format!("{p}other/b"), b"1".to_vec()).await?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no progress report within {WAIT:?}"
+            );
+            s.request_progress().await?;
+            match tokio::time::timeout(Duration::from_millis(200), w.next()).await {
+                Ok(Some(Ok(WatchEvent::Progress { revision })))
+                    if revision >= elsewhere.mod_revision =>
+                {
+                    break;
+                }
+                Ok(Some(Ok(WatchEvent::Progress { .. }))) | Err(_) => {}
+                Ok(Some(Ok(other))) => bail!("unexpected {other:?}"),
+                Ok(Some(Err(e))) => bail!("watch failed: {e}"),
+                Ok(None) => bail!("watch ended"),
+            }
+        }
+        s.create(&format!("{p}watched/c"), b"1".to_vec()).await?;
+        loop {
+            match next_event(&mut w).await? {
+                WatchEvent::Progress { .. } => {}
+                ev => {
+                    assert_eq!(
+                        put_of(&ev).map(|(k, _)| k.to_owned()),
+                        Some(format!("{p}watched/c"))
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     pub async fn an_oversized_value_is_rejected(s: &dyn Store, p: &str) -> Result<()> {
         let err = s
             .create(&format!("{p}big"), vec![0; 2 * 1024 * 1024])
@@ -436,4 +482,5 @@ conformance!(
     concurrent_compare_and_swap_loses_no_update,
     concurrent_writes_keep_their_own_preconditions_and_results,
     an_oversized_value_is_rejected,
+    a_watch_reports_progress_past_changes_it_does_not_watch,
 );

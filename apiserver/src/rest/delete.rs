@@ -51,7 +51,10 @@ impl Api {
             None => {
                 let next = async {
                     if let Ok(mut changes) = self.store.watch("/registry/", seen + 1).await {
-                        futures::StreamExt::next(&mut changes).await;
+                        // A change, not a progress report someone asked for.
+                        while let Some(Ok(corral_store::WatchEvent::Progress { .. })) =
+                            futures::StreamExt::next(&mut changes).await
+                        {}
                     }
                 };
                 let _ = tokio::time::timeout(cap, next).await;

@@ -568,3 +568,33 @@ pub async fn lists_match_resource_versions(ts: &TestServer) -> Result<()> {
     }
     Ok(())
 }
+
+/// A write outside `/registry/` (another program sharing the etcd) does not
+/// hold consistent reads back: the watch cache never sees it, and learns
+/// from the store's progress report that nothing it watches changed. Before,
+/// every consistent list waited 3 s for the cache, then read the store.
+pub async fn writes_outside_the_registry_do_not_hold_reads_back(ts: &TestServer) -> Result<()> {
+    let cache = ts.api.cache.clone().context("no watch cache")?;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("before", 1)?)
+        .await?;
+    let foreign = ts
+        .api
+        .store
+        .create("/another-program/key", b"x".to_vec())
+        .await?;
+    assert!(
+        cache.wait_for(foreign.mod_revision, WAIT).await,
+        "the cache never reached the store's revision {}",
+        foreign.mod_revision
+    );
+    let listed = jobs.list(&ListParams::default()).await?;
+    let rv: i64 = listed
+        .metadata
+        .resource_version
+        .context("list RV")?
+        .parse()?;
+    assert!(rv >= foreign.mod_revision, "listed at {rv}");
+    assert_eq!(listed.items.len(), 1);
+    Ok(())
+}

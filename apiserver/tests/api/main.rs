@@ -125,6 +125,7 @@ suite!(embedded:
     crud::invalid_objects_are_rejected_with_field_paths,
     crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,
     crud::lists_match_resource_versions,
+    crud::writes_outside_the_registry_do_not_hold_reads_back,
     crud::generation_follows_the_spec_and_no_op_writes_change_nothing,
     crud::finalizers_hold_deletion_until_removed,
     watch::watch_sees_additions_changes_and_deletions,
@@ -150,6 +151,7 @@ suite!(embedded:
 suite!(etcd:
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::lists_match_resource_versions,
+    crud::writes_outside_the_registry_do_not_hold_reads_back,
     crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,
     crud::generation_follows_the_spec_and_no_op_writes_change_nothing,
     watch::watch_sees_additions_changes_and_deletions,
