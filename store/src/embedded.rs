@@ -730,10 +730,22 @@ impl Store for EmbeddedStore {
                 match live.recv().await {
                     Ok(batch) => {
                         for ev in batch.iter() {
-                            let progress = matches!(ev, WatchEvent::Progress { .. });
-                            if ev.revision() < next
-                                || !(progress || ev.key().starts_with(prefix.as_str()))
-                            {
+                            if let WatchEvent::Progress { revision } = ev {
+                                // Everything before `next` was delivered or
+                                // is outside the prefix (catching up from
+                                // the log may have passed the marker's
+                                // revision already).
+                                let caught_up = (*revision).max(next - 1);
+                                next = caught_up + 1;
+                                let report = WatchEvent::Progress {
+                                    revision: caught_up,
+                                };
+                                if tx.send(Ok(report)).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            if ev.revision() < next || !ev.key().starts_with(prefix.as_str()) {
                                 continue;
                             }
                             next = ev.revision() + 1;

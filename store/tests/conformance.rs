@@ -25,6 +25,25 @@ fn put_of(ev: &WatchEvent) -> Option<(&str, &[u8])> {
     }
 }
 
+/// Asks for progress until `w` reports `revision` or later.
+async fn progress_reaches(s: &dyn Store, w: &mut WatchStream, revision: i64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no progress report to {revision} within {WAIT:?}"
+        );
+        s.request_progress().await?;
+        match tokio::time::timeout(Duration::from_millis(200), w.next()).await {
+            Ok(Some(Ok(WatchEvent::Progress { revision: r }))) if r >= revision => return Ok(()),
+            Ok(Some(Ok(WatchEvent::Progress { .. }))) | Err(_) => {}
+            Ok(Some(Ok(other))) => bail!("unexpected {other:?}"),
+            Ok(Some(Err(e))) => bail!("watch failed: {e}"),
+            Ok(None) => bail!("watch ended"),
+        }
+    }
+}
+
 mod suite {
     use super::*;
 
@@ -383,25 +402,13 @@ mod suite {
         s.create(&format!("{p}watched/a"), b"1".to_vec()).await?;
         assert!(put_of(&next_event(&mut w).await?).is_some());
         let elsewhere = s.create(&format!("{p}other/b"), b"1".to_vec()).await?;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "no progress report within {WAIT:?}"
-            );
-            s.request_progress().await?;
-            match tokio::time::timeout(Duration::from_millis(200), w.next()).await {
-                Ok(Some(Ok(WatchEvent::Progress { revision })))
-                    if revision >= elsewhere.mod_revision =>
-                {
-                    break;
-                }
-                Ok(Some(Ok(WatchEvent::Progress { .. }))) | Err(_) => {}
-                Ok(Some(Ok(other))) => bail!("unexpected {other:?}"),
-                Ok(Some(Err(e))) => bail!("watch failed: {e}"),
-                Ok(None) => bail!("watch ended"),
-            }
-        }
+        progress_reaches(s, &mut w, elsewhere.mod_revision).await?;
+        // A watch that starts at that revision (its catch-up passes over a
+        // change it does not watch) reports it too.
+        let mut late = s
+            .watch(&format!("{p}watched/"), elsewhere.mod_revision)
+            .await?;
+        progress_reaches(s, &mut late, elsewhere.mod_revision).await?;
         s.create(&format!("{p}watched/c"), b"1".to_vec()).await?;
         loop {
             match next_event(&mut w).await? {
