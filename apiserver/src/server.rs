@@ -318,7 +318,10 @@ fn until_closing(
 ) -> Response<Body> {
     response.map(|body| {
         let closed = async move {
-            let _ = closing.wait_for(|closing| *closing).await;
+            // A server whose handle was dropped without a shutdown serves on.
+            if closing.wait_for(|closing| *closing).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         };
         BodyExt::boxed(StreamBody::new(
             http_body_util::BodyStream::new(body).take_until(closed),
