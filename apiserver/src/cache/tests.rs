@@ -21,14 +21,20 @@ async fn ready(cache: &WatchCache, store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
+/// A cache over a fresh in-memory store, caught up, and the Task resource's index.
+async fn tasks_cache() -> anyhow::Result<(Arc<dyn Store>, WatchCache, usize)> {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
     let cache = WatchCache::start(store.clone(), Registry::standard());
     ready(&cache, store.as_ref()).await?;
     let tasks = cache
         .index_of("tasks", "corral.dev")
         .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    Ok((store, cache, tasks))
+}
+
+#[tokio::test]
+async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
+    let (store, cache, tasks) = tasks_cache().await?;
     let interest = |n: &str| Interest {
         resource: tasks,
         namespace: None,
@@ -182,12 +188,7 @@ async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn a_dropped_watch_is_unregistered_at_once() -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
-    let cache = WatchCache::start(store.clone(), Registry::standard());
-    ready(&cache, store.as_ref()).await?;
-    let tasks = cache
-        .index_of("tasks", "corral.dev")
-        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let (store, cache, tasks) = tasks_cache().await?;
     let on = |node: Option<&str>| Interest {
         resource: tasks,
         namespace: None,

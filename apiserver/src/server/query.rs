@@ -204,8 +204,9 @@ pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, Ap
         value: Some(format!("{value:?}")),
         detail: format!("supported values: {supported}"),
     };
+    let watch = q.flag("watch");
     let mut errors = Vec::new();
-    if q.flag("watch") {
+    if watch {
         if send_initial.is_some() && version_match != Some(NOT_OLDER_THAN) {
             errors.push(forbidden(
                 MATCH,
@@ -267,7 +268,7 @@ pub(super) fn list_query(q: &Query, desc: &ResourceDesc) -> Result<ListQuery, Ap
             errors,
         });
     }
-    let exact = !q.flag("watch") && version_match == Some(EXACT);
+    let exact = !watch && version_match == Some(EXACT);
     Ok(ListQuery {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
             .map_err(|e| ApiError::BadRequest(e.0))?,

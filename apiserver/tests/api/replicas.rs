@@ -25,25 +25,13 @@ fn names(jobs: &[Job]) -> Vec<String> {
     n
 }
 
-/// The ADDED objects a watch starts with, up to its first other event.
-async fn initial_names(client: &Client, query: &str, expected: usize) -> Result<Vec<String>> {
-    let req = http::Request::get(format!(
-        "/apis/corral.dev/v1alpha1/namespaces/default/jobs?watch=true&{query}"
-    ))
-    .body(Vec::new())?;
-    let mut events = client.request_events::<Job>(req).await?.boxed();
-    let mut seen = Vec::new();
-    while seen.len() < expected {
-        match tokio::time::timeout(WAIT, events.try_next())
-            .await
-            .context("watch stalled")??
-            .context("watch ended")?
-        {
-            WatchEvent::Added(j) => seen.push(j),
-            _ => break,
-        }
-    }
-    Ok(names(&seen))
+/// The names of the `expected` objects a watch of `server`'s jobs with `query`
+/// starts with.
+async fn initial_names(server: &TestServer, query: &str, expected: usize) -> Result<Vec<String>> {
+    let mut events = super::watch::job_events(server, query).await?;
+    Ok(super::watch::initial_objects(&mut events, Some(expected))
+        .await?
+        .0)
 }
 
 #[tokio::test]
@@ -89,10 +77,10 @@ async fn two_servers_over_one_etcd_agree() -> Result<()> {
             .at(&rv)
             .matching(kube::api::VersionMatch::Exact);
         assert_eq!(names(&via_b.list(&exact).await?.items), written);
-        assert_eq!(initial_names(&b.client, "", written.len()).await?, written);
+        assert_eq!(initial_names(&b, "", written.len()).await?, written);
         assert_eq!(
             initial_names(
-                &b.client,
+                &b,
                 &format!(
                     "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={rv}"
                 ),

@@ -119,7 +119,7 @@ where
 }
 
 /// A watch of the default namespace's jobs with `query`, event by event.
-async fn job_events(
+pub(super) async fn job_events(
     ts: &TestServer,
     query: &str,
 ) -> Result<
@@ -134,6 +134,32 @@ async fn job_events(
 
 fn name_of(j: &Job) -> String {
     j.metadata.name.clone().unwrap_or_default()
+}
+
+/// The objects a watch starts with, sorted by name: `count` ADDED events,
+/// or (without a count) every ADDED up to the first bookmark, returned too.
+/// Any other event fails.
+pub(super) async fn initial_objects<S>(
+    events: &mut S,
+    count: Option<usize>,
+) -> Result<(Vec<String>, Option<kube::core::watch::Bookmark>)>
+where
+    S: futures::TryStream<Ok = kube::api::WatchEvent<Job>, Error = kube::Error> + Unpin,
+{
+    let mut names = Vec::new();
+    let mut bookmark = None;
+    while count.is_none_or(|n| names.len() < n) {
+        match next_event(events).await? {
+            kube::api::WatchEvent::Added(j) => names.push(name_of(&j)),
+            kube::api::WatchEvent::Bookmark(b) if count.is_none() => {
+                bookmark = Some(b);
+                break;
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    names.sort();
+    Ok((names, bookmark))
 }
 
 /// Streaming lists (`sendInitialEvents=true`, as client-go's reflector and
@@ -169,21 +195,14 @@ pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestSer
     assert_eq!(seen, ["a", "b", "c"]);
 
     // With bookmarks: the objects, then the initial-events-end bookmark.
-    let mut listed = Vec::new();
     let mut streaming = job_events(
         ts,
         "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
     )
     .await?;
-    let end = loop {
-        match next_event(&mut streaming).await? {
-            WatchEvent::Added(j) => listed.push(name_of(&j)),
-            WatchEvent::Bookmark(b) => break b,
-            other => bail!("unexpected {other:?}"),
-        }
-    };
-    listed.sort();
+    let (listed, end) = initial_objects(&mut streaming, None).await?;
     assert_eq!(listed, ["a", "b", "c"]);
+    let end = end.context("no bookmark")?;
     assert_eq!(
         end.metadata
             .annotations
@@ -198,14 +217,7 @@ pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestSer
         "sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
     )
     .await?;
-    let mut listed = Vec::new();
-    for _ in 0..3 {
-        match next_event(&mut plain).await? {
-            WatchEvent::Added(j) => listed.push(name_of(&j)),
-            other => bail!("unexpected {other:?}"),
-        }
-    }
-    listed.sort();
+    let (listed, _) = initial_objects(&mut plain, Some(3)).await?;
     assert_eq!(listed, ["a", "b", "c"]);
 
     // From now: the first event is the next change.
@@ -224,14 +236,7 @@ pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestSer
 
     // A plain watch without a version starts with the latest objects.
     let mut latest = job_events(ts, "").await?;
-    let mut listed = Vec::new();
-    for _ in 0..4 {
-        match next_event(&mut latest).await? {
-            WatchEvent::Added(j) => listed.push(name_of(&j)),
-            other => bail!("unexpected {other:?}"),
-        }
-    }
-    listed.sort();
+    let (listed, _) = initial_objects(&mut latest, Some(4)).await?;
     assert_eq!(listed, ["a", "b", "c", "d"]);
 
     // Not older than a version: the objects as of at least that version.
@@ -248,16 +253,9 @@ pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestSer
         ),
     )
     .await?;
-    let mut listed = Vec::new();
-    let end = loop {
-        match next_event(&mut not_older).await? {
-            WatchEvent::Added(j) => listed.push(name_of(&j)),
-            WatchEvent::Bookmark(b) => break b,
-            other => bail!("unexpected {other:?}"),
-        }
-    };
-    listed.sort();
+    let (listed, end) = initial_objects(&mut not_older, None).await?;
     assert_eq!(listed, ["a", "b", "c", "d"]);
+    let end = end.context("no bookmark")?;
     assert!(end.metadata.resource_version.parse::<i64>()? >= rv.parse::<i64>()?);
 
     // Options kube-apiserver rejects are a 422 here too.

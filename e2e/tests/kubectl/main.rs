@@ -35,8 +35,19 @@ fn apply_example(k: &Kubectl, file: &str) -> Result<String> {
 /// through the status subresource as a controller would, and checks that
 /// the wait ends with the condition met.
 fn wait_while_status_is_written(k: &Kubectl, condition: &str, status: &str) -> Result<()> {
-    let waiter = k
-        .command()
+    wait_by_while_status_is_written(k, k.command(), condition, status).map(|_| ())
+}
+
+/// [`wait_while_status_is_written`] with `kubectl` (a command that may carry
+/// its own environment and flags) running the wait; returns the wait's
+/// stderr.
+fn wait_by_while_status_is_written(
+    k: &Kubectl,
+    mut kubectl: std::process::Command,
+    condition: &str,
+    status: &str,
+) -> Result<String> {
+    let waiter = kubectl
         .args([
             "-n",
             "analytics",
@@ -61,14 +72,12 @@ fn wait_while_status_is_written(k: &Kubectl, condition: &str, status: &str) -> R
     ])?
     .ok()?;
     let out = waiter.wait_with_output()?;
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
-        bail!(
-            "kubectl wait failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("kubectl wait failed: {log}");
     }
     assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
-    Ok(())
+    Ok(log)
 }
 
 /// The jobs under `examples/`.

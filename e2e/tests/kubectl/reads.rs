@@ -248,37 +248,16 @@ fn kubectl_wait_for_jsonpath_follows_status() -> Result<()> {
 fn kubectl_wait_over_client_go_streaming_lists() -> Result<()> {
     let (_server, k) = setup_api_only()?;
     apply_example(&k, "talk-adhoc-job.yaml")?;
-    let waiter = k
-        .command()
+    let mut kubectl = k.command();
+    kubectl
         .env("KUBE_FEATURE_WatchListClient", "true")
-        .args([
-            "-n",
-            "analytics",
-            "wait",
-            "--for=jsonpath={.status.phase}=Succeeded",
-            "job/sparkie",
-            "--timeout=30s",
-            "-v=6",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    k.run(&[
-        "-n",
-        "analytics",
-        "patch",
-        "job",
-        "sparkie",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
+        .arg("-v=6");
+    let log = wait_by_while_status_is_written(
+        &k,
+        kubectl,
+        "jsonpath={.status.phase}=Succeeded",
         r#"{"status":{"phase":"Succeeded"}}"#,
-    ])?
-    .ok()?;
-    let out = waiter.wait_with_output()?;
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kubectl wait failed: {log}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    )?;
     let streamed = log.lines().any(|l| {
         l.contains("sendInitialEvents=true")
             && l.contains("resourceVersionMatch=NotOlderThan")
