@@ -1,5 +1,8 @@
 //! Admission of a write: metadata rules, the schema (with `fieldValidation`),
-//! then the kind's own rules from `corral-api` (create or update).
+//! then the kind's own rules: from `corral-api` for Corral's kinds, from
+//! `core_kinds` for the core kinds (create or update).
+
+mod core_kinds;
 
 use corral_api::CorralObject;
 use corral_api::validation::{
@@ -61,12 +64,14 @@ fn invalid_named(desc: &ResourceDesc, name: String, errors: Vec<FieldError>) -> 
 /// The most all of an object's annotations may hold, as in Kubernetes.
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
+const QUALIFIED_NAME: &str = "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'";
+
 fn bad_key(field: &str, key: &str) -> FieldError {
     FieldError {
         type_: FieldErrorType::Invalid,
         field: format!("metadata.{field}"),
         value: Some(format!("\"{key}\"")),
-        detail: "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'".into(),
+        detail: QUALIFIED_NAME.into(),
     }
 }
 
@@ -123,6 +128,91 @@ fn labels_and_annotations(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     errors
 }
 
+/// The finalizers Kubernetes itself defines; every other one is a qualified
+/// name, and on a core kind one with a `/` (`example.com/cleanup`).
+const STANDARD_FINALIZERS: [&str; 3] = ["kubernetes", "orphan", "foregroundDeletion"];
+
+/// Kubernetes' rules for `metadata.finalizers`: each is a qualified name
+/// (checked for those `old` did not hold), `orphan` and `foregroundDeletion`
+/// exclude each other, and an object being deleted takes no new ones. A
+/// core kind's finalizers are standard or domain-qualified; on a custom kind
+/// an unqualified one is only warned about, as kube-apiserver does.
+fn finalizer_rules(
+    obj: &Value,
+    old: Option<&Value>,
+    origin: Origin,
+    warnings: &mut Vec<String>,
+) -> Vec<FieldError> {
+    fn list(o: Option<&Value>) -> Vec<&str> {
+        o.and_then(|o| o.pointer("/metadata/finalizers"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+    let (finalizers, old_finalizers) = (list(Some(obj)), list(old));
+    let mut errors = Vec::new();
+    for (i, f) in finalizers.iter().enumerate() {
+        if old_finalizers.contains(f) {
+            continue;
+        }
+        if !is_qualified_name(f) {
+            errors.push(FieldError {
+                type_: FieldErrorType::Invalid,
+                field: "metadata.finalizers".into(),
+                value: Some(Value::from(*f).to_string()),
+                detail: QUALIFIED_NAME.into(),
+            });
+        } else if !f.contains('/') && !STANDARD_FINALIZERS.contains(f) {
+            match origin {
+                Origin::BuiltIn => errors.push(FieldError {
+                    type_: FieldErrorType::Invalid,
+                    field: format!("metadata.finalizers[{i}]"),
+                    value: Some(Value::from(*f).to_string()),
+                    detail: "name is neither a standard finalizer name nor is it fully qualified"
+                        .into(),
+                }),
+                Origin::Custom => warnings.push(format!(
+                    "metadata.finalizers: {}: prefer a domain-qualified finalizer name including a path (/) to avoid accidental conflicts with other finalizer writers",
+                    Value::from(*f)
+                )),
+            }
+        }
+    }
+    if finalizers.contains(&"orphan") && finalizers.contains(&"foregroundDeletion") {
+        errors.push(FieldError {
+            type_: FieldErrorType::Invalid,
+            field: "metadata.finalizers".into(),
+            value: Some(Value::from(finalizers.clone()).to_string()),
+            detail: "finalizer orphan and foregroundDeletion cannot be both set".into(),
+        });
+    }
+    if old.and_then(|o| meta_str(o, "deletionTimestamp")).is_some() {
+        let added: Vec<&str> = finalizers
+            .iter()
+            .filter(|f| !old_finalizers.contains(f))
+            .copied()
+            .collect();
+        if !added.is_empty() {
+            errors.push(FieldError {
+                type_: FieldErrorType::Forbidden,
+                field: "metadata.finalizers".into(),
+                value: None,
+                detail: format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers {}",
+                    go_strings(&added)
+                ),
+            });
+        }
+    }
+    errors
+}
+
+/// A list of strings as Go's `%#v` prints one: `[]string{"a", "b"}`.
+fn go_strings(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| Value::from(*s).to_string()).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
 /// Checks (and prunes) `obj` for a write; returns the warnings to send.
 pub fn admit(
     desc: &ResourceDesc,
@@ -176,8 +266,16 @@ pub fn admit(
         });
     }
     errors.extend(labels_and_annotations(obj, old));
+    errors.extend(finalizer_rules(obj, old, desc.origin, &mut warnings));
     if !errors.is_empty() {
         return Err(invalid(desc, obj, errors));
+    }
+    if desc.origin == Origin::BuiltIn {
+        core_kinds::normalize(desc.kind, obj, old);
+        let errors = core_kinds::validate(desc.kind, obj, old)?;
+        if !errors.is_empty() {
+            return Err(invalid(desc, obj, errors));
+        }
     }
     if desc.origin == Origin::Custom {
         // The typed form replaces `obj` below, so it is decoded from `obj`
@@ -310,6 +408,68 @@ mod tests {
         assert_eq!(
             fields(&labels_and_annotations(&changed, Some(&old))),
             ["metadata.labels.long"]
+        );
+    }
+
+    #[test]
+    fn finalizers_follow_kubernetes_rules() {
+        let with = |f: Value| json!({"metadata": {"finalizers": f}});
+        let check = |obj: &Value, old: Option<&Value>, origin| {
+            let mut warnings = Vec::new();
+            let errors = finalizer_rules(obj, old, origin, &mut warnings);
+            (fields(&errors).join(" "), warnings.len())
+        };
+        for (origin, finalizers, want) in [
+            (
+                Origin::BuiltIn,
+                json!(["kubernetes", "example.com/x", "orphan"]),
+                ("", 0),
+            ),
+            (
+                Origin::BuiltIn,
+                json!(["plain"]),
+                ("metadata.finalizers[0]", 0),
+            ),
+            (
+                Origin::Custom,
+                json!(["plain", "foregroundDeletion"]),
+                ("", 1),
+            ),
+            (
+                Origin::Custom,
+                json!(["bad name!"]),
+                ("metadata.finalizers", 0),
+            ),
+            (
+                Origin::Custom,
+                json!(["orphan", "foregroundDeletion"]),
+                ("metadata.finalizers", 0),
+            ),
+        ] {
+            let obj = with(finalizers);
+            let got = check(&obj, None, origin);
+            assert_eq!((got.0.as_str(), got.1), want, "{obj}");
+        }
+        // What the object already held is not checked again.
+        let old = with(json!(["plain"]));
+        assert_eq!(check(&old, Some(&old), Origin::BuiltIn), (String::new(), 0));
+        // Being deleted: finalizers may go, not come.
+        let mut deleting = with(json!(["example.com/a"]));
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(
+            check(&with(json!([])), Some(&deleting), Origin::Custom).0,
+            ""
+        );
+        let mut warnings = Vec::new();
+        let errors = finalizer_rules(
+            &with(json!(["example.com/a", "example.com/b"])),
+            Some(&deleting),
+            Origin::Custom,
+            &mut warnings,
+        );
+        assert_eq!(
+            errors[0].detail,
+            "no new finalizers can be added if the object is being deleted, found new finalizers []string{\"example.com/b\"}"
         );
     }
 }

@@ -11,7 +11,8 @@ mod rules;
 use std::fmt;
 
 pub use names::{
-    is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name, is_resource_name,
+    config_key_problems, is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name,
+    is_resource_name,
 };
 pub use rules::{
     validate_job, validate_job_update, validate_node, validate_quota, validate_quota_update,

@@ -61,6 +61,33 @@ pub(crate) fn is_env_var_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// What is wrong with a ConfigMap or Secret key (`[-._a-zA-Z0-9]+`, at most
+/// 253 characters, not `.`, `..` or starting with `..`), in Kubernetes' words;
+/// empty when it is a valid key.
+pub fn config_key_problems(s: &str) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if s.len() > 253 {
+        problems.push("must be no more than 253 characters");
+    }
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+    {
+        problems.push(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+        );
+    }
+    if s == "." {
+        problems.push("must not be '.'");
+    } else if s == ".." {
+        problems.push("must not be '..'");
+    } else if s.starts_with("..") {
+        problems.push("must not start with '..'");
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +113,38 @@ mod tests {
         assert!(!is_label_value("a/b"));
         assert!(is_env_var_name("JAVA_OPTS"));
         assert!(!is_env_var_name("1X"));
+    }
+
+    #[test]
+    fn config_keys_follow_the_kubernetes_grammar() {
+        for ok in [
+            "a",
+            "key.name",
+            "KEY_NAME",
+            "key-name",
+            ".dockerconfigjson",
+            "tls.crt",
+            "._x",
+        ] {
+            assert!(config_key_problems(ok).is_empty(), "{ok}");
+        }
+        for (bad, problems) in [
+            ("", 1),
+            ("a b", 1),
+            ("a/b", 1),
+            (".", 1),
+            ("..", 1),
+            ("..x", 1),
+        ] {
+            assert_eq!(config_key_problems(bad).len(), problems, "{bad}");
+        }
+        assert_eq!(
+            config_key_problems(&format!("..{}", "é".repeat(200))),
+            [
+                "must be no more than 253 characters",
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                "must not start with '..'",
+            ]
+        );
     }
 }

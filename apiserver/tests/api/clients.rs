@@ -57,6 +57,111 @@ pub async fn core_kinds_work_for_clients(ts: &TestServer) -> Result<()> {
     Ok(())
 }
 
+/// Secrets, ConfigMaps and Namespaces are stored as kube-apiserver stores
+/// them: `stringData` folds into `data`, a Secret's type defaults to
+/// `Opaque` and stays, a typed Secret needs its keys, an immutable
+/// ConfigMap keeps its data, and a Namespace is labelled with its name.
+pub async fn core_kinds_follow_their_kubernetes_rules(ts: &TestServer) -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+    let secrets: Api<Secret> = Api::namespaced(ts.client.clone(), "default");
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "creds"},
+                "data": {"user": "b3RoZXI=", "keep": "aw=="},
+                "stringData": {"user": "admin"}}))?,
+        )
+        .await?;
+    for s in [created, secrets.get("creds").await?] {
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        assert_eq!(s.string_data, None);
+        let data = s.data.unwrap_or_default();
+        let text = |k: &str| {
+            data.get(k)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        };
+        assert_eq!(
+            (text("user"), text("keep")),
+            (Some("admin".into()), Some("k".into()))
+        );
+    }
+    let retyped = secrets
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"type": "kubernetes.io/tls"})),
+        )
+        .await
+        .expect_err("a secret's type is immutable");
+    let (code, _, message) = api_error(retyped)?;
+    assert_eq!(code, 422, "{message}");
+    assert!(
+        message.contains("type: Invalid value: \"kubernetes.io/tls\": field is immutable"),
+        "{message}"
+    );
+
+    let tls: Secret = serde_json::from_value(json!({"metadata": {"name": "tls"},
+        "type": "kubernetes.io/tls", "data": {"tls.crt": "Yw=="}}))?;
+    let (code, reason, message) = api_error(
+        secrets
+            .create(&PostParams::default(), &tls)
+            .await
+            .expect_err("no key"),
+    )?;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+    assert!(
+        message.contains("data[tls.key]: Required value"),
+        "{message}"
+    );
+    assert!(secrets.get_opt("tls").await?.is_none());
+
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "frozen"}, "immutable": true,
+            "data": {"a": "1"}}))?,
+    )
+    .await?;
+    for change in [json!({"data": {"a": "2"}}), json!({"immutable": false})] {
+        let (code, _, message) = api_error(
+            cms.patch("frozen", &PatchParams::default(), &Patch::Merge(&change))
+                .await
+                .expect_err("immutable"),
+        )?;
+        assert_eq!(code, 422, "{message}");
+        assert!(
+            message.contains("field is immutable when `immutable` is set"),
+            "{message}"
+        );
+    }
+    // Its metadata still changes.
+    cms.patch(
+        "frozen",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await?;
+    assert_eq!(cms.get("frozen").await?.data.unwrap_or_default()["a"], "1");
+
+    let nss: Api<Namespace> = Api::all(ts.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "labelled"}}))?,
+    )
+    .await?;
+    let found = nss
+        .list(&ListParams::default().labels("kubernetes.io/metadata.name=labelled"))
+        .await?
+        .items;
+    assert_eq!(found.len(), 1);
+    let ns = &found[0];
+    assert_eq!(
+        ns.spec.as_ref().and_then(|s| s.finalizers.clone()),
+        Some(vec!["kubernetes".to_string()])
+    );
+    Ok(())
+}
+
 /// Strategic merge patches follow each list's declared type: owner
 /// references merge by uid, status conditions by type, other lists are
 /// replaced; a malformed patch is a 400 and changes nothing.

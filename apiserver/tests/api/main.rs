@@ -141,6 +141,7 @@ suite!(embedded:
     access::requests_without_credentials_are_unauthorized,
     access::client_certificates_authenticate,
     clients::core_kinds_work_for_clients,
+    clients::core_kinds_follow_their_kubernetes_rules,
     clients::strategic_merge_patches_follow_list_types,
     corpus::the_corpus_gets_the_answers_it_expects,
     corpus::mutated_corpus_entries_never_get_a_5xx_or_a_partial_write,
