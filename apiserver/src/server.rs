@@ -734,23 +734,22 @@ async fn resource(
             Ok(with_warnings(json_response(code, &w.object), &w.warnings))
         }
         (Method::DELETE, name) => {
-            let mut opts = DeleteOptions {
-                dry_run: q.get("dryRun") == Some("All"),
-                propagation: q.get("propagationPolicy").map(str::to_owned),
-                ..Default::default()
-            };
             let (parts, body) = read_body(req).await?;
-            if !body.is_empty() {
-                let ct = content_type(&parts);
-                let v: Value = if ct.starts_with(crate::protobuf::MEDIA_TYPE) {
-                    crate::protobuf::decode_delete_options(&body)?
-                } else {
-                    serde_json::from_slice(&body).map_err(|e| {
-                        ApiError::BadRequest(format!("error decoding DeleteOptions: {e}"))
-                    })?
-                };
-                opts.merge_body(&v);
-            }
+            let body = if body.is_empty() {
+                None
+            } else if content_type(&parts).starts_with(crate::protobuf::MEDIA_TYPE) {
+                Some(crate::protobuf::decode_delete_options(&body)?)
+            } else {
+                Some(serde_json::from_slice::<Value>(&body).map_err(|e| {
+                    ApiError::BadRequest(format!("error decoding DeleteOptions: {e}"))
+                })?)
+            };
+            let opts = DeleteOptions::from_request(
+                q.get("propagationPolicy"),
+                q.optional_bool("orphanDependents")?,
+                q.get("dryRun") == Some("All"),
+                body.as_ref(),
+            )?;
             match name {
                 Some(name) => {
                     let obj = api.delete(&desc, ns, name, &opts).await?;

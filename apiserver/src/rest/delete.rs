@@ -1,5 +1,15 @@
 //! Deletes: finalizers and deletionTimestamp, preconditions, namespace
-//! termination, and background garbage collection of dependents.
+//! termination, and the propagation of a delete to the objects that name
+//! its target in their `ownerReferences`:
+//! - background (the default): the owner goes at once, its dependents after;
+//! - foreground: the owner stays, marked and with the `foregroundDeletion`
+//!   finalizer, until its dependents are gone;
+//! - orphan: the owner stays, marked and with the `orphan` finalizer, until
+//!   no dependent names it any more; the dependents stay.
+//!
+//! A delete that names no policy follows the object's own `orphan` or
+//! `foregroundDeletion` finalizer. A server that restarts resumes the held
+//! deletions it finds.
 //!
 //! Deleting a namespace that holds objects marks it Terminating (a
 //! deletionTimestamp, the `kubernetes` finalizer in `spec.finalizers`,
@@ -14,6 +24,8 @@ use super::*;
 const NAMESPACE_FINALIZER: &str = "kubernetes";
 /// The finalizer that holds an owner during foreground deletion.
 const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer that holds an owner while its dependents are released.
+const ORPHAN: &str = "orphan";
 /// How long foreground deletion waits for dependents to disappear.
 const FOREGROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -110,15 +122,29 @@ impl Api {
             if opts.dry_run {
                 return Ok(current);
             }
-            // Foreground: the owner stays (marked) until its dependents are gone.
-            if opts.propagation.as_deref() == Some("Foreground")
+            let policy = opts
+                .propagation
+                .unwrap_or_else(|| default_propagation(&current));
+            // Foreground and orphan deletions hold the owner, marked and with
+            // their finalizer, while its dependents go or are released.
+            let hold = match policy {
+                Propagation::Foreground => Some(FOREGROUND),
+                Propagation::Orphan => Some(ORPHAN),
+                Propagation::Background => None,
+            };
+            if let Some(hold) = hold
                 && meta_str(&current, "deletionTimestamp").is_none()
                 && let Some(uid) = meta_str(&current, "uid").map(str::to_owned)
-                && !self.dependents(&uid).await?.is_empty()
+                && (finalizers(&current).iter().any(|f| f == hold)
+                    || !self.dependents(&uid).await?.is_empty())
             {
                 let mut marked = marked_for_deletion(&current);
-                let mut fins = finalizers(&current);
-                fins.push(FOREGROUND.to_owned());
+                // The policy asked for replaces the other one's finalizer.
+                let mut fins: Vec<String> = finalizers(&current)
+                    .into_iter()
+                    .filter(|f| f != FOREGROUND && f != ORPHAN)
+                    .collect();
+                fins.push(hold.to_owned());
                 meta_mut(&mut marked).insert("finalizers".into(), json!(fins));
                 match self
                     .store
@@ -128,7 +154,13 @@ impl Api {
                     Ok(new_kv) => {
                         if let Some(arc) = self.registry.find(desc.group, desc.version, desc.plural)
                         {
-                            self.spawn_foreground(arc, ns.map(str::to_owned), name.to_owned(), uid);
+                            self.spawn_held_deletion(
+                                arc,
+                                ns.map(str::to_owned),
+                                name.to_owned(),
+                                uid,
+                                policy,
+                            );
                         }
                         return from_stored(&new_kv.value, new_kv.mod_revision);
                     }
@@ -173,7 +205,7 @@ impl Api {
             }
             match self.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(d) => {
-                    if opts.propagation.as_deref() != Some("Orphan") {
+                    if policy != Propagation::Orphan {
                         self.spawn_collect_dependents(&current);
                     }
                     let mut last = current;
@@ -310,20 +342,29 @@ impl Api {
 
     /// The objects whose ownerReferences name `uid` (from the cache when there is one).
     async fn dependents(&self, uid: &str) -> Result<Vec<(Arc<ResourceDesc>, Value)>, ApiError> {
-        let owned_by = |obj: &Value| {
+        self.objects_where(|obj| {
             obj.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
                 .is_some_and(|refs| {
                     refs.iter()
                         .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
                 })
-        };
+        })
+        .await
+    }
+
+    /// Every object, of any kind, that `keep` holds for (from the cache
+    /// when there is one).
+    async fn objects_where(
+        &self,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<(Arc<ResourceDesc>, Value)>, ApiError> {
         let mut out = Vec::new();
         for desc in self.registry.all() {
             match self.cache_for(desc, None).await? {
                 Some((cache, index)) => {
                     for e in cache.snapshot(index, None, None)?.items {
-                        if owned_by(&e.value) {
+                        if keep(&e.value) {
                             out.push((desc.clone(), e.value.clone()));
                         }
                     }
@@ -335,7 +376,7 @@ impl Api {
                         .await?;
                     for kv in page.items {
                         let obj = from_stored(&kv.value, kv.mod_revision)?;
-                        if owned_by(&obj) {
+                        if keep(&obj) {
                             out.push((desc.clone(), obj));
                         }
                     }
@@ -362,65 +403,154 @@ impl Api {
         Ok(())
     }
 
-    /// Foreground deletion: deletes the dependents, waits until they are gone,
-    /// then drops the owner's `foregroundDeletion` finalizer (which deletes it
-    /// when no other finalizer remains).
-    fn spawn_foreground(
+    /// Finishes a deletion that holds its owner (marked, with the policy's
+    /// finalizer), in the background. Foreground: deletes the dependents and
+    /// waits until they are gone. Orphan: removes the owner from each
+    /// dependent's `ownerReferences`. Then it drops the owner's finalizer,
+    /// which deletes it when no other finalizer remains. Both steps are
+    /// idempotent, so a server that restarts simply runs them again.
+    pub(super) fn spawn_held_deletion(
         &self,
         desc: Arc<ResourceDesc>,
         ns: Option<String>,
         name: String,
         uid: String,
+        policy: Propagation,
     ) {
         let api = self.clone();
         tokio::spawn(async move {
             let result = async {
-                api.collect_dependents(&uid).await?;
-                let deadline = tokio::time::Instant::now() + FOREGROUND_WAIT;
-                loop {
-                    let seen = api.seen_revision().await;
-                    if api.dependents(&uid).await?.is_empty() {
-                        break;
+                let hold = match policy {
+                    Propagation::Foreground => {
+                        api.collect_dependents(&uid).await?;
+                        api.wait_until_no_dependents(&uid).await?;
+                        FOREGROUND
                     }
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(ApiError::Unavailable("dependents are still present".into()));
+                    Propagation::Orphan => {
+                        api.release_dependents(&uid).await?;
+                        ORPHAN
                     }
-                    api.wait_for_change(seen, RECHECK).await;
-                }
+                    Propagation::Background => return Ok(()),
+                };
                 let drop_finalizer = |cur: &Value| {
                     let mut next = cur.clone();
-                    let rest: Vec<String> = finalizers(cur)
-                        .into_iter()
-                        .filter(|f| f != FOREGROUND)
-                        .collect();
+                    let rest: Vec<String> =
+                        finalizers(cur).into_iter().filter(|f| f != hold).collect();
                     meta_mut(&mut next).insert("finalizers".into(), json!(rest));
                     Ok(next)
                 };
-                api.modify(
-                    &desc,
-                    ns.as_deref(),
-                    &name,
-                    None,
-                    &WriteOptions::default(),
-                    drop_finalizer,
-                    false,
-                    "Update",
+                ignore_not_found(
+                    api.modify(
+                        &desc,
+                        ns.as_deref(),
+                        &name,
+                        None,
+                        &WriteOptions::default(),
+                        drop_finalizer,
+                        false,
+                        "Update",
+                    )
+                    .await,
                 )
-                .await
-                .map(|_| ())
-                .or_else(|e| {
-                    if matches!(e, ApiError::NotFound { .. }) {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
             }
             .await;
             if let Err(e) = result {
-                tracing::warn!(owner = %uid, error = %e, "foreground deletion did not finish");
+                tracing::warn!(owner = %uid, ?policy, error = %e, "deletion of an owner did not finish");
             }
         });
+    }
+
+    async fn wait_until_no_dependents(&self, uid: &str) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + FOREGROUND_WAIT;
+        loop {
+            let seen = self.seen_revision().await;
+            if self.dependents(uid).await?.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::Unavailable("dependents are still present".into()));
+            }
+            self.wait_for_change(seen, RECHECK).await;
+        }
+    }
+
+    /// Removes `uid` from the `ownerReferences` of every object naming it.
+    async fn release_dependents(&self, uid: &str) -> Result<(), ApiError> {
+        let release = |cur: &Value| {
+            let mut next = cur.clone();
+            if let Some(refs) = next
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+            }
+            Ok(next)
+        };
+        for (desc, obj) in self.dependents(uid).await? {
+            let name = meta_str(&obj, "name").unwrap_or_default();
+            let ns = meta_str(&obj, "namespace");
+            ignore_not_found(
+                self.modify(
+                    &desc,
+                    ns,
+                    name,
+                    None,
+                    &WriteOptions::default(),
+                    release,
+                    false,
+                    "Update",
+                )
+                .await,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Resumes the held deletions a server stopped in the middle of: objects
+    /// marked for deletion that still carry `foregroundDeletion` or `orphan`.
+    pub(super) async fn resume_held_deletions(&self) -> Result<(), ApiError> {
+        let held = self
+            .objects_where(|obj| {
+                meta_str(obj, "deletionTimestamp").is_some()
+                    && finalizers(obj)
+                        .iter()
+                        .any(|f| f == FOREGROUND || f == ORPHAN)
+            })
+            .await?;
+        for (desc, obj) in held {
+            let policy = default_propagation(&obj);
+            if let (Some(name), Some(uid)) = (meta_str(&obj, "name"), meta_str(&obj, "uid")) {
+                self.spawn_held_deletion(
+                    desc,
+                    meta_str(&obj, "namespace").map(str::to_owned),
+                    name.to_owned(),
+                    uid.to_owned(),
+                    policy,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The policy of a delete that names none: what the object's finalizers
+/// ask for (`orphan`, `foregroundDeletion`), else background.
+fn default_propagation(obj: &Value) -> Propagation {
+    let fins = finalizers(obj);
+    if fins.iter().any(|f| f == ORPHAN) {
+        Propagation::Orphan
+    } else if fins.iter().any(|f| f == FOREGROUND) {
+        Propagation::Foreground
+    } else {
+        Propagation::Background
+    }
+}
+
+/// A write's result, with an object already gone counting as done.
+fn ignore_not_found(result: Result<Written, ApiError>) -> Result<(), ApiError> {
+    match result {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -171,9 +171,16 @@ pub(super) fn same_ignoring_manager_time(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Creates the `default` namespace when it does not exist yet.
+/// Creates the `default` namespace when it does not exist yet, and resumes
+/// the deletions a previous run left under way.
 pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
     resume_namespace_terminations(api).await?;
+    let resuming = api.clone();
+    tokio::spawn(async move {
+        if let Err(e) = resuming.resume_held_deletions().await {
+            tracing::warn!(error = %e, "resuming foreground and orphan deletions failed");
+        }
+    });
     let desc = api
         .registry
         .find("", "v1", "namespaces")

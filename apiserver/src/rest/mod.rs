@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::admission::{FieldValidation, admit};
 use crate::cache::{Entry, NODE_FIELD, WatchCache};
+use corral_api::validation::{FieldError, FieldErrorType};
+
 use crate::error::ApiError;
 use crate::objects::{
     finalizers, from_stored, labels, meta_mut, meta_str, now_time, parse_rv, same_spec_part,
@@ -139,6 +141,30 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
+/// How a delete treats the objects that name its target in their
+/// `ownerReferences` (`propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// The owner goes now, its dependents after it (the default).
+    Background,
+    /// The owner stays, marked, until its dependents are gone.
+    Foreground,
+    /// The owner goes once its dependents no longer name it; they stay.
+    Orphan,
+}
+
+impl Propagation {
+    /// Reads the API's spelling (`Foreground`, `Background`, `Orphan`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Background" => Some(Propagation::Background),
+            "Foreground" => Some(Propagation::Foreground),
+            "Orphan" => Some(Propagation::Orphan),
+            _ => None,
+        }
+    }
+}
+
 /// Options of a delete (`DeleteOptions` body and query).
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -148,29 +174,81 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
-    /// `Foreground`, `Background` or `Orphan`.
-    pub propagation: Option<String>,
+    /// `propagationPolicy`, or what the deprecated `orphanDependents` asks
+    /// for; `None` leaves it to the object's own finalizers (`orphan`,
+    /// `foregroundDeletion`), else background.
+    pub propagation: Option<Propagation>,
 }
 
 impl DeleteOptions {
-    /// Reads a `DeleteOptions` JSON body (absent fields keep their value).
-    pub fn merge_body(&mut self, body: &Value) {
-        if let Some(p) = body.get("preconditions") {
-            if let Some(u) = p.get("uid").and_then(Value::as_str) {
-                self.uid = Some(u.to_owned());
+    /// The options of a DELETE from its query's `propagationPolicy` and
+    /// `orphanDependents`, then its body (a `DeleteOptions` object, whose
+    /// fields win). An unknown policy, or one given with
+    /// `orphanDependents`, is a 422 as kube-apiserver's
+    /// `ValidateDeleteOptions` answers it.
+    pub fn from_request(
+        query_policy: Option<&str>,
+        query_orphan: Option<bool>,
+        dry_run: bool,
+        body: Option<&Value>,
+    ) -> Result<Self, ApiError> {
+        let mut opts = DeleteOptions {
+            dry_run,
+            ..Default::default()
+        };
+        let mut policy = query_policy.map(str::to_owned);
+        let mut orphan = query_orphan;
+        if let Some(body) = body {
+            if let Some(p) = body.get("preconditions") {
+                if let Some(u) = p.get("uid").and_then(Value::as_str) {
+                    opts.uid = Some(u.to_owned());
+                }
+                if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str) {
+                    opts.resource_version = Some(rv.to_owned());
+                }
             }
-            if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str) {
-                self.resource_version = Some(rv.to_owned());
+            if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+                policy = Some(p.to_owned());
+            }
+            if let Some(o) = body.get("orphanDependents").and_then(Value::as_bool) {
+                orphan = Some(o);
+            }
+            if let Some(d) = body.get("dryRun").and_then(Value::as_array)
+                && d.iter().any(|x| x.as_str() == Some("All"))
+            {
+                opts.dry_run = true;
             }
         }
-        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
-            self.propagation = Some(p.to_owned());
-        }
-        if let Some(d) = body.get("dryRun").and_then(Value::as_array)
-            && d.iter().any(|x| x.as_str() == Some("All"))
-        {
-            self.dry_run = true;
-        }
+        let invalid = |type_, detail: &str, p: &str| ApiError::Invalid {
+            kind: "DeleteOptions.meta.k8s.io".into(),
+            name: String::new(),
+            errors: vec![FieldError {
+                type_,
+                field: "propagationPolicy".into(),
+                value: Some(json!(p).to_string()),
+                detail: detail.into(),
+            }],
+        };
+        opts.propagation = match (policy, orphan) {
+            (Some(p), Some(_)) => {
+                return Err(invalid(
+                    FieldErrorType::Invalid,
+                    "orphanDependents and deletionPropagation cannot be both set",
+                    &p,
+                ));
+            }
+            (Some(p), None) => Some(Propagation::parse(&p).ok_or_else(|| {
+                invalid(
+                    FieldErrorType::NotSupported,
+                    r#"supported values: "Foreground", "Background", "Orphan""#,
+                    &p,
+                )
+            })?),
+            (None, Some(true)) => Some(Propagation::Orphan),
+            (None, Some(false)) => Some(Propagation::Background),
+            (None, None) => None,
+        };
+        Ok(opts)
     }
 }
 

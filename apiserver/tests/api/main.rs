@@ -136,6 +136,7 @@ suite!(embedded:
     crud::server_side_apply_creates_then_updates,
     deletion::deleting_an_owner_collects_its_dependents,
     deletion::foreground_deletion_waits_for_dependents,
+    deletion::orphan_deletion_releases_dependents,
     crud::bad_requests_get_the_right_status,
     deletion::deleting_a_namespace_removes_its_contents,
     access::requests_without_credentials_are_unauthorized,

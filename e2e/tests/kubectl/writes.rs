@@ -327,3 +327,116 @@ fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()>
     );
     Ok(())
 }
+
+/// kubectl's Secret generators and a Secret written with `stringData` are
+/// stored as kube-apiserver stores them; `delete --cascade=orphan` keeps the
+/// dependents and removes the owner from their ownerReferences.
+#[test]
+fn secrets_and_orphaning_deletes() -> Result<()> {
+    let (server, k) = setup_api_only()?;
+    let ns = ["-n", "web"];
+    let pki = server.home.join("pki");
+    let (cert, key) = (s(&pki.join("server.crt")), s(&pki.join("server.key")));
+    k.run(
+        &[
+            &ns[..],
+            &["create", "secret", "generic", "plain", "--from-literal=a=b"],
+        ]
+        .concat(),
+    )?
+    .ok()?;
+    k.run(
+        &[
+            &ns[..],
+            &[
+                "create", "secret", "tls", "serving", "--cert", &cert, "--key", &key,
+            ],
+        ]
+        .concat(),
+    )?
+    .ok()?;
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: web}\nstringData: {user: admin}\n",
+    )?
+    .ok()?;
+    let listed = k
+        .run(
+            &[
+                &ns[..],
+                &[
+                    "get",
+                    "secrets",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name}={.type}:{.data.user} {end}",
+                ],
+            ]
+            .concat(),
+        )?
+        .ok()?;
+    assert_eq!(
+        listed.trim(),
+        "creds=Opaque:YWRtaW4= plain=Opaque: serving=kubernetes.io/tls:"
+    );
+    let missing = k.run(
+        &[
+            &ns[..],
+            &[
+                "create",
+                "secret",
+                "generic",
+                "half",
+                "--type=kubernetes.io/tls",
+                "--from-literal=tls.crt=x",
+            ],
+        ]
+        .concat(),
+    )?;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("data[tls.key]: Required value"),
+        "{}",
+        missing.stderr
+    );
+
+    apply_example(&k, "talk-adhoc-job.yaml")?;
+    let jsonpath = |what: &str| format!("jsonpath={what}");
+    let uid = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job",
+            "sparkie",
+            "-o",
+            &jsonpath("{.metadata.uid}"),
+        ])?
+        .ok()?;
+    let task = format!(
+        "apiVersion: corral.dev/v1alpha1\nkind: Task\nmetadata:\n  name: sparkie-0-0\n  namespace: analytics\n  ownerReferences: [{{apiVersion: corral.dev/v1alpha1, kind: Job, name: sparkie, uid: {uid}}}]\nspec: {{job: sparkie, role: analytics, instanceId: 0, resources: {{cpus: 1, memory: 1Gi}}, container: {{image: busybox}}}}\n"
+    );
+    k.run_stdin(&["apply", "-f", "-"], &task)?.ok()?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "delete",
+        "job",
+        "sparkie",
+        "--cascade=orphan",
+    ])?
+    .ok()?;
+    let left = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "jobs,tasks",
+            "-o",
+            &jsonpath(
+                "{range .items[*]}{.kind}/{.metadata.name}:{.metadata.ownerReferences} {end}",
+            ),
+        ])?
+        .ok()?;
+    assert_eq!(left.trim(), "Task/sparkie-0-0:");
+    Ok(())
+}
