@@ -51,8 +51,7 @@ fn storage_hash(desc: &ResourceDesc) -> String {
 /// `/api/v1` or `/apis/<g>/<v>`: the legacy resource list.
 pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let descs: Vec<_> = registry
-        .all()
-        .iter()
+        .served()
         .filter(|d| d.group == group && d.version == version)
         .collect();
     let reviews = crate::reviews::of(group, version);
@@ -111,7 +110,7 @@ fn groups(registry: &Registry) -> Vec<&'static str> {
 /// The versions of `group`: its kinds', then its reviews'.
 fn versions(registry: &Registry, group: &str) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    let kinds = registry.all().iter().map(|d| (d.group, d.version));
+    let kinds = registry.served().map(|d| (d.group, d.version));
     let reviews = crate::reviews::REVIEWS.iter().map(|r| (r.group, r.version));
     for (g, v) in kinds.chain(reviews) {
         if g == group && !out.contains(&v) {
@@ -185,8 +184,7 @@ fn aggregated_group(registry: &Registry, group: &str) -> Value {
                     "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}})
             });
             let resources: Vec<Value> = registry
-                .all()
-                .iter()
+                .served()
                 .filter(|d| d.group == group && d.version == *v)
                 .map(|d| aggregated_resource(d))
                 .chain(reviews)

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod events_v1;
 pub mod logs;
 pub mod metrics;
 pub mod objects;

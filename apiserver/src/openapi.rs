@@ -251,11 +251,7 @@ fn annotate_lists(schema: &mut Value) {
 
 /// The document of one group/version (`api/v1`, `apis/corral.dev/v1alpha1`).
 pub fn document(registry: &Registry, key: &str) -> Option<Value> {
-    let descs: Vec<_> = registry
-        .all()
-        .iter()
-        .filter(|d| doc_key(d) == key)
-        .collect();
+    let descs: Vec<_> = registry.served().filter(|d| doc_key(d) == key).collect();
     if descs.is_empty() {
         return None;
     }
@@ -287,7 +283,7 @@ pub fn hash(doc: &Value) -> String {
 /// `/openapi/v3`.
 pub fn index(registry: &Registry) -> Value {
     let mut keys: Vec<String> = Vec::new();
-    for d in registry.all() {
+    for d in registry.served() {
         let k = doc_key(d);
         if !keys.contains(&k) {
             keys.push(k);

@@ -264,8 +264,7 @@ fn proto_schema(s: &Value) -> Schema {
 
 fn definitions(registry: &Registry) -> Vec<(String, Value)> {
     registry
-        .all()
-        .iter()
+        .served()
         .map(|d| {
             let mut schema = d.schema.clone();
             if let Some(o) = schema.as_object_mut() {
@@ -321,7 +320,7 @@ mod tests {
         let doc = Document::decode(bytes.as_slice()).expect("decodes");
         assert_eq!(doc.swagger, "2.0");
         let defs = doc.definitions.expect("definitions").additional_properties;
-        assert_eq!(defs.len(), registry.all().len());
+        assert_eq!(defs.len(), registry.served().count());
         let task = defs
             .iter()
             .find(|d| d.name == "dev.corral.v1alpha1.Task")

@@ -240,12 +240,60 @@ struct Event {
     type_: Option<String>,
     #[prost(message, optional, tag = "10")]
     event_time: Option<Time>,
+    #[prost(message, optional, tag = "11")]
+    series: Option<EventSeries>,
     #[prost(string, optional, tag = "12")]
     action: Option<String>,
+    #[prost(message, optional, tag = "13")]
+    related: Option<ObjectReference>,
     #[prost(string, optional, tag = "14")]
     reporting_component: Option<String>,
     #[prost(string, optional, tag = "15")]
     reporting_instance: Option<String>,
+}
+
+/// core/v1 and events.k8s.io/v1 `EventSeries` (the same fields and tags).
+#[derive(Clone, PartialEq, Message)]
+struct EventSeries {
+    #[prost(int32, optional, tag = "1")]
+    count: Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    last_observed_time: Option<Time>,
+}
+
+/// events.k8s.io/v1 `Event`.
+#[derive(Clone, PartialEq, Message)]
+struct EventV1 {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    event_time: Option<Time>,
+    #[prost(message, optional, tag = "3")]
+    series: Option<EventSeries>,
+    #[prost(string, optional, tag = "4")]
+    reporting_controller: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    reporting_instance: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    action: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    reason: Option<String>,
+    #[prost(message, optional, tag = "8")]
+    regarding: Option<ObjectReference>,
+    #[prost(message, optional, tag = "9")]
+    related: Option<ObjectReference>,
+    #[prost(string, optional, tag = "10")]
+    note: Option<String>,
+    #[prost(string, optional, tag = "11")]
+    type_: Option<String>,
+    #[prost(message, optional, tag = "12")]
+    deprecated_source: Option<EventSource>,
+    #[prost(message, optional, tag = "13")]
+    deprecated_first_timestamp: Option<Time>,
+    #[prost(message, optional, tag = "14")]
+    deprecated_last_timestamp: Option<Time>,
+    #[prost(int32, optional, tag = "15")]
+    deprecated_count: Option<i32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -306,6 +354,36 @@ fn put(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
 /// An optional string; Go clients send empty strings for unset fields.
 fn s(v: &Option<String>) -> Option<Value> {
     v.as_ref().filter(|x| !x.is_empty()).map(|x| json!(x))
+}
+
+fn reference(r: &ObjectReference) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "kind", s(&r.kind));
+    put(&mut o, "namespace", s(&r.namespace));
+    put(&mut o, "name", s(&r.name));
+    put(&mut o, "uid", s(&r.uid));
+    put(&mut o, "apiVersion", s(&r.api_version));
+    put(&mut o, "resourceVersion", s(&r.resource_version));
+    put(&mut o, "fieldPath", s(&r.field_path));
+    Value::Object(o)
+}
+
+fn source(src: &EventSource) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "component", s(&src.component));
+    put(&mut o, "host", s(&src.host));
+    Value::Object(o)
+}
+
+fn series(sr: &EventSeries) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "count", sr.count.map(|n| json!(n)));
+    put(
+        &mut o,
+        "lastObservedTime",
+        time(&sr.last_observed_time, true),
+    );
+    Value::Object(o)
 }
 
 fn time(t: &Option<Time>, micro: bool) -> Option<Value> {
@@ -432,33 +510,58 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
         ("v1", "Event") => {
             let c = Event::decode(raw).map_err(|e| bad("Event", e))?;
             out.insert("metadata".into(), meta(&c.metadata));
-            if let Some(r) = &c.involved_object {
-                let mut o = Map::new();
-                put(&mut o, "kind", s(&r.kind));
-                put(&mut o, "namespace", s(&r.namespace));
-                put(&mut o, "name", s(&r.name));
-                put(&mut o, "uid", s(&r.uid));
-                put(&mut o, "apiVersion", s(&r.api_version));
-                put(&mut o, "resourceVersion", s(&r.resource_version));
-                put(&mut o, "fieldPath", s(&r.field_path));
-                out.insert("involvedObject".into(), Value::Object(o));
-            }
+            put(
+                &mut out,
+                "involvedObject",
+                c.involved_object.as_ref().map(reference),
+            );
             put(&mut out, "reason", s(&c.reason));
             put(&mut out, "message", s(&c.message));
-            if let Some(src) = &c.source {
-                let mut o = Map::new();
-                put(&mut o, "component", s(&src.component));
-                put(&mut o, "host", s(&src.host));
-                out.insert("source".into(), Value::Object(o));
-            }
+            put(&mut out, "source", c.source.as_ref().map(source));
             put(&mut out, "firstTimestamp", time(&c.first_timestamp, false));
             put(&mut out, "lastTimestamp", time(&c.last_timestamp, false));
             put(&mut out, "count", c.count.map(|n| json!(n)));
             put(&mut out, "type", s(&c.type_));
             put(&mut out, "eventTime", time(&c.event_time, true));
+            put(&mut out, "series", c.series.as_ref().map(series));
             put(&mut out, "action", s(&c.action));
+            put(&mut out, "related", c.related.as_ref().map(reference));
             put(&mut out, "reportingComponent", s(&c.reporting_component));
             put(&mut out, "reportingInstance", s(&c.reporting_instance));
+        }
+        ("events.k8s.io/v1", "Event") => {
+            let c = EventV1::decode(raw).map_err(|e| bad("Event", e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+            put(&mut out, "eventTime", time(&c.event_time, true));
+            put(&mut out, "series", c.series.as_ref().map(series));
+            put(&mut out, "reportingController", s(&c.reporting_controller));
+            put(&mut out, "reportingInstance", s(&c.reporting_instance));
+            put(&mut out, "action", s(&c.action));
+            put(&mut out, "reason", s(&c.reason));
+            put(&mut out, "regarding", c.regarding.as_ref().map(reference));
+            put(&mut out, "related", c.related.as_ref().map(reference));
+            put(&mut out, "note", s(&c.note));
+            put(&mut out, "type", s(&c.type_));
+            put(
+                &mut out,
+                "deprecatedSource",
+                c.deprecated_source.as_ref().map(source),
+            );
+            put(
+                &mut out,
+                "deprecatedFirstTimestamp",
+                time(&c.deprecated_first_timestamp, false),
+            );
+            put(
+                &mut out,
+                "deprecatedLastTimestamp",
+                time(&c.deprecated_last_timestamp, false),
+            );
+            put(
+                &mut out,
+                "deprecatedCount",
+                c.deprecated_count.map(|n| json!(n)),
+            );
         }
         ("coordination.k8s.io/v1", "Lease") => {
             let c = Lease::decode(raw).map_err(|e| bad("Lease", e))?;
@@ -610,6 +713,69 @@ mod tests {
             "metadata": {"name": "sh.helm.release.v1.r1.v1", "namespace": "default", "labels": {"owner": "helm"}},
             "data": {"release": "SDRzSQ=="}, "type": "helm.sh/release.v1"})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn events_of_both_api_groups_decode_to_their_json() -> Result<(), ApiError> {
+        let at = |seconds| {
+            Some(Time {
+                seconds: Some(seconds),
+                nanos: Some(5000),
+            })
+        };
+        let regarding = Some(ObjectReference {
+            kind: Some("Job".into()),
+            name: Some("j".into()),
+            ..Default::default()
+        });
+        let series = Some(EventSeries {
+            count: Some(2),
+            last_observed_time: at(1_800_000_100),
+        });
+        let v1 = EventV1 {
+            metadata: Some(ObjectMeta {
+                name: Some("j.1".into()),
+                ..Default::default()
+            }),
+            event_time: at(1_800_000_000),
+            series: series.clone(),
+            reporting_controller: Some("example.com/op".into()),
+            reporting_instance: Some("op-0".into()),
+            action: Some("Reconcile".into()),
+            reason: Some("Synced".into()),
+            regarding: regarding.clone(),
+            note: Some("done".into()),
+            type_: Some("Normal".into()),
+            ..Default::default()
+        };
+        let v = decode_object(&wrap("events.k8s.io/v1", "Event", v1.encode_to_vec()))?;
+        assert_eq!(
+            v,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "j.1"},
+                "eventTime": "2027-01-15T08:00:00.000005Z",
+                "series": {"count": 2, "lastObservedTime": "2027-01-15T08:01:40.000005Z"},
+                "reportingController": "example.com/op", "reportingInstance": "op-0",
+                "action": "Reconcile", "reason": "Synced", "regarding": {"kind": "Job", "name": "j"},
+                "note": "done", "type": "Normal"})
+        );
+        let core = Event {
+            metadata: Some(ObjectMeta {
+                name: Some("j.2".into()),
+                ..Default::default()
+            }),
+            involved_object: regarding,
+            series,
+            related: Some(ObjectReference {
+                name: Some("t".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = decode_object(&wrap("v1", "Event", core.encode_to_vec()))?;
+        assert_eq!(v["series"]["count"], 2);
+        assert_eq!(v["related"], json!({"name": "t"}));
+        assert_eq!(v["involvedObject"]["kind"], "Job");
         Ok(())
     }
 

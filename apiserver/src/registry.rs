@@ -17,6 +17,44 @@ pub enum CellSource {
     DataCount,
     /// Time since `metadata.creationTimestamp`, as `5m`.
     Age,
+    /// Time since the first of these times (JSON pointers) that is set, as
+    /// `5m`: an event's last sighting.
+    AgeOfFirst(Vec<&'static str>),
+    /// The object referred to at this JSON pointer, as `kind/name` (kind in
+    /// lower case), as kubectl prints an event's object.
+    Reference(&'static str),
+}
+
+/// The columns of an event's table, core/v1 and events.k8s.io/v1 alike; the
+/// fields are named as in core/v1 (`core`) or events.k8s.io/v1.
+pub(crate) fn event_columns(core: bool) -> Vec<Column> {
+    let (last, regarding, message) = if core {
+        ("/lastTimestamp", "/involvedObject", ".message")
+    } else {
+        ("/deprecatedLastTimestamp", "/regarding", ".note")
+    };
+    let column = |name: &str, type_: &str, source| Column {
+        name: name.into(),
+        type_: type_.into(),
+        priority: 0,
+        source,
+    };
+    vec![
+        column(
+            "Last Seen",
+            "string",
+            CellSource::AgeOfFirst(vec![
+                "/series/lastObservedTime",
+                last,
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]),
+        ),
+        path_col("Type", "string", ".type"),
+        path_col("Reason", "string", ".reason"),
+        column("Object", "string", CellSource::Reference(regarding)),
+        path_col("Message", "string", message),
+    ]
 }
 
 /// One printer column.
@@ -62,6 +100,25 @@ fn json_path_fields(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// A kind served as another API group's form of a stored kind: events.k8s.io/v1
+/// Event is core/v1 Event in other words. Reads and writes go to the stored
+/// kind's objects, converted on the way in and out, so each is seen through
+/// both and written through either.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The kind whose objects are stored.
+    pub storage: Arc<ResourceDesc>,
+    /// A stored object in this view's form.
+    pub to_view: fn(Value) -> Value,
+    /// An object in this view's form, as stored.
+    pub to_storage: fn(Value) -> Value,
+    /// A field selector's field (in this view's names) as stored.
+    pub stored_field: fn(&str) -> String,
+    /// The view's own rules for a write through it (`old` on an update),
+    /// on top of the stored kind's.
+    pub validate: fn(&Value, Option<&Value>) -> Vec<corral_api::validation::FieldError>,
+}
+
 /// Everything the server knows about one kind.
 #[derive(Debug, Clone)]
 pub struct ResourceDesc {
@@ -97,6 +154,8 @@ pub struct ResourceDesc {
     pub checker: Arc<crate::schema_check::Schema>,
     /// Custom or built-in.
     pub origin: Origin,
+    /// Set when the kind is a view of another stored kind.
+    pub view: Option<View>,
 }
 
 impl ResourceDesc {
@@ -140,9 +199,12 @@ impl ResourceDesc {
     pub fn schema_name(&self) -> String {
         match self.group {
             "" => format!("io.k8s.api.core.v1.{}", self.kind),
-            "coordination.k8s.io" => {
-                format!("io.k8s.api.coordination.{}.{}", self.version, self.kind)
-            }
+            g if g.ends_with(".k8s.io") => format!(
+                "io.k8s.api.{}.{}.{}",
+                g.trim_end_matches(".k8s.io"),
+                self.version,
+                self.kind
+            ),
             g => {
                 let reversed: Vec<&str> = g.split('.').rev().collect();
                 format!("{}.{}.{}", reversed.join("."), self.version, self.kind)
@@ -154,7 +216,10 @@ impl ResourceDesc {
 /// Every kind served, looked up by group/version/plural.
 #[derive(Debug, Clone)]
 pub struct Registry {
+    /// The kinds with objects of their own in the store.
     resources: Vec<Arc<ResourceDesc>>,
+    /// The kinds served as views of stored ones.
+    views: Vec<Arc<ResourceDesc>>,
 }
 
 /// An OpenAPI v3 schema for `T`, with every sub-schema inlined.
@@ -184,7 +249,7 @@ fn age() -> Column {
     }
 }
 
-fn path_col(name: &str, type_: &str, path: &str) -> Column {
+pub(crate) fn path_col(name: &str, type_: &str, path: &str) -> Column {
     Column {
         name: name.into(),
         type_: type_.into(),
@@ -262,11 +327,12 @@ fn from_crd(crd: CustomResourceDefinition) -> ResourceDesc {
         checker: Arc::new(crate::schema_check::Schema::compile(&schema)),
         schema,
         origin: Origin::Custom,
+        view: None,
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn builtin(
+pub(crate) fn builtin(
     group: &'static str,
     version: &'static str,
     kind: &'static str,
@@ -296,6 +362,7 @@ fn builtin(
         checker: Arc::new(crate::schema_check::Schema::compile(&schema)),
         schema,
         origin: Origin::BuiltIn,
+        view: None,
     }
 }
 
@@ -371,13 +438,7 @@ impl Registry {
             true,
             &["ev"],
             false,
-            vec![
-                path_col("Last Seen", "string", ".lastTimestamp"),
-                path_col("Type", "string", ".type"),
-                path_col("Reason", "string", ".reason"),
-                path_col("Object", "string", ".involvedObject.name"),
-                path_col("Message", "string", ".message"),
-            ],
+            event_columns(true),
             &[
                 "involvedObject.kind",
                 "involvedObject.namespace",
@@ -406,28 +467,39 @@ impl Registry {
             &[],
             schema_of::<Lease>(),
         ));
+        let resources: Vec<Arc<ResourceDesc>> = resources.into_iter().map(Arc::new).collect();
+        let core_events = resources
+            .iter()
+            .find(|r| r.group.is_empty() && r.kind == "Event")
+            .cloned()
+            .expect("core events are registered above");
         Registry {
-            resources: resources.into_iter().map(Arc::new).collect(),
+            resources,
+            views: vec![Arc::new(crate::events_v1::resource(core_events))],
         }
     }
 
-    /// Every resource, in registration order.
+    /// Every stored resource, in registration order (views excluded: their
+    /// objects are their stored kind's).
     pub fn all(&self) -> &[Arc<ResourceDesc>] {
         &self.resources
     }
 
+    /// Every resource served: the stored ones, then the views.
+    pub fn served(&self) -> impl Iterator<Item = &Arc<ResourceDesc>> {
+        self.resources.iter().chain(&self.views)
+    }
+
     /// The resource at `group/version/plural`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDesc>> {
-        self.resources
-            .iter()
+        self.served()
             .find(|r| r.group == group && r.version == version && r.plural == plural)
             .cloned()
     }
 
     /// The resource of `apiVersion` + `kind`.
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceDesc>> {
-        self.resources
-            .iter()
+        self.served()
             .find(|r| r.api_version() == api_version && r.kind == kind)
             .cloned()
     }
@@ -435,7 +507,7 @@ impl Registry {
     /// The groups served, in order (core is reported separately at `/api`).
     pub fn groups(&self) -> Vec<&'static str> {
         let mut out: Vec<&'static str> = Vec::new();
-        for r in &self.resources {
+        for r in self.served() {
             if !r.group.is_empty() && !out.contains(&r.group) {
                 out.push(r.group);
             }

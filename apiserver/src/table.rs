@@ -89,6 +89,17 @@ fn age_of(obj: &Value, field: &str) -> Value {
 fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
     match source {
         CellSource::Age => age_of(obj, "/metadata/creationTimestamp"),
+        CellSource::AgeOfFirst(fields) => fields
+            .iter()
+            .find(|f| obj.pointer(f).and_then(Value::as_str).is_some())
+            .map_or(Value::Null, |f| age_of(obj, f)),
+        CellSource::Reference(field) => match obj.pointer(field) {
+            Some(r) => {
+                let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
+                json!(format!("{}/{}", text("kind").to_lowercase(), text("name")))
+            }
+            None => Value::Null,
+        },
         CellSource::DataCount => {
             let count = |f: &str| obj.get(f).and_then(Value::as_object).map_or(0, |m| m.len());
             json!(count("data") + count("binaryData"))
@@ -117,6 +128,10 @@ fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
         let description = match &c.source {
             CellSource::Path(p) => p.clone(),
             CellSource::Age => "time since creation".into(),
+            CellSource::AgeOfFirst(fields) => {
+                format!("time since the first of {}", fields.join(", "))
+            }
+            CellSource::Reference(field) => format!("the object at {field}"),
             CellSource::DataCount => "number of data keys".into(),
         };
         cols.push(json!({"name": c.name, "type": c.type_, "format": "", "description": description, "priority": c.priority}));

@@ -96,7 +96,13 @@ fn bookmark(desc: &ResourceDesc, revision: i64, initial_end: bool) -> Bytes {
     )
 }
 
+/// An event line for a stored object, in the form of the resource watched
+/// (`desc`; a view's form when it is one).
 fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes {
+    let obj = match &desc.view {
+        Some(view) => (view.to_view)(obj),
+        None => obj,
+    };
     match p.table {
         Some(include) => {
             let rv = obj
@@ -112,7 +118,7 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
 
 /// A watch event line built from an object's cached JSON (no re-encoding).
 fn cached_line(desc: &ResourceDesc, p: &WatchParams, kind: &str, entry: &Entry) -> Bytes {
-    if p.table.is_some() {
+    if p.table.is_some() || desc.view.is_some() {
         return event(desc, p, kind, entry.value.clone());
     }
     let mut out = Vec::with_capacity(entry.json.len() + 32);
@@ -149,8 +155,20 @@ pub async fn start(
     api: Api,
     desc: Arc<ResourceDesc>,
     ns: Option<String>,
-    p: WatchParams,
+    mut p: WatchParams,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    // A view is watched through its stored kind's objects, selected by the
+    // stored names of its fields; `served` gives the events their form.
+    let served = desc.clone();
+    let desc = match &served.view {
+        Some(view) => {
+            for term in &mut p.fields.0 {
+                term.field = (view.stored_field)(&term.field);
+            }
+            view.storage.clone()
+        }
+        None => desc,
+    };
     // A version the store has not reached (a client that saw a store since
     // restored from an older backup) cannot be resumed from: the watch
     // would silently skip the changes up to it. The client lists again.
@@ -175,7 +193,7 @@ pub async fn start(
         Start::Now => None,
     };
     if let Some((cache, index)) = api.cache_for(&desc, fresh).await? {
-        return start_cached(cache, index, desc, ns, p, start).await;
+        return start_cached(cache, index, desc, served, ns, p, start).await;
     }
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
@@ -188,10 +206,10 @@ pub async fn start(
             };
             let page = api.list(&desc, ns.as_deref(), &q).await?;
             for obj in page.items.iter().map(|e| e.value.clone()) {
-                initial.push(event(&desc, &p, "ADDED", obj));
+                initial.push(event(&served, &p, "ADDED", obj));
             }
             if p.end_bookmark() {
-                initial.push(bookmark(&desc, page.revision, true));
+                initial.push(bookmark(&served, page.revision, true));
             }
             page.revision
         }
@@ -232,7 +250,7 @@ pub async fn start(
                 // The client went away (or the server is shutting down).
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if p.bookmarks => {
-                    if tx.send(bookmark(&desc, last_revision, false)).await.is_err() {
+                    if tx.send(bookmark(&served, last_revision, false)).await.is_err() {
                         return;
                     }
                 }
@@ -251,7 +269,7 @@ pub async fn start(
                     };
                     last_revision = ev.revision();
                     let out = match translate(&p, ev) {
-                        Ok(Some((kind, obj))) => event(&desc, &p, kind, obj),
+                        Ok(Some((kind, obj))) => event(&served, &p, kind, obj),
                         Ok(None) => continue,
                         Err(e) => line("ERROR", e.status()),
                     };
@@ -304,6 +322,7 @@ async fn start_cached(
     cache: WatchCache,
     index: usize,
     desc: Arc<ResourceDesc>,
+    served: Arc<ResourceDesc>,
     ns: Option<String>,
     p: WatchParams,
     start: Start,
@@ -338,14 +357,19 @@ async fn start_cached(
             for entry in &snap.items {
                 if matches(&p.labels, &p.fields, &entry.value)
                     && tx
-                        .send(cached_line(&desc, &p, "ADDED", entry))
+                        .send(cached_line(&served, &p, "ADDED", entry))
                         .await
                         .is_err()
                 {
                     return;
                 }
             }
-            if p.end_bookmark() && tx.send(bookmark(&desc, snap.revision, true)).await.is_err() {
+            if p.end_bookmark()
+                && tx
+                    .send(bookmark(&served, snap.revision, true))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }
@@ -353,7 +377,7 @@ async fn start_cached(
             last_revision = c.revision;
             if let Some(kind) = classify(&p, &c)
                 && tx
-                    .send(cached_line(&desc, &p, kind, &c.object))
+                    .send(cached_line(&served, &p, kind, &c.object))
                     .await
                     .is_err()
             {
@@ -377,7 +401,7 @@ async fn start_cached(
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if p.bookmarks => {
                     let rev = cache.revision().max(last_revision);
-                    if tx.send(bookmark(&desc, rev, false)).await.is_err() {
+                    if tx.send(bookmark(&served, rev, false)).await.is_err() {
                         return;
                     }
                 }
@@ -386,7 +410,7 @@ async fn start_cached(
                     let Some(c) = next else { return };
                     last_revision = c.revision;
                     if let Some(kind) = classify(&p, &c)
-                        && tx.send(cached_line(&desc, &p, kind, &c.object)).await.is_err()
+                        && tx.send(cached_line(&served, &p, kind, &c.object)).await.is_err()
                     {
                         return;
                     }

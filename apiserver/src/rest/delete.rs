@@ -82,6 +82,12 @@ impl Api {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
+        if let Some(view) = &desc.view {
+            return Box::pin(self.delete(&view.storage, ns, name, opts))
+                .await
+                .map(view.to_view)
+                .map_err(|e| as_view_error(e, desc));
+        }
         let key = desc.key(ns, name);
         let resource = desc.group_resource();
         for _ in 0..MAX_RETRIES {

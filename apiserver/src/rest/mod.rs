@@ -23,7 +23,7 @@ use crate::objects::{
     to_stored,
 };
 use crate::patch::{PatchKind, apply_patch};
-use crate::registry::{Registry, ResourceDesc};
+use crate::registry::{Registry, ResourceDesc, View};
 use crate::selectors::{FieldSelector, LabelSelector};
 
 mod delete;
@@ -100,6 +100,31 @@ impl Api {
             Ok(None)
         }
     }
+}
+
+/// An error about a view's stored object, told with the view's resource
+/// name (`events.events.k8s.io`), as a client of the view asked.
+fn as_view_error(e: ApiError, desc: &ResourceDesc) -> ApiError {
+    let resource = desc.group_resource();
+    match e {
+        ApiError::NotFound { name, .. } => ApiError::NotFound { resource, name },
+        ApiError::AlreadyExists { name, .. } => ApiError::AlreadyExists { resource, name },
+        ApiError::Conflict { name, message, .. } => ApiError::Conflict {
+            resource,
+            name,
+            message,
+        },
+        other => other,
+    }
+}
+
+/// `q` with its field selector in the stored kind's names.
+fn stored_query(q: &ListQuery, view: &View) -> ListQuery {
+    let mut q = q.clone();
+    for term in &mut q.fields.0 {
+        term.field = (view.stored_field)(&term.field);
+    }
+    q
 }
 
 /// Options common to writes.

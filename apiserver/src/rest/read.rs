@@ -11,6 +11,12 @@ impl Api {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
+        if let Some(view) = &desc.view {
+            return Box::pin(self.get(&view.storage, ns, name))
+                .await
+                .map(view.to_view)
+                .map_err(|e| as_view_error(e, desc));
+        }
         let kv = self
             .store
             .get(&desc.key(ns, name))
@@ -31,6 +37,15 @@ impl Api {
         ns: Option<&str>,
         q: &ListQuery,
     ) -> Result<ListPage, ApiError> {
+        if let Some(view) = &desc.view {
+            let page = Box::pin(self.list(&view.storage, ns, &stored_query(q, view))).await?;
+            let items = page
+                .items
+                .iter()
+                .map(|e| Entry::new((view.to_view)(e.value.clone())).map(Arc::new))
+                .collect::<Result<_, _>>()?;
+            return Ok(ListPage { items, ..page });
+        }
         // A version the store has not reached cannot be served (one store
         // backs every server, so its revision is the newest there is).
         if let Some(rv) = q

@@ -55,6 +55,18 @@ impl Api {
             ));
         }
         check_type_meta(desc, &mut body)?;
+        if let Some(view) = &desc.view {
+            generate_name(&mut body);
+            let mut warnings = admit_view(desc, view, &mut body, None, opts)?;
+            let mut written =
+                Box::pin(self.create(&view.storage, ns, (view.to_storage)(body), opts))
+                    .await
+                    .map_err(|e| as_view_error(e, desc))?;
+            written.object = (view.to_view)(written.object);
+            warnings.append(&mut written.warnings);
+            written.warnings = warnings;
+            return Ok(written);
+        }
         let meta = meta_mut(&mut body);
         if let (Some(url_ns), Some(body_ns)) = (ns, meta.get("namespace").and_then(Value::as_str))
             && !body_ns.is_empty()
@@ -71,20 +83,8 @@ impl Api {
         } else {
             meta.remove("namespace");
         }
-        if meta
-            .get("name")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-            && let Some(prefix) = meta
-                .get("generateName")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        {
-            meta.insert(
-                "name".into(),
-                json!(format!("{prefix}{}", generated_suffix())),
-            );
-        }
+        generate_name(&mut body);
+        let meta = meta_mut(&mut body);
         for system in [
             "uid",
             "resourceVersion",
@@ -311,9 +311,72 @@ impl Api {
         }
     }
 
-    /// The read-modify-write loop shared by update and patch.
+    /// The read-modify-write loop shared by update and patch. Through a
+    /// view, `change` sees and returns the view's form of the object, which
+    /// is checked as the view's before it is stored as the stored kind's.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn modify<F>(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<i64>,
+        opts: &WriteOptions,
+        change: F,
+        status: bool,
+        operation: &str,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn(&Value) -> Result<Value, ApiError>,
+    {
+        let Some(view) = &desc.view else {
+            return self
+                .modify_stored(
+                    desc,
+                    ns,
+                    name,
+                    precondition,
+                    opts,
+                    change,
+                    status,
+                    operation,
+                )
+                .await;
+        };
+        let view_warnings = std::sync::Mutex::new(Vec::new());
+        let through_view = |current: &Value| {
+            let before = (view.to_view)(current.clone());
+            let mut next = change(&before)?;
+            check_type_meta(desc, &mut next)?;
+            let warnings = admit_view(desc, view, &mut next, Some(&before), opts)?;
+            if let Ok(mut w) = view_warnings.lock() {
+                *w = warnings;
+            }
+            Ok((view.to_storage)(next))
+        };
+        let mut written = self
+            .modify_stored(
+                &view.storage,
+                ns,
+                name,
+                precondition,
+                opts,
+                through_view,
+                status,
+                operation,
+            )
+            .await
+            .map_err(|e| as_view_error(e, desc))?;
+        written.object = (view.to_view)(written.object);
+        let mut warnings = view_warnings.into_inner().unwrap_or_default();
+        warnings.append(&mut written.warnings);
+        written.warnings = warnings;
+        Ok(written)
+    }
+
+    /// [`Api::modify`] on a stored kind.
+    #[allow(clippy::too_many_arguments)]
+    async fn modify_stored<F>(
         &self,
         desc: &ResourceDesc,
         ns: Option<&str>,
@@ -457,4 +520,46 @@ impl Api {
             message: "the object kept changing; please try again".into(),
         })
     }
+}
+
+/// Names an object that asks for a generated name (`generateName` and no
+/// `name`).
+fn generate_name(obj: &mut Value) {
+    let meta = meta_mut(obj);
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    {
+        meta.insert(
+            "name".into(),
+            json!(format!("{prefix}{}", generated_suffix())),
+        );
+    }
+}
+
+/// Admits a write through a view in the view's form: its schema (with
+/// `fieldValidation`), the metadata rules, then the view's own rules.
+/// Returns the warnings to send.
+fn admit_view(
+    desc: &ResourceDesc,
+    view: &crate::registry::View,
+    obj: &mut Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+) -> Result<Vec<String>, ApiError> {
+    let warnings = admit(desc, obj, old, opts.field_validation)?;
+    let errors = (view.validate)(obj, old);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid {
+            kind: format!("{}.{}", desc.kind, desc.group),
+            name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+            errors,
+        });
+    }
+    Ok(warnings)
 }

@@ -20,6 +20,7 @@ pub async fn discovery_finds_every_kind(ts: &TestServer) -> Result<()> {
         "/ConfigMap",
         "/Namespace",
         "coordination.k8s.io/Lease",
+        "events.k8s.io/Event",
     ] {
         assert!(
             kinds.iter().any(|k| k == want),
@@ -159,6 +160,128 @@ pub async fn core_kinds_follow_their_kubernetes_rules(ts: &TestServer) -> Result
         ns.spec.as_ref().and_then(|s| s.finalizers.clone()),
         Some(vec!["kubernetes".to_string()])
     );
+    Ok(())
+}
+
+/// events.k8s.io/v1 serves the same events as core/v1: what kube-runtime's
+/// `Recorder` publishes (a create, then a merge patch of its series) reads
+/// as a core Event, a core Event reads through events.k8s.io/v1, and a
+/// watch of either sees the other's writes.
+pub async fn events_are_one_store_seen_through_both_apis(ts: &TestServer) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let core: Api<CoreEvent> = Api::namespaced(ts.client.clone(), "default");
+    let v1: Api<EventV1> = Api::namespaced(ts.client.clone(), "default");
+    let mut changes = v1
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await?
+        .boxed();
+
+    let recorder = Recorder::new(
+        ts.client.clone(),
+        Reporter {
+            controller: "example.com/operator".into(),
+            instance: Some("operator-0".into()),
+        },
+    );
+    let job = ObjectReference {
+        api_version: Some("corral.dev/v1alpha1".into()),
+        kind: Some("Job".into()),
+        name: Some("reported".into()),
+        namespace: Some("default".into()),
+        uid: Some("u-1".into()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Synced".into(),
+        note: Some("reconciled".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &job).await?;
+    recorder.publish(&event, &job).await?;
+
+    let about_job = ListParams::default().fields("involvedObject.name=reported");
+    let seen = core.list(&about_job).await?.items;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let e = &seen[0];
+    assert_eq!(
+        (
+            e.reason.as_deref(),
+            e.message.as_deref(),
+            e.type_.as_deref()
+        ),
+        (Some("Synced"), Some("reconciled"), Some("Normal"))
+    );
+    assert_eq!(
+        e.reporting_component.as_deref(),
+        Some("example.com/operator")
+    );
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(2)));
+    // The same object through events.k8s.io/v1, selected by its own names.
+    let through_v1 = v1
+        .list(
+            &ListParams::default()
+                .fields("regarding.name=reported,reportingController=example.com/operator"),
+        )
+        .await?
+        .items;
+    assert_eq!(through_v1.len(), 1);
+    assert_eq!(through_v1[0].note.as_deref(), Some("reconciled"));
+    assert_eq!(through_v1[0].metadata.uid, e.metadata.uid);
+
+    // A core Event (client-go's legacy recorder) reads through events.k8s.io/v1.
+    let legacy: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "legacy.1"},
+        "involvedObject": {"kind": "Task", "name": "t-0", "namespace": "default"},
+        "reason": "Killed", "message": "preempted", "type": "Warning", "count": 1,
+        "source": {"component": "corral-preemption"}}))?;
+    core.create(&PostParams::default(), &legacy).await?;
+    let read = v1.get("legacy.1").await?;
+    assert_eq!(read.note.as_deref(), Some("preempted"));
+    assert_eq!(read.regarding.and_then(|r| r.name).as_deref(), Some("t-0"));
+    assert_eq!(read.deprecated_count, Some(1));
+
+    // The watch saw the recorder's create and patch and the core create.
+    let mut names = Vec::new();
+    while names.len() < 3 {
+        match tokio::time::timeout(WAIT, changes.try_next()).await?? {
+            Some(kube::api::WatchEvent::Added(e) | kube::api::WatchEvent::Modified(e)) => {
+                names.push(e.note.unwrap_or_default());
+            }
+            Some(other) => bail!("unexpected event {other:?}"),
+            None => bail!("the watch ended"),
+        }
+    }
+    assert_eq!(names, ["reconciled", "reconciled", "preempted"]);
+
+    // events.k8s.io/v1's own rules hold for what is written through it.
+    let bare: EventV1 = serde_json::from_value(json!({"metadata": {"name": "bare"}, "note": "x"}))?;
+    let (code, reason, message) = api_error(
+        v1.create(&PostParams::default(), &bare)
+            .await
+            .expect_err("invalid"),
+    )?;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+    assert!(
+        message.starts_with("Event.events.k8s.io \"bare\" is invalid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("reportingController: Required value"),
+        "{message}"
+    );
+    assert!(core.get_opt("bare").await?.is_none());
+    let gone = v1.get("missing").await.expect_err("absent");
+    assert!(
+        api_error(gone)?
+            .2
+            .contains("events.events.k8s.io \"missing\" not found")
+    );
+    v1.delete("legacy.1", &DeleteParams::default()).await?;
+    assert!(core.get_opt("legacy.1").await?.is_none());
     Ok(())
 }
 

@@ -143,6 +143,7 @@ suite!(embedded:
     access::client_certificates_authenticate,
     clients::core_kinds_work_for_clients,
     clients::core_kinds_follow_their_kubernetes_rules,
+    clients::events_are_one_store_seen_through_both_apis,
     clients::strategic_merge_patches_follow_list_types,
     corpus::the_corpus_gets_the_answers_it_expects,
     corpus::mutated_corpus_entries_never_get_a_5xx_or_a_partial_write,
@@ -152,6 +153,7 @@ suite!(embedded:
 
 suite!(etcd:
     crud::jobs_are_created_read_listed_patched_and_deleted,
+    clients::events_are_one_store_seen_through_both_apis,
     crud::lists_match_resource_versions,
     crud::writes_outside_the_registry_do_not_hold_reads_back,
     crud::a_stale_resource_version_is_a_conflict_and_writes_nothing,

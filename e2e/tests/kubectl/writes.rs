@@ -440,3 +440,55 @@ fn secrets_and_orphaning_deletes() -> Result<()> {
     assert_eq!(left.trim(), "Task/sparkie-0-0:");
     Ok(())
 }
+
+/// An event written through events.k8s.io/v1 (as kube-runtime's Recorder
+/// and client-go's events library write them) shows in `kubectl describe`
+/// and `kubectl get events`, which read core/v1.
+#[test]
+fn events_written_through_events_k8s_io_show_in_describe() -> Result<()> {
+    let (_server, k) = setup_api_only()?;
+    apply_example(&k, "talk-adhoc-job.yaml")?;
+    let ns = ["-n", "analytics"];
+    let uid = k
+        .run(
+            &[
+                &ns[..],
+                &["get", "job", "sparkie", "-o", "jsonpath={.metadata.uid}"],
+            ]
+            .concat(),
+        )?
+        .ok()?;
+    let event = format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {{name: sparkie.1, namespace: analytics}}\neventTime: \"2026-11-30T10:00:00.000000Z\"\nreportingController: example.com/operator\nreportingInstance: operator-0\naction: Reconcile\nreason: Resized\ntype: Warning\nnote: resized by the operator\nregarding: {{apiVersion: corral.dev/v1alpha1, kind: Job, name: sparkie, namespace: analytics, uid: {uid}}}\n"
+    );
+    k.run_stdin(&["create", "-f", "-"], &event)?.ok()?;
+    let described = k
+        .run(&[&ns[..], &["describe", "job", "sparkie"]].concat())?
+        .ok()?;
+    let events = described
+        .split("Events:")
+        .nth(1)
+        .context("describe printed no events")?;
+    assert!(
+        events.contains("Warning  Resized") && events.contains("resized by the operator"),
+        "{described}"
+    );
+    let listed = k.run(&[&ns[..], &["get", "events"]].concat())?.ok()?;
+    assert!(listed.contains("job/sparkie"), "{listed}");
+    let through_v1 = k
+        .run(
+            &[
+                &ns[..],
+                &[
+                    "get",
+                    "events.v1.events.k8s.io",
+                    "-o",
+                    "jsonpath={.items[*].note}",
+                ],
+            ]
+            .concat(),
+        )?
+        .ok()?;
+    assert_eq!(through_v1, "resized by the operator");
+    Ok(())
+}
