@@ -31,6 +31,7 @@ pub mod patch;
 pub mod pki;
 pub mod protobuf;
 pub mod registry;
+pub mod render;
 pub mod rest;
 pub mod reviews;
 pub mod schema_check;

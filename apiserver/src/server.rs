@@ -41,7 +41,8 @@ mod scale;
 pub use inflight::{InFlight, InFlightLimits, RequestClass, Slot};
 pub use query::parse_go_duration;
 
-use crate::table::{IncludeObject, table, wants_table};
+use crate::render::{Rendering, partial_metadata, partial_metadata_list, rendering};
+use crate::table::{IncludeObject, table};
 use crate::watch::{self, WatchParams};
 use query::{Query, list_query, watch_timeout, write_options};
 use route::{attributes, resolve};
@@ -609,16 +610,25 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
 fn list_response(
     desc: &ResourceDesc,
     page: crate::rest::ListPage,
-    accept: &str,
-    include: IncludeObject,
+    render: Rendering,
 ) -> Response<Body> {
     let rv = page.revision.to_string();
-    if wants_table(accept) {
-        let values: Vec<Value> = page.items.iter().map(|e| e.value.clone()).collect();
-        return json_response(
-            StatusCode::OK,
-            &table(desc, &values, &rv, page.continue_token.as_deref(), include),
-        );
+    match render {
+        Rendering::Table(include) => {
+            let values: Vec<Value> = page.items.iter().map(|e| e.value.clone()).collect();
+            return json_response(
+                StatusCode::OK,
+                &table(desc, &values, &rv, page.continue_token.as_deref(), include),
+            );
+        }
+        Rendering::Metadata(v) => {
+            let items = page.items.iter().map(|e| e.value.clone());
+            return json_response(
+                StatusCode::OK,
+                &partial_metadata_list(items, &rv, page.continue_token.as_deref(), v),
+            );
+        }
+        Rendering::Object => {}
     }
     let mut metadata = serde_json::json!({"resourceVersion": rv});
     if let Some(c) = page.continue_token {
@@ -656,6 +666,12 @@ async fn resource(
     let desc = t.desc.clone();
     let ns = t.namespace.as_deref();
     let include = IncludeObject::parse(q.get("includeObject"));
+    // The form of what a read sends (writes answer with the object).
+    let render = if req.method() == Method::GET {
+        rendering(accept, include)?
+    } else {
+        Rendering::Object
+    };
     match (req.method().clone(), t.name.as_deref()) {
         (Method::GET, None) if q.flag("watch") => {
             let lq = list_query(&q, &desc)?;
@@ -666,7 +682,7 @@ async fn resource(
                 send_initial: q.optional_bool("sendInitialEvents")?,
                 labels: lq.labels,
                 fields: lq.fields,
-                table: wants_table(accept).then_some(include),
+                render,
             };
             let rx = watch::start(api, desc, t.namespace.clone(), params).await?;
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -681,22 +697,23 @@ async fn resource(
         (Method::GET, None) => {
             let lq = list_query(&q, &desc)?;
             let page = api.list(&desc, ns, &lq).await?;
-            Ok(list_response(&desc, page, accept, include))
+            Ok(list_response(&desc, page, render))
         }
         (Method::GET, Some(name)) => {
             let obj = api.get(&desc, ns, name).await?;
-            if wants_table(accept) {
-                let rv = obj
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table(&desc, &[obj], &rv, None, include),
-                ));
-            }
-            Ok(json_response(StatusCode::OK, &obj))
+            let body = match render {
+                Rendering::Table(include) => {
+                    let rv = obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    table(&desc, &[obj], &rv, None, include)
+                }
+                Rendering::Metadata(v) => partial_metadata(&obj, v),
+                Rendering::Object => obj,
+            };
+            Ok(json_response(StatusCode::OK, &body))
         }
         (Method::POST, None) => {
             let opts = write_options(&q, req.method(), req.headers())?;
@@ -758,7 +775,7 @@ async fn resource(
                 None => {
                     let lq = list_query(&q, &desc)?;
                     let page = api.delete_collection(&desc, ns, &lq, &opts).await?;
-                    Ok(list_response(&desc, page, "application/json", include))
+                    Ok(list_response(&desc, page, Rendering::Object))
                 }
             }
         }

@@ -28,14 +28,6 @@ impl IncludeObject {
     }
 }
 
-/// True when the Accept header asks for a Table.
-pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
-}
-
 /// Evaluates the JSONPath subset printer columns use: `.a.b`, `.a[0]`,
 /// `.a[?(@.type=="Ready")].status`, map keys with `.KEY`.
 pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
@@ -200,14 +192,5 @@ mod tests {
         assert_eq!(json_path(&obj, ".spec.list[0].a"), Some(&json!(1)));
         assert_eq!(json_path(&obj, ".spec.missing"), None);
         assert_eq!(json_path(&obj, ".spec.list[9]"), None);
-    }
-
-    #[test]
-    fn the_table_accept_header_is_recognised() {
-        assert!(wants_table(
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
-        ));
-        assert!(!wants_table("application/json"));
-        assert!(!wants_table(""));
     }
 }

@@ -25,9 +25,10 @@ use crate::cache::{
 use crate::error::ApiError;
 use crate::objects::from_stored;
 use crate::registry::ResourceDesc;
+use crate::render::{Rendering, partial_metadata};
 use crate::rest::{Api, ListQuery, matches};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::table::{IncludeObject, table};
+use crate::table::table;
 
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
@@ -47,8 +48,9 @@ pub struct WatchParams {
     pub labels: LabelSelector,
     /// `fieldSelector`.
     pub fields: FieldSelector,
-    /// Objects as one-row Tables (kubectl get -w).
-    pub table: Option<IncludeObject>,
+    /// The objects' form: themselves, one-row Tables (kubectl get -w) or
+    /// partial metadata.
+    pub render: Rendering,
 }
 
 impl WatchParams {
@@ -85,14 +87,22 @@ fn expired(requested: i64, oldest: i64) -> Bytes {
     line("ERROR", ApiError::Expired { requested, oldest }.status())
 }
 
-fn bookmark(desc: &ResourceDesc, revision: i64, initial_end: bool) -> Bytes {
+fn bookmark(desc: &ResourceDesc, p: &WatchParams, revision: i64, initial_end: bool) -> Bytes {
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
+    // A metadata watcher decodes every event's object as partial metadata.
+    let (kind, api_version) = match p.render {
+        Rendering::Metadata(v) => (
+            "PartialObjectMetadata".to_owned(),
+            v.api_version().to_owned(),
+        ),
+        _ => (desc.kind.to_owned(), desc.api_version()),
+    };
     line(
         "BOOKMARK",
-        json!({"kind": desc.kind, "apiVersion": desc.api_version(), "metadata": meta}),
+        json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
     )
 }
 
@@ -103,8 +113,8 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
         Some(view) => (view.to_view)(obj),
         None => obj,
     };
-    match p.table {
-        Some(include) => {
+    match p.render {
+        Rendering::Table(include) => {
             let rv = obj
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
@@ -112,13 +122,14 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
                 .to_owned();
             line(kind, table(desc, &[obj], &rv, None, include))
         }
-        None => line(kind, obj),
+        Rendering::Metadata(v) => line(kind, partial_metadata(&obj, v)),
+        Rendering::Object => line(kind, obj),
     }
 }
 
 /// A watch event line built from an object's cached JSON (no re-encoding).
 fn cached_line(desc: &ResourceDesc, p: &WatchParams, kind: &str, entry: &Entry) -> Bytes {
-    if p.table.is_some() || desc.view.is_some() {
+    if p.render != Rendering::Object || desc.view.is_some() {
         return event(desc, p, kind, entry.value.clone());
     }
     let mut out = Vec::with_capacity(entry.json.len() + 32);
@@ -209,7 +220,7 @@ pub async fn start(
                 initial.push(event(&served, &p, "ADDED", obj));
             }
             if p.end_bookmark() {
-                initial.push(bookmark(&served, page.revision, true));
+                initial.push(bookmark(&served, &p, page.revision, true));
             }
             page.revision
         }
@@ -250,7 +261,7 @@ pub async fn start(
                 // The client went away (or the server is shutting down).
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if p.bookmarks => {
-                    if tx.send(bookmark(&served, last_revision, false)).await.is_err() {
+                    if tx.send(bookmark(&served, &p, last_revision, false)).await.is_err() {
                         return;
                     }
                 }
@@ -366,7 +377,7 @@ async fn start_cached(
             }
             if p.end_bookmark()
                 && tx
-                    .send(bookmark(&served, snap.revision, true))
+                    .send(bookmark(&served, &p, snap.revision, true))
                     .await
                     .is_err()
             {
@@ -401,7 +412,7 @@ async fn start_cached(
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if p.bookmarks => {
                     let rev = cache.revision().max(last_revision);
-                    if tx.send(bookmark(&served, rev, false)).await.is_err() {
+                    if tx.send(bookmark(&served, &p, rev, false)).await.is_err() {
                         return;
                     }
                 }

@@ -285,6 +285,79 @@ pub async fn events_are_one_store_seen_through_both_apis(ts: &TestServer) -> Res
     Ok(())
 }
 
+/// Metadata-only reads, as client-go's metadata client, controller-runtime's
+/// `OnlyMetadata` watches and kube-rs' metadata API ask for them with the
+/// Accept header: `PartialObjectMetadata` objects, lists and watch events,
+/// bookmarks included; an Accept header naming nothing the server produces
+/// is a 406.
+pub async fn metadata_only_reads_carry_only_metadata(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let mut labelled = job("meta-only", 2)?;
+    labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    jobs.create(&PostParams::default(), &labelled).await?;
+
+    let one = jobs.get_metadata("meta-only").await?;
+    assert_eq!(
+        one.types
+            .as_ref()
+            .map(|t| (t.api_version.as_str(), t.kind.as_str())),
+        Some(("meta.k8s.io/v1", "PartialObjectMetadata"))
+    );
+    assert_eq!(one.metadata.labels.unwrap_or_default()["team"], "a");
+    let listed = jobs
+        .list_metadata(&ListParams::default().labels("team=a"))
+        .await?;
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.metadata.resource_version.is_some());
+
+    // What a client-go metadata informer sends and reads.
+    let path = "/apis/corral.dev/v1alpha1/namespaces/default/jobs";
+    let accept = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    let req = http::Request::get(path)
+        .header("accept", accept)
+        .body(Vec::new())?;
+    let list: Value = serde_json::from_str(&ts.client.request_text(req).await?)?;
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+    assert_eq!(list["items"][0].get("spec"), None);
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("no version")?
+        .to_owned();
+
+    let req = http::Request::get(format!(
+        "{path}?watch=true&allowWatchBookmarks=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={rv}"
+    ))
+    .header("accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+    .body(Vec::new())?;
+    let mut lines = ts.client.request_events::<Value>(req).await?.boxed();
+    match tokio::time::timeout(WAIT, lines.try_next()).await?? {
+        Some(kube::api::WatchEvent::Added(o)) => {
+            assert_eq!(o["kind"], "PartialObjectMetadata");
+            assert_eq!(o.get("spec"), None);
+        }
+        other => bail!("expected the job's metadata, got {other:?}"),
+    }
+    match tokio::time::timeout(WAIT, lines.try_next()).await?? {
+        Some(kube::api::WatchEvent::Bookmark(b)) => {
+            assert_eq!(b.types.kind, "PartialObjectMetadata");
+        }
+        other => bail!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+
+    let req = http::Request::get(path)
+        .header("accept", "text/html")
+        .body(Vec::new())?;
+    let (code, reason, message) = api_error(
+        ts.client
+            .request_text(req)
+            .await
+            .expect_err("nothing acceptable"),
+    )?;
+    assert_eq!((code, reason.as_str()), (406, "NotAcceptable"), "{message}");
+    Ok(())
+}
+
 /// Strategic merge patches follow each list's declared type: owner
 /// references merge by uid, status conditions by type, other lists are
 /// replaced; a malformed patch is a 400 and changes nothing.

@@ -144,6 +144,7 @@ suite!(embedded:
     clients::core_kinds_work_for_clients,
     clients::core_kinds_follow_their_kubernetes_rules,
     clients::events_are_one_store_seen_through_both_apis,
+    clients::metadata_only_reads_carry_only_metadata,
     clients::strategic_merge_patches_follow_list_types,
     corpus::the_corpus_gets_the_answers_it_expects,
     corpus::mutated_corpus_entries_never_get_a_5xx_or_a_partial_write,

@@ -296,7 +296,7 @@ pub async fn uncached_watches_start_where_asked(ts: &TestServer) -> Result<()> {
         send_initial,
         labels: Default::default(),
         fields: Default::default(),
-        table: None,
+        render: corral_apiserver::render::Rendering::Object,
     };
     let watch = |p: WatchParams| start(uncached.clone(), desc.clone(), Some("default".into()), p);
     async fn next_line(
