@@ -174,11 +174,18 @@ impl Api {
                     Err(e) => return Err(ApiError::from_store(e, &resource, name)),
                 }
             }
-            if !finalizers(&current).is_empty() {
+            // A background delete is not held by the other policies'
+            // finalizers: it drops them, as kube-apiserver does.
+            let mut holding = finalizers(&current);
+            if meta_str(&current, "deletionTimestamp").is_none() {
+                holding.retain(|f| f != FOREGROUND && f != ORPHAN);
+            }
+            if !holding.is_empty() {
                 if meta_str(&current, "deletionTimestamp").is_some() {
                     return Ok(current);
                 }
-                let marked = marked_for_deletion(&current);
+                let mut marked = marked_for_deletion(&current);
+                meta_mut(&mut marked).insert("finalizers".into(), json!(holding));
                 match self
                     .store
                     .update(&key, to_stored(&marked)?, kv.mod_revision)

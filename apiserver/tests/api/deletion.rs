@@ -160,6 +160,22 @@ pub async fn orphan_deletion_releases_dependents(ts: &TestServer) -> Result<()> 
     })
     .await?;
     assert_eq!(owners(tasks.get("lone-0").await?), Vec::<String>::new());
+
+    // An explicit background delete is not held by that finalizer: the
+    // owner goes at once and its dependents after it.
+    let uid = owner_uid(jobs.create(&PostParams::default(), &self_orphaning).await?)?;
+    tasks
+        .create(
+            &PostParams::default(),
+            &task("lone-1", None, Some(("lone", &uid)))?,
+        )
+        .await?;
+    jobs.delete("lone", &DeleteParams::background()).await?;
+    assert!(jobs.get_opt("lone").await?.is_none());
+    eventually("the dependent to be collected", || async {
+        Ok(tasks.get_opt("lone-1").await?.is_none())
+    })
+    .await?;
     Ok(())
 }
 
