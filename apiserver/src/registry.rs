@@ -23,37 +23,75 @@ pub enum CellSource {
     /// The object referred to at this JSON pointer, as `kind/name` (kind in
     /// lower case), as kubectl prints an event's object.
     Reference(&'static str),
+    /// The first of these values (JSON pointers) that is set.
+    FirstOf(Vec<&'static str>),
+    /// The object's name. A kind whose columns include it places it there
+    /// (events: with `-o wide` only) instead of first.
+    Name,
 }
 
-/// The columns of an event's table, core/v1 and events.k8s.io/v1 alike; the
-/// fields are named as in core/v1 (`core`) or events.k8s.io/v1.
+/// The columns of an event's table, core/v1 and events.k8s.io/v1 alike, as
+/// kube-apiserver prints them (the name only with `-o wide`); the fields are
+/// named as in core/v1 (`core`) or events.k8s.io/v1.
 pub(crate) fn event_columns(core: bool) -> Vec<Column> {
-    let (last, regarding, message) = if core {
-        ("/lastTimestamp", "/involvedObject", ".message")
+    let (first, last, regarding, subobject, source, controller, count, message) = if core {
+        (
+            "/firstTimestamp",
+            "/lastTimestamp",
+            "/involvedObject",
+            ".involvedObject.fieldPath",
+            "/source/component",
+            "/reportingComponent",
+            "/count",
+            ".message",
+        )
     } else {
-        ("/deprecatedLastTimestamp", "/regarding", ".note")
+        (
+            "/deprecatedFirstTimestamp",
+            "/deprecatedLastTimestamp",
+            "/regarding",
+            ".regarding.fieldPath",
+            "/deprecatedSource/component",
+            "/reportingController",
+            "/deprecatedCount",
+            ".note",
+        )
     };
-    let column = |name: &str, type_: &str, source| Column {
+    let column = |name: &str, priority: i32, source| Column {
         name: name.into(),
-        type_: type_.into(),
-        priority: 0,
+        type_: "string".into(),
+        priority,
         source,
     };
+    let created = "/metadata/creationTimestamp";
     vec![
         column(
             "Last Seen",
-            "string",
+            0,
             CellSource::AgeOfFirst(vec![
                 "/series/lastObservedTime",
                 last,
                 "/eventTime",
-                "/metadata/creationTimestamp",
+                created,
             ]),
         ),
         path_col("Type", "string", ".type"),
         path_col("Reason", "string", ".reason"),
-        column("Object", "string", CellSource::Reference(regarding)),
+        column("Object", 0, CellSource::Reference(regarding)),
+        column("Subobject", 1, CellSource::Path(subobject.into())),
+        column("Source", 1, CellSource::FirstOf(vec![source, controller])),
         path_col("Message", "string", message),
+        column(
+            "First Seen",
+            1,
+            CellSource::AgeOfFirst(vec![first, "/eventTime", created]),
+        ),
+        column(
+            "Count",
+            1,
+            CellSource::FirstOf(vec!["/series/count", count]),
+        ),
+        column("Name", 1, CellSource::Name),
     ]
 }
 

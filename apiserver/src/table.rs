@@ -85,6 +85,16 @@ fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
             .iter()
             .find(|f| obj.pointer(f).and_then(Value::as_str).is_some())
             .map_or(Value::Null, |f| age_of(obj, f)),
+        CellSource::FirstOf(fields) => fields
+            .iter()
+            .filter_map(|f| obj.pointer(f))
+            .find(|v| !v.is_null() && *v != "")
+            .cloned()
+            .unwrap_or(Value::Null),
+        CellSource::Name => obj
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null),
         CellSource::Reference(field) => match obj.pointer(field) {
             Some(r) => {
                 let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
@@ -112,11 +122,26 @@ fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
     }
 }
 
+/// The name column's definition, at `priority`.
+fn name_column(priority: i32) -> Value {
+    json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": priority})
+}
+
+/// Whether the kind places the name column itself (else it comes first).
+fn places_name(desc: &ResourceDesc) -> bool {
+    desc.columns.iter().any(|c| c.source == CellSource::Name)
+}
+
 fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
-    let mut cols = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
-    ];
+    let mut cols = Vec::new();
+    if !places_name(desc) {
+        cols.push(name_column(0));
+    }
     for c in &desc.columns {
+        if c.source == CellSource::Name {
+            cols.push(name_column(c.priority));
+            continue;
+        }
         let description = match &c.source {
             CellSource::Path(p) => p.clone(),
             CellSource::Age => "time since creation".into(),
@@ -124,6 +149,10 @@ fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
                 format!("time since the first of {}", fields.join(", "))
             }
             CellSource::Reference(field) => format!("the object at {field}"),
+            CellSource::FirstOf(fields) => {
+                format!("the first of {} that is set", fields.join(", "))
+            }
+            CellSource::Name => unreachable!("placed above"),
             CellSource::DataCount => "number of data keys".into(),
         };
         cols.push(json!({"name": c.name, "type": c.type_, "format": "", "description": description, "priority": c.priority}));
@@ -132,11 +161,10 @@ fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
 }
 
 fn row(desc: &ResourceDesc, obj: &Value, include: IncludeObject) -> Value {
-    let mut cells = vec![
-        obj.pointer("/metadata/name")
-            .cloned()
-            .unwrap_or(Value::Null),
-    ];
+    let mut cells = Vec::with_capacity(desc.columns.len() + 1);
+    if !places_name(desc) {
+        cells.push(cell(obj, &CellSource::Name, "string"));
+    }
     cells.extend(desc.columns.iter().map(|c| cell(obj, &c.source, &c.type_)));
     let mut r = json!({"cells": cells});
     match include {
@@ -192,5 +220,75 @@ mod tests {
         assert_eq!(json_path(&obj, ".spec.list[0].a"), Some(&json!(1)));
         assert_eq!(json_path(&obj, ".spec.missing"), None);
         assert_eq!(json_path(&obj, ".spec.list[9]"), None);
+    }
+
+    #[test]
+    fn event_tables_read_like_kubectls() {
+        let registry = crate::registry::Registry::standard();
+        let event = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "j.1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "involvedObject": {"kind": "Job", "name": "j", "fieldPath": "spec"},
+            "reason": "Synced", "message": "done", "type": "Normal",
+            "reportingComponent": "example.com/op", "series": {"count": 3},
+            "eventTime": "2026-01-01T00:00:00.000000Z"});
+        for (group, obj) in [
+            ("", event.clone()),
+            ("events.k8s.io", crate::events_v1::to_view(event)),
+        ] {
+            let desc = registry.find(group, "v1", "events").expect("events");
+            let t = table(&desc, &[obj], "7", None, IncludeObject::None);
+            let names: Vec<(&str, i64)> = t["columnDefinitions"]
+                .as_array()
+                .expect("columns")
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or(""),
+                        c["priority"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("Last Seen", 0),
+                    ("Type", 0),
+                    ("Reason", 0),
+                    ("Object", 0),
+                    ("Subobject", 1),
+                    ("Source", 1),
+                    ("Message", 0),
+                    ("First Seen", 1),
+                    ("Count", 1),
+                    ("Name", 1)
+                ],
+                "{group}"
+            );
+            let cells = &t["rows"][0]["cells"];
+            assert_eq!(cells[1], "Normal");
+            assert_eq!(cells[3], "job/j");
+            assert_eq!(cells[4], "spec");
+            assert_eq!(cells[5], "example.com/op");
+            assert_eq!(cells[6], "done");
+            assert_eq!(cells[8], 3);
+            assert_eq!(cells[9], "j.1");
+            assert!(
+                cells[0].as_str().is_some_and(|age| !age.is_empty()),
+                "{cells}"
+            );
+        }
+        // Other kinds keep the name first.
+        let jobs = registry
+            .find("corral.dev", "v1alpha1", "jobs")
+            .expect("jobs");
+        let t = table(
+            &jobs,
+            &[json!({"metadata": {"name": "j"}})],
+            "1",
+            None,
+            IncludeObject::None,
+        );
+        assert_eq!(t["columnDefinitions"][0]["name"], "Name");
+        assert_eq!(t["rows"][0]["cells"][0], "j");
     }
 }
