@@ -157,6 +157,15 @@ pub struct View {
     pub validate: fn(&Value, Option<&Value>) -> Vec<corral_api::validation::FieldError>,
 }
 
+impl View {
+    /// Renames `fields`' terms from this view's names to the stored ones.
+    pub fn to_stored_selector(&self, fields: &mut crate::selectors::FieldSelector) {
+        for term in &mut fields.0 {
+            term.field = (self.stored_field)(&term.field);
+        }
+    }
+}
+
 /// Everything the server knows about one kind.
 #[derive(Debug, Clone)]
 pub struct ResourceDesc {

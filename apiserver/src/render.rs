@@ -12,7 +12,8 @@
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::table::IncludeObject;
+use crate::registry::ResourceDesc;
+use crate::table::{IncludeObject, table};
 
 /// The form objects are sent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,31 @@ pub fn rendering(accept: &str, include: IncludeObject) -> Result<Rendering, ApiE
     )))
 }
 
+/// One object of `desc` in the form `render` asks for (a Table has one row).
+pub fn render_object(desc: &ResourceDesc, obj: Value, render: Rendering) -> Value {
+    match render {
+        Rendering::Table(include) => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            table(desc, &[obj], &rv, None, include)
+        }
+        Rendering::Metadata(v) => partial_metadata(&obj, v),
+        Rendering::Object => obj,
+    }
+}
+
+/// A list's `metadata`: its resourceVersion, and its continue token if any.
+pub fn list_metadata(resource_version: &str, continue_token: Option<&str>) -> Value {
+    let mut metadata = json!({"resourceVersion": resource_version});
+    if let Some(c) = continue_token {
+        metadata["continue"] = json!(c);
+    }
+    metadata
+}
+
 /// `obj` as `PartialObjectMetadata`.
 pub fn partial_metadata(obj: &Value, version: MetaVersion) -> Value {
     json!({
@@ -115,14 +141,10 @@ pub fn partial_metadata_list(
     continue_token: Option<&str>,
     version: MetaVersion,
 ) -> Value {
-    let mut metadata = json!({"resourceVersion": resource_version});
-    if let Some(c) = continue_token {
-        metadata["continue"] = json!(c);
-    }
     json!({
         "kind": "PartialObjectMetadataList",
         "apiVersion": version.api_version(),
-        "metadata": metadata,
+        "metadata": list_metadata(resource_version, continue_token),
         "items": items.map(|o| partial_metadata(&o, version)).collect::<Vec<_>>(),
     })
 }

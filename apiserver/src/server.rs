@@ -41,7 +41,7 @@ mod scale;
 pub use inflight::{InFlight, InFlightLimits, RequestClass, Slot};
 pub use query::parse_go_duration;
 
-use crate::render::{Rendering, partial_metadata, partial_metadata_list, rendering};
+use crate::render::{Rendering, list_metadata, partial_metadata_list, render_object, rendering};
 use crate::table::{IncludeObject, table};
 use crate::watch::{self, WatchParams};
 use query::{Query, list_query, watch_timeout, write_options};
@@ -630,10 +630,7 @@ fn list_response(
         }
         Rendering::Object => {}
     }
-    let mut metadata = serde_json::json!({"resourceVersion": rv});
-    if let Some(c) = page.continue_token {
-        metadata["continue"] = Value::String(c);
-    }
+    let metadata = list_metadata(&rv, page.continue_token.as_deref());
     // Items are spliced in from their cached encodings, not re-serialized.
     let head = serde_json::json!({"kind": format!("{}List", desc.kind), "apiVersion": desc.api_version(), "metadata": metadata});
     let mut body = head.to_string();
@@ -701,19 +698,10 @@ async fn resource(
         }
         (Method::GET, Some(name)) => {
             let obj = api.get(&desc, ns, name).await?;
-            let body = match render {
-                Rendering::Table(include) => {
-                    let rv = obj
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
-                    table(&desc, &[obj], &rv, None, include)
-                }
-                Rendering::Metadata(v) => partial_metadata(&obj, v),
-                Rendering::Object => obj,
-            };
-            Ok(json_response(StatusCode::OK, &body))
+            Ok(json_response(
+                StatusCode::OK,
+                &render_object(&desc, obj, render),
+            ))
         }
         (Method::POST, None) => {
             let opts = write_options(&q, req.method(), req.headers())?;

@@ -189,14 +189,10 @@ pub fn table(
     continue_token: Option<&str>,
     include: IncludeObject,
 ) -> Value {
-    let mut metadata = json!({"resourceVersion": resource_version});
-    if let Some(c) = continue_token {
-        metadata["continue"] = json!(c);
-    }
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
+        "metadata": crate::render::list_metadata(resource_version, continue_token),
         "columnDefinitions": column_definitions(desc),
         "rows": items.iter().map(|o| row(desc, o, include)).collect::<Vec<_>>(),
     })

@@ -25,10 +25,9 @@ use crate::cache::{
 use crate::error::ApiError;
 use crate::objects::from_stored;
 use crate::registry::ResourceDesc;
-use crate::render::{Rendering, partial_metadata};
+use crate::render::{Rendering, render_object};
 use crate::rest::{Api, ListQuery, matches};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::table::table;
 
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
@@ -113,18 +112,7 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
         Some(view) => (view.to_view)(obj),
         None => obj,
     };
-    match p.render {
-        Rendering::Table(include) => {
-            let rv = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            line(kind, table(desc, &[obj], &rv, None, include))
-        }
-        Rendering::Metadata(v) => line(kind, partial_metadata(&obj, v)),
-        Rendering::Object => line(kind, obj),
-    }
+    line(kind, render_object(desc, obj, p.render))
 }
 
 /// A watch event line built from an object's cached JSON (no re-encoding).
@@ -173,9 +161,7 @@ pub async fn start(
     let served = desc.clone();
     let desc = match &served.view {
         Some(view) => {
-            for term in &mut p.fields.0 {
-                term.field = (view.stored_field)(&term.field);
-            }
+            view.to_stored_selector(&mut p.fields);
             view.storage.clone()
         }
         None => desc,

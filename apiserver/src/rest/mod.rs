@@ -121,9 +121,7 @@ fn as_view_error(e: ApiError, desc: &ResourceDesc) -> ApiError {
 /// `q` with its field selector in the stored kind's names.
 fn stored_query(q: &ListQuery, view: &View) -> ListQuery {
     let mut q = q.clone();
-    for term in &mut q.fields.0 {
-        term.field = (view.stored_field)(&term.field);
-    }
+    view.to_stored_selector(&mut q.fields);
     q
 }
 
