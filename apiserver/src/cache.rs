@@ -46,6 +46,10 @@ pub const WATCHER_BUFFER: usize = 4096;
 /// the store for progress, and how often it asks again.
 const PROGRESS_AFTER: Duration = Duration::from_millis(20);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// The longest a wait lasts over a store that cannot report progress: the
+/// revision waited for may belong to a change the cache does not watch, and
+/// no report will say so, so the reader goes to the store instead.
+const WITHOUT_PROGRESS: Duration = Duration::from_millis(250);
 /// The root of every key the cache follows.
 const ROOT: &str = "/registry/";
 /// The field the Task index covers.
@@ -447,6 +451,11 @@ impl WatchCache {
 
     /// Waits until the cache has applied `revision`; false on timeout.
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
+        let timeout = if self.store.reports_progress() {
+            timeout
+        } else {
+            timeout.min(WITHOUT_PROGRESS)
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.progress.clone();
         let mut ask_at = tokio::time::Instant::now() + PROGRESS_AFTER;

@@ -674,4 +674,8 @@ impl Store for EmbeddedStore {
     async fn request_progress(&self) -> Result<(), StoreError> {
         self.ask(Request::Progress).await
     }
+
+    fn reports_progress(&self) -> bool {
+        true
+    }
 }

@@ -35,6 +35,29 @@ pub struct EtcdStore {
     stats: Arc<CommitStats>,
     /// Counts requests for progress; every open watch follows it.
     progress: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Whether the server answers progress requests in order with the
+    /// changes (see [`progress_is_ordered`]); else none are made.
+    ordered_progress: bool,
+}
+
+/// Whether an etcd server of `version` answers a progress request only once
+/// a watch has delivered every change up to the revision it reports. Older
+/// servers answer at once with the store's revision, ahead of changes still
+/// on their way to the watch (fixed in 3.4.31 and 3.5.13, the versions
+/// Kubernetes requires before it trusts these reports).
+fn progress_is_ordered(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    match (major, minor) {
+        (3, 4) => patch >= 31,
+        (3, 5) => patch >= 13,
+        (3, m) => m > 5,
+        (m, _) => m > 3,
+    }
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -60,9 +83,16 @@ impl EtcdStore {
                 std::time::Duration::from_secs(10),
                 std::time::Duration::from_secs(5),
             );
-        let client = Client::connect(endpoints, Some(options))
+        let mut client = Client::connect(endpoints, Some(options))
             .await
             .map_err(map_err)?;
+        let ordered_progress = match client.status().await {
+            Ok(s) => progress_is_ordered(s.version()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading etcd's version; not asking it for progress");
+                false
+            }
+        };
         let committer = client.clone();
         let stats = Arc::new(CommitStats::default());
         let commits = group::spawn(config, stats.clone(), move |ops| {
@@ -74,6 +104,7 @@ impl EtcdStore {
             commits,
             stats,
             progress: Arc::new(tokio::sync::watch::channel(0).0),
+            ordered_progress,
         })
     }
 
@@ -404,9 +435,15 @@ impl Store for EtcdStore {
     }
 
     async fn request_progress(&self) -> Result<(), StoreError> {
-        self.progress
-            .send_modify(|asked| *asked = asked.wrapping_add(1));
+        if self.ordered_progress {
+            self.progress
+                .send_modify(|asked| *asked = asked.wrapping_add(1));
+        }
         Ok(())
+    }
+
+    fn reports_progress(&self) -> bool {
+        self.ordered_progress
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
@@ -505,6 +542,27 @@ fn convert_event(ev: &etcd_client::Event) -> Result<WatchEvent, StoreError> {
                 },
             };
             Ok(WatchEvent::Delete { prev, revision })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_is_ordered;
+
+    #[test]
+    fn progress_is_trusted_from_the_fixed_etcd_versions_on() {
+        for (version, ordered) in [
+            ("3.4.23", false),
+            ("3.4.31", true),
+            ("3.5.12", false),
+            ("3.5.13", true),
+            ("3.6.0", true),
+            ("4.0.0", true),
+            ("3.3.27", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(progress_is_ordered(version), ordered, "{version}");
         }
     }
 }

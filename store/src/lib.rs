@@ -349,6 +349,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Whether [`Store::request_progress`] makes watches report progress.
+    /// A report is then never ahead of a change the watch has yet to
+    /// deliver, so a reader may trust it to say it has seen everything up
+    /// to its revision.
+    fn reports_progress(&self) -> bool {
+        false
+    }
+
     /// Drops history older than `revision`; reads and watches before it then
     /// fail with `Compacted`.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
