@@ -16,7 +16,7 @@ use crate::task::TaskPhase;
 pub enum JobKind {
     /// Runs forever: an instance that ends is replaced.
     Service,
-    /// Runs once: failures are retried up to `maxTaskFailures`.
+    /// Runs once: a failed task is retried until its instance has failed `maxTaskFailures` times.
     Adhoc,
     /// Runs on a schedule (`spec.cron`).
     Cron,
@@ -289,7 +289,10 @@ pub struct JobSpec {
     /// Default `preemptible`.
     #[serde(default)]
     pub tier: Tier,
-    /// Failures tolerated per instance before the job fails (ad-hoc); -1 = unlimited. Default 1.
+    /// Aurora's `max_task_failures`: an ad-hoc instance is failed (and the job
+    /// with it) once it has failed this many times, so 1 (the default) means a
+    /// failed task is not retried and 5 means five attempts; 0 is read as 1;
+    /// -1 retries without limit.
     #[serde(default = "one_i32")]
     pub max_task_failures: i32,
     /// What each task runs.
@@ -336,7 +339,7 @@ pub enum JobPhase {
     Active,
     /// An ad-hoc job whose every instance finished.
     Succeeded,
-    /// An ad-hoc job with an instance past `maxTaskFailures`.
+    /// An ad-hoc job with an instance that failed `maxTaskFailures` times.
     Failed,
     /// Killed on request.
     Killed,
@@ -366,7 +369,7 @@ pub enum JobReason {
     UpdateComplete,
     /// Every ad-hoc instance finished.
     AllInstancesFinished,
-    /// An instance failed more than `maxTaskFailures` times.
+    /// An instance failed `maxTaskFailures` times.
     MaxTaskFailuresExceeded,
     /// A kill was requested.
     KillRequested,

@@ -151,8 +151,8 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     assert_eq!(selected.items.len(), tasks_of(&tasks, "web").await?.len());
     assert!(!selected.items.is_empty());
 
-    // An ad-hoc job with maxTaskFailures 1: one retry, then FAILED.
-    jobs.create(&PostParams::default(), &job("batch", "adhoc", 1, 1)?)
+    // An ad-hoc job with maxTaskFailures 2 (Aurora's meaning): two attempts, then FAILED.
+    jobs.create(&PostParams::default(), &job("batch", "adhoc", 1, 2)?)
         .await?;
     eventually("batch-0-0", || async {
         Ok(tasks.get_opt("batch-0-0").await?.is_some())

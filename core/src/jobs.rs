@@ -6,9 +6,10 @@
 //! - a **service** instance whose task ended (finished, failed, killed, lost)
 //!   gets a replacement, forever;
 //! - an **ad-hoc** instance runs until a task finishes; a failed one is
-//!   retried while the instance has failed at most `maxTaskFailures` times
-//!   (-1: without limit); past that the job is FAILED; when every instance
-//!   finished, SUCCEEDED;
+//!   retried until the instance has failed `maxTaskFailures` times (Aurora's
+//!   `max_task_failures`: 1, the default, means a failed task is not
+//!   retried; 5 means five attempts; 0 is read as 1; -1: without limit); then
+//!   the job is FAILED; when every instance finished, SUCCEEDED;
 //! - a task lost to the infrastructure (LOST, or KILLED after a preemption,
 //!   restart or drain) is always replaced and never counts as a failure.
 //!
@@ -287,8 +288,10 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
                 false
             }
             (_, TaskPhase::Failed) => {
+                // Aurora: the instance is failed once it has failed
+                // `max_task_failures` times.
                 let allowed = s.max_task_failures < 0
-                    || failed <= usize::try_from(s.max_task_failures).unwrap_or(0);
+                    || failed < usize::try_from(s.max_task_failures).unwrap_or(0);
                 if !allowed {
                     exhausted = true;
                 }
@@ -413,19 +416,35 @@ mod tests {
 
     #[test]
     fn adhoc_retries_until_max_task_failures_then_fails() {
+        // Aurora's testFailedTaskIncrementsFailureCount: with 1 (the
+        // default) the first failure fails the job.
         let p = reconcile(&job("adhoc", 1, 1), &[t(0, 0, TaskPhase::Failed)]);
+        assert_eq!(
+            (p.create.clone(), p.phase, p.failures),
+            (vec![], JobPhase::Failed, 1),
+            "maxTaskFailures 1: a failed task is not retried"
+        );
+        let p = reconcile(&job("adhoc", 1, 2), &[t(0, 0, TaskPhase::Failed)]);
         assert_eq!(
             (p.create.clone(), p.phase),
             (vec![(0, 1)], JobPhase::Active),
-            "one failure is allowed"
+            "maxTaskFailures 2: a second attempt"
         );
         let p = reconcile(
-            &job("adhoc", 1, 1),
+            &job("adhoc", 1, 2),
             &[t(0, 0, TaskPhase::Failed), t(0, 1, TaskPhase::Failed)],
         );
         assert_eq!((p.create.clone(), p.phase), (vec![], JobPhase::Failed));
+        // maxTaskFailures 5: five attempts, the fifth failure is final.
+        let five: Vec<_> = (0..4).map(|a| t(0, a, TaskPhase::Failed)).collect();
+        assert_eq!(reconcile(&job("adhoc", 1, 5), &five).create, vec![(0, 4)]);
+        let five: Vec<_> = (0..5).map(|a| t(0, a, TaskPhase::Failed)).collect();
+        assert_eq!(
+            reconcile(&job("adhoc", 1, 5), &five).phase,
+            JobPhase::Failed
+        );
         let p = reconcile(&job("adhoc", 1, 0), &[t(0, 0, TaskPhase::Failed)]);
-        assert_eq!(p.phase, JobPhase::Failed, "maxTaskFailures 0 allows none");
+        assert_eq!(p.phase, JobPhase::Failed, "maxTaskFailures 0 is read as 1");
         let p = reconcile(
             &job("adhoc", 1, -1),
             &[

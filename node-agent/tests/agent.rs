@@ -19,7 +19,7 @@ fn job(name: &str, kind: &str, instances: u32, annotations: serde_json::Value) -
     Ok(serde_json::from_value(
         json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job",
         "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-        "spec": {"role": "analytics", "environment": "prod", "kind": kind, "instances": instances, "maxTaskFailures": 1,
+        "spec": {"role": "analytics", "environment": "prod", "kind": kind, "instances": instances, "maxTaskFailures": 2,
                  "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox", "command": ["true"]}}}),
     )?)
 }
@@ -97,7 +97,7 @@ async fn simulated_nodes_run_jobs_to_their_end() -> Result<()> {
             .starts_with("agent/sim-")
     );
 
-    // One that fails: retried once, then the job fails.
+    // One that fails: with maxTaskFailures 2, two attempts, then the job fails.
     jobs.create(
         &PostParams::default(),
         &job(

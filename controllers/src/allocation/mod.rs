@@ -3,34 +3,38 @@
 //! Watches: Nodes, Reservations, Roles, Quotas and Tasks (all namespaces).
 //! Keeps: one `corral_core::sched::Snapshot`, updated incrementally from those
 //! events (a node or reservation change re-describes one node; a task change
-//! binds or unbinds one task), and the set of pending tasks.
+//! binds or unbinds one task), the set of pending tasks, and the
+//! `corral_core::sched::Allocator` (preemptions in progress: held room,
+//! victims still going, bindings not yet seen).
 //! Decides: after each burst of events (or every few seconds while tasks
 //! wait), one allocation cycle over all pending tasks, ordered by weighted DRF.
-//! Writes: for each placement, `spec.nodeName` (with the task's
+//! Writes, concurrently: for each placement, `spec.nodeName` (with the task's
 //! resourceVersion as precondition) then the status (phase ASSIGNED, a task
-//! event from the lifecycle state machine, the Scheduled condition);
-//! concurrently. For each task left pending, its explanation, when it changed.
-//! Preempts: a task that finds no node may evict lower-ranked tasks (the
-//! `corral_core::sched::preempt` plan): victims go PREEMPTING with who and why
-//! in their status; their room is held for the preemptor, which is placed
-//! once they are gone (or the hold lapses).
+//! event from the lifecycle state machine, the Scheduled condition). For each
+//! victim, PREEMPTING with who and why. For each task left pending, its
+//! explanation when it changed (a preemptor's says which victims it waits for).
+//! Preempts: a task that finds no node may evict lower-ranked tasks that are
+//! seen bound (never one whose binding is in flight); their room is held for
+//! it, and it is bound there in the first cycle after they are gone, before
+//! any other task is placed (or competes again once the hold lapses).
 //! A write that loses a race is undone in the snapshot; the watch brings the
 //! task's new state and the next cycle retries. All state lives in the
 //! objects: a restarted loop rebuilds everything from its watches.
 
 mod convert;
+mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use corral_api::task::{TaskConditionType, TaskReason};
-use corral_api::{Condition, ConditionStatus, Node, Quota, Reservation, Role, Task};
-use corral_core::lifecycle;
-use corral_core::sched::{Policy, Snapshot, Unplaced, explain, preempt, run_cycle};
+use corral_api::{Node, Quota, Reservation, Role, Task};
+use corral_core::sched::preempt::Rules;
+use corral_core::sched::{Allocator, Policy, Snapshot, explain};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
-use serde_json::json;
+
+use writes::Evicted;
 
 pub use convert::{TaskState, key_of, task_state};
 
@@ -68,20 +72,26 @@ enum Unboxed {
     Task(Event<Task>),
 }
 
+/// How the loop decides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// Where tasks go first.
+    pub policy: Policy,
+    /// When and whom a task may preempt.
+    pub preemption: Rules,
+}
+
 /// What the loop remembers between events (all of it derived from watches).
 #[derive(Default)]
 struct State {
     snap: Snapshot,
+    alloc: Allocator,
     nodes: BTreeMap<String, Node>,
     reservations: BTreeMap<String, Reservation>,
     roles: BTreeMap<String, Role>,
     quotas: BTreeMap<String, Quota>,
     tasks: HashMap<String, Task>,
     pending: BTreeSet<String>,
-    /// Tasks evicted in the snapshot for a preemptor; their room belongs to its hold.
-    evicted: BTreeSet<String>,
-    /// Capacity held for preemptors: preemptor → (expiry, victims).
-    holds: HashMap<String, (jiff::Timestamp, Vec<String>)>,
 }
 
 impl State {
@@ -108,40 +118,49 @@ impl State {
     fn apply_task(&mut self, task: Task) {
         let key = key_of(&task);
         match task_state(&task) {
+            // A binding this loop wrote landed; an event from before it is old news.
+            TaskState::Pending if self.snap.in_flight(&key) => {}
             TaskState::Pending => {
                 self.snap.unbind(&key);
                 self.pending.insert(key.clone());
             }
-            TaskState::Bound(_) if self.evicted.contains(&key) => {
+            TaskState::Bound(_) if self.alloc.is_going(&key) => {
                 // Still being killed; its capacity is held for the preemptor.
                 self.pending.remove(&key);
             }
             TaskState::Bound(node) => {
                 self.pending.remove(&key);
-                let current = self.snap.binding(&key).map(|b| b.node);
-                let wanted = self.snap.node_id(&node);
-                if current != wanted || current.is_none() {
-                    self.snap.unbind(&key);
-                    if let (Some(id), Some(t)) =
-                        (wanted, convert::sched_task(&task, &mut self.snap.dims))
-                        && let Err(e) = self.snap.bind(t, id)
-                    {
-                        tracing::warn!(task = %key, error = %e, "a task bound outside the scheduler does not fit its node");
-                    }
-                }
+                self.bind_seen(&key, &node, &task);
             }
             TaskState::Ignored => {
                 self.pending.remove(&key);
-                self.evicted.remove(&key);
+                self.alloc.gone(&key);
                 self.snap.unbind(&key);
             }
         }
         self.tasks.insert(key, task);
     }
 
+    /// The store shows `task` bound to `node`: the snapshot follows it.
+    fn bind_seen(&mut self, key: &str, node: &str, task: &Task) {
+        let current = self.snap.binding(key).map(|b| b.node);
+        let wanted = self.snap.node_id(node);
+        if current.is_some() && current == wanted {
+            self.alloc.confirmed(&mut self.snap, key);
+            return;
+        }
+        self.snap.unbind(key);
+        if let (Some(id), Some(t)) = (wanted, convert::sched_task(task, &mut self.snap.dims))
+            && let Err(e) = self.snap.bind(t, id)
+        {
+            tracing::warn!(task = %key, error = %e, "a task bound outside the scheduler does not fit its node");
+        }
+    }
+
     fn remove_task(&mut self, task: &Task) {
         let key = key_of(task);
         self.pending.remove(&key);
+        self.alloc.gone(&key);
         self.snap.unbind(&key);
         self.tasks.remove(&key);
     }
@@ -213,10 +232,24 @@ impl State {
     }
 }
 
-/// Runs the allocation loop until `stop` turns true.
+/// Runs the allocation loop with the default preemption rules until `stop`
+/// turns true.
 pub async fn run(
     client: kube::Client,
     policy: Policy,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AllocationError> {
+    let settings = Settings {
+        policy,
+        ..Settings::default()
+    };
+    run_with(client, settings, stop).await
+}
+
+/// Runs the allocation loop until `stop` turns true.
+pub async fn run_with(
+    client: kube::Client,
+    settings: Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AllocationError> {
     let cfg = watcher::Config::default();
@@ -238,7 +271,10 @@ pub async fn run(
             .boxed(),
     ]);
     let mut inputs = inputs;
-    let mut state = State::default();
+    let mut state = State {
+        alloc: Allocator::new(settings.policy, settings.preemption),
+        ..State::default()
+    };
     let mut ticker = tokio::time::interval(RETRY_EVERY);
     loop {
         tokio::select! {
@@ -261,32 +297,16 @@ pub async fn run(
             },
         }
         if !state.pending.is_empty() {
-            cycle(&client, &mut state, policy).await;
+            cycle(&client, &mut state).await;
         }
     }
 }
 
 /// One allocation cycle and its writes.
-async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
+async fn cycle(client: &kube::Client, state: &mut State) {
     let now = jiff::Timestamp::now();
-    // A preemptor waits for its victims to go (or its hold to lapse), then
-    // takes the held room back for its own placement.
-    let mut waiting = BTreeSet::new();
-    let holders: Vec<String> = state.holds.keys().cloned().collect();
-    for key in holders {
-        let Some((expires, victims)) = state.holds.get(&key) else {
-            continue;
-        };
-        let gone = victims.iter().all(|v| !state.evicted.contains(v));
-        if gone || now > *expires || !state.pending.contains(&key) {
-            preempt::release(&mut state.snap, &key);
-            state.holds.remove(&key);
-        } else {
-            waiting.insert(key);
-        }
-    }
     let mut tasks = Vec::new();
-    for key in state.pending.iter().filter(|k| !waiting.contains(*k)) {
+    for key in &state.pending {
         if let Some(t) = state
             .tasks
             .get(key)
@@ -295,84 +315,26 @@ async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
             tasks.push(t);
         }
     }
-    let decided = run_cycle(&mut state.snap, tasks, policy);
-    let mut writes = Vec::new();
-    for (key, node) in &decided.bound {
-        if let Some(task) = state.tasks.get(key) {
-            writes.push(bind(
-                client.clone(),
-                task.clone(),
-                state.snap.node(*node).name.clone(),
-                now,
-            ));
-        }
-    }
-    let results: Vec<(String, bool)> = futures::stream::iter(writes)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect()
-        .await;
-    for (key, ok) in results {
-        if ok {
-            state.pending.remove(&key);
-        } else {
-            state.snap.unbind(&key);
-        }
-    }
-    // Tasks that found no node may preempt lower-ranked ones, highest rank first.
-    let mut preemptors: Vec<&(corral_core::sched::SchedTask, Unplaced)> = decided
-        .pending
+    let decided = state.alloc.cycle(&mut state.snap, tasks, now);
+    let binds: Vec<_> = decided
+        .bound
         .iter()
-        .filter(|(t, why)| {
-            matches!(why, Unplaced::NoNode(_) | Unplaced::Guarantee { .. })
-                && t.tier != corral_api::Tier::Revocable
+        .filter_map(|(key, node)| {
+            let task = state.tasks.get(key)?.clone();
+            let node = state.snap.node(*node).name.clone();
+            Some(writes::bind(client.clone(), task, node, now))
         })
         .collect();
-    preemptors.sort_by(|(a, _), (b, _)| {
-        b.tier
-            .rank()
-            .cmp(&a.tier.rank())
-            .then(b.priority.cmp(&a.priority))
-            .then(a.created.cmp(&b.created))
-    });
-    let rules = preempt::Rules::default();
-    let mut evictions = Vec::new();
-    let mut preempting = BTreeSet::new();
-    for (t, _) in preemptors {
-        let Some(plan) = preempt::plan(&state.snap, t, now, &rules) else {
-            continue;
-        };
-        let Some(hold) = preempt::apply(&mut state.snap, &plan, t, now, &rules) else {
-            continue;
-        };
-        state.holds.insert(
-            t.key.clone(),
-            (
-                hold.expires,
-                plan.victims.iter().map(|v| v.key.clone()).collect(),
-            ),
-        );
-        preempting.insert(t.key.clone());
-        for v in &plan.victims {
-            state.evicted.insert(v.key.clone());
-            if let Some(task) = state.tasks.get(&v.key) {
-                let why = format!(
-                    "preempted by {} ({:?}: {} tier {:?} priority {} over {:?} priority {})",
-                    t.key, v.rule, t.role, t.tier, t.priority, v.tier, v.priority
-                );
-                evictions.push(evict(client.clone(), task.clone(), t.key.clone(), why, now));
-            }
-        }
-    }
-    futures::stream::iter(evictions)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-    let mut explanations = Vec::new();
-    for (t, why) in decided
-        .pending
+    let evictions: Vec<_> = decided
+        .evictions
         .iter()
-        .filter(|(t, _)| !preempting.contains(&t.key))
-    {
+        .filter_map(|e| {
+            let task = state.tasks.get(&e.victim.key)?.clone();
+            Some(writes::evict(client.clone(), task, e.clone(), now))
+        })
+        .collect();
+    let mut explanations = Vec::new();
+    for (t, why) in &decided.pending {
         let Some(task) = state.tasks.get(&t.key) else {
             continue;
         };
@@ -383,7 +345,7 @@ async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
             .and_then(|s| s.explanation.as_ref())
             .is_some_and(|old| old.summary == e.summary);
         if !unchanged {
-            explanations.push(write_explanation(
+            explanations.push(writes::write_explanation(
                 client.clone(),
                 task.clone(),
                 e,
@@ -391,208 +353,37 @@ async fn cycle(client: &kube::Client, state: &mut State, policy: Policy) {
             ));
         }
     }
-    futures::stream::iter(explanations)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-}
-
-/// Drives a victim to PREEMPTING, recording who preempted it and why.
-async fn evict(client: kube::Client, task: Task, by: String, why: String, now: jiff::Timestamp) {
-    let ns = task
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = task.metadata.name.clone().unwrap_or_default();
-    let api: Api<Task> = Api::namespaced(client, &ns);
-    let mut status = task.status.clone().unwrap_or_default();
-    if let Err(e) = lifecycle::apply(&mut status, &lifecycle::Event::Preempted { by }, now, ACTOR) {
-        tracing::warn!(task = %name, error = %e, "preempting a task the state machine does not allow");
-        return;
-    }
-    if let Some(last) = status.task_events.last_mut() {
-        last.message = why.clone();
-    }
-    status.message = Some(why.clone());
-    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
-    ));
-    status
-        .conditions
-        .retain(|c| c.type_ != TaskConditionType::Preempted);
-    status.conditions.push(Condition {
-        type_: TaskConditionType::Preempted,
-        status: ConditionStatus::True,
-        reason: TaskReason::PreemptedByHigherPriority,
-        message: why,
-        last_transition_time: time,
-        observed_generation: None,
-    });
-    // The precondition keeps a concurrent kill or agent report from being overwritten.
-    let patch =
-        json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
-    if let Err(e) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        tracing::warn!(task = %name, error = %e, "writing PREEMPTING failed");
-    }
-}
-
-/// Writes one binding: the node name (conditional on the version the decision
-/// saw), then the status. Returns whether the task is now bound.
-async fn bind(
-    client: kube::Client,
-    task: Task,
-    node: String,
-    now: jiff::Timestamp,
-) -> (String, bool) {
-    let key = key_of(&task);
-    let ns = task
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = task.metadata.name.clone().unwrap_or_default();
-    let api: Api<Task> = Api::namespaced(client, &ns);
-    let spec = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "spec": {"nodeName": node}});
-    let mut current = match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(spec))
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
-            return (key, false);
-        }
-    };
-    // Read-modify-write under the version just written: a kill or an agent
-    // report that lands in between is re-read, never overwritten.
-    for _ in 0..5 {
-        let mut status = current.status.clone().unwrap_or_default();
-        // Its creator's PENDING step may not have landed yet (the scheduler was
-        // quicker); history starts at PENDING, dated at the task's creation.
-        if status.task_events.is_empty() {
-            let created = current
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(now, |t| t.0);
-            status.task_events =
-                lifecycle::created("pending since its creation".into(), created, ACTOR).task_events;
-        }
-        if let Err(e) = lifecycle::apply(
-            &mut status,
-            &lifecycle::Event::Assigned { node: node.clone() },
-            now,
-            ACTOR,
-        ) {
-            tracing::warn!(task = %key, error = %e, "bound a task the state machine does not allow");
-            break;
-        }
-        set_condition(
-            &mut status.conditions,
-            ConditionStatus::True,
-            TaskReason::Assigned,
-            format!("assigned to {node}"),
-            now,
-        );
-        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version}, "status": status});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => break,
-            Err(kube::Error::Api(e)) if e.code == 409 => match api.get(&name).await {
-                Ok(t) => current = t,
-                Err(e) => {
-                    tracing::warn!(task = %key, error = %e, "re-reading a bound task failed");
-                    break;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(task = %key, error = %e, "writing the ASSIGNED status failed");
-                break;
-            }
-        }
-    }
-    (key, true)
-}
-
-async fn write_explanation(
-    client: kube::Client,
-    task: Task,
-    e: corral_api::task::PendingExplanation,
-    why: Unplaced,
-) {
-    let ns = task
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = task.metadata.name.clone().unwrap_or_default();
-    let api: Api<Task> = Api::namespaced(client, &ns);
-    let mut status = task.status.clone().unwrap_or_default();
-    let reason = match why {
-        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } | Unplaced::NoNode(_) => {
-            TaskReason::Unschedulable
-        }
-    };
-    set_condition(
-        &mut status.conditions,
-        ConditionStatus::False,
-        reason,
-        e.summary.clone(),
-        e.evaluated_at
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    let (bound, evicted, ()) = futures::join!(
+        futures::stream::iter(binds)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect::<Vec<(String, bool)>>(),
+        futures::stream::iter(evictions)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect::<Vec<(String, Evicted)>>(),
+        futures::stream::iter(explanations)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .for_each(|()| async {}),
     );
-    status.explanation = Some(e);
-    if status.phase.is_none() {
-        status.phase = Some(corral_api::TaskPhase::Pending);
-    }
-    // Conditional: a task killed or bound meanwhile keeps its phase; the next cycle re-evaluates.
-    let patch =
-        json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
-    if let Err(err) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        tracing::debug!(task = %name, error = %err, "writing an explanation failed");
-    }
-}
-
-fn set_condition(
-    conditions: &mut Vec<Condition<TaskConditionType, TaskReason>>,
-    status: ConditionStatus,
-    reason: TaskReason,
-    message: String,
-    now: jiff::Timestamp,
-) {
-    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
-    ));
-    match conditions
-        .iter_mut()
-        .find(|c| c.type_ == TaskConditionType::Scheduled)
-    {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = time;
-            }
-            c.status = status;
-            c.reason = reason;
-            c.message = message;
+    for (key, ok) in bound {
+        if ok {
+            state.pending.remove(&key);
+        } else {
+            state.alloc.bind_failed(&mut state.snap, &key);
         }
-        None => conditions.push(Condition {
-            type_: TaskConditionType::Scheduled,
-            status,
-            reason,
-            message,
-            last_transition_time: time,
-            observed_generation: None,
-        }),
+    }
+    for (key, outcome) in evicted {
+        match outcome {
+            Evicted::Yes => {}
+            // Its room is free for good; the watch brings its end.
+            Evicted::AlreadyEnded => state.alloc.gone(&key),
+            Evicted::Refused => {
+                // Not going after all: its preemptor competes again, and the
+                // snapshot gets the victim back as the store last showed it.
+                state.alloc.eviction_failed(&mut state.snap, &key);
+                if let Some(task) = state.tasks.get(&key).cloned() {
+                    state.apply_task(task);
+                }
+            }
+        }
     }
 }

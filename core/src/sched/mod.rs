@@ -1,7 +1,9 @@
 //! The scheduler's pure half: a cluster snapshot updated incrementally,
 //! placement with filters, reservations, quotas and weighted DRF, revocable
-//! capacity, stable preemption, and explanations for pending tasks.
+//! capacity, stable preemption, and explanations for pending tasks; the
+//! allocator carries preemptions in progress from one cycle to the next.
 
+pub mod allocator;
 pub mod guarantee;
 pub mod place;
 pub mod preempt;
@@ -9,6 +11,7 @@ pub mod queue;
 pub mod res;
 pub mod snapshot;
 
+pub use allocator::{Allocator, Decisions, Eviction};
 pub use place::{Policy, Unplaced, explain, place};
 pub use queue::{Cycle, run_cycle};
 pub use res::{Dims, Res};

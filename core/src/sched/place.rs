@@ -52,6 +52,16 @@ pub enum Unplaced {
     },
     /// No node passes every filter.
     NoNode(Filtered),
+    /// Lower-ranked tasks are being preempted for it; their room on `node`
+    /// is held for it until they stop.
+    Preempting {
+        /// The node its room is held on.
+        node: NodeId,
+        /// The victims yet to stop (keys, sorted).
+        victims: Vec<String>,
+        /// The rules they were chosen by (each once).
+        rules: Vec<super::preempt::Rule>,
+    },
 }
 
 /// How many nodes each filter ruled out (each node counted once, by the first
@@ -317,6 +327,40 @@ pub fn explain(
                 available: Some(quantity(resource, *available)),
             });
         }
+        Unplaced::Preempting {
+            node,
+            victims,
+            rules,
+        } => {
+            const SHOWN: usize = 3;
+            let node = snap.node(*node).name.clone();
+            let mut names = victims
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if victims.len() > SHOWN {
+                names.push_str(&format!(" and {} more", victims.len() - SHOWN));
+            }
+            let rules = rules
+                .iter()
+                .map(|r| r.describe())
+                .collect::<Vec<_>>()
+                .join(", ");
+            reasons.push(PendingReason {
+                kind: PendingReasonKind::PreemptionInProgress,
+                message: format!(
+                    "room is held on {node}; waiting for {} preempted task(s) to stop ({rules}): {names}",
+                    victims.len()
+                ),
+                resource: None,
+                subject: Some(node),
+                nodes: Some(1),
+                needed: None,
+                available: None,
+            });
+        }
         Unplaced::NoNode(f) => {
             let mut push = |kind,
                             message: String,
@@ -416,13 +460,15 @@ pub fn explain(
         }
     }
     let summary = match why {
-        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } => format!(
-            "pending: {}",
-            reasons
-                .first()
-                .map(|r| r.message.clone())
-                .unwrap_or_default()
-        ),
+        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } | Unplaced::Preempting { .. } => {
+            format!(
+                "pending: {}",
+                reasons
+                    .first()
+                    .map(|r| r.message.clone())
+                    .unwrap_or_default()
+            )
+        }
         Unplaced::NoNode(f) => format!(
             "pending: 0/{} nodes fit: {}",
             f.nodes,

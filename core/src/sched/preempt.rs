@@ -4,10 +4,13 @@
 //! it (a lower tier anywhere; a lower priority within its own role and tier);
 //! never a task that has run less than the minimum runtime (revocable tasks
 //! excepted: they are the first to go); within each role's preemption budget.
-//! On every node that passes the task's static filters the cheapest victims
-//! (revocable first, then lowest tier and priority, youngest first) are taken
-//! until the task fits; the node needing the fewest and lowest-ranked victims
-//! wins, ties broken by node order, so the same snapshot always gives the same
+//! Never a hold, nor a task whose binding is still in flight (it may be
+//! PENDING in the store). On every node that passes the task's static
+//! filters the cheapest victims (revocable first, then lowest tier and
+//! priority, youngest first) are taken until the task fits, then every
+//! victim the task fits without is given back, most valuable first (the
+//! set is minimal: no victim can be spared); the node needing the fewest and
+//! lowest-ranked victims wins, ties broken by node order, so the same snapshot always gives the same
 //! plan. A task within its role's guarantee may also take tasks of roles
 //! beyond theirs (reclaim, see [`super::guarantee`]); a task beyond its own
 //! guarantee only preempts where the capacity freed is not protected. Applying a plan evicts the victims in the snapshot and holds their
@@ -53,6 +56,18 @@ pub enum Rule {
     /// The victim's role uses more than its guarantee and the preemptor's
     /// role reclaims its own (see [`super::guarantee`]).
     Reclaim,
+}
+
+impl Rule {
+    /// The rule in words, for explanations.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rule::Revocable => "revocable",
+            Rule::LowerTier => "lower tier",
+            Rule::LowerPriority => "lower priority",
+            Rule::Reclaim => "reclaiming a lent guarantee",
+        }
+    }
 }
 
 /// One victim.
@@ -116,6 +131,7 @@ fn rule(
 
 fn eligible(v: &Lite, now: i64, rules: &Rules) -> bool {
     !v.hold
+        && !v.in_flight
         && (v.tier_rank == Tier::Revocable.rank()
             || v.started
                 .is_none_or(|s| now - s >= rules.min_runtime_seconds))
@@ -144,6 +160,7 @@ pub fn plan(
     let mut best: Option<(Cost, NodeId, Vec<usize>)> = None;
     let mut candidates: Vec<(usize, Rule)> = Vec::new();
     let mut chosen: Vec<usize> = Vec::new();
+    let mut gains: Vec<Res> = Vec::new();
     let mut taken: Vec<(u32, u32)> = Vec::new();
     for id in 0..NodeId::try_from(snap.node_count()).unwrap_or(NodeId::MAX) {
         let node = snap.node(id);
@@ -184,6 +201,7 @@ pub fn plan(
         candidates.sort_unstable_by(cheapest_first);
         taken.clear();
         chosen.clear();
+        gains.clear();
         left.clone_from(&borrowers);
         for &(i, why) in &candidates {
             if (free.fits(&task.request)
@@ -222,12 +240,32 @@ pub fn plan(
             };
             free = free.plus(gain);
             chosen.push(i);
+            gains.push(gain);
         }
         if !free.fits(&task.request)
             || chosen.is_empty()
             || !gate.admits(chosen.iter().map(|&i| (lite[i].role, lite[i].request)))
         {
             continue;
+        }
+        // Reprieve: the cheapest-first walk may have taken victims a later,
+        // larger one made unnecessary. Most valuable first, give back every
+        // victim the preemptor fits without, so the set is minimal.
+        for k in (0..chosen.len()).rev() {
+            let without = free.minus(gains[k]);
+            if without.fits(&task.request)
+                && gate.admits(
+                    chosen
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != k)
+                        .map(|(_, &i)| (lite[i].role, lite[i].request)),
+                )
+            {
+                free = without;
+                chosen.remove(k);
+                gains.remove(k);
+            }
         }
         let cost = (
             chosen.len(),

@@ -187,6 +187,9 @@ pub struct Lite {
     pub from_reserved: Res,
     /// True for holds (never victims).
     pub hold: bool,
+    /// True while the scheduler's binding of it is not yet known to have
+    /// landed (never a victim: it may still be PENDING in the store).
+    pub in_flight: bool,
 }
 
 /// Why a change to the snapshot was refused.
@@ -498,6 +501,7 @@ impl Snapshot {
             request: task.request,
             from_reserved,
             hold: task.key.starts_with(super::preempt::HOLD_PREFIX),
+            in_flight: false,
         });
         self.bound.insert(
             task.key.clone(),
@@ -510,6 +514,31 @@ impl Snapshot {
         );
         self.reindex_pools(node);
         Ok(())
+    }
+
+    /// Marks a bound task's binding as written but not yet seen in the store
+    /// (`true`) or as seen (`false`). Tasks in flight are never victims.
+    /// Returns false when the task is not bound.
+    pub fn set_in_flight(&mut self, key: &str, in_flight: bool) -> bool {
+        let Some(node) = self.bound.get(key).map(|b| b.node) else {
+            return false;
+        };
+        match self.lite[node as usize].iter_mut().find(|l| &*l.key == key) {
+            Some(l) => {
+                l.in_flight = in_flight;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True when `key` is bound and its binding is in flight.
+    pub fn in_flight(&self, key: &str) -> bool {
+        self.bound.get(key).is_some_and(|b| {
+            self.lite[b.node as usize]
+                .iter()
+                .any(|l| &*l.key == key && l.in_flight)
+        })
     }
 
     /// Unbinds a task (it ended, or was evicted), giving its resources back.

@@ -1,0 +1,255 @@
+//! The allocation loop's writes, each conditional on the resourceVersion it
+//! read: a binding (node name, then the ASSIGNED status), an eviction
+//! (PREEMPTING with who and why), a pending task's explanation.
+
+use corral_api::task::{TaskConditionType, TaskReason};
+use corral_api::{Condition, ConditionStatus, Task};
+use corral_core::lifecycle;
+use corral_core::sched::{Eviction, Unplaced};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::{ACTOR, key_of};
+
+/// A task's namespace and name.
+fn ns_name(task: &Task) -> (String, String) {
+    (
+        task.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        task.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What became of an eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Evicted {
+    /// The victim is PREEMPTING.
+    Yes,
+    /// The victim had already ended: its room is free anyway.
+    AlreadyEnded,
+    /// The victim could not be evicted (the state machine refused, or the
+    /// API server did): it keeps running.
+    Refused,
+}
+
+/// Drives a victim to PREEMPTING, recording who preempted it and why; on a
+/// conflict (an agent report or a kill landed first) re-reads and tries
+/// again from what it finds.
+pub(super) async fn evict(
+    client: kube::Client,
+    mut task: Task,
+    eviction: Eviction,
+    now: jiff::Timestamp,
+) -> (String, Evicted) {
+    let key = key_of(&task);
+    let (ns, name) = ns_name(&task);
+    let api: Api<Task> = Api::namespaced(client, &ns);
+    let v = &eviction.victim;
+    let (role, tier, priority) = &eviction.by;
+    let why = format!(
+        "preempted by {} ({:?}: {role} tier {tier:?} priority {priority} over {:?} priority {})",
+        eviction.preemptor, v.rule, v.tier, v.priority
+    );
+    for _ in 0..5 {
+        let mut status = task.status.clone().unwrap_or_default();
+        let by = eviction.preemptor.clone();
+        if let Err(e) =
+            lifecycle::apply(&mut status, &lifecycle::Event::Preempted { by }, now, ACTOR)
+        {
+            if status.phase().is_terminal() {
+                return (key, Evicted::AlreadyEnded);
+            }
+            tracing::warn!(task = %key, error = %e, "preempting a task the state machine does not allow");
+            return (key, Evicted::Refused);
+        }
+        if let Some(last) = status.task_events.last_mut() {
+            last.message = why.clone();
+        }
+        status.message = Some(why.clone());
+        status
+            .conditions
+            .retain(|c| c.type_ != TaskConditionType::Preempted);
+        status.conditions.push(Condition {
+            type_: TaskConditionType::Preempted,
+            status: ConditionStatus::True,
+            reason: TaskReason::PreemptedByHigherPriority,
+            message: why.clone(),
+            last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+            )),
+            observed_generation: None,
+        });
+        // The precondition keeps a concurrent kill or agent report from being overwritten.
+        let patch = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return (key, Evicted::Yes),
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await {
+                Ok(Some(t)) => task = t,
+                Ok(None) => return (key, Evicted::AlreadyEnded),
+                Err(e) => {
+                    tracing::warn!(task = %key, error = %e, "re-reading a victim failed");
+                    return (key, Evicted::Refused);
+                }
+            },
+            Err(kube::Error::Api(e)) if e.code == 404 => return (key, Evicted::AlreadyEnded),
+            Err(e) => {
+                tracing::warn!(task = %key, error = %e, "writing PREEMPTING failed");
+                return (key, Evicted::Refused);
+            }
+        }
+    }
+    (key, Evicted::Refused)
+}
+
+/// Writes one binding: the node name (conditional on the version the decision
+/// saw), then the status. Returns whether the task is now bound.
+pub(super) async fn bind(
+    client: kube::Client,
+    task: Task,
+    node: String,
+    now: jiff::Timestamp,
+) -> (String, bool) {
+    let key = key_of(&task);
+    let (ns, name) = ns_name(&task);
+    let api: Api<Task> = Api::namespaced(client, &ns);
+    let spec = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "spec": {"nodeName": node}});
+    let mut current = match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(spec))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
+            return (key, false);
+        }
+    };
+    // Read-modify-write under the version just written: a kill or an agent
+    // report that lands in between is re-read, never overwritten.
+    for _ in 0..5 {
+        let mut status = current.status.clone().unwrap_or_default();
+        // Its creator's PENDING step may not have landed yet (the scheduler was
+        // quicker); history starts at PENDING, dated at the task's creation.
+        if status.task_events.is_empty() {
+            let created = current
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(now, |t| t.0);
+            status.task_events =
+                lifecycle::created("pending since its creation".into(), created, ACTOR).task_events;
+        }
+        if let Err(e) = lifecycle::apply(
+            &mut status,
+            &lifecycle::Event::Assigned { node: node.clone() },
+            now,
+            ACTOR,
+        ) {
+            tracing::warn!(task = %key, error = %e, "bound a task the state machine does not allow");
+            break;
+        }
+        set_condition(
+            &mut status.conditions,
+            ConditionStatus::True,
+            TaskReason::Assigned,
+            format!("assigned to {node}"),
+            now,
+        );
+        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version}, "status": status});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get(&name).await {
+                Ok(t) => current = t,
+                Err(e) => {
+                    tracing::warn!(task = %key, error = %e, "re-reading a bound task failed");
+                    break;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(task = %key, error = %e, "writing the ASSIGNED status failed");
+                break;
+            }
+        }
+    }
+    (key, true)
+}
+
+pub(super) async fn write_explanation(
+    client: kube::Client,
+    task: Task,
+    e: corral_api::task::PendingExplanation,
+    why: Unplaced,
+) {
+    let (ns, name) = ns_name(&task);
+    let api: Api<Task> = Api::namespaced(client, &ns);
+    let mut status = task.status.clone().unwrap_or_default();
+    let reason = match why {
+        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } | Unplaced::NoNode(_) => {
+            TaskReason::Unschedulable
+        }
+        Unplaced::Preempting { .. } => TaskReason::PreemptionNominated,
+    };
+    set_condition(
+        &mut status.conditions,
+        ConditionStatus::False,
+        reason,
+        e.summary.clone(),
+        e.evaluated_at
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    );
+    status.explanation = Some(e);
+    if status.phase.is_none() {
+        status.phase = Some(corral_api::TaskPhase::Pending);
+    }
+    // Conditional: a task killed or bound meanwhile keeps its phase; the next cycle re-evaluates.
+    let patch =
+        json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
+    if let Err(err) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::debug!(task = %name, error = %err, "writing an explanation failed");
+    }
+}
+
+pub(super) fn set_condition(
+    conditions: &mut Vec<Condition<TaskConditionType, TaskReason>>,
+    status: ConditionStatus,
+    reason: TaskReason,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+    ));
+    match conditions
+        .iter_mut()
+        .find(|c| c.type_ == TaskConditionType::Scheduled)
+    {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = time;
+            }
+            c.status = status;
+            c.reason = reason;
+            c.message = message;
+        }
+        None => conditions.push(Condition {
+            type_: TaskConditionType::Scheduled,
+            status,
+            reason,
+            message,
+            last_transition_time: time,
+            observed_generation: None,
+        }),
+    }
+}
