@@ -1,19 +1,36 @@
-//! Every manifest under `examples/` decodes into its kind and passes validation,
-//! exactly as written.
+//! Every manifest under `examples/` and `more-examples/` decodes into its
+//! kind and passes validation, exactly as written; the tour's `examples/`
+//! holds no subdirectory and no kustomization (so `kubectl apply -R -f
+//! examples/` applies it too).
 
 use std::path::PathBuf;
 
 use corral_api::CorralObject;
 
+/// The manifests under `dir`, subdirectories included.
+fn manifests(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            manifests(&path, out)?;
+        } else if path.extension().and_then(|e| e.to_str()) == Some("yaml")
+            // A kustomization is kustomize's input, not an object.
+            && path.file_name().and_then(|n| n.to_str()) != Some("kustomization.yaml")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn every_example_decodes_and_validates() -> anyhow::Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut paths = Vec::new();
+    manifests(&root.join("examples"), &mut paths)?;
+    manifests(&root.join("more-examples"), &mut paths)?;
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
+    for path in paths {
         let text = std::fs::read_to_string(&path)?;
         let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)?;
         for doc in docs {
@@ -34,7 +51,7 @@ fn every_example_decodes_and_validates() -> anyhow::Result<()> {
         }
     }
     assert!(
-        seen >= 8,
+        seen >= 10,
         "expected the talk's job, a service, a cron job and two teams; found {seen} objects"
     );
     Ok(())
@@ -65,5 +82,27 @@ fn the_talks_job_keeps_its_figures() -> anyhow::Result<()> {
     assert_eq!(job.spec.max_task_failures, 1);
     assert_eq!(job.spec.tier, corral_api::Tier::Preemptible);
     assert_eq!(job.spec.kind, corral_api::JobKind::Adhoc);
+    Ok(())
+}
+
+#[test]
+fn the_tour_directory_is_flat_and_plain() -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        assert!(
+            !path.is_dir(),
+            "{} would be picked up by apply -R",
+            path.display()
+        );
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert!(
+            name.ends_with(".yaml") || name == "README.md",
+            "{name}: the tour applies every file here"
+        );
+    }
     Ok(())
 }

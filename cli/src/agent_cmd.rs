@@ -355,7 +355,16 @@ fn detect_resources(sandboxes: &Path) -> String {
     detected
 }
 
-async fn build_runtimes(
+/// Where the agent of `node` keeps its tasks' sandboxes.
+pub fn sandboxes(args: &RunArgs, home: &Path, node: &str) -> PathBuf {
+    args.work_dir
+        .clone()
+        .unwrap_or_else(|| home.join("agent").join(node).join("sandboxes"))
+}
+
+/// The runtimes `args` name, in order; containerd is skipped when its socket
+/// does not answer and other runtimes are named.
+pub async fn build_runtimes(
     args: &RunArgs,
     sandboxes: &Path,
 ) -> Result<Vec<Arc<dyn ContainerRuntime>>> {
@@ -461,10 +470,7 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
             client_from(&kubeconfig).await?
         }
     };
-    let sandboxes = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| home.join("agent").join(&node_name).join("sandboxes"));
+    let sandboxes = sandboxes(&args, &home, &node_name);
     std::fs::create_dir_all(&sandboxes)
         .with_context(|| format!("creating {}", sandboxes.display()))?;
     let runtimes = build_runtimes(&args, &sandboxes).await?;

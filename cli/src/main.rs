@@ -36,6 +36,7 @@ fn write_out(args: std::fmt::Arguments<'_>) {
 mod agent_cmd;
 mod client;
 mod controllers_cmd;
+mod down_cmd;
 mod manifests;
 mod server_cmd;
 mod store_cmd;
@@ -63,6 +64,8 @@ struct Cli {
 enum Command {
     /// Run a whole cluster on this machine: API server, controllers and one agent.
     Up(Box<up_cmd::UpArgs>),
+    /// Stop `corral up` and every task it started on this machine (the cluster's state is kept).
+    Down(down_cmd::DownArgs),
     /// Create or update objects from manifests (server-side apply).
     Apply(client::apply::ApplyArgs),
     /// List objects as tables (`-o wide|yaml|json|name`, `-w` to watch).
@@ -156,6 +159,7 @@ async fn run() -> Result<()> {
     let ctx = || client::Ctx::connect(&client_args);
     match command {
         Command::Up(args) => up_cmd::run(*args).await,
+        Command::Down(args) => down_cmd::run(args).await,
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,

@@ -7,7 +7,8 @@
 //! it, and on Ctrl-C or SIGTERM stops the agent (its tasks keep running and
 //! are re-adopted on the next start), the controllers and the server, in that
 //! order. All state is in the store, so the next `corral up` resumes the same
-//! cluster.
+//! cluster. It records its pid in `$CORRAL_HOME/up.pid` while it runs, so
+//! that `corral down` can stop it together with its tasks.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +17,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use corral_node_agent::runtime::containerd;
 
-use crate::agent_cmd;
 use crate::server_cmd::{self, ServerArgs};
 use crate::store_cmd::home_dir;
+use crate::{agent_cmd, down_cmd};
 
 /// `corral up` options.
 #[derive(Debug, Args)]
@@ -117,6 +118,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             return Err(e);
         }
     };
+    let _pid = down_cmd::PidFile::write(&home)?;
     let kubeconfig = server.kubeconfig.display().to_string();
     outln!("Corral is up: API server {}", server.url);
     outln!("{}", agent.summary);
@@ -130,9 +132,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     outln!("  kubectl get corral -A");
     outln!();
     outln!(
-        "Press Ctrl-C to stop; the cluster is kept in {} for the next `corral up`.",
+        "Press Ctrl-C to stop; the cluster is kept in {} for the next `corral up`,",
         home.display()
     );
+    outln!("and its tasks keep running for it to re-adopt. `corral down` stops them too.");
     server_cmd::wait_for_signal().await?;
     outln!("stopping the agent (its tasks keep running), the controllers and the API server");
     let stopped = agent.stop().await;

@@ -134,6 +134,21 @@ impl Server {
         std::fs::read_to_string(self.home.join("server.log")).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its status,
+    /// or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(self) -> Result<std::process::ExitStatus> {
         self.signal("-TERM")
@@ -316,9 +331,14 @@ pub fn wait_for(
     }
 }
 
-/// `examples/` in the workspace.
+/// `examples/` in the workspace (what the README's tour applies).
 pub fn examples() -> PathBuf {
     workspace().join("examples")
+}
+
+/// `more-examples/` in the workspace (examples that need more than the tour).
+pub fn more_examples() -> PathBuf {
+    workspace().join("more-examples")
 }
 
 /// A path as text.

@@ -1,5 +1,5 @@
 //! The loop a GitOps pipeline runs, against `corral server`: a local git
-//! repository holds a team's kustomization (`examples/gitops/`); each sync
+//! repository holds a team's kustomization (`more-examples/gitops/`); each sync
 //! exports the newest commit and applies it with stock kubectl —
 //! server-side apply, force-conflicts (the pipeline owns its fields), and
 //! pruning through an ApplySet (`KUBECTL_APPLYSET=true`). Commits that add,
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Result, bail};
-use corral_e2e::{Kubectl, Server, examples, s};
+use corral_e2e::{Kubectl, Server, more_examples, s};
 
 fn git(repo: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
@@ -109,7 +109,7 @@ fn a_gitops_loop_follows_commits_undoes_drift_and_prunes() -> Result<()> {
     let k = Kubectl::new(&server)?;
     k.run(&["create", "namespace", "search"])?.ok()?;
     let repo = tempfile::tempdir()?;
-    for entry in std::fs::read_dir(examples().join("gitops"))? {
+    for entry in std::fs::read_dir(more_examples().join("gitops"))? {
         let p = entry?.path();
         if let Some(name) = p.file_name() {
             std::fs::copy(&p, repo.path().join(name))?;

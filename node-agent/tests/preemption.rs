@@ -27,7 +27,8 @@ async fn job(api: &Api<Job>, name: &str, role: &str, instances: usize, extra: Va
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
     }
-    let j: Job = serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job",
+    let j: Job =
+        serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job",
         "metadata": {"name": name, "namespace": "default"}, "spec": spec}))?;
     api.create(&PostParams::default(), &j).await?;
     Ok(())
@@ -112,12 +113,23 @@ async fn scenario(nodes: usize) -> Result<()> {
     let fillers = 4 * (nodes - 1) - 4;
     job(&jobs, "analytics", "analytics", 4, json!({})).await?;
     job(&jobs, "web", "web", 2, json!({})).await?;
-    job(&jobs, "small", "batch", 2, json!({"constraints": {"hostLimit": 1}})).await?;
+    job(
+        &jobs,
+        "small",
+        "batch",
+        2,
+        json!({"constraints": {"hostLimit": 1}}),
+    )
+    .await?;
     job(&jobs, "filler", "batch", fillers, json!({})).await?;
     let all = 4 * nodes;
     eventually("every CPU of the cluster to be in use", || async {
         let list = tasks.list(&ListParams::default()).await?.items;
-        Ok(list.iter().filter(|t| phase(t) == TaskPhase::Running).count() == all)
+        Ok(list
+            .iter()
+            .filter(|t| phase(t) == TaskPhase::Running)
+            .count()
+            == all)
     })
     .await?;
 
@@ -137,7 +149,9 @@ async fn scenario(nodes: usize) -> Result<()> {
             let list = tasks.list(&ListParams::default()).await?.items;
             let victims: Vec<&Task> = list.iter().filter(|t| preempted(t)).collect();
             if !victims.is_empty() && victims.iter().all(|t| phase(t) == TaskPhase::Killed) {
-                let mut seen = victims_killed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                let mut seen = victims_killed
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?;
                 seen.get_or_insert_with(Instant::now);
             }
             let prod = list.iter().filter(|t| t.spec.job == "prod");
@@ -176,7 +190,9 @@ async fn scenario(nodes: usize) -> Result<()> {
             p.metadata.name
         );
     }
-    let seen = *victims_killed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let seen = *victims_killed
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
     if let Some(at) = seen {
         assert!(at.elapsed() < Duration::from_secs(10), "{:?}", at.elapsed());
     }

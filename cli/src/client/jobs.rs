@@ -106,7 +106,7 @@ async fn wait(
                         .iter()
                         .all(|t| t.status.as_ref().is_some_and(|s| s.phase().is_terminal()))
             }
-            _ => restarted(&all, instances.spec.instances, since),
+            _ => restarted(&all, since),
         };
         let summary = progress(&all);
         if summary != last {
@@ -129,22 +129,37 @@ async fn wait(
     }
 }
 
-/// True when every instance has a RUNNING (or finished) task assigned after
-/// `since`, and no task assigned before it is still live.
-fn restarted(tasks: &[Task], instances: u32, since: jiff::Timestamp) -> bool {
+/// True when every task that was live when the restart was asked for
+/// (assigned before `since`, not ended before it) has ended, and the job
+/// runs as many tasks assigned since (RUNNING, or finished) as it ran then.
+/// Counting tasks rather than instances keeps the wait finite where some
+/// instances could not run before either (three instances with a host limit
+/// of one on a one-machine cluster: whichever instance takes the freed slot
+/// restores the job).
+fn restarted(tasks: &[Task], since: jiff::Timestamp) -> bool {
     let assigned = corral_core::jobs::assigned_at;
     let phase = |t: &Task| t.status.clone().unwrap_or_default().phase();
-    let old_live = tasks
+    let ended = |t: &Task| {
+        t.status.as_ref().and_then(|s| {
+            s.task_events
+                .iter()
+                .find(|e| e.status.is_terminal())
+                .map(|e| e.timestamp.0)
+        })
+    };
+    let old: Vec<&Task> = tasks
         .iter()
-        .any(|t| assigned(t).is_some_and(|a| a < since) && !phase(t).is_terminal());
-    let fresh = (0..instances).all(|i| {
-        tasks.iter().any(|t| {
-            t.spec.instance_id == i
-                && assigned(t).is_some_and(|a| a >= since)
+        .filter(|t| assigned(t).is_some_and(|a| a < since) && ended(t).is_none_or(|e| e >= since))
+        .collect();
+    let old_live = old.iter().any(|t| !phase(t).is_terminal());
+    let fresh = tasks
+        .iter()
+        .filter(|t| {
+            assigned(t).is_some_and(|a| a >= since)
                 && matches!(phase(t), TaskPhase::Running | TaskPhase::Finished)
         })
-    });
-    !old_live && fresh
+        .count();
+    !old_live && fresh >= old.len().max(1)
 }
 
 /// `RUNNING=2 KILLING=1`.
@@ -304,16 +319,26 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_is_done_when_every_instance_runs_a_newer_task() -> Result<()> {
+    fn a_restart_is_done_when_every_task_live_at_the_request_is_replaced() -> Result<()> {
         let since: jiff::Timestamp = "2026-11-30T10:00:00Z".parse()?;
         let old = task(0, "2026-11-30T09:00:00Z", "KILLED");
         let new = task(0, "2026-11-30T10:00:01Z", "RUNNING");
-        assert!(restarted(&[old.clone(), new.clone()], 1, since));
+        assert!(restarted(&[old.clone(), new.clone()], since));
         let old_live = task(0, "2026-11-30T09:00:00Z", "RESTARTING");
-        assert!(!restarted(&[old_live, new], 1, since));
+        assert!(!restarted(&[old_live, new.clone()], since));
         let mut pending = task(0, "2026-11-30T10:00:01Z", "PENDING");
         pending.status = None;
-        assert!(!restarted(&[old, pending], 1, since));
+        assert!(!restarted(&[old.clone(), pending.clone()], since));
+        // One machine, three instances, a host limit of one: instance 0 ran
+        // and was restarted; instance 1, pending until then, took the slot.
+        let took_the_slot = task(1, "2026-11-30T10:00:02Z", "RUNNING");
+        assert!(restarted(
+            &[old.clone(), pending.clone(), took_the_slot],
+            since
+        ));
+        // Two ran before: two must run again.
+        let other_old = task(2, "2026-11-30T09:00:00Z", "KILLED");
+        assert!(!restarted(&[old, other_old, new, pending], since));
         Ok(())
     }
 }

@@ -10,6 +10,8 @@
 //! - [`process`]: plain host processes in cgroups with the same limits.
 //! - [`simulated`]: no process at all, for scale tests.
 //!
+//! [`stop_all`] kills every task a machine's runtimes run, with no agent.
+//!
 //! Each runtime reports exactly one terminal event per start: `Exited` when
 //! the container ended by itself, `Killed` when it ended after
 //! [`ContainerRuntime::kill`].
@@ -30,8 +32,10 @@ pub mod containerd;
 mod image;
 pub mod process;
 pub mod simulated;
+pub mod stop_all;
 
 pub use simulated::{SIMULATE_DURATION, SIMULATE_EXIT_CODE, Simulated, parse_duration};
+pub use stop_all::{Stopped, stop_all};
 
 /// What a runtime reports about a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
