@@ -128,6 +128,13 @@ impl State {
                 // Still being killed; its capacity is held for the preemptor.
                 self.pending.remove(&key);
             }
+            TaskState::Bound(_) if preempting(&task) => {
+                // Preempted before this loop started (or by another leader):
+                // going, so nobody preempts again for the same need.
+                self.pending.remove(&key);
+                self.alloc.note_going(&key);
+                self.snap.unbind(&key);
+            }
             TaskState::Bound(node) => {
                 self.pending.remove(&key);
                 self.bind_seen(&key, &node, &task);
@@ -230,6 +237,13 @@ impl State {
             | Unboxed::Task(Event::Init | Event::InitDone) => {}
         }
     }
+}
+
+/// True when `task` is PREEMPTING (its kill under way).
+fn preempting(task: &Task) -> bool {
+    task.status
+        .as_ref()
+        .is_some_and(|s| s.phase() == corral_api::TaskPhase::Preempting)
 }
 
 /// Runs the allocation loop with the default preemption rules until `stop`

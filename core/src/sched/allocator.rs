@@ -116,6 +116,14 @@ impl Allocator {
             .map(|(k, h)| (k.as_str(), h.node, &h.victims))
     }
 
+    /// A task found already being preempted that this allocator did not
+    /// evict (it was, before a restart or by another leader): it counts as
+    /// going, so its room is not paid for a second time. Its preemptor holds
+    /// nothing; it competes for the room like any task.
+    pub fn note_going(&mut self, key: &str) {
+        self.going.entry(key.to_owned()).or_default();
+    }
+
     /// A task ended or was deleted: if it was a victim, its room is now its
     /// preemptor's alone.
     pub fn gone(&mut self, key: &str) {
@@ -221,8 +229,13 @@ impl Allocator {
                 continue;
             };
             if h.placed {
-                // Bound, in flight: never placed twice.
-                pending.remove(&key);
+                if snap.binding(&key).is_some() {
+                    // Bound, in flight: never placed twice.
+                    pending.remove(&key);
+                } else {
+                    // Its binding went (the task was deleted): nothing to keep.
+                    self.holds.remove(&key);
+                }
                 continue;
             }
             let Some(task) = pending.remove(&key) else {

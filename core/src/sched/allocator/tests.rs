@@ -230,6 +230,44 @@ fn a_lapsed_hold_lets_the_preemptor_compete_again() {
     assert!(d.evictions.is_empty());
 }
 
+#[test]
+fn a_victim_found_going_after_a_restart_is_not_paid_for_again() {
+    // Before the restart, v0 was preempted for prod; the new allocator finds
+    // it PREEMPTING: it is going, its room free, and prod is placed there
+    // without a second victim.
+    let mut s = cluster(&[2, 2]);
+    running(&mut s, task("v1", "a", 2, Tier::Preemptible, 0), 1);
+    let mut a = Allocator::new(Policy::BinPack, Rules::default());
+    a.note_going("default/v0");
+    assert!(a.is_going("default/v0"));
+    let d = a.cycle(
+        &mut s,
+        vec![task("prod", "prod", 2, Tier::Preferred, 0)],
+        at(1000),
+    );
+    assert_eq!(keys(&d.bound), vec!["default/prod"]);
+    assert!(d.evictions.is_empty());
+    a.gone("default/v0");
+    assert!(!a.is_going("default/v0"));
+}
+
+#[test]
+fn a_hold_whose_preemptor_was_deleted_in_flight_goes() {
+    let mut s = cluster(&[2]);
+    running(&mut s, task("v0", "a", 2, Tier::Preemptible, 0), 0);
+    let mut a = Allocator::new(Policy::BinPack, Rules::default());
+    let p = task("prod", "prod", 2, Tier::Preferred, 0);
+    a.cycle(&mut s, vec![p.clone()], at(1000));
+    a.gone("default/v0");
+    let d = a.cycle(&mut s, vec![p.clone()], at(1001));
+    assert_eq!(keys(&d.bound), vec!["default/prod"]);
+    // Deleted before its binding was seen.
+    s.unbind(&p.key);
+    a.cycle(&mut s, vec![], at(1002));
+    assert!(!a.is_holding(&p.key));
+    assert!(s.consistent());
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
