@@ -32,7 +32,7 @@ fn the_client_verbs_print_what_kubectl_users_expect() -> Result<()> {
             .contains("job.corral.dev/sparkie serverside-applied")
     );
     assert!(
-        r.stderr.contains("applied 14 of 14 objects"),
+        r.stderr.contains("applied 13 of 13 objects"),
         "{}",
         r.stderr
     );
@@ -70,7 +70,7 @@ fn the_client_verbs_print_what_kubectl_users_expect() -> Result<()> {
         names.lines().all(|l| l.starts_with("job.corral.dev/")),
         "{names}"
     );
-    assert_eq!(names.lines().count(), 4, "{names}");
+    assert_eq!(names.lines().count(), 3, "{names}");
     let one: Value = serde_json::from_str(
         &c.run(&["-n", "analytics", "get", "job", "sparkie", "-o", "json"])?
             .ok()?,

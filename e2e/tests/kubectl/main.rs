@@ -81,7 +81,7 @@ fn wait_by_while_status_is_written(
 }
 
 /// The jobs under `examples/`.
-const EXAMPLE_JOBS: usize = 5;
+const EXAMPLE_JOBS: usize = 4;
 
 mod reads;
 mod server;
