@@ -62,12 +62,30 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
         path: path.to_owned(),
         source,
     };
-    std::fs::write(path, contents).map_err(io)?;
     if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        write_private(path, contents.as_bytes()).map_err(io)
+    } else {
+        std::fs::write(path, contents).map_err(io)
     }
-    Ok(())
+}
+
+/// Writes a file only its owner may read (0600), never readable by others
+/// even for a moment: a new file is created with that mode, an existing one
+/// is restricted before it is rewritten. For keys, tokens and kubeconfigs.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
 }
 
 fn random_token() -> String {

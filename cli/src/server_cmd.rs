@@ -184,7 +184,8 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     )?;
     let url = format!("https://{addr}");
     let kubeconfig = home.join("kubeconfig");
-    std::fs::write(&kubeconfig, pki.kubeconfig(&url))
+    // It holds the admin token: readable by its owner only.
+    corral_apiserver::pki::write_private(&kubeconfig, pki.kubeconfig(&url).as_bytes())
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "serving");
 

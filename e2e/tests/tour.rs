@@ -68,6 +68,19 @@ fn the_five_minute_tour_works_as_written() -> Result<()> {
         &[],
     )?;
     let c = Corral::new(&up);
+    // What holds a secret is its owner's alone: the admin kubeconfig (a
+    // token), the keys, and the store (every Secret).
+    for f in [
+        "kubeconfig",
+        "store.db",
+        "pki/admin.key",
+        "pki/server.key",
+        "pki/tokens.csv",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(home.path().join(f))?.permissions().mode() & 0o777;
+        assert_eq!(m, 0o600, "{f} is {m:o}");
+    }
 
     let applied = ok(c.run(&["apply", "-f", &s(&examples())])?, "apply")?;
     for obj in [

@@ -78,8 +78,29 @@ struct History {
     more: bool,
 }
 
+/// Makes `path` (created empty if missing) and the WAL files next to it
+/// readable by their owner only: the store holds every Secret. SQLite gives
+/// the `-wal` and `-shm` files it creates the database file's mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if std::path::Path::new(&p).exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database at `path`. Revisions and data
+    /// Opens (creating if needed, readable by its owner only) the database at `path`. Revisions and data
     /// survive restarts.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
@@ -89,6 +110,8 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::unavailable(format!("creating {}: {e}", dir.display())))?;
         }
+        private_file(&path)
+            .map_err(|e| StoreError::unavailable(format!("creating {}: {e}", path.display())))?;
         let conn = Connection::open(&path)
             .map_err(|e| StoreError::unavailable(format!("opening {}: {e}", path.display())))?;
         Self::start(conn, Some(path))
