@@ -39,8 +39,11 @@ fn task_pids(home: &std::path::Path) -> Result<Vec<i32>> {
     for node in std::fs::read_dir(home.join("agent"))? {
         let sandboxes = node?.path().join("sandboxes");
         for sandbox in std::fs::read_dir(sandboxes)? {
-            if let Ok(pid) = std::fs::read_to_string(sandbox?.path().join(".pid")) {
-                pids.push(pid.trim().parse()?);
+            // `PID STARTTIME`
+            if let Ok(text) = std::fs::read_to_string(sandbox?.path().join(".pid"))
+                && let Some(pid) = text.split_whitespace().next()
+            {
+                pids.push(pid.parse()?);
             }
         }
     }

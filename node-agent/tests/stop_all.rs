@@ -1,7 +1,9 @@
 //! `stop_all` on the process runtime: a task that outlived its agent is
 //! re-adopted by a fresh runtime over the same sandboxes and killed, as
-//! `corral down` does after `corral up` stopped.
+//! `corral down` does after `corral up` stopped; a process that reused the
+//! pid of a task that ended is left alone.
 
+use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,35 +21,77 @@ fn alive(pid: i32) -> bool {
 async fn tasks_that_outlived_their_agent_are_found_and_killed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let first = Process::new(dir.path(), None);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let launch = Launch {
-        key: "default/sleeper-0-0".into(),
-        container: serde_json::from_value(
-            json!({"image": "busybox", "command": ["sleep", "600"]}),
-        )?,
-        resources: Default::default(),
-        annotations: Default::default(),
-        uid: Some("uid-1".into()),
-    };
-    first.start(launch, tx).await?;
-    loop {
-        let (_, e) = rx.recv().await.context("events ended")?;
-        if e == RuntimeEvent::Running {
+    let sandbox = dir.path().join("default.sleeper-0-0");
+    // A machine busy with other tests may fail the wrapper's fork of the
+    // command (it then exits at once, saying why): start it again, at most
+    // three times.
+    let mut pid = 0;
+    let mut rx = None;
+    for attempt in 0.. {
+        let (tx, mut events) = tokio::sync::mpsc::channel(16);
+        let launch = Launch {
+            key: "default/sleeper-0-0".into(),
+            container: serde_json::from_value(
+                json!({"image": "busybox", "command": ["sleep", "600"]}),
+            )?,
+            resources: Default::default(),
+            annotations: Default::default(),
+            uid: Some("uid-1".into()),
+        };
+        first.start(launch, tx).await?;
+        loop {
+            let (_, e) = events.recv().await.context("events ended")?;
+            if e == RuntimeEvent::Running {
+                break;
+            }
+        }
+        // `PID STARTTIME`
+        pid = std::fs::read_to_string(sandbox.join(".pid"))?
+            .split_whitespace()
+            .next()
+            .context("empty pid file")?
+            .parse()?;
+        if alive(pid) {
+            rx = Some(events);
             break;
         }
+        let stderr = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
+        assert!(attempt < 2, "the task died at once: {stderr}");
+        eprintln!("attempt {attempt}: the task died at once: {stderr}");
     }
-    let pid: i32 = std::fs::read_to_string(dir.path().join("default.sleeper-0-0").join(".pid"))?
-        .trim()
-        .parse()?;
     assert!(alive(pid));
     // The agent goes away; its task keeps running.
     drop(first);
     drop(rx);
     assert!(alive(pid));
 
+    // A sandbox whose pid file names a pid the kernel has since given to an
+    // unrelated process (pids wrap): that process is not the task's.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("600")
+        .process_group(0)
+        .spawn()?;
+    let stale = dir.path().join("default.stale-0-0");
+    std::fs::create_dir_all(&stale)?;
+    std::fs::write(stale.join(".pid"), format!("{} 1", bystander.id()))?;
+    std::fs::write(stale.join(".exit_code"), "0")?;
+
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Process::new(dir.path(), None))];
     let out = stop_all(&runtimes, Duration::from_secs(5)).await?;
-    assert_eq!(out.stopped, vec!["default/sleeper-0-0".to_owned()]);
+    let bystander_alive = alive(i32::try_from(bystander.id())?);
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        bystander_alive,
+        "a process that reused a task's pid was killed"
+    );
+    assert_eq!(
+        out.stopped,
+        vec![
+            "default/stale-0-0".to_owned(),
+            "default/sleeper-0-0".to_owned()
+        ]
+    );
     assert!(out.stuck.is_empty());
     assert!(!alive(pid), "pid {pid} still runs");
     // Nothing left: a second pass finds nothing.

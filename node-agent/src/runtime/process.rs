@@ -56,6 +56,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 struct Running {
     pgid: i32,
+    /// The group leader's start time, when known (see [`start_time`]).
+    started: Option<u64>,
     uid: Option<String>,
     killed: bool,
     /// Turns true once the process has ended and been reported.
@@ -91,7 +93,7 @@ impl Process {
     }
 
     /// Records a running task and returns the sender that marks it done.
-    fn track(&self, key: &str, pgid: i32) -> watch::Sender<bool> {
+    fn track(&self, key: &str, pgid: i32, started: Option<u64>) -> watch::Sender<bool> {
         let (tx, rx) = watch::channel(false);
         let uid = std::fs::read_to_string(sandbox_dir(&self.inner.sandboxes, key).join(UID_FILE))
             .ok()
@@ -101,6 +103,7 @@ impl Process {
             key.to_owned(),
             Running {
                 pgid,
+                started,
                 uid,
                 killed: false,
                 done: rx,
@@ -219,12 +222,19 @@ impl Process {
             .id()
             .and_then(|p| i32::try_from(p).ok())
             .unwrap_or_default();
-        let _ = std::fs::write(sandbox.join(PID_FILE), pid.to_string());
+        let started = start_time(pid);
+        let _ = std::fs::write(
+            sandbox.join(PID_FILE),
+            match started {
+                Some(t) => format!("{pid} {t}"),
+                None => pid.to_string(),
+            },
+        );
         let _ = std::fs::write(
             sandbox.join(UID_FILE),
             launch.uid.as_deref().unwrap_or_default(),
         );
-        let done = self.track(key, pid);
+        let done = self.track(key, pid, started);
         let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
         let (me, key, events) = (self.clone(), key.clone(), events.clone());
         tokio::spawn(async move {
@@ -242,11 +252,20 @@ impl Process {
 
     /// Follows a process that is not our child until it ends, then reports
     /// the exit code its wrapper wrote.
-    fn follow_adopted(&self, key: String, pid: i32, sandbox: PathBuf, events: Events) {
-        let done = self.track(&key, pid);
+    fn follow_adopted(
+        &self,
+        key: String,
+        (pid, started): (i32, Option<u64>),
+        sandbox: PathBuf,
+        events: Events,
+    ) {
+        let done = self.track(&key, pid, started);
         let me = self.clone();
         tokio::spawn(async move {
-            while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            while Path::new(&format!("/proc/{pid}")).exists()
+                && !is_zombie(pid)
+                && same_process(pid, started)
+            {
                 tokio::time::sleep(ADOPTED_POLL).await;
             }
             let code = std::fs::read_to_string(sandbox.join(EXIT_FILE))
@@ -256,6 +275,34 @@ impl Process {
             me.finish(&key, code, &events, done).await;
         });
     }
+}
+
+/// When `pid` started (clock ticks since boot, `/proc/PID/stat` field 22):
+/// with the pid, it names one process, so a pid the kernel has given to
+/// another process since (pids wrap) is never taken for the task's.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at field 3.
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// The wrapper's pid and start time from its sandbox's pid file (older
+/// agents wrote the pid alone).
+fn read_pid_file(sandbox: &Path) -> Option<(i32, Option<u64>)> {
+    let text = std::fs::read_to_string(sandbox.join(PID_FILE)).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid = parts.next()?.parse().ok()?;
+    Some((pid, parts.next().and_then(|t| t.parse().ok())))
+}
+
+/// True while `pid` is the process that started at `started` (when known).
+fn same_process(pid: i32, started: Option<u64>) -> bool {
+    started.is_none_or(|t| start_time(pid) == Some(t))
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -302,20 +349,28 @@ impl ContainerRuntime for Process {
     }
 
     async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let (pgid, mut done) = {
+        let (pgid, started, mut done) = {
             let mut tasks = self.tasks();
             let r = tasks
                 .get_mut(key)
                 .ok_or_else(|| RuntimeError::NotRunning(key.to_owned()))?;
             r.killed = true;
-            (r.pgid, r.done.clone())
+            (r.pgid, r.started, r.done.clone())
         };
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        // The group's number is the leader's pid: once the leader is gone and
+        // its number given to another process (pids wrap), that process leads
+        // a group of its own under the same number, which is not ours.
+        let signal = |sig| {
+            if !Path::new(&format!("/proc/{pgid}")).exists() || same_process(pgid, started) {
+                let _ = killpg(Pid::from_raw(pgid), sig);
+            }
+        };
+        signal(Signal::SIGTERM);
         if tokio::time::timeout(grace, done.wait_for(|d| *d))
             .await
             .is_err()
         {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            signal(Signal::SIGKILL);
             let _ = done.wait_for(|d| *d).await;
         }
         Ok(())
@@ -338,14 +393,13 @@ impl ContainerRuntime for Process {
             if self.tasks().contains_key(&key) {
                 continue;
             }
-            let Some(pid) = std::fs::read_to_string(sandbox.join(PID_FILE))
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            else {
+            let Some((pid, started)) = read_pid_file(&sandbox) else {
                 continue;
             };
+            // A pid reused by another process since is not the task's.
             let alive = Path::new(&format!("/proc/{pid}")).exists()
                 && !is_zombie(pid)
+                && same_process(pid, started)
                 && (self.inner.cgroup_root.is_none()
                     || in_cgroup(pid, &format!("corral/{}", container_id(&key))));
             if !alive {
@@ -354,13 +408,13 @@ impl ContainerRuntime for Process {
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
                     .unwrap_or(137);
-                let done = self.track(&key, pid);
+                let done = self.track(&key, pid, started);
                 self.finish(&key, code, &events, done).await;
                 found.push(key);
                 continue;
             }
             let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
-            self.follow_adopted(key.clone(), pid, sandbox, events.clone());
+            self.follow_adopted(key.clone(), (pid, started), sandbox, events.clone());
             found.push(key);
         }
         Ok(found)
