@@ -7,6 +7,9 @@
 //!    100k < 1 s), against the same lists read straight from the store.
 //! 3. Watch fan-out: 1,000 watchers, each watching its own `spec.nodeName`,
 //!    while tasks are bound at full speed (goal: event p99 < 100 ms).
+//! 4. Authorization: the CPU of one RBAC decision under a policy of 1,000
+//!    bindings, as a share of one create's CPU measured in phase 1 (goal
+//!    ≤ 5 %).
 //!
 //! The create phase also prints how many writes each store transaction held
 //! (the store's group commit), for each side. Its ratio is bound by CPU: the
@@ -36,7 +39,10 @@ const CLIENTS: usize = 64;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `CORRAL_BENCH_PHASES` (default `create,list,watch`) picks the phases to run.
+#[path = "api/authz.rs"]
+mod authz;
+
+/// `CORRAL_BENCH_PHASES` (default `create,list,watch,authz`) picks the phases to run.
 fn phase(name: &str) -> bool {
     std::env::var("CORRAL_BENCH_PHASES")
         .map(|p| p.split(',').any(|x| x == name))
@@ -138,12 +144,13 @@ async fn serve(store: Arc<dyn Store>, namespaces: &[&str]) -> Result<TestServer>
 /// in interleaved rounds.
 /// `stats` reads the store's group-commit counters, to show how the writes of
 /// each side were coalesced into transactions.
+/// Returns the API side's CPU per create, in µs.
 async fn create_phase(
     label: &str,
     store: Arc<dyn Store>,
     stats: &dyn Fn() -> CommitStatsSnapshot,
     client: &kube::Client,
-) -> Result<()> {
+) -> Result<f64> {
     let n = scaled(4000);
     let mut raw_rates = Vec::new();
     let mut api_rates = Vec::new();
@@ -216,7 +223,7 @@ async fn create_phase(
         raw_batches.mean(),
         api_batches.mean()
     );
-    Ok(())
+    Ok(api_us)
 }
 
 /// Store transactions and the writes they held, summed over rounds.
@@ -255,10 +262,12 @@ async fn main() -> Result<()> {
     let (server, client) = (ts.api.clone(), ts.client.clone());
 
     // 1. Create throughput, API vs raw store, over each store.
+    let mut create_us = None;
     if phase("create") {
         if create_over("embedded") {
             let stats = || embedded.commit_stats();
-            create_phase("the embedded store", store.clone(), &stats, &client).await?;
+            create_us =
+                Some(create_phase("the embedded store", store.clone(), &stats, &client).await?);
         }
         if create_over("etcd") {
             // A real single-member etcd with fsync on, as in production.
@@ -339,6 +348,9 @@ async fn main() -> Result<()> {
     // 3. Watch fan-out: one watcher per node, tasks bound at full speed.
     if !phase("watch") {
         ts.shutdown().await;
+        if phase("authz") {
+            authz::run(create_us)?;
+        }
         return Ok(());
     }
     let watchers = scaled(1000);
@@ -437,5 +449,8 @@ async fn main() -> Result<()> {
         lat.last().copied().unwrap_or(f64::NAN)
     );
     ts.shutdown().await;
+    if phase("authz") {
+        authz::run(create_us)?;
+    }
     Ok(())
 }

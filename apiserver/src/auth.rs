@@ -138,6 +138,8 @@ pub struct ResourceRule {
     pub api_groups: Vec<String>,
     /// Resources (`jobs`, `jobs/status`, … or `*`).
     pub resources: Vec<String>,
+    /// The objects the rule is limited to (empty: any).
+    pub resource_names: Vec<String>,
 }
 
 /// What a user may do with paths that are not resources (`/version`…).
@@ -187,6 +189,7 @@ impl Authorizer for AllowAuthenticated {
                 verbs: any(),
                 api_groups: any(),
                 resources: any(),
+                resource_names: Vec::new(),
             }],
             non_resources: vec![NonResourceRule {
                 verbs: any(),
@@ -242,6 +245,7 @@ impl Authorizer for ReadOnly {
                 verbs: vec!["get".into(), "list".into(), "watch".into()],
                 api_groups: vec!["*".into()],
                 resources: vec!["*".into()],
+                resource_names: Vec::new(),
             }],
             non_resources: vec![NonResourceRule {
                 verbs: vec!["get".into()],

@@ -30,6 +30,7 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod render;
 pub mod rest;

@@ -185,9 +185,15 @@ fn rules(body: &Value, user: &User, authz: &dyn Authorizer) -> Result<Value, Api
             resources,
             non_resources,
         }) => json!({
-            "resourceRules": resources.iter().map(|r| json!({
-                "verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources,
-            })).collect::<Vec<_>>(),
+            "resourceRules": resources.iter().map(|r| {
+                let mut rule = json!({
+                    "verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources,
+                });
+                if !r.resource_names.is_empty() {
+                    rule["resourceNames"] = json!(r.resource_names);
+                }
+                rule
+            }).collect::<Vec<_>>(),
             "nonResourceRules": non_resources.iter().map(|r| json!({
                 "verbs": r.verbs, "nonResourceURLs": r.urls,
             })).collect::<Vec<_>>(),
