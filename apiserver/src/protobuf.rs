@@ -1,7 +1,8 @@
 //! Decoding of protobuf request bodies (`application/vnd.kubernetes.protobuf`)
 //! for the kinds typed Go clients send that way (the self reviews of
 //! `kubectl auth can-i` and `whoami` too): v1 Namespace, ConfigMap,
-//! Secret and Event, coordination/v1 Lease, and meta/v1 DeleteOptions (Helm
+//! Secret and Event, coordination/v1 Lease, the rbac/v1 kinds (`rbac.rs`),
+//! and meta/v1 DeleteOptions (Helm
 //! 3.17 and kubectl 1.32 use them). The body is the magic `k8s\0` followed by
 //! a `runtime.Unknown` envelope. Messages are declared here for just these
 //! kinds, with the field numbers of Kubernetes' `generated.proto`, and turned
@@ -634,6 +635,7 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
             let c = SelfSubjectReview::decode(raw).map_err(|e| bad("SelfSubjectReview", e))?;
             out.insert("metadata".into(), meta(&c.metadata));
         }
+        ("rbac.authorization.k8s.io/v1", k) if rbac::decode(k, raw, &mut out)? => {}
         (av, k) => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "protobuf bodies of {av}/{k} are not supported; send application/json"
@@ -673,6 +675,8 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ApiError> {
     }
     Ok(Value::Object(out))
 }
+
+mod rbac;
 
 #[cfg(test)]
 mod tests;

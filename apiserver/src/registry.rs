@@ -413,6 +413,78 @@ pub(crate) fn builtin(
     }
 }
 
+/// rbac.authorization.k8s.io/v1: Role, ClusterRole, RoleBinding and
+/// ClusterRoleBinding, as kube-apiserver serves them (after Corral's own
+/// kinds in discovery, so `roles` alone still names Corral's Role; RBAC's is
+/// `roles.rbac.authorization.k8s.io`, or `kubectl create role`).
+fn rbac_kinds() -> Vec<ResourceDesc> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    const GROUP: &str = "rbac.authorization.k8s.io";
+    let role_ref = || vec![path_col("Role", "string", ".roleRef.name"), age()];
+    vec![
+        builtin(
+            GROUP,
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            "clusterrole",
+            false,
+            &[],
+            false,
+            vec![path_col(
+                "Created At",
+                "string",
+                ".metadata.creationTimestamp",
+            )],
+            &[],
+            schema_of::<ClusterRole>(),
+        ),
+        builtin(
+            GROUP,
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            "clusterrolebinding",
+            false,
+            &[],
+            false,
+            role_ref(),
+            &[],
+            schema_of::<ClusterRoleBinding>(),
+        ),
+        builtin(
+            GROUP,
+            "v1",
+            "Role",
+            "roles",
+            "role",
+            true,
+            &[],
+            false,
+            vec![path_col(
+                "Created At",
+                "string",
+                ".metadata.creationTimestamp",
+            )],
+            &[],
+            schema_of::<Role>(),
+        ),
+        builtin(
+            GROUP,
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            "rolebinding",
+            true,
+            &[],
+            false,
+            role_ref(),
+            &[],
+            schema_of::<RoleBinding>(),
+        ),
+    ]
+}
+
 impl Registry {
     /// Corral's kinds plus the core kinds clients need.
     pub fn standard() -> Self {
@@ -514,6 +586,7 @@ impl Registry {
             &[],
             schema_of::<Lease>(),
         ));
+        resources.extend(rbac_kinds());
         let resources: Vec<Arc<ResourceDesc>> = resources.into_iter().map(Arc::new).collect();
         let core_events = resources
             .iter()

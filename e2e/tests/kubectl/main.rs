@@ -83,6 +83,7 @@ fn wait_by_while_status_is_written(
 /// The jobs under `examples/`.
 const EXAMPLE_JOBS: usize = 4;
 
+mod rbac;
 mod reads;
 mod server;
 mod writes;

@@ -1,0 +1,151 @@
+//! The RBAC kinds with stock kubectl: `kubectl create clusterrole|role|
+//! rolebinding|clusterrolebinding` (protobuf bodies), apply, get and delete;
+//! `roles` alone still names Corral's Role, RBAC's is fully qualified.
+
+use serde_json::Value;
+
+use super::*;
+
+#[test]
+fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
+    let (_server, k) = setup()?;
+    let out = k
+        .run(&[
+            "create",
+            "clusterrole",
+            "team-edit",
+            "--verb=get,list,create",
+            "--resource=jobs.corral.dev,tasks.corral.dev",
+        ])?
+        .ok()?;
+    assert!(
+        out.contains("clusterrole.rbac.authorization.k8s.io/team-edit created"),
+        "{out}"
+    );
+    k.run(&[
+        "create",
+        "clusterrole",
+        "edit",
+        "--aggregation-rule=team=edit",
+    ])?
+    .ok()?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "create",
+        "rolebinding",
+        "team",
+        "--clusterrole=team-edit",
+        "--group=analytics-team",
+        "--user=alice",
+    ])?
+    .ok()?;
+    k.run(&[
+        "-n",
+        "analytics",
+        "create",
+        "role",
+        "reader",
+        "--verb=get",
+        "--resource=secrets",
+        "--resource-name=db",
+    ])?
+    .ok()?;
+    k.run(&[
+        "create",
+        "clusterrolebinding",
+        "ops",
+        "--clusterrole=edit",
+        "--group=ops",
+    ])?
+    .ok()?;
+    // `use` of a Corral role is written as a manifest (kubectl's `create
+    // role` allows only the verbs discovery lists, and `use` is RBAC's own).
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: use-analytics, namespace: analytics}\nrules:\n- {apiGroups: [corral.dev], resources: [roles], resourceNames: [analytics], verbs: [use]}\n",
+    )?
+    .ok()?;
+
+    let binding: Value = serde_json::from_str(
+        &k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "rolebinding",
+            "team",
+            "-o",
+            "json",
+        ])?
+        .ok()?,
+    )?;
+    assert_eq!(binding["roleRef"]["name"], "team-edit");
+    let subjects: Vec<(String, String)> = binding["subjects"]
+        .as_array()
+        .context("subjects")?
+        .iter()
+        .map(|s| (s["kind"].to_string(), s["name"].to_string()))
+        .collect();
+    assert!(
+        subjects.contains(&("\"Group\"".into(), "\"analytics-team\"".into()))
+            && subjects.contains(&("\"User\"".into(), "\"alice\"".into())),
+        "{subjects:?}"
+    );
+    let agg: Value =
+        serde_json::from_str(&k.run(&["get", "clusterrole", "edit", "-o", "json"])?.ok()?)?;
+    assert_eq!(
+        agg["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"]["team"],
+        "edit"
+    );
+    let reader: Value = serde_json::from_str(
+        &k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "roles.rbac.authorization.k8s.io",
+            "reader",
+            "-o",
+            "json",
+        ])?
+        .ok()?,
+    )?;
+    assert_eq!(reader["rules"][0]["resourceNames"][0], "db");
+    let rbac_roles = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "roles.rbac.authorization.k8s.io",
+            "-o",
+            "name",
+        ])?
+        .ok()?;
+    assert!(
+        rbac_roles.contains("role.rbac.authorization.k8s.io/use-analytics")
+            && rbac_roles.contains("role.rbac.authorization.k8s.io/reader"),
+        "{rbac_roles}"
+    );
+    // `roles` alone is Corral's Role (cluster-scoped): none exist here.
+    k.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {name: analytics}\nspec: {weight: 1}\n",
+    )?
+    .ok()?;
+    let roles = k.run(&["get", "roles", "-o", "name"])?.ok()?;
+    assert_eq!(roles.trim(), "role.corral.dev/analytics");
+    let bindings = k.run(&["get", "clusterrolebindings"])?.ok()?;
+    assert!(
+        bindings.contains("ops") && bindings.contains("edit"),
+        "{bindings}"
+    );
+    k.run(&["delete", "clusterrolebinding", "ops"])?.ok()?;
+    k.run(&["-n", "analytics", "delete", "rolebinding", "team"])?
+        .ok()?;
+    assert!(
+        k.run(&["-n", "analytics", "get", "rolebindings", "-o", "name"])?
+            .ok()?
+            .trim()
+            .is_empty()
+    );
+    Ok(())
+}
