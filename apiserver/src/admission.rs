@@ -242,8 +242,12 @@ pub fn admit(
     }
     let mut errors = report.errors;
     let name = meta_str(obj, "name").unwrap_or_default();
+    let rbac = desc.group == "rbac.authorization.k8s.io";
     let name_ok = if desc.kind == "Namespace" {
         is_dns1123_label(name)
+    } else if rbac {
+        // RBAC names are path segments (`system:node`, `corral:agent`).
+        name != "." && name != ".." && !name.contains(['/', '%'])
     } else {
         is_dns1123_subdomain(name)
     };
@@ -255,6 +259,16 @@ pub fn admit(
                 field: "metadata.name".into(),
                 value: None,
                 detail: "name or generateName is required".into(),
+            },
+        );
+    } else if !name_ok && rbac {
+        errors.insert(
+            0,
+            FieldError {
+                type_: FieldErrorType::Invalid,
+                field: "metadata.name".into(),
+                value: Some(format!("\"{name}\"")),
+                detail: "may not be '.' or '..' and may not contain '/' or '%'".into(),
             },
         );
     } else if !name_ok {

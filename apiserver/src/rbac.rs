@@ -442,5 +442,10 @@ pub fn covers(have: &[PolicyRule], want: &[PolicyRule]) -> Vec<PolicyRule> {
     missing
 }
 
+pub mod bootstrap;
+mod live;
+
+pub use live::RbacAuthorizer;
+
 #[cfg(test)]
 mod tests;

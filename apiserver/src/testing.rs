@@ -92,6 +92,62 @@ impl TestServer {
         })
     }
 
+    /// A server over `store` that authorizes with RBAC (the bootstrap policy
+    /// reconciled, as `corral server` does), whose token file also holds
+    /// `users`: (token, user name, groups). See [`TestServer::client_as`].
+    pub async fn start_rbac(
+        store: Arc<dyn Store>,
+        users: &[(&str, &str, &[&str])],
+    ) -> Result<Self, BoxError> {
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+        let mut tokens = std::fs::read_to_string(&pki.token_file)?;
+        for (token, name, groups) in users {
+            tokens.push_str(&format!("{token},{name},{name},\"{}\"\n", groups.join(",")));
+        }
+        crate::pki::write_private(&pki.token_file, tokens.as_bytes())?;
+        let api = Api::new(store, Registry::standard());
+        crate::rest::ensure_default_namespaces(&api).await?;
+        crate::rbac::bootstrap::reconcile(&api).await?;
+        let cache = api.cache.clone().ok_or("no watch cache")?;
+        let authz = crate::rbac::RbacAuthorizer::follow(cache);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let server = crate::serve_with_options(
+            api.clone(),
+            listener,
+            Some(pki.server_config()?),
+            Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
+            authz,
+            crate::ServeOptions::default(),
+        )?;
+        let url = format!("https://{}", server.local_addr);
+        let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
+        let client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
+        )?;
+        Ok(TestServer {
+            client,
+            api,
+            pki,
+            url,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// A client that authenticates with bearer `token` (no retries, so a
+    /// refusal shows as it comes).
+    pub async fn client_as(&self, token: &str) -> Result<kube::Client, BoxError> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.pki.kubeconfig(&self.url))?;
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.to_owned().into()),
+            ..Default::default()
+        };
+        config.default_retry = false;
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// Stops the server.
     pub async fn shutdown(self) {
         self.server.shutdown().await;

@@ -57,6 +57,10 @@ pub struct ServerArgs {
     /// on before it is answered 504, as a Go duration (`60s`, `1m0s`).
     #[arg(long, default_value = "1m0s", value_parser = request_timeout)]
     pub(crate) request_timeout: std::time::Duration,
+    /// `RBAC` (the rbac.authorization.k8s.io objects decide; `system:masters`
+    /// may do everything) or `AlwaysAllow` (every authenticated caller may).
+    #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
+    pub(crate) authorization_mode: String,
 }
 
 fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
@@ -150,6 +154,17 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     corral_apiserver::rest::ensure_default_namespaces(&api)
         .await
         .context("creating the default namespace")?;
+    corral_apiserver::rbac::bootstrap::reconcile(&api)
+        .await
+        .context("reconciling the bootstrap RBAC policy")?;
+    let authz: Arc<dyn corral_apiserver::Authorizer> = match args.authorization_mode.as_str() {
+        "AlwaysAllow" => Arc::new(corral_apiserver::AllowAuthenticated),
+        _ => corral_apiserver::rbac::RbacAuthorizer::follow(
+            api.cache
+                .clone()
+                .context("RBAC follows the watch cache, which this server lacks")?,
+        ),
+    };
 
     let mut hosts = args.tls_sans.clone();
     hosts.push(args.listen.ip().to_string());
@@ -171,7 +186,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         listener,
         Some(tls),
         Authn::Required(Arc::new(tokens)),
-        Arc::new(corral_apiserver::AllowAuthenticated),
+        authz,
         corral_apiserver::ServeOptions {
             agents: Some(agents),
             inflight: corral_apiserver::InFlight::new(corral_apiserver::InFlightLimits {

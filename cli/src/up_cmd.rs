@@ -108,6 +108,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         max_requests_inflight: corral_apiserver::InFlightLimits::default().readonly,
         max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
         request_timeout: corral_apiserver::server::DEFAULT_REQUEST_TIMEOUT,
+        authorization_mode: "RBAC".to_owned(),
     })
     .await?;
     let client = agent_cmd::client_from(&server.kubeconfig).await?;

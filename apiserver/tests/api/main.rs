@@ -100,6 +100,7 @@ mod crud;
 mod deletion;
 mod gitops;
 mod limits;
+mod rbac;
 mod replicas;
 mod watch;
 

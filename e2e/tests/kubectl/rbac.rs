@@ -25,7 +25,7 @@ fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
     k.run(&[
         "create",
         "clusterrole",
-        "edit",
+        "team-agg",
         "--aggregation-rule=team=edit",
     ])?
     .ok()?;
@@ -55,7 +55,7 @@ fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
         "create",
         "clusterrolebinding",
         "ops",
-        "--clusterrole=edit",
+        "--clusterrole=team-agg",
         "--group=ops",
     ])?
     .ok()?;
@@ -91,8 +91,10 @@ fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
             && subjects.contains(&("\"User\"".into(), "\"alice\"".into())),
         "{subjects:?}"
     );
-    let agg: Value =
-        serde_json::from_str(&k.run(&["get", "clusterrole", "edit", "-o", "json"])?.ok()?)?;
+    let agg: Value = serde_json::from_str(
+        &k.run(&["get", "clusterrole", "team-agg", "-o", "json"])?
+            .ok()?,
+    )?;
     assert_eq!(
         agg["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"]["team"],
         "edit"
@@ -135,7 +137,7 @@ fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
     assert_eq!(roles.trim(), "role.corral.dev/analytics");
     let bindings = k.run(&["get", "clusterrolebindings"])?.ok()?;
     assert!(
-        bindings.contains("ops") && bindings.contains("edit"),
+        bindings.contains("ops") && bindings.contains("team-agg"),
         "{bindings}"
     );
     k.run(&["delete", "clusterrolebinding", "ops"])?.ok()?;

@@ -1,0 +1,178 @@
+//! The bootstrap policy, reconciled at every server start as kube-apiserver
+//! reconciles its own: `cluster-admin` (everything) bound to the group
+//! `system:masters`; the aggregated `admin`, `edit` and `view` ClusterRoles
+//! with Corral's share of them (`corral:aggregate-to-*`); and what node
+//! agents holding the shared agent credential (group `corral:agents`) use.
+//! Only cluster administrators write RBAC objects for now (`admin` gathers
+//! `edit` and nothing more): namespace administrators get `roles` and
+//! `rolebindings` with the escalation check on RBAC writes.
+//!
+//! A bootstrap object that is missing is created; one whose
+//! `rbac.authorization.kubernetes.io/autoupdate` annotation is `"false"` is
+//! left as its administrator wrote it; any other is brought back to the
+//! bootstrap rules (permissions an administrator added to it are lost, as in
+//! Kubernetes: extend the aggregated roles with a labelled ClusterRole).
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::rest::{Api, WriteOptions};
+
+/// The group of node agents sharing one credential.
+pub const AGENTS: &str = "corral:agents";
+/// The annotation that keeps an administrator's edit of a bootstrap object.
+pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+const READ: [&str; 3] = ["get", "list", "watch"];
+const WRITE: [&str; 7] = [
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+];
+
+fn cluster_role(name: &str, labels: Value, rules: Value) -> Value {
+    json!({"apiVersion": format!("{RBAC}/v1"), "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": labels, "annotations": {AUTOUPDATE: "true"}},
+        "rules": rules})
+}
+
+fn aggregated(name: &str, labels: Value, selects: &[&str]) -> Value {
+    let selectors: Vec<Value> = selects
+        .iter()
+        .map(|l| json!({"matchLabels": {format!("{RBAC}/aggregate-to-{l}"): "true"}}))
+        .collect();
+    let mut role = cluster_role(name, labels, json!([]));
+    role["aggregationRule"] = json!({"clusterRoleSelectors": selectors});
+    role
+}
+
+fn binding(name: &str, role: &str, group: &str) -> Value {
+    json!({"apiVersion": format!("{RBAC}/v1"), "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "annotations": {AUTOUPDATE: "true"}},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": RBAC, "kind": "Group", "name": group}]})
+}
+
+/// The bootstrap objects, ClusterRoles first.
+pub fn objects() -> Vec<Value> {
+    let mut w: Vec<&str> = WRITE.to_vec();
+    w.push("watch");
+    vec![
+        cluster_role(
+            "cluster-admin",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                   {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+        ),
+        // admin gathers edit, edit gathers view (the labels say so).
+        aggregated(
+            "admin",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            &["admin"],
+        ),
+        aggregated(
+            "edit",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults", format!("{RBAC}/aggregate-to-admin"): "true"}),
+            &["edit"],
+        ),
+        aggregated(
+            "view",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults", format!("{RBAC}/aggregate-to-edit"): "true"}),
+            &["view"],
+        ),
+        // A namespace's readers see its jobs, tasks, logs, events and
+        // configuration, never its Secrets.
+        cluster_role(
+            "corral:aggregate-to-view",
+            json!({format!("{RBAC}/aggregate-to-view"): "true"}),
+            json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/status", "jobs/scale", "tasks", "tasks/status", "tasks/log"], "verbs": READ},
+                   {"apiGroups": [""], "resources": ["configmaps", "events"], "verbs": READ},
+                   {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ}]),
+        ),
+        // Its editors run jobs (tasks are the controllers' and the agents':
+        // a team kills and restarts them through its jobs) and keep their
+        // Secrets and ConfigMaps. Using a Corral role takes `use` on it,
+        // which edit does not grant.
+        cluster_role(
+            "corral:aggregate-to-edit",
+            json!({format!("{RBAC}/aggregate-to-edit"): "true"}),
+            json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/scale"], "verbs": w},
+                   {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": w}]),
+        ),
+        // Granting access within a namespace (roles and rolebindings for
+        // `admin`) waits for the escalation check on RBAC writes: until
+        // then only cluster administrators write RBAC objects.
+        // What an agent does today: registers and renews its nodes, follows
+        // the tasks bound to them, reports their phases, records events.
+        cluster_role(
+            "corral:agent",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"apiGroups": ["corral.dev"], "resources": ["nodes", "nodes/status"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": READ},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks/status"], "verbs": ["get", "update", "patch"]},
+                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                   {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]},
+                   {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "update", "patch"]}]),
+        ),
+        binding("cluster-admin", "cluster-admin", crate::rbac::MASTERS),
+        binding("corral:agents", "corral:agent", AGENTS),
+    ]
+}
+
+/// Creates the bootstrap objects that are missing and brings back those
+/// that drifted (see the module doc).
+pub async fn reconcile(api: &Api) -> Result<(), ApiError> {
+    for obj in objects() {
+        let (group_kind, name) = (
+            obj["kind"].as_str().unwrap_or_default().to_owned(),
+            obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        let plural = match group_kind.as_str() {
+            "ClusterRole" => "clusterroles",
+            _ => "clusterrolebindings",
+        };
+        let desc = api
+            .registry
+            .find(RBAC, "v1", plural)
+            .ok_or_else(|| ApiError::Internal(format!("{plural} are not registered")))?;
+        let current = match api.get(&desc, None, &name).await {
+            Ok(v) => v,
+            Err(ApiError::NotFound { .. }) => {
+                match api.create(&desc, None, obj, &WriteOptions::default()).await {
+                    Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if current["metadata"]["annotations"][AUTOUPDATE] == "false" {
+            continue;
+        }
+        let same = ["rules", "aggregationRule", "roleRef", "subjects"]
+            .iter()
+            .all(|f| current[*f] == obj[*f] || (current[*f].is_null() && obj[*f] == json!([])));
+        if same {
+            continue;
+        }
+        let mut updated = obj;
+        updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        match api
+            .update(&desc, None, &name, updated, false, &WriteOptions::default())
+            .await
+        {
+            // Another API server over the same store reconciled it first.
+            Ok(_) | Err(ApiError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

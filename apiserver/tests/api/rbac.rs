@@ -1,0 +1,205 @@
+//! RBAC enforced, with several identities: two teams bound to `edit` in
+//! their own namespaces, an agent with the shared agent credential, and the
+//! administrator (`system:masters`). Run over both stores.
+
+use super::*;
+
+use corral_api::Quota;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+
+const USERS: &[(&str, &str, &[&str])] = &[
+    ("alice-token", "alice", &["team-a"]),
+    ("bob-token", "bob", &["team-b"]),
+    ("agent-token", "corral-agent", &["corral:agents"]),
+    ("nobody-token", "nobody", &[]),
+];
+
+fn job_in(ns: &str, name: &str) -> Result<Job> {
+    let mut j = job(name, 1)?;
+    j.metadata.namespace = Some(ns.to_owned());
+    Ok(j)
+}
+
+/// The refusal's code and message, or a panic naming what was allowed.
+fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>, what: &str) -> String {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 403 => e.message,
+        other => panic!("{what}: expected 403, got {other:?}"),
+    }
+}
+
+async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
+    let admin = ts.client.clone();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    for ns in ["team-a", "team-b"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+        let rb: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "team-edit", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": ns}]}))?;
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &rb)
+            .await?;
+    }
+    let alice = ts.client_as("alice-token").await.map_err(|e| anyhow!(e))?;
+    let jobs_a: Api<Job> = Api::namespaced(alice.clone(), "team-a");
+    // The binding takes effect once the authorizer has it (milliseconds).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match jobs_a
+            .create(&PostParams::default(), &job_in("team-a", "etl")?)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => bail!("alice creating a job in her namespace: {e}"),
+        }
+    }
+    jobs_a.get("etl").await?;
+    Api::<Secret>::namespaced(alice.clone(), "team-a")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "db"}, "stringData": {"password": "x"}}),
+            )?,
+        )
+        .await?;
+
+    // Nothing of team b's, nothing cluster-wide, no task phases, no RBAC.
+    let msg = forbidden(
+        Api::<Job>::namespaced(alice.clone(), "team-b")
+            .create(&PostParams::default(), &job_in("team-b", "etl")?)
+            .await,
+        "alice creating a job in team-b",
+    );
+    assert_eq!(
+        msg,
+        "jobs.corral.dev is forbidden: User \"alice\" cannot create resource \"jobs\" in API group \"corral.dev\" in the namespace \"team-b\""
+    );
+    let bob = ts.client_as("bob-token").await.map_err(|e| anyhow!(e))?;
+    forbidden(
+        Api::<Secret>::namespaced(bob.clone(), "team-a")
+            .get("db")
+            .await,
+        "bob reading team-a's secret",
+    );
+    forbidden(
+        Api::<Job>::namespaced(bob.clone(), "team-a")
+            .list(&ListParams::default())
+            .await,
+        "bob listing team-a's jobs",
+    );
+    forbidden(
+        Api::<Quota>::all(alice.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "team-a"}, "spec": {"role": "team-a", "limit": {"cpus": 1000}}}))?,
+            )
+            .await,
+        "alice writing a quota",
+    );
+    let tasks_a: Api<Task> = Api::namespaced(alice.clone(), "team-a");
+    forbidden(
+        tasks_a
+            .patch_status(
+                "etl-0-0",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "FINISHED"}})),
+            )
+            .await,
+        "alice writing a task phase",
+    );
+    forbidden(
+        tasks_a.create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "sneaky", "namespace": "team-a"},
+            "spec": {"job": "etl", "role": "team-a", "instanceId": 0, "resources": {"cpus": 1, "memory": "64Mi"}, "container": {"image": "x"}}}))?)
+            .await,
+        "alice creating a task past the scheduler",
+    );
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "alice-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}))?;
+    forbidden(
+        Api::<ClusterRoleBinding>::all(alice.clone())
+            .create(&PostParams::default(), &crb)
+            .await,
+        "alice making herself cluster-admin",
+    );
+    // No binding at all: nothing.
+    let nobody = ts.client_as("nobody-token").await.map_err(|e| anyhow!(e))?;
+    forbidden(
+        Api::<Job>::namespaced(nobody, "team-a")
+            .list(&ListParams::default())
+            .await,
+        "an identity without bindings",
+    );
+
+    // The agent credential reports task phases, and does nothing else.
+    let tasks: Api<Task> = Api::namespaced(admin.clone(), "team-a");
+    tasks
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "etl-0-0", "namespace": "team-a"},
+            "spec": {"job": "etl", "role": "team-a", "instanceId": 0, "resources": {"cpus": 1, "memory": "64Mi"}, "container": {"image": "x"}}}))?)
+        .await?;
+    let agent = ts.client_as("agent-token").await.map_err(|e| anyhow!(e))?;
+    let agent_tasks: Api<Task> = Api::namespaced(agent.clone(), "team-a");
+    agent_tasks.get("etl-0-0").await?;
+    agent_tasks
+        .patch_status(
+            "etl-0-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"message": "seen by the agent"}})),
+        )
+        .await?;
+    forbidden(
+        Api::<Job>::namespaced(agent.clone(), "team-a")
+            .create(&PostParams::default(), &job_in("team-a", "agent-job")?)
+            .await,
+        "the agent creating a job",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(agent, "team-a").get("db").await,
+        "the agent reading a secret of a namespace",
+    );
+
+    // The administrator may do everything.
+    Api::<Secret>::namespaced(admin.clone(), "team-a")
+        .get("db")
+        .await?;
+    Api::<ClusterRoleBinding>::all(admin)
+        .create(&PostParams::default(), &crb)
+        .await?;
+    ts.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn teams_are_kept_apart_over_the_embedded_store() -> Result<()> {
+    let store = Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?);
+    let ts = TestServer::start_rbac(store, USERS)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    teams_are_kept_apart(ts).await
+}
+
+#[tokio::test]
+async fn teams_are_kept_apart_over_etcd() -> Result<()> {
+    let server =
+        corral_store::testing::EtcdServer::start_with(corral_store::testing::Durability::NoFsync)?;
+    let store = corral_store::etcd::EtcdStore::connect(&[server.endpoint().to_owned()]).await?;
+    let ts = TestServer::start_rbac(Arc::new(store), USERS)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    teams_are_kept_apart(ts).await
+}
