@@ -525,7 +525,11 @@ async fn route(
         &user,
         &attributes(&target, req.method(), req.uri().query()),
     )?;
-    resource(api, target, req, &accept).await
+    let requester = crate::rest::Requester {
+        user,
+        authz: sec.authz.clone(),
+    };
+    resource(api, target, req, &accept, requester).await
 }
 
 trait WithContentType {
@@ -655,6 +659,7 @@ async fn resource(
     t: Target,
     req: Request<Incoming>,
     accept: &str,
+    requester: crate::rest::Requester,
 ) -> Result<Response<Body>, ApiError> {
     if t.scale {
         return scale::request(api, t, req).await;
@@ -704,7 +709,8 @@ async fn resource(
             ))
         }
         (Method::POST, None) => {
-            let opts = write_options(&q, req.method(), req.headers())?;
+            let mut opts = write_options(&q, req.method(), req.headers())?;
+            opts.requester = Some(requester.clone());
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
             let w = api.create(&desc, ns, obj, &opts).await?;
@@ -714,7 +720,8 @@ async fn resource(
             ))
         }
         (Method::PUT, Some(name)) => {
-            let opts = write_options(&q, req.method(), req.headers())?;
+            let mut opts = write_options(&q, req.method(), req.headers())?;
+            opts.requester = Some(requester.clone());
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
             let w = api.update(&desc, ns, name, obj, t.status, &opts).await?;
@@ -724,7 +731,8 @@ async fn resource(
             ))
         }
         (Method::PATCH, Some(name)) => {
-            let opts = write_options(&q, req.method(), req.headers())?;
+            let mut opts = write_options(&q, req.method(), req.headers())?;
+            opts.requester = Some(requester.clone());
             let (parts, body) = read_body(req).await?;
             let kind = PatchKind::from_content_type(&content_type(&parts), &desc)?;
             let patch = parse_body(kind, &body)?;

@@ -139,6 +139,18 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
     /// `force` (server-side apply).
     pub force: bool,
+    /// Who asks, for the checks that depend on it (`use` of a Corral role);
+    /// None for the server's own writes.
+    pub requester: Option<Requester>,
+}
+
+/// The caller of a write and the authorizer that speaks for the server.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// The authenticated caller.
+    pub user: crate::auth::User,
+    /// The server's authorizer.
+    pub authz: Arc<dyn crate::auth::Authorizer>,
 }
 
 impl Default for WriteOptions {
@@ -149,6 +161,7 @@ impl Default for WriteOptions {
             agent_manager: None,
             field_validation: FieldValidation::Warn,
             force: false,
+            requester: None,
         }
     }
 }

@@ -111,6 +111,7 @@ impl Api {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
+        may_use_role(desc, &body, None, opts)?;
         record_manager(&mut body, None, opts, "Update", None, &desc.lists);
         let name = meta_str(&body, "name").unwrap_or_default().to_owned();
         let ns_of_obj = meta_str(&body, "namespace").map(str::to_owned);
@@ -439,6 +440,7 @@ impl Api {
             check_type_meta(desc, &mut proposed)?;
             let mut next = merge_system(desc, &current, proposed, status);
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
+            may_use_role(desc, &next, Some(&current), opts)?;
             record_manager(
                 &mut next,
                 Some(&current),
@@ -540,6 +542,51 @@ fn generate_name(obj: &mut Value) {
             json!(format!("{prefix}{}", generated_suffix())),
         );
     }
+}
+
+/// A Job or Task may name a Corral Role only if its writer may `use` it in
+/// the object's namespace (RBAC verb `use` on `roles.corral.dev`, the role
+/// in `resourceNames`), as PodSecurityPolicy's `use` worked: granting `edit`
+/// in a namespace grants no role's quota or tier. Checked when the role is
+/// set or changed by a request (the server's own writes carry no requester).
+fn may_use_role(
+    desc: &ResourceDesc,
+    obj: &Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    let Some(r) = &opts.requester else {
+        return Ok(());
+    };
+    if desc.group != "corral.dev" || !matches!(desc.kind, "Job" | "Task") {
+        return Ok(());
+    }
+    let Some(role) = obj["spec"]["role"].as_str().filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    if old.is_some_and(|o| o["spec"]["role"].as_str() == Some(role)) {
+        return Ok(());
+    }
+    let ns = meta_str(obj, "namespace").map(str::to_owned);
+    let attrs = crate::auth::Attributes {
+        verb: "use".into(),
+        group: "corral.dev".into(),
+        resource: "roles".into(),
+        subresource: None,
+        namespace: ns.clone(),
+        name: Some(role.to_owned()),
+    };
+    if r.authz.allows(&r.user, &attrs) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "{}.{} \"{}\" is forbidden: User \"{}\" cannot use role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} there",
+        desc.plural,
+        desc.group,
+        meta_str(obj, "name").unwrap_or_default(),
+        r.user.name,
+        ns.unwrap_or_default(),
+    )))
 }
 
 /// Admits a write through a view in the view's form: its schema (with

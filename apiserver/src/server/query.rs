@@ -166,6 +166,7 @@ pub(super) fn write_options(
         agent_manager,
         field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
         force: q.flag("force"),
+        requester: None,
     })
 }
 

@@ -15,9 +15,15 @@ const USERS: &[(&str, &str, &[&str])] = &[
     ("nobody-token", "nobody", &[]),
 ];
 
+/// A job in `ns` on the Corral role named like the namespace.
 fn job_in(ns: &str, name: &str) -> Result<Job> {
+    job_on(ns, name, ns)
+}
+
+fn job_on(ns: &str, name: &str, role: &str) -> Result<Job> {
     let mut j = job(name, 1)?;
     j.metadata.namespace = Some(ns.to_owned());
+    j.spec.role = role.to_owned();
     Ok(j)
 }
 
@@ -46,6 +52,20 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         Api::<RoleBinding>::namespaced(admin.clone(), ns)
             .create(&PostParams::default(), &rb)
             .await?;
+        // Each team may use its own Corral role (edit grants none).
+        let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+            "metadata": {"name": "use-role", "namespace": ns},
+            "rules": [{"apiGroups": ["corral.dev"], "resources": ["roles"], "resourceNames": [ns], "verbs": ["use"]}]}))?;
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await?;
+        let rb: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "use-role", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "use-role"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": ns}]}))?;
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &rb)
+            .await?;
     }
     let alice = ts.client_as("alice-token").await.map_err(|e| anyhow!(e))?;
     let jobs_a: Api<Job> = Api::namespaced(alice.clone(), "team-a");
@@ -64,6 +84,26 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         }
     }
     jobs_a.get("etl").await?;
+    // Another team's role (its quota, its tier) is not hers to spend (and a
+    // job's role is immutable: no job moves onto it later).
+    let msg = forbidden(
+        jobs_a
+            .create(
+                &PostParams::default(),
+                &job_on("team-a", "borrow", "team-b")?,
+            )
+            .await,
+        "alice running a job on team-b's role",
+    );
+    assert!(msg.contains("cannot use role \"team-b\""), "{msg}");
+    // Her own job stays hers to change.
+    jobs_a
+        .patch(
+            "etl",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"stage": "nightly"}}})),
+        )
+        .await?;
     Api::<Secret>::namespaced(alice.clone(), "team-a")
         .create(
             &PostParams::default(),
