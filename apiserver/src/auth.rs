@@ -171,6 +171,13 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     fn rules(&self, _user: &User, _namespace: &str) -> Option<Rules> {
         None
     }
+
+    /// The RBAC policy this authorizer decides by, when it is RBAC (the
+    /// escalation check on RBAC writes needs it; without one, whoever may
+    /// write an RBAC object may write any).
+    fn policy(&self) -> Option<std::sync::Arc<crate::rbac::Policy>> {
+        None
+    }
 }
 
 /// Every authenticated user may do everything.

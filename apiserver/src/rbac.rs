@@ -70,6 +70,10 @@ fn groups_of(user: &User) -> impl Iterator<Item = &str> {
 pub struct Policy {
     cluster: Grants,
     namespaced: HashMap<String, Grants>,
+    /// Each ClusterRole's rules (aggregation resolved).
+    cluster_roles: HashMap<String, Arc<[PolicyRule]>>,
+    /// Each Role's rules, by namespace and name.
+    roles: HashMap<(String, String), Arc<[PolicyRule]>>,
 }
 
 /// True when `labels` satisfy `selector` (matchLabels and matchExpressions).
@@ -179,7 +183,11 @@ impl Policy {
                 ))
             })
             .collect();
-        let mut policy = Policy::default();
+        let mut policy = Policy {
+            cluster_roles: cluster_rules.clone(),
+            roles: role_rules.clone(),
+            ..Policy::default()
+        };
         for b in cluster_bindings {
             let Some(rules) = (b.role_ref.kind == "ClusterRole")
                 .then(|| cluster_rules.get(&b.role_ref.name))
@@ -228,6 +236,24 @@ impl Policy {
             .into_iter()
             .flat_map(|g| g.of(user));
         self.cluster.of(user).chain(local)
+    }
+
+    /// The rules of the role a binding in `namespace` refers to (`Role` or
+    /// `ClusterRole`), if it exists.
+    pub fn role_rules(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<&[PolicyRule]> {
+        match kind {
+            "ClusterRole" => self.cluster_roles.get(name).map(|r| &**r),
+            "Role" => self
+                .roles
+                .get(&(namespace?.to_owned(), name.to_owned()))
+                .map(|r| &**r),
+            _ => None,
+        }
     }
 
     /// True when `user` may `verb` the non-resource `path` (`/version`).
@@ -443,9 +469,10 @@ pub fn covers(have: &[PolicyRule], want: &[PolicyRule]) -> Vec<PolicyRule> {
 }
 
 pub mod bootstrap;
+pub mod escalation;
 mod live;
 
 pub use live::RbacAuthorizer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

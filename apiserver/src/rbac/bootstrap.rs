@@ -3,9 +3,8 @@
 //! `system:masters`; the aggregated `admin`, `edit` and `view` ClusterRoles
 //! with Corral's share of them (`corral:aggregate-to-*`); and what node
 //! agents holding the shared agent credential (group `corral:agents`) use.
-//! Only cluster administrators write RBAC objects for now (`admin` gathers
-//! `edit` and nothing more): namespace administrators get `roles` and
-//! `rolebindings` with the escalation check on RBAC writes.
+//! Namespace administrators (`admin`) write Roles and RoleBindings there,
+//! never granting more than they hold (`escalation`).
 //!
 //! A bootstrap object that is missing is created; one whose
 //! `rbac.authorization.kubernetes.io/autoupdate` annotation is `"false"` is
@@ -104,9 +103,13 @@ pub fn objects() -> Vec<Value> {
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/scale"], "verbs": w},
                    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": w}]),
         ),
-        // Granting access within a namespace (roles and rolebindings for
-        // `admin`) waits for the escalation check on RBAC writes: until
-        // then only cluster administrators write RBAC objects.
+        // Its administrators also grant access within it (never more than
+        // they hold: see `escalation`).
+        cluster_role(
+            "corral:aggregate-to-admin",
+            json!({format!("{RBAC}/aggregate-to-admin"): "true"}),
+            json!([{"apiGroups": [RBAC], "resources": ["roles", "rolebindings"], "verbs": w}]),
+        ),
         // What an agent does today: registers and renews its nodes, follows
         // the tasks bound to them, reports their phases, records events.
         cluster_role(
@@ -176,3 +179,6 @@ pub async fn reconcile(api: &Api) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

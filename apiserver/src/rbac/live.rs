@@ -106,6 +106,14 @@ impl RbacAuthorizer {
         me
     }
 
+    /// An authorizer that decides by `policy` and follows nothing (for
+    /// tests, and for embedding a fixed policy).
+    pub fn with_policy(policy: Policy) -> Self {
+        RbacAuthorizer {
+            policy: RwLock::new(Arc::new(policy)),
+        }
+    }
+
     fn current(&self) -> Arc<Policy> {
         self.policy.read().map(|p| p.clone()).unwrap_or_default()
     }
@@ -114,6 +122,10 @@ impl RbacAuthorizer {
 impl Authorizer for RbacAuthorizer {
     fn allows(&self, user: &User, attrs: &Attributes) -> bool {
         is_master(user) || self.current().allows(user, attrs)
+    }
+
+    fn policy(&self) -> Option<Arc<Policy>> {
+        Some(self.current())
     }
 
     fn rules(&self, user: &User, namespace: &str) -> Option<Rules> {

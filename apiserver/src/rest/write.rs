@@ -112,6 +112,7 @@ impl Api {
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
         may_use_role(desc, &body, None, opts)?;
+        may_grant(desc, &body, opts)?;
         record_manager(&mut body, None, opts, "Update", None, &desc.lists);
         let name = meta_str(&body, "name").unwrap_or_default().to_owned();
         let ns_of_obj = meta_str(&body, "namespace").map(str::to_owned);
@@ -441,6 +442,7 @@ impl Api {
             let mut next = merge_system(desc, &current, proposed, status);
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
             may_use_role(desc, &next, Some(&current), opts)?;
+            may_grant(desc, &next, opts)?;
             record_manager(
                 &mut next,
                 Some(&current),
@@ -587,6 +589,21 @@ fn may_use_role(
         r.user.name,
         ns.unwrap_or_default(),
     )))
+}
+
+/// An RBAC object may grant only what its writer holds, unless the writer
+/// may `escalate` the role or `bind` it (see [`crate::rbac::escalation`]).
+fn may_grant(desc: &ResourceDesc, obj: &Value, opts: &WriteOptions) -> Result<(), ApiError> {
+    let Some(r) = &opts.requester else {
+        return Ok(());
+    };
+    if desc.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    match crate::rbac::escalation::grant_of(desc.kind, obj) {
+        Some(grant) => crate::rbac::escalation::check(r.authz.as_ref(), &r.user, &grant),
+        None => Ok(()),
+    }
 }
 
 /// Admits a write through a view in the view's form: its schema (with

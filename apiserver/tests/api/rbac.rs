@@ -13,6 +13,7 @@ const USERS: &[(&str, &str, &[&str])] = &[
     ("bob-token", "bob", &["team-b"]),
     ("agent-token", "corral-agent", &["corral:agents"]),
     ("nobody-token", "nobody", &[]),
+    ("lena-token", "lena", &["team-a-admins"]),
 ];
 
 /// A job in `ns` on the Corral role named like the namespace.
@@ -182,6 +183,64 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
             .list(&ListParams::default())
             .await,
         "an identity without bindings",
+    );
+
+    // A namespace administrator grants access there, never more than she holds.
+    Api::<RoleBinding>::namespaced(admin.clone(), "team-a")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "admins", "namespace": "team-a"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team-a-admins"}]}))?,
+        )
+        .await?;
+    let lena = ts.client_as("lena-token").await.map_err(|e| anyhow!(e))?;
+    let lena_bindings: Api<RoleBinding> = Api::namespaced(lena.clone(), "team-a");
+    let bind = |name: &str, role: &str| -> Result<RoleBinding> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "team-a"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]}))?)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match lena_bindings
+            .create(&PostParams::default(), &bind("bob-views", "view")?)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => bail!("lena binding view in her namespace: {e}"),
+        }
+    }
+    let msg = forbidden(
+        lena_bindings
+            .create(&PostParams::default(), &bind("bob-rules", "cluster-admin")?)
+            .await,
+        "lena binding cluster-admin",
+    );
+    assert!(
+        msg.starts_with("user \"lena\" is attempting to grant RBAC permissions not currently held"),
+        "{msg}"
+    );
+    forbidden(
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(lena.clone(), "team-a")
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "phases", "namespace": "team-a"},
+                    "rules": [{"apiGroups": ["corral.dev"], "resources": ["tasks/status"], "verbs": ["patch"]}]}))?,
+            )
+            .await,
+        "lena creating a role with powers she lacks",
+    );
+    forbidden(
+        Api::<RoleBinding>::namespaced(lena, "team-b")
+            .create(&PostParams::default(), &bind("bob-views", "view")?)
+            .await,
+        "lena granting access in another namespace",
     );
 
     // The agent credential reports task phases, and does nothing else.

@@ -1,0 +1,219 @@
+//! The bootstrap policy, decided: what each identity it names may do.
+
+use serde_json::json;
+
+use crate::auth::Authorizer;
+use crate::rbac::tests::{attrs, binding, user};
+use crate::rbac::{MASTERS, Policy, bootstrap};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+#[test]
+fn the_bootstrap_policy_grants_what_each_identity_needs_and_no_more() {
+    let objs = bootstrap::objects();
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        objs.iter().filter(|o| o["kind"] == kind).cloned().collect()
+    };
+    let cluster_roles: Vec<ClusterRole> = of("ClusterRole")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("cluster role"))
+        .collect();
+    let bindings: Vec<ClusterRoleBinding> = of("ClusterRoleBinding")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("binding"))
+        .collect();
+    let team = binding(
+        "a",
+        "team",
+        "ClusterRole",
+        "edit",
+        json!([{"kind": "Group", "name": "team-a"}]),
+    );
+    let lead = binding(
+        "a",
+        "lead",
+        "ClusterRole",
+        "admin",
+        json!([{"kind": "User", "name": "lena"}]),
+    );
+    let viewer = binding(
+        "a",
+        "view",
+        "ClusterRole",
+        "view",
+        json!([{"kind": "User", "name": "vic"}]),
+    );
+    let p = Policy::new(&cluster_roles, &[], &bindings, &[team, lead, viewer]);
+    let alice = user("alice", &["team-a"]);
+    let lena = user("lena", &[]);
+    let vic = user("vic", &[]);
+    let agent = user("corral-agent", &[bootstrap::AGENTS]);
+    let admin = user("corral-admin", &[MASTERS]);
+    let cases = [
+        (
+            &alice,
+            attrs("create", "corral.dev", "jobs", None, Some("a"), None),
+            true,
+            "edit runs jobs",
+        ),
+        (
+            &alice,
+            attrs(
+                "update",
+                "corral.dev",
+                "jobs",
+                Some("scale"),
+                Some("a"),
+                Some("j"),
+            ),
+            true,
+            "and scales them",
+        ),
+        (
+            &alice,
+            attrs("get", "", "secrets", None, Some("a"), Some("s")),
+            true,
+            "edit keeps secrets",
+        ),
+        (
+            &alice,
+            attrs(
+                "get",
+                "corral.dev",
+                "tasks",
+                Some("log"),
+                Some("a"),
+                Some("t"),
+            ),
+            true,
+            "edit reads logs (through view)",
+        ),
+        (
+            &alice,
+            attrs("create", "corral.dev", "tasks", None, Some("a"), None),
+            false,
+            "tasks are the controllers'",
+        ),
+        (
+            &alice,
+            attrs(
+                "patch",
+                "corral.dev",
+                "tasks",
+                Some("status"),
+                Some("a"),
+                Some("t"),
+            ),
+            false,
+            "phases are the agents'",
+        ),
+        (
+            &alice,
+            attrs("use", "corral.dev", "roles", None, Some("a"), Some("a")),
+            false,
+            "edit grants no role",
+        ),
+        (
+            &alice,
+            attrs(
+                "create",
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                None,
+                Some("a"),
+                None,
+            ),
+            false,
+            "edit grants no access",
+        ),
+        (
+            &lena,
+            attrs(
+                "create",
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                None,
+                Some("a"),
+                None,
+            ),
+            true,
+            "admin does (within what it holds)",
+        ),
+        (
+            &lena,
+            attrs("create", "corral.dev", "jobs", None, Some("a"), None),
+            true,
+            "admin gathers edit",
+        ),
+        (
+            &vic,
+            attrs("list", "corral.dev", "jobs", None, Some("a"), None),
+            true,
+            "view reads",
+        ),
+        (
+            &vic,
+            attrs("get", "", "secrets", None, Some("a"), Some("s")),
+            false,
+            "view reads no secret",
+        ),
+        (
+            &vic,
+            attrs("create", "corral.dev", "jobs", None, Some("a"), None),
+            false,
+            "view writes nothing",
+        ),
+        (
+            &agent,
+            attrs(
+                "patch",
+                "corral.dev",
+                "tasks",
+                Some("status"),
+                Some("a"),
+                Some("t"),
+            ),
+            true,
+            "agents report phases",
+        ),
+        (
+            &agent,
+            attrs("watch", "corral.dev", "tasks", None, None, None),
+            true,
+            "and follow tasks",
+        ),
+        (
+            &agent,
+            attrs(
+                "patch",
+                "coordination.k8s.io",
+                "leases",
+                None,
+                Some("corral-node-lease"),
+                Some("n1"),
+            ),
+            true,
+            "and renew leases",
+        ),
+        (
+            &agent,
+            attrs("create", "corral.dev", "jobs", None, Some("a"), None),
+            false,
+            "agents run no jobs",
+        ),
+        (
+            &agent,
+            attrs("get", "", "secrets", None, Some("a"), Some("s")),
+            false,
+            "nor read secrets",
+        ),
+        (
+            &admin,
+            attrs("delete", "corral.dev", "quotas", None, None, Some("q")),
+            true,
+            "cluster-admin",
+        ),
+    ];
+    for (u, a, want, why) in cases {
+        assert_eq!(p.allows(u, &a), want, "{why}");
+    }
+}
