@@ -146,6 +146,33 @@ fn helm_installs_upgrades_rolls_back_and_uninstalls_a_chart() -> Result<()> {
         .ok()?,
         "Helm"
     );
+    // The chart's RBAC objects: the team's access travels with it.
+    assert_eq!(
+        k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "rolebinding",
+            "analytics-edit",
+            "-o",
+            "jsonpath={.roleRef.name}/{.subjects[0].name}"
+        ])?
+        .ok()?,
+        "edit/analytics-team"
+    );
+    assert_eq!(
+        k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "roles.rbac.authorization.k8s.io",
+            "use-analytics",
+            "-o",
+            "jsonpath={.rules[0].verbs[0]}"
+        ])?
+        .ok()?,
+        "use"
+    );
     let list = helm.run(&["list", "-A"])?;
     assert!(list.contains("r1") && list.contains("deployed"), "{list}");
     helm.run(&[
@@ -207,6 +234,12 @@ fn helm_installs_upgrades_rolls_back_and_uninstalls_a_chart() -> Result<()> {
         k.run(&["-n", "analytics", "get", "job", "analytics-report"])?
             .code,
         1
+    );
+    assert_eq!(
+        k.run(&["-n", "analytics", "get", "rolebinding", "analytics-edit"])?
+            .code,
+        1,
+        "uninstall removes the chart's RBAC objects"
     );
     assert_eq!(k.run(&["get", "role", "analytics"])?.code, 1);
     let after = helm.run(&["list", "-A"])?;
