@@ -22,6 +22,7 @@ pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod events_v1;
+pub mod impersonation;
 pub mod logs;
 pub mod metrics;
 pub mod objects;

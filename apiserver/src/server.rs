@@ -359,6 +359,7 @@ async fn route(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let user = sec.authn.authenticate(authorization, cert)?;
+    let user = crate::impersonation::effective_user(req.headers(), user, sec.authz.as_ref())?;
     // Counted once the caller is known, as kube-apiserver counts: strangers
     // get their 401 and take no slot. The slot is held until the answer is
     // built.

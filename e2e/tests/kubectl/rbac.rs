@@ -151,3 +151,91 @@ fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
     );
     Ok(())
 }
+
+/// Runs kubectl as `user` in `group` (impersonated by the administrator).
+fn as_member(k: &Kubectl, user: &str, group: &str, args: &[&str]) -> Result<corral_e2e::Run> {
+    let mut all = vec!["--as", user, "--as-group", group];
+    all.extend_from_slice(args);
+    k.run(&all)
+}
+
+#[test]
+fn teams_use_their_namespace_and_role_and_nothing_else() -> Result<()> {
+    let (_server, k) = setup()?;
+    for f in ["teams.yaml", "access.yaml"] {
+        apply_example(&k, f)?;
+    }
+    let alice = |args: &[&str]| as_member(&k, "alice", "analytics-team", args);
+    let whoami = alice(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ])?
+    .ok()?;
+    assert_eq!(whoami, "alice");
+    let yes = alice(&[
+        "-n",
+        "analytics",
+        "auth",
+        "can-i",
+        "create",
+        "jobs.corral.dev",
+    ])?;
+    assert_eq!(yes.stdout.trim(), "yes", "{}", yes.stderr);
+    let no = alice(&["-n", "web", "auth", "can-i", "create", "jobs.corral.dev"])?;
+    assert!(no.code == 1 && no.stdout.starts_with("no"), "{}{}", no.stdout, no.stderr);
+    let list = alice(&["-n", "analytics", "auth", "can-i", "--list"])?.ok()?;
+    assert!(list.contains("jobs.corral.dev"), "{list}");
+
+    // Her team's job, on her team's role.
+    let created = alice(&["apply", "-f", &s(&examples().join("talk-adhoc-job.yaml"))])?.ok()?;
+    assert!(
+        created.contains("job.corral.dev/sparkie created"),
+        "{created}"
+    );
+    // Not the other team's namespace, nor its role.
+    let refused = alice(&["-n", "web", "get", "jobs"])?;
+    assert!(
+        refused.code != 0
+            && refused.stderr.contains(
+                "jobs.corral.dev is forbidden: User \"alice\" cannot list resource \"jobs\" in API group \"corral.dev\" in the namespace \"web\""
+            ),
+        "{}",
+        refused.stderr
+    );
+    let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?
+        .replace("name: sparkie", "name: borrowed")
+        .replace("role: analytics", "role: web");
+    let r = k.run_stdin(
+        &[
+            "--as",
+            "alice",
+            "--as-group",
+            "analytics-team",
+            "apply",
+            "-f",
+            "-",
+        ],
+        &job,
+    )?;
+    assert!(
+        r.code != 0 && r.stderr.contains("cannot use role \"web\""),
+        "{}",
+        r.stderr
+    );
+    // Nor more power than she holds.
+    let r = alice(&[
+        "create",
+        "clusterrolebinding",
+        "mine",
+        "--clusterrole=cluster-admin",
+        "--user=alice",
+    ])?;
+    assert!(
+        r.code != 0 && r.stderr.contains("forbidden"),
+        "{}",
+        r.stderr
+    );
+    Ok(())
+}
