@@ -184,7 +184,12 @@ fn teams_use_their_namespace_and_role_and_nothing_else() -> Result<()> {
     ])?;
     assert_eq!(yes.stdout.trim(), "yes", "{}", yes.stderr);
     let no = alice(&["-n", "web", "auth", "can-i", "create", "jobs.corral.dev"])?;
-    assert!(no.code == 1 && no.stdout.starts_with("no"), "{}{}", no.stdout, no.stderr);
+    assert!(
+        no.code == 1 && no.stdout.starts_with("no"),
+        "{}{}",
+        no.stdout,
+        no.stderr
+    );
     let list = alice(&["-n", "analytics", "auth", "can-i", "--list"])?.ok()?;
     assert!(list.contains("jobs.corral.dev"), "{list}");
 
