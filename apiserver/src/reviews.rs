@@ -8,6 +8,10 @@
 //!   authorization layer lists them (`incomplete` when it cannot);
 //! - authentication.k8s.io/v1 `SelfSubjectReview` (`kubectl auth whoami`):
 //!   who does the server take the caller for?
+//! - authorization.k8s.io/v1 `SubjectAccessReview`: would the authorization
+//!   layer let *another* user (`spec.user`, `spec.groups`) do this? For
+//!   components that authorize their own clients; asking takes `create` on
+//!   `subjectaccessreviews` (the bootstrap `system:auth-delegator` grants it).
 
 use corral_api::validation::{FieldError, FieldErrorType};
 use serde_json::{Value, json};
@@ -29,7 +33,7 @@ pub struct Review {
 }
 
 /// Every review this server answers.
-pub const REVIEWS: [Review; 3] = [
+pub const REVIEWS: [Review; 4] = [
     Review {
         group: "authorization.k8s.io",
         version: "v1",
@@ -47,6 +51,12 @@ pub const REVIEWS: [Review; 3] = [
         version: "v1",
         kind: "SelfSubjectReview",
         plural: "selfsubjectreviews",
+    },
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
     },
 ];
 
@@ -105,6 +115,10 @@ pub fn answer(
     }
     let status = match review.kind {
         "SelfSubjectAccessReview" => access(review, &body, user, authz)?,
+        "SubjectAccessReview" => {
+            let subject = subject_of(review, &body, user, authz)?;
+            access(review, &body, &subject, authz)?
+        }
         "SelfSubjectRulesReview" => rules(&body, user, authz)?,
         _ => {
             let mut groups = user.groups.clone();
@@ -119,6 +133,47 @@ pub fn answer(
     body["metadata"] = json!({"creationTimestamp": null});
     body["status"] = status;
     Ok(body)
+}
+
+/// The user a SubjectAccessReview asks about, once `asker` may ask.
+fn subject_of(
+    review: &Review,
+    body: &Value,
+    asker: &User,
+    authz: &dyn Authorizer,
+) -> Result<User, ApiError> {
+    let may_ask = Attributes {
+        verb: "create".into(),
+        group: review.group.into(),
+        resource: review.plural.into(),
+        subresource: None,
+        namespace: None,
+        name: None,
+    };
+    crate::auth::authorize(authz, asker, &may_ask)?;
+    let spec = body.get("spec").cloned().unwrap_or_default();
+    let name = string(&spec, "user").unwrap_or_default();
+    let groups: Vec<String> = spec
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(|g| {
+            g.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if name.is_empty() && groups.is_empty() {
+        return Err(invalid(
+            review,
+            "spec.user",
+            "at least one of user or groups must be specified",
+        ));
+    }
+    Ok(User {
+        name,
+        groups,
+        method: crate::auth::AuthMethod::Token,
+    })
 }
 
 fn access(

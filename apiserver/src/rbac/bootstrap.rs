@@ -122,6 +122,13 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]},
                    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "update", "patch"]}]),
         ),
+        // For components that authorize their own clients through the API
+        // server (Kubernetes' name for it).
+        cluster_role(
+            "system:auth-delegator",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]),
+        ),
         binding("cluster-admin", "cluster-admin", crate::rbac::MASTERS),
         binding("corral:agents", "corral:agent", AGENTS),
     ]

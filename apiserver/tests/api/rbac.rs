@@ -272,6 +272,30 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "the agent reading a secret of a namespace",
     );
 
+    // Components ask about others with a SubjectAccessReview.
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let sar = |user: &str, group: &str, ns: &str| -> Result<SubjectAccessReview> {
+        Ok(serde_json::from_value(
+            json!({"spec": {"user": user, "groups": [group],
+            "resourceAttributes": {"verb": "create", "group": "corral.dev", "resource": "jobs", "namespace": ns}}}),
+        )?)
+    };
+    let reviews: Api<SubjectAccessReview> = Api::all(admin.clone());
+    let yes = reviews
+        .create(&PostParams::default(), &sar("alice", "team-a", "team-a")?)
+        .await?;
+    assert_eq!(yes.status.map(|s| s.allowed), Some(true));
+    let no = reviews
+        .create(&PostParams::default(), &sar("alice", "team-a", "team-b")?)
+        .await?;
+    assert_eq!(no.status.map(|s| s.allowed), Some(false));
+    forbidden(
+        Api::<SubjectAccessReview>::all(bob.clone())
+            .create(&PostParams::default(), &sar("alice", "team-a", "team-a")?)
+            .await,
+        "bob asking about alice",
+    );
+
     // The administrator may do everything.
     Api::<Secret>::namespaced(admin.clone(), "team-a")
         .get("db")
