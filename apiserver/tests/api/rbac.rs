@@ -326,3 +326,43 @@ async fn teams_are_kept_apart_over_etcd() -> Result<()> {
         .map_err(|e| anyhow!(e))?;
     teams_are_kept_apart(ts).await
 }
+
+/// A restarted server decides by the bindings it finds in the store, with
+/// no change to them.
+#[tokio::test]
+async fn a_restarted_server_keeps_the_policy_it_finds() -> Result<()> {
+    let store: Arc<dyn corral_store::Store> =
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?);
+    let first = TestServer::start_rbac(store.clone(), USERS)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "team-edit", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team-a"}]}))?;
+    Api::<RoleBinding>::namespaced(first.client.clone(), "default")
+        .create(&PostParams::default(), &rb)
+        .await?;
+    first.shutdown().await;
+
+    let second = TestServer::start_rbac(store, USERS)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let alice = second
+        .client_as("alice-token")
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let jobs: Api<Job> = Api::namespaced(alice, "default");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match jobs.list(&ListParams::default()).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => bail!("alice listing jobs after the restart: {e}"),
+        }
+    }
+    second.shutdown().await;
+    Ok(())
+}
