@@ -21,7 +21,6 @@ use corral_node_agent::runtime::containerd;
 
 use crate::agent_cmd;
 use crate::store_cmd::home_dir;
-use crate::up_cmd;
 
 /// The file where `corral up` records its pid.
 pub const PID_FILE: &str = "up.pid";
@@ -34,7 +33,7 @@ pub struct DownArgs {
     /// Corral's state directory (default `~/.corral`).
     #[arg(long, env = "CORRAL_HOME")]
     home: Option<PathBuf>,
-    /// This machine's node name (default: the host name).
+    /// The node name `corral up` ran as (default: every node that ran here).
     #[arg(long)]
     node_name: Option<String>,
     /// The runtimes `corral up` was given.
@@ -114,31 +113,46 @@ pub async fn run(args: DownArgs) -> Result<()> {
         }
         None => outln!("no corral up is running for {}", home.display()),
     }
-    let node = args.node_name.clone().unwrap_or_else(up_cmd::hostname);
-    let run_args = agent_cmd::run_args_from([
-        "agent".to_owned(),
-        format!("--home={}", home.display()),
-        format!("--node-name={node}"),
-        format!("--runtimes={}", args.runtimes),
-        format!("--containerd-address={}", args.containerd_address.display()),
-    ])?;
-    let sandboxes = agent_cmd::sandboxes(&run_args, &home, &node);
-    if !sandboxes.is_dir() {
+    // The node `corral up` ran as: the one named, else every node that ever
+    // ran here (`corral up --node-name` may have named it otherwise).
+    let nodes: Vec<String> = match &args.node_name {
+        Some(n) => vec![n.clone()],
+        None => std::fs::read_dir(home.join("agent"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("sandboxes").is_dir())
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    if nodes.is_empty() {
         outln!("no tasks were ever started here");
         return Ok(());
     }
-    let runtimes = agent_cmd::build_runtimes(&run_args, &sandboxes).await?;
     let grace = Duration::from_secs(args.grace_seconds);
-    let out = corral_node_agent::runtime::stop_all(&runtimes, grace).await?;
-    for key in &out.stopped {
-        outln!("task {key} stopped");
-    }
-    if !out.stuck.is_empty() {
-        bail!("tasks still running: {}", out.stuck.join(", "));
+    let mut stopped = 0;
+    for node in nodes {
+        let run_args = agent_cmd::run_args_from([
+            "agent".to_owned(),
+            format!("--home={}", home.display()),
+            format!("--node-name={node}"),
+            format!("--runtimes={}", args.runtimes),
+            format!("--containerd-address={}", args.containerd_address.display()),
+        ])?;
+        let sandboxes = agent_cmd::sandboxes(&run_args, &home, &node);
+        let runtimes = agent_cmd::build_runtimes(&run_args, &sandboxes).await?;
+        let out = corral_node_agent::runtime::stop_all(&runtimes, grace).await?;
+        for key in &out.stopped {
+            outln!("task {key} stopped");
+        }
+        if !out.stuck.is_empty() {
+            bail!("tasks still running: {}", out.stuck.join(", "));
+        }
+        stopped += out.stopped.len();
     }
     outln!(
-        "stopped {} task(s); the cluster is kept in {} for the next `corral up`",
-        out.stopped.len(),
+        "stopped {stopped} task(s); the cluster is kept in {} for the next `corral up`",
         home.display()
     );
     Ok(())
