@@ -1,6 +1,6 @@
 //! Decoding of protobuf request bodies (`application/vnd.kubernetes.protobuf`)
 //! for the kinds typed Go clients send that way (the self reviews of
-//! `kubectl auth can-i` and `whoami` too): v1 Namespace, ConfigMap,
+//! `kubectl auth can-i` and `whoami` too, and SubjectAccessReview): v1 Namespace, ConfigMap,
 //! Secret and Event, coordination/v1 Lease, the rbac/v1 kinds (`rbac.rs`),
 //! and meta/v1 DeleteOptions (Helm
 //! 3.17 and kubectl 1.32 use them). The body is the magic `k8s\0` followed by
@@ -146,6 +146,12 @@ struct SelfSubjectAccessReviewSpec {
     resource_attributes: Option<ResourceAttributes>,
     #[prost(message, optional, tag = "2")]
     non_resource_attributes: Option<NonResourceAttributes>,
+    /// SubjectAccessReview only: whom it asks about (the same message
+    /// otherwise, with the same field numbers).
+    #[prost(string, optional, tag = "3")]
+    user: Option<String>,
+    #[prost(string, repeated, tag = "4")]
+    groups: Vec<String>,
 }
 
 /// authorization.k8s.io/v1 (`kubectl auth can-i`); its status is the answer.
@@ -587,11 +593,16 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
                 out.insert("spec".into(), Value::Object(o));
             }
         }
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
-            let c = SelfSubjectAccessReview::decode(raw)
-                .map_err(|e| bad("SelfSubjectAccessReview", e))?;
+        ("authorization.k8s.io/v1", k @ ("SelfSubjectAccessReview" | "SubjectAccessReview")) => {
+            let c = SelfSubjectAccessReview::decode(raw).map_err(|e| bad(k, e))?;
             out.insert("metadata".into(), meta(&c.metadata));
             let mut spec = Map::new();
+            if let Some(sp) = c.spec.as_ref().filter(|_| k == "SubjectAccessReview") {
+                put(&mut spec, "user", s(&sp.user));
+                if !sp.groups.is_empty() {
+                    spec.insert("groups".into(), json!(sp.groups));
+                }
+            }
             if let Some(r) = c
                 .spec
                 .as_ref()

@@ -114,6 +114,8 @@ fn an_access_review_decodes_to_its_json() -> Result<(), ApiError> {
                 ..ResourceAttributes::default()
             }),
             non_resource_attributes: None,
+            user: None,
+            groups: Vec::new(),
         }),
     };
     let v = decode_object(&wrap(
@@ -125,6 +127,20 @@ fn an_access_review_decodes_to_its_json() -> Result<(), ApiError> {
         v["spec"],
         json!({"resourceAttributes": {"namespace": "analytics", "verb": "create", "group": "corral.dev", "resource": "jobs"}})
     );
+    // A SubjectAccessReview: the same attributes, about someone else.
+    let mut about = review.clone();
+    if let Some(sp) = about.spec.as_mut() {
+        sp.user = Some("alice".into());
+        sp.groups = vec!["team-a".into()];
+    }
+    let v = decode_object(&wrap(
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        about.encode_to_vec(),
+    ))?;
+    assert_eq!(v["spec"]["user"], "alice");
+    assert_eq!(v["spec"]["groups"], json!(["team-a"]));
+    assert_eq!(v["spec"]["resourceAttributes"]["resource"], "jobs");
     let rules = SelfSubjectRulesReview {
         metadata: None,
         spec: Some(SelfSubjectRulesReviewSpec {
