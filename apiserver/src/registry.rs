@@ -28,6 +28,11 @@ pub enum CellSource {
     /// The object's name. A kind whose columns include it places it there
     /// (events: with `-o wide` only) instead of first.
     Name,
+    /// A binding's role, as `Kind/name` (`ClusterRole/edit`).
+    RoleRef,
+    /// A binding's subjects of this kind, comma-separated (service accounts
+    /// as `namespace/name`).
+    Subjects(&'static str),
 }
 
 /// The columns of an event's table, core/v1 and events.k8s.io/v1 alike, as
@@ -420,7 +425,22 @@ pub(crate) fn builtin(
 fn rbac_kinds() -> Vec<ResourceDesc> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     const GROUP: &str = "rbac.authorization.k8s.io";
-    let role_ref = || vec![path_col("Role", "string", ".roleRef.name"), age()];
+    // As kube-apiserver prints bindings: the role, the age, then (wide) who.
+    let role_ref = || {
+        let col = |name: &str, priority, source| Column {
+            name: name.into(),
+            type_: "string".into(),
+            priority,
+            source,
+        };
+        vec![
+            col("Role", 0, CellSource::RoleRef),
+            age(),
+            col("Users", 1, CellSource::Subjects("User")),
+            col("Groups", 1, CellSource::Subjects("Group")),
+            col("ServiceAccounts", 1, CellSource::Subjects("ServiceAccount")),
+        ]
+    };
     vec![
         builtin(
             GROUP,

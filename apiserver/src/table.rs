@@ -106,6 +106,34 @@ fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
             let count = |f: &str| obj.get(f).and_then(Value::as_object).map_or(0, |m| m.len());
             json!(count("data") + count("binaryData"))
         }
+        CellSource::RoleRef => {
+            let r = &obj["roleRef"];
+            json!(format!(
+                "{}/{}",
+                r["kind"].as_str().unwrap_or_default(),
+                r["name"].as_str().unwrap_or_default()
+            ))
+        }
+        CellSource::Subjects(kind) => {
+            let names: Vec<String> = obj["subjects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["kind"] == *kind)
+                .map(|s| {
+                    let name = s["name"].as_str().unwrap_or_default();
+                    match s["namespace"].as_str() {
+                        Some(ns) if *kind == "ServiceAccount" => format!("{ns}/{name}"),
+                        _ => name.to_owned(),
+                    }
+                })
+                .collect();
+            if names.is_empty() {
+                Value::Null
+            } else {
+                json!(names.join(", "))
+            }
+        }
         CellSource::Path(p) => match json_path(obj, p) {
             None | Some(Value::Null) => Value::Null,
             Some(Value::String(s)) if type_ == "date" => s
@@ -154,6 +182,8 @@ fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
             }
             CellSource::Name => unreachable!("placed above"),
             CellSource::DataCount => "number of data keys".into(),
+            CellSource::RoleRef => "the role bound, as Kind/name".into(),
+            CellSource::Subjects(kind) => format!("the {kind} subjects bound"),
         };
         cols.push(json!({"name": c.name, "type": c.type_, "format": "", "description": description, "priority": c.priority}));
     }

@@ -91,6 +91,29 @@ fn kubectl_creates_and_reads_rbac_objects() -> Result<()> {
             && subjects.contains(&("\"User\"".into(), "\"alice\"".into())),
         "{subjects:?}"
     );
+    // Tables as kube-apiserver prints them: the role as Kind/name, and who
+    // with -o wide.
+    let wide = k
+        .run(&[
+            "-n",
+            "analytics",
+            "get",
+            "rolebinding",
+            "team",
+            "-o",
+            "wide",
+        ])?
+        .ok()?;
+    let header = wide.lines().next().unwrap_or_default();
+    for col in ["ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"] {
+        assert!(header.contains(col), "{wide}");
+    }
+    assert!(
+        wide.contains("ClusterRole/team-edit")
+            && wide.contains("alice")
+            && wide.contains("analytics-team"),
+        "{wide}"
+    );
     let agg: Value = serde_json::from_str(
         &k.run(&["get", "clusterrole", "team-agg", "-o", "json"])?
             .ok()?,
