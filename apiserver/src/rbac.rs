@@ -396,7 +396,6 @@ fn atoms(r: &PolicyRule) -> Vec<Atom<'_>> {
 /// True when `have` grants `atom`: a wildcard in the atom is covered only by
 /// a wildcard.
 fn grants(have: &PolicyRule, atom: &Atom<'_>) -> bool {
-    let exact = |list: &[String], v: &str| list.iter().any(|h| h == "*" || h == v);
     match atom {
         Atom::Resource {
             verb,
@@ -404,32 +403,21 @@ fn grants(have: &PolicyRule, atom: &Atom<'_>) -> bool {
             resource,
             name,
         } => {
-            let resource_ok = have.resources.iter().flatten().any(|h| {
-                h == "*"
-                    || h == resource
-                    || match (h.split_once('/'), resource.split_once('/')) {
-                        (Some((hr, hs)), Some((wr, ws))) => {
-                            (hr == "*" || hr == wr) && (hs == "*" || hs == ws)
-                        }
-                        _ => false,
-                    }
-            });
+            let (resource, sub) = match resource.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (*resource, None),
+            };
             let name_ok = match (have.resource_names.as_deref(), name) {
                 (None | Some([]), _) => true,
                 (Some(names), Some(n)) => names.iter().any(|h| h == n),
                 (Some(_), None) => false,
             };
-            exact(&have.verbs, verb)
-                && exact(have.api_groups.as_deref().unwrap_or_default(), group)
-                && resource_ok
+            verb_matches(have, verb)
+                && has(have.api_groups.as_ref(), group)
+                && resource_matches(have, resource, sub)
                 && name_ok
         }
-        Atom::Path { verb, url } => {
-            exact(&have.verbs, verb)
-                && have.non_resource_urls.iter().flatten().any(|h| {
-                    h == "*" || h == url || h.strip_suffix('*').is_some_and(|p| url.starts_with(p))
-                })
-        }
+        Atom::Path { verb, url } => verb_matches(have, verb) && url_matches(have, url),
     }
 }
 

@@ -425,6 +425,14 @@ pub(crate) fn builtin(
 fn rbac_kinds() -> Vec<ResourceDesc> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     const GROUP: &str = "rbac.authorization.k8s.io";
+    // As kube-apiserver prints roles: when they were created.
+    let created_at = || {
+        vec![path_col(
+            "Created At",
+            "string",
+            ".metadata.creationTimestamp",
+        )]
+    };
     // As kube-apiserver prints bindings: the role, the age, then (wide) who.
     let role_ref = || {
         let col = |name: &str, priority, source| Column {
@@ -451,11 +459,7 @@ fn rbac_kinds() -> Vec<ResourceDesc> {
             false,
             &[],
             false,
-            vec![path_col(
-                "Created At",
-                "string",
-                ".metadata.creationTimestamp",
-            )],
+            created_at(),
             &[],
             schema_of::<ClusterRole>(),
         ),
@@ -481,11 +485,7 @@ fn rbac_kinds() -> Vec<ResourceDesc> {
             true,
             &[],
             false,
-            vec![path_col(
-                "Created At",
-                "string",
-                ".metadata.creationTimestamp",
-            )],
+            created_at(),
             &[],
             schema_of::<Role>(),
         ),

@@ -35,6 +35,14 @@ impl std::fmt::Debug for TestServer {
     }
 }
 
+/// How a test server authorizes.
+enum Authorization {
+    /// With this authorizer.
+    Given(Arc<dyn crate::Authorizer>),
+    /// With RBAC over its own watch cache, as `corral server` does.
+    Rbac,
+}
+
 impl TestServer {
     /// A server over a fresh in-memory embedded store.
     pub async fn start() -> Result<Self, BoxError> {
@@ -56,12 +64,52 @@ impl TestServer {
     pub async fn start_with(
         store: Arc<dyn Store>,
         authz: Arc<dyn crate::Authorizer>,
+        options: crate::ServeOptions,
+    ) -> Result<Self, BoxError> {
+        Self::serve(store, &[], Authorization::Given(authz), options).await
+    }
+
+    /// A server over `store` that authorizes with RBAC (the bootstrap policy
+    /// reconciled, as `corral server` does), whose token file also holds
+    /// `users`: (token, user name, groups). See [`TestServer::client_as`].
+    pub async fn start_rbac(
+        store: Arc<dyn Store>,
+        users: &[(&str, &str, &[&str])],
+    ) -> Result<Self, BoxError> {
+        Self::serve(
+            store,
+            users,
+            Authorization::Rbac,
+            crate::ServeOptions::default(),
+        )
+        .await
+    }
+
+    async fn serve(
+        store: Arc<dyn Store>,
+        users: &[(&str, &str, &[&str])],
+        authz: Authorization,
         mut options: crate::ServeOptions,
     ) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
+        if !users.is_empty() {
+            let mut tokens = std::fs::read_to_string(&pki.token_file)?;
+            for (token, name, groups) in users {
+                tokens.push_str(&format!("{token},{name},{name},\"{}\"\n", groups.join(",")));
+            }
+            crate::pki::write_private(&pki.token_file, tokens.as_bytes())?;
+        }
         let api = Api::new(store, Registry::standard());
         crate::rest::ensure_default_namespaces(&api).await?;
+        let authz = match authz {
+            Authorization::Given(a) => a,
+            Authorization::Rbac => {
+                crate::rbac::bootstrap::reconcile(&api).await?;
+                let cache = api.cache.clone().ok_or("no watch cache")?;
+                crate::rbac::RbacAuthorizer::follow(cache) as Arc<dyn crate::Authorizer>
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         if options.agents.is_none() {
             options.agents = Some(crate::logs::AgentLink::from_pem(
@@ -76,49 +124,6 @@ impl TestServer {
             Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
             authz,
             options,
-        )?;
-        let url = format!("https://{}", server.local_addr);
-        let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
-        let client = kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-        )?;
-        Ok(TestServer {
-            client,
-            api,
-            pki,
-            url,
-            server,
-            _dir: dir,
-        })
-    }
-
-    /// A server over `store` that authorizes with RBAC (the bootstrap policy
-    /// reconciled, as `corral server` does), whose token file also holds
-    /// `users`: (token, user name, groups). See [`TestServer::client_as`].
-    pub async fn start_rbac(
-        store: Arc<dyn Store>,
-        users: &[(&str, &str, &[&str])],
-    ) -> Result<Self, BoxError> {
-        let dir = tempfile::tempdir()?;
-        let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
-        let mut tokens = std::fs::read_to_string(&pki.token_file)?;
-        for (token, name, groups) in users {
-            tokens.push_str(&format!("{token},{name},{name},\"{}\"\n", groups.join(",")));
-        }
-        crate::pki::write_private(&pki.token_file, tokens.as_bytes())?;
-        let api = Api::new(store, Registry::standard());
-        crate::rest::ensure_default_namespaces(&api).await?;
-        crate::rbac::bootstrap::reconcile(&api).await?;
-        let cache = api.cache.clone().ok_or("no watch cache")?;
-        let authz = crate::rbac::RbacAuthorizer::follow(cache);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let server = crate::serve_with_options(
-            api.clone(),
-            listener,
-            Some(pki.server_config()?),
-            Authn::Required(Arc::new(Tokens::load(&pki.token_file)?)),
-            authz,
-            crate::ServeOptions::default(),
         )?;
         let url = format!("https://{}", server.local_addr);
         let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;

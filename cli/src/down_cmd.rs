@@ -87,14 +87,8 @@ async fn stop_process(pid: i32) -> Result<()> {
     use nix::unistd::Pid;
     kill(Pid::from_raw(pid), Signal::SIGTERM).with_context(|| format!("signalling {pid}"))?;
     let start = Instant::now();
-    // Not our child: nothing to wait on but its /proc entry (gone, or a
-    // zombie its parent has yet to reap).
-    let gone = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z'))
-        })
-    };
+    // Not our child: nothing to wait on but its /proc entry.
+    let gone = || corral_node_agent::runtime::process::is_zombie(pid);
     while !gone() {
         if start.elapsed() > STOP_TIMEOUT {
             bail!("corral up (pid {pid}) did not stop within {STOP_TIMEOUT:?}");

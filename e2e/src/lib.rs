@@ -162,16 +162,8 @@ impl Server {
     fn signal(mut self, signal: &str) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
         Command::new("kill").args([signal, &pid]).status()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("corral server did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(Duration::from_secs(15))?
+            .context("corral server did not stop on SIGTERM")
     }
 }
 

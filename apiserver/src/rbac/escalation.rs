@@ -138,7 +138,7 @@ pub fn check(authz: &dyn Authorizer, user: &User, grant: &Grant) -> Result<(), A
     let Some(policy) = authz.policy() else {
         return Ok(());
     };
-    match grant {
+    let (rules, namespace) = match grant {
         Grant::Role {
             resource,
             name,
@@ -155,13 +155,7 @@ pub fn check(authz: &dyn Authorizer, user: &User, grant: &Grant) -> Result<(), A
             ) {
                 return Ok(());
             }
-            let held = policy.rules_of(user, namespace.as_deref());
-            let missing = covers(&held, rules);
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(refused(user, &missing))
-            }
+            (rules.as_slice(), namespace)
         }
         Grant::Binding {
             kind,
@@ -182,14 +176,14 @@ pub fn check(authz: &dyn Authorizer, user: &User, grant: &Grant) -> Result<(), A
                     user.name
                 )));
             };
-            let held = policy.rules_of(user, namespace.as_deref());
-            let missing = covers(&held, rules);
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(refused(user, &missing))
-            }
+            (rules, namespace)
         }
+    };
+    let missing = covers(&policy.rules_of(user, namespace.as_deref()), rules);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(refused(user, &missing))
     }
 }
 

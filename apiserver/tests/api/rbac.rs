@@ -28,6 +28,27 @@ fn job_on(ns: &str, name: &str, role: &str) -> Result<Job> {
     Ok(j)
 }
 
+/// Waits for `attempt` to be allowed: a binding takes effect once the
+/// authorizer has it, so 403s are retried until then; any other error ends it.
+async fn once_allowed<T, F, Fut>(what: &str, mut attempt: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<kube::Result<T>>>,
+{
+    corral_apiserver::testing::eventually(what, || {
+        let next = attempt();
+        async move {
+            match next.await? {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 403 => Ok(false),
+                Err(e) => Err(anyhow!("{e}")),
+            }
+        }
+    })
+    .await
+    .with_context(|| what.to_owned())
+}
+
 /// The refusal's code and message, or a panic naming what was allowed.
 fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>, what: &str) -> String {
     match r {
@@ -71,19 +92,12 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
     let alice = ts.client_as("alice-token").await.map_err(|e| anyhow!(e))?;
     let jobs_a: Api<Job> = Api::namespaced(alice.clone(), "team-a");
     // The binding takes effect once the authorizer has it (milliseconds).
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        match jobs_a
+    once_allowed("alice creating a job in her namespace", || async {
+        Ok(jobs_a
             .create(&PostParams::default(), &job_in("team-a", "etl")?)
-            .await
-        {
-            Ok(_) => break,
-            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => bail!("alice creating a job in her namespace: {e}"),
-        }
-    }
+            .await)
+    })
+    .await?;
     jobs_a.get("etl").await?;
     // Another team's role (its quota, its tier) is not hers to spend (and a
     // job's role is immutable: no job moves onto it later).
@@ -203,19 +217,12 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]}))?)
     };
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        match lena_bindings
+    once_allowed("lena binding view in her namespace", || async {
+        Ok(lena_bindings
             .create(&PostParams::default(), &bind("bob-views", "view")?)
-            .await
-        {
-            Ok(_) => break,
-            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => bail!("lena binding view in her namespace: {e}"),
-        }
-    }
+            .await)
+    })
+    .await?;
     let msg = forbidden(
         lena_bindings
             .create(&PostParams::default(), &bind("bob-rules", "cluster-admin")?)
@@ -353,16 +360,10 @@ async fn a_restarted_server_keeps_the_policy_it_finds() -> Result<()> {
         .await
         .map_err(|e| anyhow!(e))?;
     let jobs: Api<Job> = Api::namespaced(alice, "default");
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        match jobs.list(&ListParams::default()).await {
-            Ok(_) => break,
-            Err(kube::Error::Api(e)) if e.code == 403 && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => bail!("alice listing jobs after the restart: {e}"),
-        }
-    }
+    once_allowed("alice listing jobs after the restart", || async {
+        Ok(jobs.list(&ListParams::default()).await)
+    })
+    .await?;
     second.shutdown().await;
     Ok(())
 }

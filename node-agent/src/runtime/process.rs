@@ -305,7 +305,9 @@ fn same_process(pid: i32, started: Option<u64>) -> bool {
     started.is_none_or(|t| start_time(pid) == Some(t))
 }
 
-fn is_zombie(pid: i32) -> bool {
+/// True when `pid` has ended: it is gone, or a zombie its parent has yet
+/// to reap.
+pub fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
