@@ -13,6 +13,10 @@ use crate::resources::Resources;
 /// The node attribute naming the role a node is dedicated to.
 pub const DEDICATED_ATTRIBUTE: &str = "dedicated";
 
+/// The namespace of node Leases: one per node, named as the node, renewed
+/// by its agent.
+pub const NODE_LEASE_NAMESPACE: &str = "corral-node-lease";
+
 /// A machine in the pool. The agent registers it and keeps `status` current.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(

@@ -332,6 +332,42 @@ pub enum FailureReason {
 }
 
 impl TaskStatus {
+    /// Sets the `Scheduled` condition, dating its transition (to the
+    /// second, as Kubernetes' `Time`) when its status changes.
+    pub fn set_scheduled(
+        &mut self,
+        status: crate::common::ConditionStatus,
+        reason: TaskReason,
+        message: String,
+        now: jiff::Timestamp,
+    ) {
+        let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+        ));
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == TaskConditionType::Scheduled)
+        {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = time;
+                }
+                c.status = status;
+                c.reason = reason;
+                c.message = message;
+            }
+            None => self.conditions.push(Condition {
+                type_: TaskConditionType::Scheduled,
+                status,
+                reason,
+                message,
+                last_transition_time: time,
+                observed_generation: None,
+            }),
+        }
+    }
+
     /// The phase, treating an absent one as PENDING.
     pub fn phase(&self) -> TaskPhase {
         self.phase.unwrap_or(TaskPhase::Pending)

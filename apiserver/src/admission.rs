@@ -3,6 +3,8 @@
 //! `core_kinds` for the core kinds (create or update).
 
 mod core_kinds;
+pub mod node_restriction;
+pub mod task_transitions;
 
 use corral_api::CorralObject;
 use corral_api::validation::{

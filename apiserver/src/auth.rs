@@ -112,7 +112,7 @@ impl Authn {
 }
 
 /// What a request wants to do, for authorization.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
     pub verb: String,
@@ -126,6 +126,21 @@ pub struct Attributes {
     pub namespace: Option<String>,
     /// Object name, for single-object requests.
     pub name: Option<String>,
+    /// A list's or watch's `fieldSelector`, as sent (the Node authorizer
+    /// lets a node list only the tasks bound to it).
+    pub field_selector: Option<String>,
+}
+
+/// The group every node's credential carries (Kubernetes' name).
+pub const NODES_GROUP: &str = "system:nodes";
+/// The prefix of a node's user name: `system:node:NAME`.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+
+/// The node a user is, when it holds a node's credential: user
+/// `system:node:NAME` in group `system:nodes`.
+pub fn node_of(user: &User) -> Option<&str> {
+    let name = user.name.strip_prefix(NODE_USER_PREFIX)?;
+    (!name.is_empty() && user.groups.iter().any(|g| g == NODES_GROUP)).then_some(name)
 }
 
 /// What a user may do with resources: `verbs` on `resources` of
@@ -177,6 +192,31 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     /// write an RBAC object may write any).
     fn policy(&self) -> Option<std::sync::Arc<crate::rbac::Policy>> {
         None
+    }
+}
+
+/// Authorizers asked in order: a request is allowed when any allows it
+/// (kube-apiserver's `--authorization-mode=Node,RBAC`).
+#[derive(Debug)]
+pub struct Chain(pub Vec<Arc<dyn Authorizer>>);
+
+impl Authorizer for Chain {
+    fn allows(&self, user: &User, attrs: &Attributes) -> bool {
+        self.0.iter().any(|a| a.allows(user, attrs))
+    }
+
+    fn rules(&self, user: &User, namespace: &str) -> Option<Rules> {
+        let mut all = Rules::default();
+        for a in &self.0 {
+            let mut r = a.rules(user, namespace)?;
+            all.resources.append(&mut r.resources);
+            all.non_resources.append(&mut r.non_resources);
+        }
+        Some(all)
+    }
+
+    fn policy(&self) -> Option<std::sync::Arc<crate::rbac::Policy>> {
+        self.0.iter().find_map(|a| a.policy())
     }
 }
 
@@ -348,6 +388,7 @@ mod tests {
             subresource: None,
             namespace: Some("default".into()),
             name: None,
+            field_selector: None,
         };
         let err = authorize(&ReadOnly, &user, &attrs).expect_err("forbidden");
         assert_eq!(err.code(), http::StatusCode::FORBIDDEN);

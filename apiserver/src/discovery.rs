@@ -80,6 +80,9 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         if d.scale.is_some() {
             resources.push(json!({"name": format!("{}/scale", d.plural), "singularName": "", "namespaced": d.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
+        if crate::rest::binding::is_bindable(d) {
+            resources.push(json!({"name": format!("{}/binding", d.plural), "singularName": "", "namespaced": d.namespaced, "kind": "Binding", "verbs": ["create"]}));
+        }
     }
     let group_version = if group.is_empty() {
         version.to_owned()
@@ -168,6 +171,9 @@ fn aggregated_resource(d: &ResourceDesc) -> Value {
     }
     if d.scale.is_some() {
         subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+    }
+    if crate::rest::binding::is_bindable(d) {
+        subresources.push(json!({"subresource": "binding", "responseKind": {"group": d.group, "version": d.version, "kind": "Binding"}, "verbs": ["create"]}));
     }
     if !subresources.is_empty() {
         r["subresources"] = json!(subresources);

@@ -21,6 +21,7 @@ fn may(authz: &dyn Authorizer, caller: &User, resource: &str, name: &str) -> Res
         subresource: None,
         namespace: None,
         name: Some(name.to_owned()),
+        field_selector: None,
     };
     if authz.allows(caller, &attrs) {
         return Ok(());

@@ -25,6 +25,8 @@ pub mod events_v1;
 pub mod impersonation;
 pub mod logs;
 pub mod metrics;
+pub mod node_authorizer;
+pub mod node_certificates;
 pub mod objects;
 pub mod openapi;
 pub mod openapi_v2;

@@ -1,7 +1,10 @@
-//! TLS material and credentials under `$CORRAL_HOME/pki`: a CA, a serving
-//! certificate for the listen hosts, an admin client certificate, and a static
-//! token file (`tokens.csv`: `token,user,uid,"group,…"`, kube-apiserver's
-//! format). Generated once, reused on every start.
+//! TLS material and credentials under `$CORRAL_HOME/pki`: a CA (its key
+//! kept, 0600, to issue node and user credentials), a serving certificate
+//! for the listen hosts, an admin client certificate, and a static token
+//! file (`tokens.csv`: `token,user,uid,"group,…"`, kube-apiserver's
+//! format). Generated once, reused on every start. A directory made
+//! elsewhere (a Helm chart's Secret) may come without `ca.key`: the server
+//! then serves, but issues no certificates.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +39,9 @@ pub enum PkiError {
 pub struct Pki {
     /// The CA certificate.
     pub ca_pem: String,
+    /// The CA's key: it signs node and user certificates (None for a CA
+    /// made elsewhere without handing over its key).
+    ca_key_pem: Option<String>,
     /// The serving certificate.
     pub server_cert_pem: String,
     /// Its key.
@@ -97,6 +103,23 @@ fn random_token() -> String {
 }
 
 impl Pki {
+    /// Loads the material under `dir`, which `corral server` made; never
+    /// makes any (for issuing credentials on the control-plane machine).
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        for f in ["ca.crt", "tokens.csv"] {
+            if !dir.join(f).exists() {
+                return Err(PkiError::Io {
+                    path: dir.join(f),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "missing: has `corral server` (or `corral up`) run with this home?",
+                    ),
+                });
+            }
+        }
+        Self::load_or_create(dir, &[])
+    }
+
     /// Loads the material under `dir`, generating what is missing. `hosts` are
     /// the names and addresses the serving certificate must cover.
     pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Self, PkiError> {
@@ -140,6 +163,10 @@ impl Pki {
             })?;
         Ok(Pki {
             ca_pem: read(&dir.join("ca.crt"))?,
+            ca_key_pem: match dir.join("ca.key") {
+                k if k.exists() => Some(read(&k)?),
+                _ => None,
+            },
             server_cert_pem: read(&dir.join("server.crt"))?,
             server_key_pem: read(&dir.join("server.key"))?,
             admin_cert_pem: read(&dir.join("admin.crt"))?,
@@ -151,16 +178,9 @@ impl Pki {
 
     fn generate(dir: &Path, hosts: &[String]) -> Result<(), PkiError> {
         let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name = DistinguishedName::new();
-        ca.distinguished_name.push(DnType::CommonName, "corral-ca");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca = ca_params()?;
         let ca_cert = ca.self_signed(&ca_key)?;
+        write(&dir.join("ca.key"), &ca_key.serialize_pem(), true)?;
         let issuer = Issuer::new(ca, ca_key);
 
         let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -201,6 +221,58 @@ impl Pki {
         write(&dir.join("admin.crt"), &admin_cert.pem(), false)?;
         write(&dir.join("admin.key"), &admin_key.serialize_pem(), true)?;
         Ok(())
+    }
+
+    /// A client certificate for `user` in `groups` (CN and O, as
+    /// Kubernetes reads them), valid for `valid_for` from `now`, signed by the
+    /// CA over `public_key` (PEM): the holder of the matching private key
+    /// authenticates as that user. Returns the certificate (PEM).
+    pub fn sign_client(
+        &self,
+        user: &str,
+        groups: &[String],
+        public_key: &impl rcgen::PublicKeyData,
+        now: jiff::Timestamp,
+        valid_for: jiff::SignedDuration,
+    ) -> Result<String, PkiError> {
+        let key = self.ca_key_pem.as_deref().ok_or_else(|| {
+            PkiError::Tls(
+                "this CA's key is not at hand (ca.key): it cannot sign certificates".into(),
+            )
+        })?;
+        let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(key)?);
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        for g in groups {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, g.as_str());
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = rcgen_time(now - jiff::SignedDuration::from_mins(5))?;
+        params.not_after = rcgen_time(now + valid_for)?;
+        Ok(params.signed_by(public_key, &issuer)?.pem())
+    }
+
+    /// A new key and a client certificate for it (see [`Pki::sign_client`]):
+    /// `(certificate PEM, key PEM)`.
+    pub fn issue_client(
+        &self,
+        user: &str,
+        groups: &[String],
+        now: jiff::Timestamp,
+        valid_for: jiff::SignedDuration,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = self.sign_client(user, groups, &key, now, valid_for)?;
+        Ok((cert, key.serialize_pem()))
+    }
+
+    /// A kubeconfig for `server` that authenticates as `user` with a client
+    /// certificate and key (PEM).
+    pub fn client_kubeconfig(&self, server: &str, user: &str, cert: &str, key: &str) -> String {
+        client_kubeconfig(server, &self.ca_pem, user, cert, key)
     }
 
     /// A rustls server configuration: HTTP/2 and HTTP/1.1 over ALPN, client
@@ -261,6 +333,49 @@ impl Pki {
             key = b64(&self.admin_key_pem),
         )
     }
+}
+
+/// The CA's certificate parameters: the same at every start, so that an
+/// issuer rebuilt from the kept key names the CA as its certificate does.
+fn ca_params() -> Result<CertificateParams, PkiError> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name.push(DnType::CommonName, "corral-ca");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
+}
+
+fn rcgen_time(t: jiff::Timestamp) -> Result<time::OffsetDateTime, PkiError> {
+    time::OffsetDateTime::from_unix_timestamp(t.as_second())
+        .map_err(|e| PkiError::Tls(format!("a certificate date out of range: {e}")))
+}
+
+/// A kubeconfig for `server`, trusting `ca_pem`, that authenticates as
+/// `user` with a client certificate and key (PEM).
+pub fn client_kubeconfig(server: &str, ca_pem: &str, user: &str, cert: &str, key: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let entry: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-.:_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: corral\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: \"{entry}\"\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: corral\n  context:\n    cluster: corral\n    user: \"{entry}\"\n    namespace: default\ncurrent-context: corral\n",
+        ca = b64(ca_pem),
+        cert = b64(cert),
+        key = b64(key),
+    )
 }
 
 /// Bearer tokens read from a token file.

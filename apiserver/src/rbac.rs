@@ -460,7 +460,7 @@ pub mod bootstrap;
 pub mod escalation;
 mod live;
 
-pub use live::RbacAuthorizer;
+pub use live::{RbacAuthorizer, node_and_rbac};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -149,6 +149,7 @@ fn subject_of(
         subresource: None,
         namespace: None,
         name: None,
+        field_selector: None,
     };
     crate::auth::authorize(authz, asker, &may_ask)?;
     let spec = body.get("spec").cloned().unwrap_or_default();
@@ -195,6 +196,9 @@ fn access(
                 subresource: string(r, "subresource"),
                 namespace: string(r, "namespace"),
                 name: string(r, "name"),
+                field_selector: r
+                    .get("fieldSelector")
+                    .and_then(|f| string(f, "rawSelector")),
             };
             if attrs.verb.is_empty() {
                 return Err(invalid(

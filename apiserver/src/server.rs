@@ -33,6 +33,7 @@ use crate::patch::{PatchKind, parse_body};
 use crate::registry::ResourceDesc;
 use crate::rest::{Api, DeleteOptions};
 
+mod binding;
 mod inflight;
 mod query;
 mod route;
@@ -79,6 +80,7 @@ struct Shared {
     authn: Authn,
     authz: Arc<dyn Authorizer>,
     agents: Option<crate::logs::AgentLink>,
+    signer: Option<Arc<crate::pki::Pki>>,
     inflight: InFlight,
     metrics: Metrics,
     request_timeout: Duration,
@@ -91,6 +93,9 @@ struct Shared {
 pub struct ServeOptions {
     /// The identity the server presents to agents to proxy task logs.
     pub agents: Option<crate::logs::AgentLink>,
+    /// The CA that signs node certificates on request (see
+    /// [`crate::node_certificates`]); without it, such requests get 503.
+    pub signer: Option<Arc<crate::pki::Pki>>,
     /// The slots of requests in flight (see [`InFlightLimits`]).
     pub inflight: InFlight,
     /// The series `/metrics` answers with.
@@ -105,6 +110,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             agents: None,
+            signer: None,
             inflight: InFlight::default(),
             metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -151,6 +157,7 @@ pub fn serve_with_options(
         authn,
         authz,
         agents: options.agents,
+        signer: options.signer,
         inflight: options.inflight,
         metrics: options.metrics,
         request_timeout: options.request_timeout,
@@ -237,9 +244,34 @@ struct Target {
     desc: Arc<ResourceDesc>,
     namespace: Option<String>,
     name: Option<String>,
-    status: bool,
-    /// The `/scale` subresource.
-    scale: bool,
+    sub: Option<Subresource>,
+}
+
+/// The subresources served for resources (a Task's `log` is routed apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subresource {
+    /// `status`: writes change only status.
+    Status,
+    /// `scale`: a Job's instances as an autoscaling/v1 Scale.
+    Scale,
+    /// `binding`: a Task bound to a node (POST of a Binding).
+    Binding,
+}
+
+impl Subresource {
+    fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+        }
+    }
+}
+
+impl Target {
+    fn status(&self) -> bool {
+        self.sub == Some(Subresource::Status)
+    }
 }
 
 async fn handle(
@@ -494,6 +526,7 @@ async fn route(
                     subresource: Some("log".to_owned()),
                     namespace: Some((*ns).to_owned()),
                     name: Some((*name).to_owned()),
+                    field_selector: None,
                 },
             )?;
             let Some(link) = &sec.agents else {
@@ -504,6 +537,27 @@ async fn route(
             return crate::logs::proxy(&api, link, ns, name, req.uri().query()).await;
         }
         _ => {}
+    }
+    if segs.as_slice()
+        == [
+            "apis",
+            crate::node_certificates::GROUP,
+            crate::node_certificates::VERSION,
+            crate::node_certificates::PLURAL,
+        ]
+    {
+        if req.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let (parts, body) = read_body(req).await?;
+        let answer = crate::node_certificates::answer(
+            decode_object(&parts, &body)?,
+            &user,
+            sec.authz.as_ref(),
+            sec.signer.as_deref(),
+            jiff::Timestamp::now(),
+        )?;
+        return Ok(json_response(StatusCode::CREATED, &answer));
     }
     if let ["apis", g, v, plural] = segs.as_slice()
         && let Some(review) = crate::reviews::find(g, v, plural)
@@ -662,8 +716,10 @@ async fn resource(
     accept: &str,
     requester: crate::rest::Requester,
 ) -> Result<Response<Body>, ApiError> {
-    if t.scale {
-        return scale::request(api, t, req).await;
+    match t.sub {
+        Some(Subresource::Scale) => return scale::request(api, t, req).await,
+        Some(Subresource::Binding) => return binding::request(api, t, req, requester).await,
+        Some(Subresource::Status) | None => {}
     }
     let q = Query::parse(req.uri().query());
     let desc = t.desc.clone();
@@ -725,7 +781,7 @@ async fn resource(
             opts.requester = Some(requester.clone());
             let (parts, body) = read_body(req).await?;
             let obj = decode_object(&parts, &body)?;
-            let w = api.update(&desc, ns, name, obj, t.status, &opts).await?;
+            let w = api.update(&desc, ns, name, obj, t.status(), &opts).await?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &w.object),
                 &w.warnings,
@@ -738,7 +794,7 @@ async fn resource(
             let kind = PatchKind::from_content_type(&content_type(&parts), &desc)?;
             let patch = parse_body(kind, &body)?;
             let w = api
-                .patch(&desc, ns, name, kind, patch, t.status, &opts)
+                .patch(&desc, ns, name, kind, patch, t.status(), &opts)
                 .await?;
             let code = if w.created {
                 StatusCode::CREATED

@@ -106,11 +106,13 @@ impl TestServer {
             Authorization::Given(a) => a,
             Authorization::Rbac => {
                 crate::rbac::bootstrap::reconcile(&api).await?;
-                let cache = api.cache.clone().ok_or("no watch cache")?;
-                crate::rbac::RbacAuthorizer::follow(cache) as Arc<dyn crate::Authorizer>
+                crate::rbac::node_and_rbac(&api)?
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        if options.signer.is_none() {
+            options.signer = Some(Arc::new(pki.clone()));
+        }
         if options.agents.is_none() {
             options.agents = Some(crate::logs::AgentLink::from_pem(
                 &pki.admin_cert_pem,

@@ -96,6 +96,12 @@ pub struct RunArgs {
     /// Kubeconfig of the Corral API server (default `$CORRAL_HOME/kubeconfig`).
     #[arg(long, env = "CORRAL_AGENT_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// A bootstrap kubeconfig (a token of group `system:bootstrappers`):
+    /// when `--kubeconfig` holds no node credential, or one in the last
+    /// fifth of its life, the agent asks the API server for its node's
+    /// certificate with it and writes `--kubeconfig` (0600) to run with.
+    #[arg(long, env = "CORRAL_AGENT_BOOTSTRAP_KUBECONFIG")]
+    bootstrap_kubeconfig: Option<PathBuf>,
     /// This node's name (with `--simulate-nodes`, the prefix of the simulated names).
     #[arg(long, env = "CORRAL_AGENT_NODE_NAME")]
     node_name: Option<String>,
@@ -170,6 +176,7 @@ pub struct RunArgs {
 /// The agent's flags that take a value, as they appear on the command line.
 const VALUE_FLAGS: &[&str] = &[
     "kubeconfig",
+    "bootstrap-kubeconfig",
     "node-name",
     "runtimes",
     "resources",
@@ -454,11 +461,6 @@ where
 /// Registers the node(s) and starts running tasks; `client` replaces the
 /// one the kubeconfig would give.
 pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<StartedAgent> {
-    let Some(node_name) = args.node_name.clone() else {
-        bail!(
-            "--node-name is required (or CORRAL_AGENT_NODE_NAME, or a node-name file in the config directory)"
-        );
-    };
     let home = home_dir(args.home.clone())?;
     let client = match client {
         Some(c) => c,
@@ -467,9 +469,16 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
                 .kubeconfig
                 .clone()
                 .unwrap_or_else(|| home.join("kubeconfig"));
+            if let Some(bootstrap) = &args.bootstrap_kubeconfig {
+                let Some(node) = &args.node_name else {
+                    bail!("--bootstrap-kubeconfig needs --node-name: the node to join as");
+                };
+                join(&kubeconfig, bootstrap, node).await?;
+            }
             client_from(&kubeconfig).await?
         }
     };
+    let node_name = node_name_of(&args, whoami(&client).await?)?;
     let sandboxes = sandboxes(&args, &home, &node_name);
     std::fs::create_dir_all(&sandboxes)
         .with_context(|| format!("creating {}", sandboxes.display()))?;
@@ -539,6 +548,68 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         handle,
         _logs: log_server,
     })
+}
+
+/// Obtains node `node`'s credential into `kubeconfig` with the bootstrap
+/// kubeconfig, unless it already holds one with life left in it.
+async fn join(kubeconfig: &Path, bootstrap: &Path, node: &str) -> Result<()> {
+    use corral_node_agent::join;
+    if !join::needs_certificate(kubeconfig, jiff::Timestamp::now()) {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(bootstrap)
+        .with_context(|| format!("reading {}", bootstrap.display()))?;
+    let bootstrap_kc = kube::config::Kubeconfig::from_yaml(&text)
+        .with_context(|| format!("reading {}", bootstrap.display()))?;
+    let client = client_from(bootstrap).await?;
+    let (cert, key) = join::request_certificate(&client, node).await?;
+    join::write_kubeconfig(
+        kubeconfig,
+        &join::node_kubeconfig(&bootstrap_kc, node, &cert, &key),
+    )?;
+    tracing::info!(node, kubeconfig = %kubeconfig.display(), "obtained this node's credential");
+    Ok(())
+}
+
+/// Who the API server says the agent's credential is: its user name, or
+/// None where the server does not answer SelfSubjectReview.
+async fn whoami(client: &kube::Client) -> Result<Option<String>> {
+    let body = serde_json::to_vec(
+        &serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+    )?;
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)?;
+    match client.request::<serde_json::Value>(req).await {
+        Ok(review) => Ok(review["status"]["userInfo"]["username"]
+            .as_str()
+            .map(str::to_owned)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e).context("asking the API server who this agent's credential is"),
+    }
+}
+
+/// The node this agent runs: the one its credential names (a node's
+/// credential, user `system:node:NAME`, serves that node only), else
+/// `--node-name`.
+fn node_name_of(args: &RunArgs, user: Option<String>) -> Result<String> {
+    let credential_node = user
+        .as_deref()
+        .and_then(|u| u.strip_prefix(corral_apiserver::auth::NODE_USER_PREFIX))
+        .map(str::to_owned);
+    match (credential_node, &args.node_name) {
+        (Some(_), _) if args.simulate_nodes.is_some() => {
+            bail!("--simulate-nodes needs a credential for many nodes; this one is a single node's")
+        }
+        (Some(mine), Some(asked)) if &mine != asked => {
+            bail!("--node-name {asked} does not match the credential, which is node {mine}'s")
+        }
+        (Some(mine), _) => Ok(mine),
+        (None, Some(asked)) => Ok(asked.clone()),
+        (None, None) => bail!(
+            "--node-name is required (or CORRAL_AGENT_NODE_NAME), unless the kubeconfig holds a node credential (corral credentials node NAME)"
+        ),
+    }
 }
 
 /// The CA certificate (PEM) of the kubeconfig's cluster: the agent's log

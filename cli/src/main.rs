@@ -36,6 +36,7 @@ fn write_out(args: std::fmt::Arguments<'_>) {
 mod agent_cmd;
 mod client;
 mod controllers_cmd;
+mod credentials_cmd;
 mod down_cmd;
 mod manifests;
 mod server_cmd;
@@ -123,6 +124,10 @@ enum Command {
     Controllers(controllers_cmd::ControllersArgs),
     /// Run a node agent (containerd, process or simulated runtime), or import an image.
     Agent(Box<agent_cmd::AgentArgs>),
+    /// Issue a node's or a user's kubeconfig, signed by the cluster's CA
+    /// (on the control-plane machine).
+    #[command(subcommand)]
+    Credentials(credentials_cmd::CredentialsCommand),
 }
 
 #[tokio::main]
@@ -160,6 +165,7 @@ async fn run() -> Result<()> {
     match command {
         Command::Up(args) => up_cmd::run(*args).await,
         Command::Down(args) => down_cmd::run(args).await,
+        Command::Credentials(cmd) => credentials_cmd::run(cmd),
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
         Command::Store(args) => store_cmd::run(args).await,

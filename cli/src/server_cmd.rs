@@ -57,8 +57,10 @@ pub struct ServerArgs {
     /// on before it is answered 504, as a Go duration (`60s`, `1m0s`).
     #[arg(long, default_value = "1m0s", value_parser = request_timeout)]
     pub(crate) request_timeout: std::time::Duration,
-    /// `RBAC` (the rbac.authorization.k8s.io objects decide; `system:masters`
-    /// may do everything) or `AlwaysAllow` (every authenticated caller may).
+    /// `RBAC` (node credentials are confined to their node's objects; for
+    /// everyone else the rbac.authorization.k8s.io objects decide;
+    /// `system:masters` may do everything) or `AlwaysAllow` (every
+    /// authenticated caller may).
     #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
     pub(crate) authorization_mode: String,
 }
@@ -159,11 +161,9 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         .context("reconciling the bootstrap RBAC policy")?;
     let authz: Arc<dyn corral_apiserver::Authorizer> = match args.authorization_mode.as_str() {
         "AlwaysAllow" => Arc::new(corral_apiserver::AllowAuthenticated),
-        _ => corral_apiserver::rbac::RbacAuthorizer::follow(
-            api.cache
-                .clone()
-                .context("RBAC follows the watch cache, which this server lacks")?,
-        ),
+        // Node,RBAC: node credentials are confined to their node's objects;
+        // everyone else gets what the RBAC objects grant.
+        _ => corral_apiserver::rbac::node_and_rbac(&api)?,
     };
 
     let mut hosts = args.tls_sans.clone();
@@ -189,6 +189,8 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         authz,
         corral_apiserver::ServeOptions {
             agents: Some(agents),
+            // Agents joining with a bootstrap token get node certificates.
+            signer: Some(Arc::new(pki.clone())),
             inflight: corral_apiserver::InFlight::new(corral_apiserver::InFlightLimits {
                 readonly: args.max_requests_inflight,
                 mutating: args.max_mutating_requests_inflight,

@@ -60,6 +60,30 @@ pub struct UpArgs {
     oci_runtime: String,
 }
 
+/// The agent's kubeconfig under `$CORRAL_HOME`: node `NAME`'s credential,
+/// issued at every start.
+const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
+
+/// Node `node`'s credential for the agent, written 0600 under `home`.
+fn issue_agent_credential(home: &std::path::Path, node: &str, url: &str) -> Result<PathBuf> {
+    let pki = corral_apiserver::pki::Pki::load(&home.join("pki"))?;
+    let user = format!("{}{node}", corral_apiserver::auth::NODE_USER_PREFIX);
+    let groups = [corral_apiserver::auth::NODES_GROUP.to_owned()];
+    let (cert, key) = pki.issue_client(
+        &user,
+        &groups,
+        jiff::Timestamp::now(),
+        jiff::SignedDuration::from_hours(24 * 365),
+    )?;
+    let path = home.join(AGENT_KUBECONFIG);
+    corral_apiserver::pki::write_private(
+        &path,
+        pki.client_kubeconfig(url, &user, &cert, &key).as_bytes(),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -81,7 +105,7 @@ fn agent_argv(args: &UpArgs, home: &std::path::Path, node: &str) -> Vec<String> 
         format!("--reserved={}", args.reserved),
         format!("--containerd-address={}", args.containerd_address.display()),
         format!("--oci-runtime={}", args.oci_runtime),
-        format!("--kubeconfig={}", home.join("kubeconfig").display()),
+        format!("--kubeconfig={}", home.join(AGENT_KUBECONFIG).display()),
         // Logs stay on this machine: the API server proxies them from loopback.
         "--log-listen=127.0.0.1:0".to_owned(),
     ];
@@ -111,8 +135,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
         authorization_mode: "RBAC".to_owned(),
     })
     .await?;
-    let client = agent_cmd::client_from(&server.kubeconfig).await?;
-    let agent = match agent_cmd::start_agent(run_args, Some(client)).await {
+    // The agent holds its node's credential, not the administrator's.
+    let agent = match issue_agent_credential(&home, &node, &server.url) {
+        Ok(kubeconfig) => match agent_cmd::client_from(&kubeconfig).await {
+            Ok(client) => agent_cmd::start_agent(run_args, Some(client)).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let agent = match agent {
         Ok(a) => a,
         Err(e) => {
             server.shutdown().await;

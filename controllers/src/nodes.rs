@@ -22,7 +22,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 /// The namespace of node leases.
-pub const LEASE_NAMESPACE: &str = "corral-node-lease";
+pub use corral_api::node::NODE_LEASE_NAMESPACE as LEASE_NAMESPACE;
 /// The actor name written in task events.
 pub const ACTOR: &str = "node-controller";
 /// How often liveness is checked.

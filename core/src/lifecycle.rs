@@ -11,6 +11,10 @@
 //! failures, keeps the exit code and appends a timestamped task event
 //! (bounded history). Time is a parameter; nothing here reads a clock.
 
+mod moves;
+
+pub use moves::{Reporter, movers};
+
 use corral_api::TaskPhase::{self, *};
 use corral_api::task::{FailureReason, TaskEvent, TaskStatus};
 

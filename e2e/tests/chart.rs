@@ -179,6 +179,32 @@ fn the_default_render_is_valid_and_complete() -> Result<()> {
         "{text}"
     );
     assert!(text.contains("certificate-authority-data: LS0t"), "{text}");
+    // ... for the bootstrap token, which only obtains the node's own
+    // certificate: the agent runs with that, kept in its work directory.
+    assert!(text.contains("user: corral-bootstrap"), "{text}");
+    assert!(agent_args.contains(&"--bootstrap-kubeconfig=/etc/corral/agent/kubeconfig".to_owned()));
+    assert!(agent_args.contains(&"--kubeconfig=/var/lib/corral-agent/node.kubeconfig".to_owned()));
+    let tokens = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "corral-tokens")
+        .context("token file")?;
+    use base64::Engine;
+    let csv = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(tokens["data"]["tokens.csv"].as_str().unwrap_or_default())?,
+    )?;
+    assert!(
+        csv.contains(",system:bootstrap:corral-agents,corral-agents,\"system:bootstrappers\""),
+        "{csv}"
+    );
+    let pki = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "corral-pki")
+        .context("pki")?;
+    assert!(
+        pki["data"]["ca.key"].is_string(),
+        "the server signs node certificates"
+    );
     Ok(())
 }
 

@@ -39,7 +39,7 @@ use crate::usage::{
 pub use crate::supervise::KILL_GRACE;
 
 /// The namespace of node leases (read by the node lifecycle controller).
-pub const LEASE_NAMESPACE: &str = "corral-node-lease";
+pub use corral_api::node::NODE_LEASE_NAMESPACE as LEASE_NAMESPACE;
 /// How often usage is sampled, by default.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// How often runtimes' health is checked (a stopped containerd is noticed
@@ -136,7 +136,9 @@ async fn register(
         .await
     {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        // It exists; or this is a node's credential, which creates no
+        // namespace (the API server makes this one at its start).
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 403 => {}
         Err(e) => return Err(e.into()),
     }
     let nodes: Api<Node> = Api::all(client.clone());

@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod flags;
+pub mod join;
 pub mod logs;
 pub mod runtime;
 pub mod supervise;

@@ -79,6 +79,7 @@ fn create_task(ns: &str) -> Attributes {
         subresource: None,
         namespace: Some(ns.into()),
         name: None,
+        field_selector: None,
     }
 }
 

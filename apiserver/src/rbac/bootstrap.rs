@@ -1,8 +1,11 @@
 //! The bootstrap policy, reconciled at every server start as kube-apiserver
 //! reconciles its own: `cluster-admin` (everything) bound to the group
 //! `system:masters`; the aggregated `admin`, `edit` and `view` ClusterRoles
-//! with Corral's share of them (`corral:aggregate-to-*`); and what node
-//! agents holding the shared agent credential (group `corral:agents`) use.
+//! with Corral's share of them (`corral:aggregate-to-*`); and
+//! `corral:node-bootstrapper`, with which holders of a bootstrap token
+//! (group `system:bootstrappers`) ask for node certificates. Nodes
+//! themselves are authorized by what they are (the Node authorizer), not
+//! by these objects.
 //! Namespace administrators (`admin`) write Roles and RoleBindings there,
 //! never granting more than they hold (`escalation`).
 //!
@@ -17,8 +20,15 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::rest::{Api, WriteOptions};
 
-/// The group of node agents sharing one credential.
-pub const AGENTS: &str = "corral:agents";
+/// The group of bootstrap tokens: they may only ask for node certificates.
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// Bootstrap objects of earlier releases, deleted at start unless their
+/// administrator kept them (`autoupdate: "false"`): the shared agent
+/// credential's role and binding, replaced by node credentials.
+const RETIRED: [(&str, &str); 2] = [
+    ("clusterrolebindings", "corral:agents"),
+    ("clusterroles", "corral:agent"),
+];
 /// The annotation that keeps an administrator's edit of a bootstrap object.
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
@@ -110,17 +120,11 @@ pub fn objects() -> Vec<Value> {
             json!({format!("{RBAC}/aggregate-to-admin"): "true"}),
             json!([{"apiGroups": [RBAC], "resources": ["roles", "rolebindings"], "verbs": w}]),
         ),
-        // What an agent does today: registers and renews its nodes, follows
-        // the tasks bound to them, reports their phases, records events.
+        // A bootstrap token asks for node certificates, and nothing else.
         cluster_role(
-            "corral:agent",
+            "corral:node-bootstrapper",
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
-            json!([{"apiGroups": ["corral.dev"], "resources": ["nodes", "nodes/status"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-                   {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": READ},
-                   {"apiGroups": ["corral.dev"], "resources": ["tasks/status"], "verbs": ["get", "update", "patch"]},
-                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-                   {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]},
-                   {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "update", "patch"]}]),
+            json!([{"apiGroups": ["corral.dev"], "resources": [crate::node_certificates::PLURAL], "verbs": ["create"]}]),
         ),
         // For components that authorize their own clients through the API
         // server (Kubernetes' name for it).
@@ -130,13 +134,35 @@ pub fn objects() -> Vec<Value> {
             json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]),
         ),
         binding("cluster-admin", "cluster-admin", crate::rbac::MASTERS),
-        binding("corral:agents", "corral:agent", AGENTS),
+        binding(
+            "corral:node-bootstrappers",
+            "corral:node-bootstrapper",
+            BOOTSTRAPPERS,
+        ),
     ]
 }
 
 /// Creates the bootstrap objects that are missing and brings back those
-/// that drifted (see the module doc).
+/// that drifted (see the module doc); deletes retired ones.
 pub async fn reconcile(api: &Api) -> Result<(), ApiError> {
+    for (plural, name) in RETIRED {
+        let desc = api
+            .registry
+            .find(RBAC, "v1", plural)
+            .ok_or_else(|| ApiError::Internal(format!("{plural} are not registered")))?;
+        match api.get(&desc, None, name).await {
+            Ok(kept) if kept["metadata"]["annotations"][AUTOUPDATE] == "false" => {}
+            Ok(_) => match api
+                .delete(&desc, None, name, &crate::rest::DeleteOptions::default())
+                .await
+            {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            },
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     for obj in objects() {
         let (group_kind, name) = (
             obj["kind"].as_str().unwrap_or_default().to_owned(),

@@ -94,6 +94,7 @@ fn may(
             subresource: None,
             namespace: ns.map(str::to_owned),
             name: Some(name.to_owned()),
+            field_selector: None,
         },
     )
 }

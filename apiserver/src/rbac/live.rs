@@ -26,6 +26,19 @@ const PLURALS: [&str; 4] = [
     "rolebindings",
 ];
 
+/// The server's authorizers in kube-apiserver's `Node,RBAC` order: node
+/// credentials confined to their node's objects (see
+/// [`crate::node_authorizer`]), then RBAC over `api`'s watch cache.
+pub fn node_and_rbac(api: &crate::rest::Api) -> Result<Arc<dyn Authorizer>, crate::ApiError> {
+    let cache = api.cache.clone().ok_or_else(|| {
+        crate::ApiError::Internal("RBAC follows the watch cache, which this server lacks".into())
+    })?;
+    Ok(Arc::new(crate::auth::Chain(vec![
+        crate::node_authorizer::NodeAuthorizer::new(Some(cache.clone()), &api.registry),
+        RbacAuthorizer::follow(cache),
+    ])))
+}
+
 /// RBAC over the cache's objects (see the module doc).
 #[derive(Debug, Default)]
 pub struct RbacAuthorizer {

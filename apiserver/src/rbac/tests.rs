@@ -32,6 +32,7 @@ pub(super) fn attrs(
         subresource: sub.map(str::to_owned),
         namespace: ns.map(str::to_owned),
         name: name.map(str::to_owned),
+        field_selector: None,
     }
 }
 

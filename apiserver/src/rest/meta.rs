@@ -185,7 +185,8 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
         .registry
         .find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
-    for ns in ["default"] {
+    // Node Leases live in their own namespace, made here: nodes create none.
+    for ns in ["default", crate::node_authorizer::LEASE_NAMESPACE] {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match api
             .create(&desc, None, body, &WriteOptions::default())

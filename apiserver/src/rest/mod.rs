@@ -26,6 +26,7 @@ use crate::patch::{PatchKind, apply_patch};
 use crate::registry::{Registry, ResourceDesc, View};
 use crate::selectors::{FieldSelector, LabelSelector};
 
+pub mod binding;
 mod delete;
 mod meta;
 mod read;
@@ -142,6 +143,9 @@ pub struct WriteOptions {
     /// Who asks, for the checks that depend on it (`use` of a Corral role);
     /// None for the server's own writes.
     pub requester: Option<Requester>,
+    /// The write is a task binding: it sets `spec.nodeName` and status
+    /// together (see [`binding`]).
+    pub binding: bool,
 }
 
 /// The caller of a write and the authorizer that speaks for the server.
@@ -162,6 +166,7 @@ impl Default for WriteOptions {
             field_validation: FieldValidation::Warn,
             force: false,
             requester: None,
+            binding: false,
         }
     }
 }

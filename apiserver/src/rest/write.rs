@@ -113,6 +113,8 @@ impl Api {
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
         may_use_role(desc, &body, None, opts)?;
         may_grant(desc, &body, opts)?;
+        crate::admission::task_transitions::check(desc, &body, None, opts)?;
+        self.restrict_nodes(desc, &body, None, opts)?;
         record_manager(&mut body, None, opts, "Update", None, &desc.lists);
         let name = meta_str(&body, "name").unwrap_or_default().to_owned();
         let ns_of_obj = meta_str(&body, "namespace").map(str::to_owned);
@@ -439,10 +441,20 @@ impl Api {
                 )));
             }
             check_type_meta(desc, &mut proposed)?;
+            // A binding writes spec and status at once.
+            let bound_status = opts
+                .binding
+                .then(|| proposed.get("status").cloned())
+                .flatten();
             let mut next = merge_system(desc, &current, proposed, status);
+            if let Some(s) = bound_status {
+                next["status"] = s;
+            }
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
             may_use_role(desc, &next, Some(&current), opts)?;
             may_grant(desc, &next, opts)?;
+            crate::admission::task_transitions::check(desc, &next, Some(&current), opts)?;
+            self.restrict_nodes(desc, &next, Some(&current), opts)?;
             record_manager(
                 &mut next,
                 Some(&current),
@@ -577,6 +589,7 @@ fn may_use_role(
         subresource: None,
         namespace: ns.clone(),
         name: Some(role.to_owned()),
+        field_selector: None,
     };
     if r.authz.allows(&r.user, &attrs) {
         return Ok(());
@@ -589,6 +602,29 @@ fn may_use_role(
         r.user.name,
         ns.unwrap_or_default(),
     )))
+}
+
+impl Api {
+    /// NodeRestriction for a write by a node (see
+    /// [`crate::admission::node_restriction`]), with tasks looked up in the
+    /// watch cache.
+    fn restrict_nodes(
+        &self,
+        desc: &ResourceDesc,
+        next: &Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> Result<(), ApiError> {
+        crate::admission::node_restriction::check(desc, next, old, opts, |ns, name| {
+            let tasks = self.registry.find("corral.dev", "v1alpha1", "tasks");
+            crate::admission::node_restriction::cached_task_node(
+                self.cache.as_ref(),
+                tasks.as_deref(),
+                ns,
+                name,
+            )
+        })
+    }
 }
 
 /// An RBAC object may grant only what its writer holds, unless the writer

@@ -167,6 +167,7 @@ pub(super) fn write_options(
         field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
         force: q.flag("force"),
         requester: None,
+        binding: false,
     })
 }
 

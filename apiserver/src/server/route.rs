@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::{Query, Target};
+use super::{Query, Subresource, Target};
 use crate::auth::Attributes;
 use crate::error::ApiError;
 use crate::registry::ResourceDesc;
@@ -13,7 +13,8 @@ use crate::rest::Api;
 
 /// The authorization attributes of a resource request.
 pub(super) fn attributes(t: &Target, method: &Method, query: Option<&str>) -> Attributes {
-    let watch = Query::parse(query).flag("watch");
+    let query = Query::parse(query);
+    let watch = query.flag("watch");
     let verb = match (method, t.name.is_some()) {
         (&Method::GET, true) => "get",
         (&Method::GET, false) if watch => "watch",
@@ -29,13 +30,10 @@ pub(super) fn attributes(t: &Target, method: &Method, query: Option<&str>) -> At
         verb: verb.to_owned(),
         group: t.desc.group.to_owned(),
         resource: t.desc.plural.to_owned(),
-        subresource: if t.scale {
-            Some("scale".to_owned())
-        } else {
-            t.status.then(|| "status".to_owned())
-        },
+        subresource: t.sub.map(|s| s.name().to_owned()),
         namespace: t.namespace.clone(),
         name: t.name.clone(),
+        field_selector: query.get("fieldSelector").map(str::to_owned),
     }
 }
 
@@ -51,16 +49,18 @@ pub(super) fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
             .find(group, version, plural)
             .ok_or(ApiError::PathNotFound)
     };
-    let t = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: Option<&str>, status: bool| Target {
+    let t = |desc: Arc<ResourceDesc>,
+             ns: Option<&str>,
+             name: Option<&str>,
+             sub: Option<Subresource>| Target {
         desc,
         namespace: ns.map(str::to_owned),
         name: name.map(str::to_owned),
-        status,
-        scale: false,
+        sub,
     };
-    let scale = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: &str| Target {
-        scale: true,
-        ..t(desc, ns, Some(name), false)
+    let status = Some(Subresource::Status);
+    let scale = |desc: Arc<ResourceDesc>, ns: Option<&str>, name: &str| {
+        t(desc, ns, Some(name), Some(Subresource::Scale))
     };
     match rest {
         ["namespaces", ns, plural, tail @ ..]
@@ -71,28 +71,31 @@ pub(super) fn resolve(api: &Api, segs: &[&str]) -> Result<Target, ApiError> {
         {
             let desc = find(plural)?;
             match tail {
-                [] => Ok(t(desc, Some(ns), None, false)),
-                [name] => Ok(t(desc, Some(ns), Some(name), false)),
+                [] => Ok(t(desc, Some(ns), None, None)),
+                [name] => Ok(t(desc, Some(ns), Some(name), None)),
                 [name, "status"] if desc.status_subresource => {
-                    Ok(t(desc, Some(ns), Some(name), true))
+                    Ok(t(desc, Some(ns), Some(name), status))
                 }
                 [name, "scale"] if desc.scale.is_some() => Ok(scale(desc, Some(ns), name)),
+                [name, "binding"] if crate::rest::binding::is_bindable(&desc) => {
+                    Ok(t(desc, Some(ns), Some(name), Some(Subresource::Binding)))
+                }
                 _ => Err(ApiError::PathNotFound),
             }
         }
         [plural, tail @ ..] => {
             let desc = find(plural)?;
             match tail {
-                [] => Ok(t(desc, None, None, false)),
-                [name] if !desc.namespaced => Ok(t(desc, None, Some(name), false)),
+                [] => Ok(t(desc, None, None, None)),
+                [name] if !desc.namespaced => Ok(t(desc, None, Some(name), None)),
                 [name, "status"] if !desc.namespaced && desc.status_subresource => {
-                    Ok(t(desc, None, Some(name), true))
+                    Ok(t(desc, None, Some(name), status))
                 }
                 [name, "scale"] if !desc.namespaced && desc.scale.is_some() => {
                     Ok(scale(desc, None, name))
                 }
                 [name, "finalize"] if desc.kind == "Namespace" => {
-                    Ok(t(desc, None, Some(name), false))
+                    Ok(t(desc, None, Some(name), None))
                 }
                 _ => Err(ApiError::PathNotFound),
             }

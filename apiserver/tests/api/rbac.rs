@@ -1,6 +1,6 @@
 //! RBAC enforced, with several identities: two teams bound to `edit` in
-//! their own namespaces, an agent with the shared agent credential, and the
-//! administrator (`system:masters`). Run over both stores.
+//! their own namespaces, a node's credential, and the administrator
+//! (`system:masters`). Run over both stores.
 
 use super::*;
 
@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 const USERS: &[(&str, &str, &[&str])] = &[
     ("alice-token", "alice", &["team-a"]),
     ("bob-token", "bob", &["team-b"]),
-    ("agent-token", "corral-agent", &["corral:agents"]),
+    ("node-token", "system:node:n1", &["system:nodes"]),
     ("nobody-token", "nobody", &[]),
     ("lena-token", "lena", &["team-a-admins"]),
 ];
@@ -250,7 +250,8 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "lena granting access in another namespace",
     );
 
-    // The agent credential reports task phases, and does nothing else.
+    // Only a binder binds; a node reports on the tasks bound to it, and
+    // does nothing else.
     let tasks: Api<Task> = Api::namespaced(admin.clone(), "team-a");
     tasks
         .create(&PostParams::default(), &serde_json::from_value(json!({
@@ -258,25 +259,60 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
             "metadata": {"name": "etl-0-0", "namespace": "team-a"},
             "spec": {"job": "etl", "role": "team-a", "instanceId": 0, "resources": {"cpus": 1, "memory": "64Mi"}, "container": {"image": "x"}}}))?)
         .await?;
-    let agent = ts.client_as("agent-token").await.map_err(|e| anyhow!(e))?;
-    let agent_tasks: Api<Task> = Api::namespaced(agent.clone(), "team-a");
-    agent_tasks.get("etl-0-0").await?;
-    agent_tasks
+    let binding = json!({"kind": "Binding", "target": {"kind": "Node", "name": "n1"}});
+    forbidden(
+        Api::<Task>::namespaced(alice.clone(), "team-a")
+            .create_subresource::<_, Task>("binding", "etl-0-0", &PostParams::default(), &binding)
+            .await,
+        "a team binding its task to a node",
+    );
+    forbidden(
+        Api::<Task>::namespaced(alice.clone(), "team-a")
+            .patch_status(
+                "etl-0-0",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "KILLED"}})),
+            )
+            .await,
+        "a team writing a task's phase",
+    );
+    let placed = tasks
+        .patch(
+            "etl-0-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "n1"}})),
+        )
+        .await;
+    assert!(
+        matches!(&placed, Err(kube::Error::Api(e)) if e.code == 422),
+        "a plain write binds nothing, even the administrator's: {placed:?}"
+    );
+    let bound: Task = tasks
+        .create_subresource("binding", "etl-0-0", &PostParams::default(), &binding)
+        .await?;
+    assert_eq!(
+        bound.status.map(|s| s.phase()),
+        Some(corral_api::TaskPhase::Assigned)
+    );
+    let node = ts.client_as("node-token").await.map_err(|e| anyhow!(e))?;
+    let node_tasks: Api<Task> = Api::namespaced(node.clone(), "team-a");
+    node_tasks.get("etl-0-0").await?;
+    node_tasks
         .patch_status(
             "etl-0-0",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"message": "seen by the agent"}})),
+            &Patch::Merge(json!({"status": {"phase": "STARTING"}})),
         )
         .await?;
     forbidden(
-        Api::<Job>::namespaced(agent.clone(), "team-a")
-            .create(&PostParams::default(), &job_in("team-a", "agent-job")?)
+        Api::<Job>::namespaced(node.clone(), "team-a")
+            .create(&PostParams::default(), &job_in("team-a", "node-job")?)
             .await,
-        "the agent creating a job",
+        "a node creating a job",
     );
     forbidden(
-        Api::<Secret>::namespaced(agent, "team-a").get("db").await,
-        "the agent reading a secret of a namespace",
+        Api::<Secret>::namespaced(node, "team-a").get("db").await,
+        "a node reading a secret no task of its uses",
     );
 
     // Components ask about others with a SubjectAccessReview.

@@ -336,7 +336,7 @@ async fn cycle(client: &kube::Client, state: &mut State) {
         .filter_map(|(key, node)| {
             let task = state.tasks.get(key)?.clone();
             let node = state.snap.node(*node).name.clone();
-            Some(writes::bind(client.clone(), task, node, now))
+            Some(writes::bind(client.clone(), task, node))
         })
         .collect();
     let evictions: Vec<_> = decided

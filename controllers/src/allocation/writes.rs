@@ -6,7 +6,7 @@ use corral_api::task::{TaskConditionType, TaskReason};
 use corral_api::{Condition, ConditionStatus, Task};
 use corral_core::lifecycle;
 use corral_core::sched::{Eviction, Unplaced};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::{ACTOR, key_of};
@@ -106,79 +106,26 @@ pub(super) async fn evict(
     (key, Evicted::Refused)
 }
 
-/// Writes one binding: the node name (conditional on the version the decision
-/// saw), then the status. Returns whether the task is now bound.
-pub(super) async fn bind(
-    client: kube::Client,
-    task: Task,
-    node: String,
-    now: jiff::Timestamp,
-) -> (String, bool) {
+/// Writes one binding through the task's `binding` subresource: the node,
+/// ASSIGNED and its task event in one write, conditional on the version
+/// the decision saw. Returns whether the task is now bound.
+pub(super) async fn bind(client: kube::Client, task: Task, node: String) -> (String, bool) {
     let key = key_of(&task);
     let (ns, name) = ns_name(&task);
     let api: Api<Task> = Api::namespaced(client, &ns);
-    let spec = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "spec": {"nodeName": node}});
-    let mut current = match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(spec))
+    let binding = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": task.metadata.resource_version},
+        "target": {"kind": "Node", "name": node}});
+    match api
+        .create_subresource::<_, Task>("binding", &name, &PostParams::default(), &binding)
         .await
     {
-        Ok(t) => t,
+        Ok(_) => (key, true),
         Err(e) => {
             tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
-            return (key, false);
-        }
-    };
-    // Read-modify-write under the version just written: a kill or an agent
-    // report that lands in between is re-read, never overwritten.
-    for _ in 0..5 {
-        let mut status = current.status.clone().unwrap_or_default();
-        // Its creator's PENDING step may not have landed yet (the scheduler was
-        // quicker); history starts at PENDING, dated at the task's creation.
-        if status.task_events.is_empty() {
-            let created = current
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(now, |t| t.0);
-            status.task_events =
-                lifecycle::created("pending since its creation".into(), created, ACTOR).task_events;
-        }
-        if let Err(e) = lifecycle::apply(
-            &mut status,
-            &lifecycle::Event::Assigned { node: node.clone() },
-            now,
-            ACTOR,
-        ) {
-            tracing::warn!(task = %key, error = %e, "bound a task the state machine does not allow");
-            break;
-        }
-        set_condition(
-            &mut status.conditions,
-            ConditionStatus::True,
-            TaskReason::Assigned,
-            format!("assigned to {node}"),
-            now,
-        );
-        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version}, "status": status});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => break,
-            Err(kube::Error::Api(e)) if e.code == 409 => match api.get(&name).await {
-                Ok(t) => current = t,
-                Err(e) => {
-                    tracing::warn!(task = %key, error = %e, "re-reading a bound task failed");
-                    break;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(task = %key, error = %e, "writing the ASSIGNED status failed");
-                break;
-            }
+            (key, false)
         }
     }
-    (key, true)
 }
 
 pub(super) async fn write_explanation(
@@ -196,8 +143,7 @@ pub(super) async fn write_explanation(
         }
         Unplaced::Preempting { .. } => TaskReason::PreemptionNominated,
     };
-    set_condition(
-        &mut status.conditions,
+    status.set_scheduled(
         ConditionStatus::False,
         reason,
         e.summary.clone(),
@@ -218,38 +164,5 @@ pub(super) async fn write_explanation(
         .await
     {
         tracing::debug!(task = %name, error = %err, "writing an explanation failed");
-    }
-}
-
-pub(super) fn set_condition(
-    conditions: &mut Vec<Condition<TaskConditionType, TaskReason>>,
-    status: ConditionStatus,
-    reason: TaskReason,
-    message: String,
-    now: jiff::Timestamp,
-) {
-    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
-    ));
-    match conditions
-        .iter_mut()
-        .find(|c| c.type_ == TaskConditionType::Scheduled)
-    {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = time;
-            }
-            c.status = status;
-            c.reason = reason;
-            c.message = message;
-        }
-        None => conditions.push(Condition {
-            type_: TaskConditionType::Scheduled,
-            status,
-            reason,
-            message,
-            last_transition_time: time,
-            observed_generation: None,
-        }),
     }
 }

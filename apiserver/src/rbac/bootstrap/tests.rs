@@ -46,7 +46,8 @@ fn the_bootstrap_policy_grants_what_each_identity_needs_and_no_more() {
     let alice = user("alice", &["team-a"]);
     let lena = user("lena", &[]);
     let vic = user("vic", &[]);
-    let agent = user("corral-agent", &[bootstrap::AGENTS]);
+    let joiner = user("system:bootstrap:fleet", &[bootstrap::BOOTSTRAPPERS]);
+    let node = user("system:node:n1", &["system:nodes"]);
     let admin = user("corral-admin", &[MASTERS]);
     let cases = [
         (
@@ -163,7 +164,32 @@ fn the_bootstrap_policy_grants_what_each_identity_needs_and_no_more() {
             "view writes nothing",
         ),
         (
-            &agent,
+            &joiner,
+            attrs(
+                "create",
+                "corral.dev",
+                "nodecertificaterequests",
+                None,
+                None,
+                Some("n1"),
+            ),
+            true,
+            "a bootstrap token asks for node certificates",
+        ),
+        (
+            &joiner,
+            attrs("watch", "corral.dev", "tasks", None, None, None),
+            false,
+            "and does nothing else",
+        ),
+        (
+            &joiner,
+            attrs("get", "", "secrets", None, Some("a"), Some("s")),
+            false,
+            "nor reads secrets",
+        ),
+        (
+            &node,
             attrs(
                 "patch",
                 "corral.dev",
@@ -172,39 +198,14 @@ fn the_bootstrap_policy_grants_what_each_identity_needs_and_no_more() {
                 Some("a"),
                 Some("t"),
             ),
-            true,
-            "agents report phases",
+            false,
+            "RBAC grants nodes nothing: the Node authorizer decides for them",
         ),
         (
-            &agent,
-            attrs("watch", "corral.dev", "tasks", None, None, None),
-            true,
-            "and follow tasks",
-        ),
-        (
-            &agent,
-            attrs(
-                "patch",
-                "coordination.k8s.io",
-                "leases",
-                None,
-                Some("corral-node-lease"),
-                Some("n1"),
-            ),
-            true,
-            "and renew leases",
-        ),
-        (
-            &agent,
+            &node,
             attrs("create", "corral.dev", "jobs", None, Some("a"), None),
             false,
-            "agents run no jobs",
-        ),
-        (
-            &agent,
-            attrs("get", "", "secrets", None, Some("a"), Some("s")),
-            false,
-            "nor read secrets",
+            "nodes run no jobs",
         ),
         (
             &admin,
