@@ -219,6 +219,15 @@ impl Kubectl {
         Self::with_binary(server, kubectl_bin()?)
     }
 
+    /// The pinned kubectl with another identity's kubeconfig.
+    pub fn with_kubeconfig(kubeconfig: PathBuf) -> Result<Self> {
+        Ok(Kubectl {
+            bin: kubectl_bin()?,
+            kubeconfig,
+            cache: tempfile::tempdir()?,
+        })
+    }
+
     /// Another kubectl binary (e.g. the machine's).
     pub fn with_binary(server: &Server, bin: PathBuf) -> Result<Self> {
         Ok(Kubectl {

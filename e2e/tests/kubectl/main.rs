@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use corral_e2e::{Kubectl, Server, examples, s, wait_for};
+use corral_e2e::{Kubectl, Server, corral_bin, examples, s, wait_for};
 
 const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: analytics}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: web}\n";
 

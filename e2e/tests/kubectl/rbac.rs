@@ -267,3 +267,84 @@ fn teams_use_their_namespace_and_role_and_nothing_else() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_node_credential_reaches_only_its_node() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (server, admin) = setup()?;
+    let n1 = server.home.join("n1.kubeconfig");
+    let issued = std::process::Command::new(corral_bin()?)
+        .args([
+            "credentials",
+            "node",
+            "n1",
+            "--out",
+            &s(&n1),
+            "--home",
+            &s(&server.home),
+        ])
+        .output()?;
+    assert!(issued.status.success(), "{issued:?}");
+    assert_eq!(std::fs::metadata(&n1)?.permissions().mode() & 0o777, 0o600);
+    let node = Kubectl::with_kubeconfig(n1)?;
+    let me = node.run(&["auth", "whoami", "-o", "json"])?.ok()?;
+    let me: Value = serde_json::from_str(&me)?;
+    assert_eq!(me["status"]["userInfo"]["username"], "system:node:n1");
+    let can = |what: &str| -> Result<String> {
+        let out = node.run(&["auth", "can-i", "patch", what])?.stdout;
+        Ok(out.split_whitespace().next().unwrap_or_default().to_owned())
+    };
+    assert_eq!(can("nodes.corral.dev/n1")?, "yes");
+    assert_eq!(can("nodes.corral.dev/n2")?, "no");
+    assert_eq!(can("jobs.corral.dev")?, "no");
+    // Its own tasks only, listed by its node; no task of its making.
+    node.run(&[
+        "get",
+        "tasks.corral.dev",
+        "-A",
+        "--field-selector",
+        "spec.nodeName=n1",
+    ])?
+    .ok()?;
+    for args in [
+        &["get", "tasks.corral.dev", "-A"][..],
+        &[
+            "get",
+            "tasks.corral.dev",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=n2",
+        ],
+        &["get", "secrets", "-n", "analytics"],
+    ] {
+        let refused = node.run(args)?;
+        assert!(
+            refused.code != 0 && refused.stderr.contains("Forbidden"),
+            "{args:?}: {refused:?}"
+        );
+    }
+    let task = "apiVersion: corral.dev/v1alpha1\nkind: Task\nmetadata: {name: t-0-0, namespace: analytics}\nspec: {job: t, role: analytics, instanceId: 0, resources: {cpus: 1, memory: 64Mi}, container: {image: x}}\n";
+    let refused = node.run_stdin(&["create", "-f", "-"], task)?;
+    assert!(
+        refused.code != 0 && refused.stderr.contains("cannot create resource \"tasks\""),
+        "{refused:?}"
+    );
+    // The administrator could; the node still cannot bind or report on it.
+    admin.run_stdin(&["create", "-f", "-"], task)?.ok()?;
+    let report = node.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "tasks.corral.dev",
+        "t-0-0",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"RUNNING"}}"#,
+    ])?;
+    assert!(
+        report.code != 0 && report.stderr.contains("Forbidden"),
+        "{report:?}"
+    );
+    Ok(())
+}
