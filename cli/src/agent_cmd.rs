@@ -554,7 +554,7 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
 /// kubeconfig, unless it already holds one with life left in it.
 async fn join(kubeconfig: &Path, bootstrap: &Path, node: &str) -> Result<()> {
     use corral_node_agent::join;
-    if !join::needs_certificate(kubeconfig, jiff::Timestamp::now()) {
+    if !join::needs_certificate(kubeconfig, node, jiff::Timestamp::now())? {
         return Ok(());
     }
     let text = std::fs::read_to_string(bootstrap)

@@ -84,6 +84,28 @@ fn issue_agent_credential(home: &std::path::Path, node: &str, url: &str) -> Resu
     Ok(path)
 }
 
+/// A `$CORRAL_HOME/pki` made before the CA key was kept cannot issue the
+/// agent its node credential: it is moved aside (kept, not deleted) for
+/// the server to make a new one. On this machine only the kubeconfigs it
+/// wrote used it, and the server writes those again.
+fn retire_keyless_pki(home: &std::path::Path) -> Result<()> {
+    let pki = home.join("pki");
+    if !pki.join("ca.crt").exists() || pki.join("ca.key").exists() {
+        return Ok(());
+    }
+    let aside = home.join(format!(
+        "pki.keyless-{}",
+        jiff::Timestamp::now().as_second()
+    ));
+    std::fs::rename(&pki, &aside).with_context(|| format!("moving {} aside", pki.display()))?;
+    outln!(
+        "{} had no CA key (made by an earlier release): kept as {}; making a new CA",
+        pki.display(),
+        aside.display()
+    );
+    Ok(())
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -119,6 +141,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let home = home_dir(args.home.clone())?;
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let node = args.node_name.clone().unwrap_or_else(hostname);
+    retire_keyless_pki(&home)?;
     let run_args = agent_cmd::run_args_from(agent_argv(&args, &home, &node))?;
     let server = server_cmd::start(ServerArgs {
         store: args.store.clone(),
@@ -204,6 +227,31 @@ mod tests {
         assert!(argv.contains(&"--resources=cpus=2,memory=1Gi".to_owned()));
         assert!(argv.contains(&"--home=/h".to_owned()));
         agent_cmd::run_args_from(argv)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_pki_without_its_ca_key_is_moved_aside_and_nothing_else() -> Result<()> {
+        let home = tempfile::tempdir()?;
+        retire_keyless_pki(home.path())?;
+        let pki = home.path().join("pki");
+        std::fs::create_dir_all(&pki)?;
+        std::fs::write(pki.join("ca.crt"), "old")?;
+        std::fs::write(pki.join("ca.key"), "key")?;
+        retire_keyless_pki(home.path())?;
+        assert!(pki.join("ca.crt").exists(), "a CA with its key stays");
+        std::fs::remove_file(pki.join("ca.key"))?;
+        retire_keyless_pki(home.path())?;
+        assert!(!pki.exists());
+        let kept: Vec<_> = std::fs::read_dir(home.path())?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pki.keyless-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(kept[0].path().join("ca.crt"))?,
+            "old"
+        );
         Ok(())
     }
 

@@ -43,10 +43,20 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> JoinError {
     }
 }
 
-/// When the client certificate in kubeconfig `path` stops being valid
-/// and how long it was valid for; None when there is no such file or it
-/// holds no readable certificate.
-pub fn certificate_validity(path: &Path) -> Option<(jiff::Timestamp, jiff::SignedDuration)> {
+/// The client certificate a kubeconfig holds: whom it names and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The user (the subject's common name): `system:node:NAME` for a node.
+    pub user: String,
+    /// When it stops being valid.
+    pub not_after: jiff::Timestamp,
+    /// How long it was valid for.
+    pub lifetime: jiff::SignedDuration,
+}
+
+/// The client certificate in kubeconfig `path`; None when there is no
+/// such file or it holds no readable certificate (a token, say).
+pub fn held(path: &Path) -> Option<Held> {
     let text = std::fs::read_to_string(path).ok()?;
     let kc = Kubeconfig::from_yaml(&text).ok()?;
     let data = kc
@@ -61,21 +71,40 @@ pub fn certificate_validity(path: &Path) -> Option<(jiff::Timestamp, jiff::Signe
         .ok()?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
     let cert = pem.parse_x509().ok()?;
+    let user = cert
+        .subject()
+        .iter_common_name()
+        .find_map(|a| a.as_str().ok())?
+        .to_owned();
     let validity = cert.validity();
     let not_after = jiff::Timestamp::from_second(validity.not_after.timestamp()).ok()?;
     let not_before = jiff::Timestamp::from_second(validity.not_before.timestamp()).ok()?;
-    Some((not_after, not_after.duration_since(not_before)))
+    Some(Held {
+        user,
+        not_after,
+        lifetime: not_after.duration_since(not_before),
+    })
 }
 
-/// True when the kubeconfig at `path` needs a (new) node certificate: it
-/// is missing, unreadable, or within the last fifth of its validity.
-pub fn needs_certificate(path: &Path, now: jiff::Timestamp) -> bool {
-    match certificate_validity(path) {
-        None => true,
-        Some((not_after, lifetime)) => {
-            let left = not_after.duration_since(now);
-            left < lifetime / 5
+/// Whether the agent of node `node` should obtain a certificate into the
+/// kubeconfig at `path`: `Ok(true)` when there is none yet or node's own
+/// is in the last fifth of its life, `Ok(false)` when it has life left, and
+/// an error when the file holds anything else (an administrator's
+/// kubeconfig, another node's): that is never overwritten.
+pub fn needs_certificate(path: &Path, node: &str, now: jiff::Timestamp) -> Result<bool, JoinError> {
+    if !path.exists() {
+        return Ok(true);
+    }
+    match held(path) {
+        Some(h) if h.user == format!("system:node:{node}") => {
+            Ok(h.not_after.duration_since(now) < h.lifetime / 5)
         }
+        _ => Err(file_error(
+            path,
+            format!(
+                "holds another credential than node {node}'s; give the agent a kubeconfig path of its own"
+            ),
+        )),
     }
 }
 
@@ -174,9 +203,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("kubeconfig");
         let now = jiff::Timestamp::now();
-        assert!(needs_certificate(&path, now), "no file");
+        assert!(needs_certificate(&path, "n1", now)?, "no file");
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
         params.not_before = time_of(now)?;
         params.not_after = time_of(now + jiff::SignedDuration::from_hours(100))?;
         let cert = params.self_signed(&key)?;
@@ -205,15 +237,17 @@ mod tests {
                 .as_ref()
                 .is_some_and(|a| a.token.is_none())
         );
-        assert!(!needs_certificate(&path, now));
-        assert!(!needs_certificate(
+        assert!(!needs_certificate(&path, "n1", now)?);
+        let later = |h| now + jiff::SignedDuration::from_hours(h);
+        assert!(!needs_certificate(&path, "n1", later(79))?);
+        assert!(needs_certificate(&path, "n1", later(81))?);
+        // Another node's credential, or the administrator's, is left alone.
+        assert!(needs_certificate(&path, "n2", now).is_err());
+        std::fs::write(
             &path,
-            now + jiff::SignedDuration::from_hours(79)
-        ));
-        assert!(needs_certificate(
-            &path,
-            now + jiff::SignedDuration::from_hours(81)
-        ));
+            "apiVersion: v1\nkind: Config\nusers:\n- name: admin\n  user:\n    token: t\n",
+        )?;
+        assert!(needs_certificate(&path, "n1", now).is_err());
         Ok(())
     }
 
