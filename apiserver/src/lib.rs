@@ -17,6 +17,7 @@
 //! - [`cache`]: the watch cache that serves lists and watches.
 
 pub mod admission;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod discovery;

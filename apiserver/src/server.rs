@@ -81,6 +81,7 @@ struct Shared {
     authz: Arc<dyn Authorizer>,
     agents: Option<crate::logs::AgentLink>,
     signer: Option<Arc<crate::pki::Pki>>,
+    audit: Option<Arc<crate::audit::Auditor>>,
     inflight: InFlight,
     metrics: Metrics,
     request_timeout: Duration,
@@ -96,6 +97,8 @@ pub struct ServeOptions {
     /// The CA that signs node certificates on request (see
     /// [`crate::node_certificates`]); without it, such requests get 503.
     pub signer: Option<Arc<crate::pki::Pki>>,
+    /// The audit policy and log (see [`crate::audit`]); None audits nothing.
+    pub audit: Option<Arc<crate::audit::Auditor>>,
     /// The slots of requests in flight (see [`InFlightLimits`]).
     pub inflight: InFlight,
     /// The series `/metrics` answers with.
@@ -111,6 +114,7 @@ impl Default for ServeOptions {
         ServeOptions {
             agents: None,
             signer: None,
+            audit: None,
             inflight: InFlight::default(),
             metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -158,6 +162,7 @@ pub fn serve_with_options(
         authz,
         agents: options.agents,
         signer: options.signer,
+        audit: options.audit,
         inflight: options.inflight,
         metrics: options.metrics,
         request_timeout: options.request_timeout,
@@ -279,8 +284,26 @@ async fn handle(
     shared: Shared,
     cert: Option<Arc<CertIdentity>>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let audit = shared.audit.clone().map(|auditor| {
+        let record = crate::audit::Record::new(
+            auditor,
+            // The path and query, as kube-apiserver records it (HTTP/2
+            // requests carry the scheme and authority too).
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+            req.method(),
+            peer.ip(),
+            req.headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        );
+        req.extensions_mut().insert(record.clone());
+        record
+    });
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
@@ -304,8 +327,14 @@ async fn handle(
         // until the server shuts down.
         let closing = shared.closing.clone();
         match route(api, shared, cert.as_deref(), req, class).await {
-            Ok(r) => until_closing(r, closing),
-            Err(e) => error_response(&e),
+            Ok(r) => {
+                let r = until_closing(r, closing);
+                match &audit {
+                    Some(record) => audited_stream(r, record.clone()),
+                    None => r,
+                }
+            }
+            Err(e) => audited_error(&e, audit.as_ref()),
         }
     } else {
         // Anything else is answered by its deadline: it runs on its own
@@ -320,13 +349,19 @@ async fn handle(
                         async move { route(api, shared, cert.as_deref(), req, class).await },
                     );
                 match tokio::time::timeout(limit, work).await {
-                    Ok(Ok(Ok(r))) => r,
-                    Ok(Ok(Err(e))) => error_response(&e),
+                    Ok(Ok(Ok(r))) => match &audit {
+                        Some(record) => audited(r, record).await,
+                        None => r,
+                    },
+                    Ok(Ok(Err(e))) => audited_error(&e, audit.as_ref()),
                     Ok(Err(failed)) => {
                         tracing::error!(%method, %path, error = %failed, "a request's handler failed");
-                        error_response(&ApiError::Internal("the request's handler failed".into()))
+                        audited_error(
+                            &ApiError::Internal("the request's handler failed".into()),
+                            audit.as_ref(),
+                        )
                     }
-                    Err(_) => error_response(&ApiError::Timeout),
+                    Err(_) => audited_error(&ApiError::Timeout, audit.as_ref()),
                 }
             }
         }
@@ -339,6 +374,54 @@ async fn handle(
     );
     tracing::debug!(%peer, %method, %path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
     Ok(response)
+}
+
+/// The error's response, recorded in the audit log when auditing.
+fn audited_error(e: &ApiError, audit: Option<&crate::audit::Record>) -> Response<Body> {
+    if let Some(record) = audit {
+        record.response_complete(e.code().as_u16(), Some(&e.status()), Some(&e.status()));
+    }
+    error_response(e)
+}
+
+/// A complete response, recorded in the audit log (with its body when the
+/// level keeps it: such bodies are whole in memory already).
+async fn audited(response: Response<Body>, record: &crate::audit::Record) -> Response<Body> {
+    let code = response.status().as_u16();
+    if !record.wants_response() {
+        record.response_complete(code, None, None);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    let object = serde_json::from_slice::<Value>(&bytes).ok();
+    record.response_complete(code, None, object.as_ref());
+    Response::from_parts(parts, BodyExt::boxed(http_body_util::Full::new(bytes)))
+}
+
+/// A long-running response: `ResponseStarted` now, `ResponseComplete` when
+/// its body ends (or its client goes away).
+fn audited_stream(response: Response<Body>, record: crate::audit::Record) -> Response<Body> {
+    let code = response.status().as_u16();
+    record.response_started(code);
+    struct Completes(crate::audit::Record, u16);
+    impl Drop for Completes {
+        fn drop(&mut self) {
+            self.0.response_complete(self.1, None, None);
+        }
+    }
+    let guard = Completes(record, code);
+    response.map(|body| {
+        BodyExt::boxed(StreamBody::new(http_body_util::BodyStream::new(body).map(
+            move |frame| {
+                let _ = &guard;
+                frame
+            },
+        )))
+    })
 }
 
 /// A long-running response whose body ends cleanly (as a watch does at its
@@ -390,8 +473,19 @@ async fn route(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = sec.authn.authenticate(authorization, cert)?;
-    let user = crate::impersonation::effective_user(req.headers(), user, sec.authz.as_ref())?;
+    let audit = req.extensions().get::<crate::audit::Record>().cloned();
+    let authenticated = sec.authn.authenticate(authorization, cert)?;
+    if let Some(a) = &audit {
+        a.user(&authenticated, &authenticated);
+    }
+    let user = crate::impersonation::effective_user(
+        req.headers(),
+        authenticated.clone(),
+        sec.authz.as_ref(),
+    )?;
+    if let Some(a) = &audit {
+        a.user(&authenticated, &user);
+    }
     // Counted once the caller is known, as kube-apiserver counts: strangers
     // get their 401 and take no slot. The slot is held until the answer is
     // built.
@@ -516,19 +610,16 @@ async fn route(
             "log",
         ] => {
             get_only(req.method())?;
-            authorize(
-                sec.authz.as_ref(),
-                &user,
-                &Attributes {
-                    verb: "get".to_owned(),
-                    group: "corral.dev".to_owned(),
-                    resource: "tasks".to_owned(),
-                    subresource: Some("log".to_owned()),
-                    namespace: Some((*ns).to_owned()),
-                    name: Some((*name).to_owned()),
-                    field_selector: None,
-                },
-            )?;
+            let attrs = Attributes {
+                verb: "get".to_owned(),
+                group: "corral.dev".to_owned(),
+                resource: "tasks".to_owned(),
+                subresource: Some("log".to_owned()),
+                namespace: Some((*ns).to_owned()),
+                name: Some((*name).to_owned()),
+                field_selector: None,
+            };
+            authorize_audited(sec.authz.as_ref(), &user, &attrs, audit.as_ref())?;
             let Some(link) = &sec.agents else {
                 return Err(ApiError::Unavailable(
                     "this server has no client certificate to reach agents with".into(),
@@ -549,6 +640,14 @@ async fn route(
         if req.method() != Method::POST {
             return Err(ApiError::MethodNotAllowed);
         }
+        if let Some(a) = &audit {
+            a.attributes(&Attributes {
+                verb: "create".into(),
+                group: crate::node_certificates::GROUP.into(),
+                resource: crate::node_certificates::PLURAL.into(),
+                ..Attributes::default()
+            });
+        }
         let (parts, body) = read_body(req).await?;
         let answer = crate::node_certificates::answer(
             decode_object(&parts, &body)?,
@@ -565,6 +664,14 @@ async fn route(
         if req.method() != Method::POST {
             return Err(ApiError::MethodNotAllowed);
         }
+        if let Some(a) = &audit {
+            a.attributes(&Attributes {
+                verb: "create".into(),
+                group: (*g).to_owned(),
+                resource: (*plural).to_owned(),
+                ..Attributes::default()
+            });
+        }
         let (parts, body) = read_body(req).await?;
         let answer = crate::reviews::answer(
             review,
@@ -575,16 +682,32 @@ async fn route(
         return Ok(json_response(StatusCode::CREATED, &answer));
     }
     let target = resolve(&api, &segs)?;
-    authorize(
+    authorize_audited(
         sec.authz.as_ref(),
         &user,
         &attributes(&target, req.method(), req.uri().query()),
+        audit.as_ref(),
     )?;
     let requester = crate::rest::Requester {
         user,
         authz: sec.authz.clone(),
     };
     resource(api, target, req, &accept, requester).await
+}
+
+/// Authorizes `attrs`, telling the audit record what was asked and decided.
+fn authorize_audited(
+    authz: &dyn Authorizer,
+    user: &crate::auth::User,
+    attrs: &Attributes,
+    audit: Option<&crate::audit::Record>,
+) -> Result<(), ApiError> {
+    let decided = authorize(authz, user, attrs);
+    if let Some(a) = audit {
+        a.attributes(attrs);
+        a.decision(decided.is_ok());
+    }
+    decided
 }
 
 trait WithContentType {
@@ -614,7 +737,11 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
                 ApiError::BadRequest(format!("reading the request body: {e}"))
             }
         })?;
-    Ok((parts, collected.to_bytes()))
+    let bytes = collected.to_bytes();
+    if let Some(record) = parts.extensions.get::<crate::audit::Record>() {
+        record.request_body(&bytes);
+    }
+    Ok((parts, bytes))
 }
 
 fn content_type(parts: &http::request::Parts) -> String {

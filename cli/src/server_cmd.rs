@@ -63,6 +63,45 @@ pub struct ServerArgs {
     /// authenticated caller may).
     #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
     pub(crate) authorization_mode: String,
+    #[command(flatten)]
+    pub(crate) audit: AuditArgs,
+}
+
+/// The audit log (kube-apiserver's flags).
+#[derive(Debug, Default, Args)]
+pub struct AuditArgs {
+    /// An audit.k8s.io/v1 Policy (YAML): which requests are recorded, at
+    /// which level. Auditing is on with this and `--audit-log-path`.
+    #[arg(long, requires = "audit_log_path")]
+    pub(crate) audit_policy_file: Option<PathBuf>,
+    /// Where audit events go, as JSON lines (`-`: standard output).
+    #[arg(long, requires = "audit_policy_file")]
+    pub(crate) audit_log_path: Option<PathBuf>,
+    /// Megabytes an audit log file grows to before it is rotated (0: never).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) audit_log_maxsize: u64,
+    /// Rotated audit log files kept (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) audit_log_maxbackup: usize,
+}
+
+impl AuditArgs {
+    /// The auditor the flags ask for, if any.
+    fn auditor(&self) -> Result<Option<Arc<corral_apiserver::audit::Auditor>>> {
+        let (Some(policy), Some(path)) = (&self.audit_policy_file, &self.audit_log_path) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(policy)
+            .with_context(|| format!("reading {}", policy.display()))?;
+        let policy = corral_apiserver::audit::Policy::from_yaml(&text)
+            .with_context(|| format!("reading {}", policy.display()))?;
+        let log = corral_apiserver::audit::AuditLog::open(
+            path,
+            self.audit_log_maxsize,
+            self.audit_log_maxbackup,
+        )?;
+        Ok(Some(corral_apiserver::audit::Auditor::new(policy, log)))
+    }
 }
 
 fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
@@ -191,6 +230,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
             agents: Some(agents),
             // Agents joining with a bootstrap token get node certificates.
             signer: Some(Arc::new(pki.clone())),
+            audit: args.audit.auditor()?,
             inflight: corral_apiserver::InFlight::new(corral_apiserver::InFlightLimits {
                 readonly: args.max_requests_inflight,
                 mutating: args.max_mutating_requests_inflight,

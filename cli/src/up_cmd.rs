@@ -156,6 +156,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
         request_timeout: corral_apiserver::server::DEFAULT_REQUEST_TIMEOUT,
         authorization_mode: "RBAC".to_owned(),
+        audit: server_cmd::AuditArgs::default(),
     })
     .await?;
     // The agent holds its node's credential, not the administrator's.
