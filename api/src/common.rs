@@ -10,6 +10,9 @@ pub const GROUP: &str = "corral.dev";
 pub const VERSION: &str = "v1alpha1";
 /// `group/version`, as written in `apiVersion`.
 pub const API_VERSION: &str = "corral.dev/v1alpha1";
+/// The namespace of Corral's own components (the controllers' leader
+/// election Lease), made by the API server at its start.
+pub const SYSTEM_NAMESPACE: &str = "corral-system";
 
 /// How a task may be treated when capacity is short (Aurora's tiers).
 ///

@@ -18,7 +18,7 @@ pub mod role;
 pub mod task;
 pub mod validation;
 
-pub use common::{API_VERSION, Condition, ConditionStatus, GROUP, Tier, VERSION};
+pub use common::{API_VERSION, Condition, ConditionStatus, GROUP, SYSTEM_NAMESPACE, Tier, VERSION};
 pub use job::{Job, JobKind, JobSpec, JobStatus};
 pub use node::{Node, NodeSpec, NodeStatus};
 pub use object::{CorralObject, DecodeError};

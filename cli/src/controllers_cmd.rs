@@ -38,7 +38,12 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
     let client = client_from(&kubeconfig).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let elect = !args.no_leader_elect;
-    let handle = spawn_controllers(client, policy_of(&args.placement), elect, stop_rx);
+    let handle = spawn_controllers(
+        corral_controllers::Clients::one(client),
+        policy_of(&args.placement),
+        elect,
+        stop_rx,
+    );
     if elect {
         outln!(
             "corral controllers {} campaigning for the lease {}/{}",

@@ -138,21 +138,35 @@ pub fn identity() -> String {
 /// Runs every controller until `stop`; with `elect`, only while this
 /// process holds the controllers' lease.
 pub fn spawn_controllers(
-    client: kube::Client,
+    clients: corral_controllers::Clients,
     policy: corral_core::sched::Policy,
     elect: bool,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     if !elect {
-        return tokio::spawn(corral_controllers::run_all(client, policy, stop));
+        return tokio::spawn(corral_controllers::run_all(clients, policy, stop));
     }
     let election = corral_controllers::leader::Election::new(identity());
     tokio::spawn(corral_controllers::leader::run_elected(
-        client.clone(),
+        clients.controllers.clone(),
         election,
         stop,
-        move |s| corral_controllers::run_all(client.clone(), policy, s),
+        move |s| corral_controllers::run_all(clients.clone(), policy, s),
     ))
+}
+
+/// A client for this server acting as `user`, with a client certificate
+/// the CA signs at each start (kept in memory only).
+async fn component_client(pki: &Pki, url: &str, user: &str) -> Result<kube::Client> {
+    let (cert, key) = pki.issue_client(
+        user,
+        &[],
+        jiff::Timestamp::now(),
+        jiff::SignedDuration::from_hours(24 * 365),
+    )?;
+    let kc = kube::config::Kubeconfig::from_yaml(&pki.client_kubeconfig(url, user, &cert, &key))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 impl std::fmt::Debug for StartedServer {
@@ -250,11 +264,15 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut controllers = Vec::new();
     if !args.no_controllers {
-        let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-        let client = kube::Client::try_from(config)?;
+        // Each as its own identity, with only what it uses (the bootstrap
+        // policy's system:corral-scheduler and -controller-manager).
+        use corral_apiserver::rbac::bootstrap::{CONTROLLER_MANAGER, SCHEDULER};
+        let clients = corral_controllers::Clients {
+            scheduler: component_client(&pki, &url, SCHEDULER).await?,
+            controllers: component_client(&pki, &url, CONTROLLER_MANAGER).await?,
+        };
         controllers.push(spawn_controllers(
-            client,
+            clients,
             policy_of(&args.placement),
             args.leader_elect,
             stop_rx,

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The namespace of the controllers' lease.
-pub const LEASE_NAMESPACE: &str = "corral-system";
+pub use corral_api::SYSTEM_NAMESPACE as LEASE_NAMESPACE;
 /// The controllers' lease.
 pub const LEASE_NAME: &str = "corral-controllers";
 

@@ -19,14 +19,43 @@ pub mod lost;
 pub mod nodes;
 pub mod roles;
 
-/// Runs every controller against `client` until `stop` turns true.
+/// The identities the controllers act as: the scheduler (the allocation
+/// loop) and the rest, each with only what it uses when `corral server`
+/// gives them their own (`system:corral-scheduler`,
+/// `system:corral-controller-manager`); one client serves both otherwise.
+#[derive(Clone)]
+pub struct Clients {
+    /// The allocation loop's.
+    pub scheduler: kube::Client,
+    /// Every other controller's, and leader election's.
+    pub controllers: kube::Client,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+impl Clients {
+    /// One client for every controller.
+    pub fn one(client: kube::Client) -> Self {
+        Clients {
+            scheduler: client.clone(),
+            controllers: client,
+        }
+    }
+}
+
+/// Runs every controller until `stop` turns true.
 pub async fn run_all(
-    client: kube::Client,
+    clients: Clients,
     policy: corral_core::sched::Policy,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let client = clients.controllers;
     let allocation = {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop) = (clients.scheduler, stop.clone());
         tokio::spawn(async move {
             if let Err(e) = allocation::run(client, policy, stop).await {
                 tracing::error!(error = %e, "the allocation loop stopped");

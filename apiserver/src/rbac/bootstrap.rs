@@ -20,6 +20,12 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::rest::{Api, WriteOptions};
 
+/// The scheduler's user: it reads what placement needs, binds tasks and
+/// writes victims' and waiting tasks' status.
+pub const SCHEDULER: &str = "system:corral-scheduler";
+/// The other controllers' user: jobs, cron, lost tasks, node liveness,
+/// role and quota figures, and their leader election.
+pub const CONTROLLER_MANAGER: &str = "system:corral-controller-manager";
 /// The group of bootstrap tokens: they may only ask for node certificates.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 /// Bootstrap objects of earlier releases, deleted at start unless their
@@ -61,10 +67,14 @@ fn aggregated(name: &str, labels: Value, selects: &[&str]) -> Value {
 }
 
 fn binding(name: &str, role: &str, group: &str) -> Value {
+    binding_of(name, role, "Group", group)
+}
+
+fn binding_of(name: &str, role: &str, kind: &str, subject: &str) -> Value {
     json!({"apiVersion": format!("{RBAC}/v1"), "kind": "ClusterRoleBinding",
         "metadata": {"name": name, "annotations": {AUTOUPDATE: "true"}},
         "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": RBAC, "kind": "Group", "name": group}]})
+        "subjects": [{"apiGroup": RBAC, "kind": kind, "name": subject}]})
 }
 
 /// The bootstrap objects, ClusterRoles first.
@@ -126,6 +136,29 @@ pub fn objects() -> Vec<Value> {
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
             json!([{"apiGroups": ["corral.dev"], "resources": [crate::node_certificates::PLURAL], "verbs": ["create"]}]),
         ),
+        // The scheduler: what placement reads, bindings, and the status of
+        // victims and of tasks left waiting.
+        cluster_role(
+            SCHEDULER,
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"apiGroups": ["corral.dev"], "resources": ["nodes", "reservations", "roles", "quotas", "tasks"], "verbs": READ},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks/binding"], "verbs": ["create"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks/status"], "verbs": ["get", "update", "patch"]}]),
+        ),
+        // The other controllers: tasks from jobs and cron (on the role the
+        // job names, whose use was checked when the job was written),
+        // their status through the state machine, node liveness from
+        // Leases, role and quota figures, and the Lease they elect a leader
+        // by. No binding, no Secret, no RBAC.
+        cluster_role(
+            CONTROLLER_MANAGER,
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "roles", "quotas", "nodes", "reservations"], "verbs": READ},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch", "create", "delete"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["roles"], "verbs": ["use"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status"], "verbs": ["get", "update", "patch"]},
+                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}]),
+        ),
         // For components that authorize their own clients through the API
         // server (Kubernetes' name for it).
         cluster_role(
@@ -134,6 +167,13 @@ pub fn objects() -> Vec<Value> {
             json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]),
         ),
         binding("cluster-admin", "cluster-admin", crate::rbac::MASTERS),
+        binding_of(SCHEDULER, SCHEDULER, "User", SCHEDULER),
+        binding_of(
+            CONTROLLER_MANAGER,
+            CONTROLLER_MANAGER,
+            "User",
+            CONTROLLER_MANAGER,
+        ),
         binding(
             "corral:node-bootstrappers",
             "corral:node-bootstrapper",

@@ -186,7 +186,12 @@ pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
         .find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
     // Node Leases live in their own namespace, made here: nodes create none.
-    for ns in ["default", crate::node_authorizer::LEASE_NAMESPACE] {
+    // and so does the controllers' leader election's.
+    for ns in [
+        "default",
+        crate::node_authorizer::LEASE_NAMESPACE,
+        corral_api::SYSTEM_NAMESPACE,
+    ] {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match api
             .create(&desc, None, body, &WriteOptions::default())

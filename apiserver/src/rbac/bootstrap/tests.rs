@@ -48,6 +48,8 @@ fn the_bootstrap_policy_grants_what_each_identity_needs_and_no_more() {
     let vic = user("vic", &[]);
     let joiner = user("system:bootstrap:fleet", &[bootstrap::BOOTSTRAPPERS]);
     let node = user("system:node:n1", &["system:nodes"]);
+    let scheduler = user(bootstrap::SCHEDULER, &[]);
+    let manager = user(bootstrap::CONTROLLER_MANAGER, &[]);
     let admin = user("corral-admin", &[MASTERS]);
     let cases = [
         (
@@ -206,6 +208,101 @@ fn the_bootstrap_policy_grants_what_each_identity_needs_and_no_more() {
             attrs("create", "corral.dev", "jobs", None, Some("a"), None),
             false,
             "nodes run no jobs",
+        ),
+        (
+            &scheduler,
+            attrs(
+                "create",
+                "corral.dev",
+                "tasks",
+                Some("binding"),
+                Some("a"),
+                Some("t"),
+            ),
+            true,
+            "the scheduler binds",
+        ),
+        (
+            &scheduler,
+            attrs(
+                "patch",
+                "corral.dev",
+                "tasks",
+                Some("status"),
+                Some("a"),
+                Some("t"),
+            ),
+            true,
+            "and writes victims' and waiting tasks' status",
+        ),
+        (
+            &scheduler,
+            attrs("create", "corral.dev", "tasks", None, Some("a"), None),
+            false,
+            "but creates no task",
+        ),
+        (
+            &scheduler,
+            attrs("get", "", "secrets", None, Some("a"), Some("s")),
+            false,
+            "nor reads secrets",
+        ),
+        (
+            &manager,
+            attrs("create", "corral.dev", "tasks", None, Some("a"), None),
+            true,
+            "the controllers create tasks",
+        ),
+        (
+            &manager,
+            attrs("use", "corral.dev", "roles", None, Some("a"), Some("web")),
+            true,
+            "on the role their job names",
+        ),
+        (
+            &manager,
+            attrs(
+                "patch",
+                "corral.dev",
+                "jobs",
+                Some("status"),
+                Some("a"),
+                Some("j"),
+            ),
+            true,
+            "and write job status",
+        ),
+        (
+            &manager,
+            attrs(
+                "create",
+                "corral.dev",
+                "tasks",
+                Some("binding"),
+                Some("a"),
+                Some("t"),
+            ),
+            false,
+            "but bind nothing",
+        ),
+        (
+            &manager,
+            attrs("update", "corral.dev", "jobs", None, Some("a"), Some("j")),
+            false,
+            "nor change a team's job",
+        ),
+        (
+            &manager,
+            attrs(
+                "create",
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                None,
+                None,
+                None,
+            ),
+            false,
+            "nor grant anything",
         ),
         (
             &admin,
