@@ -267,9 +267,23 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         // Each as its own identity, with only what it uses (the bootstrap
         // policy's system:corral-scheduler and -controller-manager).
         use corral_apiserver::rbac::bootstrap::{CONTROLLER_MANAGER, SCHEDULER};
-        let clients = corral_controllers::Clients {
-            scheduler: component_client(&pki, &url, SCHEDULER).await?,
-            controllers: component_client(&pki, &url, CONTROLLER_MANAGER).await?,
+        let clients = match (
+            component_client(&pki, &url, SCHEDULER).await,
+            component_client(&pki, &url, CONTROLLER_MANAGER).await,
+        ) {
+            (Ok(scheduler), Ok(controllers)) => corral_controllers::Clients {
+                scheduler,
+                controllers,
+            },
+            // A PKI handed over without its CA key (an earlier chart's)
+            // signs nothing: the controllers keep the administrator's
+            // credential until ca.key is added.
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "the controllers run as the administrator: their own certificates cannot be signed");
+                let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+                corral_controllers::Clients::one(kube::Client::try_from(config)?)
+            }
         };
         controllers.push(spawn_controllers(
             clients,
