@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as MetricsRegistry;
 
-use crate::registry::Registry;
+use crate::server::request_info::{RequestInfo, Subresource, Target};
 
 /// The media type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -71,7 +71,7 @@ pub struct RequestLabels {
     pub group: &'static str,
     /// Resource (plural), empty for paths that are not resources.
     pub resource: &'static str,
-    /// `status`, `scale`, `log`, or empty.
+    /// `status`, `scale`, `binding`, `log`, or empty.
     pub subresource: &'static str,
 }
 
@@ -95,34 +95,11 @@ struct ResourceLabels {
 }
 
 impl RequestLabels {
-    /// The labels of a request for `path` (already trimmed of a trailing
-    /// `/`), read against the server's `registry`; `watch` is the request's
-    /// `watch` flag, `apply` whether it carries an apply patch.
-    pub fn of(
-        registry: &Registry,
-        method: &Method,
-        path: &str,
-        watch: bool,
-        apply: bool,
-    ) -> RequestLabels {
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (group, version, rest) = match segs.as_slice() {
-            ["api", v, rest @ ..] => ("", *v, rest),
-            ["apis", g, v, rest @ ..] => (*g, *v, rest),
-            _ => ("", "", &[][..]),
-        };
-        let known = |plural: &str| registry.find(group, version, plural);
-        // [plural, name?, subresource?] after the namespace, if any.
-        let tail = match rest {
-            ["namespaces", _, plural, tail @ ..] if known(plural).is_some_and(|d| d.namespaced) => {
-                Some((*plural, tail))
-            }
-            [plural, tail @ ..] if known(plural).is_some() => Some((*plural, tail)),
-            _ => None,
-        };
-        let Some((desc, tail)) = tail.and_then(|(p, tail)| Some((known(p)?, tail))) else {
+    /// The labels of a request.
+    pub fn of(info: &RequestInfo) -> RequestLabels {
+        let Target::Resource(t) = &info.target else {
             return RequestLabels {
-                verb: if *method == Method::GET {
+                verb: if info.method == Method::GET {
                     Verb::GET
                 } else {
                     Verb::OTHER
@@ -132,21 +109,15 @@ impl RequestLabels {
                 subresource: "",
             };
         };
-        let subresource = match tail {
-            [_, "status"] => "status",
-            [_, "scale"] => "scale",
-            [_, "log"] => "log",
-            _ => "",
-        };
-        let named = !tail.is_empty();
-        let verb = match (method, named) {
-            (&Method::GET, _) if subresource == "log" => Verb::CONNECT,
+        let sub = t.sub;
+        let verb = match (&info.method, t.name.is_some()) {
+            (&Method::GET, _) if sub == Some(Subresource::Log) => Verb::CONNECT,
             (&Method::GET, true) => Verb::GET,
-            (&Method::GET, false) if watch => Verb::WATCH,
+            (&Method::GET, false) if info.watch => Verb::WATCH,
             (&Method::GET, false) => Verb::LIST,
             (&Method::POST, _) => Verb::POST,
             (&Method::PUT, _) => Verb::PUT,
-            (&Method::PATCH, _) if apply => Verb::APPLY,
+            (&Method::PATCH, _) if info.apply => Verb::APPLY,
             (&Method::PATCH, _) => Verb::PATCH,
             (&Method::DELETE, true) => Verb::DELETE,
             (&Method::DELETE, false) => Verb::DELETECOLLECTION,
@@ -154,9 +125,9 @@ impl RequestLabels {
         };
         RequestLabels {
             verb,
-            group: desc.group,
-            resource: desc.plural,
-            subresource,
+            group: t.desc.group,
+            resource: t.desc.plural,
+            subresource: sub.map_or("", Subresource::name),
         }
     }
 
@@ -285,13 +256,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Registry;
 
-    fn labels(
+    fn labels(method: Method, path: &str, watch: bool, apply: bool) -> RequestLabels {
+        let info = RequestInfo::new(
+            &Registry::standard(),
+            &method,
+            path,
+            watch.then_some("watch=true"),
+            apply,
+        );
+        RequestLabels::of(&info)
+    }
+
+    fn label_values(
         method: Method,
         path: &str,
         watch: bool,
     ) -> (Verb, &'static str, &'static str, &'static str) {
-        let l = RequestLabels::of(&Registry::standard(), &method, path, watch, false);
+        let l = labels(method, path, watch, false);
         (l.verb, l.group, l.resource, l.subresource)
     }
 
@@ -386,11 +369,14 @@ mod tests {
             ),
         ];
         for (method, path, watch, want) in table {
-            assert_eq!(labels(method.clone(), path, watch), want, "{method} {path}");
+            assert_eq!(
+                label_values(method.clone(), path, watch),
+                want,
+                "{method} {path}"
+            );
         }
-        let apply = RequestLabels::of(
-            &Registry::standard(),
-            &Method::PATCH,
+        let apply = labels(
+            Method::PATCH,
             "/apis/corral.dev/v1alpha1/namespaces/a/jobs/web",
             false,
             true,
@@ -401,9 +387,8 @@ mod tests {
     #[test]
     fn a_scrape_shows_counts_durations_and_gauges() {
         let m = Metrics::new();
-        let list = RequestLabels::of(
-            &Registry::standard(),
-            &Method::GET,
+        let list = labels(
+            Method::GET,
             "/apis/corral.dev/v1alpha1/namespaces/a/jobs",
             false,
             false,

@@ -1,18 +1,19 @@
 //! HTTP for a Task's `binding` subresource: POST of a Binding (see
 //! `rest::binding`), answered 201 with the bound Task.
 
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{
-    Body, Query, Response, Target, decode_object, json_response, read_body, write_options,
-};
+use super::body::{decode_object, read_body};
+use super::query::{Query, write_options};
+use super::request_info::ResourceTarget;
+use super::respond::{Body, json_response};
 use crate::error::ApiError;
 use crate::rest::{Api, Requester};
 
 pub(super) async fn request(
     api: Api,
-    t: Target,
+    t: ResourceTarget,
     req: Request<Incoming>,
     requester: Requester,
 ) -> Result<Response<Body>, ApiError> {

@@ -44,15 +44,12 @@ pub enum RequestClass {
 }
 
 impl RequestClass {
-    /// The class of a request by its method, path and `watch` flag.
-    pub fn of(method: &Method, path: &str, watch: bool) -> RequestClass {
-        let path = path.trim_end_matches('/');
-        if matches!(path, "/healthz" | "/livez" | "/readyz")
-            || (*method == Method::GET && (watch || path.ends_with("/log")))
-        {
+    /// The class of a request.
+    pub fn of(info: &super::request_info::RequestInfo) -> RequestClass {
+        if info.long_running() {
             return RequestClass::LongRunning;
         }
-        match *method {
+        match info.method {
             Method::GET | Method::HEAD | Method::OPTIONS => RequestClass::ReadOnly,
             _ => RequestClass::Mutating,
         }
@@ -209,8 +206,15 @@ mod tests {
             ),
         ];
         for (method, path, watch, want) in table {
+            let info = super::super::request_info::RequestInfo::new(
+                &crate::registry::Registry::standard(),
+                &method,
+                path,
+                watch.then_some("watch=true"),
+                false,
+            );
             assert_eq!(
-                RequestClass::of(&method, path, watch),
+                RequestClass::of(&info),
                 want,
                 "{method} {path} watch={watch}"
             );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Method, header};
 
-use super::ApiError;
+use crate::error::ApiError;
 use corral_api::validation::{FieldError, FieldErrorType};
 
 use crate::admission::FieldValidation;

@@ -1,20 +1,20 @@
 //! HTTP for the `/scale` subresource: GET answers the Scale, PUT takes one,
 //! PATCH takes a JSON, merge or strategic patch of one (see `rest::scale`).
 
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{
-    Body, Query, Response, Target, content_type, decode_object, json_response, read_body,
-    with_warnings, write_options,
-};
+use super::body::{content_type, decode_object, read_body};
+use super::query::{Query, write_options};
+use super::request_info::ResourceTarget;
+use super::respond::{Body, json_response, with_warnings};
 use crate::error::ApiError;
 use crate::patch::{PatchKind, parse_body};
 use crate::rest::{Api, ScaleWrite};
 
 pub(super) async fn request(
     api: Api,
-    t: Target,
+    t: ResourceTarget,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let q = Query::parse(req.uri().query());
