@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use corral_api::Task;
 use corral_apiserver::Api as Server;
-use corral_apiserver::rest::ListQuery;
+use corral_apiserver::storage::registry::ListQuery;
 use corral_apiserver::testing::TestServer;
 use corral_store::{CommitStatsSnapshot, Store};
 use futures::StreamExt;

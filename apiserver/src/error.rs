@@ -52,7 +52,7 @@ pub enum ApiError {
     #[error("apply conflicts")]
     ApplyConflict {
         /// The conflicting fields.
-        conflicts: Vec<crate::ssa::Conflict>,
+        conflicts: Vec<crate::storage::ssa::Conflict>,
     },
     /// Validation failed.
     #[error("{kind} {name:?} is invalid")]
@@ -184,7 +184,9 @@ impl ApiError {
             } => {
                 format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}")
             }
-            ApiError::ApplyConflict { conflicts } => crate::ssa::conflict_message(conflicts),
+            ApiError::ApplyConflict { conflicts } => {
+                crate::storage::ssa::conflict_message(conflicts)
+            }
             ApiError::Invalid { kind, name, errors } => {
                 let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 match list.as_slice() {

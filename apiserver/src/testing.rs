@@ -7,8 +7,8 @@ use std::sync::Arc;
 use corral_store::Store;
 use serde_json::json;
 
-use crate::pki::{Pki, Tokens};
-use crate::{Api, Authn, Registry, RunningServer};
+use crate::transport::pki::{Pki, Tokens};
+use crate::{Api, Authn, Catalog, RunningServer};
 
 /// Any error of the helpers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -98,15 +98,15 @@ impl TestServer {
             for (token, name, groups) in users {
                 tokens.push_str(&format!("{token},{name},{name},\"{}\"\n", groups.join(",")));
             }
-            crate::pki::write_private(&pki.token_file, tokens.as_bytes())?;
+            crate::transport::pki::write_private(&pki.token_file, tokens.as_bytes())?;
         }
-        let api = Api::new(store, Registry::standard());
-        crate::rest::ensure_default_namespaces(&api).await?;
+        let api = Api::new(store, Catalog::standard());
+        crate::storage::registry::ensure_default_namespaces(&api).await?;
         let authz = match authz {
             Authorization::Given(a) => a,
             Authorization::Rbac => {
-                crate::rbac::bootstrap::reconcile(&api).await?;
-                crate::rbac::node_and_rbac(&api)?
+                crate::transport::rbac::bootstrap::reconcile(&api).await?;
+                crate::transport::rbac::node_and_rbac(&api)?
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -114,7 +114,7 @@ impl TestServer {
             options.signer = Some(Arc::new(pki.clone()));
         }
         if options.agents.is_none() {
-            options.agents = Some(crate::logs::AgentLink::from_pem(
+            options.agents = Some(crate::transport::logs::AgentLink::from_pem(
                 &pki.admin_cert_pem,
                 &pki.admin_key_pem,
             )?);

@@ -595,7 +595,7 @@ async fn whoami(client: &kube::Client) -> Result<Option<String>> {
 fn node_name_of(args: &RunArgs, user: Option<String>) -> Result<String> {
     let credential_node = user
         .as_deref()
-        .and_then(|u| u.strip_prefix(corral_apiserver::auth::NODE_USER_PREFIX))
+        .and_then(|u| u.strip_prefix(corral_apiserver::transport::auth::NODE_USER_PREFIX))
         .map(str::to_owned);
     match (credential_node, &args.node_name) {
         (Some(_), _) if args.simulate_nodes.is_some() => {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use corral_apiserver::auth::{NODE_USER_PREFIX, NODES_GROUP};
-use corral_apiserver::pki::{Pki, write_private};
+use corral_apiserver::transport::auth::{NODE_USER_PREFIX, NODES_GROUP};
+use corral_apiserver::transport::pki::{Pki, write_private};
 
 use crate::store_cmd::home_dir;
 
@@ -226,7 +226,7 @@ mod tests {
         let pem = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data)?)?;
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = base64::engine::general_purpose::STANDARD.decode(body)?;
-        let id = corral_apiserver::auth::cert_identity(&der).context("readable")?;
+        let id = corral_apiserver::transport::auth::cert_identity(&der).context("readable")?;
         assert_eq!(id.common_name, "system:node:n1");
         assert_eq!(id.organizations, vec!["system:nodes".to_owned()]);
         // Not replaced by accident.

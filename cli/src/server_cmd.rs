@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use corral_apiserver::pki::{Pki, Tokens};
-use corral_apiserver::{Api, Authn, Registry};
+use corral_apiserver::transport::pki::{Pki, Tokens};
+use corral_apiserver::{Api, Authn, Catalog};
 
 use crate::store_cmd::{home_dir, open_store};
 
@@ -87,25 +87,27 @@ pub struct AuditArgs {
 
 impl AuditArgs {
     /// The auditor the flags ask for, if any.
-    fn auditor(&self) -> Result<Option<Arc<corral_apiserver::audit::Auditor>>> {
+    fn auditor(&self) -> Result<Option<Arc<corral_apiserver::transport::audit::Auditor>>> {
         let (Some(policy), Some(path)) = (&self.audit_policy_file, &self.audit_log_path) else {
             return Ok(None);
         };
         let text = std::fs::read_to_string(policy)
             .with_context(|| format!("reading {}", policy.display()))?;
-        let policy = corral_apiserver::audit::Policy::from_yaml(&text)
+        let policy = corral_apiserver::transport::audit::Policy::from_yaml(&text)
             .with_context(|| format!("reading {}", policy.display()))?;
-        let log = corral_apiserver::audit::AuditLog::open(
+        let log = corral_apiserver::transport::audit::AuditLog::open(
             path,
             self.audit_log_maxsize,
             self.audit_log_maxbackup,
         )?;
-        Ok(Some(corral_apiserver::audit::Auditor::new(policy, log)))
+        Ok(Some(corral_apiserver::transport::audit::Auditor::new(
+            policy, log,
+        )))
     }
 }
 
 fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
-    corral_apiserver::server::parse_go_duration(text)
+    corral_apiserver::transport::server::parse_go_duration(text)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{text:?} is not a positive duration such as 60s or 1m30s"))
 }
@@ -205,18 +207,18 @@ pub async fn wait_for_signal() -> Result<()> {
 pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     let home = home_dir(args.home)?;
     let store = open_store(&args.store, &home).await?;
-    let api = Api::new(store, Registry::standard());
-    corral_apiserver::rest::ensure_default_namespaces(&api)
+    let api = Api::new(store, Catalog::standard());
+    corral_apiserver::storage::registry::ensure_default_namespaces(&api)
         .await
         .context("creating the default namespace")?;
-    corral_apiserver::rbac::bootstrap::reconcile(&api)
+    corral_apiserver::transport::rbac::bootstrap::reconcile(&api)
         .await
         .context("reconciling the bootstrap RBAC policy")?;
     let authz: Arc<dyn corral_apiserver::Authorizer> = match args.authorization_mode.as_str() {
         "AlwaysAllow" => Arc::new(corral_apiserver::AllowAuthenticated),
         // Node,RBAC: node credentials are confined to their node's objects;
         // everyone else gets what the RBAC objects grant.
-        _ => corral_apiserver::rbac::node_and_rbac(&api)?,
+        _ => corral_apiserver::transport::rbac::node_and_rbac(&api)?,
     };
 
     let mut hosts = args.tls_sans.clone();
@@ -231,9 +233,11 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     // Task logs are proxied from agents, which trust client certificates from our CA.
-    let agents =
-        corral_apiserver::logs::AgentLink::from_pem(&pki.admin_cert_pem, &pki.admin_key_pem)
-            .map_err(|e| anyhow::anyhow!("reading the admin certificate: {e}"))?;
+    let agents = corral_apiserver::transport::logs::AgentLink::from_pem(
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+    )
+    .map_err(|e| anyhow::anyhow!("reading the admin certificate: {e}"))?;
     let server = corral_apiserver::serve_with_options(
         api,
         listener,
@@ -249,14 +253,14 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
                 readonly: args.max_requests_inflight,
                 mutating: args.max_mutating_requests_inflight,
             }),
-            metrics: corral_apiserver::metrics::Metrics::new(),
+            metrics: corral_apiserver::transport::metrics::Metrics::new(),
             request_timeout: args.request_timeout,
         },
     )?;
     let url = format!("https://{addr}");
     let kubeconfig = home.join("kubeconfig");
     // It holds the admin token: readable by its owner only.
-    corral_apiserver::pki::write_private(&kubeconfig, pki.kubeconfig(&url).as_bytes())
+    corral_apiserver::transport::pki::write_private(&kubeconfig, pki.kubeconfig(&url).as_bytes())
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "serving");
 
@@ -266,7 +270,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     if !args.no_controllers {
         // Each as its own identity, with only what it uses (the bootstrap
         // policy's system:corral-scheduler and -controller-manager).
-        use corral_apiserver::rbac::bootstrap::{CONTROLLER_MANAGER, SCHEDULER};
+        use corral_apiserver::transport::rbac::bootstrap::{CONTROLLER_MANAGER, SCHEDULER};
         let clients = match (
             component_client(&pki, &url, SCHEDULER).await,
             component_client(&pki, &url, CONTROLLER_MANAGER).await,

@@ -66,9 +66,12 @@ const AGENT_KUBECONFIG: &str = "agent.kubeconfig";
 
 /// Node `node`'s credential for the agent, written 0600 under `home`.
 fn issue_agent_credential(home: &std::path::Path, node: &str, url: &str) -> Result<PathBuf> {
-    let pki = corral_apiserver::pki::Pki::load(&home.join("pki"))?;
-    let user = format!("{}{node}", corral_apiserver::auth::NODE_USER_PREFIX);
-    let groups = [corral_apiserver::auth::NODES_GROUP.to_owned()];
+    let pki = corral_apiserver::transport::pki::Pki::load(&home.join("pki"))?;
+    let user = format!(
+        "{}{node}",
+        corral_apiserver::transport::auth::NODE_USER_PREFIX
+    );
+    let groups = [corral_apiserver::transport::auth::NODES_GROUP.to_owned()];
     let (cert, key) = pki.issue_client(
         &user,
         &groups,
@@ -76,7 +79,7 @@ fn issue_agent_credential(home: &std::path::Path, node: &str, url: &str) -> Resu
         jiff::SignedDuration::from_hours(24 * 365),
     )?;
     let path = home.join(AGENT_KUBECONFIG);
-    corral_apiserver::pki::write_private(
+    corral_apiserver::transport::pki::write_private(
         &path,
         pki.client_kubeconfig(url, &user, &cert, &key).as_bytes(),
     )
@@ -154,7 +157,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         placement: args.placement.clone(),
         max_requests_inflight: corral_apiserver::InFlightLimits::default().readonly,
         max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
-        request_timeout: corral_apiserver::server::DEFAULT_REQUEST_TIMEOUT,
+        request_timeout: corral_apiserver::transport::server::DEFAULT_REQUEST_TIMEOUT,
         authorization_mode: "RBAC".to_owned(),
         audit: server_cmd::AuditArgs::default(),
     })

@@ -568,14 +568,14 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
 }
 
 /// Debian's docker-registry on a free port of 127.0.0.1, stopped on drop.
-struct Registry {
+struct Catalog {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     host: String,
     _dir: tempfile::TempDir,
 }
 
-impl Registry {
+impl Catalog {
     fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -598,7 +598,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry (scripts/install-deps.sh installs it)")?;
-        let registry = Registry {
+        let registry = Catalog {
             child,
             host,
             _dir: dir,
@@ -627,7 +627,7 @@ impl Registry {
     }
 }
 
-impl Drop for Registry {
+impl Drop for Catalog {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -636,7 +636,7 @@ impl Drop for Registry {
 
 #[test]
 fn an_image_missing_on_the_node_is_pulled_from_its_registry() -> Result<()> {
-    let registry = Registry::start()?;
+    let registry = Catalog::start()?;
     let node = "puller";
     let c = Cluster::start_with(
         node,

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use corral_api::{Task, TaskPhase};
-use corral_apiserver::pki::{Pki, Tokens};
-use corral_apiserver::{Api as Server, Authn, Registry};
+use corral_apiserver::transport::pki::{Pki, Tokens};
+use corral_apiserver::{Api as Server, Authn, Catalog};
 use corral_node_agent::agent::{self, AgentConfig};
 use corral_node_agent::runtime::{ContainerRuntime, Simulated};
 use corral_store::Store;
@@ -58,8 +58,8 @@ async fn main() -> Result<()> {
     let store: Arc<dyn Store> = Arc::new(corral_store::embedded::EmbeddedStore::open(
         dir.path().join("bench.db"),
     )?);
-    let server = Server::new(store.clone(), Registry::standard());
-    corral_apiserver::rest::ensure_default_namespaces(&server).await?;
+    let server = Server::new(store.clone(), Catalog::standard());
+    corral_apiserver::storage::registry::ensure_default_namespaces(&server).await?;
     let pki = Pki::load_or_create(&dir.path().join("pki"), &[])?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = corral_apiserver::serve(

@@ -111,7 +111,7 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
     }
 
     // Without a client certificate from Corral's CA, the agent refuses.
-    let refused = corral_apiserver::logs::fetch(
+    let refused = corral_apiserver::transport::logs::fetch(
         &endpoint.url,
         &endpoint.certificate_sha256,
         None,

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use corral_apiserver::auth::{Attributes, AuthMethod, Authorizer, User};
-use corral_apiserver::rbac::{MASTERS, Policy};
+use corral_apiserver::transport::auth::{Attributes, AuthMethod, Authorizer, User};
+use corral_apiserver::transport::rbac::{MASTERS, Policy};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::json;
 

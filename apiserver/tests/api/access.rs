@@ -46,8 +46,8 @@ async fn an_authorizer_can_refuse_requests() -> Result<()> {
     impl corral_apiserver::Authorizer for ReadOnly {
         fn allows(
             &self,
-            _: &corral_apiserver::auth::User,
-            a: &corral_apiserver::auth::Attributes,
+            _: &corral_apiserver::transport::auth::User,
+            a: &corral_apiserver::transport::auth::Attributes,
         ) -> bool {
             matches!(a.verb.as_str(), "get" | "list" | "watch")
         }
@@ -111,11 +111,11 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
     impl corral_apiserver::Authorizer for CertAdminsWrite {
         fn allows(
             &self,
-            u: &corral_apiserver::auth::User,
-            a: &corral_apiserver::auth::Attributes,
+            u: &corral_apiserver::transport::auth::User,
+            a: &corral_apiserver::transport::auth::Attributes,
         ) -> bool {
             matches!(a.verb.as_str(), "get" | "list" | "watch")
-                || (u.method == corral_apiserver::auth::AuthMethod::ClientCertificate
+                || (u.method == corral_apiserver::transport::auth::AuthMethod::ClientCertificate
                     && u.name == "corral-admin"
                     && u.groups.iter().any(|g| g == "system:masters"))
         }

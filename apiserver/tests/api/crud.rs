@@ -320,7 +320,7 @@ pub async fn bad_requests_get_the_right_status(ts: &TestServer) -> Result<()> {
         let client = ts.client.clone();
         async move { api_error(client.request_text(req).await.err().context("accepted")?) }
     };
-    let huge = vec![b' '; corral_apiserver::server::MAX_BODY_BYTES + 10];
+    let huge = vec![b' '; corral_apiserver::transport::server::MAX_BODY_BYTES + 10];
     let (code, reason, _) = send(
         http::Request::post("/api/v1/namespaces/default/configmaps")
             .header("content-type", "application/json")

@@ -168,7 +168,7 @@ async fn a_request_stuck_on_the_store_times_out_and_may_still_complete() -> Resu
 /// once and changes nothing; reads and watches are not held up by writes.
 #[tokio::test]
 async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
-    use corral_apiserver::{InFlight, InFlightLimits, server::RequestClass};
+    use corral_apiserver::{InFlight, InFlightLimits, transport::server::RequestClass};
     let inflight = InFlight::new(InFlightLimits {
         readonly: 4,
         mutating: 1,

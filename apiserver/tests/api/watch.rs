@@ -280,7 +280,7 @@ pub async fn streaming_lists_and_watches_from_now_start_where_asked(ts: &TestSer
 
 /// The same starts when the watch is served from the store (no cache).
 pub async fn uncached_watches_start_where_asked(ts: &TestServer) -> Result<()> {
-    use corral_apiserver::watch::{WatchParams, start};
+    use corral_apiserver::storage::watch::{WatchParams, start};
     let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
     jobs.create(&PostParams::default(), &job("a", 1)?).await?;
     let uncached = corral_apiserver::Api::uncached(ts.api.store.clone(), ts.api.registry.clone());
@@ -296,7 +296,7 @@ pub async fn uncached_watches_start_where_asked(ts: &TestServer) -> Result<()> {
         send_initial,
         labels: Default::default(),
         fields: Default::default(),
-        render: corral_apiserver::render::Rendering::Object,
+        render: corral_apiserver::kinds::render::Rendering::Object,
     };
     let watch = |p: WatchParams| start(uncached.clone(), desc.clone(), Some("default".into()), p);
     async fn next_line(

@@ -158,7 +158,7 @@ pub struct DeleteArgs {
 /// Runs `corral delete`.
 pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
     let mut targets: Vec<(
-        std::sync::Arc<corral_apiserver::registry::ResourceDesc>,
+        std::sync::Arc<corral_apiserver::kinds::catalog::ResourceDesc>,
         Option<String>,
         String,
     )> = Vec::new();

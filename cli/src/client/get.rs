@@ -113,7 +113,7 @@ pub async fn run(ctx: &Ctx, args: &GetArgs) -> Result<()> {
 
 async fn fetch_objects(
     ctx: &Ctx,
-    desc: &corral_apiserver::registry::ResourceDesc,
+    desc: &corral_apiserver::kinds::catalog::ResourceDesc,
     ns: Option<&str>,
     args: &GetArgs,
 ) -> Result<Vec<Value>> {
@@ -206,7 +206,7 @@ fn cell(v: &Value) -> String {
 /// Prints one kind's table; false when it had no rows.
 async fn print_table(
     ctx: &Ctx,
-    desc: &corral_apiserver::registry::ResourceDesc,
+    desc: &corral_apiserver::kinds::catalog::ResourceDesc,
     ns: Option<&str>,
     args: &GetArgs,
     after_another: bool,

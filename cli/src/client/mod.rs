@@ -5,7 +5,7 @@
 //! Reads the kubeconfig from `--kubeconfig`, `$KUBECONFIG` or
 //! `$CORRAL_HOME/kubeconfig` (in that order). Kind names resolve like
 //! kubectl's: plural, singular, kind, short name, `plural.group`, or the
-//! `corral` category; the table is the served one ([`Registry::standard`]).
+//! `corral` category; the table is the served one ([`Catalog::standard`]).
 //! Server errors print as kubectl prints them: `Error from server
 //! (NotFound): …`.
 
@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use corral_apiserver::Registry;
-use corral_apiserver::registry::ResourceDesc;
+use corral_apiserver::Catalog;
+use corral_apiserver::kinds::catalog::ResourceDesc;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use serde_json::Value;
@@ -49,7 +49,7 @@ pub struct Ctx {
     /// The kube-rs client.
     pub client: kube::Client,
     /// The served kinds.
-    pub registry: Registry,
+    pub registry: Catalog,
     /// The namespace for namespaced kinds.
     pub namespace: String,
 }
@@ -91,7 +91,7 @@ impl Ctx {
             .unwrap_or_else(|| config.default_namespace.clone());
         Ok(Ctx {
             client: kube::Client::try_from(config)?,
-            registry: Registry::standard(),
+            registry: Catalog::standard(),
             namespace,
         })
     }
@@ -155,7 +155,7 @@ impl Ctx {
     }
 }
 
-fn resolve_one(registry: &Registry, name: &str) -> Result<Vec<Arc<ResourceDesc>>> {
+fn resolve_one(registry: &Catalog, name: &str) -> Result<Vec<Arc<ResourceDesc>>> {
     let lower = name.to_lowercase();
     if lower == "corral" || lower == "all" {
         return Ok(registry
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn kind_names_resolve_like_kubectl() -> Result<()> {
-        let r = Registry::standard();
+        let r = Catalog::standard();
         let one = |n: &str| -> Result<String> {
             let v = resolve_one(&r, n)?;
             anyhow::ensure!(v.len() == 1, "{n}: {} kinds", v.len());

@@ -1,0 +1,14 @@
+//! What requests do to the store: the per-kind verbs (`registry`, as
+//! Kubernetes names per-resource storage), the watch cache and watches,
+//! admission and schema checks, server-side apply, patches, selectors, and
+//! the JSON object helpers they share.
+
+pub mod admission;
+pub mod cache;
+pub mod objects;
+pub mod patch;
+pub mod registry;
+pub mod schema_check;
+pub mod selectors;
+pub mod ssa;
+pub mod watch;

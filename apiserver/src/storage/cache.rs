@@ -1,0 +1,636 @@
+//! The watch cache: one store watch over `/registry/` keeps every object in
+//! memory, serves lists and all client watches, and indexes Tasks by
+//! `spec.nodeName` so that thousands of node agents can each watch their own
+//! tasks without every change waking every watcher.
+//!
+//! Guarantees:
+//! - The cache applies store events in revision order; its `revision` is the
+//!   last applied one, or the store's progress report past changes outside
+//!   `/registry/`. A list that must be consistent first waits until the
+//!   cache has caught up with the store's current revision; if that takes
+//!   more than a moment (the store moved on through keys the cache does not
+//!   watch, as in an etcd shared with other programs), it asks the store for
+//!   progress rather than wait for a change that may never come.
+//! - A watch registers under the same lock that applies events, after
+//!   replaying the history it asked for, so it sees every later event once.
+//! - History is bounded ([`MAX_HISTORY`] events); a watch from an older
+//!   resourceVersion is answered 410 Expired and the client relists.
+//! - A watcher that cannot keep up (its buffer is full) is closed; its client
+//!   resumes from the last resourceVersion it saw.
+//! - If the store watch fails, the cache relists and watchers are closed, so
+//!   no watcher misses a change silently.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral_store::{RangeRequest, Store, WatchEvent};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::ApiError;
+use crate::kinds::catalog::Catalog;
+use crate::storage::objects::from_stored;
+
+mod watchers;
+pub use watchers::Interest;
+use watchers::Watchers;
+
+/// Events kept for watches that resume from a past resourceVersion.
+pub const MAX_HISTORY: usize = 50_000;
+/// Events buffered per watcher before it is considered too slow.
+pub const WATCHER_BUFFER: usize = 4096;
+/// How long a wait for a revision relies on changes alone before asking
+/// the store for progress, and how often it asks again.
+const PROGRESS_AFTER: Duration = Duration::from_millis(20);
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// The longest a wait lasts over a store that cannot report progress: the
+/// revision waited for may belong to a change the cache does not watch, and
+/// no report will say so, so the reader goes to the store instead.
+const WITHOUT_PROGRESS: Duration = Duration::from_millis(250);
+/// The root of every key the cache follows.
+const ROOT: &str = "/registry/";
+/// The field the Task index covers.
+pub const NODE_FIELD: &str = "spec.nodeName";
+
+/// One cached object, with its JSON encoded once for every reader.
+#[derive(Debug)]
+pub struct Entry {
+    /// The object (with its resourceVersion).
+    pub value: Value,
+    /// `value` serialized.
+    pub json: Bytes,
+    /// `spec.nodeName`, when the object has one.
+    pub node: Option<String>,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+}
+
+impl Entry {
+    /// Wraps an object, encoding it once.
+    pub fn new(value: Value) -> Result<Self, ApiError> {
+        let json =
+            Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?);
+        let node = value
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Entry {
+            value,
+            json,
+            node,
+            namespace,
+        })
+    }
+}
+
+/// Whether a change created/updated or deleted the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Created or updated.
+    Put,
+    /// Deleted; `object` is the last state, with the deletion's resourceVersion.
+    Delete,
+}
+
+/// One change, as watchers receive it.
+#[derive(Debug)]
+pub struct Change {
+    /// The revision of the change.
+    pub revision: i64,
+    /// Index of the resource in the registry.
+    pub resource: usize,
+    /// Put or delete.
+    pub kind: ChangeKind,
+    /// The new state (or the last state, for a delete).
+    pub object: Arc<Entry>,
+    /// The state before, when there was one.
+    pub prev: Option<Arc<Entry>>,
+}
+
+#[derive(Default)]
+struct State {
+    revision: i64,
+    /// Every revision after this one is in `history`.
+    oldest: i64,
+    resources: Vec<BTreeMap<String, Arc<Entry>>>,
+    /// Task keys by node name (only for resources with `spec.nodeName` selectable).
+    by_node: Vec<HashMap<String, BTreeSet<String>>>,
+    history: VecDeque<Arc<Change>>,
+    watchers: Watchers,
+}
+
+/// The cache. Cheap to clone.
+#[derive(Clone)]
+pub struct WatchCache {
+    registry: Catalog,
+    max_history: usize,
+    prefixes: Arc<Vec<String>>,
+    indexed: Arc<Vec<bool>>,
+    state: Arc<RwLock<State>>,
+    progress: watch::Receiver<i64>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for WatchCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchCache")
+            .field("revision", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consistent view of one resource's objects.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The objects, in key order.
+    pub items: Vec<Arc<Entry>>,
+    /// The revision they are current at.
+    pub revision: i64,
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With a snapshot of the current objects, then every later change.
+    Snapshot,
+    /// With the changes after this revision (exclusive).
+    After(i64),
+    /// With the next change: no snapshot, no replay.
+    Now,
+}
+
+/// A registered watch.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Changes after the starting revision that were already in history.
+    pub replay: Vec<Arc<Change>>,
+    /// The initial objects, when the watch started from "now".
+    pub initial: Option<Snapshot>,
+    /// Live changes.
+    pub live: Live,
+    /// The revision the watch starts after.
+    pub start: i64,
+}
+
+/// A watch's feed of live changes. Dropping it unregisters the watch at
+/// once, so a watch whose client went away holds nothing in the cache, even
+/// when no change would have reached it again.
+#[derive(Debug)]
+pub struct Live {
+    rx: mpsc::Receiver<Arc<Change>>,
+    _registration: Registration,
+}
+
+impl Live {
+    /// The next change; `None` once the cache dropped the watch (it fell
+    /// behind, or the cache relisted): the client resumes.
+    pub async fn recv(&mut self) -> Option<Arc<Change>> {
+        self.rx.recv().await
+    }
+
+    /// A change that is already here, if any.
+    pub fn try_recv(&mut self) -> Option<Arc<Change>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Removes its watch from the cache's registry when dropped.
+struct Registration {
+    id: u64,
+    state: std::sync::Weak<RwLock<State>>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade()
+            && let Ok(mut st) = state.write()
+        {
+            st.watchers.remove(self.id);
+        }
+    }
+}
+
+fn lock_err() -> ApiError {
+    ApiError::Internal("the watch cache lock was poisoned".into())
+}
+
+impl WatchCache {
+    /// Starts the cache over `store`; it fills itself in the background.
+    pub fn start(store: Arc<dyn Store>, registry: Catalog) -> Self {
+        Self::start_with_history(store, registry, MAX_HISTORY)
+    }
+
+    /// Starts the cache keeping at most `max_history` events for resumes.
+    pub fn start_with_history(
+        store: Arc<dyn Store>,
+        registry: Catalog,
+        max_history: usize,
+    ) -> Self {
+        let prefixes: Vec<String> = registry.all().iter().map(|d| d.key_prefix(None)).collect();
+        let indexed: Vec<bool> = registry
+            .all()
+            .iter()
+            .map(|d| d.selectable.iter().any(|f| f == NODE_FIELD))
+            .collect();
+        let n = prefixes.len();
+        let state = Arc::new(RwLock::new(State {
+            resources: vec![BTreeMap::new(); n],
+            by_node: vec![HashMap::new(); n],
+            revision: -1,
+            ..Default::default()
+        }));
+        let (progress_tx, progress) = watch::channel(-1);
+        let cache = WatchCache {
+            registry,
+            max_history,
+            prefixes: Arc::new(prefixes),
+            indexed: Arc::new(indexed),
+            state,
+            progress,
+            store: store.clone(),
+        };
+        let runner = cache.clone();
+        tokio::spawn(async move { runner.run(store, progress_tx).await });
+        cache
+    }
+
+    /// The registry index of the resource owning `key`.
+    fn resource_of(&self, key: &str) -> Option<usize> {
+        self.prefixes
+            .iter()
+            .position(|p| key.starts_with(p.as_str()))
+    }
+
+    async fn run(self, store: Arc<dyn Store>, progress: watch::Sender<i64>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.load_and_follow(store.as_ref(), &progress).await {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch cache lost the store; relisting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn load_and_follow(
+        &self,
+        store: &dyn Store,
+        progress: &watch::Sender<i64>,
+    ) -> Result<(), ApiError> {
+        let mut resources: Vec<BTreeMap<String, Arc<Entry>>> =
+            vec![BTreeMap::new(); self.prefixes.len()];
+        let mut by_node: Vec<HashMap<String, BTreeSet<String>>> =
+            vec![HashMap::new(); self.prefixes.len()];
+        let mut req = RangeRequest::prefix(ROOT).limit(1000);
+        let revision = loop {
+            let page = store.range(req.clone()).await?;
+            for kv in &page.items {
+                if let Some(r) = self.resource_of(&kv.key) {
+                    let entry = Arc::new(Entry::new(from_stored(&kv.value, kv.mod_revision)?)?);
+                    if self.indexed[r]
+                        && let Some(n) = &entry.node
+                    {
+                        by_node[r]
+                            .entry(n.clone())
+                            .or_default()
+                            .insert(kv.key.clone());
+                    }
+                    resources[r].insert(kv.key.clone(), entry);
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.more => req = req.after(last.key.clone()).at(page.revision),
+                _ => break page.revision,
+            }
+        };
+        {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            st.resources = resources;
+            st.by_node = by_node;
+            st.revision = revision;
+            st.oldest = revision;
+            st.history.clear();
+            st.watchers.close_all();
+        }
+        progress.send_replace(revision);
+        let mut stream = store.watch(ROOT, revision + 1).await?;
+        while let Some(ev) = stream.next().await {
+            let ev = ev?;
+            let rev = self.apply(ev)?;
+            progress.send_replace(rev);
+        }
+        Err(ApiError::Unavailable("the store watch ended".into()))
+    }
+
+    fn apply(&self, ev: WatchEvent) -> Result<i64, ApiError> {
+        let revision = ev.revision();
+        if let WatchEvent::Progress { .. } = ev {
+            // Nothing under `/registry/` changed up to `revision`.
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            st.revision = st.revision.max(revision);
+            return Ok(st.revision);
+        }
+        let resource = self.resource_of(ev.key());
+        // Decode and encode a new state before taking the lock, so readers
+        // and writers wait only for the index updates.
+        let decoded = match (&ev, resource) {
+            (WatchEvent::Put { kv, .. }, Some(_)) => Some(Arc::new(Entry::new(from_stored(
+                &kv.value,
+                kv.mod_revision,
+            )?)?)),
+            _ => None,
+        };
+        let mut st = self.state.write().map_err(|_| lock_err())?;
+        let Some(r) = resource else {
+            st.revision = st.revision.max(revision);
+            return Ok(st.revision);
+        };
+        let key = ev.key().to_owned();
+        let change = match (ev, decoded) {
+            (WatchEvent::Put { .. }, Some(entry)) => {
+                let prev = st.resources[r].insert(key.clone(), entry.clone());
+                if self.indexed[r] {
+                    if let Some(n) = prev.as_ref().and_then(|p| p.node.clone())
+                        && let Some(set) = st.by_node[r].get_mut(&n)
+                    {
+                        set.remove(&key);
+                    }
+                    if let Some(n) = &entry.node {
+                        st.by_node[r]
+                            .entry(n.clone())
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                }
+                Change {
+                    revision,
+                    resource: r,
+                    kind: ChangeKind::Put,
+                    object: entry,
+                    prev,
+                }
+            }
+            (WatchEvent::Put { .. }, None) => {
+                return Err(ApiError::Internal(format!(
+                    "{key}: a change was not decoded"
+                )));
+            }
+            (WatchEvent::Delete { prev, revision }, _) => {
+                let old = st.resources[r].remove(&key);
+                if self.indexed[r]
+                    && let Some(n) = old.as_ref().and_then(|p| p.node.clone())
+                    && let Some(set) = st.by_node[r].get_mut(&n)
+                {
+                    set.remove(&key);
+                }
+                let last = if prev.value.is_empty() {
+                    match &old {
+                        Some(o) => o.value.clone(),
+                        None => {
+                            st.revision = st.revision.max(revision);
+                            return Ok(st.revision);
+                        }
+                    }
+                } else {
+                    serde_json::from_slice(&prev.value)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?
+                };
+                let mut last = last;
+                crate::storage::objects::meta_mut(&mut last).insert(
+                    "resourceVersion".into(),
+                    Value::String(revision.to_string()),
+                );
+                Change {
+                    revision,
+                    resource: r,
+                    kind: ChangeKind::Delete,
+                    object: Arc::new(Entry::new(last)?),
+                    prev: old,
+                }
+            }
+            (WatchEvent::Progress { .. }, _) => {
+                return Err(ApiError::Internal(
+                    "a progress report reached a resource".into(),
+                ));
+            }
+        };
+        let change = Arc::new(change);
+        st.history.push_back(change.clone());
+        while st.history.len() > self.max_history {
+            if let Some(dropped) = st.history.pop_front() {
+                st.oldest = dropped.revision;
+            }
+        }
+        st.revision = st.revision.max(revision);
+        st.watchers.dispatch(&change);
+        Ok(st.revision)
+    }
+
+    /// The revision the cache has applied (-1 before the first list).
+    pub fn revision(&self) -> i64 {
+        *self.progress.borrow()
+    }
+
+    /// Waits until the cache has applied `revision`; false on timeout.
+    pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
+        let timeout = if self.store.reports_progress() {
+            timeout
+        } else {
+            timeout.min(WITHOUT_PROGRESS)
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.progress.clone();
+        let mut ask_at = tokio::time::Instant::now() + PROGRESS_AFTER;
+        loop {
+            let waited =
+                tokio::time::timeout_at(ask_at.min(deadline), rx.wait_for(|r| *r >= revision))
+                    .await
+                    .map(|reached| reached.is_ok());
+            match waited {
+                Ok(reached) => return reached,
+                Err(_) if tokio::time::Instant::now() >= deadline => return false,
+                Err(_) => {
+                    // Maybe no change the cache watches is coming: the
+                    // store's progress report moves it on instead.
+                    if let Err(e) = self.store.request_progress().await {
+                        tracing::debug!(error = %e, "asking the store for progress");
+                    }
+                    ask_at = tokio::time::Instant::now() + PROGRESS_EVERY;
+                }
+            }
+        }
+    }
+
+    /// The registry index of a resource.
+    pub fn index_of(&self, plural: &str, group: &str) -> Option<usize> {
+        self.registry
+            .all()
+            .iter()
+            .position(|d| d.plural == plural && d.group == group)
+    }
+
+    /// The objects of `resource` (in `namespace`, on `node`), at the cache's revision.
+    pub fn snapshot(
+        &self,
+        resource: usize,
+        namespace: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Snapshot, ApiError> {
+        let st = self.state.read().map_err(|_| lock_err())?;
+        Ok(Snapshot {
+            items: collect(
+                &st,
+                resource,
+                &self.prefixes[resource],
+                self.indexed[resource],
+                namespace,
+                node,
+            ),
+            revision: st.revision,
+        })
+    }
+
+    /// Registers a watch that starts as `start` says. Fails with 410 Expired
+    /// when history no longer reaches back to a [`Start::After`] revision.
+    pub fn subscribe(&self, interest: Interest, start: Start) -> Result<Subscription, ApiError> {
+        let mut st = self.state.write().map_err(|_| lock_err())?;
+        let (replay, initial, after) = match start {
+            Start::Now => (Vec::new(), None, st.revision),
+            Start::Snapshot => {
+                let items = collect(
+                    &st,
+                    interest.resource,
+                    &self.prefixes[interest.resource],
+                    self.indexed[interest.resource],
+                    interest.namespace.as_deref(),
+                    interest.node.as_deref(),
+                );
+                let snapshot = Snapshot {
+                    items,
+                    revision: st.revision,
+                };
+                (Vec::new(), Some(snapshot), st.revision)
+            }
+            Start::After(rv) if rv < st.oldest => {
+                return Err(ApiError::Expired {
+                    requested: rv,
+                    oldest: st.oldest,
+                });
+            }
+            Start::After(rv) => {
+                // Writes committed in one etcd transaction share a revision; a
+                // client resuming at such a revision may have seen only some of
+                // them, so they are all replayed (at least once, never lost).
+                let shared = st.history.iter().filter(|c| c.revision == rv).count() > 1;
+                let replay: Vec<Arc<Change>> = st
+                    .history
+                    .iter()
+                    .filter(|c| {
+                        (c.revision > rv || (shared && c.revision == rv)) && interest.wants(c)
+                    })
+                    .cloned()
+                    .collect();
+                (replay, None, rv)
+            }
+        };
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        let id = st.watchers.add(interest, tx);
+        Ok(Subscription {
+            replay,
+            initial,
+            live: Live {
+                rx,
+                _registration: Registration {
+                    id,
+                    state: Arc::downgrade(&self.state),
+                },
+            },
+            start: after,
+        })
+    }
+
+    /// The cached object at `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        let r = self.resource_of(key)?;
+        self.state.read().ok()?.resources[r].get(key).cloned()
+    }
+
+    /// True when the cache holds `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        let Some(r) = self.resource_of(key) else {
+            return false;
+        };
+        self.state
+            .read()
+            .map(|st| st.resources[r].contains_key(key))
+            .unwrap_or(false)
+    }
+
+    /// How many objects each resource holds, by registry index (for metrics).
+    pub fn object_counts(&self) -> Vec<usize> {
+        self.state
+            .read()
+            .map(|st| st.resources.iter().map(BTreeMap::len).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many watchers are registered (for tests and metrics).
+    pub fn watcher_count(&self) -> usize {
+        self.state.read().map(|st| st.watchers.len()).unwrap_or(0)
+    }
+}
+
+fn collect(
+    st: &State,
+    resource: usize,
+    prefix: &str,
+    indexed: bool,
+    namespace: Option<&str>,
+    node: Option<&str>,
+) -> Vec<Arc<Entry>> {
+    let objects = &st.resources[resource];
+    match (node, indexed) {
+        (Some(n), true) => {
+            let keys = st.by_node[resource].get(n);
+            keys.into_iter()
+                .flatten()
+                .filter_map(|k| objects.get(k))
+                .filter(|e| namespace.is_none() || e.namespace.as_deref() == namespace)
+                .cloned()
+                .collect()
+        }
+        _ => {
+            let start = match namespace {
+                Some(ns) => format!("{prefix}{ns}/"),
+                None => prefix.to_owned(),
+            };
+            objects
+                .range(start.clone()..)
+                .take_while(|(k, _)| k.starts_with(start.as_str()))
+                .map(|(_, e)| e.clone())
+                .filter(|e| node.is_none() || e.node.as_deref() == node)
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

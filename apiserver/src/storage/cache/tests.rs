@@ -1,0 +1,216 @@
+//! The watch cache against the embedded store: lists, watches, the node index, history.
+
+use super::*;
+use corral_store::embedded::EmbeddedStore;
+use serde_json::json;
+
+fn task(name: &str, node: Option<&str>) -> Vec<u8> {
+    let mut v = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Task", "metadata": {"name": name, "namespace": "default"}, "spec": {}});
+    if let Some(n) = node {
+        v["spec"]["nodeName"] = json!(n);
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+async fn ready(cache: &WatchCache, store: &dyn Store) -> anyhow::Result<()> {
+    let rev = store.current_revision().await?;
+    anyhow::ensure!(
+        cache.wait_for(rev, Duration::from_secs(10)).await,
+        "cache did not catch up"
+    );
+    Ok(())
+}
+
+/// A cache over a fresh in-memory store, caught up, and the Task resource's index.
+async fn tasks_cache() -> anyhow::Result<(Arc<dyn Store>, WatchCache, usize)> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let cache = WatchCache::start(store.clone(), Catalog::standard());
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    Ok((store, cache, tasks))
+}
+
+#[tokio::test]
+async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
+    let (store, cache, tasks) = tasks_cache().await?;
+    let interest = |n: &str| Interest {
+        resource: tasks,
+        namespace: None,
+        node: Some(n.into()),
+    };
+    let mut n1 = cache.subscribe(interest("n1"), Start::Snapshot)?;
+    let mut n2 = cache.subscribe(interest("n2"), Start::Snapshot)?;
+    let kv = store
+        .create("/registry/corral.dev/tasks/default/a", task("a", None))
+        .await?;
+    let kv = store
+        .update(
+            "/registry/corral.dev/tasks/default/a",
+            task("a", Some("n1")),
+            kv.mod_revision,
+        )
+        .await?;
+    store
+        .update(
+            "/registry/corral.dev/tasks/default/a",
+            task("a", Some("n2")),
+            kv.mod_revision,
+        )
+        .await?;
+    store
+        .create(
+            "/registry/corral.dev/tasks/default/b",
+            task("b", Some("n2")),
+        )
+        .await?;
+    ready(&cache, store.as_ref()).await?;
+    let drain = |live: &mut Live| {
+        let mut out = Vec::new();
+        while let Some(c) = live.try_recv() {
+            out.push((
+                c.object.value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                c.object.node.clone(),
+            ));
+        }
+        out
+    };
+    // n1 hears the binding to n1 and the move away from it; n2 the move and b.
+    assert_eq!(
+        drain(&mut n1.live),
+        vec![
+            ("a".into(), Some("n1".into())),
+            ("a".into(), Some("n2".into()))
+        ]
+    );
+    assert_eq!(
+        drain(&mut n2.live),
+        vec![
+            ("a".into(), Some("n2".into())),
+            ("b".into(), Some("n2".into()))
+        ]
+    );
+    let on_n2 = cache.snapshot(tasks, None, Some("n2"))?;
+    assert_eq!(on_n2.items.len(), 2);
+    assert_eq!(cache.snapshot(tasks, None, Some("n1"))?.items.len(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_older_than_the_history_is_expired() -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), 5);
+    ready(&cache, store.as_ref()).await?;
+    let first = store
+        .create("/registry/corral.dev/tasks/default/t0", task("t0", None))
+        .await?
+        .mod_revision;
+    for i in 1..10 {
+        store
+            .create(
+                &format!("/registry/corral.dev/tasks/default/t{i}"),
+                task(&format!("t{i}"), None),
+            )
+            .await?;
+    }
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let interest = Interest {
+        resource: tasks,
+        namespace: Some("default".into()),
+        node: None,
+    };
+    assert!(matches!(
+        cache.subscribe(interest.clone(), Start::After(first)),
+        Err(ApiError::Expired { .. })
+    ));
+    let recent = cache.revision() - 3;
+    let sub = cache.subscribe(interest, Start::After(recent))?;
+    assert_eq!(
+        sub.replay.len(),
+        3,
+        "events after the resume point are replayed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let cache = WatchCache::start(store.clone(), Catalog::standard());
+    ready(&cache, store.as_ref()).await?;
+    let kv = |name: &str, rev: i64| corral_store::KeyValue {
+        key: format!("/registry/corral.dev/tasks/default/{name}"),
+        value: task(name, None),
+        create_revision: rev,
+        mod_revision: rev,
+    };
+    // Two writes of one etcd transaction (same revision), then a lone one.
+    cache.apply(WatchEvent::Put {
+        kv: kv("a", 100),
+        prev: None,
+    })?;
+    cache.apply(WatchEvent::Put {
+        kv: kv("b", 100),
+        prev: None,
+    })?;
+    cache.apply(WatchEvent::Put {
+        kv: kv("c", 101),
+        prev: None,
+    })?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let interest = Interest {
+        resource: tasks,
+        namespace: None,
+        node: None,
+    };
+    let at_shared = cache.subscribe(interest.clone(), Start::After(100))?;
+    assert_eq!(
+        at_shared
+            .replay
+            .iter()
+            .map(|c| c.revision)
+            .collect::<Vec<_>>(),
+        vec![100, 100, 101]
+    );
+    let at_lone = cache.subscribe(interest, Start::After(101))?;
+    assert!(at_lone.replay.is_empty(), "a lone revision is not replayed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dropped_watch_is_unregistered_at_once() -> anyhow::Result<()> {
+    let (store, cache, tasks) = tasks_cache().await?;
+    let on = |node: Option<&str>| Interest {
+        resource: tasks,
+        namespace: None,
+        node: node.map(str::to_owned),
+    };
+    // A node nothing will ever be bound to: no change would reach its
+    // watcher to find it gone.
+    let quiet = cache.subscribe(on(Some("quiet")), Start::Now)?;
+    let general = cache.subscribe(on(None), Start::Snapshot)?;
+    assert_eq!(cache.watcher_count(), 2);
+    drop(quiet);
+    assert_eq!(cache.watcher_count(), 1);
+    drop(general);
+    assert_eq!(cache.watcher_count(), 0);
+    // The cache stays whole: a new watch hears the next change.
+    let mut again = cache.subscribe(on(None), Start::Now)?;
+    store
+        .create("/registry/corral.dev/tasks/default/c", task("c", None))
+        .await?;
+    let change = tokio::time::timeout(Duration::from_secs(10), again.live.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the watch was dropped"))?;
+    assert_eq!(change.object.value["metadata"]["name"], "c");
+    Ok(())
+}

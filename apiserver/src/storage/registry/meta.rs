@@ -1,0 +1,223 @@
+//! Metadata rules shared by the writes: type meta, system fields, status
+//! subresource, generation, managedFields.
+
+use super::*;
+
+/// Fills in or checks `apiVersion` and `kind`.
+pub(super) fn check_type_meta(desc: &ResourceDesc, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = desc.api_version();
+    let o = obj
+        .as_object_mut()
+        .ok_or_else(|| ApiError::BadRequest("the object must be a JSON object".into()))?;
+    match o.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            o.insert("apiVersion".into(), json!(want_av));
+        }
+        Some(av) if av == want_av => {}
+        Some(av) => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+    }
+    match o.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            o.insert("kind".into(), json!(desc.kind));
+        }
+        Some(k) if k == desc.kind => {}
+        Some(k) => {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                desc.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the next version of an object from the current one and what the
+/// client proposed: system metadata stays the server's, status follows the
+/// subresource rules, and generation grows on spec changes.
+pub(super) fn merge_system(
+    desc: &ResourceDesc,
+    current: &Value,
+    proposed: Value,
+    status: bool,
+) -> Value {
+    let mut next = if status {
+        // A status write changes only status.
+        let mut n = current.clone();
+        match proposed.get("status") {
+            Some(s) => n["status"] = s.clone(),
+            None => {
+                if let Some(o) = n.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        n
+    } else {
+        let mut n = proposed;
+        if desc.status_subresource {
+            match current.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(o) = n.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        n
+    };
+    let cur_meta = current
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let meta = meta_mut(&mut next);
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match cur_meta.get(field) {
+            Some(v) => {
+                meta.insert(field.into(), v.clone());
+            }
+            None => {
+                meta.remove(field);
+            }
+        }
+    }
+    meta.remove("resourceVersion");
+    meta.remove("selfLink");
+    if !meta.contains_key("managedFields")
+        && let Some(mf) = cur_meta.get("managedFields")
+    {
+        meta.insert("managedFields".into(), mf.clone());
+    }
+    // As in Kubernetes, custom kinds count spec changes in `generation`;
+    // the built-in kinds served here (ConfigMap, Secret, Event, Lease,
+    // Namespace) have none.
+    if desc.origin == crate::kinds::catalog::Origin::Custom && !same_spec_part(current, &next) {
+        let g = cur_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        meta_mut(&mut next).insert("generation".into(), json!(g));
+    }
+    next
+}
+
+/// Records the write in `metadata.managedFields` under its manager (see
+/// [`crate::storage::ssa`]), unless the client wrote managedFields itself (kubectl's
+/// and Flux's migrations) or the write is an apply, which records itself.
+pub(super) fn record_manager(
+    obj: &mut Value,
+    current: Option<&Value>,
+    opts: &WriteOptions,
+    operation: &str,
+    subresource: Option<&str>,
+    lists: &crate::storage::ssa::Lists,
+) {
+    let Some(manager) = opts
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .or_else(|| opts.agent_manager.clone())
+    else {
+        return;
+    };
+    if operation == "Apply" {
+        return;
+    }
+    let client_wrote = match current {
+        Some(cur) => {
+            obj.pointer("/metadata/managedFields") != cur.pointer("/metadata/managedFields")
+        }
+        None => obj.pointer("/metadata/managedFields").is_some(),
+    };
+    if client_wrote {
+        return;
+    }
+    crate::storage::ssa::record_update(current, obj, &manager, subresource, &now_time(), lists);
+}
+
+/// Two stored forms that differ only in managedFields timestamps are the same
+/// object: a no-op write must not bump the resourceVersion.
+pub(super) fn same_ignoring_manager_time(a: &[u8], b: &[u8]) -> bool {
+    let strip = |bytes: &[u8]| -> Option<Value> {
+        let mut v: Value = serde_json::from_slice(bytes).ok()?;
+        if let Some(entries) = v
+            .pointer_mut("/metadata/managedFields")
+            .and_then(Value::as_array_mut)
+        {
+            for e in entries {
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("time");
+                }
+            }
+        }
+        Some(v)
+    };
+    match (strip(a), strip(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Creates the `default` namespace when it does not exist yet, and resumes
+/// the deletions a previous run left under way.
+pub async fn ensure_default_namespaces(api: &Api) -> Result<(), ApiError> {
+    resume_namespace_terminations(api).await?;
+    let resuming = api.clone();
+    tokio::spawn(async move {
+        if let Err(e) = resuming.resume_held_deletions().await {
+            tracing::warn!(error = %e, "resuming foreground and orphan deletions failed");
+        }
+    });
+    let desc = api
+        .registry
+        .find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
+    // Node Leases live in their own namespace, made here: nodes create none.
+    // and so does the controllers' leader election's.
+    for ns in [
+        "default",
+        crate::transport::node_authorizer::LEASE_NAMESPACE,
+        corral_api::SYSTEM_NAMESPACE,
+    ] {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match api
+            .create(&desc, None, body, &WriteOptions::default())
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Resumes the terminations of namespaces marked for deletion (a server
+/// that stopped while one was under way).
+async fn resume_namespace_terminations(api: &Api) -> Result<(), ApiError> {
+    let page = api
+        .store
+        .range(RangeRequest::prefix("/registry/core/namespaces/"))
+        .await?;
+    for kv in page.items {
+        let ns = super::from_stored(&kv.value, kv.mod_revision)?;
+        if meta_str(&ns, "deletionTimestamp").is_some()
+            && let Some(name) = meta_str(&ns, "name")
+        {
+            api.spawn_namespace_termination(name.to_owned());
+        }
+    }
+    Ok(())
+}

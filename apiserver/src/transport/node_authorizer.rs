@@ -1,0 +1,152 @@
+//! The Node authorizer: what a node's credential (user `system:node:NAME`,
+//! group `system:nodes`) may do, decided by what the node is rather than
+//! by RBAC objects (Kubernetes' Node authorizer is the model).
+//!
+//! A node reads and writes its own Node and its status, and its own Lease
+//! in `corral-node-lease`; lists and watches Tasks only with the field
+//! selector `spec.nodeName=NAME`; reads a Task and writes its status only
+//! while the watch cache has it bound there; records Events; renews its
+//! own certificate (`nodecertificaterequests` for its name). Nothing else:
+//! it creates no Task, changes no Task spec, reads no Secret, Job or other
+//! node's objects. What a request's body says (the name of a Node or Lease
+//! it creates, the node a written Task is bound to in the store, the object
+//! an Event is about) is checked at admission by
+//! [`crate::storage::admission::node_restriction`], against the stored object.
+//!
+//! Any other user gets no opinion here (the next authorizer decides).
+
+use std::sync::Arc;
+
+use crate::kinds::catalog::Catalog;
+use crate::storage::cache::WatchCache;
+use crate::transport::auth::{Attributes, Authorizer, Rules, User, node_of};
+
+/// The namespace of node Leases.
+pub use corral_api::node::NODE_LEASE_NAMESPACE as LEASE_NAMESPACE;
+
+/// Decides the requests of node credentials (see the module doc).
+#[derive(Debug, Clone)]
+pub struct NodeAuthorizer {
+    cache: Option<WatchCache>,
+    /// `/registry/…/tasks/` keys start with this, then `NAMESPACE/NAME`.
+    task_prefix: String,
+}
+
+impl NodeAuthorizer {
+    /// An authorizer that looks tasks up in `cache` (without one, a node
+    /// reads and writes no single task: it still lists its own).
+    pub fn new(cache: Option<WatchCache>, registry: &Catalog) -> Arc<Self> {
+        let task_prefix = registry
+            .find("corral.dev", "v1alpha1", "tasks")
+            .map(|d| d.key_prefix(None))
+            .unwrap_or_default();
+        Arc::new(NodeAuthorizer { cache, task_prefix })
+    }
+
+    /// True when the cache has task `ns/name` bound to `node`.
+    fn bound_here(&self, ns: Option<&str>, name: Option<&str>, node: &str) -> bool {
+        let (Some(cache), Some(ns), Some(name)) = (&self.cache, ns, name) else {
+            return false;
+        };
+        if self.task_prefix.is_empty() {
+            return false;
+        }
+        cache
+            .get(&format!("{}{ns}/{name}", self.task_prefix))
+            .is_some_and(|e| e.node.as_deref() == Some(node))
+    }
+}
+
+/// True when `selector` requires `field` to equal `value` (`f=v` or
+/// `f==v` among its comma-separated requirements).
+pub fn selector_requires(selector: Option<&str>, field: &str, value: &str) -> bool {
+    selector.is_some_and(|s| {
+        s.split(',').any(|req| {
+            let req = req.trim();
+            let (k, v) = match req.split_once("==") {
+                Some(kv) => kv,
+                None => match req.split_once('=') {
+                    Some((k, _)) if k.ends_with('!') => return false,
+                    Some(kv) => kv,
+                    None => return false,
+                },
+            };
+            k.trim() == field && v.trim() == value
+        })
+    })
+}
+
+fn one_of(verb: &str, verbs: &[&str]) -> bool {
+    verbs.contains(&verb)
+}
+
+/// What node `node` may do, by the request alone (`bound` says whether the
+/// named task is bound to it).
+pub fn node_allows(node: &str, a: &Attributes, bound: impl FnOnce() -> bool) -> bool {
+    let own = a.name.as_deref() == Some(node);
+    let verb = a.verb.as_str();
+    match (
+        a.group.as_str(),
+        a.resource.as_str(),
+        a.subresource.as_deref(),
+    ) {
+        ("corral.dev", "nodes", None) => match verb {
+            "get" | "update" | "patch" => own,
+            // Applying its Node creates it; a POST names it in the body,
+            // which admission checks.
+            "create" => a.name.is_none() || own,
+            "list" | "watch" => {
+                selector_requires(a.field_selector.as_deref(), "metadata.name", node)
+            }
+            _ => false,
+        },
+        ("corral.dev", "nodes", Some("status")) => own && one_of(verb, &["get", "update", "patch"]),
+        ("coordination.k8s.io", "leases", None) => {
+            a.namespace.as_deref() == Some(LEASE_NAMESPACE)
+                && match verb {
+                    "get" | "update" | "patch" => own,
+                    "create" => a.name.is_none() || own,
+                    _ => false,
+                }
+        }
+        ("corral.dev", "tasks", None) => match verb {
+            "list" | "watch" => {
+                selector_requires(a.field_selector.as_deref(), "spec.nodeName", node)
+            }
+            "get" => bound(),
+            _ => false,
+        },
+        ("corral.dev", "tasks", Some("status")) => {
+            one_of(verb, &["get", "update", "patch"]) && bound()
+        }
+        ("" | "events.k8s.io", "events", None) => one_of(verb, &["create", "update", "patch"]),
+        // Renewing its own certificate.
+        ("corral.dev", crate::transport::node_certificates::PLURAL, None) => {
+            verb == "create" && own
+        }
+        _ => false,
+    }
+}
+
+impl Authorizer for NodeAuthorizer {
+    fn allows(&self, user: &User, attrs: &Attributes) -> bool {
+        let Some(node) = node_of(user) else {
+            return false;
+        };
+        node_allows(node, attrs, || {
+            self.bound_here(attrs.namespace.as_deref(), attrs.name.as_deref(), node)
+        })
+    }
+
+    fn rules(&self, user: &User, _namespace: &str) -> Option<Rules> {
+        // A node's rights depend on which tasks are bound to it: not a
+        // list of rules (`kubectl auth can-i --list` says it is incomplete).
+        match node_of(user) {
+            Some(_) => None,
+            None => Some(Rules::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! The HTTP server: TLS, the request pipeline, and graceful shutdown.
+//!
+//! Each request passes these layers, each in its own module, in order:
+//! the request's information, read once (`request_info`: kind, namespace,
+//! name, subresource, verb, long-running or not) → its audit record begun
+//! (`auditing`) → its deadline (`deadline`: 504 past it; watches and logs
+//! have none but end at shutdown) → health and version, answered to anyone
+//! → authentication and impersonation (`authn`: 401) → the in-flight limits
+//! (`inflight`: 429; counted once the caller is known, watches not counted)
+//! → authorization (`authz`: 403) → the handler (`route`: the REST verbs in
+//! `resource`, `scale` and `binding`, logs, reviews, discovery, OpenAPI,
+//! metrics). Every request is counted in the metrics and, by the audit
+//! policy, recorded in the audit log; every failure leaves as a `Status`.
+
+use crate::transport::auth::CertIdentity;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::storage::registry::Api;
+use crate::transport::auth::{AllowAuthenticated, Authn, Authorizer};
+use crate::transport::metrics::{Metrics, RequestLabels};
+
+mod auditing;
+mod authn;
+mod authz;
+mod binding;
+mod body;
+mod deadline;
+mod inflight;
+mod query;
+pub mod request_info;
+mod resource;
+mod respond;
+mod route;
+mod scale;
+
+pub use inflight::{InFlight, InFlightLimits, RequestClass, Slot};
+pub use query::parse_go_duration;
+use request_info::RequestInfo;
+use respond::Body;
+
+/// The largest request body accepted (etcd takes 1.5 MiB values).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, ends watches and followed logs (their clients see the
+    /// stream end, as at a timeout, and reconnect), lets other in-flight
+    /// requests finish, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What every request shares: how callers are checked (who they are, then
+/// what they may do), the link to agents, the in-flight slots, the metrics
+/// and the deadline.
+#[derive(Debug, Clone)]
+struct Shared {
+    authn: Authn,
+    authz: Arc<dyn Authorizer>,
+    agents: Option<crate::transport::logs::AgentLink>,
+    signer: Option<Arc<crate::transport::pki::Pki>>,
+    audit: Option<Arc<crate::transport::audit::Auditor>>,
+    inflight: InFlight,
+    metrics: Metrics,
+    request_timeout: Duration,
+    /// Becomes true when the server starts shutting down.
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What a server needs besides its API, listener and credentials checks.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The identity the server presents to agents to proxy task logs.
+    pub agents: Option<crate::transport::logs::AgentLink>,
+    /// The CA that signs node certificates on request (see
+    /// [`crate::transport::node_certificates`]); without it, such requests get 503.
+    pub signer: Option<Arc<crate::transport::pki::Pki>>,
+    /// The audit policy and log (see [`crate::transport::audit`]); None audits nothing.
+    pub audit: Option<Arc<crate::transport::audit::Auditor>>,
+    /// The slots of requests in flight (see [`InFlightLimits`]).
+    pub inflight: InFlight,
+    /// The series `/metrics` answers with.
+    pub metrics: Metrics,
+    /// The longest the server works on a request that is not long-running
+    /// before answering 504 (kube-apiserver's `--request-timeout`); a
+    /// request's `timeout` parameter can shorten it.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            agents: None,
+            signer: None,
+            audit: None,
+            inflight: InFlight::default(),
+            metrics: Metrics::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// kube-apiserver's default `--request-timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves `api` on `listener`, over TLS when `tls` is given; every
+/// authenticated caller may do everything.
+pub fn serve(
+    api: Api,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    authn: Authn,
+) -> std::io::Result<RunningServer> {
+    serve_with_authorizer(api, listener, tls, authn, Arc::new(AllowAuthenticated))
+}
+
+/// Serves `api` with an explicit authorizer.
+pub fn serve_with_authorizer(
+    api: Api,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    authn: Authn,
+    authz: Arc<dyn Authorizer>,
+) -> std::io::Result<RunningServer> {
+    serve_with_options(api, listener, tls, authn, authz, ServeOptions::default())
+}
+
+/// Serves `api` with an explicit authorizer and [`ServeOptions`].
+pub fn serve_with_options(
+    api: Api,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    authn: Authn,
+    authz: Arc<dyn Authorizer>,
+    options: ServeOptions,
+) -> std::io::Result<RunningServer> {
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let shared = Shared {
+        authn,
+        authz,
+        agents: options.agents,
+        signer: options.signer,
+        audit: options.audit,
+        inflight: options.inflight,
+        metrics: options.metrics,
+        request_timeout: options.request_timeout,
+        closing: stop.clone(),
+    };
+    let local_addr = listener.local_addr()?;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let task = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let api = api.clone();
+                    let shared = shared.clone();
+                    let acceptor = acceptor.clone();
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        match acceptor {
+                            Some(acc) => {
+                                let Ok(tls) = acc.accept(stream).await else { return };
+                                // Verified by rustls against the CA; its subject names the user.
+                                let cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| crate::transport::auth::cert_identity(c.as_ref()))
+                                    .map(Arc::new);
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), shared.clone(), cert.clone(), peer, req));
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+                                let _ = watcher.watch(conn).await;
+                            }
+                            None => {
+                                let svc = hyper::service::service_fn(move |req| handle(api.clone(), shared.clone(), None, peer, req));
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                                let _ = watcher.watch(conn).await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    });
+    Ok(RunningServer {
+        local_addr,
+        shutdown,
+        task,
+    })
+}
+
+async fn handle(
+    api: Api,
+    shared: Shared,
+    cert: Option<Arc<CertIdentity>>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = std::time::Instant::now();
+    let apply = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+    let info = Arc::new(RequestInfo::new(
+        &api.registry,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        apply,
+    ));
+    let audit = auditing::begin(shared.audit.as_ref(), &mut req, peer);
+    let labels = RequestLabels::of(&info);
+    let class = RequestClass::of(&info);
+    let metrics = shared.metrics.clone();
+    let (timeout, closing) = (shared.request_timeout, shared.closing.clone());
+    let work = {
+        let (info, audit) = (info.clone(), audit.clone());
+        async move {
+            if let Some(r) = route::unauthenticated(&info) {
+                return Ok(r);
+            }
+            let user = authn::authenticate(&shared, cert.as_deref(), &req, audit.as_ref())?;
+            // Counted once the caller is known, as kube-apiserver counts:
+            // strangers get their 401 and take no slot. The slot is held
+            // until the answer is built.
+            let _slot = shared.inflight.admit(class)?;
+            authz::authorize(&shared, &user, &info, audit.as_ref())?;
+            route::handle(api, shared, user, req, info).await
+        }
+    };
+    let response = deadline::run(&info, timeout, closing, audit.as_ref(), work).await;
+    let elapsed = started.elapsed();
+    metrics.observe(
+        labels,
+        response.status().as_u16(),
+        (class != RequestClass::LongRunning).then_some(elapsed.as_secs_f64()),
+    );
+    tracing::debug!(%peer, method = %info.method, path = %info.path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
+    Ok(response)
+}

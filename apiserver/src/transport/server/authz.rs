@@ -1,0 +1,36 @@
+//! The authorization layer: a resource request is decided by the
+//! server's authorizer from its attributes (403 in kube-apiserver's words
+//! otherwise), and the audit record learns what was asked and decided. The
+//! kinds answered without being stored decide for themselves, from their
+//! bodies (a node asks a certificate for the node its body names); other
+//! paths (discovery, OpenAPI, health, metrics) are open to every
+//! authenticated caller.
+
+use super::Shared;
+use super::request_info::{RequestInfo, Target};
+use crate::error::ApiError;
+use crate::transport::audit::Record;
+use crate::transport::auth::{User, authorize as decide};
+
+/// Authorizes `info` for `user`.
+pub(super) fn authorize(
+    sec: &Shared,
+    user: &User,
+    info: &RequestInfo,
+    audit: Option<&Record>,
+) -> Result<(), ApiError> {
+    let Some(attrs) = info.attributes() else {
+        return Ok(());
+    };
+    if let Some(a) = audit {
+        a.attributes(&attrs);
+    }
+    if matches!(info.target, Target::Virtual { .. }) {
+        return Ok(());
+    }
+    let decided = decide(sec.authz.as_ref(), user, &attrs);
+    if let Some(a) = audit {
+        a.decision(decided.is_ok());
+    }
+    decided
+}
