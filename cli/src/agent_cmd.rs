@@ -64,7 +64,7 @@ enum ImageCommand {
 }
 
 /// Where containerd is.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ContainerdArgs {
     /// containerd's socket.
     #[arg(long, env = "CONTAINERD_ADDRESS", default_value = containerd::DEFAULT_ADDRESS)]
@@ -91,7 +91,7 @@ pub struct ContainerdArgs {
 }
 
 /// Options of a running agent.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Kubeconfig of the Corral API server (default `$CORRAL_HOME/kubeconfig`).
     #[arg(long, env = "CORRAL_AGENT_KUBECONFIG")]
@@ -418,10 +418,48 @@ pub async fn build_runtimes(
 }
 
 async fn run_agent(args: RunArgs) -> Result<()> {
-    let agent = start_agent(args, None).await?;
-    outln!("{}", agent.summary);
-    crate::server_cmd::wait_for_signal().await?;
-    agent.stop().await
+    let mut first = true;
+    loop {
+        let agent = start_agent(args.clone(), None).await?;
+        if std::mem::take(&mut first) {
+            outln!("{}", agent.summary);
+        }
+        tokio::select! {
+            signal = crate::server_cmd::wait_for_signal() => {
+                signal?;
+                return agent.stop().await;
+            }
+            () = renewal_due(&args) => {
+                // A client keeps the certificate it was made with: the agent
+                // starts again with the new one (its tasks keep running and
+                // are re-adopted).
+                tracing::info!("renewing this node's credential: restarting the agent");
+                agent.stop().await?;
+            }
+        }
+    }
+}
+
+/// Resolves when the node credential an agent joined with enters the last
+/// fifth of its life; never without `--bootstrap-kubeconfig`.
+async fn renewal_due(args: &RunArgs) {
+    let held = args.bootstrap_kubeconfig.as_ref().and_then(|_| {
+        let home = home_dir(args.home.clone()).ok()?;
+        let kubeconfig = args
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| home.join("kubeconfig"));
+        corral_node_agent::join::held(&kubeconfig)
+    });
+    let Some(held) = held else {
+        return std::future::pending().await;
+    };
+    // The agent joined (or renewed) as it started: a renewal that is due
+    // already failed then, and is tried again no sooner than this.
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(600);
+    let wait = corral_node_agent::join::renewal_at(&held).duration_since(jiff::Timestamp::now());
+    let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+    tokio::time::sleep(wait.max(RETRY)).await;
 }
 
 /// A started agent.
@@ -561,8 +599,24 @@ async fn join(kubeconfig: &Path, bootstrap: &Path, node: &str) -> Result<()> {
         .with_context(|| format!("reading {}", bootstrap.display()))?;
     let bootstrap_kc = kube::config::Kubeconfig::from_yaml(&text)
         .with_context(|| format!("reading {}", bootstrap.display()))?;
-    let client = client_from(bootstrap).await?;
-    let (cert, key) = join::request_certificate(&client, node).await?;
+    // A node renews with its own credential while it is valid (its
+    // bootstrap token may have been revoked since it joined).
+    let still_valid = join::held(kubeconfig)
+        .is_some_and(|h| h.not_after > jiff::Timestamp::now() + jiff::SignedDuration::from_mins(1));
+    let client = if still_valid {
+        client_from(kubeconfig).await?
+    } else {
+        client_from(bootstrap).await?
+    };
+    let (cert, key) = match join::request_certificate(&client, node).await {
+        Ok(issued) => issued,
+        // Renewing can wait while the credential lasts.
+        Err(e) if still_valid => {
+            tracing::warn!(error = %e, "renewing this node's credential failed; trying again later");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     join::write_kubeconfig(
         kubeconfig,
         &join::node_kubeconfig(&bootstrap_kc, node, &cert, &key),

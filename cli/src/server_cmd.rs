@@ -224,8 +224,16 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     let mut hosts = args.tls_sans.clone();
     hosts.push(args.listen.ip().to_string());
     let pki = Pki::load_or_create(&home.join("pki"), &hosts).context("preparing TLS material")?;
-    let tokens = Tokens::load(args.token_file.as_deref().unwrap_or(&pki.token_file))
-        .context("reading the token file")?;
+    // The generated admin token, and those of `--token-file` besides.
+    let mut tokens = Tokens::load(&pki.token_file).context("reading the token file")?;
+    if let Some(extra) = &args.token_file
+        && extra != &pki.token_file
+    {
+        tokens.extend(
+            Tokens::load(extra)
+                .with_context(|| format!("reading the token file {}", extra.display()))?,
+        );
+    }
     let tls = pki.server_config()?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -86,6 +86,11 @@ pub fn held(path: &Path) -> Option<Held> {
     })
 }
 
+/// When a credential is renewed: at the start of the last fifth of its life.
+pub fn renewal_at(held: &Held) -> jiff::Timestamp {
+    held.not_after - held.lifetime / 5
+}
+
 /// Whether the agent of node `node` should obtain a certificate into the
 /// kubeconfig at `path`: `Ok(true)` when there is none yet or node's own
 /// is in the last fifth of its life, `Ok(false)` when it has life left, and
@@ -96,9 +101,7 @@ pub fn needs_certificate(path: &Path, node: &str, now: jiff::Timestamp) -> Resul
         return Ok(true);
     }
     match held(path) {
-        Some(h) if h.user == format!("system:node:{node}") => {
-            Ok(h.not_after.duration_since(now) < h.lifetime / 5)
-        }
+        Some(h) if h.user == format!("system:node:{node}") => Ok(now >= renewal_at(&h)),
         _ => Err(file_error(
             path,
             format!(
@@ -241,6 +244,11 @@ mod tests {
         let later = |h| now + jiff::SignedDuration::from_hours(h);
         assert!(!needs_certificate(&path, "n1", later(79))?);
         assert!(needs_certificate(&path, "n1", later(81))?);
+        let h = held(&path).expect("a certificate");
+        assert_eq!(h.user, "system:node:n1");
+        // Certificates keep whole seconds.
+        let at = renewal_at(&h).duration_since(later(80)).as_secs_f64();
+        assert!(at.abs() < 1.0, "{at}");
         // Another node's credential, or the administrator's, is left alone.
         assert!(needs_certificate(&path, "n2", now).is_err());
         std::fs::write(

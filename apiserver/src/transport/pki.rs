@@ -425,6 +425,11 @@ impl Tokens {
         ))
     }
 
+    /// Adds another file's tokens (an earlier line wins a repeated token).
+    pub fn extend(&mut self, other: Tokens) {
+        self.0.extend(other.0);
+    }
+
     /// The user (and groups) a bearer token belongs to. Every entry is
     /// compared in constant time, so response times say nothing about how
     /// much of a guess was right.

@@ -436,3 +436,97 @@ fn the_audit_log_records_who_did_what_and_the_refusals() -> Result<()> {
     assert_eq!(std::fs::metadata(&log)?.permissions().mode() & 0o777, 0o600);
     Ok(())
 }
+
+#[test]
+fn an_agent_joins_with_a_bootstrap_token_and_runs_as_its_node() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("bootstrap.csv");
+    std::fs::write(
+        &tokens,
+        "bootstrap-e2e-token,system:bootstrap:fleet,fleet,\"system:bootstrappers\"\n",
+    )?;
+    let server = Server::start_with(&["--token-file", &s(&tokens)])?;
+    let admin = Kubectl::new(&server)?;
+    // The bootstrap kubeconfig: the cluster's, with the bootstrap token.
+    let admin_kc = std::fs::read_to_string(&server.kubeconfig)?;
+    let token_line = admin_kc
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .context("the admin kubeconfig's token")?;
+    let bootstrap = dir.path().join("bootstrap.kubeconfig");
+    std::fs::write(
+        &bootstrap,
+        admin_kc.replace(token_line, "    token: bootstrap-e2e-token"),
+    )?;
+    // The token itself reaches nothing else.
+    let refused =
+        Kubectl::with_kubeconfig(bootstrap.clone())?.run(&["get", "tasks.corral.dev", "-A"])?;
+    assert!(
+        refused.code != 0 && refused.stderr.contains("Forbidden"),
+        "{refused:?}"
+    );
+
+    let node_kc = dir.path().join("agent").join("node.kubeconfig");
+    let log = std::fs::File::create(dir.path().join("agent.log"))?;
+    let mut agent = std::process::Command::new(corral_bin()?)
+        .args([
+            "agent",
+            "--bootstrap-kubeconfig",
+            &s(&bootstrap),
+            "--kubeconfig",
+            &s(&node_kc),
+        ])
+        .args([
+            "--node-name",
+            "joined-1",
+            "--runtimes",
+            "simulated",
+            "--log-listen",
+            "none",
+        ])
+        .args([
+            "--resources",
+            "cpus=2,memory=4Gi,disk=10Gi",
+            "--home",
+            &s(dir.path()),
+        ])
+        .args(["--config-dir", &s(&dir.path().join("no-config"))])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        wait_for(
+            "the joined node to register",
+            Duration::from_secs(30),
+            || {
+                Ok(admin
+                    .run(&["get", "nodes.corral.dev", "joined-1", "-o", "name"])?
+                    .code
+                    == 0)
+            },
+        )?;
+        assert_eq!(
+            std::fs::metadata(&node_kc)?.permissions().mode() & 0o777,
+            0o600
+        );
+        let node = Kubectl::with_kubeconfig(node_kc.clone())?;
+        let me: Value = serde_json::from_str(&node.run(&["auth", "whoami", "-o", "json"])?.ok()?)?;
+        assert_eq!(me["status"]["userInfo"]["username"], "system:node:joined-1");
+        let text = std::fs::read_to_string(&node_kc)?;
+        assert!(
+            !text.contains("bootstrap-e2e-token"),
+            "the node's kubeconfig holds no token"
+        );
+        Ok(())
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if result.is_err() {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+        );
+    }
+    result
+}
