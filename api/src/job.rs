@@ -45,14 +45,51 @@ pub struct ContainerSpec {
     pub kill_grace_period_seconds: Option<u32>,
 }
 
-/// One environment variable.
+/// One environment variable: a value written in the spec, or one read
+/// when the task starts (a key of a Secret in the task's namespace), so
+/// that credentials stay out of specs every reader of the namespace sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Variable name.
     pub name: String,
     /// Its value.
     #[serde(default)]
     pub value: String,
+    /// Where its value comes from instead (with `value` empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// Where an environment variable's value is read from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    /// A key of a Secret in the task's namespace, read by the task's node
+    /// when it starts the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+}
+
+/// A key of a Secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// The Secret's name, in the task's namespace.
+    pub name: String,
+    /// The key in its `data`.
+    pub key: String,
+    /// When true, a missing Secret or key leaves the variable unset;
+    /// otherwise the task fails to start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
+
+impl EnvVar {
+    /// The Secret this variable is read from, if any.
+    pub fn secret(&self) -> Option<&SecretKeySelector> {
+        self.value_from.as_ref()?.secret_key_ref.as_ref()
+    }
 }
 
 /// How an attribute constraint compares a node's attribute.

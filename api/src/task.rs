@@ -329,6 +329,9 @@ pub enum FailureReason {
     LaunchFailed,
     /// No configured runtime supports its container spec.
     NoRuntime,
+    /// A Secret (or a key of one) its environment reads is missing, or
+    /// could not be read.
+    SecretUnavailable,
 }
 
 impl TaskStatus {

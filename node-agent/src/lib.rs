@@ -18,5 +18,6 @@ pub mod flags;
 pub mod join;
 pub mod logs;
 pub mod runtime;
+pub mod secrets;
 pub mod supervise;
 pub mod usage;

@@ -403,12 +403,20 @@ impl Supervisor {
         if let Some(uid) = launch.uid.clone() {
             self.uids.insert(key.to_owned(), uid);
         }
-        let (rt, tx, key) = (
+        let (rt, tx, key, client) = (
             self.runtimes[idx].clone(),
             self.events.clone(),
             key.to_owned(),
+            self.client.clone(),
         );
         tokio::spawn(async move {
+            let mut launch = launch;
+            let ns = key.split_once('/').map_or("", |(ns, _)| ns).to_owned();
+            if let Err(why) = crate::secrets::resolve(&client, &ns, &mut launch.container).await {
+                let ev = RuntimeEvent::failed(FailureReason::SecretUnavailable, why);
+                let _ = tx.send((key, ev)).await;
+                return;
+            }
             if let Err(e) = rt.start(launch, tx.clone()).await {
                 let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string());
                 let _ = tx.send((key, ev)).await;

@@ -142,6 +142,41 @@ fn job_rules_name_the_field_and_the_error() {
             T::Duplicate,
         ),
         (
+            "env with a value and a secret",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]),
+            "spec.container.env[0].valueFrom",
+            T::Invalid,
+        ),
+        (
+            "env from nothing",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {}}]),
+            "spec.container.env[0].valueFrom.secretKeyRef",
+            T::Required,
+        ),
+        (
+            "secret without a name",
+            |v| {
+                v["spec"]["container"]["env"] =
+                    json!([{"name": "A", "valueFrom": {"secretKeyRef": {"name": "", "key": "k"}}}])
+            },
+            "spec.container.env[0].valueFrom.secretKeyRef.name",
+            T::Required,
+        ),
+        (
+            "secret with a bad name",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"secretKeyRef": {"name": "../etc", "key": "k"}}}]),
+            "spec.container.env[0].valueFrom.secretKeyRef.name",
+            T::Invalid,
+        ),
+        (
+            "secret with a bad key",
+            |v| {
+                v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "a/b"}}}])
+            },
+            "spec.container.env[0].valueFrom.secretKeyRef.key",
+            T::Invalid,
+        ),
+        (
             "relative workingDir",
             |v| v["spec"]["container"]["workingDir"] = json!("tmp"),
             "spec.container.workingDir",

@@ -5,10 +5,11 @@
 //! A node reads and writes its own Node and its status, and its own Lease
 //! in `corral-node-lease`; lists and watches Tasks only with the field
 //! selector `spec.nodeName=NAME`; reads a Task and writes its status only
-//! while the watch cache has it bound there; records Events; renews its
-//! own certificate (`nodecertificaterequests` for its name). Nothing else:
-//! it creates no Task, changes no Task spec, reads no Secret, Job or other
-//! node's objects. What a request's body says (the name of a Node or Lease
+//! while the watch cache has it bound there; reads a Secret only while a
+//! task bound there reads it (`valueFrom.secretKeyRef`); records Events;
+//! renews its own certificate (`nodecertificaterequests` for its name).
+//! Nothing else: it creates no Task, changes no Task spec, reads no other
+//! Secret, no Job and no other node's objects. What a request's body says (the name of a Node or Lease
 //! it creates, the node a written Task is bound to in the store, the object
 //! an Event is about) is checked at admission by
 //! [`crate::storage::admission::node_restriction`], against the stored object.
@@ -19,6 +20,8 @@ use std::sync::Arc;
 
 use crate::kinds::catalog::Catalog;
 use crate::storage::cache::WatchCache;
+use serde_json::Value;
+
 use crate::transport::auth::{Attributes, Authorizer, Rules, User, node_of};
 
 /// The namespace of node Leases.
@@ -30,6 +33,8 @@ pub struct NodeAuthorizer {
     cache: Option<WatchCache>,
     /// `/registry/…/tasks/` keys start with this, then `NAMESPACE/NAME`.
     task_prefix: String,
+    /// The tasks' index in the cache.
+    tasks: Option<usize>,
 }
 
 impl NodeAuthorizer {
@@ -40,7 +45,26 @@ impl NodeAuthorizer {
             .find("corral.dev", "v1alpha1", "tasks")
             .map(|d| d.key_prefix(None))
             .unwrap_or_default();
-        Arc::new(NodeAuthorizer { cache, task_prefix })
+        let tasks = cache
+            .as_ref()
+            .and_then(|c| c.index_of("tasks", "corral.dev"));
+        Arc::new(NodeAuthorizer {
+            cache,
+            task_prefix,
+            tasks,
+        })
+    }
+
+    /// True when a task the cache has bound to `node` in `ns` reads
+    /// Secret `name`.
+    fn secret_used_here(&self, ns: Option<&str>, name: Option<&str>, node: &str) -> bool {
+        let (Some(cache), Some(index), Some(ns), Some(name)) = (&self.cache, self.tasks, ns, name)
+        else {
+            return false;
+        };
+        cache
+            .snapshot(index, Some(ns), Some(node))
+            .is_ok_and(|s| s.items.iter().any(|e| task_reads_secret(&e.value, name)))
     }
 
     /// True when the cache has task `ns/name` bound to `node`.
@@ -55,6 +79,16 @@ impl NodeAuthorizer {
             .get(&format!("{}{ns}/{name}", self.task_prefix))
             .is_some_and(|e| e.node.as_deref() == Some(node))
     }
+}
+
+/// True when task `task` (JSON) reads Secret `name` into its environment.
+pub fn task_reads_secret(task: &Value, name: &str) -> bool {
+    task["spec"]["container"]["env"]
+        .as_array()
+        .is_some_and(|env| {
+            env.iter()
+                .any(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str() == Some(name))
+        })
 }
 
 /// True when `selector` requires `field` to equal `value` (`f=v` or
@@ -80,9 +114,15 @@ fn one_of(verb: &str, verbs: &[&str]) -> bool {
     verbs.contains(&verb)
 }
 
-/// What node `node` may do, by the request alone (`bound` says whether the
-/// named task is bound to it).
-pub fn node_allows(node: &str, a: &Attributes, bound: impl FnOnce() -> bool) -> bool {
+/// What node `node` may do, by the request alone: `bound` says whether
+/// the named task is bound to it, `reads` whether a task bound to it reads
+/// the named Secret.
+pub fn node_allows(
+    node: &str,
+    a: &Attributes,
+    bound: impl FnOnce() -> bool,
+    reads: impl FnOnce() -> bool,
+) -> bool {
     let own = a.name.as_deref() == Some(node);
     let verb = a.verb.as_str();
     match (
@@ -120,6 +160,8 @@ pub fn node_allows(node: &str, a: &Attributes, bound: impl FnOnce() -> bool) -> 
             one_of(verb, &["get", "update", "patch"]) && bound()
         }
         ("" | "events.k8s.io", "events", None) => one_of(verb, &["create", "update", "patch"]),
+        // The Secrets its tasks read, one by one.
+        ("", "secrets", None) => verb == "get" && reads(),
         // Renewing its own certificate.
         ("corral.dev", crate::transport::node_certificates::PLURAL, None) => {
             verb == "create" && own
@@ -133,9 +175,13 @@ impl Authorizer for NodeAuthorizer {
         let Some(node) = node_of(user) else {
             return false;
         };
-        node_allows(node, attrs, || {
-            self.bound_here(attrs.namespace.as_deref(), attrs.name.as_deref(), node)
-        })
+        let (ns, name) = (attrs.namespace.as_deref(), attrs.name.as_deref());
+        node_allows(
+            node,
+            attrs,
+            || self.bound_here(ns, name, node),
+            || self.secret_used_here(ns, name, node),
+        )
     }
 
     fn rules(&self, user: &User, _namespace: &str) -> Option<Rules> {

@@ -187,7 +187,11 @@ fn a_node_reaches_its_own_objects_and_nothing_else() {
         ),
     ];
     for (a, bound, want) in cases {
-        assert_eq!(node_allows("n1", &a, || bound), want, "{a:?} bound={bound}");
+        assert_eq!(
+            node_allows("n1", &a, || bound, || false),
+            want,
+            "{a:?} bound={bound}"
+        );
     }
 }
 
@@ -232,4 +236,22 @@ fn only_node_credentials_get_an_opinion() {
         Some("t"),
     );
     assert!(!authz.allows(&node, &status));
+}
+
+#[test]
+fn a_node_reads_only_the_secrets_its_tasks_read() {
+    let get = |name: &str| attrs("get", "", "secrets", None, Some("a"), Some(name));
+    assert!(node_allows("n1", &get("db"), || false, || true));
+    assert!(!node_allows("n1", &get("db"), || false, || false));
+    let list = attrs("list", "", "secrets", None, Some("a"), None);
+    assert!(
+        !node_allows("n1", &list, || false, || true),
+        "one by one, never a list"
+    );
+    let task = serde_json::json!({"spec": {"container": {"env": [
+        {"name": "A", "value": "x"},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}}});
+    assert!(task_reads_secret(&task, "db"));
+    assert!(!task_reads_secret(&task, "other"));
+    assert!(!task_reads_secret(&serde_json::json!({"spec": {}}), "db"));
 }
