@@ -54,7 +54,7 @@ pub struct EnvVar {
     /// Variable name.
     pub name: String,
     /// Its value.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
     /// Where its value comes from instead (with `value` empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -57,6 +57,15 @@ async fn a_preferred_task_preempts_and_then_runs_where_its_victims_were() -> Res
             == 4)
     })
     .await?;
+    // The preferred tier runs only on a role granted a Quota.
+    Api::<corral_api::Quota>::all(h.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "analytics"}, "spec": {"role": "analytics"}}),
+            )?,
+        )
+        .await?;
     task(&tasks, "prod", "preferred", 2).await?;
     eventually("two victims to be preempted", || async {
         let list = tasks.list(&ListParams::default()).await?.items;

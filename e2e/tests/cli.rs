@@ -32,7 +32,7 @@ fn the_client_verbs_print_what_kubectl_users_expect() -> Result<()> {
             .contains("job.corral.dev/sparkie serverside-applied")
     );
     assert!(
-        r.stderr.contains("applied 19 of 19 objects"),
+        r.stderr.contains("applied 20 of 20 objects"),
         "{}",
         r.stderr
     );

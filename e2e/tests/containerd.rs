@@ -496,7 +496,7 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
     k.run_stdin(
         &["apply", "-f", "-"],
         &format!(
-            "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {{name: ops}}\nspec: {{weight: 1}}\n---\n{}",
+            "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata: {{name: ops}}\nspec: {{weight: 1}}\n---\napiVersion: corral.dev/v1alpha1\nkind: Quota\nmetadata: {{name: ops}}\nspec: {{role: ops}}\n---\n{}",
             job("idle", "preferred", "1", &burn_later)
         ),
     )?

@@ -174,7 +174,7 @@ fn the_talk_end_to_end_on_corral_up() -> Result<()> {
             "-f",
             &s(&examples().join("00-namespaces.yaml")),
             "-f",
-            &s(&examples().join("teams.yaml")),
+            &s(&examples().join("01-teams.yaml")),
         ])?
         .ok()?;
     assert!(

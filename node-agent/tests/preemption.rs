@@ -133,6 +133,15 @@ async fn scenario(nodes: usize) -> Result<()> {
     })
     .await?;
 
+    // The preferred tier runs only on a role granted a Quota.
+    quotas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "prod"}, "spec": {"role": "prod"}}),
+            )?,
+        )
+        .await?;
     job(
         &jobs,
         "prod",

@@ -37,6 +37,8 @@ pub enum FieldErrorType {
     TooMany,
     /// The field may not be set (here, or to this value).
     Forbidden,
+    /// The value names something that does not exist.
+    NotFound,
 }
 
 impl FieldErrorType {
@@ -50,6 +52,7 @@ impl FieldErrorType {
             FieldErrorType::TooLong => "FieldValueTooLong",
             FieldErrorType::TooMany => "FieldValueTooMany",
             FieldErrorType::Forbidden => "FieldValueForbidden",
+            FieldErrorType::NotFound => "FieldValueNotFound",
         }
     }
 
@@ -62,6 +65,7 @@ impl FieldErrorType {
             FieldErrorType::TooLong => "Too long",
             FieldErrorType::TooMany => "Too many",
             FieldErrorType::Forbidden => "Forbidden",
+            FieldErrorType::NotFound => "Not found",
         }
     }
 }

@@ -111,6 +111,21 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "alice running a job on team-b's role",
     );
     assert!(msg.contains("cannot use role \"team-b\""), "{msg}");
+    // The preferred (production) tier only on a role granted a Quota.
+    let mut prod = job_in("team-a", "prod")?;
+    prod.spec.tier = corral_api::Tier::Preferred;
+    let refused = jobs_a.create(&PostParams::default(), &prod).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("spec.tier")),
+        "{refused:?}"
+    );
+    Api::<Quota>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team-a"}, "spec": {"role": "team-a", "limit": {"cpus": 8}}}))?,
+        )
+        .await?;
+    jobs_a.create(&PostParams::default(), &prod).await?;
     // Her own job stays hers to change.
     jobs_a
         .patch(

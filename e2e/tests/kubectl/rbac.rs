@@ -185,7 +185,7 @@ fn as_member(k: &Kubectl, user: &str, group: &str, args: &[&str]) -> Result<corr
 #[test]
 fn teams_use_their_namespace_and_role_and_nothing_else() -> Result<()> {
     let (_server, k) = setup()?;
-    for f in ["teams.yaml", "access.yaml"] {
+    for f in ["01-teams.yaml", "access.yaml"] {
         apply_example(&k, f)?;
     }
     let alice = |args: &[&str]| as_member(&k, "alice", "analytics-team", args);

@@ -75,7 +75,7 @@ fn get_prints_tables_names_and_formats() -> Result<()> {
 #[test]
 fn describe_explain_and_diff_work() -> Result<()> {
     let (_server, k) = setup()?;
-    apply_example(&k, "teams.yaml")?;
+    apply_example(&k, "01-teams.yaml")?;
     apply_example(&k, "talk-adhoc-job.yaml")?;
     let described = k
         .run(&["describe", "job", "sparkie", "-n", "analytics"])?
@@ -119,7 +119,7 @@ fn describe_explain_and_diff_work() -> Result<()> {
 #[test]
 fn get_watch_delete_wait_see_the_changes() -> Result<()> {
     let (_server, k) = setup()?;
-    apply_example(&k, "teams.yaml")?;
+    apply_example(&k, "01-teams.yaml")?;
     let mut watch = k
         .command()
         .args([

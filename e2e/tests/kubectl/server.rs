@@ -8,7 +8,7 @@ fn the_server_stops_cleanly_on_sigterm_and_keeps_its_data() -> Result<()> {
     let home = tempfile::tempdir()?;
     let server = Server::start_in(home.path(), &[])?;
     let k = Kubectl::new(&server)?;
-    apply_example(&k, "teams.yaml")?;
+    apply_example(&k, "01-teams.yaml")?;
     // A watch open across the shutdown ends cleanly, at once: kubectl
     // prints what it saw and exits 0, and the server does not wait on it.
     let mut watch = k
@@ -156,7 +156,7 @@ fn server_and_simulated_agent_run_the_talks_job() -> Result<()> {
         wait_for("three simulated nodes", Duration::from_secs(30), || {
             Ok(k.run(&["get", "cn", "-o", "name"])?.stdout.lines().count() == 3)
         })?;
-        apply_example(&k, "teams.yaml")?;
+        apply_example(&k, "01-teams.yaml")?;
         let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?.replace(
             "  namespace: analytics\n",
             "  namespace: analytics\n  annotations: {corral.dev/simulate-duration: 300ms}\n",

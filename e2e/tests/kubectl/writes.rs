@@ -318,7 +318,7 @@ fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()>
         .ok()?;
     assert_eq!(prio, "9");
     // Migrating from client-side apply: kubectl rewrites managedFields itself.
-    let teams = s(&examples().join("teams.yaml"));
+    let teams = s(&examples().join("01-teams.yaml"));
     k.run(&["apply", "-f", &teams])?.ok()?;
     let migrated = k.run(&["apply", "--server-side", "-f", &teams])?.ok()?;
     assert!(

@@ -30,6 +30,7 @@ pub mod binding;
 mod delete;
 mod meta;
 mod read;
+pub mod roles;
 mod scale;
 mod write;
 

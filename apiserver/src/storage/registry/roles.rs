@@ -1,0 +1,87 @@
+//! A Job or Task runs in the `preferred` tier (the talk's production) only
+//! on a role an administrator granted production to: a role with a Quota
+//! (Aurora runs production jobs only within the quota granted to their
+//! role; the Quota's limit and guarantee then bound them). Preemption rights
+//! follow, since only `preferred` tasks preempt. Quotas are administrators'
+//! objects: no aggregated role grants them.
+//!
+//! Checked when a request sets or changes the role or the tier (the
+//! server's own writes carry no requester), so a Role or Quota removed later
+//! stops new work on it without touching what was admitted.
+
+use corral_api::validation::{FieldError, FieldErrorType};
+use serde_json::Value;
+
+use super::{Api, ListQuery, WriteOptions};
+use crate::error::ApiError;
+use crate::kinds::catalog::ResourceDesc;
+use crate::storage::objects::meta_str;
+
+fn refused(desc: &ResourceDesc, obj: &Value, error: FieldError) -> ApiError {
+    ApiError::Invalid {
+        kind: format!("{}.{}", desc.kind, desc.group),
+        name: meta_str(obj, "name").unwrap_or_default().to_owned(),
+        errors: vec![error],
+    }
+}
+
+/// True when `quota` (JSON) is `role`'s.
+pub fn is_quota_of(quota: &Value, role: &str) -> bool {
+    quota["spec"]["role"].as_str() == Some(role)
+}
+
+impl Api {
+    /// Admits the tier of Job or Task `next` over `old` (see the module
+    /// doc).
+    pub(super) async fn admit_role(
+        &self,
+        desc: &ResourceDesc,
+        next: &Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> Result<(), ApiError> {
+        if opts.requester.is_none()
+            || desc.group != "corral.dev"
+            || !matches!(desc.kind, "Job" | "Task")
+        {
+            return Ok(());
+        }
+        let Some(role) = next["spec"]["role"].as_str().filter(|r| !r.is_empty()) else {
+            // Validation reports a missing role.
+            return Ok(());
+        };
+        if next["spec"]["tier"].as_str() != Some("preferred") {
+            return Ok(());
+        }
+        // A Job's own tasks were admitted with it.
+        let owned_by_job = next["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|r| r["kind"] == "Job"));
+        if desc.kind == "Task" && owned_by_job {
+            return Ok(());
+        }
+        let changed = |field: &str| old.is_none_or(|o| o["spec"][field] != next["spec"][field]);
+        let quotas_desc = self
+            .registry
+            .find("corral.dev", "v1alpha1", "quotas")
+            .ok_or_else(|| ApiError::Internal("quotas are not registered".into()))?;
+        if changed("role") || changed("tier") {
+            let quotas = self.list(&quotas_desc, None, &ListQuery::default()).await?;
+            if !quotas.items.iter().any(|q| is_quota_of(&q.value, role)) {
+                return Err(refused(
+                    desc,
+                    next,
+                    FieldError {
+                        type_: FieldErrorType::Forbidden,
+                        field: "spec.tier".into(),
+                        value: Some("\"preferred\"".into()),
+                        detail: format!(
+                            "the preferred (production) tier runs only on a role an administrator granted a Quota: role {role:?} has none"
+                        ),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
