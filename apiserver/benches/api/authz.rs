@@ -141,7 +141,13 @@ pub fn run(create_us: Option<f64>) -> anyhow::Result<()> {
     match create_us {
         Some(c) => println!(
             "  share of one create's CPU ({c:.1} µs, phase 1): {:.2} % at worst (goal ≤ 5 %)",
-            100.0 * allowed_us.max(refused_us).max(other_us).max(admin_us).max(node_us) / c
+            100.0
+                * allowed_us
+                    .max(refused_us)
+                    .max(other_us)
+                    .max(admin_us)
+                    .max(node_us)
+                / c
         ),
         None => println!("  (run the create phase too for its share of a create's CPU)"),
     }
