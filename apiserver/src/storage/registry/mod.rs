@@ -30,8 +30,8 @@ pub mod binding;
 mod delete;
 mod meta;
 mod read;
-pub mod roles;
 mod scale;
+pub mod tiers;
 mod write;
 
 pub use meta::ensure_default_namespaces;

@@ -33,7 +33,7 @@ pub fn is_quota_of(quota: &Value, role: &str) -> bool {
 impl Api {
     /// Admits the tier of Job or Task `next` over `old` (see the module
     /// doc).
-    pub(super) async fn admit_role(
+    pub(super) async fn admit_tier(
         &self,
         desc: &ResourceDesc,
         next: &Value,
