@@ -96,14 +96,14 @@ impl Authn {
         if let Some((name, groups)) = token.and_then(|t| tokens.user(t)) {
             return Ok(User {
                 name: name.to_owned(),
-                groups: groups.to_vec(),
+                groups: with_authenticated(groups.to_vec()),
                 method: AuthMethod::Token,
             });
         }
         if let Some(id) = client_cert {
             return Ok(User {
                 name: id.common_name.clone(),
-                groups: id.organizations.clone(),
+                groups: with_authenticated(id.organizations.clone()),
                 method: AuthMethod::ClientCertificate,
             });
         }
@@ -129,6 +129,17 @@ pub struct Attributes {
     /// A list's or watch's `fieldSelector`, as sent (the Node authorizer
     /// lets a node list only the tasks bound to it).
     pub field_selector: Option<String>,
+}
+
+/// The group every authenticated caller is in (Kubernetes' name).
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+
+/// `groups` with [`AUTHENTICATED_GROUP`] added, as kube-apiserver adds it.
+pub fn with_authenticated(mut groups: Vec<String>) -> Vec<String> {
+    if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+        groups.push(AUTHENTICATED_GROUP.to_owned());
+    }
+    groups
 }
 
 /// The group every node's credential carries (Kubernetes' name).
@@ -180,6 +191,12 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     /// True when `user` may do `attrs`.
     fn allows(&self, user: &User, attrs: &Attributes) -> bool;
 
+    /// True when `user` may `verb` the path `path`, which names no resource
+    /// (discovery, OpenAPI, `/metrics`).
+    fn allows_path(&self, _user: &User, _verb: &str, _path: &str) -> bool {
+        false
+    }
+
     /// Every rule that applies to `user` in `namespace`, for `kubectl auth
     /// can-i --list`; `None` when this authorizer cannot list its rules
     /// (the review then says it is incomplete).
@@ -205,6 +222,10 @@ impl Authorizer for Chain {
         self.0.iter().any(|a| a.allows(user, attrs))
     }
 
+    fn allows_path(&self, user: &User, verb: &str, path: &str) -> bool {
+        self.0.iter().any(|a| a.allows_path(user, verb, path))
+    }
+
     fn rules(&self, user: &User, namespace: &str) -> Option<Rules> {
         let mut all = Rules::default();
         for a in &self.0 {
@@ -226,6 +247,10 @@ pub struct AllowAuthenticated;
 
 impl Authorizer for AllowAuthenticated {
     fn allows(&self, _user: &User, _attrs: &Attributes) -> bool {
+        true
+    }
+
+    fn allows_path(&self, _user: &User, _verb: &str, _path: &str) -> bool {
         true
     }
 
@@ -286,6 +311,10 @@ impl Authorizer for ReadOnly {
         matches!(a.verb.as_str(), "get" | "list" | "watch")
     }
 
+    fn allows_path(&self, _: &User, verb: &str, _: &str) -> bool {
+        verb == "get"
+    }
+
     fn rules(&self, _: &User, _: &str) -> Option<Rules> {
         Some(Rules {
             resources: vec![ResourceRule {
@@ -317,12 +346,22 @@ mod tests {
             .expect("token");
         assert_eq!(
             (alice.name.as_str(), alice.groups.clone()),
-            ("alice", vec!["devs".to_owned(), "ops".to_owned()])
+            (
+                "alice",
+                vec![
+                    "devs".to_owned(),
+                    "ops".to_owned(),
+                    AUTHENTICATED_GROUP.to_owned()
+                ]
+            )
         );
         let bob = authn
             .authenticate(Some("Bearer other"), None)
             .expect("token");
-        assert_eq!((bob.name.as_str(), bob.groups.len()), ("bob", 0));
+        assert_eq!(
+            (bob.name.as_str(), bob.groups.clone()),
+            ("bob", vec![AUTHENTICATED_GROUP.to_owned()])
+        );
         let id = CertIdentity {
             common_name: "carol".into(),
             organizations: vec!["system:masters".into()],
@@ -333,7 +372,7 @@ mod tests {
             (
                 "carol",
                 AuthMethod::ClientCertificate,
-                vec!["system:masters".to_owned()]
+                vec!["system:masters".to_owned(), AUTHENTICATED_GROUP.to_owned()]
             )
         );
         for wrong in [

@@ -74,9 +74,10 @@ pub fn effective_user(
     for g in &groups {
         may(authz, &caller, "groups", g)?;
     }
+    // As kube-apiserver: the user impersonated is authenticated too.
     Ok(User {
         name: target,
-        groups,
+        groups: crate::transport::auth::with_authenticated(groups),
         method: caller.method,
     })
 }
@@ -138,7 +139,14 @@ mod tests {
         .expect("allowed");
         assert_eq!(
             (as_alice.name.as_str(), as_alice.groups.clone()),
-            ("alice", vec!["team-a".to_owned(), "ops".to_owned()])
+            (
+                "alice",
+                vec![
+                    "team-a".to_owned(),
+                    "ops".to_owned(),
+                    "system:authenticated".to_owned()
+                ]
+            )
         );
         // sam may be alice, without groups; not bob, and not alice in a group.
         assert_eq!(

@@ -216,12 +216,24 @@ fn access(
                 )})
             })
         }
-        // Discovery, /version, /healthz and the OpenAPI documents are open
-        // to every authenticated caller.
-        (None, Some(_)) => Ok(json!({
-            "allowed": true,
-            "reason": "non-resource URLs are open to every authenticated user"
-        })),
+        (None, Some(n)) => {
+            let (verb, path) = (
+                string(n, "verb").unwrap_or_default(),
+                string(n, "path").unwrap_or_default(),
+            );
+            if verb.is_empty() || path.is_empty() {
+                return Err(invalid(
+                    review,
+                    "spec.nonResourceAttributes",
+                    "a verb and a path are required",
+                ));
+            }
+            Ok(if authz.allows_path(user, &verb, &path) {
+                json!({"allowed": true})
+            } else {
+                json!({"allowed": false, "reason": format!("user {:?} may not {verb} path {path}", user.name)})
+            })
+        }
         _ => Err(invalid(
             review,
             "spec",

@@ -111,6 +111,25 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "alice running a job on team-b's role",
     );
     assert!(msg.contains("cannot use role \"team-b\""), "{msg}");
+    // Discovery is every caller's; the metrics are the monitors'.
+    let get = |path: &'static str| {
+        let alice = alice.clone();
+        async move {
+            alice
+                .request_text(http::Request::get(path).body(Vec::new())?)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    get("/apis").await?;
+    get("/openapi/v3").await?;
+    let metrics = get("/metrics").await;
+    assert!(
+        metrics
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("cannot get path \"/metrics\"")),
+        "{metrics:?}"
+    );
     // The preferred (production) tier only on a role granted a Quota.
     let mut prod = job_in("team-a", "prod")?;
     prod.spec.tier = corral_api::Tier::Preferred;

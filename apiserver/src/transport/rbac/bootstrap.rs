@@ -159,6 +159,19 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}]),
         ),
+        // Discovery and the OpenAPI documents, for every authenticated
+        // caller (as kube-apiserver's system:discovery).
+        cluster_role(
+            "system:discovery",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version", "/version/", "/healthz", "/livez", "/readyz"], "verbs": ["get"]}]),
+        ),
+        // The metrics, for monitoring systems (group system:monitoring).
+        cluster_role(
+            "system:monitoring",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([{"nonResourceURLs": ["/metrics", "/healthz", "/livez", "/readyz"], "verbs": ["get"]}]),
+        ),
         // For components that authorize their own clients through the API
         // server (Kubernetes' name for it).
         cluster_role(
@@ -170,6 +183,16 @@ pub fn objects() -> Vec<Value> {
             "cluster-admin",
             "cluster-admin",
             crate::transport::rbac::MASTERS,
+        ),
+        binding(
+            "system:discovery",
+            "system:discovery",
+            crate::transport::auth::AUTHENTICATED_GROUP,
+        ),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            "system:monitoring",
         ),
         binding_of(SCHEDULER, SCHEDULER, "User", SCHEDULER),
         binding_of(

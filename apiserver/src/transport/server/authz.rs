@@ -2,9 +2,10 @@
 //! server's authorizer from its attributes (403 in kube-apiserver's words
 //! otherwise), and the audit record learns what was asked and decided. The
 //! kinds answered without being stored decide for themselves, from their
-//! bodies (a node asks a certificate for the node its body names); other
-//! paths (discovery, OpenAPI, health, metrics) are open to every
-//! authenticated caller.
+//! bodies (a node asks a certificate for the node its body names); any other
+//! path (discovery, OpenAPI, `/metrics`) is decided by its verb and path,
+//! as RBAC's `nonResourceURLs` say (the bootstrap `system:discovery` lets
+//! every authenticated caller read discovery and OpenAPI).
 
 use super::Shared;
 use super::request_info::{RequestInfo, Target};
@@ -20,7 +21,19 @@ pub(super) fn authorize(
     audit: Option<&Record>,
 ) -> Result<(), ApiError> {
     let Some(attrs) = info.attributes() else {
-        return Ok(());
+        let verb = info.verb();
+        let allowed = sec.authz.allows_path(user, &verb, &info.path);
+        if let Some(a) = audit {
+            a.decision(allowed);
+        }
+        return if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "forbidden: User \"{}\" cannot {verb} path \"{}\"",
+                user.name, info.path
+            )))
+        };
     };
     if let Some(a) = audit {
         a.attributes(&attrs);
