@@ -268,10 +268,11 @@ impl ResourceDesc {
 /// Every kind served, looked up by group/version/plural.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    /// The kinds with objects of their own in the store.
-    resources: Vec<Arc<ResourceDesc>>,
+    /// The kinds with objects of their own in the store (shared: every
+    /// request's `Api` carries the catalog, and clones it for nothing).
+    resources: Arc<[Arc<ResourceDesc>]>,
     /// The kinds served as views of stored ones.
-    views: Vec<Arc<ResourceDesc>>,
+    views: Arc<[Arc<ResourceDesc>]>,
 }
 
 /// An OpenAPI v3 schema for `T`, with every sub-schema inlined.
@@ -614,8 +615,8 @@ impl Catalog {
             .cloned()
             .expect("core events are registered above");
         Catalog {
-            resources,
-            views: vec![Arc::new(crate::kinds::events_v1::resource(core_events))],
+            resources: resources.into(),
+            views: vec![Arc::new(crate::kinds::events_v1::resource(core_events))].into(),
         }
     }
 
@@ -627,7 +628,7 @@ impl Catalog {
 
     /// Every resource served: the stored ones, then the views.
     pub fn served(&self) -> impl Iterator<Item = &Arc<ResourceDesc>> {
-        self.resources.iter().chain(&self.views)
+        self.resources.iter().chain(self.views.iter())
     }
 
     /// The resource at `group/version/plural`.
