@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use crate::kinds::catalog::Catalog;
+use crate::kinds::catalog::{Catalog, ResourceDesc};
 use crate::storage::cache::WatchCache;
 use serde_json::Value;
 
@@ -31,8 +31,8 @@ pub use corral_api::node::NODE_LEASE_NAMESPACE as LEASE_NAMESPACE;
 #[derive(Debug, Clone)]
 pub struct NodeAuthorizer {
     cache: Option<WatchCache>,
-    /// `/registry/…/tasks/` keys start with this, then `NAMESPACE/NAME`.
-    task_prefix: String,
+    /// The Task kind, whose objects the cache is asked about.
+    task_desc: Option<Arc<ResourceDesc>>,
     /// The tasks' index in the cache.
     tasks: Option<usize>,
 }
@@ -41,16 +41,13 @@ impl NodeAuthorizer {
     /// An authorizer that looks tasks up in `cache` (without one, a node
     /// reads and writes no single task: it still lists its own).
     pub fn new(cache: Option<WatchCache>, registry: &Catalog) -> Arc<Self> {
-        let task_prefix = registry
-            .find("corral.dev", "v1alpha1", "tasks")
-            .map(|d| d.key_prefix(None))
-            .unwrap_or_default();
+        let task_desc = registry.find("corral.dev", "v1alpha1", "tasks");
         let tasks = cache
             .as_ref()
             .and_then(|c| c.index_of("tasks", "corral.dev"));
         Arc::new(NodeAuthorizer {
             cache,
-            task_prefix,
+            task_desc,
             tasks,
         })
     }
@@ -69,15 +66,17 @@ impl NodeAuthorizer {
 
     /// True when the cache has task `ns/name` bound to `node`.
     fn bound_here(&self, ns: Option<&str>, name: Option<&str>, node: &str) -> bool {
-        let (Some(cache), Some(ns), Some(name)) = (&self.cache, ns, name) else {
+        let (Some(ns), Some(name)) = (ns, name) else {
             return false;
         };
-        if self.task_prefix.is_empty() {
-            return false;
-        }
-        cache
-            .get(&format!("{}{ns}/{name}", self.task_prefix))
-            .is_some_and(|e| e.node.as_deref() == Some(node))
+        crate::storage::admission::node_restriction::cached_task_node(
+            self.cache.as_ref(),
+            self.task_desc.as_deref(),
+            ns,
+            name,
+        )
+        .as_deref()
+            == Some(node)
     }
 }
 

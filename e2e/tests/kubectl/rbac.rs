@@ -268,28 +268,35 @@ fn teams_use_their_namespace_and_role_and_nothing_else() -> Result<()> {
     Ok(())
 }
 
+/// `corral credentials ARGS --out OUT` against `server`'s home.
+fn issue_credentials(server: &Server, args: &[&str], out: &std::path::Path) -> Result<()> {
+    let issued = std::process::Command::new(corral_bin()?)
+        .arg("credentials")
+        .args(args)
+        .args(["--out", &s(out), "--home", &s(&server.home)])
+        .output()?;
+    anyhow::ensure!(issued.status.success(), "{issued:?}");
+    Ok(())
+}
+
+/// Who `k`'s kubeconfig is, as `kubectl auth whoami` says.
+fn username(k: &Kubectl) -> Result<String> {
+    let me: Value = serde_json::from_str(&k.run(&["auth", "whoami", "-o", "json"])?.ok()?)?;
+    Ok(me["status"]["userInfo"]["username"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
 #[test]
 fn a_node_credential_reaches_only_its_node() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let (server, admin) = setup()?;
     let n1 = server.home.join("n1.kubeconfig");
-    let issued = std::process::Command::new(corral_bin()?)
-        .args([
-            "credentials",
-            "node",
-            "n1",
-            "--out",
-            &s(&n1),
-            "--home",
-            &s(&server.home),
-        ])
-        .output()?;
-    assert!(issued.status.success(), "{issued:?}");
+    issue_credentials(&server, &["node", "n1"], &n1)?;
     assert_eq!(std::fs::metadata(&n1)?.permissions().mode() & 0o777, 0o600);
     let node = Kubectl::with_kubeconfig(n1)?;
-    let me = node.run(&["auth", "whoami", "-o", "json"])?.ok()?;
-    let me: Value = serde_json::from_str(&me)?;
-    assert_eq!(me["status"]["userInfo"]["username"], "system:node:n1");
+    assert_eq!(username(&node)?, "system:node:n1");
     let can = |what: &str| -> Result<String> {
         let out = node.run(&["auth", "can-i", "patch", what])?.stdout;
         Ok(out.split_whitespace().next().unwrap_or_default().to_owned())
@@ -367,20 +374,11 @@ fn the_audit_log_records_who_did_what_and_the_refusals() -> Result<()> {
     let admin = Kubectl::new(&server)?;
     admin.run_stdin(&["apply", "-f", "-"], NAMESPACES)?.ok()?;
     let alice_kc = dir.path().join("alice.kubeconfig");
-    let issued = std::process::Command::new(corral_bin()?)
-        .args([
-            "credentials",
-            "user",
-            "alice",
-            "--group",
-            "analytics-team",
-            "--out",
-            &s(&alice_kc),
-            "--home",
-            &s(&server.home),
-        ])
-        .output()?;
-    assert!(issued.status.success(), "{issued:?}");
+    issue_credentials(
+        &server,
+        &["user", "alice", "--group", "analytics-team"],
+        &alice_kc,
+    )?;
     let alice = Kubectl::with_kubeconfig(alice_kc)?;
     let refused = alice.run(&["-n", "analytics", "get", "jobs.corral.dev"])?;
     assert!(
@@ -511,8 +509,7 @@ fn an_agent_joins_with_a_bootstrap_token_and_runs_as_its_node() -> Result<()> {
             0o600
         );
         let node = Kubectl::with_kubeconfig(node_kc.clone())?;
-        let me: Value = serde_json::from_str(&node.run(&["auth", "whoami", "-o", "json"])?.ok()?)?;
-        assert_eq!(me["status"]["userInfo"]["username"], "system:node:joined-1");
+        assert_eq!(username(&node)?, "system:node:joined-1");
         let text = std::fs::read_to_string(&node_kc)?;
         assert!(
             !text.contains("bootstrap-e2e-token"),

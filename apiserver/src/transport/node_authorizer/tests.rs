@@ -1,23 +1,5 @@
 use super::*;
-
-fn attrs(
-    verb: &str,
-    group: &str,
-    resource: &str,
-    sub: Option<&str>,
-    ns: Option<&str>,
-    name: Option<&str>,
-) -> Attributes {
-    Attributes {
-        verb: verb.into(),
-        group: group.into(),
-        resource: resource.into(),
-        subresource: sub.map(str::to_owned),
-        namespace: ns.map(str::to_owned),
-        name: name.map(str::to_owned),
-        field_selector: None,
-    }
-}
+use crate::transport::rbac::tests::attrs;
 
 fn selected(mut a: Attributes, selector: &str) -> Attributes {
     a.field_selector = Some(selector.into());

@@ -17,7 +17,7 @@ pub(super) fn user(name: &str, groups: &[&str]) -> User {
     }
 }
 
-pub(super) fn attrs(
+pub(crate) fn attrs(
     verb: &str,
     group: &str,
     resource: &str,

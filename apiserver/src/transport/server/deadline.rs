@@ -13,7 +13,7 @@ use http::Response;
 use http_body_util::{BodyExt, StreamBody};
 
 use super::auditing::{audited, audited_error, audited_stream};
-use super::query::{self, Query};
+use super::query;
 use super::request_info::RequestInfo;
 use super::respond::Body;
 use crate::error::ApiError;
@@ -66,7 +66,7 @@ where
             Err(e) => audited_error(&e, audit),
         };
     }
-    let limit = match query::deadline(&Query::parse(info.query.as_deref()), request_timeout) {
+    let limit = match query::deadline(info.params(), request_timeout) {
         Ok(limit) => limit,
         Err(e) => return audited_error(&e, audit),
     };

@@ -42,7 +42,7 @@ fn decode_component(s: &str) -> String {
 }
 
 /// The query parameters of a request.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Query(Vec<(String, String)>);
 
 impl Query {

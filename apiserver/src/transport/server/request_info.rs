@@ -85,8 +85,8 @@ pub struct RequestInfo {
     pub method: Method,
     /// The path without its trailing `/` (`/` for the root).
     pub path: String,
-    /// The query string.
-    pub query: Option<String>,
+    /// The query's parameters, decoded once.
+    params: Query,
     /// `?watch=true` (or `1`).
     pub watch: bool,
     /// The body is a server-side apply patch.
@@ -183,14 +183,20 @@ impl RequestInfo {
             },
             _ => resource(registry, &segs).map_or(Target::NonResource, Target::Resource),
         };
+        let params = Query::parse(query);
         RequestInfo {
             method: method.clone(),
             path: path.to_owned(),
-            query: query.map(str::to_owned),
-            watch: Query::parse(query).flag("watch"),
+            watch: params.flag("watch"),
+            params,
             apply,
             target,
         }
+    }
+
+    /// The query's parameters.
+    pub(super) fn params(&self) -> &Query {
+        &self.params
     }
 
     /// The path's segments (`["apis", "corral.dev", …]`).
@@ -244,9 +250,7 @@ impl RequestInfo {
                 subresource: t.sub.map(|s| s.name().to_owned()),
                 namespace: t.namespace.clone(),
                 name: t.name.clone(),
-                field_selector: Query::parse(self.query.as_deref())
-                    .get("fieldSelector")
-                    .map(str::to_owned),
+                field_selector: self.params.get("fieldSelector").map(str::to_owned),
             }),
             Target::Virtual { group, plural, .. } => Some(Attributes {
                 verb,
