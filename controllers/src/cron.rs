@@ -8,8 +8,10 @@
 //! `<job>-<minutes since the epoch>-<instance>` and created by name, so a tick
 //! creates exactly one run even if the controller restarts (or two run) in
 //! between. Status keeps `lastScheduleTime` and the started / cancelled /
-//! missed counters; finished runs beyond `historyLimit` are deleted. The
-//! controller requeues itself for the next tick.
+//! missed counters, written with the resourceVersion the pass read, so a pass
+//! on a stale copy of the job conflicts and retries instead of counting a tick
+//! twice; finished runs beyond `historyLimit` are deleted. The controller
+//! requeues itself for the next tick.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -182,14 +184,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
             _ => true,
         };
         if start {
-            let mut created = false;
+            // The tick is after the last one recorded, so its run is counted
+            // here whether this pass created its tasks or an earlier pass did
+            // and stopped before recording the tick.
             for instance in 0..job.spec.instances.max(1) {
                 match tasks
                     .create(&PostParams::default(), &run_task(&job, &run, instance)?)
                     .await
                 {
                     Ok(task) => {
-                        created = true;
                         crate::jobs::record_pending(
                             &tasks,
                             &task,
@@ -201,9 +204,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
                     Err(e) => return Err(e.into()),
                 }
             }
-            if created {
-                counters.runs_started += 1;
-            }
+            counters.runs_started += 1;
             runs.insert(run, true);
         }
     }
@@ -228,7 +229,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
     jobs.patch_status(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"cron": counters}})),
+        &Patch::Merge(json!({
+            "metadata": {"resourceVersion": job.metadata.resource_version},
+            "status": {"cron": counters},
+        })),
     )
     .await?;
     Ok(match plan.next {

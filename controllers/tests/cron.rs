@@ -61,8 +61,15 @@ async fn each_tick_runs_once_even_across_a_restart() -> Result<()> {
         clock.clone(),
         stop_rx,
     ));
-    eventually("the first run", || async {
-        Ok(runs(&tasks, "nightly").await?.len() == 1)
+    // The run's task is created before the tick is recorded in the Job's status.
+    eventually("the first run, recorded", || async {
+        let recorded = jobs
+            .get("nightly")
+            .await?
+            .status
+            .and_then(|s| s.cron)
+            .is_some_and(|c| c.runs_started > 0);
+        Ok(recorded && runs(&tasks, "nightly").await?.len() == 1)
     })
     .await?;
     let st = jobs
