@@ -4,8 +4,8 @@
 //! Secret and Event, coordination/v1 Lease, the rbac/v1 kinds (`rbac.rs`),
 //! and meta/v1 DeleteOptions (Helm
 //! 3.17 and kubectl 1.32 use them). The body is the magic `k8s\0` followed by
-//! a `runtime.Unknown` envelope. Messages are declared here for just these
-//! kinds, with the field numbers of Kubernetes' `generated.proto`, and turned
+//! a `runtime.Unknown` envelope. The messages are the kube-rs project's
+//! `k8s-pb` bindings of Kubernetes' `generated.proto`; this module turns them
 //! into the same JSON a JSON client would have sent.
 
 use std::collections::BTreeMap;
@@ -20,336 +20,17 @@ use crate::error::ApiError;
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 const MAGIC: &[u8] = b"k8s\0";
 
-#[derive(Clone, PartialEq, Message)]
-struct TypeMeta {
-    #[prost(string, optional, tag = "1")]
-    api_version: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    kind: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Unknown {
-    #[prost(message, optional, tag = "1")]
-    type_meta: Option<TypeMeta>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    raw: Option<Vec<u8>>,
-    #[prost(string, optional, tag = "3")]
-    content_encoding: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    content_type: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Time {
-    #[prost(int64, optional, tag = "1")]
-    seconds: Option<i64>,
-    #[prost(int32, optional, tag = "2")]
-    nanos: Option<i32>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct OwnerReference {
-    #[prost(string, optional, tag = "1")]
-    kind: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    api_version: Option<String>,
-    #[prost(bool, optional, tag = "6")]
-    controller: Option<bool>,
-    #[prost(bool, optional, tag = "7")]
-    block_owner_deletion: Option<bool>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ObjectMeta {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    generate_name: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    namespace: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    resource_version: Option<String>,
-    #[prost(int64, optional, tag = "7")]
-    generation: Option<i64>,
-    #[prost(btree_map = "string, string", tag = "11")]
-    labels: BTreeMap<String, String>,
-    #[prost(btree_map = "string, string", tag = "12")]
-    annotations: BTreeMap<String, String>,
-    #[prost(message, repeated, tag = "13")]
-    owner_references: Vec<OwnerReference>,
-    #[prost(string, repeated, tag = "14")]
-    finalizers: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ConfigMap {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(btree_map = "string, string", tag = "2")]
-    data: BTreeMap<String, String>,
-    #[prost(btree_map = "string, bytes", tag = "3")]
-    binary_data: BTreeMap<String, Vec<u8>>,
-    #[prost(bool, optional, tag = "4")]
-    immutable: Option<bool>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Secret {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(btree_map = "string, bytes", tag = "2")]
-    data: BTreeMap<String, Vec<u8>>,
-    #[prost(string, optional, tag = "3")]
-    type_: Option<String>,
-    #[prost(btree_map = "string, string", tag = "4")]
-    string_data: BTreeMap<String, String>,
-    #[prost(bool, optional, tag = "5")]
-    immutable: Option<bool>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ResourceAttributes {
-    #[prost(string, optional, tag = "1")]
-    namespace: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    verb: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    group: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    version: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    resource: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    subresource: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct NonResourceAttributes {
-    #[prost(string, optional, tag = "1")]
-    path: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    verb: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct SelfSubjectAccessReviewSpec {
-    #[prost(message, optional, tag = "1")]
-    resource_attributes: Option<ResourceAttributes>,
-    #[prost(message, optional, tag = "2")]
-    non_resource_attributes: Option<NonResourceAttributes>,
-    /// SubjectAccessReview only: whom it asks about (the same message
-    /// otherwise, with the same field numbers).
-    #[prost(string, optional, tag = "3")]
-    user: Option<String>,
-    #[prost(string, repeated, tag = "4")]
-    groups: Vec<String>,
-}
-
-/// authorization.k8s.io/v1 (`kubectl auth can-i`); its status is the answer.
-#[derive(Clone, PartialEq, Message)]
-struct SelfSubjectAccessReview {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    spec: Option<SelfSubjectAccessReviewSpec>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct SelfSubjectRulesReviewSpec {
-    #[prost(string, optional, tag = "1")]
-    namespace: Option<String>,
-}
-
-/// authorization.k8s.io/v1 (`kubectl auth can-i --list`).
-#[derive(Clone, PartialEq, Message)]
-struct SelfSubjectRulesReview {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    spec: Option<SelfSubjectRulesReviewSpec>,
-}
-
-/// authentication.k8s.io/v1 (`kubectl auth whoami`): nothing but metadata.
-#[derive(Clone, PartialEq, Message)]
-struct SelfSubjectReview {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct NamespaceSpec {
-    #[prost(string, repeated, tag = "1")]
-    finalizers: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Namespace {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    spec: Option<NamespaceSpec>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ObjectReference {
-    #[prost(string, optional, tag = "1")]
-    kind: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    namespace: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    api_version: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    resource_version: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    field_path: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct EventSource {
-    #[prost(string, optional, tag = "1")]
-    component: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    host: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Event {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    involved_object: Option<ObjectReference>,
-    #[prost(string, optional, tag = "3")]
-    reason: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    message: Option<String>,
-    #[prost(message, optional, tag = "5")]
-    source: Option<EventSource>,
-    #[prost(message, optional, tag = "6")]
-    first_timestamp: Option<Time>,
-    #[prost(message, optional, tag = "7")]
-    last_timestamp: Option<Time>,
-    #[prost(int32, optional, tag = "8")]
-    count: Option<i32>,
-    #[prost(string, optional, tag = "9")]
-    type_: Option<String>,
-    #[prost(message, optional, tag = "10")]
-    event_time: Option<Time>,
-    #[prost(message, optional, tag = "11")]
-    series: Option<EventSeries>,
-    #[prost(string, optional, tag = "12")]
-    action: Option<String>,
-    #[prost(message, optional, tag = "13")]
-    related: Option<ObjectReference>,
-    #[prost(string, optional, tag = "14")]
-    reporting_component: Option<String>,
-    #[prost(string, optional, tag = "15")]
-    reporting_instance: Option<String>,
-}
-
-/// core/v1 and events.k8s.io/v1 `EventSeries` (the same fields and tags).
-#[derive(Clone, PartialEq, Message)]
-struct EventSeries {
-    #[prost(int32, optional, tag = "1")]
-    count: Option<i32>,
-    #[prost(message, optional, tag = "2")]
-    last_observed_time: Option<Time>,
-}
-
-/// events.k8s.io/v1 `Event`.
-#[derive(Clone, PartialEq, Message)]
-struct EventV1 {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    event_time: Option<Time>,
-    #[prost(message, optional, tag = "3")]
-    series: Option<EventSeries>,
-    #[prost(string, optional, tag = "4")]
-    reporting_controller: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    reporting_instance: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    action: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    reason: Option<String>,
-    #[prost(message, optional, tag = "8")]
-    regarding: Option<ObjectReference>,
-    #[prost(message, optional, tag = "9")]
-    related: Option<ObjectReference>,
-    #[prost(string, optional, tag = "10")]
-    note: Option<String>,
-    #[prost(string, optional, tag = "11")]
-    type_: Option<String>,
-    #[prost(message, optional, tag = "12")]
-    deprecated_source: Option<EventSource>,
-    #[prost(message, optional, tag = "13")]
-    deprecated_first_timestamp: Option<Time>,
-    #[prost(message, optional, tag = "14")]
-    deprecated_last_timestamp: Option<Time>,
-    #[prost(int32, optional, tag = "15")]
-    deprecated_count: Option<i32>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct LeaseSpec {
-    #[prost(string, optional, tag = "1")]
-    holder_identity: Option<String>,
-    #[prost(int32, optional, tag = "2")]
-    lease_duration_seconds: Option<i32>,
-    #[prost(message, optional, tag = "3")]
-    acquire_time: Option<Time>,
-    #[prost(message, optional, tag = "4")]
-    renew_time: Option<Time>,
-    #[prost(int32, optional, tag = "5")]
-    lease_transitions: Option<i32>,
-    #[prost(string, optional, tag = "6")]
-    strategy: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    preferred_holder: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Lease {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, optional, tag = "2")]
-    spec: Option<LeaseSpec>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Preconditions {
-    #[prost(string, optional, tag = "1")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    resource_version: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct DeleteOptions {
-    #[prost(int64, optional, tag = "1")]
-    grace_period_seconds: Option<i64>,
-    #[prost(message, optional, tag = "2")]
-    preconditions: Option<Preconditions>,
-    #[prost(bool, optional, tag = "3")]
-    orphan_dependents: Option<bool>,
-    #[prost(string, optional, tag = "4")]
-    propagation_policy: Option<String>,
-    #[prost(string, repeated, tag = "5")]
-    dry_run: Vec<String>,
-}
+use k8s_pb::api::authentication::v1::SelfSubjectReview;
+use k8s_pb::api::authorization::v1::{
+    SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
+};
+use k8s_pb::api::coordination::v1::Lease;
+use k8s_pb::api::core::v1::{
+    ConfigMap, Event, EventSeries, EventSource, Namespace, ObjectReference, Secret,
+};
+use k8s_pb::api::events::v1::{Event as EventV1, EventSeries as EventSeriesV1};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::{DeleteOptions, MicroTime, ObjectMeta, Time};
+use k8s_pb::apimachinery::pkg::runtime::Unknown;
 
 /// Sets `key` when `v` is present.
 fn put(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
@@ -382,25 +63,34 @@ fn source(src: &EventSource) -> Value {
     Value::Object(o)
 }
 
-fn series(sr: &EventSeries) -> Value {
+/// An event series (core/v1 and events.k8s.io/v1 declare the same fields).
+fn series(count: Option<i32>, last_observed: &Option<MicroTime>) -> Value {
     let mut o = Map::new();
-    put(&mut o, "count", sr.count.map(|n| json!(n)));
-    put(
-        &mut o,
-        "lastObservedTime",
-        time(&sr.last_observed_time, true),
-    );
+    put(&mut o, "count", count.map(|n| json!(n)));
+    put(&mut o, "lastObservedTime", micro_time(last_observed));
     Value::Object(o)
 }
 
-fn time(t: &Option<Time>, micro: bool) -> Option<Value> {
+fn core_series(sr: &EventSeries) -> Value {
+    series(sr.count, &sr.last_observed_time)
+}
+
+fn events_series(sr: &EventSeriesV1) -> Value {
+    series(sr.count, &sr.last_observed_time)
+}
+
+/// A meta/v1 `Time`: RFC 3339 to the second.
+fn time(t: &Option<Time>) -> Option<Value> {
     let t = t.as_ref()?;
     let ts = jiff::Timestamp::new(t.seconds.unwrap_or(0), t.nanos.unwrap_or(0)).ok()?;
-    Some(json!(if micro {
-        ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-    } else {
-        ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    }))
+    Some(json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
+}
+
+/// A meta/v1 `MicroTime`: RFC 3339 to the microsecond.
+fn micro_time(t: &Option<MicroTime>) -> Option<Value> {
+    let t = t.as_ref()?;
+    let ts = jiff::Timestamp::new(t.seconds.unwrap_or(0), t.nanos.unwrap_or(0)).ok()?;
+    Some(json!(ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
 }
 
 fn string_map(m: &BTreeMap<String, String>) -> Option<Value> {
@@ -461,6 +151,31 @@ fn meta(m: &Option<ObjectMeta>) -> Value {
     Value::Object(out)
 }
 
+/// The attributes an access review asks about, shared by its two kinds.
+fn access_attributes(
+    spec: &mut Map<String, Value>,
+    resource: Option<&k8s_pb::api::authorization::v1::ResourceAttributes>,
+    non_resource: Option<&k8s_pb::api::authorization::v1::NonResourceAttributes>,
+) {
+    if let Some(r) = resource {
+        let mut o = Map::new();
+        put(&mut o, "namespace", s(&r.namespace));
+        put(&mut o, "verb", s(&r.verb));
+        put(&mut o, "group", s(&r.group));
+        put(&mut o, "version", s(&r.version));
+        put(&mut o, "resource", s(&r.resource));
+        put(&mut o, "subresource", s(&r.subresource));
+        put(&mut o, "name", s(&r.name));
+        spec.insert("resourceAttributes".into(), Value::Object(o));
+    }
+    if let Some(r) = non_resource {
+        let mut o = Map::new();
+        put(&mut o, "path", s(&r.path));
+        put(&mut o, "verb", s(&r.verb));
+        spec.insert("nonResourceAttributes".into(), Value::Object(o));
+    }
+}
+
 fn bad(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("error decoding the protobuf {what}: {e}"))
 }
@@ -504,7 +219,7 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
             out.insert("metadata".into(), meta(&c.metadata));
             put(&mut out, "data", bytes_map(&c.data));
             put(&mut out, "stringData", string_map(&c.string_data));
-            put(&mut out, "type", s(&c.type_));
+            put(&mut out, "type", s(&c.r#type));
             put(&mut out, "immutable", c.immutable.map(|b| json!(b)));
         }
         ("v1", "Namespace") => {
@@ -525,12 +240,12 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
             put(&mut out, "reason", s(&c.reason));
             put(&mut out, "message", s(&c.message));
             put(&mut out, "source", c.source.as_ref().map(source));
-            put(&mut out, "firstTimestamp", time(&c.first_timestamp, false));
-            put(&mut out, "lastTimestamp", time(&c.last_timestamp, false));
+            put(&mut out, "firstTimestamp", time(&c.first_timestamp));
+            put(&mut out, "lastTimestamp", time(&c.last_timestamp));
             put(&mut out, "count", c.count.map(|n| json!(n)));
-            put(&mut out, "type", s(&c.type_));
-            put(&mut out, "eventTime", time(&c.event_time, true));
-            put(&mut out, "series", c.series.as_ref().map(series));
+            put(&mut out, "type", s(&c.r#type));
+            put(&mut out, "eventTime", micro_time(&c.event_time));
+            put(&mut out, "series", c.series.as_ref().map(core_series));
             put(&mut out, "action", s(&c.action));
             put(&mut out, "related", c.related.as_ref().map(reference));
             put(&mut out, "reportingComponent", s(&c.reporting_component));
@@ -539,8 +254,8 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
         ("events.k8s.io/v1", "Event") => {
             let c = EventV1::decode(raw).map_err(|e| bad("Event", e))?;
             out.insert("metadata".into(), meta(&c.metadata));
-            put(&mut out, "eventTime", time(&c.event_time, true));
-            put(&mut out, "series", c.series.as_ref().map(series));
+            put(&mut out, "eventTime", micro_time(&c.event_time));
+            put(&mut out, "series", c.series.as_ref().map(events_series));
             put(&mut out, "reportingController", s(&c.reporting_controller));
             put(&mut out, "reportingInstance", s(&c.reporting_instance));
             put(&mut out, "action", s(&c.action));
@@ -548,7 +263,7 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
             put(&mut out, "regarding", c.regarding.as_ref().map(reference));
             put(&mut out, "related", c.related.as_ref().map(reference));
             put(&mut out, "note", s(&c.note));
-            put(&mut out, "type", s(&c.type_));
+            put(&mut out, "type", s(&c.r#type));
             put(
                 &mut out,
                 "deprecatedSource",
@@ -557,12 +272,12 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
             put(
                 &mut out,
                 "deprecatedFirstTimestamp",
-                time(&c.deprecated_first_timestamp, false),
+                time(&c.deprecated_first_timestamp),
             );
             put(
                 &mut out,
                 "deprecatedLastTimestamp",
-                time(&c.deprecated_last_timestamp, false),
+                time(&c.deprecated_last_timestamp),
             );
             put(
                 &mut out,
@@ -581,8 +296,8 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
                     "leaseDurationSeconds",
                     sp.lease_duration_seconds.map(|n| json!(n)),
                 );
-                put(&mut o, "acquireTime", time(&sp.acquire_time, true));
-                put(&mut o, "renewTime", time(&sp.renew_time, true));
+                put(&mut o, "acquireTime", micro_time(&sp.acquire_time));
+                put(&mut o, "renewTime", micro_time(&sp.renew_time));
                 put(
                     &mut o,
                     "leaseTransitions",
@@ -593,40 +308,34 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
                 out.insert("spec".into(), Value::Object(o));
             }
         }
-        ("authorization.k8s.io/v1", k @ ("SelfSubjectAccessReview" | "SubjectAccessReview")) => {
-            let c = SelfSubjectAccessReview::decode(raw).map_err(|e| bad(k, e))?;
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            let c = SelfSubjectAccessReview::decode(raw)
+                .map_err(|e| bad("SelfSubjectAccessReview", e))?;
             out.insert("metadata".into(), meta(&c.metadata));
             let mut spec = Map::new();
-            if let Some(sp) = c.spec.as_ref().filter(|_| k == "SubjectAccessReview") {
+            if let Some(sp) = &c.spec {
+                access_attributes(
+                    &mut spec,
+                    sp.resource_attributes.as_ref(),
+                    sp.non_resource_attributes.as_ref(),
+                );
+            }
+            out.insert("spec".into(), Value::Object(spec));
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            let c = SubjectAccessReview::decode(raw).map_err(|e| bad("SubjectAccessReview", e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+            let mut spec = Map::new();
+            if let Some(sp) = &c.spec {
                 put(&mut spec, "user", s(&sp.user));
                 if !sp.groups.is_empty() {
                     spec.insert("groups".into(), json!(sp.groups));
                 }
-            }
-            if let Some(r) = c
-                .spec
-                .as_ref()
-                .and_then(|sp| sp.resource_attributes.as_ref())
-            {
-                let mut o = Map::new();
-                put(&mut o, "namespace", s(&r.namespace));
-                put(&mut o, "verb", s(&r.verb));
-                put(&mut o, "group", s(&r.group));
-                put(&mut o, "version", s(&r.version));
-                put(&mut o, "resource", s(&r.resource));
-                put(&mut o, "subresource", s(&r.subresource));
-                put(&mut o, "name", s(&r.name));
-                spec.insert("resourceAttributes".into(), Value::Object(o));
-            }
-            if let Some(r) = c
-                .spec
-                .as_ref()
-                .and_then(|sp| sp.non_resource_attributes.as_ref())
-            {
-                let mut o = Map::new();
-                put(&mut o, "path", s(&r.path));
-                put(&mut o, "verb", s(&r.verb));
-                spec.insert("nonResourceAttributes".into(), Value::Object(o));
+                access_attributes(
+                    &mut spec,
+                    sp.resource_attributes.as_ref(),
+                    sp.non_resource_attributes.as_ref(),
+                );
             }
             out.insert("spec".into(), Value::Object(spec));
         }

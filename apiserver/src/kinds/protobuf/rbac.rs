@@ -1,95 +1,18 @@
 //! Protobuf bodies of rbac.authorization.k8s.io/v1 Role, ClusterRole,
 //! RoleBinding and ClusterRoleBinding (what `kubectl create role|clusterrole|
-//! rolebinding|clusterrolebinding` sends), with the field numbers of
-//! Kubernetes' `rbac/v1/generated.proto`, turned into their JSON form.
+//! rolebinding|clusterrolebinding` sends), decoded with `k8s-pb`'s messages
+//! and turned into their JSON form.
 
 use prost::Message;
 use serde_json::{Map, Value, json};
 
-use super::{ObjectMeta, bad, meta, put, s};
+use k8s_pb::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::{bad, meta, put, s};
 use crate::error::ApiError;
-
-#[derive(Clone, PartialEq, Message)]
-struct PolicyRule {
-    #[prost(string, repeated, tag = "1")]
-    verbs: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    api_groups: Vec<String>,
-    #[prost(string, repeated, tag = "3")]
-    resources: Vec<String>,
-    #[prost(string, repeated, tag = "4")]
-    resource_names: Vec<String>,
-    #[prost(string, repeated, tag = "5")]
-    non_resource_urls: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct LabelSelectorRequirement {
-    #[prost(string, optional, tag = "1")]
-    key: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    operator: Option<String>,
-    #[prost(string, repeated, tag = "3")]
-    values: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct LabelSelector {
-    #[prost(btree_map = "string, string", tag = "1")]
-    match_labels: std::collections::BTreeMap<String, String>,
-    #[prost(message, repeated, tag = "2")]
-    match_expressions: Vec<LabelSelectorRequirement>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct AggregationRule {
-    #[prost(message, repeated, tag = "1")]
-    cluster_role_selectors: Vec<LabelSelector>,
-}
-
-/// Role and ClusterRole (a Role has no aggregation rule).
-#[derive(Clone, PartialEq, Message)]
-struct RoleMessage {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, repeated, tag = "2")]
-    rules: Vec<PolicyRule>,
-    #[prost(message, optional, tag = "3")]
-    aggregation_rule: Option<AggregationRule>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Subject {
-    #[prost(string, optional, tag = "1")]
-    kind: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    api_group: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    namespace: Option<String>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct RoleRef {
-    #[prost(string, optional, tag = "1")]
-    api_group: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    kind: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    name: Option<String>,
-}
-
-/// RoleBinding and ClusterRoleBinding.
-#[derive(Clone, PartialEq, Message)]
-struct BindingMessage {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(message, repeated, tag = "2")]
-    subjects: Vec<Subject>,
-    #[prost(message, optional, tag = "3")]
-    role_ref: Option<RoleRef>,
-}
 
 fn strings(v: &[String]) -> Option<Value> {
     (!v.is_empty()).then(|| json!(v))
@@ -101,7 +24,7 @@ fn rule(r: &PolicyRule) -> Value {
     put(&mut o, "apiGroups", strings(&r.api_groups));
     put(&mut o, "resources", strings(&r.resources));
     put(&mut o, "resourceNames", strings(&r.resource_names));
-    put(&mut o, "nonResourceURLs", strings(&r.non_resource_urls));
+    put(&mut o, "nonResourceURLs", strings(&r.non_resource_ur_ls));
     Value::Object(o)
 }
 
@@ -125,6 +48,37 @@ fn selector(sel: &LabelSelector) -> Value {
     Value::Object(o)
 }
 
+fn rules(out: &mut Map<String, Value>, rules: &[PolicyRule]) {
+    out.insert(
+        "rules".into(),
+        json!(rules.iter().map(rule).collect::<Vec<_>>()),
+    );
+}
+
+fn binding(out: &mut Map<String, Value>, subjects: &[Subject], role_ref: Option<&RoleRef>) {
+    if !subjects.is_empty() {
+        let subjects: Vec<Value> = subjects
+            .iter()
+            .map(|sj| {
+                let mut o = Map::new();
+                put(&mut o, "kind", s(&sj.kind));
+                put(&mut o, "apiGroup", s(&sj.api_group));
+                put(&mut o, "name", s(&sj.name));
+                put(&mut o, "namespace", s(&sj.namespace));
+                Value::Object(o)
+            })
+            .collect();
+        out.insert("subjects".into(), json!(subjects));
+    }
+    if let Some(r) = role_ref {
+        let mut o = Map::new();
+        put(&mut o, "apiGroup", s(&r.api_group));
+        put(&mut o, "kind", s(&r.kind));
+        put(&mut o, "name", s(&r.name));
+        out.insert("roleRef".into(), Value::Object(o));
+    }
+}
+
 /// Decodes `raw` as `kind` into `out`; false when `kind` is not an RBAC kind.
 pub(super) fn decode(
     kind: &str,
@@ -132,18 +86,16 @@ pub(super) fn decode(
     out: &mut Map<String, Value>,
 ) -> Result<bool, ApiError> {
     match kind {
-        "Role" | "ClusterRole" => {
-            let c = RoleMessage::decode(raw).map_err(|e| bad(kind, e))?;
+        "Role" => {
+            let c = Role::decode(raw).map_err(|e| bad(kind, e))?;
             out.insert("metadata".into(), meta(&c.metadata));
-            out.insert(
-                "rules".into(),
-                json!(c.rules.iter().map(rule).collect::<Vec<_>>()),
-            );
-            if let Some(agg) = c
-                .aggregation_rule
-                .as_ref()
-                .filter(|_| kind == "ClusterRole")
-            {
+            rules(out, &c.rules);
+        }
+        "ClusterRole" => {
+            let c = ClusterRole::decode(raw).map_err(|e| bad(kind, e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+            rules(out, &c.rules);
+            if let Some(agg) = &c.aggregation_rule {
                 let sels: Vec<Value> = agg.cluster_role_selectors.iter().map(selector).collect();
                 out.insert(
                     "aggregationRule".into(),
@@ -151,31 +103,15 @@ pub(super) fn decode(
                 );
             }
         }
-        "RoleBinding" | "ClusterRoleBinding" => {
-            let c = BindingMessage::decode(raw).map_err(|e| bad(kind, e))?;
+        "RoleBinding" => {
+            let c = RoleBinding::decode(raw).map_err(|e| bad(kind, e))?;
             out.insert("metadata".into(), meta(&c.metadata));
-            if !c.subjects.is_empty() {
-                let subjects: Vec<Value> = c
-                    .subjects
-                    .iter()
-                    .map(|sj| {
-                        let mut o = Map::new();
-                        put(&mut o, "kind", s(&sj.kind));
-                        put(&mut o, "apiGroup", s(&sj.api_group));
-                        put(&mut o, "name", s(&sj.name));
-                        put(&mut o, "namespace", s(&sj.namespace));
-                        Value::Object(o)
-                    })
-                    .collect();
-                out.insert("subjects".into(), json!(subjects));
-            }
-            if let Some(r) = &c.role_ref {
-                let mut o = Map::new();
-                put(&mut o, "apiGroup", s(&r.api_group));
-                put(&mut o, "kind", s(&r.kind));
-                put(&mut o, "name", s(&r.name));
-                out.insert("roleRef".into(), Value::Object(o));
-            }
+            binding(out, &c.subjects, c.role_ref.as_ref());
+        }
+        "ClusterRoleBinding" => {
+            let c = ClusterRoleBinding::decode(raw).map_err(|e| bad(kind, e))?;
+            out.insert("metadata".into(), meta(&c.metadata));
+            binding(out, &c.subjects, c.role_ref.as_ref());
         }
         _ => return Ok(false),
     }
@@ -185,10 +121,13 @@ pub(super) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_pb::api::rbac::v1::AggregationRule;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
 
     fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        let u = super::super::Unknown {
-            type_meta: Some(super::super::TypeMeta {
+        let u = Unknown {
+            type_meta: Some(TypeMeta {
                 api_version: Some("rbac.authorization.k8s.io/v1".into()),
                 kind: Some(kind.into()),
             }),
@@ -202,7 +141,7 @@ mod tests {
 
     #[test]
     fn roles_and_bindings_decode_to_their_json_form() {
-        let role = RoleMessage {
+        let role = ClusterRole {
             metadata: Some(ObjectMeta {
                 name: Some("team-edit".into()),
                 ..Default::default()
@@ -212,7 +151,7 @@ mod tests {
                 api_groups: vec!["corral.dev".into()],
                 resources: vec!["roles".into()],
                 resource_names: vec!["analytics".into()],
-                non_resource_urls: vec![],
+                ..Default::default()
             }],
             aggregation_rule: Some(AggregationRule {
                 cluster_role_selectors: vec![LabelSelector {
@@ -230,7 +169,7 @@ mod tests {
                 "rules": [{"verbs": ["use"], "apiGroups": ["corral.dev"], "resources": ["roles"], "resourceNames": ["analytics"]}],
                 "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]}})
         );
-        let binding = BindingMessage {
+        let binding = RoleBinding {
             metadata: Some(ObjectMeta {
                 name: Some("team".into()),
                 namespace: Some("analytics".into()),

@@ -1,4 +1,10 @@
 use super::*;
+use k8s_pb::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReviewSpec, SelfSubjectRulesReviewSpec,
+    SubjectAccessReviewSpec,
+};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions;
+use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
 
 fn wrap(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
     let u = Unknown {
@@ -25,7 +31,7 @@ fn a_helm_release_secret_decodes_to_its_json() -> Result<(), ApiError> {
             ..Default::default()
         }),
         data: [("release".to_string(), b"H4sI".to_vec())].into(),
-        type_: Some("helm.sh/release.v1".into()),
+        r#type: Some("helm.sh/release.v1".into()),
         ..Default::default()
     };
     let v = decode_object(&wrap("v1", "Secret", secret.encode_to_vec()))?;
@@ -41,7 +47,7 @@ fn a_helm_release_secret_decodes_to_its_json() -> Result<(), ApiError> {
 #[test]
 fn events_of_both_api_groups_decode_to_their_json() -> Result<(), ApiError> {
     let at = |seconds| {
-        Some(Time {
+        Some(MicroTime {
             seconds: Some(seconds),
             nanos: Some(5000),
         })
@@ -51,7 +57,7 @@ fn events_of_both_api_groups_decode_to_their_json() -> Result<(), ApiError> {
         name: Some("j".into()),
         ..Default::default()
     });
-    let series = Some(EventSeries {
+    let series = Some(EventSeriesV1 {
         count: Some(2),
         last_observed_time: at(1_800_000_100),
     });
@@ -61,14 +67,14 @@ fn events_of_both_api_groups_decode_to_their_json() -> Result<(), ApiError> {
             ..Default::default()
         }),
         event_time: at(1_800_000_000),
-        series: series.clone(),
+        series,
         reporting_controller: Some("example.com/op".into()),
         reporting_instance: Some("op-0".into()),
         action: Some("Reconcile".into()),
         reason: Some("Synced".into()),
         regarding: regarding.clone(),
         note: Some("done".into()),
-        type_: Some("Normal".into()),
+        r#type: Some("Normal".into()),
         ..Default::default()
     };
     let v = decode_object(&wrap("events.k8s.io/v1", "Event", v1.encode_to_vec()))?;
@@ -87,7 +93,10 @@ fn events_of_both_api_groups_decode_to_their_json() -> Result<(), ApiError> {
             ..Default::default()
         }),
         involved_object: regarding,
-        series,
+        series: Some(EventSeries {
+            count: Some(2),
+            last_observed_time: at(1_800_000_100),
+        }),
         related: Some(ObjectReference {
             name: Some("t".into()),
             ..Default::default()
@@ -114,9 +123,8 @@ fn an_access_review_decodes_to_its_json() -> Result<(), ApiError> {
                 ..ResourceAttributes::default()
             }),
             non_resource_attributes: None,
-            user: None,
-            groups: Vec::new(),
         }),
+        ..Default::default()
     };
     let v = decode_object(&wrap(
         "authorization.k8s.io/v1",
@@ -128,11 +136,18 @@ fn an_access_review_decodes_to_its_json() -> Result<(), ApiError> {
         json!({"resourceAttributes": {"namespace": "analytics", "verb": "create", "group": "corral.dev", "resource": "jobs"}})
     );
     // A SubjectAccessReview: the same attributes, about someone else.
-    let mut about = review.clone();
-    if let Some(sp) = about.spec.as_mut() {
-        sp.user = Some("alice".into());
-        sp.groups = vec!["team-a".into()];
-    }
+    let about = SubjectAccessReview {
+        spec: Some(SubjectAccessReviewSpec {
+            resource_attributes: review
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.resource_attributes.clone()),
+            user: Some("alice".into()),
+            groups: vec!["team-a".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     let v = decode_object(&wrap(
         "authorization.k8s.io/v1",
         "SubjectAccessReview",
@@ -146,6 +161,7 @@ fn an_access_review_decodes_to_its_json() -> Result<(), ApiError> {
         spec: Some(SelfSubjectRulesReviewSpec {
             namespace: Some("analytics".into()),
         }),
+        ..Default::default()
     };
     let v = decode_object(&wrap(
         "authorization.k8s.io/v1",
