@@ -1,6 +1,7 @@
 //! Test support (feature `testing`): the API server in-process on
-//! 127.0.0.1:0 with TLS and the admin token, a kube client for it, and
-//! simulated nodes (Node objects that report themselves Ready).
+//! 127.0.0.1:0 with TLS and the admin token, a kube client for it, Corral
+//! Roles for the fixtures to name, and simulated nodes (Node objects that
+//! report themselves Ready).
 
 use std::sync::Arc;
 
@@ -153,6 +154,37 @@ impl TestServer {
         };
         config.default_retry = false;
         Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Creates the Corral Roles `names` (weight 1) that do not exist yet, as
+    /// the server's own write (no requester to authorize): a Job or Task may
+    /// name only a Role that exists.
+    pub async fn roles(&self, names: &[&str]) -> Result<(), BoxError> {
+        let desc = self
+            .api
+            .registry
+            .find("corral.dev", "v1alpha1", "roles")
+            .ok_or("roles are not registered")?;
+        for name in names {
+            let role = json!({
+                "apiVersion": "corral.dev/v1alpha1", "kind": "Role",
+                "metadata": {"name": name}, "spec": {"weight": 1}
+            });
+            match self
+                .api
+                .create(
+                    &desc,
+                    None,
+                    role,
+                    &crate::storage::registry::WriteOptions::default(),
+                )
+                .await
+            {
+                Ok(_) | Err(crate::ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.to_string().into()),
+            }
+        }
+        Ok(())
     }
 
     /// Stops the server.

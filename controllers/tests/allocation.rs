@@ -32,6 +32,7 @@ fn bound(tasks: &[Task]) -> Vec<&Task> {
 #[tokio::test]
 async fn pending_tasks_are_bound_within_capacity_and_quota_and_the_rest_explained() -> Result<()> {
     let h = start().await?;
+    h.roles(&["web"]).await?;
     for n in ["n1", "n2", "n3"] {
         node(&h.client, n, 4).await?;
     }

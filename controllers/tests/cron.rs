@@ -37,6 +37,7 @@ async fn runs(tasks: &Api<Task>, job: &str) -> Result<Vec<String>> {
 #[tokio::test]
 async fn each_tick_runs_once_even_across_a_restart() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     let created = jobs
@@ -112,6 +113,7 @@ async fn each_tick_runs_once_even_across_a_restart() -> Result<()> {
 #[tokio::test]
 async fn cancel_new_skips_a_tick_while_a_run_is_active() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     let created = jobs

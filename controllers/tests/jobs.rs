@@ -72,6 +72,7 @@ async fn finish(api: &Api<Task>, name: &str, code: i32) -> Result<()> {
 #[tokio::test]
 async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     for n in ["n1", "n2"] {
         node(&h.client, n, 8).await?;
     }
@@ -195,6 +196,7 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
 #[tokio::test]
 async fn a_task_never_started_is_lost_and_replaced() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     node(&h.client, "n1", 8).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let alloc = tokio::spawn(corral_controllers::allocation::run(
@@ -279,6 +281,7 @@ async fn fail_after(api: &Api<Task>, name: &str, ran_s: i64) -> Result<()> {
 #[tokio::test]
 async fn a_flapping_service_instance_is_held_back_then_released() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     node(&h.client, "n1", 8).await?;
     let loops = Loops::start(&h.client);
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
@@ -352,6 +355,7 @@ async fn a_flapping_service_instance_is_held_back_then_released() -> Result<()> 
 #[tokio::test]
 async fn a_service_keeps_a_bounded_history_and_still_counts_every_failure() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     node(&h.client, "n1", 8).await?;
     let loops = Loops::start(&h.client);
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");

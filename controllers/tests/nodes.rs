@@ -39,6 +39,7 @@ async fn lease(client: &kube::Client, node: &str, seconds: i32) -> Result<()> {
 #[tokio::test]
 async fn tasks_on_a_node_that_stops_heartbeating_are_replaced_elsewhere() -> Result<()> {
     let h = start().await?;
+    h.roles(&["web"]).await?;
     // The server made the Lease namespace at its start.
     let nss: Api<Namespace> = Api::all(h.client.clone());
     nss.get(corral_controllers::nodes::LEASE_NAMESPACE).await?;

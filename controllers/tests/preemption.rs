@@ -35,6 +35,7 @@ async fn killed(api: &Api<Task>, task: &Task) -> Result<()> {
 #[tokio::test]
 async fn a_preferred_task_preempts_and_then_runs_where_its_victims_were() -> Result<()> {
     let h = start().await?;
+    h.roles(&["analytics"]).await?;
     node(&h.client, "n1", 4).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let alloc = tokio::spawn(corral_controllers::allocation::run(
@@ -136,6 +137,7 @@ async fn role_task(
 #[tokio::test]
 async fn a_role_reclaims_the_guarantee_it_lent_and_protects_what_it_does_not_lend() -> Result<()> {
     let h = start().await?;
+    h.roles(&["web", "db", "batch"]).await?;
     node(&h.client, "n1", 6).await?;
     let quotas: Api<corral_api::Quota> = Api::all(h.client.clone());
     for q in [

@@ -252,6 +252,17 @@ impl Kubectl {
         Ok(Run::from(self.command().args(args).output()?))
     }
 
+    /// Creates Corral Role `name` (weight 1), as an administrator does
+    /// before a team runs jobs on it: a Job naming a Role that does not
+    /// exist is refused.
+    pub fn corral_role(&self, name: &str) -> Result<()> {
+        let manifest = format!(
+            "apiVersion: corral.dev/v1alpha1\nkind: Role\nmetadata:\n  name: {name}\nspec:\n  weight: 1\n"
+        );
+        self.run_stdin(&["apply", "-f", "-"], &manifest)?.ok()?;
+        Ok(())
+    }
+
     /// Runs `kubectl ARGS` with `stdin` as input.
     pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Result<Run> {
         let mut c = self.command();

@@ -95,6 +95,7 @@ fn standby_controllers_take_over_when_the_leader_stops() -> Result<()> {
     wait_for("a leader", Duration::from_secs(30), || {
         Ok(!holder()?.is_empty())
     })?;
+    kubectl.corral_role("web")?;
     kubectl.run_stdin(&["apply", "-f", "-"], JOB)?.ok()?;
     wait_for(
         "the leader to create the job's tasks",

@@ -52,6 +52,7 @@ async fn a_joined_node_runs_its_tasks_and_reaches_nothing_else() -> Result<()> {
     )
     .await
     .map_err(|e| anyhow!(e))?;
+    ts.roles(&["web"]).await.map_err(|e| anyhow!(e))?;
     let bootstrap = ts.client_as("boot-token").await.map_err(|e| anyhow!(e))?;
     let node = joined(&ts, &bootstrap, "sim-0").await?;
     // The bootstrap token does nothing else.

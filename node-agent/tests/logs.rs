@@ -26,6 +26,10 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
     let server = TestServer::start()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    server
+        .roles(&["r"])
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let client = server.client.clone();
     let sandboxes = tempfile::tempdir()?;
     let sandbox = sandboxes.path().join("default.talk-0-0");

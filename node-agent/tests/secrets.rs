@@ -53,6 +53,7 @@ async fn a_node_reads_the_secrets_of_its_tasks_and_runs_them_with_the_values() -
     let ts = TestServer::start_rbac(store, &[("n1-token", "system:node:n1", &["system:nodes"])])
         .await
         .map_err(|e| anyhow!(e))?;
+    ts.roles(&["r"]).await.map_err(|e| anyhow!(e))?;
     let admin = ts.client.clone();
     Api::<Namespace>::all(admin.clone())
         .create(

@@ -148,6 +148,7 @@ async fn a_certificates_subject_names_the_user_and_groups() -> Result<()> {
 #[tokio::test]
 async fn metrics_count_requests_and_need_credentials() -> Result<()> {
     let ts = TestServer::start().await.map_err(|e| anyhow!(e))?;
+    seed_roles(&ts).await?;
     let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
     jobs.create(&PostParams::default(), &job("counted", 1)?)
         .await?;

@@ -118,6 +118,34 @@ pub async fn invalid_objects_are_rejected_with_field_paths(ts: &TestServer) -> R
         "{message}"
     );
 
+    // A Job names a Role that exists (its role is immutable after).
+    let mut orphan = job("orphan", 1)?;
+    orphan.spec.role = "nobody".into();
+    let (code, _, message) = api_error(
+        jobs.create(&PostParams::default(), &orphan)
+            .await
+            .err()
+            .context("a job on a missing role was accepted")?,
+    )?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.role: Not found: \"nobody\""),
+        "{message}"
+    );
+    // So does a Task created directly (one of a Job's was admitted with it).
+    let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+    let mut lone = task("lone", None, None)?;
+    lone.spec.role = "nobody".into();
+    let (code, _, message) = api_error(
+        tasks
+            .create(&PostParams::default(), &lone)
+            .await
+            .err()
+            .context("a task on a missing role was accepted")?,
+    )?;
+    assert_eq!(code, 422);
+    assert!(message.contains("spec.role"), "{message}");
+
     // Strict field validation, as kubectl asks for it.
     let body = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": "typo"},
         "spec": {"role": "analytics", "environment": "devel", "kind": "adhoc", "instnaces": 2,

@@ -263,6 +263,7 @@ async fn a_restarted_server_finishes_held_deletions() -> Result<()> {
     let first = TestServer::start_over(store.clone())
         .await
         .map_err(|e| anyhow!(e))?;
+    seed_roles(&first).await?;
     let jobs: Api<Job> = Api::namespaced(first.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(first.client.clone(), "default");
     for (owner, finalizer) in [("fg", "foregroundDeletion"), ("or", "orphan")] {

@@ -32,8 +32,17 @@ async fn client_for(kubeconfig: &str) -> Result<Client> {
     Ok(Client::try_from(config_for(kubeconfig).await?)?)
 }
 
+/// The Corral Roles the fixtures name.
+const ROLES: &[&str] = &["analytics"];
+
+/// Creates the Corral Roles the fixtures name.
+async fn seed_roles(ts: &TestServer) -> Result<()> {
+    ts.roles(ROLES).await.map_err(|e| anyhow!(e))
+}
+
 async fn embedded() -> Result<Backend> {
     let ts = TestServer::start().await.map_err(|e| anyhow!(e))?;
+    seed_roles(&ts).await?;
     Ok(Backend { ts, _etcd: None })
 }
 
@@ -44,6 +53,7 @@ async fn etcd() -> Result<Backend> {
     let ts = TestServer::start_over(Arc::new(store))
         .await
         .map_err(|e| anyhow!(e))?;
+    seed_roles(&ts).await?;
     Ok(Backend {
         ts,
         _etcd: Some(server),
@@ -175,9 +185,11 @@ async fn serve_custom(
     authz: Arc<dyn corral_apiserver::Authorizer>,
     options: corral_apiserver::ServeOptions,
 ) -> Result<TestServer> {
-    TestServer::start_with(store, authz, options)
+    let ts = TestServer::start_with(store, authz, options)
         .await
-        .map_err(|e| anyhow!(e))
+        .map_err(|e| anyhow!(e))?;
+    seed_roles(&ts).await?;
+    Ok(ts)
 }
 
 /// A client that shows each answer as it comes (kube-rs retries 429, 503

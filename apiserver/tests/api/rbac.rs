@@ -59,6 +59,9 @@ fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>, what: &str) -> String {
 
 async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
     let admin = ts.client.clone();
+    ts.roles(&["team-a", "team-b"])
+        .await
+        .map_err(|e| anyhow!(e))?;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
     for ns in ["team-a", "team-b"] {
         namespaces

@@ -11,9 +11,11 @@ use super::*;
 /// A server over its own connection to `etcd`.
 async fn replica(etcd: &corral_store::testing::EtcdServer) -> Result<TestServer> {
     let store = corral_store::etcd::EtcdStore::connect(&[etcd.endpoint().to_owned()]).await?;
-    TestServer::start_over(Arc::new(store))
+    let ts = TestServer::start_over(Arc::new(store))
         .await
-        .map_err(|e| anyhow!(e))
+        .map_err(|e| anyhow!(e))?;
+    seed_roles(&ts).await?;
+    Ok(ts)
 }
 
 fn names(jobs: &[Job]) -> Vec<String> {

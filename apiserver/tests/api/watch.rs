@@ -380,6 +380,7 @@ pub async fn a_watch_whose_client_left_is_released(ts: &TestServer) -> Result<()
 #[tokio::test]
 async fn shutting_down_ends_watches_cleanly() -> Result<()> {
     let ts = TestServer::start().await.map_err(|e| anyhow!(e))?;
+    seed_roles(&ts).await?;
     let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
     let mut watch = jobs
         .watch(&kube::api::WatchParams::default(), "0")

@@ -1,4 +1,5 @@
-//! Helpers for these tests: the shared in-process server, simulated nodes,
+//! Helpers for these tests: the shared in-process server, its Corral Roles,
+//! simulated nodes,
 //! and waiting on a condition with a timeout.
 
 #![allow(dead_code)]
@@ -8,7 +9,17 @@ use anyhow::Result;
 /// The server under test and an admin client for it.
 pub struct Harness {
     pub client: kube::Client,
-    _server: corral_apiserver::testing::TestServer,
+    server: corral_apiserver::testing::TestServer,
+}
+
+impl Harness {
+    /// Creates the Corral Roles `names` (weight 1) the test's tasks name.
+    pub async fn roles(&self, names: &[&str]) -> Result<()> {
+        self.server
+            .roles(names)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 pub async fn start() -> Result<Harness> {
@@ -17,7 +28,7 @@ pub async fn start() -> Result<Harness> {
         .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Harness {
         client: server.client.clone(),
-        _server: server,
+        server,
     })
 }
 

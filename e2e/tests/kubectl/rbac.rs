@@ -337,6 +337,7 @@ fn a_node_credential_reaches_only_its_node() -> Result<()> {
         "{refused:?}"
     );
     // The administrator could; the node still cannot bind or report on it.
+    admin.corral_role("analytics")?;
     admin.run_stdin(&["create", "-f", "-"], task)?.ok()?;
     let report = node.run(&[
         "-n",

@@ -20,10 +20,15 @@ pub struct Harness {
     pub server: corral_apiserver::testing::TestServer,
 }
 
+/// The Corral Roles these tests' jobs and tasks name.
+pub const ROLES: &[&str] = &["analytics", "web", "r", "prod", "batch"];
+
+/// A server with [`ROLES`].
 pub async fn start() -> Result<Harness> {
     let server = corral_apiserver::testing::TestServer::start()
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    server.roles(ROLES).await.map_err(|e| anyhow::anyhow!(e))?;
     Ok(Harness {
         client: server.client.clone(),
         server,

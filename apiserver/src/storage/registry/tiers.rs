@@ -1,3 +1,6 @@
+//! A Job or Task names a Corral Role that exists: naming one that does not
+//! is refused (422 on `spec.role`), never run without the role's limits.
+//!
 //! A Job or Task runs in the `preferred` tier (the talk's production) only
 //! on a role an administrator granted production to: a role with a Quota
 //! (Aurora runs production jobs only within the quota granted to their
@@ -31,9 +34,9 @@ pub fn is_quota_of(quota: &Value, role: &str) -> bool {
 }
 
 impl Api {
-    /// Admits the tier of Job or Task `next` over `old` (see the module
-    /// doc).
-    pub(super) async fn admit_tier(
+    /// Admits the role and tier of Job or Task `next` over `old` (see the
+    /// module doc).
+    pub(super) async fn admit_role_and_tier(
         &self,
         desc: &ResourceDesc,
         next: &Value,
@@ -50,9 +53,6 @@ impl Api {
             // Validation reports a missing role.
             return Ok(());
         };
-        if next["spec"]["tier"].as_str() != Some("preferred") {
-            return Ok(());
-        }
         // A Job's own tasks were admitted with it.
         let owned_by_job = next["metadata"]["ownerReferences"]
             .as_array()
@@ -61,6 +61,23 @@ impl Api {
             return Ok(());
         }
         let changed = |field: &str| old.is_none_or(|o| o["spec"][field] != next["spec"][field]);
+        if changed("role") && !self.role_exists(role).await? {
+            return Err(refused(
+                desc,
+                next,
+                FieldError {
+                    type_: FieldErrorType::NotFound,
+                    field: "spec.role".into(),
+                    value: Some(format!("{role:?}")),
+                    detail: format!(
+                        "no Role {role:?} exists (roles.corral.dev are cluster-wide; an administrator creates them)"
+                    ),
+                },
+            ));
+        }
+        if next["spec"]["tier"].as_str() != Some("preferred") {
+            return Ok(());
+        }
         let quotas_desc = self
             .registry
             .find("corral.dev", "v1alpha1", "quotas")
@@ -83,5 +100,27 @@ impl Api {
             }
         }
         Ok(())
+    }
+
+    /// True when Corral Role `role` exists: the watch cache answers when it
+    /// has it, the store when not (a Role created just before may not have
+    /// reached the cache yet).
+    async fn role_exists(&self, role: &str) -> Result<bool, ApiError> {
+        let roles = self
+            .registry
+            .find("corral.dev", "v1alpha1", "roles")
+            .ok_or_else(|| ApiError::Internal("roles are not registered".into()))?;
+        if self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.contains(&roles.key(None, role)))
+        {
+            return Ok(true);
+        }
+        match self.get(&roles, None, role).await {
+            Ok(_) => Ok(true),
+            Err(ApiError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -112,7 +112,7 @@ impl Api {
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
         may_use_role(desc, &body, None, opts)?;
-        self.admit_tier(desc, &body, None, opts).await?;
+        self.admit_role_and_tier(desc, &body, None, opts).await?;
         may_grant(desc, &body, opts)?;
         crate::storage::admission::task_transitions::check(desc, &body, None, opts)?;
         self.restrict_nodes(desc, &body, None, opts)?;
@@ -460,7 +460,8 @@ impl Api {
             }
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
             may_use_role(desc, &next, Some(&current), opts)?;
-            self.admit_tier(desc, &next, Some(&current), opts).await?;
+            self.admit_role_and_tier(desc, &next, Some(&current), opts)
+                .await?;
             may_grant(desc, &next, opts)?;
             crate::storage::admission::task_transitions::check(desc, &next, Some(&current), opts)?;
             self.restrict_nodes(desc, &next, Some(&current), opts)?;
