@@ -192,14 +192,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
                     .create(&PostParams::default(), &run_task(&job, &run, instance)?)
                     .await
                 {
-                    Ok(task) => {
-                        crate::jobs::record_pending(
-                            &tasks,
-                            &task,
-                            format!("created for run {run}, instance {instance}"),
-                        )
-                        .await;
-                    }
+                    // The server gives the task its PENDING status in the create.
+                    Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }

@@ -5,7 +5,9 @@
 //! the `corral.dev/job` label).
 //! Writes: new tasks, created by deterministic name (an existing one is
 //! fine: the write is idempotent), owned by the job, with the job's
-//! annotations and labels; kills (through the lifecycle state machine) of
+//! annotations and labels, and a held-back one with the time its hold ends
+//! (the server gives each its PENDING or THROTTLED status in the create:
+//! one write per task); THROTTLED tasks released when their hold is over; kills (through the lifecycle state machine) of
 //! instances beyond the count and of killed jobs; restarts requested by
 //! `corral job restart`; deletions of a service instance's ended tasks
 //! beyond the history kept (their failures still counted); the job's
@@ -111,21 +113,6 @@ fn task_for(
     serde_json::from_value(v).map_err(|e| JobError::Build(e.to_string()))
 }
 
-/// Writes a new task's first step, PENDING, as Aurora records it. Conditional
-/// on the created version: if the scheduler was quicker, its ASSIGNED stands
-/// and the PENDING step is left out rather than written over it.
-pub async fn record_pending(tasks: &Api<Task>, created: &Task, message: String) {
-    let status = lifecycle::created(message, jiff::Timestamp::now(), ACTOR);
-    let name = created.metadata.name.clone().unwrap_or_default();
-    let patch = json!({"metadata": {"resourceVersion": created.metadata.resource_version}, "status": status});
-    if let Err(e) = tasks
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        tracing::debug!(task = %name, error = %e, "recording PENDING lost to a newer write");
-    }
-}
-
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
     let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
@@ -148,17 +135,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             )
             .await
         {
-            Ok(created) => {
-                let message = if *attempt == 0 {
-                    format!("created for instance {instance}")
-                } else {
-                    format!("created for instance {instance} (attempt {attempt})")
-                };
-                match hold {
-                    Some(until) => record_throttled(&tasks, &created, message, until).await,
-                    None => record_pending(&tasks, &created, message).await,
-                }
-            }
+            // The server gives the task its PENDING (or THROTTLED) status in the create.
+            Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
@@ -324,10 +302,7 @@ async fn release_throttled(
     let mut next: Option<jiff::Timestamp> = None;
     for t in owned {
         let status = t.status.clone().unwrap_or_default();
-        let throttled = status.phase() == TaskPhase::Throttled;
-        // Created held back but never recorded (a crash between the two writes).
-        let unrecorded = status.task_events.is_empty();
-        if !throttled && !unrecorded {
+        if status.phase() != TaskPhase::Throttled {
             continue;
         }
         let Some(until) = t
@@ -341,10 +316,6 @@ async fn release_throttled(
         };
         if until > now {
             next = Some(next.map_or(until, |n| n.min(until)));
-            continue;
-        }
-        if unrecorded && !throttled {
-            record_pending(tasks, t, "created held back; the hold is over".into()).await;
             continue;
         }
         let mut released = status.clone();
@@ -365,50 +336,6 @@ async fn release_throttled(
         }
     }
     Ok(next)
-}
-
-/// Writes a new task's first steps when its instance flaps: PENDING, then
-/// THROTTLED until `until`, with the reason in its explanation.
-pub async fn record_throttled(
-    tasks: &Api<Task>,
-    created: &Task,
-    message: String,
-    until: jiff::Timestamp,
-) {
-    let now = jiff::Timestamp::now();
-    let mut status = lifecycle::created(message, now, ACTOR);
-    if lifecycle::apply(&mut status, &lifecycle::Event::Throttle, now, ACTOR).is_err() {
-        return;
-    }
-    let why = format!(
-        "held back until {until}: the instance's last tasks ended within {} s of running",
-        jobs::FLAP_WINDOW_SECONDS
-    );
-    if let Some(last) = status.task_events.last_mut() {
-        last.message = why.clone();
-    }
-    status.message = Some(why.clone());
-    status.explanation = Some(corral_api::task::PendingExplanation {
-        summary: why.clone(),
-        reasons: vec![corral_api::task::PendingReason {
-            kind: corral_api::task::PendingReasonKind::Throttled,
-            message: why,
-            resource: None,
-            subject: None,
-            nodes: None,
-            needed: None,
-            available: None,
-        }],
-        evaluated_at: None,
-    });
-    let name = created.metadata.name.clone().unwrap_or_default();
-    let patch = json!({"metadata": {"resourceVersion": created.metadata.resource_version}, "status": status});
-    if let Err(e) = tasks
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        tracing::debug!(task = %name, error = %e, "recording THROTTLED lost to a newer write");
-    }
 }
 
 fn error_policy(_job: Arc<Job>, error: &JobError, _ctx: Arc<Ctx>) -> Action {

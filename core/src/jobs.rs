@@ -40,7 +40,9 @@ use std::collections::BTreeMap;
 
 use corral_api::job::{JobKind, JobPhase};
 
+pub mod created;
 pub mod update;
+pub use created::initial_status;
 pub use update::{TEMPLATE_ANNOTATION, template_hash};
 
 /// A task that ended by itself within this long of running flapped.

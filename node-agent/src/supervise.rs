@@ -548,8 +548,14 @@ impl Supervisor {
             let (client, objects, key) =
                 (self.client.clone(), self.objects.clone(), key.to_owned());
             tokio::spawn(async move {
-                while let Some((event, node, at, uid)) = rx.recv().await {
-                    write_report(&client, &objects, &key, &event, &node, at, uid.as_deref()).await;
+                // Reports that queued while the last write was on its way go
+                // in one write (STARTING and RUNNING, when both are known).
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    write_reports(&client, &objects, &key, &batch).await;
                 }
             });
             tx
@@ -563,42 +569,35 @@ impl Supervisor {
     }
 }
 
-/// Writes a runtime report, which happened `at`, as the task's new status:
-/// re-read on a conflict, retried with a backoff while the API server is
-/// unreachable, given up when the task is gone.
-async fn write_report(
-    client: &kube::Client,
-    objects: &Objects,
-    key: &str,
-    event: &Event,
-    node: &str,
-    at: jiff::Timestamp,
-    uid: Option<&str>,
-) {
+/// Writes runtime reports, each dated when it happened, as the task's new
+/// status in one write: re-read on a conflict, retried with a backoff while
+/// the API server is unreachable, given up when the task is gone. A report
+/// about another task of the same name (another uid), or one the task's
+/// phase no longer admits, is left out.
+async fn write_reports(client: &kube::Client, objects: &Objects, key: &str, batch: &[Report]) {
     let Some((ns, name)) = key.split_once('/') else {
         return;
     };
     let api: Api<Task> = Api::namespaced(client.clone(), ns);
-    let actor = format!("agent/{node}");
     let mut backoff = Duration::from_millis(100);
     let mut conflicts = 0;
     loop {
         let Some(task) = objects.lock().ok().and_then(|o| o.get(key).cloned()) else {
             return;
         };
-        if let (Some(want), Some(is)) = (uid, task.metadata.uid.as_deref())
-            && want != is
-        {
-            return;
-        }
         let mut status = task.status.clone().unwrap_or_default();
-        match lifecycle::apply(&mut status, event, at, &actor) {
-            Err(e) => {
-                tracing::debug!(task = %key, error = %e, "report not applicable");
-                return;
+        for (event, node, at, uid) in batch {
+            if let (Some(want), Some(is)) = (uid.as_deref(), task.metadata.uid.as_deref())
+                && want != is
+            {
+                continue;
             }
-            Ok(_) if Some(&status) == task.status.as_ref() => return,
-            Ok(_) => {}
+            if let Err(e) = lifecycle::apply(&mut status, event, *at, &format!("agent/{node}")) {
+                tracing::debug!(task = %key, error = %e, "report not applicable");
+            }
+        }
+        if Some(&status) == task.status.as_ref() {
+            return;
         }
         let patch = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
         match api

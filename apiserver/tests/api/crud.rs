@@ -635,3 +635,47 @@ pub async fn writes_outside_the_registry_do_not_hold_reads_back(ts: &TestServer)
     assert_eq!(listed.items.len(), 1);
     Ok(())
 }
+
+/// A Task is created with its first status in the same write: PENDING with
+/// its first task event, THROTTLED when created held back, ASSIGNED when
+/// created bound; a status the creator sent is not taken.
+pub async fn a_task_is_created_with_its_first_status(ts: &TestServer) -> Result<()> {
+    let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+    let mut sent = task("born", None, None)?;
+    sent.status = Some(serde_json::from_value(
+        json!({"phase": "RUNNING", "taskEvents": []}),
+    )?);
+    let created = tasks.create(&PostParams::default(), &sent).await?;
+    let status = created.status.context("no status on create")?;
+    assert_eq!(status.phase(), corral_api::TaskPhase::Pending);
+    assert_eq!(status.task_events.len(), 1);
+    assert_eq!(status.task_events[0].message, "created for instance 0");
+    // What the create answered is what is stored, at the version it named.
+    let read = tasks.get("born").await?;
+    assert_eq!(
+        read.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(read.status.map(|s| s.task_events.len()), Some(1));
+
+    let mut held = task("held", None, None)?;
+    held.metadata.annotations = Some(
+        [(
+            corral_core::jobs::THROTTLED_UNTIL_ANNOTATION.to_owned(),
+            "2999-01-01T00:00:00Z".to_owned(),
+        )]
+        .into(),
+    );
+    let held = tasks.create(&PostParams::default(), &held).await?;
+    let status = held.status.context("no status on create")?;
+    assert_eq!(status.phase(), corral_api::TaskPhase::Throttled);
+    assert!(status.explanation.is_some());
+
+    let bound = tasks
+        .create(&PostParams::default(), &task("bound", Some("n1"), None)?)
+        .await?;
+    let status = bound.status.context("no status on create")?;
+    assert_eq!(status.phase(), corral_api::TaskPhase::Assigned);
+    assert_eq!(bound.spec.node_name.as_deref(), Some("n1"));
+    Ok(())
+}

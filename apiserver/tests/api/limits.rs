@@ -1,7 +1,7 @@
 //! Load protection: the in-flight limits (429 with Retry-After) and request
 //! deadlines (504 Timeout), seen by clients over TLS.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use corral_store::{
     KeyValue, RangeRequest, RangeResponse, Store, StoreError, WatchStream, WriteOp, WriteOutcome,
@@ -34,12 +34,14 @@ async fn status_of(client: &Client, req: http::Request<Vec<u8>>) -> Result<(u16,
 }
 
 /// An embedded store whose writes wait, while `stalled`, as writes to an
-/// etcd that lost its quorum wait; reads go through.
+/// etcd that lost its quorum wait; reads go through, and reads of one key
+/// are counted.
 #[derive(Debug)]
 struct StallingStore {
     inner: corral_store::embedded::EmbeddedStore,
     stalled: AtomicBool,
     resumed: tokio::sync::Notify,
+    gets: AtomicUsize,
 }
 
 impl StallingStore {
@@ -54,6 +56,7 @@ impl StallingStore {
 #[async_trait::async_trait]
 impl Store for StallingStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(key).await
     }
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
@@ -90,6 +93,7 @@ async fn a_request_stuck_on_the_store_times_out_and_may_still_complete() -> Resu
         inner: corral_store::embedded::EmbeddedStore::in_memory()?,
         stalled: AtomicBool::new(false),
         resumed: tokio::sync::Notify::new(),
+        gets: AtomicUsize::new(0),
     });
     let options = corral_apiserver::ServeOptions {
         request_timeout: Duration::from_millis(500),
@@ -235,5 +239,73 @@ async fn requests_past_the_in_flight_limit_are_told_to_retry() -> Result<()> {
     );
     drop(watch);
     ts.shutdown().await;
+    Ok(())
+}
+
+/// A write conditional on the version the watch cache holds reads nothing
+/// from the store first (the store takes it only at that version anyway); a
+/// stale version is still a 409, and a write naming no version reads the
+/// store.
+#[tokio::test]
+async fn a_write_at_the_cached_version_does_not_read_the_store() -> Result<()> {
+    let store = Arc::new(StallingStore {
+        inner: corral_store::embedded::EmbeddedStore::in_memory()?,
+        stalled: AtomicBool::new(false),
+        resumed: tokio::sync::Notify::new(),
+        gets: AtomicUsize::new(0),
+    });
+    let ts = serve_custom(
+        store.clone(),
+        Arc::new(corral_apiserver::AllowAuthenticated),
+        corral_apiserver::ServeOptions::default(),
+    )
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let created = jobs
+        .create(&PostParams::default(), &job("cached", 1)?)
+        .await?;
+    let rv = created
+        .metadata
+        .resource_version
+        .context("no resourceVersion")?;
+    let cache = ts.api.cache.as_ref().context("no watch cache")?;
+    assert!(
+        cache.wait_for(rv.parse()?, WAIT).await,
+        "the cache never saw the job"
+    );
+    let labelled =
+        |n: &str| Patch::Merge(json!({"metadata": {"resourceVersion": rv, "labels": {"n": n}}}));
+
+    let before = store.gets.load(Ordering::SeqCst);
+    jobs.patch("cached", &PatchParams::default(), &labelled("1"))
+        .await?;
+    assert_eq!(store.gets.load(Ordering::SeqCst), before, "a store read");
+
+    // Now stale: the cache may or may not have the new version yet; either
+    // way the write is refused.
+    let (code, _, _) = api_error(
+        jobs.patch("cached", &PatchParams::default(), &labelled("2"))
+            .await
+            .err()
+            .context("a stale write was taken")?,
+    )?;
+    assert_eq!(code, 409);
+
+    let before = store.gets.load(Ordering::SeqCst);
+    jobs.patch(
+        "cached",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"n": "3"}}})),
+    )
+    .await?;
+    assert!(store.gets.load(Ordering::SeqCst) > before, "no store read");
+    assert_eq!(
+        jobs.get("cached")
+            .await?
+            .metadata
+            .labels
+            .and_then(|l| l.get("n").cloned()),
+        Some("3".to_owned())
+    );
     Ok(())
 }

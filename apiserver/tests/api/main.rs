@@ -131,6 +131,7 @@ macro_rules! suite {
 
 suite!(embedded:
     clients::discovery_finds_every_kind,
+    crud::a_task_is_created_with_its_first_status,
     crud::jobs_scale_through_their_scale_subresource,
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::invalid_objects_are_rejected_with_field_paths,
@@ -165,6 +166,7 @@ suite!(embedded:
 
 suite!(etcd:
     crud::jobs_are_created_read_listed_patched_and_deleted,
+    crud::a_task_is_created_with_its_first_status,
     clients::events_are_one_store_seen_through_both_apis,
     crud::lists_match_resource_versions,
     crud::writes_outside_the_registry_do_not_hold_reads_back,

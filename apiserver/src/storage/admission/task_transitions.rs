@@ -15,9 +15,10 @@
 //! - `spec.nodeName` is set by a binding only (422 on a plain write); a
 //!   Task created already bound needs `create` on `tasks/binding`.
 //!
-//! The server's own writes (no requester) are not checked here. Reads the
-//! stored object the write replaces, never a cache, so a decision is as
-//! fresh as the write's precondition.
+//! The server's own writes (no requester) are not checked here. Judges the
+//! object the write replaces at the version the write is conditional on
+//! (read from the store, or from the watch cache when it holds exactly the
+//! version a request names), so a decision is as fresh as the write.
 
 use corral_api::TaskPhase;
 use corral_api::validation::{FieldError, FieldErrorType};

@@ -27,6 +27,7 @@ use crate::storage::patch::{PatchKind, apply_patch};
 use crate::storage::selectors::{FieldSelector, LabelSelector};
 
 pub mod binding;
+mod born;
 mod delete;
 mod meta;
 mod read;

@@ -107,6 +107,7 @@ impl Api {
         if desc.kind == "Namespace" {
             body["status"] = json!({"phase": "Active"});
         }
+        born::give_initial_status(desc, &mut body, opts, jiff::Timestamp::now())?;
         if desc.origin == crate::kinds::catalog::Origin::Custom {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
@@ -405,29 +406,35 @@ impl Api {
         let key = desc.key(ns, name);
         let resource = desc.group_resource();
         for _ in 0..MAX_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| ApiError::from_store(e, &resource, name))?
-                .ok_or_else(|| ApiError::NotFound {
-                    resource: resource.clone(),
-                    name: name.to_owned(),
-                })?;
-            if let Some(p) = precondition
-                && p != kv.mod_revision
-            {
-                return Err(ApiError::from_store(
-                    StoreError::Conflict {
-                        key: key.clone(),
-                        expected: p,
-                        current: Box::new(kv),
-                    },
-                    &resource,
-                    name,
-                ));
-            }
-            let current = from_stored(&kv.value, kv.mod_revision)?;
+            let (stored, revision, current) = match self.cached_at(&key, precondition)? {
+                Some(read) => read,
+                None => {
+                    let kv = self
+                        .store
+                        .get(&key)
+                        .await
+                        .map_err(|e| ApiError::from_store(e, &resource, name))?
+                        .ok_or_else(|| ApiError::NotFound {
+                            resource: resource.clone(),
+                            name: name.to_owned(),
+                        })?;
+                    if let Some(p) = precondition
+                        && p != kv.mod_revision
+                    {
+                        return Err(ApiError::from_store(
+                            StoreError::Conflict {
+                                key: key.clone(),
+                                expected: p,
+                                current: Box::new(kv),
+                            },
+                            &resource,
+                            name,
+                        ));
+                    }
+                    let current = from_stored(&kv.value, kv.mod_revision)?;
+                    (kv.value, kv.mod_revision, current)
+                }
+            };
             let mut proposed = change(&current)?;
             if !proposed.is_object() {
                 return Err(ApiError::BadRequest(
@@ -481,13 +488,13 @@ impl Api {
                 // object as stored (a GitOps tool's drift check compares them).
                 let bytes = to_stored(&next)?;
                 let no_op = !deleting
-                    && (bytes == kv.value
-                        || (operation == "Apply" && same_ignoring_manager_time(&bytes, &kv.value)));
+                    && (bytes == stored
+                        || (operation == "Apply" && same_ignoring_manager_time(&bytes, &stored)));
                 if no_op {
                     next = current;
                 } else {
                     meta_mut(&mut next)
-                        .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                        .insert("resourceVersion".into(), json!(revision.to_string()));
                 }
                 return Ok(Written {
                     object: next,
@@ -496,7 +503,7 @@ impl Api {
                 });
             }
             if deleting {
-                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                match self.store.delete(&key, Some(revision)).await {
                     Ok(d) => {
                         self.spawn_collect_dependents(&current);
                         let mut last = next;
@@ -515,8 +522,8 @@ impl Api {
             let bytes = to_stored(&next)?;
             // An apply always stamps its managedFields entry; nothing else changes
             // a no-op's bytes.
-            if bytes == kv.value
-                || (operation == "Apply" && same_ignoring_manager_time(&bytes, &kv.value))
+            if bytes == stored
+                || (operation == "Apply" && same_ignoring_manager_time(&bytes, &stored))
             {
                 return Ok(Written {
                     object: current,
@@ -524,7 +531,7 @@ impl Api {
                     warnings,
                 });
             }
-            match self.store.update(&key, bytes, kv.mod_revision).await {
+            match self.store.update(&key, bytes, revision).await {
                 Ok(new_kv) => {
                     meta_mut(&mut next).insert(
                         "resourceVersion".into(),
@@ -545,6 +552,32 @@ impl Api {
             name: name.to_owned(),
             message: "the object kept changing; please try again".into(),
         })
+    }
+}
+
+impl Api {
+    /// The object at `key` as the watch cache holds it, when it holds it at
+    /// exactly `precondition`: a write conditional on that version reads it
+    /// there instead of from the store. The write stays as fresh as a store
+    /// read would make it, since the store takes it only at that version.
+    /// Returns the stored bytes, the version and the object.
+    fn cached_at(
+        &self,
+        key: &str,
+        precondition: Option<i64>,
+    ) -> Result<Option<(Vec<u8>, i64, Value)>, ApiError> {
+        let (Some(cache), Some(p)) = (self.cache.as_ref(), precondition) else {
+            return Ok(None);
+        };
+        let Some(entry) = cache.get(key) else {
+            return Ok(None);
+        };
+        if meta_str(&entry.value, "resourceVersion").and_then(|v| v.parse::<i64>().ok()) != Some(p)
+        {
+            return Ok(None);
+        }
+        let current = entry.value.clone();
+        Ok(Some((to_stored(&current)?, p, current)))
     }
 }
 
