@@ -1,9 +1,12 @@
 //! The job controller: keeps each Job's tasks as `corral_core::jobs` decides.
 //!
-//! Watches: Jobs, and the Tasks they own (a task change requeues its job).
+//! Watches: Jobs, and the Tasks they own (a task change requeues its job;
+//! a reflector keeps every task, so a reconcile reads the job's from memory
+//! instead of listing them).
 //! Decides: [`corral_core::jobs::reconcile`] over the job's tasks (found by
 //! the `corral.dev/job` label).
-//! Writes: new tasks, created by deterministic name (an existing one is
+//! Writes: new tasks, created by deterministic name, a bounded number at
+//! once (an existing one is
 //! fine: the write is idempotent), owned by the job, with the job's
 //! annotations and labels, and a held-back one with the time its hold ends
 //! (the server gives each its PENDING or THROTTLED status in the create:
@@ -24,9 +27,9 @@ use corral_core::jobs::{self, task_name};
 use corral_core::lifecycle;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Map, Value, json};
 
 /// The label naming a task's job.
@@ -52,11 +55,50 @@ pub enum JobError {
     /// A task could not be built from the job.
     #[error("building a task from the job: {0}")]
     Build(String),
+    /// The reflector of tasks stopped.
+    #[error("the reflector of tasks stopped")]
+    TasksUnwatched,
 }
 
 struct Ctx {
     client: kube::Client,
+    /// Every Task, as the controller's reflector last saw it.
+    tasks: reflector::Store<Task>,
+    /// When each job's last reconcile began (see [`Ctx::pace`]).
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// The least time between two reconciles of one job.
+const MIN_INTERVAL: Duration = Duration::from_millis(200);
+
+impl Ctx {
+    /// Waits until [`MIN_INTERVAL`] has passed since job `key`'s last
+    /// reconcile began. The controller never runs two reconciles of one job
+    /// at once and merges the changes that arrive meanwhile into one, so a
+    /// burst of task changes makes a few reconciles of their job, each of
+    /// them reading the latest tasks, not one per change; and unlike a
+    /// trailing debounce, a job whose tasks never stop changing is still
+    /// reconciled.
+    async fn pace(&self, key: &str) {
+        let since = self
+            .last
+            .lock()
+            .ok()
+            .and_then(|l| l.get(key).map(std::time::Instant::elapsed));
+        if let Some(wait) = since.and_then(|s| MIN_INTERVAL.checked_sub(s)) {
+            tokio::time::sleep(wait).await;
+        }
+        if let Ok(mut l) = self.last.lock() {
+            if l.len() > 4096 {
+                l.retain(|_, at| at.elapsed() < MIN_INTERVAL);
+            }
+            l.insert(key.to_owned(), std::time::Instant::now());
+        }
+    }
+}
+
+/// How many of one reconcile's task creates are in flight at once.
+const CREATES_IN_FLIGHT: usize = 32;
 
 fn task_for(
     job: &Job,
@@ -117,30 +159,57 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
     let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = tasks
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
-        .await?
-        .items;
+    // The job's tasks from the reflector, not a LIST per reconcile. A task
+    // created a moment ago may not be there yet: creating it again is a
+    // harmless 409, and writes to the ones there are conditional.
+    ctx.pace(&format!("{ns}/{name}")).await;
+    // Until it has listed every task once, it knows none of a job's.
+    ctx.tasks
+        .wait_until_ready()
+        .await
+        .map_err(|_| JobError::TasksUnwatched)?;
+    let owned: Vec<Arc<Task>> = ctx
+        .tasks
+        .state()
+        .into_iter()
+        .filter(|t| {
+            t.metadata.namespace.as_deref() == Some(ns.as_str())
+                && t.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(JOB_LABEL))
+                    .is_some_and(|j| *j == name)
+        })
+        .collect();
     let views: Vec<jobs::TaskView> = owned.iter().filter_map(|t| jobs::view(&name, t)).collect();
     let plan = jobs::reconcile(&job, &views);
-    for (instance, attempt) in &plan.create {
-        let hold = plan
-            .holds
-            .get(&(*instance, *attempt))
-            .and_then(|us| jiff::Timestamp::from_microsecond(*us).ok());
-        match tasks
-            .create(
-                &PostParams::default(),
-                &task_for(&job, *instance, *attempt, hold)?,
-            )
-            .await
-        {
-            // The server gives the task its PENDING (or THROTTLED) status in the create.
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let new_tasks = plan
+        .create
+        .iter()
+        .map(|(instance, attempt)| {
+            let hold = plan
+                .holds
+                .get(&(*instance, *attempt))
+                .and_then(|us| jiff::Timestamp::from_microsecond(*us).ok());
+            task_for(&job, *instance, *attempt, hold)
+        })
+        .collect::<Result<Vec<Task>, JobError>>()?;
+    // The server gives each task its PENDING (or THROTTLED) status in the create.
+    let created: Vec<Result<(), kube::Error>> = futures::stream::iter(new_tasks)
+        .map(|t| {
+            let tasks = tasks.clone();
+            async move {
+                match tasks.create(&PostParams::default(), &t).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(CREATES_IN_FLIGHT)
+        .collect()
+        .await;
+    created.into_iter().collect::<Result<Vec<()>, _>>()?;
     let now = jiff::Timestamp::now();
     let next_release = release_throttled(&tasks, &owned, now).await?;
     let requests = plan
@@ -185,7 +254,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let latency = corral_core::latency::figures(
         owned
             .iter()
-            .filter_map(corral_core::latency::TaskHistory::of),
+            .filter_map(|t| corral_core::latency::TaskHistory::of(t)),
     );
     // The history limit: old ended tasks go; their failures stay counted.
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -296,7 +365,7 @@ fn progressing(job: &Job, updated: u32, rolling: bool, now: jiff::Timestamp) -> 
 /// hold ends.
 async fn release_throttled(
     tasks: &Api<Task>,
-    owned: &[Task],
+    owned: &[Arc<Task>],
     now: jiff::Timestamp,
 ) -> Result<Option<jiff::Timestamp>, JobError> {
     let mut next: Option<jiff::Timestamp> = None;
@@ -347,9 +416,20 @@ fn error_policy(_job: Arc<Job>, error: &JobError, _ctx: Arc<Ctx>) -> Action {
 pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
     let jobs: Api<Job> = Api::all(client.clone());
     let tasks: Api<Task> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client });
+    let (reader, writer) = reflector::store();
+    // Every task change (deletions too) requeues its job; the reflector keeps
+    // them for the reconciles to read.
+    let task_changes = watcher(tasks, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let ctx = Arc::new(Ctx {
+        client,
+        tasks: reader,
+        last: std::sync::Mutex::new(std::collections::HashMap::new()),
+    });
     let controller = Controller::new(jobs, watcher::Config::default())
-        .owns(tasks, watcher::Config::default())
+        .owns_stream(task_changes)
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -321,7 +321,7 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     let counts_bound = counts_bound.context("never all bound")?;
     let per = |n: u64| n as f64 / tasks_n as f64;
     println!(
-        "  bound: {tasks_n} in {at_bound:.1} s = {:.0} tasks/s ({:.2}× raw 64-writer creates/s); store writes per task {:.2} (to tasks {:.2}), store reads per task {:.2}",
+        "  bound: {tasks_n} in {at_bound:.1} s = {:.0} tasks/s ({:.3}× raw 64-writer creates/s); store writes per task {:.2} (to tasks {:.2}), store reads per task {:.2}",
         tasks_n as f64 / at_bound,
         tasks_n as f64 / at_bound / raw64,
         per(counts_bound.writes - before.writes),
