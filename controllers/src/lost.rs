@@ -1,7 +1,8 @@
 //! The lost-task controller: tasks stuck in a transient phase become LOST.
 //!
-//! Watches: Tasks. For each task in ASSIGNED or STARTING it reads its job's
-//! timeouts (Aurora's five minutes by default) and, once the timeout passed,
+//! Watches: Tasks, and Jobs into a reflector. For each task in ASSIGNED or
+//! STARTING it reads its job's timeouts from the reflector, not the API
+//! server (Aurora's five minutes by default) and, once the timeout passed,
 //! drives the task to LOST through the lifecycle state machine (a task event
 //! records why); otherwise it requeues the task for the moment its timeout
 //! falls due. The job controller then replaces the lost task. No state is
@@ -10,17 +11,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::job::Timeouts;
 use corral_api::{Job, Task};
 use corral_core::{lifecycle, timeouts};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 /// The actor name written in task events.
 pub const ACTOR: &str = "lost-task-controller";
+
+/// How soon a task is looked at again when its job is not in the reflector
+/// (just created, or none: a task created on its own).
+const UNSEEN_JOB_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why one reconcile failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +33,15 @@ pub enum LostError {
     /// An API call failed.
     #[error("API call failed: {0}")]
     Api(#[from] kube::Error),
+    /// The reflector of jobs stopped.
+    #[error("the reflector of jobs stopped")]
+    JobsUnwatched,
 }
 
 struct Ctx {
     client: kube::Client,
+    /// Every Job, as the reflector last saw it.
+    jobs: reflector::Store<Job>,
 }
 
 async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> {
@@ -43,18 +53,31 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> 
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let limits = match jobs.get_opt(&task.spec.job).await? {
-        Some(job) => job.spec.timeouts.unwrap_or_default(),
-        None => Timeouts::default(),
-    };
+    // Until the reflector has listed the jobs, a job's own timeouts are unknown.
+    ctx.jobs
+        .wait_until_ready()
+        .await
+        .map_err(|_| LostError::JobsUnwatched)?;
+    let job = ctx.jobs.get(&ObjectRef::new(&task.spec.job).within(&ns));
+    let limits = job
+        .as_ref()
+        .and_then(|job| job.spec.timeouts.clone())
+        .unwrap_or_default();
     let now = jiff::Timestamp::now();
     let Some(event) = timeouts::due(&status, &limits, now) else {
         return Ok(match timeouts::deadline(&status, &limits) {
-            Some(at) => Action::requeue(Duration::from_millis(
-                u64::try_from((at.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0)
-                    + 10,
-            )),
+            Some(at) => {
+                let wait = Duration::from_millis(
+                    u64::try_from((at.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0)
+                        + 10,
+                );
+                // A job the reflector has yet to see may have shorter timeouts.
+                Action::requeue(if job.is_none() {
+                    wait.min(UNSEEN_JOB_RECHECK)
+                } else {
+                    wait
+                })
+            }
             None => Action::await_change(),
         });
     };
@@ -78,7 +101,19 @@ fn error_policy(_task: Arc<Task>, error: &LostError, _ctx: Arc<Ctx>) -> Action {
 /// Runs the controller until `stop` turns true.
 pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
     let tasks: Api<Task> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client });
+    let (jobs, writer) = reflector::store();
+    let jobs_watch = watcher(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    let ctx = Arc::new(Ctx { client, jobs });
+    let mut stop_jobs = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = jobs_watch => {}
+            _ = stop_jobs.wait_for(|s| *s) => {}
+        }
+    });
     Controller::new(tasks, watcher::Config::default())
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
