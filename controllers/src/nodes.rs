@@ -2,7 +2,11 @@
 //!
 //! Reads, every tick: the Leases in [`LEASE_NAMESPACE`] (one per node, named
 //! after it, renewed by its agent), the Nodes, and the tasks bound to nodes
-//! whose lease expired. Decides with `corral_core::nodes`. Writes: the Node's
+//! whose lease expired, or that came back, or whose tasks were not all
+//! settled at the last look. A live node whose tasks were all settled is not
+//! looked into again while it stays live (the set is kept in memory: after a
+//! restart every node is looked into once), so a tick costs two lists, not
+//! one per node. Decides with `corral_core::nodes`. Writes: the Node's
 //! Ready condition (False with `HeartbeatExpired` when the lease lapsed, True
 //! again when it is renewed), and the tasks' phases through the lifecycle
 //! state machine (LOST, or PARTITIONED first when their job's partition
@@ -10,7 +14,7 @@
 //! run by an agent) are left alone. The job controller replaces lost tasks;
 //! the allocation loop no longer places anything on a node that is not Ready.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use corral_api::job::PartitionPolicy;
@@ -31,11 +35,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// Runs the controller until `stop` turns true.
 pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(TICK);
+    let mut settled = HashSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = ticker.tick() => {
-                if let Err(e) = check(&client).await {
+                if let Err(e) = check(&client, &mut settled).await {
                     tracing::debug!(error = %e, "node liveness check failed; retrying");
                 }
             }
@@ -98,7 +103,10 @@ async fn set_ready(
     Ok(())
 }
 
-async fn check(client: &kube::Client) -> Result<(), kube::Error> {
+/// One tick. `settled`: the live nodes whose tasks needed nothing (or got
+/// it) at their last look; they are not looked into again while they stay
+/// live and Ready.
+async fn check(client: &kube::Client, settled: &mut HashSet<String>) -> Result<(), kube::Error> {
     let now = jiff::Timestamp::now();
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let expiry: BTreeMap<String, jiff::Timestamp> = match leases.list(&ListParams::default()).await
@@ -128,7 +136,13 @@ async fn check(client: &kube::Client) -> Result<(), kube::Error> {
             continue;
         };
         let alive = now <= *expires;
+        let was_ready = ready_condition(&node).is_some_and(|c| c.status == ConditionStatus::True);
+        if alive && was_ready && settled.contains(&name) {
+            continue;
+        }
+        settled.remove(&name);
         set_ready(&nodes_api, &node, alive, now).await?;
+        let mut all_settled = alive;
         let tasks: Api<Task> = Api::all(client.clone());
         let bound = tasks
             .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
@@ -166,9 +180,13 @@ async fn check(client: &kube::Client) -> Result<(), kube::Error> {
                     .patch_status(&tn, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                 {
+                    all_settled = false;
                     tracing::debug!(task = %tn, error = %e, "a task changed under the node controller; next tick retries");
                 }
             }
+        }
+        if all_settled {
+            settled.insert(name);
         }
     }
     Ok(())

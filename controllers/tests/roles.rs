@@ -62,9 +62,13 @@ async fn roles_show_what_they_hold_wait_for_their_share_and_latency() -> Result<
     task(&h.client, "e1", "eng", 1).await?;
 
     let roles: Api<Role> = Api::all(h.client.clone());
+    // Each role's status is its own write: wait for both.
     eventually("role figures to appear", || async {
         let eng = roles.get("eng").await?.status.unwrap_or_default();
-        Ok(milli(&eng.allocated, "cpus") == 6_000)
+        let analytics = roles.get("analytics").await?.status.unwrap_or_default();
+        Ok(milli(&eng.allocated, "cpus") == 6_000
+            && milli(&analytics.allocated, "cpus") == 5_000
+            && milli(&analytics.pending, "cpus") == 6_000)
     })
     .await?;
     let analytics = roles.get("analytics").await?.status.unwrap_or_default();
