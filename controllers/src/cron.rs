@@ -238,6 +238,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
 }
 
 fn error_policy(_job: Arc<Job>, error: &CronControllerError, _ctx: Arc<Ctx>) -> Action {
+    // The job changed since this pass read it (the job controller writes its
+    // status too): the pass is made again on the fresh copy.
+    if matches!(error, CronControllerError::Api(kube::Error::Api(e)) if e.code == 409) {
+        tracing::debug!(%error, "the job changed under the cron pass; again");
+        return Action::requeue(Duration::from_millis(200));
+    }
     tracing::warn!(%error, "cron reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }

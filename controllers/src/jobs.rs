@@ -64,9 +64,15 @@ struct Ctx {
     client: kube::Client,
     /// Every Task, as the controller's reflector last saw it.
     tasks: reflector::Store<Task>,
+    /// Every Job, as the controller's own watch last saw it.
+    jobs: reflector::Store<Job>,
     /// When each job's last reconcile began (see [`Ctx::pace`]).
     last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How soon a reconcile is tried again while the reflector has not listed
+/// everything yet.
+const NOT_READY_RETRY: Duration = Duration::from_millis(100);
 
 /// The least time between two reconciles of one job.
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
@@ -163,11 +169,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     // created a moment ago may not be there yet: creating it again is a
     // harmless 409, and writes to the ones there are conditional.
     ctx.pace(&format!("{ns}/{name}")).await;
+    // The job as it is after the wait: gone or replaced, nothing is done
+    // for it (the server refuses tasks for a job that is gone anyway).
+    let job = match ctx.jobs.get(&reflector::ObjectRef::from_obj(&*job)) {
+        Some(now) if now.metadata.uid == job.metadata.uid => now,
+        _ => return Ok(Action::await_change()),
+    };
     // Until it has listed every task once, it knows none of a job's.
-    ctx.tasks
-        .wait_until_ready()
-        .await
-        .map_err(|_| JobError::TasksUnwatched)?;
+    // Not waited for: a reconcile that waits would hold a shutdown up,
+    // since the reflector is driven only while the controller runs.
+    match futures::FutureExt::now_or_never(ctx.tasks.wait_until_ready()) {
+        Some(Ok(())) => {}
+        Some(Err(_)) => return Err(JobError::TasksUnwatched),
+        None => return Ok(Action::requeue(NOT_READY_RETRY)),
+    }
     let owned: Vec<Arc<Task>> = ctx
         .tasks
         .state()
@@ -423,12 +438,14 @@ pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bo
         .default_backoff()
         .reflect(writer)
         .touched_objects();
+    let controller = Controller::new(jobs, watcher::Config::default());
     let ctx = Arc::new(Ctx {
         client,
         tasks: reader,
+        jobs: controller.store(),
         last: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
-    let controller = Controller::new(jobs, watcher::Config::default())
+    let controller = controller
         .owns_stream(task_changes)
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -24,6 +24,10 @@ use serde_json::json;
 pub const ACTOR: &str = "lost-task-controller";
 
 /// How soon a task is looked at again when its job is not in the reflector
+/// How soon a reconcile is tried again while the reflector has not listed
+/// everything yet.
+const NOT_READY_RETRY: Duration = Duration::from_millis(100);
+
 /// (just created, or none: a task created on its own).
 const UNSEEN_JOB_RECHECK: Duration = Duration::from_secs(5);
 
@@ -54,10 +58,13 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> 
         .clone()
         .unwrap_or_else(|| "default".into());
     // Until the reflector has listed the jobs, a job's own timeouts are unknown.
-    ctx.jobs
-        .wait_until_ready()
-        .await
-        .map_err(|_| LostError::JobsUnwatched)?;
+    // Not waited for: a reconcile that waits would hold a shutdown up,
+    // since the reflector is driven only while the controller runs.
+    match futures::FutureExt::now_or_never(ctx.jobs.wait_until_ready()) {
+        Some(Ok(())) => {}
+        Some(Err(_)) => return Err(LostError::JobsUnwatched),
+        None => return Ok(Action::requeue(NOT_READY_RETRY)),
+    }
     let job = ctx.jobs.get(&ObjectRef::new(&task.spec.job).within(&ns));
     let limits = job
         .as_ref()

@@ -679,3 +679,39 @@ pub async fn a_task_is_created_with_its_first_status(ts: &TestServer) -> Result<
     assert_eq!(bound.spec.node_name.as_deref(), Some("n1"));
     Ok(())
 }
+
+/// A task whose controlling owner is a Job is created only while that Job
+/// exists, with the uid it names, and is not being deleted.
+pub async fn a_task_is_created_only_for_a_job_that_exists(ts: &TestServer) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+    let owned = |name: &str, job: &str, uid: &str| -> Result<Task> {
+        let mut t = task(name, None, None)?;
+        t.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+            "apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": job, "uid": uid,
+            "controller": true, "blockOwnerDeletion": true}))?]);
+        Ok(t)
+    };
+    let job = jobs
+        .create(&PostParams::default(), &job("owner", 1)?)
+        .await?;
+    let uid = job.metadata.uid.context("no uid")?;
+    tasks
+        .create(&PostParams::default(), &owned("owner-0-0", "owner", &uid)?)
+        .await?;
+    for (name, job, uid) in [
+        ("gone-0-0", "gone", uid.as_str()),
+        ("other-0-0", "owner", "another-uid"),
+    ] {
+        let (code, _, message) = api_error(
+            tasks
+                .create(&PostParams::default(), &owned(name, job, uid)?)
+                .await
+                .err()
+                .context("a task for a job that is not there was created")?,
+        )?;
+        assert_eq!(code, 422, "{message}");
+        assert!(message.contains("metadata.ownerReferences"), "{message}");
+    }
+    Ok(())
+}

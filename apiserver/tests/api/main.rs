@@ -132,6 +132,7 @@ macro_rules! suite {
 suite!(embedded:
     clients::discovery_finds_every_kind,
     crud::a_task_is_created_with_its_first_status,
+    crud::a_task_is_created_only_for_a_job_that_exists,
     crud::jobs_scale_through_their_scale_subresource,
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::invalid_objects_are_rejected_with_field_paths,

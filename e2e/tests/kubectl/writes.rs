@@ -94,11 +94,22 @@ fn patch_annotate_replace_and_validation_errors() -> Result<()> {
         )?
         .ok()?;
     assert_eq!(got, "2 7 alice");
-    let live = k
-        .run(&[&ns[..], &["get", "job", "sparkie", "-o", "json"]].concat())?
-        .ok()?;
-    let replaced = live.replace("\"instances\": 2", "\"instances\": 5");
-    k.run_stdin(&["replace", "-f", "-"], &replaced)?.ok()?;
+    // A replace carries the version it read: the job controller writing the
+    // job's status in between makes it a 409, and a user reads again.
+    let mut replaced = None;
+    for _ in 0..5 {
+        let live = k
+            .run(&[&ns[..], &["get", "job", "sparkie", "-o", "json"]].concat())?
+            .ok()?;
+        let edited = live.replace("\"instances\": 2", "\"instances\": 5");
+        let r = k.run_stdin(&["replace", "-f", "-"], &edited)?;
+        if r.code == 0 {
+            replaced = Some(r);
+            break;
+        }
+        assert!(r.stderr.contains("Conflict"), "{r:?}");
+    }
+    replaced.context("the replace kept conflicting")?;
     let bad = k.run(
         &[
             &ns[..],

@@ -30,6 +30,7 @@ pub mod binding;
 mod born;
 mod delete;
 mod meta;
+mod owners;
 mod read;
 mod scale;
 pub mod tiers;

@@ -114,6 +114,7 @@ impl Api {
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
         may_use_role(desc, &body, None, opts)?;
         self.admit_role_and_tier(desc, &body, None, opts).await?;
+        self.admit_owner(desc, &body, opts).await?;
         may_grant(desc, &body, opts)?;
         crate::storage::admission::task_transitions::check(desc, &body, None, opts)?;
         self.restrict_nodes(desc, &body, None, opts)?;
