@@ -5,8 +5,7 @@
 //! instead of listing them).
 //! Decides: [`corral_core::jobs::reconcile`] over the job's tasks (found by
 //! the `corral.dev/job` label).
-//! Writes: new tasks, created by deterministic name, a bounded number at
-//! once (an existing one is
+//! Writes: new tasks, created by deterministic name in instance order (an existing one is
 //! fine: the write is idempotent), owned by the job, with the job's
 //! annotations and labels, and a held-back one with the time its hold ends
 //! (the server gives each its PENDING or THROTTLED status in the create:
@@ -102,9 +101,6 @@ impl Ctx {
         }
     }
 }
-
-/// How many of one reconcile's task creates are in flight at once.
-const CREATES_IN_FLIGHT: usize = 32;
 
 fn task_for(
     job: &Job,
@@ -209,22 +205,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             task_for(&job, *instance, *attempt, hold)
         })
         .collect::<Result<Vec<Task>, JobError>>()?;
-    // The server gives each task its PENDING (or THROTTLED) status in the create.
-    let created: Vec<Result<(), kube::Error>> = futures::stream::iter(new_tasks)
-        .map(|t| {
-            let tasks = tasks.clone();
-            async move {
-                match tasks.create(&PostParams::default(), &t).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .buffer_unordered(CREATES_IN_FLIGHT)
-        .collect()
-        .await;
-    created.into_iter().collect::<Result<Vec<()>, _>>()?;
+    // The server gives each task its PENDING (or THROTTLED) status in the
+    // create. One at a time, in instance order: the scheduler then meets the
+    // lower instances first (concurrent creates measured no faster while the
+    // control plane is CPU-bound; a bulk create is the way to go faster).
+    for t in new_tasks {
+        match tasks.create(&PostParams::default(), &t).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let now = jiff::Timestamp::now();
     let next_release = release_throttled(&tasks, &owned, now).await?;
     let requests = plan

@@ -26,7 +26,17 @@ fn wait_phase(c: &Corral, up: &Server, ns: &str, name: &str, want: &str) -> Resu
     wait_for(&format!("{ns}/{name} to be {want}"), WAIT, || {
         Ok(phase(c, ns, name)? == want)
     })
-    .with_context(|| up.log())
+    .with_context(|| {
+        let task = c
+            .run(&["-n", ns, "get", "task", name, "-o", "yaml"])
+            .map(|r| r.stdout)
+            .unwrap_or_default();
+        let tasks = c
+            .run(&["get", "tasks", "-A"])
+            .map(|r| r.stdout)
+            .unwrap_or_default();
+        format!("{}\n{task}\n{tasks}", up.log())
+    })
 }
 
 fn ok(r: Run, what: &str) -> Result<String> {
