@@ -161,9 +161,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     let name = job.metadata.name.clone().ok_or(JobError::Unnamed)?;
     let ns = job.metadata.namespace.clone().ok_or(JobError::Unnamed)?;
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ns);
-    // The job's tasks from the reflector, not a LIST per reconcile. A task
-    // created a moment ago may not be there yet: creating it again is a
-    // harmless 409, and writes to the ones there are conditional.
     ctx.pace(&format!("{ns}/{name}")).await;
     // The job as it is after the wait: gone or replaced, nothing is done
     // for it (the server refuses tasks for a job that is gone anyway).
@@ -179,6 +176,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
         Some(Err(_)) => return Err(JobError::TasksUnwatched),
         None => return Ok(Action::requeue(NOT_READY_RETRY)),
     }
+    // The job's tasks from the reflector, not a LIST per reconcile. A task
+    // created a moment ago may not be there yet: creating it again is a
+    // harmless 409, and writes to the ones there are conditional.
     let owned: Vec<Arc<Task>> = ctx
         .tasks
         .state()
