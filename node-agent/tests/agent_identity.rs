@@ -8,7 +8,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use common::eventually;
@@ -67,13 +66,11 @@ async fn a_joined_node_runs_its_tasks_and_reaches_nothing_else() -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cfg = AgentConfig {
-        lease_seconds: 40,
-        renew_every: Duration::from_millis(300),
-        reconcile_every: Duration::from_millis(500),
         log_endpoint: None,
-        ..AgentConfig::new(
-            vec!["sim-0".into()],
+        ..common::quick_config(
+            "sim-0",
             corral_node_agent::flags::resources("cpus=4,memory=8Gi")?,
+            40,
         )
     };
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];

@@ -6,7 +6,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use common::eventually;
@@ -128,13 +127,11 @@ async fn a_node_reads_the_secrets_of_its_tasks_and_runs_them_with_the_values() -
     let sandboxes = tempfile::tempdir()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cfg = AgentConfig {
-        lease_seconds: 40,
-        renew_every: Duration::from_millis(300),
-        reconcile_every: Duration::from_millis(500),
         log_endpoint: None,
-        ..AgentConfig::new(
-            vec!["n1".into()],
+        ..common::quick_config(
+            "n1",
             corral_node_agent::flags::resources("cpus=4,memory=8Gi,disk=10Gi")?,
+            40,
         )
     };
     let runtimes: Vec<Arc<dyn ContainerRuntime>> =

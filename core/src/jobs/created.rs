@@ -2,26 +2,23 @@
 //! status in the create itself (as Kubernetes gives a new Pod its phase), so
 //! no second write records it: PENDING with its first task event, or
 //! THROTTLED when the job controller created it held back (the
-//! [`THROTTLED_UNTIL_ANNOTATION`] names a time still to come).
-
-use std::collections::BTreeMap;
+//! [`super::THROTTLED_UNTIL_ANNOTATION`] names a time still to come).
 
 use corral_api::task::{PendingExplanation, PendingReason, PendingReasonKind, TaskStatus};
 
-use super::{FLAP_WINDOW_SECONDS, THROTTLED_UNTIL_ANNOTATION};
+use super::FLAP_WINDOW_SECONDS;
 use crate::lifecycle;
 
-/// The status of a task created for `instance` with `annotations`, at `now`,
-/// by `actor`.
+/// The status of a task created for `instance` at `now` by `actor`;
+/// `hold_until` is the value of its [`super::THROTTLED_UNTIL_ANNOTATION`], if any.
 pub fn initial_status(
     instance: u32,
-    annotations: Option<&BTreeMap<String, String>>,
+    hold_until: Option<&str>,
     now: jiff::Timestamp,
     actor: &str,
 ) -> TaskStatus {
     let mut status = lifecycle::created(format!("created for instance {instance}"), now, actor);
-    let hold = annotations
-        .and_then(|a| a.get(THROTTLED_UNTIL_ANNOTATION))
+    let hold = hold_until
         .and_then(|v| v.parse::<jiff::Timestamp>().ok())
         .filter(|until| *until > now);
     if let Some(until) = hold {
@@ -59,8 +56,11 @@ fn hold_back(status: &mut TaskStatus, until: jiff::Timestamp, now: jiff::Timesta
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use corral_api::TaskPhase;
 
+    use super::super::THROTTLED_UNTIL_ANNOTATION;
     use super::*;
 
     fn at(s: i64) -> jiff::Timestamp {
@@ -102,7 +102,11 @@ mod tests {
         ];
         let now: jiff::Timestamp = "2027-01-01T00:00:10Z".parse().expect("a time");
         for (what, annotations, phase, events) in cases {
-            let s = initial_status(3, annotations.as_ref(), now, "corral-apiserver");
+            let hold_until = annotations
+                .as_ref()
+                .and_then(|a| a.get(THROTTLED_UNTIL_ANNOTATION))
+                .map(String::as_str);
+            let s = initial_status(3, hold_until, now, "corral-apiserver");
             assert_eq!(s.phase(), phase, "{what}");
             assert_eq!(s.task_events.len(), events, "{what}");
             assert_eq!(s.task_events[0].message, "created for instance 3", "{what}");

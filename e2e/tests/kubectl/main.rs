@@ -29,14 +29,9 @@ fn setup_api_only() -> Result<(Server, Kubectl)> {
 /// Applies `examples/<file>`.
 fn apply_example(k: &Kubectl, file: &str) -> Result<String> {
     if file == "talk-adhoc-job.yaml" {
-        role(k, "analytics")?;
+        k.corral_role("analytics")?;
     }
     k.run(&["apply", "-f", &s(&examples().join(file))])?.ok()
-}
-
-/// Creates Corral Role `name` (see [`Kubectl::corral_role`]).
-fn role(k: &Kubectl, name: &str) -> Result<()> {
-    k.corral_role(name)
 }
 
 /// Starts `kubectl wait --for=<condition> job/sparkie`, writes `status`

@@ -86,7 +86,7 @@ fn the_scheduler_in_the_server_binds_tasks_to_nodes() -> Result<()> {
     let k = Kubectl::new(&server)?;
     let node = "apiVersion: corral.dev/v1alpha1\nkind: Node\nmetadata: {name: n1}\nspec: {attributes: {rack: r2}}\n";
     k.run_stdin(&["apply", "-f", "-"], node)?.ok()?;
-    role(&k, "analytics")?;
+    k.corral_role("analytics")?;
     let status = r#"{"status":{"allocatable":{"cpus":4,"memory":"16Gi"},"conditions":[{"type":"Ready","status":"True","reason":"AgentReady"}]}}"#;
     k.run(&[
         "patch",

@@ -263,7 +263,7 @@ fn kubectl_auth_can_i_and_whoami_ask_the_server() -> Result<()> {
 #[test]
 fn server_side_apply_creates_and_updates_under_its_field_manager() -> Result<()> {
     let (_server, k) = setup()?;
-    role(&k, "analytics")?;
+    k.corral_role("analytics")?;
     let job = std::fs::read_to_string(examples().join("talk-adhoc-job.yaml"))?;
     let created = k
         .run_stdin(

@@ -37,13 +37,9 @@ pub fn give_initial_status(
         .as_u64()
         .and_then(|i| u32::try_from(i).ok())
         .unwrap_or(0);
-    let annotations: Option<std::collections::BTreeMap<String, String>> =
-        body["metadata"]["annotations"].as_object().map(|a| {
-            a.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        });
-    let status = corral_core::jobs::initial_status(instance, annotations.as_ref(), now, actor);
+    let hold_until =
+        body["metadata"]["annotations"][corral_core::jobs::THROTTLED_UNTIL_ANNOTATION].as_str();
+    let status = corral_core::jobs::initial_status(instance, hold_until, now, actor);
     body["status"] = serde_json::to_value(&status)
         .map_err(|e| ApiError::Internal(format!("encoding a task status: {e}")))?;
     if let Some(node) = body["spec"]["nodeName"]

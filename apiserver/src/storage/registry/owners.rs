@@ -49,20 +49,7 @@ impl Api {
             .registry
             .find("corral.dev", "v1alpha1", "jobs")
             .ok_or_else(|| ApiError::Internal("jobs are not registered".into()))?;
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(&jobs.key(Some(ns), job)))
-            .map(|e| e.value.clone());
-        let current = match cached {
-            Some(v) => Some(v),
-            None => match self.get(&jobs, Some(ns), job).await {
-                Ok(v) => Some(v),
-                Err(ApiError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        let why = match current {
+        let why = match self.cached_or_stored(&jobs, Some(ns), job).await? {
             None => format!("its Job {job:?} does not exist"),
             Some(j) if meta_str(&j, "uid") != Some(uid) => {
                 format!("its Job {job:?} is another one than the uid {uid} it names")

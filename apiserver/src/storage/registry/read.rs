@@ -29,6 +29,25 @@ impl Api {
         from_stored(&kv.value, kv.mod_revision)
     }
 
+    /// One object for an admission decision: from the watch cache when it
+    /// holds it, else from the store (one created a moment ago may not be
+    /// cached yet); None when it does not exist.
+    pub(super) async fn cached_or_stored(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&desc.key(ns, name))) {
+            return Ok(Some(entry.value.clone()));
+        }
+        match self.get(desc, ns, name).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ApiError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Lists objects, filtered and paginated: the first page from the watch
     /// cache when there is one, later pages from the store at the same revision.
     pub async fn list(

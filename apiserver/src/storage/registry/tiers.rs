@@ -102,25 +102,12 @@ impl Api {
         Ok(())
     }
 
-    /// True when Corral Role `role` exists: the watch cache answers when it
-    /// has it, the store when not (a Role created just before may not have
-    /// reached the cache yet).
+    /// True when Corral Role `role` exists.
     async fn role_exists(&self, role: &str) -> Result<bool, ApiError> {
         let roles = self
             .registry
             .find("corral.dev", "v1alpha1", "roles")
             .ok_or_else(|| ApiError::Internal("roles are not registered".into()))?;
-        if self
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.contains(&roles.key(None, role)))
-        {
-            return Ok(true);
-        }
-        match self.get(&roles, None, role).await {
-            Ok(_) => Ok(true),
-            Err(ApiError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.cached_or_stored(&roles, None, role).await?.is_some())
     }
 }
