@@ -58,6 +58,16 @@ async fn tasks_of(api: &Api<Task>, job: &str) -> Result<Vec<Task>> {
 }
 
 /// What an agent would report: the task ran and exited with `code`.
+/// True once task `name` exists and is bound (an agent reports only on a
+/// task bound to its node).
+async fn assigned(api: &Api<Task>, name: &str) -> Result<bool> {
+    Ok(api
+        .get_opt(name)
+        .await?
+        .and_then(|t| t.status)
+        .is_some_and(|s| s.phase() == TaskPhase::Assigned))
+}
+
 async fn finish(api: &Api<Task>, name: &str, code: i32) -> Result<()> {
     let phase = if code == 0 { "FINISHED" } else { "FAILED" };
     api.patch_status(
@@ -155,13 +165,10 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     // An ad-hoc job with maxTaskFailures 2 (Aurora's meaning): two attempts, then FAILED.
     jobs.create(&PostParams::default(), &job("batch", "adhoc", 1, 2)?)
         .await?;
-    eventually("batch-0-0", || async {
-        Ok(tasks.get_opt("batch-0-0").await?.is_some())
-    })
-    .await?;
+    eventually("batch-0-0 to be assigned", || assigned(&tasks, "batch-0-0")).await?;
     finish(&tasks, "batch-0-0", 3).await?;
-    eventually("the retry batch-0-1", || async {
-        Ok(tasks.get_opt("batch-0-1").await?.is_some())
+    eventually("the retry batch-0-1 to be assigned", || {
+        assigned(&tasks, "batch-0-1")
     })
     .await?;
     finish(&tasks, "batch-0-1", 3).await?;
@@ -179,10 +186,7 @@ async fn jobs_get_their_tasks_replacements_and_retries() -> Result<()> {
     // One that succeeds ends SUCCEEDED.
     jobs.create(&PostParams::default(), &job("once", "adhoc", 1, 1)?)
         .await?;
-    eventually("once-0-0", || async {
-        Ok(tasks.get_opt("once-0-0").await?.is_some())
-    })
-    .await?;
+    eventually("once-0-0 to be assigned", || assigned(&tasks, "once-0-0")).await?;
     finish(&tasks, "once-0-0", 0).await?;
     eventually("the job to succeed", || async {
         Ok(jobs.get("once").await?.status.and_then(|s| s.phase) == Some(JobPhase::Succeeded))
@@ -366,12 +370,8 @@ async fn a_service_keeps_a_bounded_history_and_still_counts_every_failure() -> R
     let rounds = kept + 3;
     for attempt in 0..rounds {
         let name = format!("churn-0-{attempt}");
-        eventually("the next attempt to be assigned", || async {
-            Ok(tasks
-                .get_opt(&name)
-                .await?
-                .and_then(|t| t.status)
-                .is_some_and(|s| s.phase() == TaskPhase::Assigned))
+        eventually("the next attempt to be assigned", || {
+            assigned(&tasks, &name)
         })
         .await
         .with_context(|| format!("attempt {attempt}"))?;
