@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::agent_cmd::client_from;
-use crate::server_cmd::{identity, policy_of, spawn_controllers, wait_for_signal};
+use crate::server_cmd::{identity, settings_of, share, spawn_controllers, wait_for_signal};
 use crate::store_cmd::home_dir;
 
 /// `corral controllers` options.
@@ -25,6 +25,11 @@ pub struct ControllersArgs {
     /// How the scheduler ranks nodes: `binpack` or `spread`.
     #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
     placement: String,
+    /// The share of nodes that may stop renewing their leases at once before
+    /// the node controller stops declaring their tasks lost (the disruption
+    /// brake; at least two nodes; 1 or more: never).
+    #[arg(long, default_value_t = corral_core::liveness::DEFAULT_DISRUPTION_THRESHOLD, value_parser = share)]
+    node_disruption_threshold: f64,
     /// Run without leader election: only when no other controllers run.
     #[arg(long)]
     no_leader_elect: bool,
@@ -40,7 +45,7 @@ pub async fn run(args: ControllersArgs) -> Result<()> {
     let elect = !args.no_leader_elect;
     let handle = spawn_controllers(
         corral_controllers::Clients::one(client),
-        policy_of(&args.placement),
+        settings_of(&args.placement, args.node_disruption_threshold),
         elect,
         stop_rx,
     );

@@ -47,6 +47,11 @@ pub struct ServerArgs {
     /// How the scheduler ranks nodes: `binpack` or `spread`.
     #[arg(long, default_value = "binpack", value_parser = ["binpack", "spread"])]
     pub(crate) placement: String,
+    /// The share of nodes that may stop renewing their leases at once before
+    /// the node controller stops declaring their tasks lost (the disruption
+    /// brake; at least two nodes; 1 or more: never).
+    #[arg(long, default_value_t = corral_core::liveness::DEFAULT_DISRUPTION_THRESHOLD, value_parser = share)]
+    pub(crate) node_disruption_threshold: f64,
     /// Reads in flight at once; past it, reads get 429 and retry (0: no limit).
     #[arg(long, default_value_t = 400)]
     pub(crate) max_requests_inflight: usize,
@@ -123,12 +128,31 @@ pub struct StartedServer {
     server: corral_apiserver::RunningServer,
 }
 
-/// The scheduler's placement policy named on the command line.
-pub fn policy_of(placement: &str) -> corral_core::sched::Policy {
-    if placement == "spread" {
+/// The controllers' settings named on the command line.
+pub fn settings_of(
+    placement: &str,
+    node_disruption_threshold: f64,
+) -> corral_controllers::Settings {
+    let policy = if placement == "spread" {
         corral_core::sched::Policy::Spread
     } else {
         corral_core::sched::Policy::BinPack
+    };
+    corral_controllers::Settings {
+        policy,
+        nodes: corral_controllers::nodes::Settings {
+            disruption_threshold: node_disruption_threshold,
+        },
+    }
+}
+
+/// A share: a finite number, 0 or more.
+pub fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a share (a number, 0 or more, such as 0.55)"
+        )),
     }
 }
 
@@ -141,19 +165,19 @@ pub fn identity() -> String {
 /// process holds the controllers' lease.
 pub fn spawn_controllers(
     clients: corral_controllers::Clients,
-    policy: corral_core::sched::Policy,
+    settings: corral_controllers::Settings,
     elect: bool,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     if !elect {
-        return tokio::spawn(corral_controllers::run_all(clients, policy, stop));
+        return tokio::spawn(corral_controllers::run_all(clients, settings, stop));
     }
     let election = corral_controllers::leader::Election::new(identity());
     tokio::spawn(corral_controllers::leader::run_elected(
         clients.controllers.clone(),
         election,
         stop,
-        move |s| corral_controllers::run_all(clients.clone(), policy, s),
+        move |s| corral_controllers::run_all(clients.clone(), settings, s),
     ))
 }
 
@@ -299,7 +323,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         };
         controllers.push(spawn_controllers(
             clients,
-            policy_of(&args.placement),
+            settings_of(&args.placement, args.node_disruption_threshold),
             args.leader_elect,
             stop_rx,
         ));

@@ -155,6 +155,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         no_controllers: false,
         leader_elect: false,
         placement: args.placement.clone(),
+        node_disruption_threshold: corral_core::liveness::DEFAULT_DISRUPTION_THRESHOLD,
         max_requests_inflight: corral_apiserver::InFlightLimits::default().readonly,
         max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
         request_timeout: corral_apiserver::transport::server::DEFAULT_REQUEST_TIMEOUT,

@@ -23,9 +23,9 @@ use corral_core::{cron, lifecycle};
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use serde_json::json;
 
+use crate::cache::{self, Caches};
 use crate::jobs::JOB_LABEL;
 
 /// The label naming a task's cron run.
@@ -55,6 +55,7 @@ pub enum CronControllerError {
 
 struct Ctx {
     client: kube::Client,
+    caches: Arc<Caches>,
     clock: Clock,
 }
 
@@ -122,10 +123,13 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
         .unwrap_or(now);
     let plan = cron::plan(&spec, last_handled, now)?;
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = tasks
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
-        .await?
-        .items;
+    // From the shared cache: a run created a moment ago and not seen yet is
+    // created again harmlessly (409), and counted once (the status write
+    // carries the version this pass read).
+    let owned = ctx
+        .caches
+        .tasks()
+        .indexed(cache::BY_JOB, &cache::job_key(&ns, &name));
     // Runs by name: (any task still active, newest tick).
     let mut runs: BTreeMap<String, bool> = BTreeMap::new();
     for t in &owned {
@@ -253,17 +257,32 @@ pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>)
     run_with_clock(client, Arc::new(jiff::Timestamp::now), stop).await;
 }
 
-/// Runs the cron controller with `clock` as "now".
+/// Runs the cron controller with `clock` as "now", with caches of its own.
 pub async fn run_with_clock(
     client: kube::Client,
     clock: Clock,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let caches = Caches::new(client.clone(), stop.clone());
+    run_cached(client, caches, clock, stop).await;
+}
+
+/// Runs the cron controller with `clock` as "now", reading `caches`.
+pub async fn run_cached(
+    client: kube::Client,
+    caches: Arc<Caches>,
+    clock: Clock,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let jobs: Api<Job> = Api::all(client.clone());
-    let tasks: Api<Task> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client, clock });
-    Controller::new(jobs, watcher::Config::default())
-        .owns(tasks, watcher::Config::default())
+    let jobs = caches.jobs();
+    let controller = Controller::for_shared_stream(jobs.touched(), jobs.store())
+        .owns_shared_stream(caches.tasks().touched());
+    let ctx = Arc::new(Ctx {
+        client,
+        caches: caches.clone(),
+        clock,
+    });
+    controller
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

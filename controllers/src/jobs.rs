@@ -1,8 +1,8 @@
 //! The job controller: keeps each Job's tasks as `corral_core::jobs` decides.
 //!
-//! Watches: Jobs, and the Tasks they own (a task change requeues its job;
-//! a reflector keeps every task, so a reconcile reads the job's from memory
-//! instead of listing them).
+//! Watches (through the shared [`crate::cache`]): Jobs, and the Tasks they
+//! own (a task change requeues its job; a reconcile reads the job's tasks
+//! from the cache's index instead of listing them).
 //! Decides: [`corral_core::jobs::reconcile`] over the job's tasks (found by
 //! the `corral.dev/job` label).
 //! Writes: new tasks, created by deterministic name in instance order (an existing one is
@@ -28,7 +28,9 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector;
+
+use crate::cache::{self, Caches};
 use serde_json::{Map, Value, json};
 
 /// The label naming a task's job.
@@ -61,10 +63,7 @@ pub enum JobError {
 
 struct Ctx {
     client: kube::Client,
-    /// Every Task, as the controller's reflector last saw it.
-    tasks: reflector::Store<Task>,
-    /// Every Job, as the controller's own watch last saw it.
-    jobs: reflector::Store<Job>,
+    caches: Arc<Caches>,
     /// When each job's last reconcile began (see [`Ctx::pace`]).
     last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -164,34 +163,28 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     ctx.pace(&format!("{ns}/{name}")).await;
     // The job as it is after the wait: gone or replaced, nothing is done
     // for it (the server refuses tasks for a job that is gone anyway).
-    let job = match ctx.jobs.get(&reflector::ObjectRef::from_obj(&*job)) {
+    let job = match ctx
+        .caches
+        .jobs()
+        .store()
+        .get(&reflector::ObjectRef::from_obj(&*job))
+    {
         Some(now) if now.metadata.uid == job.metadata.uid => now,
         _ => return Ok(Action::await_change()),
     };
     // Until it has listed every task once, it knows none of a job's.
     // Not waited for: a reconcile that waits would hold a shutdown up,
     // since the reflector is driven only while the controller runs.
-    match futures::FutureExt::now_or_never(ctx.tasks.wait_until_ready()) {
+    let tasks_cache = ctx.caches.tasks();
+    match futures::FutureExt::now_or_never(tasks_cache.store().wait_until_ready()) {
         Some(Ok(())) => {}
         Some(Err(_)) => return Err(JobError::TasksUnwatched),
         None => return Ok(Action::requeue(NOT_READY_RETRY)),
     }
-    // The job's tasks from the reflector, not a LIST per reconcile. A task
+    // The job's tasks from the cache, not a LIST per reconcile. A task
     // created a moment ago may not be there yet: creating it again is a
     // harmless 409, and writes to the ones there are conditional.
-    let owned: Vec<Arc<Task>> = ctx
-        .tasks
-        .state()
-        .into_iter()
-        .filter(|t| {
-            t.metadata.namespace.as_deref() == Some(ns.as_str())
-                && t.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(JOB_LABEL))
-                    .is_some_and(|j| *j == name)
-        })
-        .collect();
+    let owned = tasks_cache.indexed(cache::BY_JOB, &cache::job_key(&ns, &name));
     let views: Vec<jobs::TaskView> = owned.iter().filter_map(|t| jobs::view(&name, t)).collect();
     let plan = jobs::reconcile(&job, &views);
     let new_tasks = plan
@@ -418,30 +411,32 @@ fn error_policy(_job: Arc<Job>, error: &JobError, _ctx: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Runs the job controller until `stop` turns true.
-pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let jobs: Api<Job> = Api::all(client.clone());
-    let tasks: Api<Task> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
-    // Every task change (deletions too) requeues its job; the reflector keeps
-    // them for the reconciles to read.
-    let task_changes = watcher(tasks, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    let controller = Controller::new(jobs, watcher::Config::default());
+/// Runs the job controller until `stop` turns true, with caches of its own.
+pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>) {
+    let caches = Caches::new(client.clone(), stop.clone());
+    run_cached(client, caches, stop).await;
+}
+
+/// Runs the job controller until `stop` turns true, reading `caches`.
+pub async fn run_cached(
+    client: kube::Client,
+    caches: Arc<Caches>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let jobs = caches.jobs();
+    let controller = Controller::for_shared_stream(jobs.touched(), jobs.store())
+        // Every task change (deletions too) requeues its job.
+        .owns_shared_stream(caches.tasks().touched());
     let ctx = Arc::new(Ctx {
         client,
-        tasks: reader,
-        jobs: controller.store(),
+        caches: caches.clone(),
         last: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
-    let controller = controller
-        .owns_stream(task_changes)
+    controller
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {});
-    controller.await;
+        .for_each(|_| async {})
+        .await;
 }

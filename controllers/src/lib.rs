@@ -9,9 +9,11 @@
 //! - [`cron`]: one run per schedule tick, exactly once, with collision and missed-run policies.
 //! - [`roles`]: Role status: allocated, pending, dominant share and latency figures.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down, rolling updates) and its status.
+//! - [`cache`]: one watch per kind, shared by all of them.
 //! - [`leader`]: leader election, so that one process at a time runs them all ([`run_all`]).
 
 pub mod allocation;
+pub mod cache;
 pub mod cron;
 pub mod jobs;
 pub mod leader;
@@ -47,27 +49,55 @@ impl Clients {
     }
 }
 
-/// Runs every controller until `stop` turns true.
+/// How the controllers decide, where it is a choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Settings {
+    /// Where the scheduler puts tasks first.
+    pub policy: corral_core::sched::Policy,
+    /// How nodes are judged (the disruption brake).
+    pub nodes: nodes::Settings,
+}
+
+/// Runs every controller until `stop` turns true, all of them reading one
+/// shared watch per kind (through the controllers' client).
 pub async fn run_all(
     clients: Clients,
-    policy: corral_core::sched::Policy,
+    settings: Settings,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = clients.controllers;
+    let caches = cache::Caches::new(client.clone(), stop.clone());
     let allocation = {
-        let (client, stop) = (clients.scheduler, stop.clone());
-        tokio::spawn(async move {
-            if let Err(e) = allocation::run(client, policy, stop).await {
-                tracing::error!(error = %e, "the allocation loop stopped");
-            }
-        })
+        let (client, caches, stop) = (clients.scheduler, caches.clone(), stop.clone());
+        let settings = allocation::Settings {
+            policy: settings.policy,
+            ..allocation::Settings::default()
+        };
+        tokio::spawn(async move { allocation::run_cached(client, &caches, settings, stop).await })
     };
     let others = [
-        tokio::spawn(jobs::run(client.clone(), stop.clone())),
-        tokio::spawn(cron::run(client.clone(), stop.clone())),
-        tokio::spawn(lost::run(client.clone(), stop.clone())),
-        tokio::spawn(roles::run(client.clone(), stop.clone())),
-        tokio::spawn(nodes::run(client, stop)),
+        tokio::spawn(jobs::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(cron::run_cached(
+            client.clone(),
+            caches.clone(),
+            std::sync::Arc::new(jiff::Timestamp::now),
+            stop.clone(),
+        )),
+        tokio::spawn(lost::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(roles::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(nodes::run_cached(client, caches, settings.nodes, stop)),
     ];
     for handle in std::iter::once(allocation).chain(others) {
         if let Err(e) = handle.await {

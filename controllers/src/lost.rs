@@ -1,8 +1,8 @@
 //! The lost-task controller: tasks stuck in a transient phase become LOST.
 //!
-//! Watches: Tasks, and Jobs into a reflector. For each task in ASSIGNED or
-//! STARTING it reads its job's timeouts from the reflector, not the API
-//! server (Aurora's five minutes by default) and, once the timeout passed,
+//! Watches (through the shared [`crate::cache`]): Tasks and Jobs. For each
+//! task in ASSIGNED or STARTING it reads its job's timeouts from the cache,
+//! not the API server (Aurora's five minutes by default) and, once the timeout passed,
 //! drives the task to LOST through the lifecycle state machine (a task event
 //! records why); otherwise it requeues the task for the moment its timeout
 //! falls due. The job controller then replaces the lost task. No state is
@@ -17,17 +17,18 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::cache::Caches;
 use serde_json::json;
 
 /// The actor name written in task events.
 pub const ACTOR: &str = "lost-task-controller";
 
-/// How soon a task is looked at again when its job is not in the reflector
-/// How soon a reconcile is tried again while the reflector has not listed
-/// everything yet.
+/// How soon a reconcile is tried again while the cache has not listed
+/// every job yet.
 const NOT_READY_RETRY: Duration = Duration::from_millis(100);
 
+/// How soon a task is looked at again when its job is not in the cache
 /// (just created, or none: a task created on its own).
 const UNSEEN_JOB_RECHECK: Duration = Duration::from_secs(5);
 
@@ -37,14 +38,14 @@ pub enum LostError {
     /// An API call failed.
     #[error("API call failed: {0}")]
     Api(#[from] kube::Error),
-    /// The reflector of jobs stopped.
-    #[error("the reflector of jobs stopped")]
+    /// The cache of jobs stopped.
+    #[error("the cache of jobs stopped")]
     JobsUnwatched,
 }
 
 struct Ctx {
     client: kube::Client,
-    /// Every Job, as the reflector last saw it.
+    /// Every Job, as the cache last saw it.
     jobs: reflector::Store<Job>,
 }
 
@@ -57,9 +58,9 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> 
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    // Until the reflector has listed the jobs, a job's own timeouts are unknown.
+    // Until the cache has listed the jobs, a job's own timeouts are unknown.
     // Not waited for: a reconcile that waits would hold a shutdown up,
-    // since the reflector is driven only while the controller runs.
+    // since the cache is driven only while the controller runs.
     match futures::FutureExt::now_or_never(ctx.jobs.wait_until_ready()) {
         Some(Ok(())) => {}
         Some(Err(_)) => return Err(LostError::JobsUnwatched),
@@ -78,7 +79,7 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> 
                     u64::try_from((at.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0)
                         + 10,
                 );
-                // A job the reflector has yet to see may have shorter timeouts.
+                // A job the cache has yet to see may have shorter timeouts.
                 Action::requeue(if job.is_none() {
                     wait.min(UNSEEN_JOB_RECHECK)
                 } else {
@@ -105,23 +106,24 @@ fn error_policy(_task: Arc<Task>, error: &LostError, _ctx: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(1))
 }
 
-/// Runs the controller until `stop` turns true.
-pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let tasks: Api<Task> = Api::all(client.clone());
-    let (jobs, writer) = reflector::store();
-    let jobs_watch = watcher(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .for_each(|_| async {});
-    let ctx = Arc::new(Ctx { client, jobs });
-    let mut stop_jobs = stop.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = jobs_watch => {}
-            _ = stop_jobs.wait_for(|s| *s) => {}
-        }
+/// Runs the controller until `stop` turns true, with caches of its own.
+pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>) {
+    let caches = Caches::new(client.clone(), stop.clone());
+    run_cached(client, caches, stop).await;
+}
+
+/// Runs the controller until `stop` turns true, reading `caches`.
+pub async fn run_cached(
+    client: kube::Client,
+    caches: Arc<Caches>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let ctx = Arc::new(Ctx {
+        client,
+        jobs: caches.jobs().store(),
     });
-    Controller::new(tasks, watcher::Config::default())
+    let tasks = caches.tasks();
+    Controller::for_shared_stream(tasks.touched(), tasks.store())
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

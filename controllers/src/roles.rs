@@ -1,8 +1,8 @@
 //! The role status controller: what each role holds, waits for, its share
 //! and its tasks' scheduling latency, in `Role.status`.
 //!
-//! Watches (reflectors, no polling of the API): Roles, Quotas, Nodes and Tasks in
-//! all namespaces. Every [`TICK`] it decides with `corral_core::roles`:
+//! Watches (through the shared [`crate::cache`], no polling of the API):
+//! Roles, Quotas, Nodes and Tasks in all namespaces. Every [`TICK`] it decides with `corral_core::roles`:
 //! `allocated` (tasks holding resources), `pending` (PENDING tasks), the
 //! weighted `dominantShare` of the capacity of Ready, schedulable nodes,
 //! and `latency` (MTTA / MTTS / MTTR median and p99) — each including the
@@ -13,6 +13,7 @@
 //! watches' mirrors: a restarted controller recomputes the same figures.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::common::LatencyFigures;
@@ -23,33 +24,14 @@ use corral_api::role::RoleStatus;
 use corral_api::{ConditionStatus, Node, Quota, Role, Task};
 use corral_core::latency::TaskHistory;
 use corral_core::roles::{self, RoleInput, RoleTask};
-use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use serde_json::{Value, json};
+
+use crate::cache::Caches;
 
 /// How often the figures are recomputed.
 pub const TICK: Duration = Duration::from_secs(2);
-
-/// Mirrors a kind through a reflector until the returned task is dropped.
-fn mirror<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .for_each(|_| async {});
-    (reader, tokio::spawn(stream))
-}
 
 /// Rounded so that float noise does not cause writes.
 fn round(share: f64) -> f64 {
@@ -235,13 +217,23 @@ async fn tick(
     }
 }
 
-/// Runs the controller until `stop` turns true.
-pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let (roles, r) = mirror(Api::<Role>::all(client.clone()));
-    let (quotas, q) = mirror(Api::<Quota>::all(client.clone()));
-    let (nodes, n) = mirror(Api::<Node>::all(client.clone()));
-    let (tasks, t) = mirror(Api::<Task>::all(client.clone()));
-    // Figures from half-filled mirrors would be wrong: wait for all three.
+/// Runs the controller until `stop` turns true, with caches of its own.
+pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>) {
+    let caches = Caches::new(client.clone(), stop.clone());
+    run_cached(client, caches, stop).await;
+}
+
+/// Runs the controller until `stop` turns true, reading `caches`.
+pub async fn run_cached(
+    client: kube::Client,
+    caches: Arc<Caches>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let roles = caches.roles().store();
+    let quotas = caches.quotas().store();
+    let nodes = caches.nodes().store();
+    let tasks = caches.tasks().store();
+    // Figures from half-filled caches would be wrong: wait for all four.
     let filled = async {
         roles.wait_until_ready().await.is_ok()
             && quotas.wait_until_ready().await.is_ok()
@@ -252,16 +244,14 @@ pub async fn run(client: kube::Client, mut stop: tokio::sync::watch::Receiver<bo
         _ = stop.changed() => false,
         ok = filled => ok,
     };
-    if go {
-        let mut ticker = tokio::time::interval(TICK);
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                _ = ticker.tick() => tick(&client, &roles, &quotas, &nodes, &tasks).await,
-            }
-        }
+    if !go {
+        return;
     }
-    for h in [r, q, n, t] {
-        h.abort();
+    let mut ticker = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = ticker.tick() => tick(&client, &roles, &quotas, &nodes, &tasks).await,
+        }
     }
 }

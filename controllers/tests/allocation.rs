@@ -130,6 +130,6 @@ async fn pending_tasks_are_bound_within_capacity_and_quota_and_the_rest_explaine
     })
     .await?;
     stop_tx.send(true)?;
-    loop_task.await??;
+    loop_task.await?;
     Ok(())
 }

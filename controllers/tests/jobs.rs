@@ -16,7 +16,7 @@ use serde_json::json;
 /// The allocation loop and the job controller, running until stopped.
 struct Loops {
     stop: tokio::sync::watch::Sender<bool>,
-    alloc: tokio::task::JoinHandle<Result<(), corral_controllers::allocation::AllocationError>>,
+    alloc: tokio::task::JoinHandle<()>,
     jobs: tokio::task::JoinHandle<()>,
 }
 
@@ -35,7 +35,7 @@ impl Loops {
     /// Stops both and checks they ended cleanly.
     async fn stop(self) -> Result<()> {
         self.stop.send(true)?;
-        self.alloc.await??;
+        self.alloc.await?;
         tokio::time::timeout(Duration::from_secs(10), self.jobs).await??;
         Ok(())
     }
@@ -250,7 +250,7 @@ async fn a_task_never_started_is_lost_and_replaced() -> Result<()> {
     })
     .await?;
     stop_tx.send(true)?;
-    alloc.await??;
+    alloc.await?;
     tokio::time::timeout(Duration::from_secs(10), jobs_loop).await??;
     tokio::time::timeout(Duration::from_secs(10), lost_loop).await??;
     Ok(())

@@ -53,8 +53,8 @@ async fn tasks_on_a_node_that_stops_heartbeating_are_replaced_elsewhere() -> Res
             let (c, s) = (h.client.clone(), stop_rx.clone());
             async move {
                 corral_controllers::allocation::run(c, corral_core::sched::Policy::BinPack, s)
-                    .await
-                    .map_err(anyhow::Error::from)
+                    .await;
+                Ok(())
             }
         }),
         tokio::spawn({
@@ -127,6 +127,241 @@ async fn tasks_on_a_node_that_stops_heartbeating_are_replaced_elsewhere() -> Res
     stop_tx.send(true)?;
     for l in loops {
         tokio::time::timeout(Duration::from_secs(10), l).await???;
+    }
+    Ok(())
+}
+
+/// Writes `node`'s lease renewal as an agent whose clock is `skew` seconds
+/// off would: the time it names is the agent's, not the controller's.
+async fn renew(client: &kube::Client, node: &str, skew: i64) -> Result<()> {
+    let leases: Api<Lease> =
+        Api::namespaced(client.clone(), corral_controllers::nodes::LEASE_NAMESPACE);
+    let at = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(skew))
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    leases
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"renewTime": at}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The nodes whose leases are renewed, each with its agent's clock skew in seconds.
+type Renewing = tokio::sync::watch::Sender<Vec<(&'static str, i64)>>;
+
+/// Renews the leases of the nodes in `renewing` (with their clock skews)
+/// every 200 ms until the sender is dropped, as their agents would.
+fn renewer(client: kube::Client) -> (Renewing, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::watch::channel(Vec::<(&'static str, i64)>::new());
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {
+                    let renewing = rx.borrow().clone();
+                    for (node, skew) in renewing {
+                        let _ = renew(&client, node, skew).await;
+                    }
+                }
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// A job of `instances` instances that each fill a 2-CPU node, replaced at
+/// once when lost.
+fn filling(name: &str, instances: u32) -> Result<Job> {
+    Ok(serde_json::from_value(
+        json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"role": "web", "environment": "prod", "kind": "service", "instances": instances,
+                 "resources": {"cpus": 2, "memory": "1Gi"}, "container": {"image": "busybox"},
+                 "partitionPolicy": {"reschedule": true, "delaySeconds": 0}}}),
+    )?)
+}
+
+/// The node controller and the loops that place and replace tasks.
+fn loops(
+    client: &kube::Client,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (c, s) = (client.clone(), stop.clone());
+    let alloc = tokio::spawn(async move {
+        corral_controllers::allocation::run(c, corral_core::sched::Policy::BinPack, s).await;
+    });
+    vec![
+        alloc,
+        tokio::spawn(corral_controllers::jobs::run(client.clone(), stop.clone())),
+        tokio::spawn(corral_controllers::nodes::run(client.clone(), stop.clone())),
+    ]
+}
+
+/// Binds all of `job`'s `instances` and marks them RUNNING, as agents would.
+async fn all_running(tasks: &Api<Task>, job: &str, instances: u32) -> Result<()> {
+    for i in 0..instances {
+        let name = format!("{job}-{i}-0");
+        eventually(&format!("{name} to be bound"), || async {
+            Ok(tasks
+                .get_opt(&name)
+                .await?
+                .is_some_and(|t| t.spec.node_name.is_some()))
+        })
+        .await?;
+        tasks
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "RUNNING"}})),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn ready_message(node: &Node) -> Option<String> {
+    node.status.as_ref()?.conditions.iter().find_map(|c| {
+        (c.type_ == corral_api::node::NodeConditionType::Ready
+            && c.status == corral_api::ConditionStatus::False)
+            .then(|| c.message.clone())
+    })
+}
+
+fn phase(t: &Task) -> TaskPhase {
+    t.status.as_ref().map_or(TaskPhase::Pending, |s| s.phase())
+}
+
+#[tokio::test]
+async fn when_most_nodes_go_quiet_at_once_the_brake_keeps_their_tasks() -> Result<()> {
+    let h = start().await?;
+    h.roles(&["web"]).await?;
+    let names = ["n1", "n2", "n3"];
+    for n in names {
+        node(&h.client, n, 2).await?;
+        lease(&h.client, n, 1).await?;
+    }
+    let (renewing, renewer) = renewer(h.client.clone());
+    renewing.send(names.iter().map(|n| (*n, 0)).collect())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loops = loops(&h.client, &stop_rx);
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    let nodes: Api<Node> = Api::all(h.client.clone());
+    jobs.create(&PostParams::default(), &filling("svc", 3)?)
+        .await?;
+    all_running(&tasks, "svc", 3).await?;
+
+    // Every agent goes quiet at once (the control plane's network failed,
+    // say): the nodes turn NotReady, and say why their tasks are kept.
+    renewing.send(Vec::new())?;
+    eventually("every node to show the brake", || async {
+        let all = nodes.list(&Default::default()).await?.items;
+        Ok(all
+            .iter()
+            .all(|n| ready_message(n).is_some_and(|m| m.contains("3 of 3 nodes stopped at once"))))
+    })
+    .await?;
+    for i in 0..3 {
+        let t = tasks.get(&format!("svc-{i}-0")).await?;
+        assert_eq!(phase(&t), TaskPhase::Running, "{:?}", t.status);
+    }
+
+    // Two come back: one quiet node alone is that node's trouble, and its
+    // task is lost (and replaced; there is no room for it yet).
+    renewing.send(vec![("n1", 0), ("n2", 0)])?;
+    let quiet = tasks
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|t| t.spec.node_name.as_deref() == Some("n3"))
+        .and_then(|t| t.metadata.name)
+        .ok_or_else(|| anyhow::anyhow!("no task on n3"))?;
+    eventually("the quiet node's task to be lost", || async {
+        Ok(phase(&tasks.get(&quiet).await?) == TaskPhase::Lost)
+    })
+    .await?;
+    for n in ["n1", "n2"] {
+        eventually(&format!("{n} to be Ready"), || async {
+            Ok(ready_message(&nodes.get(n).await?).is_none())
+        })
+        .await?;
+    }
+    let running = tasks
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|t| phase(t) == TaskPhase::Running)
+        .count();
+    assert_eq!(running, 2, "the tasks on the nodes that came back run on");
+    stop_tx.send(true)?;
+    drop(renewing);
+    renewer.await?;
+    for l in loops {
+        tokio::time::timeout(Duration::from_secs(10), l).await??;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_clock_ahead_or_behind_decides_nothing() -> Result<()> {
+    let h = start().await?;
+    h.roles(&["web"]).await?;
+    // One agent's clock is five minutes behind, one's five minutes ahead.
+    node(&h.client, "behind", 2).await?;
+    node(&h.client, "ahead", 2).await?;
+    lease(&h.client, "behind", 1).await?;
+    lease(&h.client, "ahead", 1).await?;
+    let (renewing, renewer) = renewer(h.client.clone());
+    renewing.send(vec![("behind", -300), ("ahead", 300)])?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loops = loops(&h.client, &stop_rx);
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    let nodes: Api<Node> = Api::all(h.client.clone());
+    jobs.create(&PostParams::default(), &filling("svc", 2)?)
+        .await?;
+    all_running(&tasks, "svc", 2).await?;
+    let on = |node: &'static str| {
+        let tasks = tasks.clone();
+        async move {
+            tasks
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|t| t.spec.node_name.as_deref() == Some(node))
+                .and_then(|t| t.metadata.name)
+                .ok_or_else(|| anyhow::anyhow!("no task on {node}"))
+        }
+    };
+    let (behind, ahead) = (on("behind").await?, on("ahead").await?);
+
+    // The agent whose clock is ahead stops: its node is lost on time (its
+    // lease's last renewal names a time five minutes from now).
+    let stopped = tokio::time::Instant::now();
+    renewing.send(vec![("behind", -300)])?;
+    eventually("the stopped node's task to be lost", || async {
+        Ok(phase(&tasks.get(&ahead).await?) == TaskPhase::Lost)
+    })
+    .await?;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "lost after {:?}, its lease lasts 1 s",
+        stopped.elapsed()
+    );
+    // The one whose clock is behind renews all along: never lost.
+    assert_eq!(phase(&tasks.get(&behind).await?), TaskPhase::Running);
+    assert!(ready_message(&nodes.get("behind").await?).is_none());
+    stop_tx.send(true)?;
+    drop(renewing);
+    renewer.await?;
+    for l in loops {
+        tokio::time::timeout(Duration::from_secs(10), l).await??;
     }
     Ok(())
 }

@@ -115,7 +115,7 @@ async fn a_preferred_task_preempts_and_then_runs_where_its_victims_were() -> Res
     })
     .await?;
     stop_tx.send(true)?;
-    alloc.await??;
+    alloc.await?;
     Ok(())
 }
 
@@ -223,6 +223,6 @@ async fn a_role_reclaims_the_guarantee_it_lent_and_protects_what_it_does_not_len
         .count();
     assert_eq!(batch_holding, 3, "6 CPUs: web 2, db 1, batch the rest");
     stop_tx.send(true)?;
-    alloc.await??;
+    alloc.await?;
     Ok(())
 }

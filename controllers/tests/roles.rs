@@ -121,7 +121,7 @@ async fn roles_show_what_they_hold_wait_for_their_share_and_latency() -> Result<
     .await?;
 
     stop.send(true)?;
-    alloc.await??;
+    alloc.await?;
     tokio::time::timeout(Duration::from_secs(10), status).await??;
     Ok(())
 }

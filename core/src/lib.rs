@@ -4,7 +4,8 @@
 //! - [`jobs`]: which tasks a job needs (instances, replacements, retries).
 //! - [`latency`]: MTTA / MTTS / MTTR figures from task events.
 //! - [`cron`]: which cron ticks are due, and the deterministic name of each run.
-//! - [`nodes`]: node liveness from leases, and what it means for tasks (LOST, PARTITIONED).
+//! - [`nodes`]: what a lost or returning node means for its tasks (LOST, PARTITIONED).
+//! - [`liveness`]: node liveness from lease renewals on the observer's clock; the disruption brake.
 //! - [`reconcile`]: a node's running copies against its bound tasks (errant copies, lost ones).
 //! - [`roles`]: Role status figures (allocated, pending, dominant share, latency).
 //! - [`timeouts`]: Aurora's transient-state timeouts (ASSIGNED/STARTING → LOST).
@@ -14,6 +15,7 @@ pub mod cron;
 pub mod jobs;
 pub mod latency;
 pub mod lifecycle;
+pub mod liveness;
 pub mod nodes;
 pub mod reconcile;
 pub mod roles;

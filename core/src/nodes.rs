@@ -1,7 +1,7 @@
 //! Node liveness and its effect on tasks (pure).
 //!
 //! A node whose agent stops renewing its Lease is lost once the lease
-//! expires. Its tasks are then LOST at once, or PARTITIONED first when their
+//! lapses (on the controller's clock: [`crate::liveness`]). Its tasks are then LOST at once, or PARTITIONED first when their
 //! job's partition policy asks to wait (`delaySeconds`), or indefinitely when
 //! the policy says not to reschedule; a PARTITIONED task is LOST once the
 //! delay has passed. When the lease is renewed again, the node is back, and
@@ -13,12 +13,6 @@ use corral_api::task::TaskStatus;
 
 use crate::lifecycle::Event;
 use crate::timeouts::entered;
-
-/// When a lease renewed at `renewed` for `duration_seconds` expires.
-pub fn lease_expiry(renewed: jiff::Timestamp, duration_seconds: i32) -> jiff::Timestamp {
-    jiff::Timestamp::from_second(renewed.as_second() + i64::from(duration_seconds.max(1)))
-        .unwrap_or(renewed)
-}
 
 /// The event a task on an unreachable node is due at `now`, if any.
 pub fn on_lost_node(
@@ -104,6 +98,5 @@ mod tests {
         );
         assert_eq!(on_node_back(&partitioned), Some(Event::NodeBack));
         assert_eq!(on_node_back(&st), None);
-        assert_eq!(lease_expiry(at(0), 40), at(40));
     }
 }

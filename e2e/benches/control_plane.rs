@@ -271,7 +271,10 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     // Every controller, then one job; its tasks counted from a watch.
     let controllers = tokio::spawn(corral_controllers::run_all(
         corral_controllers::Clients::one(client.clone()),
-        corral_core::sched::Policy::Spread,
+        corral_controllers::Settings {
+            policy: corral_core::sched::Policy::Spread,
+            ..Default::default()
+        },
         stop_rx.clone(),
     ));
     let role: corral_api::Role = serde_json::from_value(

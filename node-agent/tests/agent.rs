@@ -155,7 +155,7 @@ async fn simulated_nodes_run_jobs_to_their_end() -> Result<()> {
 
     stop_tx.send(true)?;
     agent_task.await??;
-    alloc.await??;
+    alloc.await?;
     tokio::time::timeout(Duration::from_secs(10), jobs_loop).await??;
     Ok(())
 }

@@ -109,7 +109,7 @@ async fn a_joined_node_runs_its_tasks_and_reaches_nothing_else() -> Result<()> {
     })
     .await?;
     stop_tx.send(true)?;
-    alloc.await??;
+    alloc.await?;
     jobs_loop.await?;
     agent.await??;
 

@@ -232,7 +232,7 @@ async fn scenario(nodes: usize) -> Result<()> {
         "nobody else was preempted meanwhile"
     );
     stop_tx.send(true)?;
-    alloc.await??;
+    alloc.await?;
     jobs_loop.await?;
     agent.await??;
     Ok(())

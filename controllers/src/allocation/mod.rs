@@ -25,14 +25,15 @@ mod convert;
 mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::{Node, Quota, Reservation, Role, Task};
 use corral_core::sched::preempt::Rules;
 use corral_core::sched::{Allocator, Policy, Snapshot, explain};
-use futures::{StreamExt, TryStreamExt};
-use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
+use futures::{Stream, StreamExt};
+
+use crate::cache::{Cached, Caches, Change, Shared};
 
 use writes::Evicted;
 
@@ -45,31 +46,36 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Writes in flight at once.
 const WRITE_CONCURRENCY: usize = 64;
 
-/// Why the loop stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AllocationError {
-    /// A watch failed for good.
-    #[error("watch failed: {0}")]
-    Watch(#[from] watcher::Error),
-}
-
-/// One watch event of any kind the loop follows (boxed: the kinds differ a lot in size).
+/// One change of any kind the loop follows, from the shared caches.
 enum Input {
-    Node(Box<Event<Node>>),
-    Reservation(Box<Event<Reservation>>),
-    Role(Box<Event<Role>>),
-    Quota(Box<Event<Quota>>),
-    Task(Box<Event<Task>>),
+    Node(Seen<Node>),
+    Reservation(Seen<Reservation>),
+    Role(Seen<Role>),
+    Quota(Seen<Quota>),
+    Task(Seen<Task>),
 }
 
-/// An [`Input`] taken out of its box, for matching (one at a time, on the stack).
-#[allow(clippy::large_enum_variant)]
-enum Unboxed {
-    Node(Event<Node>),
-    Reservation(Event<Reservation>),
-    Role(Event<Role>),
-    Quota(Event<Quota>),
-    Task(Event<Task>),
+/// A change as the loop takes it: one object, or the whole store after a
+/// resync (what the loop knows but the store lacks was deleted meanwhile).
+enum Seen<K> {
+    Applied(Arc<K>),
+    Deleted(Arc<K>),
+    All(Vec<Arc<K>>),
+}
+
+/// The changes of one cached kind, a resync carrying the whole store.
+fn seen<K: Cached>(shared: &Shared<K>) -> impl Stream<Item = Seen<K>> + Send + 'static {
+    let store = shared.store();
+    shared.changes().map(move |change| match change {
+        Change::Applied(o) => Seen::Applied(o),
+        Change::Deleted(o) => Seen::Deleted(o),
+        Change::Resynced => Seen::All(store.state()),
+    })
+}
+
+/// The objects' names.
+fn names<K: kube::Resource>(all: &[Arc<K>]) -> std::collections::HashSet<String> {
+    all.iter().filter_map(|o| o.meta().name.clone()).collect()
 }
 
 /// How the loop decides.
@@ -86,11 +92,11 @@ pub struct Settings {
 struct State {
     snap: Snapshot,
     alloc: Allocator,
-    nodes: BTreeMap<String, Node>,
-    reservations: BTreeMap<String, Reservation>,
-    roles: BTreeMap<String, Role>,
-    quotas: BTreeMap<String, Quota>,
-    tasks: HashMap<String, Task>,
+    nodes: BTreeMap<String, Arc<Node>>,
+    reservations: BTreeMap<String, Arc<Reservation>>,
+    roles: BTreeMap<String, Arc<Role>>,
+    quotas: BTreeMap<String, Arc<Quota>>,
+    tasks: HashMap<String, Arc<Task>>,
     pending: BTreeSet<String>,
 }
 
@@ -102,20 +108,26 @@ impl State {
             }
             return;
         };
-        if let Some(state) =
-            convert::node_state(node, self.reservations.values(), &mut self.snap.dims)
-        {
+        if let Some(state) = convert::node_state(
+            node,
+            self.reservations.values().map(|r| &**r),
+            &mut self.snap.dims,
+        ) {
             self.snap.upsert_node(state);
         }
     }
 
     fn refresh_role(&mut self, role: &str) {
         let quota = self.quotas.values().find(|q| q.spec.role == role);
-        let info = convert::role_info(self.roles.get(role), quota, &mut self.snap.dims);
+        let info = convert::role_info(
+            self.roles.get(role).map(|r| &**r),
+            quota.map(|q| &**q),
+            &mut self.snap.dims,
+        );
         self.snap.upsert_role(role, info);
     }
 
-    fn apply_task(&mut self, task: Task) {
+    fn apply_task(&mut self, task: Arc<Task>) {
         let key = key_of(&task);
         match task_state(&task) {
             // A binding this loop wrote landed; an event from before it is old news.
@@ -173,68 +185,169 @@ impl State {
     }
 
     fn apply(&mut self, input: Input) {
-        let input = match input {
-            Input::Node(e) => Unboxed::Node(*e),
-            Input::Reservation(e) => Unboxed::Reservation(*e),
-            Input::Role(e) => Unboxed::Role(*e),
-            Input::Quota(e) => Unboxed::Quota(*e),
-            Input::Task(e) => Unboxed::Task(*e),
-        };
         match input {
-            Unboxed::Node(Event::Apply(n) | Event::InitApply(n)) => {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                self.nodes.insert(name.clone(), n);
-                self.refresh_node(&name);
-            }
-            Unboxed::Node(Event::Delete(n)) => {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                self.nodes.remove(&name);
-                self.refresh_node(&name);
-            }
-            Unboxed::Reservation(Event::Apply(r) | Event::InitApply(r)) => {
-                let node = r.spec.node.clone();
-                let old = self
-                    .reservations
-                    .insert(r.metadata.name.clone().unwrap_or_default(), r)
-                    .map(|o| o.spec.node);
-                self.refresh_node(&node);
-                if let Some(o) = old.filter(|o| *o != node) {
-                    self.refresh_node(&o);
+            Input::Node(seen) => self.apply_node(seen),
+            Input::Reservation(seen) => self.apply_reservation(seen),
+            Input::Role(seen) => self.apply_role(seen),
+            Input::Quota(seen) => self.apply_quota(seen),
+            Input::Task(Seen::Applied(t)) => self.apply_task(t),
+            Input::Task(Seen::Deleted(t)) => self.remove_task(&t),
+            Input::Task(Seen::All(all)) => {
+                let present = all
+                    .iter()
+                    .map(|t| key_of(t))
+                    .collect::<std::collections::HashSet<_>>();
+                let gone: Vec<Arc<Task>> = self
+                    .tasks
+                    .iter()
+                    .filter(|(k, _)| !present.contains(*k))
+                    .map(|(_, t)| t.clone())
+                    .collect();
+                for t in gone {
+                    self.remove_task(&t);
+                }
+                for t in all {
+                    self.apply_task(t);
                 }
             }
-            Unboxed::Reservation(Event::Delete(r)) => {
+        }
+    }
+
+    fn apply_node(&mut self, seen: Seen<Node>) {
+        let touched: Vec<String> = match seen {
+            Seen::Applied(n) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                self.nodes.insert(name.clone(), n);
+                vec![name]
+            }
+            Seen::Deleted(n) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                self.nodes.remove(&name);
+                vec![name]
+            }
+            Seen::All(all) => {
+                let present = names(&all);
+                let mut touched: Vec<String> = self
+                    .nodes
+                    .keys()
+                    .filter(|n| !present.contains(*n))
+                    .cloned()
+                    .collect();
+                self.nodes.retain(|n, _| present.contains(n));
+                for n in all {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    self.nodes.insert(name.clone(), n);
+                    touched.push(name);
+                }
+                touched
+            }
+        };
+        for name in touched {
+            self.refresh_node(&name);
+        }
+    }
+
+    fn apply_reservation(&mut self, seen: Seen<Reservation>) {
+        // The nodes a reservation was or is on are described again.
+        let mut touched = BTreeSet::new();
+        let all = match seen {
+            Seen::Applied(r) => vec![r],
+            Seen::Deleted(r) => {
                 self.reservations
                     .remove(r.metadata.name.as_deref().unwrap_or_default());
-                self.refresh_node(&r.spec.node);
+                touched.insert(r.spec.node.clone());
+                Vec::new()
             }
-            Unboxed::Role(Event::Apply(r) | Event::InitApply(r)) => {
+            Seen::All(all) => {
+                let present = names(&all);
+                self.reservations.retain(|n, r| {
+                    let keep = present.contains(n);
+                    if !keep {
+                        touched.insert(r.spec.node.clone());
+                    }
+                    keep
+                });
+                all
+            }
+        };
+        for r in all {
+            touched.insert(r.spec.node.clone());
+            let name = r.metadata.name.clone().unwrap_or_default();
+            if let Some(old) = self.reservations.insert(name, r) {
+                touched.insert(old.spec.node.clone());
+            }
+        }
+        for node in touched {
+            self.refresh_node(&node);
+        }
+    }
+
+    fn apply_role(&mut self, seen: Seen<Role>) {
+        let touched: Vec<String> = match seen {
+            Seen::Applied(r) => {
                 let name = r.metadata.name.clone().unwrap_or_default();
                 self.roles.insert(name.clone(), r);
-                self.refresh_role(&name);
+                vec![name]
             }
-            Unboxed::Role(Event::Delete(r)) => {
+            Seen::Deleted(r) => {
                 let name = r.metadata.name.clone().unwrap_or_default();
                 self.roles.remove(&name);
-                self.refresh_role(&name);
+                vec![name]
             }
-            Unboxed::Quota(Event::Apply(q) | Event::InitApply(q)) => {
-                let role = q.spec.role.clone();
-                self.quotas
-                    .insert(q.metadata.name.clone().unwrap_or_default(), q);
-                self.refresh_role(&role);
+            Seen::All(all) => {
+                let present = names(&all);
+                let mut touched: Vec<String> = self
+                    .roles
+                    .keys()
+                    .filter(|n| !present.contains(*n))
+                    .cloned()
+                    .collect();
+                self.roles.retain(|n, _| present.contains(n));
+                for r in all {
+                    let name = r.metadata.name.clone().unwrap_or_default();
+                    self.roles.insert(name.clone(), r);
+                    touched.push(name);
+                }
+                touched
             }
-            Unboxed::Quota(Event::Delete(q)) => {
+        };
+        for role in touched {
+            self.refresh_role(&role);
+        }
+    }
+
+    fn apply_quota(&mut self, seen: Seen<Quota>) {
+        // The roles a quota was or is for are described again.
+        let mut touched = BTreeSet::new();
+        let all = match seen {
+            Seen::Applied(q) => vec![q],
+            Seen::Deleted(q) => {
                 self.quotas
                     .remove(q.metadata.name.as_deref().unwrap_or_default());
-                self.refresh_role(&q.spec.role);
+                touched.insert(q.spec.role.clone());
+                Vec::new()
             }
-            Unboxed::Task(Event::Apply(t) | Event::InitApply(t)) => self.apply_task(t),
-            Unboxed::Task(Event::Delete(t)) => self.remove_task(&t),
-            Unboxed::Node(Event::Init | Event::InitDone)
-            | Unboxed::Reservation(Event::Init | Event::InitDone)
-            | Unboxed::Role(Event::Init | Event::InitDone)
-            | Unboxed::Quota(Event::Init | Event::InitDone)
-            | Unboxed::Task(Event::Init | Event::InitDone) => {}
+            Seen::All(all) => {
+                let present = names(&all);
+                self.quotas.retain(|n, q| {
+                    let keep = present.contains(n);
+                    if !keep {
+                        touched.insert(q.spec.role.clone());
+                    }
+                    keep
+                });
+                all
+            }
+        };
+        for q in all {
+            touched.insert(q.spec.role.clone());
+            let name = q.metadata.name.clone().unwrap_or_default();
+            if let Some(old) = self.quotas.insert(name, q) {
+                touched.insert(old.spec.role.clone());
+            }
+        }
+        for role in touched {
+            self.refresh_role(&role);
         }
     }
 }
@@ -248,43 +361,39 @@ fn preempting(task: &Task) -> bool {
 
 /// Runs the allocation loop with the default preemption rules until `stop`
 /// turns true.
-pub async fn run(
-    client: kube::Client,
-    policy: Policy,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), AllocationError> {
+pub async fn run(client: kube::Client, policy: Policy, stop: tokio::sync::watch::Receiver<bool>) {
     let settings = Settings {
         policy,
         ..Settings::default()
     };
-    run_with(client, settings, stop).await
+    run_with(client, settings, stop).await;
 }
 
-/// Runs the allocation loop until `stop` turns true.
+/// Runs the allocation loop until `stop` turns true, with caches of its own.
 pub async fn run_with(
     client: kube::Client,
     settings: Settings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let caches = Caches::new(client.clone(), stop.clone());
+    run_cached(client, &caches, settings, stop).await;
+}
+
+/// Runs the allocation loop until `stop` turns true, reading `caches`
+/// (writing through `client`).
+pub async fn run_cached(
+    client: kube::Client,
+    caches: &Caches,
+    settings: Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), AllocationError> {
-    let cfg = watcher::Config::default();
-    let inputs = futures::stream::select_all(vec![
-        watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone())
-            .map_ok(|e| Input::Node(Box::new(e)))
-            .boxed(),
-        watcher::watcher(Api::<Reservation>::all(client.clone()), cfg.clone())
-            .map_ok(|e| Input::Reservation(Box::new(e)))
-            .boxed(),
-        watcher::watcher(Api::<Role>::all(client.clone()), cfg.clone())
-            .map_ok(|e| Input::Role(Box::new(e)))
-            .boxed(),
-        watcher::watcher(Api::<Quota>::all(client.clone()), cfg.clone())
-            .map_ok(|e| Input::Quota(Box::new(e)))
-            .boxed(),
-        watcher::watcher(Api::<Task>::all(client.clone()), cfg)
-            .map_ok(|e| Input::Task(Box::new(e)))
-            .boxed(),
+) {
+    let mut inputs = futures::stream::select_all(vec![
+        seen(caches.nodes()).map(Input::Node).boxed(),
+        seen(caches.reservations()).map(Input::Reservation).boxed(),
+        seen(caches.roles()).map(Input::Role).boxed(),
+        seen(caches.quotas()).map(Input::Quota).boxed(),
+        seen(caches.tasks()).map(Input::Task).boxed(),
     ]);
-    let mut inputs = inputs;
     let mut state = State {
         alloc: Allocator::new(settings.policy, settings.preemption),
         ..State::default()
@@ -292,19 +401,14 @@ pub async fn run_with(
     let mut ticker = tokio::time::interval(RETRY_EVERY);
     loop {
         tokio::select! {
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return,
             _ = ticker.tick() => {}
             next = inputs.next() => match next {
-                None => return Ok(()),
-                Some(Err(e)) => {
-                    // The watcher retries by itself after transient errors.
-                    tracing::warn!(error = %e, "allocation watch error");
-                    continue;
-                }
-                Some(Ok(input)) => {
+                None => return,
+                Some(input) => {
                     state.apply(input);
                     // Take the whole burst before deciding.
-                    while let Some(Some(Ok(more))) = futures::FutureExt::now_or_never(inputs.next()) {
+                    while let Some(Some(more)) = futures::FutureExt::now_or_never(inputs.next()) {
                         state.apply(more);
                     }
                 }
@@ -343,7 +447,7 @@ async fn cycle(client: &kube::Client, state: &mut State) {
         .evictions
         .iter()
         .filter_map(|e| {
-            let task = state.tasks.get(&e.victim.key)?.clone();
+            let task = Task::clone(state.tasks.get(&e.victim.key)?);
             Some(writes::evict(client.clone(), task, e.clone(), now))
         })
         .collect();

@@ -109,7 +109,11 @@ pub(super) async fn evict(
 /// Writes one binding through the task's `binding` subresource: the node,
 /// ASSIGNED and its task event in one write, conditional on the version
 /// the decision saw. Returns whether the task is now bound.
-pub(super) async fn bind(client: kube::Client, task: Task, node: String) -> (String, bool) {
+pub(super) async fn bind(
+    client: kube::Client,
+    task: std::sync::Arc<Task>,
+    node: String,
+) -> (String, bool) {
     let key = key_of(&task);
     let (ns, name) = ns_name(&task);
     let api: Api<Task> = Api::namespaced(client, &ns);
@@ -130,7 +134,7 @@ pub(super) async fn bind(client: kube::Client, task: Task, node: String) -> (Str
 
 pub(super) async fn write_explanation(
     client: kube::Client,
-    task: Task,
+    task: std::sync::Arc<Task>,
     e: corral_api::task::PendingExplanation,
     why: Unplaced,
 ) {
