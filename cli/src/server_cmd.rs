@@ -62,6 +62,14 @@ pub struct ServerArgs {
     /// on before it is answered 504, as a Go duration (`60s`, `1m0s`).
     #[arg(long, default_value = "1m0s", value_parser = request_timeout)]
     pub(crate) request_timeout: std::time::Duration,
+    /// How often the store is compacted, keeping one interval of history
+    /// for watches to resume from, as a Go duration (`0` never compacts;
+    /// the embedded store honours it too).
+    #[arg(long, default_value = "5m0s", value_parser = go_duration)]
+    pub(crate) etcd_compaction_interval: std::time::Duration,
+    /// How long an Event is kept after its last write, as a Go duration.
+    #[arg(long, default_value = "1h0m0s", value_parser = positive_duration)]
+    pub(crate) event_ttl: std::time::Duration,
     /// `RBAC` (node credentials are confined to their node's objects; for
     /// everyone else the rbac.authorization.k8s.io objects decide;
     /// `system:masters` may do everything) or `AlwaysAllow` (every
@@ -112,9 +120,18 @@ impl AuditArgs {
 }
 
 fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
+    positive_duration(text)
+}
+
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
     corral_apiserver::transport::server::parse_go_duration(text)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{text:?} is not a positive duration such as 60s or 1m30s"))
+}
+
+fn go_duration(text: &str) -> Result<std::time::Duration, String> {
+    corral_apiserver::transport::server::parse_go_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 0, 60s or 5m0s"))
 }
 
 /// A started API server with its controllers.
@@ -124,6 +141,7 @@ pub struct StartedServer {
     /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The store's upkeep and, unless `--no-controllers`, the controllers.
     controllers: Vec<tokio::task::JoinHandle<()>>,
     server: corral_apiserver::RunningServer,
 }
@@ -270,6 +288,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         &pki.admin_key_pem,
     )
     .map_err(|e| anyhow::anyhow!("reading the admin certificate: {e}"))?;
+    let store = api.store.clone();
     let server = corral_apiserver::serve_with_options(
         api,
         listener,
@@ -298,7 +317,16 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
 
     // The controllers talk to this server like any client (never to the store).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut controllers = Vec::new();
+    // The store's upkeep runs in every server (a compaction another server
+    // already made is skipped), with or without the controllers.
+    let mut controllers = vec![tokio::spawn(corral_apiserver::storage::lifecycle::run(
+        store,
+        corral_apiserver::storage::lifecycle::Lifecycle {
+            compaction_interval: Some(args.etcd_compaction_interval).filter(|d| !d.is_zero()),
+            event_ttl: args.event_ttl,
+        },
+        stop_rx.clone(),
+    ))];
     if !args.no_controllers {
         // Each as its own identity, with only what it uses (the bootstrap
         // policy's system:corral-scheduler and -controller-manager).

@@ -159,6 +159,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         max_requests_inflight: corral_apiserver::InFlightLimits::default().readonly,
         max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
         request_timeout: corral_apiserver::transport::server::DEFAULT_REQUEST_TIMEOUT,
+        etcd_compaction_interval: corral_apiserver::storage::lifecycle::DEFAULT_COMPACTION_INTERVAL,
+        event_ttl: corral_apiserver::storage::lifecycle::DEFAULT_EVENT_TTL,
         authorization_mode: "RBAC".to_owned(),
         audit: server_cmd::AuditArgs::default(),
     })

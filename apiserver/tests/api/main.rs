@@ -109,6 +109,7 @@ mod corpus;
 mod crud;
 mod deletion;
 mod gitops;
+mod lifecycle;
 mod limits;
 mod rbac;
 mod replicas;
