@@ -156,6 +156,13 @@ impl TestServer {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// An admin client that reaches the server at `url` (a [`Relay`]'s).
+    pub async fn admin_via(&self, url: &str) -> Result<kube::Client, BoxError> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.pki.kubeconfig(url))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// Creates the Corral Roles `names` (weight 1) that do not exist yet, as
     /// the server's own write (no requester to authorize): a Job or Task may
     /// name only a Role that exists.
@@ -236,5 +243,55 @@ where
             return Err(TimedOut { what: what.into() }.into());
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP relay on 127.0.0.1 to a server, which a test cuts and restores as
+/// a network partition would: while cut, open connections are dropped and
+/// new ones closed at once.
+#[derive(Debug)]
+pub struct Relay {
+    /// `https://127.0.0.1:PORT`, the relay's address.
+    pub url: String,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relays to `target` (`https://HOST:PORT`, a [`TestServer`]'s `url`).
+    pub async fn start(target: &str) -> Result<Relay, BoxError> {
+        let addr: std::net::SocketAddr = target.trim_start_matches("https://").parse()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}", listener.local_addr()?);
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue;
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Ok(Relay { url, cut, task })
+    }
+
+    /// Cuts (`true`) or restores (`false`) the relay.
+    pub fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

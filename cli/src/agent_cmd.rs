@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use corral_api::node::LogEndpoint;
 use corral_node_agent::agent::{self, AgentConfig};
+use corral_node_agent::checkpoint::Checkpoints;
 use corral_node_agent::flags;
 use corral_node_agent::logs;
 use corral_node_agent::runtime::cgroup::{self, Cgroup};
@@ -374,6 +375,7 @@ pub fn sandboxes(args: &RunArgs, home: &Path, node: &str) -> PathBuf {
 pub async fn build_runtimes(
     args: &RunArgs,
     sandboxes: &Path,
+    checkpoints: Option<&Checkpoints>,
 ) -> Result<Vec<Arc<dyn ContainerRuntime>>> {
     let mut runtimes: Vec<Arc<dyn ContainerRuntime>> = Vec::new();
     let cgroups = Cgroup::available(&args.cgroup_root).then(|| args.cgroup_root.clone());
@@ -384,7 +386,11 @@ pub async fn build_runtimes(
                 if cgroups.is_none() {
                     tracing::warn!(root = %args.cgroup_root.display(), "no cgroup v1 cpu/memory/pids controllers: the process runtime runs tasks without limits");
                 }
-                runtimes.push(Arc::new(Process::new(sandboxes, cgroups.clone())));
+                runtimes.push(Arc::new(Process::keeping_ends(
+                    sandboxes,
+                    cgroups.clone(),
+                    checkpoints.cloned(),
+                )));
             }
             "containerd" => {
                 let cfg = ContainerdConfig {
@@ -396,6 +402,7 @@ pub async fn build_runtimes(
                     pull: args.containerd.pull_images == "missing",
                     insecure_registries: args.containerd.insecure_registries.clone(),
                     oci_runtime: Some(args.containerd.oci_runtime.clone()).filter(|r| r != "runc"),
+                    checkpoints: checkpoints.cloned(),
                 };
                 match Containerd::connect(cfg).await {
                     Ok(c) => {
@@ -520,7 +527,10 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
     let sandboxes = sandboxes(&args, &home, &node_name);
     std::fs::create_dir_all(&sandboxes)
         .with_context(|| format!("creating {}", sandboxes.display()))?;
-    let runtimes = build_runtimes(&args, &sandboxes).await?;
+    // Task ends not yet reported survive a restart of the agent.
+    let checkpoints = Checkpoints::open(home.join("agent").join(&node_name).join("checkpoints"))
+        .context("preparing the checkpoint directory")?;
+    let runtimes = build_runtimes(&args, &sandboxes, Some(&checkpoints)).await?;
     let nodes = match args.simulate_nodes {
         Some(n) if args.runtimes.iter().all(|r| r == "simulated") => {
             (0..n).map(|i| format!("{node_name}-{i}")).collect()
@@ -563,6 +573,7 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         oversubscribe: args.oversubscribe,
         reconcile_every: Duration::from_secs(args.reconcile_seconds.max(1)),
         fence: args.fence,
+        checkpoints: Some(checkpoints),
     };
     if let Some(f) = args.oversubscribe
         && !(0.0..=1.0).contains(&f)

@@ -135,7 +135,7 @@ pub async fn run(args: DownArgs) -> Result<()> {
             format!("--containerd-address={}", args.containerd_address.display()),
         ])?;
         let sandboxes = agent_cmd::sandboxes(&run_args, &home, &node);
-        let runtimes = agent_cmd::build_runtimes(&run_args, &sandboxes).await?;
+        let runtimes = agent_cmd::build_runtimes(&run_args, &sandboxes, None).await?;
         let out = corral_node_agent::runtime::stop_all(&runtimes, grace).await?;
         for key in &out.stopped {
             outln!("task {key} stopped");

@@ -75,6 +75,9 @@ pub struct AgentConfig {
     /// Fencing: kill this node's tasks once the lease has gone unrenewed
     /// for half its duration, so that no replacement ever runs alongside.
     pub fence: bool,
+    /// Where the runtimes keep task ends until they are reported (the same
+    /// directory they were given; none: ends are not kept across restarts).
+    pub checkpoints: Option<crate::checkpoint::Checkpoints>,
 }
 
 impl AgentConfig {
@@ -95,6 +98,7 @@ impl AgentConfig {
             oversubscribe: None,
             reconcile_every: RECONCILE_EVERY,
             fence: false,
+            checkpoints: None,
         }
     }
 
@@ -252,6 +256,7 @@ pub async fn run(
         health,
         events_tx.clone(),
         &cfg.nodes,
+        cfg.checkpoints.clone(),
     );
     if let [node] = cfg.nodes.as_slice() {
         for (idx, r) in runtimes.iter().enumerate() {
@@ -348,6 +353,9 @@ pub async fn run(
                     }
                     watcher::Event::InitDone => {
                         book.relisted(&listing.take().unwrap_or_default());
+                        if !listed {
+                            book.report_restored();
+                        }
                         listed = true;
                         book.sweep();
                     }

@@ -186,7 +186,9 @@ impl Checkpoints {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing a checkpoint failed"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "removing a checkpoint failed")
+            }
         }
     }
 
@@ -271,7 +273,10 @@ mod tests {
         let c = Checkpoints::open(dir.path())?;
         for uid in ["../x", "a/b", "", ".", "a b", &"a".repeat(200)] {
             assert!(
-                matches!(c.record(&ended(uid, End::Killed)), Err(CheckpointError::BadUid(_))),
+                matches!(
+                    c.record(&ended(uid, End::Killed)),
+                    Err(CheckpointError::BadUid(_))
+                ),
                 "{uid:?}"
             );
         }
@@ -282,17 +287,20 @@ mod tests {
     fn an_end_is_reported_as_the_runtime_said() {
         let oom = RuntimeEvent::Exited {
             code: 137,
-            failure: Some(Failure::new(FailureReason::OutOfMemory, "over".into())),
+            failure: Some(Failure::new(FailureReason::OutOfMemory, "over")),
         };
         let end = End::of(&oom).expect("an end");
         assert_eq!(
             end.event(),
             Event::AgentExited {
                 code: 137,
-                failure: Some(Failure::new(FailureReason::OutOfMemory, "over".into())),
+                failure: Some(Failure::new(FailureReason::OutOfMemory, "over")),
             }
         );
-        assert_eq!(End::of(&RuntimeEvent::Killed).map(|e| e.event()), Some(Event::AgentKilled));
+        assert_eq!(
+            End::of(&RuntimeEvent::Killed).map(|e| e.event()),
+            Some(Event::AgentKilled)
+        );
         assert_eq!(End::of(&RuntimeEvent::Running), None);
     }
 }

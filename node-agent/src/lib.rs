@@ -14,6 +14,7 @@
 //! nowhere else).
 
 pub mod agent;
+pub mod checkpoint;
 pub mod flags;
 pub mod join;
 pub mod logs;

@@ -22,7 +22,10 @@
 //!
 //! Every report goes through the lifecycle state machine and is written as
 //! the task's status by one writer per task (in order, retried until it is
-//! written or the task is gone), dated when the agent learned of it.
+//! written or the task is gone), dated when the agent learned of it. A
+//! task's end, kept on disk by its runtime ([`crate::checkpoint`]), is
+//! forgotten once written; after a restart, the ends left on disk count as
+//! ended here and are reported once the first list shows their tasks.
 //!
 //! **Fencing** (`--fence`): when the agent has not renewed its lease for
 //! half its duration, it kills every task it runs (grace capped at a quarter
@@ -45,6 +48,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::checkpoint::{Checkpoints, Ended};
 use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
 
 /// How long a kill waits before it is forced, unless the task says otherwise.
@@ -109,6 +113,10 @@ pub(crate) struct Supervisor {
     ended: HashMap<String, Option<String>>,
     /// While fenced: the tasks fencing killed.
     fenced: Option<Vec<String>>,
+    /// Where runtimes keep ends until they are reported.
+    checkpoints: Option<Checkpoints>,
+    /// Ends kept by an earlier run of the agent, reported after the first list.
+    restored: Vec<Ended>,
 }
 
 impl Supervisor {
@@ -118,7 +126,16 @@ impl Supervisor {
         health: Health,
         events: RuntimeEvents,
         nodes: &[String],
+        checkpoints: Option<Checkpoints>,
     ) -> Self {
+        let restored = checkpoints
+            .as_ref()
+            .map(Checkpoints::load)
+            .unwrap_or_default();
+        let ended = restored
+            .iter()
+            .map(|e| (e.key.clone(), Some(e.uid.clone())))
+            .collect();
         Self {
             client,
             runtimes,
@@ -130,8 +147,21 @@ impl Supervisor {
             writers: HashMap::new(),
             uids: HashMap::new(),
             killing: HashSet::new(),
-            ended: HashMap::new(),
+            ended,
             fenced: None,
+            checkpoints,
+            restored,
+        }
+    }
+
+    /// Reports the ends an earlier run of the agent kept on disk and could
+    /// not report (call once the first list filled the book: a task it does
+    /// not show is gone, and its end is dropped).
+    pub(crate) fn report_restored(&mut self) {
+        for e in std::mem::take(&mut self.restored) {
+            tracing::info!(task = %e.key, "reporting an end kept across an agent restart");
+            let node = self.node_of(&e.key);
+            self.report_at(&e.key, e.end.event(), &node, Some(e.uid), e.at);
         }
     }
 
@@ -539,14 +569,25 @@ impl Supervisor {
     /// Reports on the copy of the task `uid`: a report about the copy of a
     /// deleted task never lands on a new task of the same name.
     fn report_about(&mut self, key: &str, event: Event, node: &str, uid: Option<String>) {
-        let done = matches!(
-            event,
-            Event::AgentExited { .. } | Event::AgentKilled | Event::AgentHasNoCopy
-        );
+        // Dated when the agent learns of it, not when its write gets its turn.
+        self.report_at(key, event, node, uid, jiff::Timestamp::now());
+    }
+
+    /// Reports what happened at `at`.
+    fn report_at(
+        &mut self,
+        key: &str,
+        event: Event,
+        node: &str,
+        uid: Option<String>,
+        at: jiff::Timestamp,
+    ) {
+        let done = is_end(&event);
         let tx = self.writers.entry(key.to_owned()).or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
             let (client, objects, key) =
                 (self.client.clone(), self.objects.clone(), key.to_owned());
+            let checkpoints = self.checkpoints.clone();
             tokio::spawn(async move {
                 // Reports that queued while the last write was on its way go
                 // in one write (STARTING and RUNNING, when both are known).
@@ -556,17 +597,32 @@ impl Supervisor {
                         batch.push(more);
                     }
                     write_reports(&client, &objects, &key, &batch).await;
+                    // Written (or the task is gone): nothing to keep.
+                    if let Some(c) = &checkpoints {
+                        for (event, _, _, uid) in &batch {
+                            if let (true, Some(uid)) = (is_end(event), uid) {
+                                c.clear(uid);
+                            }
+                        }
+                    }
                 }
             });
             tx
         });
-        // Dated when the agent learns of it, not when its write gets its turn.
-        let _ = tx.send((event, node.to_owned(), jiff::Timestamp::now(), uid));
+        let _ = tx.send((event, node.to_owned(), at, uid));
         if done {
             // The writer finishes what is queued, then stops.
             self.writers.remove(key);
         }
     }
+}
+
+/// True for a report of a copy's end: the last one about it.
+fn is_end(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::AgentExited { .. } | Event::AgentKilled | Event::AgentHasNoCopy
+    )
 }
 
 /// Writes runtime reports, each dated when it happened, as the task's new

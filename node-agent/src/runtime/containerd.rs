@@ -79,6 +79,9 @@ pub struct ContainerdConfig {
     pub cgroup_root: PathBuf,
     /// Pull an image that is not present from the registry its name names.
     pub pull: bool,
+    /// Where a task's end is kept, before its container is removed, until
+    /// it is reported (none: not kept; see [`crate::checkpoint`]).
+    pub checkpoints: Option<crate::checkpoint::Checkpoints>,
     /// Registries (`host:port`) spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// The OCI runtime binary containerd's runc shim runs (`runc` when
@@ -107,6 +110,7 @@ impl ContainerdConfig {
             pull: false,
             insecure_registries: Vec::new(),
             oci_runtime: None,
+            checkpoints: None,
         }
     }
 }
@@ -504,8 +508,8 @@ impl Containerd {
             let cg = me.cgroup(&id);
             let oom = cg.oom_kills() > 0;
             let limit = cg.memory_limit();
-            me.cleanup(&id).await;
-            let killed = me.tasks().remove(&key).is_some_and(|r| r.killed);
+            let record = me.tasks().remove(&key);
+            let killed = record.as_ref().is_some_and(|r| r.killed);
             let event = if killed {
                 RuntimeEvent::Killed
             } else if oom {
@@ -523,6 +527,11 @@ impl Containerd {
                     failure: None,
                 }
             };
+            // Kept before the container, the end's only other trace, goes.
+            if let Some(c) = &me.inner.cfg.checkpoints {
+                c.record_end(&key, record.and_then(|r| r.uid).as_deref(), &event);
+            }
+            me.cleanup(&id).await;
             let _ = events.send((key, event)).await;
             let _ = done.send(true);
         });

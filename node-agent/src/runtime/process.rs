@@ -11,6 +11,9 @@
 //! never mistaken for the task) and reads the exit code once it ends.
 //!
 //! Kills signal the whole process group: SIGTERM, the grace period, SIGKILL.
+//!
+//! With checkpoints, a task's end is kept on disk before its pid file goes,
+//! so an agent restarted before it could report the end still reports it.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -31,6 +34,7 @@ use super::{
     ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
     key_of_container_id, prepare_sandbox, sandbox_dir,
 };
+use crate::checkpoint::Checkpoints;
 
 const PID_FILE: &str = ".pid";
 /// The sandbox file holding the uid of the Task the process runs.
@@ -48,6 +52,8 @@ pub struct Process {
 #[derive(Debug)]
 struct Inner {
     sandboxes: PathBuf,
+    /// Where ends are kept until reported (none: not kept).
+    checkpoints: Option<Checkpoints>,
     /// The cgroup v1 root, when limits can be enforced.
     cgroup_root: Option<PathBuf>,
     tasks: Mutex<HashMap<String, Running>>,
@@ -69,9 +75,20 @@ impl Process {
     /// enforced with the cgroup v1 hierarchies under `cgroup_root` (None: no
     /// enforcement, for machines without them).
     pub fn new(sandboxes: impl Into<PathBuf>, cgroup_root: Option<PathBuf>) -> Self {
+        Self::keeping_ends(sandboxes, cgroup_root, None)
+    }
+
+    /// A process runtime that records each task's end in `checkpoints`
+    /// before it removes the task's pid file (see [`crate::checkpoint`]).
+    pub fn keeping_ends(
+        sandboxes: impl Into<PathBuf>,
+        cgroup_root: Option<PathBuf>,
+        checkpoints: Option<Checkpoints>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sandboxes: sandboxes.into(),
+                checkpoints,
                 cgroup_root,
                 tasks: Mutex::new(HashMap::new()),
             }),
@@ -115,20 +132,33 @@ impl Process {
     /// Reports the end of `key`: Killed after a kill request, else Exited
     /// (with an OOM reason when the cgroup saw the OOM killer).
     async fn finish(&self, key: &str, code: i32, events: &Events, done: watch::Sender<bool>) {
-        let killed = self.tasks().remove(key).is_some_and(|r| r.killed);
-        let _ = std::fs::remove_file(sandbox_dir(&self.inner.sandboxes, key).join(PID_FILE));
-        let mut failure = None;
-        if let Some(cg) = self.cgroup(key) {
-            if cg.oom_kills() > 0 {
-                let limit = cg
-                    .memory_limit()
-                    .map(|b| format!(" of {b} bytes"))
-                    .unwrap_or_default();
-                failure = Some(Failure::new(
-                    FailureReason::OutOfMemory,
-                    format!("killed by the kernel for exceeding its memory limit{limit}"),
-                ));
+        let running = self.tasks().remove(key);
+        let killed = running.as_ref().is_some_and(|r| r.killed);
+        let cgroup = self.cgroup(key);
+        let failure = cgroup.as_ref().filter(|cg| cg.oom_kills() > 0).map(|cg| {
+            let limit = cg
+                .memory_limit()
+                .map(|b| format!(" of {b} bytes"))
+                .unwrap_or_default();
+            Failure::new(
+                FailureReason::OutOfMemory,
+                format!("killed by the kernel for exceeding its memory limit{limit}"),
+            )
+        });
+        let event = if killed {
+            RuntimeEvent::Killed
+        } else {
+            RuntimeEvent::Exited {
+                code: if failure.is_some() { 137 } else { code },
+                failure,
             }
+        };
+        // Kept before the pid file, the end's only other trace, goes.
+        if let Some(c) = &self.inner.checkpoints {
+            c.record_end(key, running.and_then(|r| r.uid).as_deref(), &event);
+        }
+        let _ = std::fs::remove_file(sandbox_dir(&self.inner.sandboxes, key).join(PID_FILE));
+        if let Some(cg) = cgroup {
             // Stragglers (daemonized children) go with the task.
             for _ in 0..50 {
                 if !cg.has_processes() {
@@ -145,14 +175,6 @@ impl Process {
             }
             cg.remove();
         }
-        let event = if killed {
-            RuntimeEvent::Killed
-        } else {
-            RuntimeEvent::Exited {
-                code: if failure.is_some() { 137 } else { code },
-                failure,
-            }
-        };
         let _ = events.send((key.to_owned(), event)).await;
         let _ = done.send(true);
     }
