@@ -343,6 +343,13 @@ pub struct JobSpec {
     /// Behaviour when a node is unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_policy: Option<PartitionPolicy>,
+    /// At most one copy of each instance, even across a network partition
+    /// (a singleton, a leader): a task's agent stops it once it has gone
+    /// half a lease without renewing, before the control plane could
+    /// replace it (Nomad's `stop_after_client_disconnect`). Off (the
+    /// default), tasks run on through any outage of the control plane.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
     /// Transient-state timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,

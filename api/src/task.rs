@@ -178,6 +178,10 @@ pub struct TaskSpec {
     /// The node the task is bound to; set once by the scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Its job's `fenced`: its agent stops it when cut off from the control
+    /// plane for half a lease.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }
 
 /// The most task events kept in a task's status; older ones are dropped first.

@@ -293,5 +293,6 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+        self.cut(true);
     }
 }

@@ -129,10 +129,11 @@ pub struct RunArgs {
     /// Lease duration in seconds (renewed every quarter of it).
     #[arg(long, env = "CORRAL_AGENT_LEASE_SECONDS", default_value_t = 40)]
     lease_seconds: i32,
-    /// Fencing: once the lease has gone unrenewed for half its duration
-    /// (the API server is unreachable), kill every task this agent runs,
-    /// before the control plane could start replacements; launch nothing
-    /// until a renewal succeeds again. Two copies of a task never run at once.
+    /// Fence every task, not only those of jobs with `fenced: true` (which
+    /// are always fenced): once the lease has gone unrenewed for half its
+    /// duration, kill it before the control plane could start a
+    /// replacement; launch nothing until a renewal succeeds again. Without
+    /// it, other tasks run on through any outage of the control plane.
     #[arg(long, env = "CORRAL_AGENT_FENCE")]
     fence: bool,
     /// Seconds between state reconciliations (errant copies killed, lost

@@ -84,7 +84,8 @@ fn run_task(job: &Job, run: &str, instance: u32) -> Result<Task, CronControllerE
             "ownerReferences": [{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
-                 "priority": s.priority, "container": s.container, "constraints": s.constraints},
+                 "priority": s.priority, "container": s.container, "constraints": s.constraints,
+                 "fenced": s.fenced},
     }))
     .map_err(|e| CronControllerError::Build(e.to_string()))
 }

@@ -151,7 +151,8 @@ fn task_for(
             "ownerReferences": [{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
-                 "priority": s.priority, "container": s.container, "constraints": s.constraints},
+                 "priority": s.priority, "container": s.container, "constraints": s.constraints,
+                 "fenced": s.fenced},
     });
     serde_json::from_value(v).map_err(|e| JobError::Build(e.to_string()))
 }

@@ -72,8 +72,9 @@ pub struct AgentConfig {
     pub oversubscribe: Option<f64>,
     /// How often state reconciliation runs.
     pub reconcile_every: Duration,
-    /// Fencing: kill this node's tasks once the lease has gone unrenewed
-    /// for half its duration, so that no replacement ever runs alongside.
+    /// Fence every task, not only those of fenced jobs (`spec.fenced`,
+    /// always fenced): kill it once the lease has gone unrenewed for half
+    /// its duration, so that no replacement ever runs alongside.
     pub fence: bool,
     /// Where the runtimes keep task ends until they are reported (the same
     /// directory they were given; none: ends are not kept across restarts).
@@ -309,13 +310,13 @@ pub async fn run(
                     }
                 });
             }
-            _ = fence_checks.tick(), if cfg.fence => {
+            _ = fence_checks.tick() => {
                 let last = renewed.lock().map(|r| *r).unwrap_or_else(|_| tokio::time::Instant::now());
                 let unrenewed = last.elapsed();
                 if unrenewed >= cfg.fence_after() {
                     // Kills end by three quarters of the lease; the control
                     // plane replaces nothing before it expires.
-                    book.fence(cfg.fence_after() / 2);
+                    book.fence(cfg.fence_after() / 2, cfg.fence);
                 } else if book.is_fenced() {
                     book.unfence(unrenewed);
                     if listed {

@@ -27,13 +27,15 @@
 //! forgotten once written; after a restart, the ends left on disk count as
 //! ended here and are reported once the first list shows their tasks.
 //!
-//! **Fencing** (`--fence`): when the agent has not renewed its lease for
-//! half its duration, it kills every task it runs (grace capped at a quarter
-//! of the lease), and launches nothing, until a renewal succeeds again. The
-//! control plane declares the node lost only when the lease expires, so the
-//! old copies are gone before any replacement is created: two copies of a
-//! task never run at once. Once renewed, a v1 Event on each Node says what
-//! was fenced.
+//! **Fencing**: when the agent has not renewed its lease for half its
+//! duration, it kills the tasks of fenced jobs (`spec.fenced`; every task
+//! with `--fence`) with their grace capped at a quarter of the lease, and
+//! launches nothing, until a renewal succeeds again. The control plane
+//! declares the node lost only when the lease expires, so the old copies of
+//! fenced tasks are gone before any replacement is created: two copies of
+//! such a task never run at once. Other tasks run on through any outage of
+//! the control plane. Once renewed, a v1 Event on each Node says what was
+//! fenced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -496,16 +498,18 @@ impl Supervisor {
         self.kill(key, idx, grace);
     }
 
-    /// Fencing: the lease went unrenewed too long. Kills everything this
-    /// agent runs (grace at most `grace_cap`) and launches nothing until
+    /// Fencing: the lease went unrenewed too long. Kills the tasks of fenced
+    /// jobs (with `every_task`, everything this agent runs), each with a
+    /// grace of at most `grace_cap`, and launches nothing until
     /// [`Supervisor::unfence`].
-    pub(crate) fn fence(&mut self, grace_cap: Duration) {
+    pub(crate) fn fence(&mut self, grace_cap: Duration, every_task: bool) {
         let newly = self.fenced.is_none();
         let mut killed = self.fenced.take().unwrap_or_default();
         let book: Vec<(String, usize)> = self
             .tasks
             .iter()
             .map(|(k, (i, _))| (k.clone(), *i))
+            .filter(|(k, _)| every_task || self.object(k).is_some_and(|t| t.spec.fenced))
             .collect();
         for (key, idx) in book {
             let grace = self.grace(&key);
@@ -516,7 +520,7 @@ impl Supervisor {
         if newly {
             tracing::warn!(
                 tasks = killed.len(),
-                "lease not renewed: fencing this node's tasks"
+                "lease not renewed: fencing this node's fenced tasks"
             );
         }
         self.fenced = Some(killed);

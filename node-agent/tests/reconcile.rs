@@ -1,96 +1,27 @@
 //! State reconciliation and fencing, with real network partitions: the
-//! agent of node `a` reaches the in-process API server through a TCP proxy
+//! agent of node `a` reaches the in-process API server through a TCP relay
 //! that the tests cut and heal. The controllers and the agent of node `b`
 //! talk to the server directly. Tasks run in the simulated runtime, whose
 //! handle the tests keep to see what really runs on `a`.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use common::{Agent, Controllers, Harness, eventually, phase, running_on, service, start};
 use corral_api::{Task, TaskPhase};
+use corral_apiserver::testing::Relay;
 use corral_node_agent::runtime::{ContainerRuntime, Simulated};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, DeleteParams, ListParams};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
-/// A TCP proxy to the API server that can be cut (every connection
-/// dropped, new ones refused) and healed.
-struct Partition {
-    url: String,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
+/// A relay to the API server for agent `a` that the tests cut and heal.
+async fn partition(h: &Harness) -> Result<Relay> {
+    Relay::start(&h.server.url).await.map_err(|e| anyhow!(e))
 }
 
-impl Partition {
-    async fn to(upstream: &str) -> Result<Self> {
-        let upstream = upstream
-            .strip_prefix("https://")
-            .context("https URL")?
-            .to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("https://{}", listener.local_addr()?);
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = tokio::spawn({
-            let (cut, conns) = (cut.clone(), conns.clone());
-            async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    if cut.load(Ordering::SeqCst) {
-                        continue; // dropped: the connection is refused
-                    }
-                    let upstream = upstream.clone();
-                    let conn = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    });
-                    if let Ok(mut c) = conns.lock() {
-                        c.push(conn);
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            url,
-            cut,
-            conns,
-            accept,
-        })
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        if let Ok(mut c) = self.conns.lock() {
-            for conn in c.drain(..) {
-                conn.abort();
-            }
-        }
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-
-    /// An admin client that goes through the proxy.
-    async fn client(&self, h: &Harness) -> Result<kube::Client> {
-        let kc = kube::config::Kubeconfig::from_yaml(&h.server.pki.kubeconfig(&self.url))?;
-        Ok(kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-        )?)
-    }
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
+/// An admin client that goes through `relay`.
+async fn through(relay: &Relay, h: &Harness) -> Result<kube::Client> {
+    h.server.admin_via(&relay.url).await.map_err(|e| anyhow!(e))
 }
 
 async fn node_events(client: &kube::Client, node: &str, reason: &str) -> Result<Vec<String>> {
@@ -108,9 +39,9 @@ async fn node_events(client: &kube::Client, node: &str, reason: &str) -> Result<
 #[tokio::test]
 async fn a_healed_partition_kills_the_copies_the_cluster_replaced() -> Result<()> {
     let h = start().await?;
-    let proxy = Partition::to(&h.server.url).await?;
+    let proxy = partition(&h).await?;
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
-    let a = Agent::start(proxy.client(&h).await?, "a", false, Simulated::default());
+    let a = Agent::start(through(&proxy, &h).await?, "a", false, Simulated::default());
     let ctl = Controllers::start(&h.client);
     service(&h.client, "web", 2).await?;
     eventually("both instances to run on a", || async {
@@ -119,7 +50,7 @@ async fn a_healed_partition_kills_the_copies_the_cluster_replaced() -> Result<()
     .await?;
     let b = Agent::start(h.client.clone(), "b", false, Simulated::default());
 
-    proxy.cut();
+    proxy.cut(true);
     eventually("both instances to be lost and replaced on b", || async {
         Ok(running_on(&tasks, "web-0-1", "b").await? && running_on(&tasks, "web-1-1", "b").await?)
     })
@@ -128,7 +59,7 @@ async fn a_healed_partition_kills_the_copies_the_cluster_replaced() -> Result<()
     // A real split: the originals still run on a, next to their replacements.
     assert_eq!(a.runs(), vec!["default/web-0-0", "default/web-1-0"]);
 
-    proxy.heal();
+    proxy.cut(false);
     eventually("a to kill its errant copies and record it", || async {
         let mut recorded = 0;
         for name in ["web-0-0", "web-1-0"] {
@@ -165,12 +96,12 @@ const FENCED_LEASE_SECONDS: i32 = 6;
 #[tokio::test]
 async fn a_fenced_agent_kills_its_tasks_before_any_replacement_is_created() -> Result<()> {
     let h = start().await?;
-    let proxy = Partition::to(&h.server.url).await?;
+    let proxy = partition(&h).await?;
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     // A lease long enough that the fence (half of it, plus a kill grace of at
     // most a quarter) ends well before it expires, even on a loaded machine.
     let a = Agent::with_lease(
-        proxy.client(&h).await?,
+        through(&proxy, &h).await?,
         "a",
         true,
         Simulated::default(),
@@ -184,7 +115,7 @@ async fn a_fenced_agent_kills_its_tasks_before_any_replacement_is_created() -> R
     .await?;
     let b = Agent::start(h.client.clone(), "b", false, Simulated::default());
 
-    proxy.cut();
+    proxy.cut(true);
     // Until the replacement exists, watch that a never runs a copy beside it.
     eventually("a to fence its task", || async {
         let replaced = tasks.get_opt("web-0-1").await?.is_some();
@@ -205,7 +136,7 @@ async fn a_fenced_agent_kills_its_tasks_before_any_replacement_is_created() -> R
     })
     .await?;
 
-    proxy.heal();
+    proxy.cut(false);
     eventually("a to record what it fenced", || async {
         Ok(node_events(&h.client, "a", "Fenced")
             .await?
@@ -218,6 +149,61 @@ async fn a_fenced_agent_kills_its_tasks_before_any_replacement_is_created() -> R
 
     a.stop().await?;
     b.stop().await?;
+    ctl.stop().await
+}
+
+#[tokio::test]
+async fn a_cut_off_agent_stops_only_the_tasks_of_fenced_jobs() -> Result<()> {
+    let h = start().await?;
+    let proxy = partition(&h).await?;
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    // No --fence: only jobs that ask for it are fenced.
+    let a = Agent::with_lease(
+        through(&proxy, &h).await?,
+        "a",
+        false,
+        Simulated::default(),
+        FENCED_LEASE_SECONDS,
+    );
+    let ctl = Controllers::start(&h.client);
+    service(&h.client, "web", 1).await?;
+    let solo: corral_api::Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Job",
+        "metadata": {"name": "solo", "namespace": "default"},
+        "spec": {"role": "web", "environment": "prod", "kind": "service", "instances": 1,
+                 "resources": {"cpus": 1, "memory": "1Gi"}, "container": {"image": "busybox"},
+                 "fenced": true}}))?;
+    Api::<corral_api::Job>::namespaced(h.client.clone(), "default")
+        .create(&Default::default(), &solo)
+        .await?;
+    eventually("both to run on a", || async {
+        Ok(
+            running_on(&tasks, "web-0-0", "a").await?
+                && running_on(&tasks, "solo-0-0", "a").await?,
+        )
+    })
+    .await?;
+    assert!(tasks.get("solo-0-0").await?.spec.fenced);
+    assert!(!tasks.get("web-0-0").await?.spec.fenced);
+
+    proxy.cut(true);
+    eventually("a to fence the fenced job's task", || async {
+        Ok(a.runs() == vec!["default/web-0-0".to_owned()])
+    })
+    .await?;
+    assert!(
+        tasks.get_opt("solo-0-1").await?.is_none(),
+        "fenced before the lease expired"
+    );
+    proxy.cut(false);
+    eventually("a to record what it fenced", || async {
+        Ok(node_events(&h.client, "a", "Fenced")
+            .await?
+            .iter()
+            .any(|m| m.contains("default/solo-0-0") && !m.contains("web-0-0")))
+    })
+    .await?;
+    a.stop().await?;
     ctl.stop().await
 }
 

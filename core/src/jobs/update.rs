@@ -26,13 +26,17 @@ use super::TaskView;
 pub const TEMPLATE_ANNOTATION: &str = "corral.dev/template-hash";
 
 /// The hash of what a job's tasks are made of: role, resources, tier,
-/// priority, container and constraints. Changing any of them rolls the job;
+/// priority, container, constraints and fencing. Changing any of them rolls the job;
 /// `instances`, timeouts and policies do not.
 pub fn template_hash(spec: &JobSpec) -> String {
-    let template = serde_json::json!({
+    let mut template = serde_json::json!({
         "role": spec.role, "resources": spec.resources, "tier": spec.tier,
         "priority": spec.priority, "container": spec.container, "constraints": spec.constraints,
     });
+    // Only when on, so that the hashes of existing jobs stay as they were.
+    if spec.fenced {
+        template["fenced"] = serde_json::Value::Bool(true);
+    }
     let digest = Sha256::digest(template.to_string().as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
