@@ -83,7 +83,7 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     /// A body over the limit.
-    #[error("the request body is too large (limit {limit} bytes)")]
+    #[error("Request entity too large: limit is {limit}")]
     TooLarge {
         /// The limit.
         limit: usize,

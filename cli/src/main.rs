@@ -117,9 +117,9 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Work directly with the store (for operators; clients use the API server).
-    Store(store_cmd::StoreArgs),
+    Store(Box<store_cmd::StoreArgs>),
     /// Run the Kubernetes-compatible API server and the controllers.
-    Server(server_cmd::ServerArgs),
+    Server(Box<server_cmd::ServerArgs>),
     /// Run the controllers alone against an API server, with leader election.
     Controllers(controllers_cmd::ControllersArgs),
     /// Run a node agent (containerd, process or simulated runtime), or import an image.
@@ -168,8 +168,8 @@ async fn run() -> Result<()> {
         Command::Credentials(cmd) => credentials_cmd::run(cmd),
         Command::Crds { out, check } => crds(out, check),
         Command::Validate { files } => validate(&files),
-        Command::Store(args) => store_cmd::run(args).await,
-        Command::Server(args) => server_cmd::run(args).await,
+        Command::Store(args) => store_cmd::run(*args).await,
+        Command::Server(args) => server_cmd::run(*args).await,
         Command::Controllers(args) => controllers_cmd::run(args).await,
         Command::Agent(args) => agent_cmd::run(*args).await,
         Command::Apply(a) => client::apply::apply(&ctx().await?, &a).await,

@@ -25,6 +25,8 @@ pub struct ServerArgs {
     /// `embedded` (under $CORRAL_HOME), `embedded:PATH`, or `etcd://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, env = "CORRAL_STORE", default_value = "embedded")]
     pub(crate) store: String,
+    #[command(flatten)]
+    pub(crate) etcd_tls: crate::store_cmd::EtcdTlsArgs,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub(crate) listen: SocketAddr,
@@ -248,7 +250,7 @@ pub async fn wait_for_signal() -> Result<()> {
 /// controllers.
 pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     let home = home_dir(args.home)?;
-    let store = open_store(&args.store, &home).await?;
+    let store = open_store(&args.store, &home, &args.etcd_tls).await?;
     let api = Api::new(store, Catalog::standard());
     corral_apiserver::storage::registry::ensure_default_namespaces(&api)
         .await

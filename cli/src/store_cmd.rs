@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use corral_store::embedded::EmbeddedStore;
-use corral_store::etcd::EtcdStore;
+use corral_store::etcd::{EtcdStore, EtcdTls};
 use corral_store::{RangeRequest, Store, StoreError};
 
 use crate::manifests;
@@ -19,6 +19,8 @@ pub struct StoreArgs {
     /// `embedded` (SQLite under $CORRAL_HOME), `embedded:PATH`, or `etcd://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, env = "CORRAL_STORE", default_value = "embedded", global = true)]
     store: String,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
     /// Corral's state directory (default `~/.corral`).
     #[arg(long, env = "CORRAL_HOME", global = true)]
     home: Option<PathBuf>,
@@ -51,8 +53,56 @@ pub fn home_dir(home: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(base).join(".corral"))
 }
 
-/// Opens `embedded` (`$CORRAL_HOME/store.db`), `embedded:PATH` or `etcd://HOST:PORT[,…]`.
-pub async fn open_store(store: &str, home: &std::path::Path) -> Result<Arc<dyn Store>> {
+/// TLS to etcd, as kube-apiserver's flags of the same names.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdTlsArgs {
+    /// The CA that signed etcd's serving certificate: speak TLS to etcd.
+    #[arg(long, global = true)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// The client certificate presented to etcd (with --etcd-keyfile).
+    #[arg(long, global = true, requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// The client certificate's key (with --etcd-certfile).
+    #[arg(long, global = true, requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// The TLS settings, read from their files (none without --etcd-cafile).
+    fn load(&self) -> Result<Option<EtcdTls>> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let Some(ca) = &self.etcd_cafile else {
+            if self.etcd_certfile.is_some() {
+                bail!("--etcd-certfile needs --etcd-cafile");
+            }
+            return Ok(None);
+        };
+        Ok(Some(EtcdTls {
+            ca_pem: read(ca)?,
+            cert_pem: self
+                .etcd_certfile
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .unwrap_or_default(),
+            key_pem: self
+                .etcd_keyfile
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .unwrap_or_default(),
+        }))
+    }
+}
+
+/// Opens `embedded` (`$CORRAL_HOME/store.db`), `embedded:PATH` or
+/// `etcd://HOST:PORT[,…]` (over TLS with `tls`'s files).
+pub async fn open_store(
+    store: &str,
+    home: &std::path::Path,
+    tls: &EtcdTlsArgs,
+) -> Result<Arc<dyn Store>> {
     let embedded_path = match store {
         "embedded" => Some(home.join("store.db")),
         s => s.strip_prefix("embedded:").map(PathBuf::from),
@@ -63,14 +113,20 @@ pub async fn open_store(store: &str, home: &std::path::Path) -> Result<Arc<dyn S
         return Ok(Arc::new(s));
     }
     if let Some(rest) = store.strip_prefix("etcd://") {
-        let endpoints: Vec<String> = rest.split(',').map(|e| format!("http://{e}")).collect();
-        return Ok(Arc::new(EtcdStore::connect(&endpoints).await?));
+        let tls = tls.load()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoints: Vec<String> = rest.split(',').map(|e| format!("{scheme}://{e}")).collect();
+        let store = match &tls {
+            Some(tls) => EtcdStore::connect_tls(&endpoints, tls).await?,
+            None => EtcdStore::connect(&endpoints).await?,
+        };
+        return Ok(Arc::new(store));
     }
     bail!("unknown store {store:?}: use `embedded`, `embedded:PATH` or `etcd://HOST:PORT`")
 }
 
 pub async fn run(args: StoreArgs) -> Result<()> {
-    let store = open_store(&args.store, &home_dir(args.home)?).await?;
+    let store = open_store(&args.store, &home_dir(args.home)?, &args.etcd_tls).await?;
     match args.command {
         StoreCommand::Load { files } => load(store.as_ref(), &files).await,
         StoreCommand::List { prefix } => list(store.as_ref(), &prefix).await,

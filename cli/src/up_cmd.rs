@@ -148,6 +148,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let run_args = agent_cmd::run_args_from(agent_argv(&args, &home, &node))?;
     let server = server_cmd::start(ServerArgs {
         store: args.store.clone(),
+        etcd_tls: Default::default(),
         listen: args.listen,
         home: Some(home.clone()),
         tls_sans: Vec::new(),

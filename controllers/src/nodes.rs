@@ -131,9 +131,12 @@ async fn set_ready(
             ),
         ),
     };
-    if ready_condition(node)
-        .is_some_and(|c| c.status == status && c.reason == reason && c.message == message)
-    {
+    // The brake's message is news (how many nodes are stale); the others'
+    // wording is not worth a write (an agent writes its own).
+    let braked = matches!(verdict, Verdict::Braked { .. });
+    if ready_condition(node).is_some_and(|c| {
+        c.status == status && c.reason == reason && (!braked || c.message == message)
+    }) {
         return Ok(());
     }
     let mut conditions = node

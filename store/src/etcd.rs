@@ -7,11 +7,17 @@
 //! with no comparison holds one nested transaction per write (etcd ≥ 3.3), so
 //! every write keeps its own precondition and result while the batch costs one
 //! raft round and one fsync. Writes in one batch share the batch's revision.
+//!
+//! The client spreads requests over every endpoint it is given and fails
+//! over between them; every request and watch requires a leader, so a member
+//! cut off from its quorum answers at once instead of stalling; with
+//! [`EtcdTls`] it speaks TLS and presents a client certificate.
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions,
+    GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchOptions,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -66,6 +72,25 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Client TLS for etcd: the CA that signed etcd's serving certificate, and
+/// this client's certificate and key (PEM; empty: no client certificate).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA certificate(s).
+    pub ca_pem: Vec<u8>,
+    /// The client certificate.
+    pub cert_pem: Vec<u8>,
+    /// The client key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls").finish_non_exhaustive()
+    }
+}
+
 impl EtcdStore {
     /// Connects to `endpoints` (`http://127.0.0.1:2379`) with default group commit.
     pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
@@ -77,12 +102,38 @@ impl EtcdStore {
         endpoints: &[String],
         config: GroupCommitConfig,
     ) -> Result<Self, StoreError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(5))
+        Self::open(endpoints, None, config).await
+    }
+
+    /// Connects over TLS (`https://` endpoints) with a client certificate,
+    /// as kube-apiserver's `--etcd-cafile`, `--etcd-certfile` and
+    /// `--etcd-keyfile`.
+    pub async fn connect_tls(endpoints: &[String], tls: &EtcdTls) -> Result<Self, StoreError> {
+        Self::open(endpoints, Some(tls), GroupCommitConfig::default()).await
+    }
+
+    /// Connects to every endpoint (requests fail over between them), each
+    /// request and watch requiring a leader: a member cut off from its
+    /// quorum answers with an error at once instead of stalling a watch.
+    async fn open(
+        endpoints: &[String],
+        tls: Option<&EtcdTls>,
+        config: GroupCommitConfig,
+    ) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(1))
             .with_keep_alive(
                 std::time::Duration::from_secs(10),
                 std::time::Duration::from_secs(5),
-            );
+            )
+            .with_require_leader(true);
+        if let Some(tls) = tls {
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if !tls.cert_pem.is_empty() {
+                config = config.identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            }
+            options = options.with_tls(config);
+        }
         let mut client = Client::connect(endpoints, Some(options))
             .await
             .map_err(map_err)?;
@@ -116,6 +167,38 @@ impl EtcdStore {
     /// The underlying client (for tools and benchmarks).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+}
+
+/// How many times a request that never reached etcd is sent again.
+const UNSENT_RETRIES: u32 = 8;
+
+/// True when `e` says the request never left this process: no connection
+/// to the member the client picked could be made (it is down), so sending
+/// it again, likely to another member, cannot apply it twice. The client
+/// spreads requests over every endpoint and keeps picking a dead one now
+/// and then.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
+/// Runs `op` again (after a short pause) while it fails without having
+/// reached etcd, at most [`UNSENT_RETRIES`] times.
+async fn unsent_retried<T, F, Fut>(mut op: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(e) if tries < UNSENT_RETRIES && never_sent(&e) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
+            }
+            done => return done,
+        }
     }
 }
 
@@ -299,14 +382,23 @@ async fn commit_batch(
     client: Client,
     ops: Vec<WriteOp>,
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-    let mut kv = client.kv_client();
     if let [op] = ops.as_slice() {
-        let resp = kv.txn(txn_for(op)).await.map_err(map_err)?;
+        let resp = unsent_retried(|| {
+            let mut kv = client.kv_client();
+            async move { kv.txn(txn_for(op)).await }
+        })
+        .await
+        .map_err(map_err)?;
         let rev = header_revision(&resp);
         return Ok(vec![outcome_of(op, &resp, rev)]);
     }
-    let nested: Vec<TxnOp> = ops.iter().map(|op| TxnOp::txn(txn_for(op))).collect();
-    let resp = kv.txn(Txn::new().and_then(nested)).await.map_err(map_err)?;
+    let resp = unsent_retried(|| {
+        let mut kv = client.kv_client();
+        let nested: Vec<TxnOp> = ops.iter().map(|op| TxnOp::txn(txn_for(op))).collect();
+        async move { kv.txn(Txn::new().and_then(nested)).await }
+    })
+    .await
+    .map_err(map_err)?;
     let rev = header_revision(&resp);
     let inner = resp.op_responses();
     if inner.len() != ops.len() {
@@ -331,12 +423,12 @@ async fn commit_batch(
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(map_err)?;
+        let resp = unsent_retried(|| {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(key, None).await }
+        })
+        .await
+        .map_err(map_err)?;
         resp.kvs().first().map(to_kv).transpose()
     }
 
@@ -357,7 +449,12 @@ impl Store for EtcdStore {
         if let Some(rev) = request.revision {
             opts = opts.with_revision(rev);
         }
-        let resp = match self.client.kv_client().get(start, Some(opts)).await {
+        let resp = match unsent_retried(|| {
+            let (mut kv, start, opts) = (self.client.kv_client(), start.clone(), opts.clone());
+            async move { kv.get(start, Some(opts)).await }
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 let current = self.current_revision().await.unwrap_or(0);
@@ -397,13 +494,13 @@ impl Store for EtcdStore {
         if start_revision > 0 {
             opts = opts.with_start_revision(start_revision);
         }
-        let (mut requests, mut responses) = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(opts))
-            .await
-            .map_err(map_err)?
-            .split();
+        let (mut requests, mut responses) = unsent_retried(|| {
+            let (mut watches, opts) = (self.client.watch_client(), opts.clone());
+            async move { watches.watch(prefix, Some(opts)).await }
+        })
+        .await
+        .map_err(map_err)?
+        .split();
         let requested = start_revision;
         let mut asked = self.progress.subscribe();
         let (tx, rx) = mpsc::channel::<Result<WatchEvent, StoreError>>(256);
@@ -447,21 +544,27 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(vec![0], Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(map_err)?;
+        let resp = unsent_retried(|| {
+            let mut kv = self.client.kv_client();
+            async move {
+                kv.get(vec![0], Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await
+        .map_err(map_err)?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        match self
-            .client
-            .kv_client()
-            .compact(revision, Some(CompactionOptions::new().with_physical()))
-            .await
+        match unsent_retried(|| {
+            let mut kv = self.client.kv_client();
+            async move {
+                kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+                    .await
+            }
+        })
+        .await
         {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -1,9 +1,12 @@
 //! Test support: a real, throwaway etcd on loopback.
 //!
 //! [`EtcdServer::start`] runs the `etcd` binary (or `$CORRAL_TEST_ETCD_BIN`) on
-//! two free ports with its data in a temporary directory, waits until it
-//! answers, and kills it (by PID) when dropped. `ETCD_*` variables are removed
-//! from its environment because etcd reads them as flags.
+//! free ports with its data in a temporary directory, waits until it answers
+//! (`/health` on its plain-HTTP metrics port), and kills it (by PID) when
+//! dropped; [`EtcdServer::start_tls`] serves TLS and requires client
+//! certificates; [`EtcdCluster`] runs several members as one cluster, any of
+//! which a test may kill. `ETCD_*` variables are removed from their
+//! environment because etcd reads them as flags.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -54,6 +57,111 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Serving TLS for a test etcd (PEM files): its certificate and key, and
+/// the CA whose client certificates it requires.
+#[derive(Debug, Clone)]
+pub struct ServingTls {
+    /// etcd's certificate (valid for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA clients' certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
+/// How one member is started.
+struct MemberSpec<'a> {
+    name: &'a str,
+    client: &'a str,
+    peer: &'a str,
+    metrics: &'a str,
+    initial_cluster: &'a str,
+    durability: Durability,
+    tls: Option<&'a ServingTls>,
+}
+
+/// Starts one etcd member with its data and log in `dir`.
+fn spawn_member(spec: &MemberSpec<'_>, dir: &std::path::Path) -> Result<Child, EtcdStartError> {
+    let bin = std::env::var("CORRAL_TEST_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned());
+    let log = std::fs::File::create(dir.join("etcd.log"))?;
+    let mut cmd = Command::new(&bin);
+    for (k, _) in std::env::vars_os() {
+        if let Some(name) = k.to_str()
+            && name.starts_with("ETCD_")
+            && name != "ETCD_UNSUPPORTED_ARCH"
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.arg("--name")
+        .arg(spec.name)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            spec.client,
+            "--advertise-client-urls",
+            spec.client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            spec.peer,
+            "--initial-advertise-peer-urls",
+            spec.peer,
+        ])
+        // /health over plain HTTP, whatever the client port speaks.
+        .args(["--listen-metrics-urls", spec.metrics])
+        .args(["--initial-cluster", spec.initial_cluster])
+        .args([
+            "--initial-cluster-state",
+            "new",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ])
+        .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if spec.durability == Durability::NoFsync {
+        cmd.arg("--unsafe-no-fsync");
+    }
+    if let Some(tls) = spec.tls {
+        cmd.arg("--cert-file")
+            .arg(&tls.cert)
+            .arg("--key-file")
+            .arg(&tls.key)
+            .arg("--trusted-ca-file")
+            .arg(&tls.client_ca)
+            .arg("--client-cert-auth");
+    }
+    cmd.spawn()
+        .map_err(|source| EtcdStartError::Spawn { bin, source })
+}
+
+/// Polls `metrics` (`http://HOST:PORT`) until the member has a leader, or
+/// the child exits, or 30 s pass.
+fn wait_healthy(
+    child: &mut Child,
+    metrics: &str,
+    dir: &std::path::Path,
+) -> Result<(), EtcdStartError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = metrics.trim_start_matches("http://").to_owned();
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if health_ok(&addr) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+    Err(EtcdStartError::NotReady { log })
+}
+
 impl EtcdServer {
     /// Starts a single-member etcd with fsync on.
     pub fn start() -> Result<Self, EtcdStartError> {
@@ -62,10 +170,22 @@ impl EtcdServer {
 
     /// Starts a single-member etcd.
     pub fn start_with(durability: Durability) -> Result<Self, EtcdStartError> {
+        Self::retrying(|| Self::try_start(durability, None))
+    }
+
+    /// Starts a single-member etcd that serves TLS on its client port and
+    /// requires client certificates (no fsync).
+    pub fn start_tls(tls: &ServingTls) -> Result<Self, EtcdStartError> {
+        Self::retrying(|| Self::try_start(Durability::NoFsync, Some(tls)))
+    }
+
+    fn retrying(
+        mut start: impl FnMut() -> Result<Self, EtcdStartError>,
+    ) -> Result<Self, EtcdStartError> {
         let mut last = None;
         // Ports are chosen then bound by etcd: retry the small race.
         for _ in 0..5 {
-            match Self::try_start(durability) {
+            match start() {
                 Ok(s) => return Ok(s),
                 Err(e @ EtcdStartError::Spawn { .. }) => return Err(e),
                 Err(e) => last = Some(e),
@@ -74,85 +194,36 @@ impl EtcdServer {
         Err(last.unwrap_or(EtcdStartError::NotReady { log: String::new() }))
     }
 
-    fn try_start(durability: Durability) -> Result<Self, EtcdStartError> {
-        let bin = std::env::var("CORRAL_TEST_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned());
+    fn try_start(durability: Durability, tls: Option<&ServingTls>) -> Result<Self, EtcdStartError> {
         let data = tempfile::Builder::new().prefix("corral-etcd-").tempdir()?;
-        let client = format!("http://127.0.0.1:{}", free_port()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", free_port()?);
         let peer = format!("http://127.0.0.1:{}", free_port()?);
-        let log_path = data.path().join("etcd.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(&bin);
-        for (k, _) in std::env::vars_os() {
-            if let Some(name) = k.to_str()
-                && name.starts_with("ETCD_")
-                && name != "ETCD_UNSUPPORTED_ARCH"
-            {
-                cmd.env_remove(name);
-            }
+        let metrics = format!("http://127.0.0.1:{}", free_port()?);
+        let initial = format!("corral-test={peer}");
+        let spec = MemberSpec {
+            name: "corral-test",
+            client: &client,
+            peer: &peer,
+            metrics: &metrics,
+            initial_cluster: &initial,
+            durability,
+            tls,
+        };
+        let mut child = spawn_member(&spec, data.path())?;
+        if let Err(e) = wait_healthy(&mut child, &metrics, data.path()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
         }
-        cmd.arg("--name")
-            .arg("corral-test")
-            .arg("--data-dir")
-            .arg(data.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .arg("--initial-cluster")
-            .arg(format!("corral-test={peer}"))
-            .args([
-                "--initial-cluster-state",
-                "new",
-                "--logger",
-                "zap",
-                "--log-level",
-                "warn",
-            ])
-            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        if durability == Durability::NoFsync {
-            cmd.arg("--unsafe-no-fsync");
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|source| EtcdStartError::Spawn { bin, source })?;
-        let mut server = EtcdServer {
+        Ok(EtcdServer {
             child,
             endpoint: client,
             _data: data,
-        };
-        server.wait_ready(&log_path)?;
-        Ok(server)
+        })
     }
 
-    /// Polls the client port until etcd has a leader (a `/health` of true).
-    fn wait_ready(&mut self, log_path: &PathBuf) -> Result<(), EtcdStartError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = self.endpoint.trim_start_matches("http://").to_owned();
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            if health_ok(&addr) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(log_path).unwrap_or_default();
-        Err(EtcdStartError::NotReady { log })
-    }
-
-    /// The client URL (`http://127.0.0.1:PORT`).
+    /// The client URL (`http://127.0.0.1:PORT`, or `https://` with TLS).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -160,6 +231,93 @@ impl EtcdServer {
     /// The PID of the etcd process.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// A cluster of etcd members on loopback (no fsync), each stopped on drop.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Option<EtcdServer>>,
+    endpoints: Vec<String>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members that form one cluster, and waits until each
+    /// sees a leader.
+    pub fn start(size: usize) -> Result<Self, EtcdStartError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(size) {
+                Ok(c) => return Ok(c),
+                Err(e @ EtcdStartError::Spawn { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(EtcdStartError::NotReady { log: String::new() }))
+    }
+
+    fn try_start(size: usize) -> Result<Self, EtcdStartError> {
+        let urls = (0..size)
+            .map(|_| {
+                Ok((
+                    format!("http://127.0.0.1:{}", free_port()?),
+                    format!("http://127.0.0.1:{}", free_port()?),
+                    format!("http://127.0.0.1:{}", free_port()?),
+                ))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let initial = urls
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer, _))| format!("m{i}={peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut started = Vec::new();
+        for (i, (client, peer, metrics)) in urls.iter().enumerate() {
+            let data = tempfile::Builder::new().prefix("corral-etcd-").tempdir()?;
+            let name = format!("m{i}");
+            let spec = MemberSpec {
+                name: &name,
+                client,
+                peer,
+                metrics,
+                initial_cluster: &initial,
+                durability: Durability::NoFsync,
+                tls: None,
+            };
+            let child = spawn_member(&spec, data.path())?;
+            started.push((
+                EtcdServer {
+                    child,
+                    endpoint: client.clone(),
+                    _data: data,
+                },
+                metrics.clone(),
+            ));
+        }
+        // A member is healthy once the cluster has elected a leader.
+        for (member, metrics) in &mut started {
+            let dir = member._data.path().to_owned();
+            wait_healthy(&mut member.child, metrics, &dir)?;
+        }
+        let endpoints = urls.into_iter().map(|(c, _, _)| c).collect();
+        Ok(EtcdCluster {
+            members: started.into_iter().map(|(m, _)| Some(m)).collect(),
+            endpoints,
+        })
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Kills member `i` with SIGKILL (its data stays until the cluster is dropped).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(Some(m)) = self.members.get_mut(i) {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
     }
 }
 

@@ -108,6 +108,7 @@ mod clients;
 mod corpus;
 mod crud;
 mod deletion;
+mod etcd_ha;
 mod gitops;
 mod lifecycle;
 mod limits;

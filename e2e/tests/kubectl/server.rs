@@ -196,3 +196,67 @@ fn server_and_simulated_agent_run_the_talks_job() -> Result<()> {
     }
     result
 }
+
+#[test]
+fn the_server_reaches_etcd_over_tls_with_a_client_certificate() -> Result<()> {
+    // etcd serves TLS and requires client certificates from one CA.
+    let dir = tempfile::tempdir()?;
+    let pki = corral_apiserver::transport::pki::Pki::load_or_create(
+        &dir.path().join("etcd-pki"),
+        &["127.0.0.1".to_owned()],
+    )?;
+    let file = |name: &str, pem: &str| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem)?;
+        Ok(path)
+    };
+    let etcd = corral_store::testing::EtcdServer::start_tls(&corral_store::testing::ServingTls {
+        cert: file("etcd.crt", &pki.server_cert_pem)?,
+        key: file("etcd.key", &pki.server_key_pem)?,
+        client_ca: file("ca.crt", &pki.ca_pem)?,
+    })?;
+    let (cert, key) = pki.issue_client(
+        "corral-apiserver",
+        &[],
+        jiff::Timestamp::now(),
+        jiff::SignedDuration::from_hours(1),
+    )?;
+    let (ca, cert, key) = (
+        s(&file("ca.crt", &pki.ca_pem)?),
+        s(&file("client.crt", &cert)?),
+        s(&file("client.key", &key)?),
+    );
+    let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("https://"));
+    let home = tempfile::tempdir()?;
+    let server = Server::start_in(
+        home.path(),
+        &[
+            "--store",
+            &store,
+            "--etcd-cafile",
+            &ca,
+            "--etcd-certfile",
+            &cert,
+            "--etcd-keyfile",
+            &key,
+        ],
+    )?;
+    let k = Kubectl::new(&server)?;
+    k.run_stdin(&["apply", "-f", "-"], NAMESPACES)?.ok()?;
+    k.run(&["create", "configmap", "over-tls", "-n", "default"])?
+        .ok()?;
+    let got = k
+        .run(&[
+            "get",
+            "configmap",
+            "over-tls",
+            "-n",
+            "default",
+            "-o",
+            "name",
+        ])?
+        .ok()?;
+    assert_eq!(got.trim(), "configmap/over-tls");
+    assert!(server.stop()?.success());
+    Ok(())
+}

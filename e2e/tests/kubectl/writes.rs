@@ -504,3 +504,29 @@ fn events_written_through_events_k8s_io_show_in_describe() -> Result<()> {
     assert_eq!(through_v1, "resized by the operator");
     Ok(())
 }
+
+#[test]
+fn an_oversized_object_gets_413_over_http2() -> Result<()> {
+    let (_server, k) = setup()?;
+    // kubectl speaks HTTP/2 to a TLS server; a body past the 3 MiB limit
+    // must get the 413 Status, not a reset stream.
+    for mb in [4, 8] {
+        let manifest = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big, namespace: default}}\ndata:\n  data: {}\n",
+            "x".repeat(mb * 1024 * 1024)
+        );
+        for verb in [&["apply", "-f", "-"][..], &["create", "-f", "-"][..]] {
+            let run = k.run_stdin(verb, &manifest)?;
+            assert_ne!(run.code, 0, "{run:?}");
+            assert!(
+                run.stderr.contains("Request entity too large")
+                    && !run.stderr.contains("stream error"),
+                "{mb} MiB, {verb:?}: {}",
+                run.stderr
+            );
+        }
+    }
+    // The connection is still good for the next request.
+    k.run(&["get", "configmaps", "-n", "default"])?.ok()?;
+    Ok(())
+}

@@ -1,36 +1,63 @@
 //! Request bodies: read within the size limit (and kept for the audit
-//! record when its level asks), decoded from JSON, YAML or protobuf.
+//! record when its level asks), decoded from JSON, YAML or protobuf. An
+//! oversized body is read to its end (within bounds) before its 413 goes
+//! out, so HTTP/2 clients get the `Status` rather than a reset stream.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::MAX_BODY_BYTES;
 use crate::error::ApiError;
 
+/// How much of an oversized body is read and dropped before the 413 goes
+/// out, and for how long: a client still sending then gets its answer, not a
+/// reset stream (HTTP/2) or a broken connection (HTTP/1.1).
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(super) async fn read_body(
     req: Request<Incoming>,
 ) -> Result<(http::request::Parts, Bytes), ApiError> {
-    let (parts, body) = req.into_parts();
-    let collected = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::TooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
-            } else {
-                ApiError::BadRequest(format!("reading the request body: {e}"))
-            }
-        })?;
-    let bytes = collected.to_bytes();
+    let (parts, mut body) = req.into_parts();
+    let mut bytes = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > MAX_BODY_BYTES {
+            drain(&mut body, seen).await;
+            return Err(ApiError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        bytes.extend_from_slice(&data);
+    }
+    let bytes = bytes.freeze();
     if let Some(record) = parts.extensions.get::<crate::transport::audit::Record>() {
         record.request_body(&bytes);
     }
     Ok((parts, bytes))
+}
+
+/// Reads and drops the rest of an oversized body, within [`DRAIN_BYTES`]
+/// (counting the `seen` already read) and [`DRAIN_TIME`].
+async fn drain(body: &mut Incoming, mut seen: usize) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while seen < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, Bytes::len),
+                _ => return,
+            }
+        }
+    })
+    .await;
 }
 
 pub(super) fn content_type(parts: &http::request::Parts) -> String {
