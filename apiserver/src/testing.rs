@@ -70,6 +70,17 @@ impl TestServer {
         Self::serve(store, &[], Authorization::Given(authz), options).await
     }
 
+    /// A server over `store` that authorizes with `authz`, with `options`,
+    /// whose token file also holds `users`: (token, user name, groups).
+    pub async fn start_with_users(
+        store: Arc<dyn Store>,
+        authz: Arc<dyn crate::Authorizer>,
+        users: &[(&str, &str, &[&str])],
+        options: crate::ServeOptions,
+    ) -> Result<Self, BoxError> {
+        Self::serve(store, users, Authorization::Given(authz), options).await
+    }
+
     /// A server over `store` that authorizes with RBAC (the bootstrap policy
     /// reconciled, as `corral server` does), whose token file also holds
     /// `users`: (token, user name, groups). See [`TestServer::client_as`].

@@ -34,6 +34,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// The most bytes sent in one chunk.
 const CHUNK: usize = 64 * 1024;
 
+/// The longest a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a client may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the log endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -120,16 +126,23 @@ pub async fn serve(
             let acceptor = acceptor.clone();
             let sandboxes = sandboxes.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return; // no or a foreign client certificate
+                // No, or a foreign, client certificate; or a handshake that dawdles.
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                else {
+                    return;
                 };
                 let svc = hyper::service::service_fn(move |req| {
                     let sandboxes = sandboxes.clone();
                     async move { Ok::<_, Infallible>(answer(&sandboxes, req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
             });
         }
     });

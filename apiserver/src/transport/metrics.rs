@@ -6,6 +6,9 @@
 //!   (long-running requests, watches and followed logs, are not timed);
 //! - `apiserver_current_inflight_requests{request_kind}` (`readOnly`,
 //!   `mutating`: the requests the in-flight limits count);
+//! - `apiserver_flowcontrol_current_executing_requests{priority_level}`
+//!   (`exempt`, `system`, `workload`: the same requests by the share they
+//!   draw on);
 //! - `apiserver_storage_objects{resource}` (objects in the watch cache);
 //! - `apiserver_registered_watchers` (watches served from the cache).
 //!
@@ -84,6 +87,11 @@ struct CodeLabels {
     code: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LevelLabels {
+    priority_level: &'static str,
+}
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     request_kind: &'static str,
@@ -149,6 +157,7 @@ pub struct Metrics {
     requests: Family<CodeLabels, Counter>,
     durations: Family<RequestLabels, Histogram>,
     inflight: Family<KindLabels, Gauge>,
+    executing: Family<LevelLabels, Gauge>,
     objects: Family<ResourceLabels, Gauge>,
     watchers: Gauge,
 }
@@ -170,6 +179,8 @@ impl Default for Metrics {
 pub struct Snapshot {
     /// Requests in flight: read-only, mutating.
     pub inflight: (i64, i64),
+    /// Requests in flight per priority level (its name).
+    pub by_level: Vec<(&'static str, i64)>,
     /// Objects per resource (`jobs.corral.dev`, `configmaps`…).
     pub objects: Vec<(String, i64)>,
     /// Watches served from the cache.
@@ -185,6 +196,7 @@ impl Metrics {
             (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
         );
         let inflight = Family::<KindLabels, Gauge>::default();
+        let executing = Family::<LevelLabels, Gauge>::default();
         let objects = Family::<ResourceLabels, Gauge>::default();
         let watchers = Gauge::default();
         registry.register(
@@ -203,6 +215,11 @@ impl Metrics {
             inflight.clone(),
         );
         registry.register(
+            "apiserver_flowcontrol_current_executing_requests",
+            "Requests being answered, by the priority level whose slots they hold",
+            executing.clone(),
+        );
+        registry.register(
             "apiserver_storage_objects",
             "Objects stored, per resource",
             objects.clone(),
@@ -217,6 +234,7 @@ impl Metrics {
             requests,
             durations,
             inflight,
+            executing,
             objects,
             watchers,
         }
@@ -239,6 +257,11 @@ impl Metrics {
         self.inflight
             .get_or_create(&kind("mutating"))
             .set(now.inflight.1);
+        for (priority_level, count) in &now.by_level {
+            self.executing
+                .get_or_create(&LevelLabels { priority_level })
+                .set(*count);
+        }
         for (resource, count) in &now.objects {
             self.objects
                 .get_or_create(&ResourceLabels {
@@ -399,6 +422,7 @@ mod tests {
         let text = m
             .encode(&Snapshot {
                 inflight: (3, 1),
+                by_level: vec![("exempt", 1), ("system", 2), ("workload", 1)],
                 objects: vec![("jobs.corral.dev".into(), 7)],
                 watchers: 12,
             })
@@ -412,6 +436,7 @@ mod tests {
             r#"apiserver_current_inflight_requests{request_kind="mutating"} 1"#,
             r#"apiserver_storage_objects{resource="jobs.corral.dev"} 7"#,
             "apiserver_registered_watchers 12",
+            r#"apiserver_flowcontrol_current_executing_requests{priority_level="system"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == want), "{want} not in:\n{text}");
         }

@@ -41,10 +41,17 @@ mod respond;
 mod route;
 mod scale;
 
-pub use inflight::{InFlight, InFlightLimits, RequestClass, Slot};
+pub use inflight::{InFlight, InFlightLimits, PriorityLevel, QUEUE_WAIT, RequestClass, Slot};
 pub use query::parse_go_duration;
 use request_info::RequestInfo;
 use respond::Body;
+
+/// The longest a TLS handshake may take (Go's `net/http` default for
+/// kube-apiserver).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a client may take to send a request's head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest request body accepted (etcd takes 1.5 MiB values).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -168,7 +175,13 @@ pub fn serve_with_options(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let task = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // A client that opens a connection and then dawdles over its
+        // request's head is cut off: it holds no slot, but a task and a socket.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -183,7 +196,7 @@ pub fn serve_with_options(
                         let _ = stream.set_nodelay(true);
                         match acceptor {
                             Some(acc) => {
-                                let Ok(tls) = acc.accept(stream).await else { return };
+                                let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(stream)).await else { return };
                                 // Verified by rustls against the CA; its subject names the user.
                                 let cert = tls
                                     .get_ref()
@@ -246,10 +259,13 @@ async fn handle(
                 return Ok(r);
             }
             let user = authn::authenticate(&shared, cert.as_deref(), &req, audit.as_ref())?;
-            // Counted once the caller is known, as kube-apiserver counts:
-            // strangers get their 401 and take no slot. The slot is held
-            // until the answer is built.
-            let _slot = shared.inflight.admit(class)?;
+            // The body has arrived before a slot is taken, so a slow upload
+            // holds none; strangers get their 401 before it is even read.
+            let req = body::buffered(req).await?;
+            // Counted once the caller is known, at the caller's level, as
+            // kube-apiserver counts. The slot is held until the answer is built.
+            let level = PriorityLevel::of(&user.name, &user.groups);
+            let _slot = shared.inflight.admit(class, level, &user.name).await?;
             authz::authorize(&shared, &user, &info, audit.as_ref())?;
             route::handle(api, shared, user, req, info).await
         }

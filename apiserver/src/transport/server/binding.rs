@@ -1,8 +1,8 @@
 //! HTTP for a Task's `binding` subresource: POST of a Binding (see
 //! `rest::binding`), answered 201 with the bound Task.
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::body::{decode_object, read_body};
 use super::query::{Query, write_options};
@@ -14,7 +14,7 @@ use crate::storage::registry::{Api, Requester};
 pub(super) async fn request(
     api: Api,
     t: ResourceTarget,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
     requester: Requester,
 ) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::POST {
@@ -24,7 +24,7 @@ pub(super) async fn request(
     let q = Query::parse(req.uri().query());
     let mut opts = write_options(&q, req.method(), req.headers())?;
     opts.requester = Some(requester);
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_body(req);
     let binding = decode_object(&parts, &body)?;
     let w = api
         .bind(&t.desc, t.namespace.as_deref(), name, &binding, &opts)

@@ -18,9 +18,10 @@ use crate::error::ApiError;
 const DRAIN_BYTES: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub(super) async fn read_body(
-    req: Request<Incoming>,
-) -> Result<(http::request::Parts, Bytes), ApiError> {
+/// Receives the whole body (within the size limit) before the request
+/// takes a slot or is worked on, and keeps it for the audit record when its
+/// level asks.
+pub(super) async fn buffered(req: Request<Incoming>) -> Result<Request<Bytes>, ApiError> {
     let (parts, mut body) = req.into_parts();
     let mut bytes = BytesMut::new();
     let mut seen = 0usize;
@@ -43,7 +44,12 @@ pub(super) async fn read_body(
     if let Some(record) = parts.extensions.get::<crate::transport::audit::Record>() {
         record.request_body(&bytes);
     }
-    Ok((parts, bytes))
+    Ok(Request::from_parts(parts, bytes))
+}
+
+/// A received request's head and body.
+pub(super) fn read_body(req: Request<Bytes>) -> (http::request::Parts, Bytes) {
+    req.into_parts()
 }
 
 /// Reads and drops the rest of an oversized body, within [`DRAIN_BYTES`]

@@ -2,12 +2,13 @@
 //! create, update, patch, delete, deletecollection) and the `status`
 //! subresource, in the forms the Accept header asks for.
 
+use bytes::Bytes;
 use std::convert::Infallible;
 
 use futures::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use serde_json::Value;
 
 use super::body::{content_type, decode_object, read_body};
@@ -71,7 +72,7 @@ fn list_response(
 pub(super) async fn resource(
     api: Api,
     t: ResourceTarget,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
     accept: &str,
     requester: crate::storage::registry::Requester,
 ) -> Result<Response<Body>, ApiError> {
@@ -129,7 +130,7 @@ pub(super) async fn resource(
         (Method::POST, None) => {
             let mut opts = write_options(&q, req.method(), req.headers())?;
             opts.requester = Some(requester.clone());
-            let (parts, body) = read_body(req).await?;
+            let (parts, body) = read_body(req);
             let obj = decode_object(&parts, &body)?;
             let w = api.create(&desc, ns, obj, &opts).await?;
             Ok(with_warnings(
@@ -140,7 +141,7 @@ pub(super) async fn resource(
         (Method::PUT, Some(name)) => {
             let mut opts = write_options(&q, req.method(), req.headers())?;
             opts.requester = Some(requester.clone());
-            let (parts, body) = read_body(req).await?;
+            let (parts, body) = read_body(req);
             let obj = decode_object(&parts, &body)?;
             let w = api.update(&desc, ns, name, obj, t.status(), &opts).await?;
             Ok(with_warnings(
@@ -151,7 +152,7 @@ pub(super) async fn resource(
         (Method::PATCH, Some(name)) => {
             let mut opts = write_options(&q, req.method(), req.headers())?;
             opts.requester = Some(requester.clone());
-            let (parts, body) = read_body(req).await?;
+            let (parts, body) = read_body(req);
             let kind = PatchKind::from_content_type(&content_type(&parts), &desc)?;
             let patch = parse_body(kind, &body)?;
             let w = api
@@ -165,7 +166,7 @@ pub(super) async fn resource(
             Ok(with_warnings(json_response(code, &w.object), &w.warnings))
         }
         (Method::DELETE, name) => {
-            let (parts, body) = read_body(req).await?;
+            let (parts, body) = read_body(req);
             let body = if body.is_empty() {
                 None
             } else if content_type(&parts).starts_with(crate::kinds::protobuf::MEDIA_TYPE) {

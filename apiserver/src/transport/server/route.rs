@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use super::Shared;
 use super::body::{decode_object, read_body};
@@ -41,7 +41,7 @@ pub(super) async fn handle(
     api: Api,
     sec: Shared,
     user: User,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
     info: Arc<RequestInfo>,
 ) -> Result<Response<Body>, ApiError> {
     let accept = req
@@ -85,7 +85,7 @@ pub(super) async fn handle(
 async fn virtual_kind(
     sec: &Shared,
     user: &User,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
     group: &str,
     version: &str,
     plural: &str,
@@ -93,7 +93,7 @@ async fn virtual_kind(
     if req.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_body(req);
     let object = decode_object(&parts, &body)?;
     let answer = match crate::transport::reviews::find(group, version, plural) {
         Some(review) => {
@@ -114,7 +114,7 @@ async fn virtual_kind(
 fn non_resource(
     api: &Api,
     sec: &Shared,
-    req: &Request<Incoming>,
+    req: &Request<Bytes>,
     info: &RequestInfo,
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -140,6 +140,12 @@ fn non_resource(
                 .metrics
                 .encode(&crate::transport::metrics::Snapshot {
                     inflight: sec.inflight.taken(),
+                    by_level: sec
+                        .inflight
+                        .taken_by_level()
+                        .into_iter()
+                        .map(|(level, n)| (level.name(), n))
+                        .collect(),
                     objects,
                     watchers: i64::try_from(watchers).unwrap_or(i64::MAX),
                 })

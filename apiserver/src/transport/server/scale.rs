@@ -1,8 +1,8 @@
 //! HTTP for the `/scale` subresource: GET answers the Scale, PUT takes one,
 //! PATCH takes a JSON, merge or strategic patch of one (see `rest::scale`).
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::body::{content_type, decode_object, read_body};
 use super::query::{Query, write_options};
@@ -15,7 +15,7 @@ use crate::storage::registry::{Api, ScaleWrite};
 pub(super) async fn request(
     api: Api,
     t: ResourceTarget,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let q = Query::parse(req.uri().query());
     let ns = t.namespace.as_deref();
@@ -27,12 +27,12 @@ pub(super) async fn request(
         }
         Method::PUT => {
             let opts = write_options(&q, req.method(), req.headers())?;
-            let (parts, body) = read_body(req).await?;
+            let (parts, body) = read_body(req);
             (opts, ScaleWrite::Replace(decode_object(&parts, &body)?))
         }
         Method::PATCH => {
             let opts = write_options(&q, req.method(), req.headers())?;
-            let (parts, body) = read_body(req).await?;
+            let (parts, body) = read_body(req);
             // A Scale is a built-in kind: strategic merge is taken.
             let kind = match content_type(&parts).split(';').next().map(str::trim) {
                 Some("application/strategic-merge-patch+json") => PatchKind::Strategic,
