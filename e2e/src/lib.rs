@@ -78,16 +78,28 @@ impl Server {
 
     /// Starts it with `home` as `$CORRAL_HOME` and extra arguments.
     pub fn start_in(home: &Path, extra: &[&str]) -> Result<Self> {
-        Self::spawn("server", home, extra, &[])
+        Self::spawn("server", home, "127.0.0.1:0", extra, &[])
+    }
+
+    /// Starts it with `home` as `$CORRAL_HOME`, listening on `listen`
+    /// (`127.0.0.1:PORT`: a server started again where agents expect it).
+    pub fn start_at(home: &Path, listen: &str, extra: &[&str]) -> Result<Self> {
+        Self::spawn("server", home, listen, extra, &[])
     }
 
     /// Starts `corral up` (server, controllers and one agent) with `home` as
     /// `$CORRAL_HOME`, extra arguments and environment variables.
     pub fn up_in(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        Self::spawn("up", home, extra, env)
+        Self::spawn("up", home, "127.0.0.1:0", extra, env)
     }
 
-    fn spawn(command: &str, home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+    fn spawn(
+        command: &str,
+        home: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let home = home.to_owned();
         let kubeconfig = home.join("kubeconfig");
         // Wait for the kubeconfig of this run, not one left by a previous run.
@@ -97,7 +109,7 @@ impl Server {
             .append(true)
             .open(home.join("server.log"))?;
         let child = Command::new(corral_bin()?)
-            .args([command, "--listen", "127.0.0.1:0", "--home"])
+            .args([command, "--listen", listen, "--home"])
             .arg(&home)
             .args(extra)
             .envs(env.iter().copied())
@@ -152,6 +164,13 @@ impl Server {
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(self) -> Result<std::process::ExitStatus> {
         self.signal("-TERM")
+    }
+
+    /// Kills it with SIGKILL (no clean-up), as a crash would.
+    pub fn crash(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for a clean exit.

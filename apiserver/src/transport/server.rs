@@ -267,6 +267,7 @@ async fn handle(
             let level = PriorityLevel::of(&user.name, &user.groups);
             let _slot = shared.inflight.admit(class, level, &user.name).await?;
             authz::authorize(&shared, &user, &info, audit.as_ref())?;
+            body::audit_body(&req);
             route::handle(api, shared, user, req, info).await
         }
     };

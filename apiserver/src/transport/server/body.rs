@@ -1,5 +1,6 @@
-//! Request bodies: read within the size limit (and kept for the audit
-//! record when its level asks), decoded from JSON, YAML or protobuf. An
+//! Request bodies: read within the size limit before the request takes a
+//! slot (and kept for the audit record, once the request is authorized,
+//! when its level asks), decoded from JSON, YAML or protobuf. An
 //! oversized body is read to its end (within bounds) before its 413 goes
 //! out, so HTTP/2 clients get the `Status` rather than a reset stream.
 
@@ -19,8 +20,7 @@ const DRAIN_BYTES: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Receives the whole body (within the size limit) before the request
-/// takes a slot or is worked on, and keeps it for the audit record when its
-/// level asks.
+/// takes a slot or is worked on.
 pub(super) async fn buffered(req: Request<Incoming>) -> Result<Request<Bytes>, ApiError> {
     let (parts, mut body) = req.into_parts();
     let mut bytes = BytesMut::new();
@@ -40,16 +40,22 @@ pub(super) async fn buffered(req: Request<Incoming>) -> Result<Request<Bytes>, A
         }
         bytes.extend_from_slice(&data);
     }
-    let bytes = bytes.freeze();
-    if let Some(record) = parts.extensions.get::<crate::transport::audit::Record>() {
-        record.request_body(&bytes);
-    }
-    Ok(Request::from_parts(parts, bytes))
+    Ok(Request::from_parts(parts, bytes.freeze()))
 }
 
 /// A received request's head and body.
 pub(super) fn read_body(req: Request<Bytes>) -> (http::request::Parts, Bytes) {
     req.into_parts()
+}
+
+/// Keeps an authorized request's body for its audit record, when it has
+/// one and the record's level asks.
+pub(super) fn audit_body(req: &Request<Bytes>) {
+    if let Some(record) = req.extensions().get::<crate::transport::audit::Record>()
+        && !req.body().is_empty()
+    {
+        record.request_body(req.body());
+    }
 }
 
 /// Reads and drops the rest of an oversized body, within [`DRAIN_BYTES`]
