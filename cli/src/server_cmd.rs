@@ -60,6 +60,11 @@ pub struct ServerArgs {
     /// Writes in flight at once; past it, writes get 429 and retry (0: no limit).
     #[arg(long, default_value_t = 200)]
     pub(crate) max_mutating_requests_inflight: usize,
+    /// Watches and followed logs one user may hold open at once; past it,
+    /// 429 (0: no limit; nodes, Corral's controllers and `system:masters`
+    /// are not limited).
+    #[arg(long, default_value_t = corral_apiserver::transport::server::DEFAULT_WATCHES_PER_USER)]
+    pub(crate) max_watches_per_user: usize,
     /// The longest a request (other than a watch or followed logs) is worked
     /// on before it is answered 504, as a Go duration (`60s`, `1m0s`).
     #[arg(long, default_value = "1m0s", value_parser = request_timeout)]
@@ -306,6 +311,9 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
                 readonly: args.max_requests_inflight,
                 mutating: args.max_mutating_requests_inflight,
             }),
+            streams: corral_apiserver::transport::server::OpenStreams::new(
+                args.max_watches_per_user,
+            ),
             metrics: corral_apiserver::transport::metrics::Metrics::new(),
             request_timeout: args.request_timeout,
         },

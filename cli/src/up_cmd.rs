@@ -159,6 +159,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         node_disruption_threshold: corral_core::liveness::DEFAULT_DISRUPTION_THRESHOLD,
         max_requests_inflight: corral_apiserver::InFlightLimits::default().readonly,
         max_mutating_requests_inflight: corral_apiserver::InFlightLimits::default().mutating,
+        max_watches_per_user: corral_apiserver::transport::server::DEFAULT_WATCHES_PER_USER,
         request_timeout: corral_apiserver::transport::server::DEFAULT_REQUEST_TIMEOUT,
         etcd_compaction_interval: corral_apiserver::storage::lifecycle::DEFAULT_COMPACTION_INTERVAL,
         event_ttl: corral_apiserver::storage::lifecycle::DEFAULT_EVENT_TTL,

@@ -13,7 +13,8 @@
 //!   progress rather than wait for a change that may never come.
 //! - A watch registers under the same lock that applies events, after
 //!   replaying the history it asked for, so it sees every later event once.
-//! - History is bounded ([`MAX_HISTORY`] events); a watch from an older
+//! - History is bounded ([`MAX_HISTORY`] events and [`MAX_HISTORY_BYTES`] of
+//!   encoded objects, whichever is reached first); a watch from an older
 //!   resourceVersion is answered 410 Expired and the client relists.
 //! - A watcher that cannot keep up (its buffer is full) is closed; its client
 //!   resumes from the last resourceVersion it saw.
@@ -40,6 +41,10 @@ use watchers::Watchers;
 
 /// Events kept for watches that resume from a past resourceVersion.
 pub const MAX_HISTORY: usize = 50_000;
+/// How many bytes of encoded objects the history keeps at most, whatever
+/// their number: a few hundred updates of a large ConfigMap must not take
+/// the server's memory.
+pub const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
 /// Events buffered per watcher before it is considered too slow.
 pub const WATCHER_BUFFER: usize = 4096;
 /// How long a wait for a revision relies on changes alone before asking
@@ -123,6 +128,8 @@ struct State {
     /// Task keys by node name (only for resources with `spec.nodeName` selectable).
     by_node: Vec<HashMap<String, BTreeSet<String>>>,
     history: VecDeque<Arc<Change>>,
+    /// The encoded size of the objects in `history`.
+    history_bytes: usize,
     watchers: Watchers,
 }
 
@@ -131,6 +138,7 @@ struct State {
 pub struct WatchCache {
     registry: Catalog,
     max_history: usize,
+    max_history_bytes: usize,
     prefixes: Arc<Vec<String>>,
     indexed: Arc<Vec<bool>>,
     state: Arc<RwLock<State>>,
@@ -232,14 +240,16 @@ fn lock_err() -> ApiError {
 impl WatchCache {
     /// Starts the cache over `store`; it fills itself in the background.
     pub fn start(store: Arc<dyn Store>, registry: Catalog) -> Self {
-        Self::start_with_history(store, registry, MAX_HISTORY)
+        Self::start_with_history(store, registry, MAX_HISTORY, MAX_HISTORY_BYTES)
     }
 
-    /// Starts the cache keeping at most `max_history` events for resumes.
+    /// Starts the cache keeping at most `max_history` events, and at most
+    /// `max_history_bytes` of their encoded objects, for resumes.
     pub fn start_with_history(
         store: Arc<dyn Store>,
         registry: Catalog,
         max_history: usize,
+        max_history_bytes: usize,
     ) -> Self {
         let prefixes: Vec<String> = registry.all().iter().map(|d| d.key_prefix(None)).collect();
         let indexed: Vec<bool> = registry
@@ -258,6 +268,7 @@ impl WatchCache {
         let cache = WatchCache {
             registry,
             max_history,
+            max_history_bytes,
             prefixes: Arc::new(prefixes),
             indexed: Arc::new(indexed),
             state,
@@ -328,6 +339,7 @@ impl WatchCache {
             st.revision = revision;
             st.oldest = revision;
             st.history.clear();
+            st.history_bytes = 0;
             st.watchers.close_all();
         }
         progress.send_replace(revision);
@@ -433,10 +445,14 @@ impl WatchCache {
             }
         };
         let change = Arc::new(change);
+        st.history_bytes += change.object.json.len();
         st.history.push_back(change.clone());
-        while st.history.len() > self.max_history {
+        while st.history.len() > self.max_history
+            || (st.history_bytes > self.max_history_bytes && st.history.len() > 1)
+        {
             if let Some(dropped) = st.history.pop_front() {
                 st.oldest = dropped.revision;
+                st.history_bytes -= dropped.object.json.len();
             }
         }
         st.revision = st.revision.max(revision);

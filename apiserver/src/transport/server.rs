@@ -41,7 +41,10 @@ mod respond;
 mod route;
 mod scale;
 
-pub use inflight::{InFlight, InFlightLimits, PriorityLevel, QUEUE_WAIT, RequestClass, Slot};
+pub use inflight::{
+    DEFAULT_WATCHES_PER_USER, InFlight, InFlightLimits, OpenStreams, PriorityLevel, QUEUE_WAIT,
+    RequestClass, Slot,
+};
 pub use query::parse_go_duration;
 use request_info::RequestInfo;
 use respond::Body;
@@ -86,6 +89,7 @@ struct Shared {
     signer: Option<Arc<crate::transport::pki::Pki>>,
     audit: Option<Arc<crate::transport::audit::Auditor>>,
     inflight: InFlight,
+    streams: OpenStreams,
     metrics: Metrics,
     request_timeout: Duration,
     /// Becomes true when the server starts shutting down.
@@ -104,6 +108,8 @@ pub struct ServeOptions {
     pub audit: Option<Arc<crate::transport::audit::Auditor>>,
     /// The slots of requests in flight (see [`InFlightLimits`]).
     pub inflight: InFlight,
+    /// The watches and followed logs each user may hold open (see [`OpenStreams`]).
+    pub streams: OpenStreams,
     /// The series `/metrics` answers with.
     pub metrics: Metrics,
     /// The longest the server works on a request that is not long-running
@@ -119,6 +125,7 @@ impl Default for ServeOptions {
             signer: None,
             audit: None,
             inflight: InFlight::default(),
+            streams: OpenStreams::new(DEFAULT_WATCHES_PER_USER),
             metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
@@ -167,6 +174,7 @@ pub fn serve_with_options(
         signer: options.signer,
         audit: options.audit,
         inflight: options.inflight,
+        streams: options.streams,
         metrics: options.metrics,
         request_timeout: options.request_timeout,
         closing: stop.clone(),
@@ -268,7 +276,25 @@ async fn handle(
             let _slot = shared.inflight.admit(class, level, &user.name).await?;
             authz::authorize(&shared, &user, &info, audit.as_ref())?;
             body::audit_body(&req);
-            route::handle(api, shared, user, req, info).await
+            // A stream (a watch, a followed log) counts against its user's
+            // limit for as long as its body is being sent.
+            let ticket = match class {
+                RequestClass::LongRunning => shared.streams.open(level, &user.name)?,
+                _ => None,
+            };
+            let response = route::handle(api, shared, user, req, info).await?;
+            Ok(match ticket {
+                Some(ticket) => response.map(|body| {
+                    http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_frame(
+                        body,
+                        move |frame| {
+                            let _held = &ticket;
+                            frame
+                        },
+                    ))
+                }),
+                None => response,
+            })
         }
     };
     let response = deadline::run(&info, timeout, closing, audit.as_ref(), work).await;

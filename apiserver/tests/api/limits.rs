@@ -562,3 +562,42 @@ async fn a_flooding_client_keeps_no_node_from_renewing_its_lease() -> Result<()>
     assert!(renewals >= 3, "{renewals} renewals in 3 s");
     Ok(())
 }
+
+/// A user holds at most so many watches open at once; past it, 429; one
+/// that ends frees its place.
+#[tokio::test]
+async fn a_user_holds_a_bounded_number_of_watches() -> Result<()> {
+    use corral_apiserver::transport::server::OpenStreams;
+    let ts = TestServer::start_with_users(
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        Arc::new(corral_apiserver::AllowAuthenticated),
+        &[("alice-token", "alice", &[])],
+        corral_apiserver::ServeOptions {
+            streams: OpenStreams::new(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let alice = ts.client_as("alice-token").await.map_err(|e| anyhow!(e))?;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(alice, "default");
+    let params = kube::api::WatchParams::default().timeout(30);
+    let first = cms.watch(&params, "0").await?.boxed();
+    let _second = cms.watch(&params, "0").await?.boxed();
+    match cms.watch(&params, "0").await {
+        Err(kube::Error::Api(e)) if e.code == 429 => {}
+        Err(e) => bail!("a third watch failed otherwise: {e}"),
+        Ok(_) => bail!("a third watch was served"),
+    }
+    // The administrator is not limited.
+    let admin: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(ts.client.clone(), "default");
+    let _admins: Vec<_> =
+        futures::future::try_join_all((0..5).map(|_| admin.watch(&params, "0"))).await?;
+    drop(first);
+    eventually("a place to free up", || async {
+        Ok(cms.watch(&params, "0").await.is_ok())
+    })
+    .await?;
+    Ok(())
+}

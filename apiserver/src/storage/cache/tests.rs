@@ -103,7 +103,7 @@ async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_resume_older_than_the_history_is_expired() -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
-    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), 5);
+    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), 5, usize::MAX);
     ready(&cache, store.as_ref()).await?;
     let first = store
         .create("/registry/corral.dev/tasks/default/t0", task("t0", None))
@@ -212,5 +212,45 @@ async fn a_dropped_watch_is_unregistered_at_once() -> anyhow::Result<()> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("the watch was dropped"))?;
     assert_eq!(change.object.value["metadata"]["name"], "c");
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_is_bounded_by_bytes_too() -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    // Room for the encoded objects of about four large updates.
+    let cache =
+        WatchCache::start_with_history(store.clone(), Catalog::standard(), 1000, 4 * 64 * 1024);
+    ready(&cache, store.as_ref()).await?;
+    let key = "/registry/core/configmaps/default/big";
+    let big = |i: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "big", "namespace": "default"},
+            "data": {"v": format!("{i}{}", "x".repeat(60 * 1024))},
+        }))
+    };
+    let mut revisions = vec![store.create(key, big(0)?).await?.mod_revision];
+    for i in 1..20 {
+        let prev = revisions[revisions.len() - 1];
+        revisions.push(store.update(key, big(i)?, prev).await?.mod_revision);
+    }
+    ready(&cache, store.as_ref()).await?;
+    let configmaps = cache
+        .index_of("configmaps", "")
+        .ok_or_else(|| anyhow::anyhow!("no configmaps"))?;
+    let interest = Interest {
+        resource: configmaps,
+        namespace: Some("default".into()),
+        node: None,
+    };
+    // Twenty updates of ~60 KiB do not fit: the oldest are gone…
+    assert!(matches!(
+        cache.subscribe(interest.clone(), Start::After(revisions[0])),
+        Err(ApiError::Expired { .. })
+    ));
+    // …and the last few are kept.
+    let sub = cache.subscribe(interest, Start::After(revisions[16]))?;
+    assert_eq!(sub.replay.len(), 3);
     Ok(())
 }

@@ -299,6 +299,66 @@ impl Default for InFlight {
     }
 }
 
+/// How many watches and followed logs one user may hold open at once, by
+/// default (`--max-watches-per-user`).
+pub const DEFAULT_WATCHES_PER_USER: usize = 256;
+
+/// The long-running requests (watches, followed logs) each user holds open.
+/// Users at the workload level are limited (0: no limit); the exempt and
+/// system levels are not. Cheap to clone; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct OpenStreams {
+    per_user: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream, counted until dropped.
+#[derive(Debug)]
+pub struct StreamTicket {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl OpenStreams {
+    /// At most `per_user` streams per workload user (0: no limit).
+    pub fn new(per_user: usize) -> Self {
+        OpenStreams {
+            per_user,
+            open: Arc::default(),
+        }
+    }
+
+    /// Counts one more stream for `user` (none is counted for the levels
+    /// that are not limited), or 429 when they hold their limit already.
+    pub fn open(&self, level: PriorityLevel, user: &str) -> Result<Option<StreamTicket>, ApiError> {
+        if self.per_user == 0 || level != PriorityLevel::Workload {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(user.to_owned()).or_default();
+        if *n >= self.per_user {
+            return Err(ApiError::TooManyRequests);
+        }
+        *n += 1;
+        Ok(Some(StreamTicket {
+            open: self.open.clone(),
+            user: user.to_owned(),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +553,26 @@ mod tests {
         }
         let by_level = inflight.taken_by_level();
         assert_eq!(by_level, vec![(PriorityLevel::Exempt, 100), (S, 2), (W, 6)]);
+        Ok(())
+    }
+
+    #[test]
+    fn each_user_holds_a_bounded_number_of_streams() -> Result<(), ApiError> {
+        let streams = OpenStreams::new(2);
+        let a = streams.open(W, "alice")?;
+        let _b = streams.open(W, "alice")?;
+        assert!(matches!(
+            streams.open(W, "alice"),
+            Err(ApiError::TooManyRequests)
+        ));
+        // Others, and the system level, are not held back by her.
+        let _c = streams.open(W, "bob")?;
+        for _ in 0..10 {
+            assert!(streams.open(S, "system:node:n1")?.is_none());
+        }
+        drop(a);
+        let _d = streams.open(W, "alice")?;
+        assert!(OpenStreams::new(0).open(W, "alice")?.is_none());
         Ok(())
     }
 
