@@ -15,7 +15,8 @@
 //! partition policy asks to wait), each with a task event. When more than
 //! [`Settings::disruption_threshold`] of the leased nodes are stale at once
 //! (and at least two), the disruption brake holds: nodes still turn
-//! NotReady, their condition says why their tasks are kept, and no task is
+//! NotReady, their condition (and an Event on each, when the brake engages
+//! and when it releases) says why their tasks are kept, and no task is
 //! declared lost until enough nodes are back (Kubernetes stops evicting the
 //! same way). A live node whose tasks were all settled is not looked into
 //! again while it stays live (after a restart every node is looked into
@@ -82,6 +83,7 @@ pub async fn run_cached(
         liveness: Liveness::default(),
         blind: true,
         braked: false,
+        braked_nodes: Vec::new(),
         settled: HashSet::new(),
     };
     loop {
@@ -178,6 +180,8 @@ struct Tracker {
     blind: bool,
     /// The disruption brake held at the last tick.
     braked: bool,
+    /// The nodes that were stale when the brake engaged (told when it releases).
+    braked_nodes: Vec<String>,
     /// The live nodes whose tasks needed nothing (or got it) at their last
     /// look; they are not looked into again while they stay live and Ready.
     settled: HashSet<String>,
@@ -225,18 +229,41 @@ impl Tracker {
             self.settings.disruption_threshold,
         );
         if braked != self.braked {
+            let nodes = self.liveness.len();
             if braked {
                 tracing::warn!(
                     stale,
-                    nodes = self.liveness.len(),
+                    nodes,
                     "disruption brake: too many nodes stale at once; no task is declared lost"
                 );
-            } else {
-                tracing::info!(
-                    stale,
-                    nodes = self.liveness.len(),
-                    "disruption brake released"
+                self.braked_nodes = self.liveness.stale(now).map(str::to_owned).collect();
+                let message = format!(
+                    "{stale} of {nodes} nodes stopped renewing their leases at once: their tasks are \
+                     kept (the disruption brake) until fewer are stale"
                 );
+                for node in &self.braked_nodes {
+                    tokio::spawn(record_on_node(
+                        client.clone(),
+                        node.clone(),
+                        "DisruptionBrake",
+                        "Warning",
+                        message.clone(),
+                    ));
+                }
+            } else {
+                tracing::info!(stale, nodes, "disruption brake released");
+                let message = format!(
+                    "{stale} of {nodes} nodes are stale now: tasks on lost nodes are declared lost again"
+                );
+                for node in std::mem::take(&mut self.braked_nodes) {
+                    tokio::spawn(record_on_node(
+                        client.clone(),
+                        node,
+                        "DisruptionBrakeReleased",
+                        "Normal",
+                        message.clone(),
+                    ));
+                }
             }
             self.braked = braked;
         }
@@ -327,4 +354,33 @@ async fn settle(
             .await?;
     }
     Ok(())
+}
+
+/// Records a v1 Event about a Node (in `default`, as Kubernetes does for
+/// cluster-scoped objects); a failure is only logged.
+async fn record_on_node(
+    client: kube::Client,
+    node: String,
+    reason: &'static str,
+    type_: &'static str,
+    message: String,
+) {
+    let now = jiff::Timestamp::now();
+    let at = jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string();
+    let event = json!({
+        "metadata": {"generateName": format!("{node}."), "namespace": "default"},
+        "involvedObject": {"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "name": node},
+        "reason": reason, "message": message, "type": type_,
+        "source": {"component": ACTOR},
+        "firstTimestamp": at, "lastTimestamp": at, "count": 1,
+    });
+    let Ok(event) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(event) else {
+        return;
+    };
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    if let Err(e) = events.create(&Default::default(), &event).await {
+        tracing::warn!(node = %node, reason, error = %e, "recording a node event failed");
+    }
 }

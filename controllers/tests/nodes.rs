@@ -268,6 +268,21 @@ async fn when_most_nodes_go_quiet_at_once_the_brake_keeps_their_tasks() -> Resul
         let t = tasks.get(&format!("svc-{i}-0")).await?;
         assert_eq!(phase(&t), TaskPhase::Running, "{:?}", t.status);
     }
+    // And an Event on each says so.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(h.client.clone(), "default");
+    eventually("an Event on each node about the brake", || async {
+        let about: std::collections::BTreeSet<String> = events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DisruptionBrake"))
+            .filter_map(|e| e.involved_object.name)
+            .collect();
+        Ok(about.len() == 3)
+    })
+    .await?;
 
     // Two come back: one quiet node alone is that node's trouble, and its
     // task is lost (and replaced; there is no room for it yet).

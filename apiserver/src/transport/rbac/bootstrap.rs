@@ -149,7 +149,8 @@ pub fn objects() -> Vec<Value> {
         // job names, whose use was checked when the job was written),
         // their status through the state machine, node liveness from
         // Leases, role and quota figures, and the Lease they elect a leader
-        // by. No binding, no Secret, no RBAC.
+        // by; Events about Nodes (the disruption brake). No binding, no
+        // Secret, no RBAC.
         cluster_role(
             CONTROLLER_MANAGER,
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
@@ -157,7 +158,8 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch", "create", "delete"]},
                    {"apiGroups": ["corral.dev"], "resources": ["roles"], "verbs": ["use"]},
                    {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status"], "verbs": ["get", "update", "patch"]},
-                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}]),
+                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                   {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
         ),
         // Discovery and the OpenAPI documents, for every authenticated
         // caller (as kube-apiserver's system:discovery).
