@@ -188,6 +188,49 @@ struct Tracker {
 }
 
 impl Tracker {
+    /// The brake engaged (`braked`) or released: says so in the log and in
+    /// an Event on each node that was stale when it engaged.
+    fn brake_changed(&mut self, client: &kube::Client, braked: bool, stale: usize, now: Duration) {
+        let nodes = self.liveness.len();
+        let (reason, type_, message, told) = if braked {
+            tracing::warn!(
+                stale,
+                nodes,
+                "disruption brake: too many nodes stale at once; no task is declared lost"
+            );
+            self.braked_nodes = self.liveness.stale(now).map(str::to_owned).collect();
+            (
+                "DisruptionBrake",
+                "Warning",
+                format!(
+                    "{stale} of {nodes} nodes stopped renewing their leases at once: their tasks \
+                     are kept (the disruption brake) until fewer are stale"
+                ),
+                self.braked_nodes.clone(),
+            )
+        } else {
+            tracing::info!(stale, nodes, "disruption brake released");
+            (
+                "DisruptionBrakeReleased",
+                "Normal",
+                format!(
+                    "{stale} of {nodes} nodes are stale now: tasks on lost nodes are declared lost again"
+                ),
+                std::mem::take(&mut self.braked_nodes),
+            )
+        };
+        for node in told {
+            tokio::spawn(record_on_node(
+                client.clone(),
+                node,
+                reason,
+                type_,
+                message.clone(),
+            ));
+        }
+        self.braked = braked;
+    }
+
     /// One tick.
     async fn check(&mut self, client: &kube::Client, caches: &Caches) -> Result<(), kube::Error> {
         let (leases, node_cache) = (caches.leases(), caches.nodes());
@@ -229,43 +272,7 @@ impl Tracker {
             self.settings.disruption_threshold,
         );
         if braked != self.braked {
-            let nodes = self.liveness.len();
-            if braked {
-                tracing::warn!(
-                    stale,
-                    nodes,
-                    "disruption brake: too many nodes stale at once; no task is declared lost"
-                );
-                self.braked_nodes = self.liveness.stale(now).map(str::to_owned).collect();
-                let message = format!(
-                    "{stale} of {nodes} nodes stopped renewing their leases at once: their tasks are \
-                     kept (the disruption brake) until fewer are stale"
-                );
-                for node in &self.braked_nodes {
-                    tokio::spawn(record_on_node(
-                        client.clone(),
-                        node.clone(),
-                        "DisruptionBrake",
-                        "Warning",
-                        message.clone(),
-                    ));
-                }
-            } else {
-                tracing::info!(stale, nodes, "disruption brake released");
-                let message = format!(
-                    "{stale} of {nodes} nodes are stale now: tasks on lost nodes are declared lost again"
-                );
-                for node in std::mem::take(&mut self.braked_nodes) {
-                    tokio::spawn(record_on_node(
-                        client.clone(),
-                        node,
-                        "DisruptionBrakeReleased",
-                        "Normal",
-                        message.clone(),
-                    ));
-                }
-            }
-            self.braked = braked;
+            self.brake_changed(client, braked, stale, now);
         }
         let nodes_api: Api<Node> = Api::all(client.clone());
         let wall = jiff::Timestamp::now();

@@ -95,7 +95,7 @@ fn job_rules_name_the_field_and_the_error() {
         ),
         (
             "too many instances",
-            |v| v["spec"]["instances"] = json!(10_001),
+            |v| v["spec"]["instances"] = json!(crate::job::MAX_INSTANCES + 1),
             "spec.instances",
             T::Invalid,
         ),
@@ -344,7 +344,7 @@ fn several_problems_are_all_reported() {
             .find(|e| e.field == "spec.instances")
             .map(ToString::to_string)
             .as_deref(),
-        Some("spec.instances: Invalid value: 0: must be between 1 and 10000")
+        Some("spec.instances: Invalid value: 0: must be between 1 and 100000")
     );
 }
 

@@ -81,6 +81,89 @@ struct Seen {
     longest_errors: Duration,
 }
 
+/// Writers, and the creates they make between them.
+const WRITERS: usize = 32;
+const CREATES: usize = 2000;
+
+/// Watches ConfigMaps from `from`, counting each name's ADDED events in
+/// `created`; resumed from the last resourceVersion it saw whenever it
+/// ends, as `kubectl get -w` and client-go's reflector do. A 410 would mean
+/// lost history, and fails.
+async fn count_creates(
+    cms: Api<ConfigMap>,
+    from: String,
+    created: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
+) -> Result<()> {
+    let mut rv = from;
+    loop {
+        let params = kube::api::WatchParams::default().timeout(30);
+        let mut stream = match cms.watch(&params, &rv).await {
+            Ok(s) => s.boxed(),
+            Err(kube::Error::Api(e)) if e.code == 410 => anyhow::bail!("history lost: {e:?}"),
+            Err(_) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        while let Ok(Some(event)) = stream.try_next().await {
+            match event {
+                kube::core::WatchEvent::Added(cm) => {
+                    rv = cm.metadata.resource_version.clone().unwrap_or(rv);
+                    if let (Some(name), Ok(mut c)) = (cm.metadata.name, created.lock()) {
+                        *c.entry(name).or_default() += 1;
+                    }
+                }
+                kube::core::WatchEvent::Modified(o) | kube::core::WatchEvent::Deleted(o) => {
+                    rv = o.metadata.resource_version.unwrap_or(rv);
+                }
+                kube::core::WatchEvent::Bookmark(b) => rv = b.metadata.resource_version,
+                kube::core::WatchEvent::Error(e) if e.code == 410 => {
+                    anyhow::bail!("history lost: {e:?}")
+                }
+                kube::core::WatchEvent::Error(_) => break,
+            }
+        }
+    }
+}
+
+/// Writer `w`'s share of the creates, each retried (without the client's
+/// own retries) until acknowledged; says when the kill is due.
+async fn create_all(
+    cms: Api<ConfigMap>,
+    w: usize,
+    kill_now: tokio::sync::watch::Sender<bool>,
+) -> Result<Seen> {
+    let mut seen = Seen::default();
+    for i in (w..CREATES).step_by(WRITERS) {
+        if i == CREATES / 3 {
+            kill_now.send_replace(true);
+        }
+        let name = format!("cm-{i:04}");
+        let mut failing_since = None;
+        loop {
+            match cms
+                .create(&PostParams::default(), &config_map(&name)?)
+                .await
+            {
+                // Created, or created by an attempt whose answer was lost.
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 => break,
+                Err(_) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    seen.longest_errors = seen.longest_errors.max(since.elapsed());
+                    anyhow::ensure!(
+                        since.elapsed() < Duration::from_secs(30),
+                        "{name}: failing for 30 s"
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        seen.acknowledged.insert(name);
+    }
+    Ok(seen)
+}
+
 #[tokio::test]
 async fn a_member_killed_under_load_loses_no_acknowledged_write_nor_watch_event() -> Result<()> {
     let mut cluster = EtcdCluster::start(3)?;
@@ -101,95 +184,14 @@ async fn a_member_killed_under_load_loses_no_acknowledged_write_nor_watch_event(
         .metadata
         .resource_version
         .unwrap_or_default();
-    // Resumed from the last resourceVersion it saw whenever it ends, as
-    // `kubectl get -w` and client-go's reflector do; a 410 would mean lost
-    // history.
     let created = Arc::new(std::sync::Mutex::new(BTreeMap::<String, u32>::new()));
-    let watched: tokio::task::JoinHandle<Result<()>> = tokio::spawn({
-        let (created, cms) = (created.clone(), cms.clone());
-        async move {
-            let mut rv = from;
-            loop {
-                let params = kube::api::WatchParams::default().timeout(30);
-                let mut stream = match cms.watch(&params, &rv).await {
-                    Ok(s) => s.boxed(),
-                    Err(kube::Error::Api(e)) if e.code == 410 => {
-                        anyhow::bail!("history lost: {e:?}")
-                    }
-                    Err(_) => {
-                        tokio::task::yield_now().await;
-                        continue;
-                    }
-                };
-                while let Ok(Some(event)) = stream.try_next().await {
-                    match event {
-                        kube::core::WatchEvent::Added(cm) => {
-                            rv = cm.metadata.resource_version.clone().unwrap_or(rv);
-                            if let (Some(name), Ok(mut c)) = (cm.metadata.name, created.lock()) {
-                                *c.entry(name).or_default() += 1;
-                            }
-                        }
-                        kube::core::WatchEvent::Modified(o)
-                        | kube::core::WatchEvent::Deleted(o) => {
-                            rv = o.metadata.resource_version.unwrap_or(rv);
-                        }
-                        kube::core::WatchEvent::Bookmark(b) => rv = b.metadata.resource_version,
-                        kube::core::WatchEvent::Error(e) if e.code == 410 => {
-                            anyhow::bail!("history lost: {e:?}")
-                        }
-                        kube::core::WatchEvent::Error(_) => break,
-                    }
-                }
-            }
-        }
-    });
+    let watched = tokio::spawn(count_creates(cms.clone(), from, created.clone()));
 
     // 32 writers, 2,000 creates; one member is killed a third of the way in.
-    const WRITERS: usize = 32;
-    const CREATES: usize = 2000;
     let started = tokio::time::Instant::now();
     let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
     let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (cms, killed_tx) = (cms.clone(), killed_tx.clone());
-            tokio::spawn(async move {
-                let mut seen = Seen::default();
-                for i in (w..CREATES).step_by(WRITERS) {
-                    if i == CREATES / 3 {
-                        killed_tx.send_replace(true);
-                    }
-                    let name = format!("cm-{i:04}");
-                    let mut failing_since = None;
-                    loop {
-                        match cms
-                            .create(&PostParams::default(), &config_map(&name)?)
-                            .await
-                        {
-                            // Created, or created by an attempt whose answer was lost.
-                            Ok(_) => {
-                                seen.acknowledged.insert(name.clone());
-                                break;
-                            }
-                            Err(kube::Error::Api(e)) if e.code == 409 => {
-                                seen.acknowledged.insert(name.clone());
-                                break;
-                            }
-                            Err(_) => {
-                                let since =
-                                    *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                                seen.longest_errors = seen.longest_errors.max(since.elapsed());
-                                anyhow::ensure!(
-                                    since.elapsed() < Duration::from_secs(30),
-                                    "{name}: failing for 30 s"
-                                );
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                    }
-                }
-                anyhow::Ok(seen)
-            })
-        })
+        .map(|w| tokio::spawn(create_all(cms.clone(), w, killed_tx.clone())))
         .collect();
     let mut killed_rx = killed_rx;
     // The member that leads is the one killed: the others elect anew.
