@@ -207,7 +207,8 @@ impl<K: Cached> Shared<K> {
     }
 
     /// Every change from now on, starting with [`Change::Resynced`]; the
-    /// stream ends when the watch stops.
+    /// stream ends once the watch has stopped and every handle to this
+    /// kind's cache is gone (its users stop on the same signal anyway).
     pub fn changes(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
         let rx = self.tx.subscribe();
         let first = futures::stream::iter([Change::Resynced]);
