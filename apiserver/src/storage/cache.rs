@@ -13,8 +13,9 @@
 //!   progress rather than wait for a change that may never come.
 //! - A watch registers under the same lock that applies events, after
 //!   replaying the history it asked for, so it sees every later event once.
-//! - History is bounded ([`MAX_HISTORY`] events and [`MAX_HISTORY_BYTES`] of
-//!   encoded objects, whichever is reached first); a watch from an older
+//! - History is bounded ([`HistoryLimits`]: by default [`MAX_HISTORY`]
+//!   events, [`MAX_HISTORY_BYTES`] of encoded objects and
+//!   [`MAX_HISTORY_AGE`], whichever is reached first); a watch from an older
 //!   resourceVersion is answered 410 Expired and the client relists.
 //! - A watcher that cannot keep up (its buffer is full) is closed; its client
 //!   resumes from the last resourceVersion it saw.
@@ -45,6 +46,29 @@ pub const MAX_HISTORY: usize = 50_000;
 /// their number: a few hundred updates of a large ConfigMap must not take
 /// the server's memory.
 pub const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+/// How old the history's oldest event may be.
+pub const MAX_HISTORY_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// How much history the cache keeps for watches that resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Events at most.
+    pub events: usize,
+    /// Bytes of encoded objects at most.
+    pub bytes: usize,
+    /// How long an event is kept at most.
+    pub age: std::time::Duration,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            events: MAX_HISTORY,
+            bytes: MAX_HISTORY_BYTES,
+            age: MAX_HISTORY_AGE,
+        }
+    }
+}
 /// Events buffered per watcher before it is considered too slow.
 pub const WATCHER_BUFFER: usize = 4096;
 /// How long a wait for a revision relies on changes alone before asking
@@ -130,6 +154,8 @@ struct State {
     history: VecDeque<Arc<Change>>,
     /// The encoded size of the objects in `history`.
     history_bytes: usize,
+    /// When each event in `history` arrived.
+    history_times: VecDeque<tokio::time::Instant>,
     watchers: Watchers,
 }
 
@@ -137,8 +163,7 @@ struct State {
 #[derive(Clone)]
 pub struct WatchCache {
     registry: Catalog,
-    max_history: usize,
-    max_history_bytes: usize,
+    limits: HistoryLimits,
     prefixes: Arc<Vec<String>>,
     indexed: Arc<Vec<bool>>,
     state: Arc<RwLock<State>>,
@@ -240,16 +265,14 @@ fn lock_err() -> ApiError {
 impl WatchCache {
     /// Starts the cache over `store`; it fills itself in the background.
     pub fn start(store: Arc<dyn Store>, registry: Catalog) -> Self {
-        Self::start_with_history(store, registry, MAX_HISTORY, MAX_HISTORY_BYTES)
+        Self::start_with_history(store, registry, HistoryLimits::default())
     }
 
-    /// Starts the cache keeping at most `max_history` events, and at most
-    /// `max_history_bytes` of their encoded objects, for resumes.
+    /// Starts the cache keeping the history `limits` allow for resumes.
     pub fn start_with_history(
         store: Arc<dyn Store>,
         registry: Catalog,
-        max_history: usize,
-        max_history_bytes: usize,
+        limits: HistoryLimits,
     ) -> Self {
         let prefixes: Vec<String> = registry.all().iter().map(|d| d.key_prefix(None)).collect();
         let indexed: Vec<bool> = registry
@@ -267,8 +290,7 @@ impl WatchCache {
         let (progress_tx, progress) = watch::channel(-1);
         let cache = WatchCache {
             registry,
-            max_history,
-            max_history_bytes,
+            limits,
             prefixes: Arc::new(prefixes),
             indexed: Arc::new(indexed),
             state,
@@ -340,6 +362,7 @@ impl WatchCache {
             st.oldest = revision;
             st.history.clear();
             st.history_bytes = 0;
+            st.history_times.clear();
             st.watchers.close_all();
         }
         progress.send_replace(revision);
@@ -445,11 +468,20 @@ impl WatchCache {
             }
         };
         let change = Arc::new(change);
+        let now = tokio::time::Instant::now();
         st.history_bytes += change.object.json.len();
         st.history.push_back(change.clone());
-        while st.history.len() > self.max_history
-            || (st.history_bytes > self.max_history_bytes && st.history.len() > 1)
+        st.history_times.push_back(now);
+        let limits = self.limits;
+        while st.history.len() > limits.events
+            || (st.history.len() > 1
+                && (st.history_bytes > limits.bytes
+                    || st
+                        .history_times
+                        .front()
+                        .is_some_and(|at| now.duration_since(*at) > limits.age)))
         {
+            st.history_times.pop_front();
             if let Some(dropped) = st.history.pop_front() {
                 st.oldest = dropped.revision;
                 st.history_bytes -= dropped.object.json.len();

@@ -103,7 +103,11 @@ async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_resume_older_than_the_history_is_expired() -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
-    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), 5, usize::MAX);
+    let limits = HistoryLimits {
+        events: 5,
+        ..HistoryLimits::default()
+    };
+    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), limits);
     ready(&cache, store.as_ref()).await?;
     let first = store
         .create("/registry/corral.dev/tasks/default/t0", task("t0", None))
@@ -219,8 +223,11 @@ async fn a_dropped_watch_is_unregistered_at_once() -> anyhow::Result<()> {
 async fn history_is_bounded_by_bytes_too() -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
     // Room for the encoded objects of about four large updates.
-    let cache =
-        WatchCache::start_with_history(store.clone(), Catalog::standard(), 1000, 4 * 64 * 1024);
+    let limits = HistoryLimits {
+        bytes: 4 * 64 * 1024,
+        ..HistoryLimits::default()
+    };
+    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), limits);
     ready(&cache, store.as_ref()).await?;
     let key = "/registry/core/configmaps/default/big";
     let big = |i: usize| {
@@ -252,5 +259,52 @@ async fn history_is_bounded_by_bytes_too() -> anyhow::Result<()> {
     // …and the last few are kept.
     let sub = cache.subscribe(interest, Start::After(revisions[16]))?;
     assert_eq!(sub.replay.len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_is_bounded_by_age_too() -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let limits = HistoryLimits {
+        age: std::time::Duration::from_secs(60),
+        ..HistoryLimits::default()
+    };
+    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), limits);
+    ready(&cache, store.as_ref()).await?;
+    let first = store
+        .create("/registry/corral.dev/tasks/default/t0", task("t0", None))
+        .await?
+        .mod_revision;
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let interest = Interest {
+        resource: tasks,
+        namespace: Some("default".into()),
+        node: None,
+    };
+    let before = first - 1;
+    assert!(
+        cache
+            .subscribe(interest.clone(), Start::After(before))
+            .is_ok()
+    );
+    // Two minutes on, the next change pushes the first one out.
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(120)).await;
+    tokio::time::resume();
+    store
+        .create("/registry/corral.dev/tasks/default/t1", task("t1", None))
+        .await?;
+    ready(&cache, store.as_ref()).await?;
+    assert!(matches!(
+        cache.subscribe(interest.clone(), Start::After(before)),
+        Err(ApiError::Expired { .. })
+    ));
+    assert_eq!(
+        cache.subscribe(interest, Start::After(first))?.replay.len(),
+        1
+    );
     Ok(())
 }
