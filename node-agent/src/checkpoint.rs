@@ -15,7 +15,8 @@
 //! renamed, so a crash leaves the old state or the new one. The uid is the
 //! API server's, checked to be a plain token before it names a file; a
 //! record whose task has no uid is not kept. Unreadable records are
-//! removed with a warning.
+//! removed with a warning, and temporary files once they are a minute old
+//! (a crash's leftovers; a younger one may be being written).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -98,6 +99,10 @@ pub struct Ended {
     /// How it ended.
     pub end: End,
 }
+
+/// How old a temporary file must be before [`Checkpoints::load`] takes it
+/// for a crash's leftover (a record being written is younger).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The agent's checkpoint directory.
 #[derive(Debug, Clone)]
@@ -201,8 +206,17 @@ impl Checkpoints {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "json") {
-                // A temporary file a crash left behind.
-                let _ = std::fs::remove_file(&path);
+                // A temporary file: one being written now is left alone, one
+                // a crash left behind long ago goes.
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TEMPORARY);
+                if stale {
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
             let parsed = std::fs::read(&path)
@@ -249,8 +263,17 @@ mod tests {
         let b = ended("6f1d2c4e-0000-4000-8000-000000000002", End::Killed);
         c.record(&a)?;
         c.record(&b)?;
-        // Leftovers of a crash mid-write, and a file that is not a record.
-        std::fs::write(dir.path().join("reports/x.json.tmp"), b"{").map_err(io(dir.path()))?;
+        // The leftover of a crash mid-write long ago, one being written
+        // now, and a file that is not a record.
+        let old = dir.path().join("reports/x.json.tmp");
+        std::fs::write(&old, b"{").map_err(io(dir.path()))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now() - 2 * STALE_TEMPORARY))
+            .map_err(io(&old))?;
+        let writing = dir.path().join("reports/y.json.tmp");
+        std::fs::write(&writing, b"{").map_err(io(dir.path()))?;
         std::fs::write(dir.path().join("reports/junk.json"), b"nope").map_err(io(dir.path()))?;
         let again = Checkpoints::open(dir.path().join("reports"))?;
         let mut loaded = again.load();
@@ -263,7 +286,12 @@ mod tests {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(
+            names.len(),
+            2,
+            "the kept end and the file being written: {names:?}"
+        );
+        assert!(writing.exists() && !old.exists());
         Ok(())
     }
 
