@@ -152,3 +152,42 @@ pub struct LogEndpoint {
     /// Lower-case hex SHA-256 of the endpoint's certificate (DER).
     pub certificate_sha256: String,
 }
+
+/// A v1 Event about Node `node`, reported by `component` (from `host`, when
+/// it runs on a machine) at `now`, in `default` as Kubernetes records events
+/// about cluster-scoped objects.
+pub fn node_event(
+    node: &str,
+    reason: &str,
+    type_: &str,
+    message: String,
+    (component, host): (&str, Option<&str>),
+    now: jiff::Timestamp,
+) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    let at = Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
+    Event {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            generate_name: Some(format!("{node}.")),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("corral.dev/v1alpha1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_owned()),
+            ..Default::default()
+        },
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        type_: Some(type_.to_owned()),
+        source: Some(EventSource {
+            component: Some(component.to_owned()),
+            host: host.map(str::to_owned),
+        }),
+        first_timestamp: Some(at.clone()),
+        last_timestamp: Some(at),
+        count: Some(1),
+        ..Default::default()
+    }
+}

@@ -372,20 +372,14 @@ async fn record_on_node(
     type_: &'static str,
     message: String,
 ) {
-    let now = jiff::Timestamp::now();
-    let at = jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string();
-    let event = json!({
-        "metadata": {"generateName": format!("{node}."), "namespace": "default"},
-        "involvedObject": {"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "name": node},
-        "reason": reason, "message": message, "type": type_,
-        "source": {"component": ACTOR},
-        "firstTimestamp": at, "lastTimestamp": at, "count": 1,
-    });
-    let Ok(event) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(event) else {
-        return;
-    };
+    let event = corral_api::node::node_event(
+        &node,
+        reason,
+        type_,
+        message,
+        (ACTOR, None),
+        jiff::Timestamp::now(),
+    );
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
     if let Err(e) = events.create(&Default::default(), &event).await {
         tracing::warn!(node = %node, reason, error = %e, "recording a node event failed");

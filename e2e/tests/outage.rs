@@ -140,11 +140,17 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_frozen_etcd_kills_and_replaces_nothing() -> Result<()> {
+/// A real etcd (no fsync), and the `--store` that names it.
+fn etcd() -> Result<(corral_store::testing::EtcdServer, String)> {
     let etcd =
         corral_store::testing::EtcdServer::start_with(corral_store::testing::Durability::NoFsync)?;
     let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    Ok((etcd, store))
+}
+
+#[test]
+fn a_frozen_etcd_kills_and_replaces_nothing() -> Result<()> {
+    let (etcd, store) = etcd()?;
     let home = tempfile::tempdir()?;
     let server = Server::start_in(home.path(), &["--store", &store])?;
     let (k, _agent) = setup(&server)?;
@@ -159,9 +165,7 @@ fn a_frozen_etcd_kills_and_replaces_nothing() -> Result<()> {
 
 #[test]
 fn a_killed_and_restarted_server_kills_and_replaces_nothing() -> Result<()> {
-    let etcd =
-        corral_store::testing::EtcdServer::start_with(corral_store::testing::Durability::NoFsync)?;
-    let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    let (_etcd, store) = etcd()?;
     let home = tempfile::tempdir()?;
     // A fixed address, so that the agents find the server again.
     let listen = format!(

@@ -701,19 +701,14 @@ async fn write_reports(client: &kube::Client, objects: &Objects, key: &str, batc
 /// Records a v1 Event about a Node (in `default`, as Kubernetes does for
 /// cluster-scoped objects).
 async fn record_on_node(client: kube::Client, node: String, reason: &'static str, message: String) {
-    let now = jiff::Timestamp::now();
-    let event = json!({
-        "metadata": {"generateName": format!("{node}."), "namespace": "default"},
-        "involvedObject": {"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "name": node},
-        "reason": reason, "message": message, "type": "Warning",
-        "source": {"component": "corral-agent", "host": node},
-        "firstTimestamp": jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string(),
-        "lastTimestamp": jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string(),
-        "count": 1,
-    });
-    let Ok(event) = serde_json::from_value::<CoreEvent>(event) else {
-        return;
-    };
+    let event = corral_api::node::node_event(
+        &node,
+        reason,
+        "Warning",
+        message,
+        ("corral-agent", Some(&node)),
+        jiff::Timestamp::now(),
+    );
     let events: Api<CoreEvent> = Api::namespaced(client, "default");
     if let Err(e) = events.create(&PostParams::default(), &event).await {
         tracing::warn!(node = %node, reason, error = %e, "recording a node event failed");
