@@ -4,7 +4,9 @@
 //! that is killed and restarted, each lasting several leases; afterwards
 //! the same task objects run, with no new attempt and no LOST or
 //! PARTITIONED event. A server killed with SIGKILL under 16 writers keeps
-//! every create it acknowledged.
+//! every create it acknowledged, and kube-rs watchers that were following
+//! along resume from their resourceVersion after the restart: they see
+//! every stored object exactly once and never have to relist.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -185,6 +187,82 @@ fn a_killed_and_restarted_server_kills_and_replaces_nothing() -> Result<()> {
     Ok(())
 }
 
+/// What the watchers of a test saw: ConfigMap names with how often each
+/// was added, and how often the watcher had to (re)list.
+#[derive(Debug, Default)]
+struct Seen {
+    runtime: BTreeMap<String, usize>,
+    runtime_lists: usize,
+    resumed: BTreeMap<String, usize>,
+    expired: usize,
+}
+
+type SharedSeen = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+fn seen(s: &SharedSeen) -> Result<std::sync::MutexGuard<'_, Seen>> {
+    s.lock().map_err(|_| anyhow::anyhow!("lock"))
+}
+
+/// kube-runtime's watcher, as controllers use it: it resumes by itself.
+fn follow_with_watcher(
+    cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap>,
+    record: SharedSeen,
+) -> tokio::task::JoinHandle<Result<()>> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    tokio::spawn(async move {
+        let stream = watcher(cms, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            let mut s = seen(&record)?;
+            match ev {
+                Ok(watcher::Event::Init) => s.runtime_lists += 1,
+                Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                    *s.runtime
+                        .entry(cm.metadata.name.unwrap_or_default())
+                        .or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A plain watch that the client itself resumes from the last
+/// resourceVersion it saw, as client-go's reflector does.
+fn follow_by_resuming(
+    cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap>,
+    mut version: String,
+    record: SharedSeen,
+) -> tokio::task::JoinHandle<Result<()>> {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    tokio::spawn(async move {
+        loop {
+            let Ok(stream) = cms.watch(&WatchParams::default(), &version).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(WatchEvent::Added(cm)) => {
+                        version = cm.metadata.resource_version.clone().unwrap_or_default();
+                        *seen(&record)?
+                            .resumed
+                            .entry(cm.metadata.name.unwrap_or_default())
+                            .or_default() += 1;
+                    }
+                    Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
+                    Ok(WatchEvent::Error(e)) if e.code == 410 => seen(&record)?.expired += 1,
+                    _ => {}
+                }
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_load_loses_no_acknowledged_write() -> Result<()> {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -207,6 +285,19 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write() -> Result<()> {
         }
     };
     let cms: Api<ConfigMap> = Api::namespaced(client(&server.kubeconfig).await?, "default");
+    // Two watchers follow the namespace through the crash; both connect
+    // again to the same address (and trust the same CA) afterwards.
+    let record = SharedSeen::default();
+    let start = cms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let watchers = [
+        follow_with_watcher(cms.clone(), record.clone()),
+        follow_by_resuming(cms.clone(), start, record.clone()),
+    ];
     // 16 writers create ConfigMaps until the server dies under them.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let writers: Vec<_> = (0..16)
@@ -239,8 +330,16 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write() -> Result<()> {
         w.await??;
     }
     let acknowledged = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+    let seen_before = seen(&record)?.runtime.len();
     let server = Server::start_at(home.path(), &listen, &[])?;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server.kubeconfig).await?, "default");
+    // Writes after the restart reach the resumed watchers too.
+    for i in 0..20 {
+        let cm: ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": format!("after-{i}")}, "data": {"k": "v"}}),
+        )?;
+        cms.create(&PostParams::default(), &cm).await?;
+    }
     let stored: std::collections::BTreeSet<String> = cms
         .list(&ListParams::default())
         .await?
@@ -253,10 +352,50 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write() -> Result<()> {
         .filter(|n| !stored.contains(*n))
         .collect();
     eprintln!(
-        "{} creates acknowledged before the SIGKILL, {} stored after the restart",
+        "{} creates acknowledged before the SIGKILL, {} stored after the restart; \
+         the watchers had seen {seen_before} before it",
         acknowledged.len(),
-        stored.len()
+        stored.len() - 20,
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    // Both watchers catch up with every stored object.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let s = seen(&record)?;
+            let caught_up = |m: &BTreeMap<String, usize>| stored.iter().all(|n| m.contains_key(n));
+            if caught_up(&s.runtime) && caught_up(&s.resumed) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the watchers did not catch up: kube-runtime's saw {} and the resuming one {} of {} ({} answered 410)",
+                    s.runtime.len(),
+                    s.resumed.len(),
+                    stored.len(),
+                    s.expired
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for w in watchers {
+        w.abort();
+    }
+    let s = seen(&record)?;
+    assert_eq!(s.expired, 0, "no resume was refused with 410");
+    assert_eq!(s.runtime_lists, 1, "kube-runtime's watcher never relisted");
+    for (who, m) in [("kube-runtime", &s.runtime), ("resuming", &s.resumed)] {
+        let twice: Vec<_> = m.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{who} saw these more than once: {twice:?}"
+        );
+        let unknown: Vec<_> = m.keys().filter(|n| !stored.contains(*n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{who} saw objects never stored: {unknown:?}"
+        );
+    }
     Ok(())
 }

@@ -17,6 +17,10 @@
 //!   events, [`MAX_HISTORY_BYTES`] of encoded objects and
 //!   [`MAX_HISTORY_AGE`], whichever is reached first); a watch from an older
 //!   resourceVersion is answered 410 Expired and the client relists.
+//! - History survives a restart of the server (and a relist): the cache
+//!   lists at a past revision, as far back as history could hold, and
+//!   replays the store's changes since, so a client that was watching
+//!   before resumes from its resourceVersion and misses nothing.
 //! - A watcher that cannot keep up (its buffer is full) is closed; its client
 //!   resumes from the last resourceVersion it saw.
 //! - If the store watch fails, the cache relists and watchers are closed, so
@@ -27,7 +31,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use corral_store::{RangeRequest, Store, WatchEvent};
+use corral_store::{RangeRequest, Store, StoreError, WatchEvent};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -157,6 +161,13 @@ struct State {
     /// When each event in `history` arrived.
     history_times: VecDeque<tokio::time::Instant>,
     watchers: Watchers,
+}
+
+/// Every object at one revision, as [`WatchCache::load`] read them.
+struct Loaded {
+    resources: Vec<BTreeMap<String, Arc<Entry>>>,
+    by_node: Vec<HashMap<String, BTreeSet<String>>>,
+    revision: i64,
 }
 
 /// The cache. Cheap to clone.
@@ -323,37 +334,87 @@ impl WatchCache {
         }
     }
 
-    async fn load_and_follow(
+    /// Lists every object at the revision the cache starts from. That is as
+    /// far back as its history can reach (as many revisions back as history
+    /// keeps events, or the store's oldest revision if that is later), so
+    /// that the changes since are replayed into history and a watcher
+    /// resuming from before this server started (or before the cache
+    /// relisted) is served them rather than told to relist.
+    async fn load(&self, store: &dyn Store) -> Result<Loaded, ApiError> {
+        let current = store.current_revision().await?;
+        let back = i64::try_from(self.limits.events).unwrap_or(i64::MAX);
+        let mut at = Some(current.saturating_sub(back).max(1)).filter(|r| *r < current);
+        loop {
+            match self.list_at(store, at).await? {
+                Ok(loaded) => return Ok(loaded),
+                // History ends later: start there (if that raced another
+                // compaction, start from the latest).
+                Err(oldest) => {
+                    at = match at {
+                        Some(r) if oldest > r && oldest < current => Some(oldest),
+                        _ => None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every object under the root at `at` (latest when `None`); `Err` with
+    /// the store's oldest revision when `at` was compacted away.
+    async fn list_at(
         &self,
         store: &dyn Store,
-        progress: &watch::Sender<i64>,
-    ) -> Result<(), ApiError> {
-        let mut resources: Vec<BTreeMap<String, Arc<Entry>>> =
-            vec![BTreeMap::new(); self.prefixes.len()];
-        let mut by_node: Vec<HashMap<String, BTreeSet<String>>> =
-            vec![HashMap::new(); self.prefixes.len()];
+        at: Option<i64>,
+    ) -> Result<Result<Loaded, i64>, ApiError> {
+        let mut loaded = Loaded {
+            resources: vec![BTreeMap::new(); self.prefixes.len()],
+            by_node: vec![HashMap::new(); self.prefixes.len()],
+            revision: 0,
+        };
         let mut req = RangeRequest::prefix(ROOT).limit(1000);
-        let revision = loop {
-            let page = store.range(req.clone()).await?;
+        req.revision = at;
+        loop {
+            let page = match store.range(req.clone()).await {
+                Ok(page) => page,
+                Err(StoreError::Compacted { compacted, .. }) if at.is_some() => {
+                    return Ok(Err(compacted));
+                }
+                Err(e) => return Err(e.into()),
+            };
             for kv in &page.items {
                 if let Some(r) = self.resource_of(&kv.key) {
                     let entry = Arc::new(Entry::new(from_stored(&kv.value, kv.mod_revision)?)?);
                     if self.indexed[r]
                         && let Some(n) = &entry.node
                     {
-                        by_node[r]
+                        loaded.by_node[r]
                             .entry(n.clone())
                             .or_default()
                             .insert(kv.key.clone());
                     }
-                    resources[r].insert(kv.key.clone(), entry);
+                    loaded.resources[r].insert(kv.key.clone(), entry);
                 }
             }
             match page.items.last() {
                 Some(last) if page.more => req = req.after(last.key.clone()).at(page.revision),
-                _ => break page.revision,
+                _ => {
+                    loaded.revision = page.revision;
+                    return Ok(Ok(loaded));
+                }
             }
-        };
+        }
+    }
+
+    async fn load_and_follow(
+        &self,
+        store: &dyn Store,
+        progress: &watch::Sender<i64>,
+    ) -> Result<(), ApiError> {
+        let Loaded {
+            resources,
+            by_node,
+            revision,
+        } = self.load(store).await?;
         {
             let mut st = self.state.write().map_err(|_| lock_err())?;
             st.resources = resources;

@@ -144,6 +144,87 @@ async fn a_resume_older_than_the_history_is_expired() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates tasks `t{from}`..`t{to}` (exclusive) and returns each one's revision.
+async fn create_tasks(
+    store: &dyn Store,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<Vec<i64>> {
+    let mut revisions = Vec::new();
+    for i in range {
+        let kv = store
+            .create(
+                &format!("/registry/corral.dev/tasks/default/t{i}"),
+                task(&format!("t{i}"), None),
+            )
+            .await?;
+        revisions.push(kv.mod_revision);
+    }
+    Ok(revisions)
+}
+
+#[tokio::test]
+async fn a_new_cache_replays_the_stores_history_to_watchers_from_before_it_started()
+-> anyhow::Result<()> {
+    // The store as a restarted server finds it: a watcher of the old server
+    // saw up to t4; t5..t9 were written after.
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let revisions = create_tasks(store.as_ref(), 0..10).await?;
+    let limits = HistoryLimits {
+        events: 8,
+        ..HistoryLimits::default()
+    };
+    let cache = WatchCache::start_with_history(store.clone(), Catalog::standard(), limits);
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let interest = Interest {
+        resource: tasks,
+        namespace: Some("default".into()),
+        node: None,
+    };
+    let sub = cache.subscribe(interest.clone(), Start::After(revisions[4]))?;
+    let names: Vec<_> = sub
+        .replay
+        .iter()
+        .map(|c| c.object.value["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["t5", "t6", "t7", "t8", "t9"].map(|n| json!(n)));
+    let snapshot = cache.snapshot(tasks, None, None)?;
+    assert_eq!(snapshot.items.len(), 10, "and the objects are the latest");
+    // History reaches back as many revisions as it keeps events, no further.
+    assert!(matches!(
+        cache.subscribe(interest, Start::After(revisions[0])),
+        Err(ApiError::Expired { .. })
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_cache_starts_its_history_at_the_stores_compaction() -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
+    let revisions = create_tasks(store.as_ref(), 0..10).await?;
+    store.compact(revisions[6]).await?;
+    let cache = WatchCache::start(store.clone(), Catalog::standard());
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let interest = Interest {
+        resource: tasks,
+        namespace: None,
+        node: None,
+    };
+    assert!(matches!(
+        cache.subscribe(interest.clone(), Start::After(revisions[5])),
+        Err(ApiError::Expired { .. })
+    ));
+    let sub = cache.subscribe(interest, Start::After(revisions[6]))?;
+    assert_eq!(sub.replay.len(), 3, "t7, t8 and t9");
+    assert_eq!(cache.snapshot(tasks, None, None)?.items.len(), 10);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_resume_at_a_shared_revision_replays_all_of_it() -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory()?);
