@@ -96,6 +96,11 @@ pub enum ApiError {
         /// The oldest available.
         oldest: i64,
     },
+    /// The store is out of space: writes fail until an operator frees some.
+    #[error(
+        "the store is out of space ({0}): writes are refused until space is freed; reads still work"
+    )]
+    InsufficientStorage(String),
     /// The storage is unreachable: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -140,6 +145,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout | ApiError::TooLargeResourceVersion { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -164,6 +170,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Expired { .. } => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::InsufficientStorage(_) => "InsufficientStorage",
             ApiError::TooManyRequests => "TooManyRequests",
             ApiError::Timeout | ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Internal(_) | ApiError::AgentUnreachable(_) => "InternalError",
@@ -284,6 +291,7 @@ impl ApiError {
             )),
             StoreError::TooLarge { limit, .. } => ApiError::TooLarge { limit },
             StoreError::Unavailable { message } => ApiError::Unavailable(message),
+            StoreError::NoSpace { message } => ApiError::InsufficientStorage(message),
         }
     }
 }

@@ -166,7 +166,13 @@ mod write;
 use write::apply;
 
 fn sql(e: rusqlite::Error) -> StoreError {
-    StoreError::unavailable(format!("sqlite: {e}"))
+    let full = matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
+    let message = format!("sqlite: {e}");
+    if full {
+        StoreError::NoSpace { message }
+    } else {
+        StoreError::unavailable(message)
+    }
 }
 
 const SCHEMA: &str = "
@@ -356,9 +362,8 @@ impl Engine {
             }
             Err(e) => {
                 self.revision = start_revision;
-                let msg = e.to_string();
                 for (_, reply) in writes {
-                    let _ = reply.send(Err(StoreError::unavailable(&msg)));
+                    let _ = reply.send(Err(e.for_each_write()));
                 }
             }
         }

@@ -168,7 +168,60 @@ impl EtcdStore {
     pub fn client(&self) -> Client {
         self.client.clone()
     }
+
+    /// etcd's compaction revision, found after a read at `requested` was
+    /// refused as compacted (a refused read does not say it; a watch from
+    /// that revision does, at once); 0 when it cannot be learnt.
+    async fn compaction_revision(&self, requested: Revision) -> Revision {
+        let opts = WatchOptions::new().with_start_revision(requested);
+        let mut watches = watch_client(&self.client);
+        let probe = async {
+            let (_requests, mut responses) = watches
+                .watch(COMPACTION_PROBE, Some(opts))
+                .await
+                .ok()?
+                .split();
+            while let Some(resp) = responses.next().await {
+                let resp = resp.ok()?;
+                if resp.compact_revision() > 0 {
+                    return Some(resp.compact_revision());
+                }
+                if resp.canceled() {
+                    return None;
+                }
+            }
+            None
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
 }
+
+/// The largest response Corral accepts from etcd. gRPC's default of 4 MiB
+/// is less than one page of a list (up to 1,000 objects, each up to etcd's
+/// 1.5 MiB request limit) or one watch response carrying a transaction's
+/// changes; like kube-apiserver, Corral lets the page size bound it.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+/// A KV client that accepts responses of any size a page can have.
+fn kv_client(client: &Client) -> etcd_client::KvClient {
+    client
+        .kv_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// A watch client that accepts responses of any size.
+fn watch_client(client: &Client) -> etcd_client::WatchClient {
+    client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// A key no program writes, watched only to learn the compaction revision.
+const COMPACTION_PROBE: &str = "/corral-compaction-probe";
 
 /// How many times a request that never reached etcd is sent again.
 const UNSENT_RETRIES: u32 = 8;
@@ -203,7 +256,13 @@ where
 }
 
 fn map_err(e: etcd_client::Error) -> StoreError {
-    StoreError::unavailable(e)
+    let message = e.to_string();
+    // etcd's words once its backend reached the space quota (NOSPACE alarm).
+    if message.contains("database space exceeded") {
+        StoreError::NoSpace { message }
+    } else {
+        StoreError::unavailable(message)
+    }
 }
 
 /// Maps errors of reads at a revision, where etcd reports compaction and
@@ -384,7 +443,7 @@ async fn commit_batch(
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
     if let [op] = ops.as_slice() {
         let resp = unsent_retried(|| {
-            let mut kv = client.kv_client();
+            let mut kv = kv_client(&client);
             async move { kv.txn(txn_for(op)).await }
         })
         .await
@@ -393,7 +452,7 @@ async fn commit_batch(
         return Ok(vec![outcome_of(op, &resp, rev)]);
     }
     let resp = unsent_retried(|| {
-        let mut kv = client.kv_client();
+        let mut kv = kv_client(&client);
         let nested: Vec<TxnOp> = ops.iter().map(|op| TxnOp::txn(txn_for(op))).collect();
         async move { kv.txn(Txn::new().and_then(nested)).await }
     })
@@ -424,7 +483,7 @@ async fn commit_batch(
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let resp = unsent_retried(|| {
-            let mut kv = self.client.kv_client();
+            let mut kv = kv_client(&self.client);
             async move { kv.get(key, None).await }
         })
         .await
@@ -450,7 +509,7 @@ impl Store for EtcdStore {
             opts = opts.with_revision(rev);
         }
         let resp = match unsent_retried(|| {
-            let (mut kv, start, opts) = (self.client.kv_client(), start.clone(), opts.clone());
+            let (mut kv, start, opts) = (kv_client(&self.client), start.clone(), opts.clone());
             async move { kv.get(start, Some(opts)).await }
         })
         .await
@@ -458,7 +517,13 @@ impl Store for EtcdStore {
             Ok(r) => r,
             Err(e) => {
                 let current = self.current_revision().await.unwrap_or(0);
-                return Err(map_read_err(e, request.revision, current));
+                return Err(match map_read_err(e, request.revision, current) {
+                    StoreError::Compacted { requested, .. } => StoreError::Compacted {
+                        requested,
+                        compacted: self.compaction_revision(requested).await,
+                    },
+                    other => other,
+                });
             }
         };
         let items = resp
@@ -495,7 +560,7 @@ impl Store for EtcdStore {
             opts = opts.with_start_revision(start_revision);
         }
         let (mut requests, mut responses) = unsent_retried(|| {
-            let (mut watches, opts) = (self.client.watch_client(), opts.clone());
+            let (mut watches, opts) = (watch_client(&self.client), opts.clone());
             async move { watches.watch(prefix, Some(opts)).await }
         })
         .await
@@ -545,7 +610,7 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let resp = unsent_retried(|| {
-            let mut kv = self.client.kv_client();
+            let mut kv = kv_client(&self.client);
             async move {
                 kv.get(vec![0], Some(GetOptions::new().with_count_only()))
                     .await
@@ -558,7 +623,7 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         match unsent_retried(|| {
-            let mut kv = self.client.kv_client();
+            let mut kv = kv_client(&self.client);
             async move {
                 kv.compact(revision, Some(CompactionOptions::new().with_physical()))
                     .await

@@ -184,9 +184,8 @@ fn deliver(result: Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>, re
             }
         }
         Err(e) => {
-            let msg = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(StoreError::unavailable(&msg)));
+                let _ = reply.send(Err(e.for_each_write()));
             }
         }
     }

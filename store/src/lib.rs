@@ -220,6 +220,14 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// The backend is out of space: its disk is full, or etcd's space quota
+    /// is reached (its NOSPACE alarm). Writes fail until space is freed;
+    /// reads still work.
+    #[error("out of space: {message}")]
+    NoSpace {
+        /// What the backend said.
+        message: String,
+    },
     /// The backend cannot be reached or failed; the operation may be retried.
     #[error("store unavailable: {message}")]
     Unavailable {
@@ -232,6 +240,17 @@ impl StoreError {
     pub(crate) fn unavailable(message: impl fmt::Display) -> Self {
         StoreError::Unavailable {
             message: message.to_string(),
+        }
+    }
+
+    /// The error each write of a failed batch gets: the same when it says
+    /// the store is out of space, else the store was unavailable for it.
+    pub(crate) fn for_each_write(&self) -> Self {
+        match self {
+            StoreError::NoSpace { message } => StoreError::NoSpace {
+                message: message.clone(),
+            },
+            other => StoreError::unavailable(other),
         }
     }
 }

@@ -78,6 +78,8 @@ struct MemberSpec<'a> {
     initial_cluster: &'a str,
     durability: Durability,
     tls: Option<&'a ServingTls>,
+    /// etcd's space quota (`--quota-backend-bytes`), when not its default.
+    quota_bytes: Option<u64>,
 }
 
 /// Starts one etcd member with its data and log in `dir`.
@@ -127,6 +129,9 @@ fn spawn_member(spec: &MemberSpec<'_>, dir: &std::path::Path) -> Result<Child, E
     if spec.durability == Durability::NoFsync {
         cmd.arg("--unsafe-no-fsync");
     }
+    if let Some(bytes) = spec.quota_bytes {
+        cmd.arg("--quota-backend-bytes").arg(bytes.to_string());
+    }
     if let Some(tls) = spec.tls {
         cmd.arg("--cert-file")
             .arg(&tls.cert)
@@ -170,13 +175,20 @@ impl EtcdServer {
 
     /// Starts a single-member etcd.
     pub fn start_with(durability: Durability) -> Result<Self, EtcdStartError> {
-        Self::retrying(|| Self::try_start(durability, None))
+        Self::retrying(|| Self::try_start(durability, None, None))
+    }
+
+    /// Starts a single-member etcd (no fsync) whose space quota is `bytes`:
+    /// once its database reaches it, etcd raises its NOSPACE alarm and
+    /// refuses writes.
+    pub fn start_with_quota(bytes: u64) -> Result<Self, EtcdStartError> {
+        Self::retrying(|| Self::try_start(Durability::NoFsync, None, Some(bytes)))
     }
 
     /// Starts a single-member etcd that serves TLS on its client port and
     /// requires client certificates (no fsync).
     pub fn start_tls(tls: &ServingTls) -> Result<Self, EtcdStartError> {
-        Self::retrying(|| Self::try_start(Durability::NoFsync, Some(tls)))
+        Self::retrying(|| Self::try_start(Durability::NoFsync, Some(tls), None))
     }
 
     fn retrying(
@@ -194,7 +206,11 @@ impl EtcdServer {
         Err(last.unwrap_or(EtcdStartError::NotReady { log: String::new() }))
     }
 
-    fn try_start(durability: Durability, tls: Option<&ServingTls>) -> Result<Self, EtcdStartError> {
+    fn try_start(
+        durability: Durability,
+        tls: Option<&ServingTls>,
+        quota_bytes: Option<u64>,
+    ) -> Result<Self, EtcdStartError> {
         let data = tempfile::Builder::new().prefix("corral-etcd-").tempdir()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{}", free_port()?);
@@ -209,6 +225,7 @@ impl EtcdServer {
             initial_cluster: &initial,
             durability,
             tls,
+            quota_bytes,
         };
         let mut child = spawn_member(&spec, data.path())?;
         if let Err(e) = wait_healthy(&mut child, &metrics, data.path()) {
@@ -284,6 +301,7 @@ impl EtcdCluster {
                 initial_cluster: &initial,
                 durability: Durability::NoFsync,
                 tls: None,
+                quota_bytes: None,
             };
             let child = spawn_member(&spec, data.path())?;
             started.push((
