@@ -167,6 +167,14 @@ impl TestServer {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// An admin client that does not retry 429, 503 or 504 answers.
+    pub async fn admin_without_retries(&self) -> Result<kube::Client, BoxError> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.pki.kubeconfig(&self.url))?;
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        config.default_retry = false;
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// An admin client that reaches the server at `url` (a [`Relay`]'s).
     pub async fn admin_via(&self, url: &str) -> Result<kube::Client, BoxError> {
         let kc = kube::config::Kubeconfig::from_yaml(&self.pki.kubeconfig(url))?;

@@ -508,8 +508,8 @@ where
 /// one the kubeconfig would give.
 pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<StartedAgent> {
     let home = home_dir(args.home.clone())?;
-    let client = match client {
-        Some(c) => c,
+    let (client, renewals) = match client {
+        Some(c) => (c.clone(), c),
         None => {
             let kubeconfig = args
                 .kubeconfig
@@ -521,7 +521,10 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
                 };
                 join(&kubeconfig, bootstrap, node).await?;
             }
-            client_from(&kubeconfig).await?
+            (
+                client_from(&kubeconfig).await?,
+                client_without_retries(&kubeconfig).await?,
+            )
         }
     };
     let node_name = node_name_of(&args, whoami(&client).await?)?;
@@ -591,7 +594,9 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         names.join(", "),
         sandboxes.display()
     );
-    let handle = tokio::spawn(agent::run(client, cfg, runtimes, stop_rx));
+    let handle = tokio::spawn(agent::run_renewing_with(
+        client, renewals, cfg, runtimes, stop_rx,
+    ));
     Ok(StartedAgent {
         summary,
         stop,
@@ -712,12 +717,22 @@ fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Vec<u8>> {
 
 /// A client for the API server a kubeconfig file names.
 pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
+    Ok(kube::Client::try_from(config_from(kubeconfig).await?)?)
+}
+
+/// The same, without kube's retries of 429, 503 and 504: for lease
+/// renewals, whose every outcome the agent must see as it comes.
+async fn client_without_retries(kubeconfig: &Path) -> Result<kube::Client> {
+    let mut config = config_from(kubeconfig).await?;
+    config.default_retry = false;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn config_from(kubeconfig: &Path) -> Result<kube::Config> {
     let text = std::fs::read_to_string(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let kc = kube::config::Kubeconfig::from_yaml(&text)?;
-    Ok(kube::Client::try_from(
-        kube::config::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?)
+    Ok(kube::config::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
 }
 
 #[cfg(test)]

@@ -168,7 +168,15 @@ impl Server {
 
     /// Kills it with SIGKILL (no clean-up), as a crash would.
     pub fn crash(mut self) -> Result<()> {
-        self.child.kill()?;
+        self.kill()
+    }
+
+    /// Kills it with SIGKILL and waits for it, keeping the handle (for a
+    /// server started again in its place, with `start_at`).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill()?;
+        }
         self.child.wait()?;
         Ok(())
     }

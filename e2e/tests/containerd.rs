@@ -15,6 +15,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Cluster {
     server: Server,
+    /// The server's home and address, kept for a server started again.
+    home: tempfile::TempDir,
+    listen: String,
     k: Kubectl,
     containerd: Containerd,
     agent: Option<Agent>,
@@ -30,7 +33,14 @@ impl Cluster {
     /// The same, with extra agent flags.
     fn start_with(node: &str, runtimes: &str, agent_flags: &[&str]) -> Result<Self> {
         let containerd = Containerd::start(&format!("corral-{node}"))?;
-        let server = Server::start()?;
+        let home = tempfile::tempdir()?;
+        let listen = format!(
+            "127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port()
+        );
+        let server = Server::start_at(home.path(), &listen, &[])?;
         let k = Kubectl::new(&server)?;
         k.run_stdin(
             &["apply", "-f", "-"],
@@ -39,6 +49,8 @@ impl Cluster {
         .ok()?;
         let mut c = Cluster {
             server,
+            home,
+            listen,
             k,
             containerd,
             agent: None,
@@ -364,6 +376,61 @@ fn a_kill_sends_sigterm_then_sigkill_after_the_grace_period() -> Result<()> {
         (2.0..20.0).contains(&s),
         "the stubborn task got SIGKILL after its 2 s grace: {s}"
     );
+    Ok(())
+}
+
+/// An ad-hoc task whose container exits while the control plane is down,
+/// on an agent killed before it could report: the end was kept on the
+/// agent's disk before the container was deleted, and the restarted agent
+/// reports it once (FAILED, exit code 3), never LOST, so it is not run again.
+#[test]
+fn an_exit_while_the_control_plane_is_down_survives_an_agent_restart() -> Result<()> {
+    let mut c = Cluster::start("ctd-ckpt", "containerd")?;
+    c.job("once", "adhoc", "32Mi", "sleep 6; exit 3", "")?;
+    c.wait_phase("once-0-0", "RUNNING")?;
+    c.server.kill()?;
+    let kept = c
+        .server
+        .home
+        .join("agent")
+        .join(&c.node)
+        .join("checkpoints");
+    wait_for("the end to be kept on the agent's disk", WAIT, || {
+        Ok(std::fs::read_dir(&kept).is_ok_and(|dir| {
+            dir.filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        }))
+    })
+    .with_context(|| c.logs())?;
+    wait_for("the container to be deleted", WAIT, || {
+        Ok(!c
+            .containerd
+            .ctr(&["containers", "ls"])?
+            .contains("once-0-0"))
+    })?;
+    c.agent.take().context("agent")?.crash()?;
+    c.server = Server::start_at(c.home.path(), &c.listen, &[])?;
+    c.start_agent("containerd", &[])?;
+    let task = c.wait_phase("once-0-0", "FAILED")?;
+    assert_eq!(task["status"]["exitCode"], 3, "{task}");
+    let ends: Vec<String> = events(&task)
+        .into_iter()
+        .map(|(phase, _)| phase)
+        .filter(|p| ["FINISHED", "FAILED", "KILLED", "LOST"].contains(&p.as_str()))
+        .collect();
+    assert_eq!(
+        ends,
+        ["FAILED"],
+        "one end, and no LOST: {:?}",
+        events(&task)
+    );
+    assert!(
+        c.task("once-0-1")?.is_none(),
+        "the ad-hoc task was not run again"
+    );
+    wait_for("the kept end to be forgotten", WAIT, || {
+        Ok(std::fs::read_dir(&kept).is_ok_and(|dir| dir.count() == 0))
+    })?;
     Ok(())
 }
 

@@ -168,31 +168,75 @@ async fn register(
     Ok(())
 }
 
-/// Renews every node's lease; true when all renewals succeeded.
-async fn renew(client: kube::Client, nodes: Vec<String>) -> bool {
+/// Why a lease renewal failed, as far as the agent can tell. Either way the
+/// lease is not renewed, so fenced tasks stop all the same (another API
+/// server may be recording this node as lost); the difference is what the
+/// agent says: its log, and the Event it leaves on its Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewalFailure {
+    /// No answer came: this machine is cut off, or no API server runs.
+    NoAnswer(String),
+    /// The API server answered with an error: the control plane is up but
+    /// cannot record the renewal (429: overloaded; 503: its store is down).
+    Refused {
+        /// The HTTP status code.
+        code: u16,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl RenewalFailure {
+    fn of(e: &kube::Error) -> Self {
+        match e {
+            kube::Error::Api(status) => RenewalFailure::Refused {
+                code: status.code,
+                message: status.message.clone(),
+            },
+            other => RenewalFailure::NoAnswer(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for RenewalFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenewalFailure::NoAnswer(e) => write!(
+                f,
+                "no answer from the API server (this machine is cut off, or the control plane is down): {e}"
+            ),
+            RenewalFailure::Refused { code, message } => write!(
+                f,
+                "the API server answered {code} ({message}): the control plane is reachable but could not record the renewal"
+            ),
+        }
+    }
+}
+
+/// Renews every node's lease; the first failure, if any renewal failed.
+async fn renew(client: kube::Client, nodes: Vec<String>) -> Result<(), RenewalFailure> {
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
     let renewals = nodes.into_iter().map(|name| {
         let leases = leases.clone();
         async move {
             let patch = json!({"spec": {"renewTime": micro_now()}});
-            match leases
+            leases
                 .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
-            {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "renewing the lease failed");
-                    false
-                }
-            }
+                .map(drop)
+                .map_err(|e| {
+                    let failure = RenewalFailure::of(&e);
+                    tracing::warn!(node = %name, error = %failure, "renewing the lease failed");
+                    failure
+                })
         }
     });
     futures::stream::iter(renewals)
         .buffer_unordered(64)
-        .collect::<Vec<bool>>()
+        .collect::<Vec<Result<(), RenewalFailure>>>()
         .await
         .into_iter()
-        .all(|ok| ok)
+        .collect()
 }
 
 async fn check_health(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health) {
@@ -208,8 +252,9 @@ async fn check_health(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health) {
     }
 }
 
-/// When the last lease renewal that succeeded was sent.
-type Renewed = Arc<std::sync::Mutex<tokio::time::Instant>>;
+/// When the last lease renewal that succeeded was sent, and why the last
+/// one failed (cleared by a success).
+type Renewed = Arc<std::sync::Mutex<(tokio::time::Instant, Option<RenewalFailure>)>>;
 
 /// Runs the agent until `stop` turns true.
 ///
@@ -222,6 +267,20 @@ pub async fn run(
     client: kube::Client,
     cfg: AgentConfig,
     runtimes: Vec<Arc<dyn ContainerRuntime>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    run_renewing_with(client.clone(), client, cfg, runtimes, stop).await
+}
+
+/// [`run`], renewing leases through `lease_client`: a client that does not
+/// retry behind the agent's back (kube's default retries 429, 503 and 504
+/// with a backoff), so each renewal's outcome, and why it failed, is known
+/// when it happens; the agent renews again on its own schedule anyway.
+pub async fn run_renewing_with(
+    client: kube::Client,
+    lease_client: kube::Client,
+    cfg: AgentConfig,
+    runtimes: Vec<Arc<dyn ContainerRuntime>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     if runtimes.is_empty() {
@@ -229,7 +288,7 @@ pub async fn run(
     }
     let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
     register(&client, &cfg, &kinds).await?;
-    let renewed: Renewed = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let renewed: Renewed = Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), None)));
     let health: Health = Arc::new(
         runtimes
             .iter()
@@ -300,25 +359,31 @@ pub async fn run(
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             _ = renewals.tick() => {
-                let (client, nodes, renewed) = (client.clone(), cfg.nodes.clone(), renewed.clone());
+                let (client, nodes, renewed) = (lease_client.clone(), cfg.nodes.clone(), renewed.clone());
                 let sent = tokio::time::Instant::now();
                 tokio::spawn(async move {
-                    if renew(client, nodes).await
-                        && let Ok(mut r) = renewed.lock()
-                    {
-                        *r = (*r).max(sent);
+                    let outcome = renew(client, nodes).await;
+                    if let Ok(mut r) = renewed.lock() {
+                        match outcome {
+                            Ok(()) => *r = (r.0.max(sent), None),
+                            Err(failure) => r.1 = Some(failure),
+                        }
                     }
                 });
             }
             _ = fence_checks.tick() => {
-                let last = renewed.lock().map(|r| *r).unwrap_or_else(|_| tokio::time::Instant::now());
+                let (last, failure) = renewed
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_else(|_| (tokio::time::Instant::now(), None));
                 let unrenewed = last.elapsed();
                 if unrenewed >= cfg.fence_after() {
                     // Kills end by three quarters of the lease; the control
                     // plane replaces nothing before it expires.
-                    book.fence(cfg.fence_after() / 2, cfg.fence);
+                    let cause = failure.map_or_else(|| "no renewal has come back".to_owned(), |f| f.to_string());
+                    book.fence(cfg.fence_after() / 2, cfg.fence, &cause, last);
                 } else if book.is_fenced() {
-                    book.unfence(unrenewed);
+                    book.unfence();
                     if listed {
                         book.sweep();
                     }

@@ -115,6 +115,10 @@ pub(crate) struct Supervisor {
     ended: HashMap<String, Option<String>>,
     /// While fenced: the tasks fencing killed.
     fenced: Option<Vec<String>>,
+    /// Why the lease went unrenewed when fencing began, and when it was
+    /// last renewed before.
+    fence_cause: String,
+    last_renewed: tokio::time::Instant,
     /// Where runtimes keep ends until they are reported.
     checkpoints: Option<Checkpoints>,
     /// Ends kept by an earlier run of the agent, reported after the first list.
@@ -151,6 +155,8 @@ impl Supervisor {
             killing: HashSet::new(),
             ended,
             fenced: None,
+            fence_cause: String::new(),
+            last_renewed: tokio::time::Instant::now(),
             checkpoints,
             restored,
         }
@@ -502,7 +508,13 @@ impl Supervisor {
     /// jobs (with `every_task`, everything this agent runs), each with a
     /// grace of at most `grace_cap`, and launches nothing until
     /// [`Supervisor::unfence`].
-    pub(crate) fn fence(&mut self, grace_cap: Duration, every_task: bool) {
+    pub(crate) fn fence(
+        &mut self,
+        grace_cap: Duration,
+        every_task: bool,
+        cause: &str,
+        last_renewed: tokio::time::Instant,
+    ) {
         let newly = self.fenced.is_none();
         let mut killed = self.fenced.take().unwrap_or_default();
         let book: Vec<(String, usize)> = self
@@ -520,8 +532,11 @@ impl Supervisor {
         if newly {
             tracing::warn!(
                 tasks = killed.len(),
+                %cause,
                 "lease not renewed: fencing this node's fenced tasks"
             );
+            self.fence_cause = cause.to_owned();
+            self.last_renewed = last_renewed;
         }
         self.fenced = Some(killed);
     }
@@ -533,7 +548,8 @@ impl Supervisor {
 
     /// The lease is renewed again: launches resume; what fencing killed is
     /// recorded on the nodes.
-    pub(crate) fn unfence(&mut self, unrenewed_for: Duration) {
+    pub(crate) fn unfence(&mut self) {
+        let unrenewed_for = self.last_renewed.elapsed();
         let Some(killed) = self.fenced.take() else {
             return;
         };
@@ -552,8 +568,9 @@ impl Supervisor {
                 node.clone(),
                 "Fenced",
                 format!(
-                    "the lease went unrenewed for {}s, so the agent killed its tasks before the control plane could replace them: {}",
+                    "the lease went unrenewed for {}s ({}), so the agent killed its fenced tasks before the control plane could replace them: {}",
                     unrenewed_for.as_secs(),
+                    self.fence_cause,
                     mine.join(", ")
                 ),
             ));

@@ -13,6 +13,8 @@ use corral_apiserver::testing::Relay;
 use corral_node_agent::runtime::{ContainerRuntime, Simulated};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, DeleteParams, ListParams};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A relay to the API server for agent `a` that the tests cut and heal.
 async fn partition(h: &Harness) -> Result<Relay> {
@@ -200,9 +202,134 @@ async fn a_cut_off_agent_stops_only_the_tasks_of_fenced_jobs() -> Result<()> {
         Ok(node_events(&h.client, "a", "Fenced")
             .await?
             .iter()
-            .any(|m| m.contains("default/solo-0-0") && !m.contains("web-0-0")))
+            .any(|m| {
+                m.contains("default/solo-0-0")
+                    && !m.contains("web-0-0")
+                    && m.contains("no answer from the API server")
+            }))
     })
     .await?;
+    a.stop().await?;
+    ctl.stop().await
+}
+
+/// A store whose writes fail while `down`, as during a store outage: the
+/// API server keeps answering, and answers writes 503.
+#[derive(Debug)]
+struct FailingWrites {
+    inner: Arc<dyn corral_store::Store>,
+    down: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl corral_store::Store for FailingWrites {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<corral_store::KeyValue>, corral_store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        request: corral_store::RangeRequest,
+    ) -> Result<corral_store::RangeResponse, corral_store::StoreError> {
+        self.inner.range(request).await
+    }
+    async fn write(
+        &self,
+        op: corral_store::WriteOp,
+    ) -> Result<corral_store::WriteOutcome, corral_store::StoreError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(corral_store::StoreError::Unavailable {
+                message: "the store is down".into(),
+            });
+        }
+        self.inner.write(op).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        start: i64,
+    ) -> Result<corral_store::WatchStream, corral_store::StoreError> {
+        self.inner.watch(prefix, start).await
+    }
+    async fn current_revision(&self) -> Result<i64, corral_store::StoreError> {
+        self.inner.current_revision().await
+    }
+    async fn request_progress(&self) -> Result<(), corral_store::StoreError> {
+        self.inner.request_progress().await
+    }
+    fn reports_progress(&self) -> bool {
+        self.inner.reports_progress()
+    }
+    async fn compact(&self, revision: i64) -> Result<(), corral_store::StoreError> {
+        self.inner.compact(revision).await
+    }
+}
+
+#[tokio::test]
+async fn an_agent_tells_a_control_plane_that_answers_but_cannot_renew_from_being_cut_off()
+-> Result<()> {
+    let store = Arc::new(FailingWrites {
+        inner: Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        down: AtomicBool::new(false),
+    });
+    let server = corral_apiserver::testing::TestServer::start_over(store.clone())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    server.roles(common::ROLES).await.map_err(|e| anyhow!(e))?;
+    let h = Harness {
+        client: server.client.clone(),
+        server,
+    };
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    // The agent's client retries nothing, as `corral agent` renews leases.
+    let a = Agent::with_lease(
+        h.server
+            .admin_without_retries()
+            .await
+            .map_err(|e| anyhow!(e))?,
+        "a",
+        true,
+        Simulated::default(),
+        FENCED_LEASE_SECONDS,
+    );
+    let ctl = Controllers::start(&h.client);
+    service(&h.client, "web", 1).await?;
+    eventually("the instance to run on a", || async {
+        running_on(&tasks, "web-0-0", "a").await
+    })
+    .await?;
+    // The API server answers, but no renewal can be recorded: the lease
+    // lapses all the same, so a fences.
+    store.down.store(true, Ordering::Relaxed);
+    eventually("a to fence its task", || async { Ok(a.runs().is_empty()) }).await?;
+    store.down.store(false, Ordering::Relaxed);
+    let said = eventually("a to say why it fenced", || async {
+        Ok(node_events(&h.client, "a", "Fenced")
+            .await?
+            .iter()
+            .any(|m| m.contains("the API server answered 503") && m.contains("default/web-0-0")))
+    })
+    .await;
+    let said_so = node_events(&h.client, "a", "Fenced").await?;
+    if let Err(e) = said {
+        anyhow::bail!("{e}: {said_so:?}");
+    }
+    // And for how long: from the last renewal, at least the half lease
+    // after which it fenced.
+    let secs: Vec<u64> = said_so
+        .iter()
+        .filter_map(|m| {
+            m.split("unrenewed for ")
+                .nth(1)?
+                .split('s')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(secs.iter().any(|s| *s >= 3), "{said_so:?}");
     a.stop().await?;
     ctl.stop().await
 }

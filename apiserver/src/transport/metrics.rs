@@ -9,6 +9,10 @@
 //! - `apiserver_flowcontrol_current_executing_requests{priority_level}`
 //!   (`exempt`, `system`, `workload`: the same requests by the share they
 //!   draw on);
+//! - `apiserver_flowcontrol_request_wait_duration_seconds{priority_level}`
+//!   (time waiting for a slot, whether one came or the answer was 429) and
+//!   `apiserver_flowcontrol_request_execution_seconds{priority_level}` (from
+//!   the slot to the answer; long-running requests are not timed);
 //! - `apiserver_storage_objects{resource}` (objects in the watch cache);
 //! - `apiserver_registered_watchers` (watches served from the cache).
 //!
@@ -158,6 +162,8 @@ pub struct Metrics {
     durations: Family<RequestLabels, Histogram>,
     inflight: Family<KindLabels, Gauge>,
     executing: Family<LevelLabels, Gauge>,
+    waits: Family<LevelLabels, Histogram>,
+    executions: Family<LevelLabels, Histogram>,
     objects: Family<ResourceLabels, Gauge>,
     watchers: Gauge,
 }
@@ -197,6 +203,12 @@ impl Metrics {
         );
         let inflight = Family::<KindLabels, Gauge>::default();
         let executing = Family::<LevelLabels, Gauge>::default();
+        let level_histogram = || {
+            Family::<LevelLabels, Histogram>::new_with_constructor(
+                (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+            )
+        };
+        let (waits, executions) = (level_histogram(), level_histogram());
         let objects = Family::<ResourceLabels, Gauge>::default();
         let watchers = Gauge::default();
         registry.register(
@@ -220,6 +232,16 @@ impl Metrics {
             executing.clone(),
         );
         registry.register(
+            "apiserver_flowcontrol_request_wait_duration_seconds",
+            "Time requests waited for a slot of their priority level",
+            waits.clone(),
+        );
+        registry.register(
+            "apiserver_flowcontrol_request_execution_seconds",
+            "Time from a request's slot to its answer, by priority level (watches and followed logs excluded)",
+            executions.clone(),
+        );
+        registry.register(
             "apiserver_storage_objects",
             "Objects stored, per resource",
             objects.clone(),
@@ -235,8 +257,22 @@ impl Metrics {
             durations,
             inflight,
             executing,
+            waits,
+            executions,
             objects,
             watchers,
+        }
+    }
+
+    /// Times one request's wait for a slot of `level`, and its execution
+    /// once it had one (`None`: it got none, or runs long).
+    pub fn observe_level(&self, level: &'static str, waited: f64, executed: Option<f64>) {
+        let labels = LevelLabels {
+            priority_level: level,
+        };
+        self.waits.get_or_create(&labels).observe(waited);
+        if let Some(s) = executed {
+            self.executions.get_or_create(&labels).observe(s);
         }
     }
 
@@ -419,6 +455,8 @@ mod tests {
         m.observe(list, 200, Some(0.003));
         m.observe(list, 200, Some(0.03));
         m.observe(list, 429, Some(0.0001));
+        m.observe_level("system", 0.0, Some(0.002));
+        m.observe_level("workload", 1.0, None);
         let text = m
             .encode(&Snapshot {
                 inflight: (3, 1),
@@ -432,6 +470,8 @@ mod tests {
             r#"apiserver_request_total{verb="LIST",group="corral.dev",resource="jobs",subresource="",code="429"} 1"#,
             r#"apiserver_request_duration_seconds_bucket{le="0.005",verb="LIST",group="corral.dev",resource="jobs",subresource=""} 2"#,
             r#"apiserver_request_duration_seconds_count{verb="LIST",group="corral.dev",resource="jobs",subresource=""} 3"#,
+            r#"apiserver_flowcontrol_request_wait_duration_seconds_count{priority_level="workload"} 1"#,
+            r#"apiserver_flowcontrol_request_execution_seconds_bucket{le="0.005",priority_level="system"} 1"#,
             r#"apiserver_current_inflight_requests{request_kind="readOnly"} 3"#,
             r#"apiserver_current_inflight_requests{request_kind="mutating"} 1"#,
             r#"apiserver_storage_objects{resource="jobs.corral.dev"} 7"#,

@@ -236,6 +236,16 @@ pub fn serve_with_options(
     })
 }
 
+/// How a request fared at the in-flight limits: its priority level, how
+/// long it waited, and whether (and when) it got a slot.
+#[derive(Debug)]
+struct Admitted {
+    level: PriorityLevel,
+    waited: Duration,
+    at: std::time::Instant,
+    slot: bool,
+}
+
 async fn handle(
     api: Api,
     shared: Shared,
@@ -260,8 +270,9 @@ async fn handle(
     let class = RequestClass::of(&info);
     let metrics = shared.metrics.clone();
     let (timeout, closing) = (shared.request_timeout, shared.closing.clone());
+    let admitted = Arc::new(std::sync::OnceLock::<Admitted>::new());
     let work = {
-        let (info, audit) = (info.clone(), audit.clone());
+        let (info, audit, seen) = (info.clone(), audit.clone(), admitted.clone());
         async move {
             if let Some(r) = route::unauthenticated(&info) {
                 return Ok(r);
@@ -273,7 +284,15 @@ async fn handle(
             // Counted once the caller is known, at the caller's level, as
             // kube-apiserver counts. The slot is held until the answer is built.
             let level = PriorityLevel::of(&user.name, &user.groups);
-            let _slot = shared.inflight.admit(class, level, &user.name).await?;
+            let asked = std::time::Instant::now();
+            let slot = shared.inflight.admit(class, level, &user.name).await;
+            let _ = seen.set(Admitted {
+                level,
+                waited: asked.elapsed(),
+                at: std::time::Instant::now(),
+                slot: slot.is_ok(),
+            });
+            let _slot = slot?;
             authz::authorize(&shared, &user, &info, audit.as_ref())?;
             body::audit_body(&req);
             // A stream (a watch, a followed log) counts against its user's
@@ -299,11 +318,19 @@ async fn handle(
     };
     let response = deadline::run(&info, timeout, closing, audit.as_ref(), work).await;
     let elapsed = started.elapsed();
+    let timed = class != RequestClass::LongRunning;
     metrics.observe(
         labels,
         response.status().as_u16(),
-        (class != RequestClass::LongRunning).then_some(elapsed.as_secs_f64()),
+        timed.then_some(elapsed.as_secs_f64()),
     );
+    if let Some(a) = admitted.get() {
+        metrics.observe_level(
+            a.level.name(),
+            a.waited.as_secs_f64(),
+            (timed && a.slot).then(|| a.at.elapsed().as_secs_f64()),
+        );
+    }
     tracing::debug!(%peer, method = %info.method, path = %info.path, status = response.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
     Ok(response)
 }
