@@ -57,6 +57,12 @@ pub const MAX_HOLD_SECONDS: i64 = 300;
 /// the flapping backoff reach its cap.
 pub const ENDED_TASKS_KEPT_PER_INSTANCE: usize = 10;
 
+/// Ended tasks a service keeps of the instances it was scaled away from,
+/// newest first (Aurora keeps 100 ended tasks a job): a service scaled up
+/// and down every day would otherwise keep ten ended tasks for every
+/// instance it ever had.
+pub const ENDED_TASKS_KEPT_SCALED_AWAY: usize = 100;
+
 /// Set on a Task created held back: the RFC 3339 time its hold ends.
 pub const THROTTLED_UNTIL_ANNOTATION: &str = "corral.dev/throttled-until";
 
@@ -326,19 +332,33 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         }
     }
     plan.update = Some((roll.updated, roll.rolling));
-    // Service instances keep their newest ended tasks only.
+    // Service instances keep their newest ended tasks only, and those of
+    // instances scaled away a bounded number in all.
     if s.kind == JobKind::Service {
-        for history in by_instance.values() {
+        let mut scaled_away: Vec<&&TaskView> = Vec::new();
+        for (instance, history) in &by_instance {
             let mut ended: Vec<&&TaskView> =
                 history.iter().filter(|t| t.phase.is_terminal()).collect();
             ended.sort_by_key(|t| std::cmp::Reverse(t.attempt));
-            plan.prune.extend(
-                ended
-                    .into_iter()
-                    .skip(ENDED_TASKS_KEPT_PER_INSTANCE)
-                    .map(|t| t.name.clone()),
-            );
+            let (kept, pruned) = ended.split_at(ended.len().min(ENDED_TASKS_KEPT_PER_INSTANCE));
+            plan.prune.extend(pruned.iter().map(|t| t.name.clone()));
+            if *instance >= s.instances {
+                scaled_away.extend(kept);
+            }
         }
+        scaled_away.sort_by_key(|t| {
+            (
+                std::cmp::Reverse(t.ended),
+                t.instance,
+                std::cmp::Reverse(t.attempt),
+            )
+        });
+        plan.prune.extend(
+            scaled_away
+                .into_iter()
+                .skip(ENDED_TASKS_KEPT_SCALED_AWAY)
+                .map(|t| t.name.clone()),
+        );
     }
     for (instance, history) in &by_instance {
         if *instance >= s.instances {
@@ -605,6 +625,32 @@ mod tests {
 
     fn p_hold(j: &Job, tasks: &[TaskView]) -> Option<i64> {
         reconcile(j, tasks).holds.values().next().copied()
+    }
+
+    #[test]
+    fn a_service_keeps_a_bounded_number_of_ended_tasks_of_instances_scaled_away() {
+        // Scaled from 300 instances to 2: instances 2..300 each left one
+        // killed task, ended one after the other.
+        let mut tasks: Vec<TaskView> = (0..300)
+            .map(|i| {
+                let mut k = t(i, 0, TaskPhase::Killed);
+                k.ended = Some(i64::from(i) * 1000);
+                k
+            })
+            .collect();
+        for task in tasks.iter_mut().take(2) {
+            task.phase = TaskPhase::Running;
+            task.ended = None;
+        }
+        let p = reconcile(&job("service", 2, 1), &tasks);
+        let mut pruned = p.prune.clone();
+        pruned.sort();
+        let mut want: Vec<String> = (2..200).map(|i| task_name("j", i, 0)).collect();
+        want.sort();
+        assert_eq!(pruned, want, "the 100 that ended last stay");
+        // Within the bound, nothing of theirs goes.
+        let p = reconcile(&job("service", 2, 1), &tasks[..102]);
+        assert!(p.prune.is_empty(), "{:?}", p.prune);
     }
 
     #[test]
