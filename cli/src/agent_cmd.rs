@@ -147,6 +147,12 @@ pub struct RunArgs {
     /// Where task sandboxes live (default `$CORRAL_HOME/agent/<node>/sandboxes`).
     #[arg(long, env = "CORRAL_AGENT_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// How long an ended task's sandbox and output stay after its last
+    /// write (`30s`, `10m`, `24h`; `0s`: at once), shortened as the disk
+    /// fills and cut to nothing once less than a tenth of it is free
+    /// (Mesos' `--gc_delay`).
+    #[arg(long, env = "CORRAL_AGENT_SANDBOX_GC_DELAY", default_value = "24h", value_parser = parse_delay)]
+    sandbox_gc_delay: Duration,
     /// Offer this fraction (0–1) of the CPU and memory that non-revocable
     /// tasks leave idle as revocable capacity, re-estimated at every usage
     /// sample (off by default).
@@ -193,6 +199,7 @@ const VALUE_FLAGS: &[&str] = &[
     "log-listen",
     "advertise-address",
     "work-dir",
+    "sandbox-gc-delay",
     "cgroup-root",
     "containerd-address",
     "containerd-namespace",
@@ -578,6 +585,10 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         reconcile_every: Duration::from_secs(args.reconcile_seconds.max(1)),
         fence: args.fence,
         checkpoints: Some(checkpoints),
+        sandbox_gc: Some(corral_node_agent::sandbox_gc::SandboxGc {
+            root: sandboxes.clone(),
+            delay: args.sandbox_gc_delay,
+        }),
     };
     if let Some(f) = args.oversubscribe
         && !(0.0..=1.0).contains(&f)
@@ -713,6 +724,12 @@ fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Vec<u8>> {
         "{} has no certificate authority; the log endpoint needs one (or pass --log-listen none)",
         path.display()
     )
+}
+
+/// A duration flag: a number and `ms`, `s`, `m` or `h`.
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    corral_node_agent::runtime::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 10m or 24h"))
 }
 
 /// A client for the API server a kubeconfig file names.

@@ -21,7 +21,9 @@
 //!
 //! `CORRAL_SOAK_MINUTES` (default 30), `CORRAL_SOAK_NODES` (default 5000),
 //! `CORRAL_SOAK_PERIOD_SECONDS` (day↔night, default 240),
-//! `CORRAL_SOAK_WARM_UP_SECONDS` and `CORRAL_SOAK_SETTLE_SECONDS` (300 each);
+//! `CORRAL_SOAK_WARM_UP_SECONDS` (600: two compaction intervals, so the
+//! store has begun reusing what compaction frees) and
+//! `CORRAL_SOAK_SETTLE_SECONDS` (300);
 //! `CORRAL_BIN` names the binary (default: target/release, else debug).
 //! Run: `cargo build -p corral-cli --release && cargo bench -p corral-e2e --bench soak`
 
@@ -269,7 +271,7 @@ async fn main() -> Result<()> {
     );
     let filler = capacity * 2 / 5;
     let period = Duration::from_secs(env("CORRAL_SOAK_PERIOD_SECONDS", 240));
-    let warm_up = Duration::from_secs(env("CORRAL_SOAK_WARM_UP_SECONDS", 300));
+    let warm_up = Duration::from_secs(env("CORRAL_SOAK_WARM_UP_SECONDS", 600));
     let settle = Duration::from_secs(env("CORRAL_SOAK_SETTLE_SECONDS", 300));
     println!(
         "soak: {minutes} min, {nodes} simulated nodes (+100 flapping), {SERVICES} services of {night}↔{day}, filler {filler}"

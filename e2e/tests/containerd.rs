@@ -155,15 +155,19 @@ spec:
         self.task(name)?.context("task vanished")
     }
 
-    fn sandbox_file(&self, task: &str, file: &str) -> String {
-        let p = self
-            .server
-            .home
-            .join("agent")
-            .join(&self.node)
-            .join("sandboxes")
-            .join(format!("analytics.{task}"))
-            .join(file);
+    /// What the task wrote to `stream`, as the agent keeps it (outside the
+    /// task's sandbox).
+    fn output(&self, task: &str, stream: &str) -> String {
+        let p = corral_node_agent::runtime::task_files_dir(
+            &self
+                .server
+                .home
+                .join("agent")
+                .join(&self.node)
+                .join("sandboxes"),
+            &format!("analytics/{task}"),
+        )
+        .join(stream);
         std::fs::read_to_string(p).unwrap_or_default()
     }
 
@@ -227,14 +231,14 @@ fn tasks_run_in_containerd_with_their_limits_output_and_exit_codes() -> Result<(
         "{ok}"
     );
     assert_eq!(ok["status"]["exitCode"], 0);
-    let out = c.sandbox_file("ok-0-0", "stdout");
+    let out = c.output("ok-0-0", "stdout");
     assert!(out.contains("hello from analytics/ok-0-0"), "{out}");
     assert!(
         out.contains("\n50000\n"),
         "cpus 0.5 is a 50 ms quota: {out}"
     );
     assert!(out.contains("\n67108864\n"), "64Mi memory limit: {out}");
-    assert_eq!(c.sandbox_file("ok-0-0", "stderr").trim(), "to-stderr");
+    assert_eq!(c.output("ok-0-0", "stderr").trim(), "to-stderr");
     let bad = c.wait_phase("bad-0-0", "FAILED")?;
     assert_eq!(bad["status"]["exitCode"], 3);
     assert_eq!(
@@ -248,6 +252,45 @@ fn tasks_run_in_containerd_with_their_limits_output_and_exit_codes() -> Result<(
             .trim()
             .is_empty())
     })?;
+    Ok(())
+}
+
+/// A task that plants links named like its output in its sandbox gets
+/// nothing from outside it through its log, and the next task of the same
+/// name (its job deleted and created again, the sandbox still there) does
+/// not make the agent's side write through them.
+#[test]
+fn links_planted_in_a_sandbox_lead_nowhere() -> Result<()> {
+    let c = Cluster::start("ctd-links", "containerd")?;
+    let victim = c.home.path().join("victim");
+    std::fs::write(&victim, "host file\n")?;
+    let plant = format!(
+        "ln -s {v} /mnt/sandbox/stdout; ln -s {v} /mnt/sandbox/stderr; echo planted",
+        v = victim.display()
+    );
+    c.job("evil", "adhoc", "32Mi", &plant, "")?;
+    c.wait_phase("evil-0-0", "FINISHED")?;
+    let log =
+        c.k.run(&[
+            "get",
+            "--raw",
+            "/apis/corral.dev/v1alpha1/namespaces/analytics/tasks/evil-0-0/log",
+        ])?
+        .ok()?;
+    assert_eq!(log, "planted\n", "the log is the task's own output");
+    c.k.run(&["-n", "analytics", "delete", "job", "evil", "--wait=true"])?
+        .ok()?;
+    wait_for("the old task to go", WAIT, || {
+        Ok(c.task("evil-0-0")?.is_none())
+    })?;
+    c.job("evil", "adhoc", "32Mi", "echo second", "")?;
+    c.wait_phase("evil-0-0", "FINISHED")?;
+    assert_eq!(
+        std::fs::read_to_string(&victim)?,
+        "host file\n",
+        "nothing written through the links"
+    );
+    assert_eq!(c.output("evil-0-0", "stdout"), "second\n");
     Ok(())
 }
 
@@ -308,9 +351,9 @@ fn crun_runs_tasks_with_the_same_limits_and_failure_reasons() -> Result<()> {
         std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
     wait_for("the limits to be printed", WAIT, || {
-        Ok(c.sandbox_file("limits-0-0", "stdout").lines().count() >= 2)
+        Ok(c.output("limits-0-0", "stdout").lines().count() >= 2)
     })?;
-    let out = c.sandbox_file("limits-0-0", "stdout");
+    let out = c.output("limits-0-0", "stdout");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["50000", "67108864"],
@@ -343,8 +386,8 @@ fn a_kill_sends_sigterm_then_sigkill_after_the_grace_period() -> Result<()> {
     c.wait_phase("polite-0-0", "RUNNING")?;
     c.wait_phase("stubborn-0-0", "RUNNING")?;
     wait_for("both to print", WAIT, || {
-        Ok(c.sandbox_file("polite-0-0", "stdout").contains("up")
-            && c.sandbox_file("stubborn-0-0", "stdout").contains("up"))
+        Ok(c.output("polite-0-0", "stdout").contains("up")
+            && c.output("stubborn-0-0", "stdout").contains("up"))
     })?;
     for job in ["polite", "stubborn"] {
         c.k.run(&[
@@ -361,7 +404,7 @@ fn a_kill_sends_sigterm_then_sigkill_after_the_grace_period() -> Result<()> {
     }
     let polite = c.wait_phase("polite-0-0", "KILLED")?;
     let stubborn = c.wait_phase("stubborn-0-0", "KILLED")?;
-    assert!(c.sandbox_file("polite-0-0", "stdout").contains("got TERM"));
+    assert!(c.output("polite-0-0", "stdout").contains("got TERM"));
     let took = |t: &Value| -> Result<f64> {
         let from = event_time(t, "KILLING").context("KILLING event")?;
         let to = event_time(t, "KILLED").context("KILLED event")?;
@@ -500,9 +543,9 @@ fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
     )?;
     c.wait_phase("first-0-0", "FINISHED")?;
     assert!(
-        c.sandbox_file("first-0-0", "stdout").contains("memory:/\n"),
+        c.output("first-0-0", "stdout").contains("memory:/\n"),
         "containerd's cgroup namespace hides the path: {}",
-        c.sandbox_file("first-0-0", "stdout")
+        c.output("first-0-0", "stdout")
     );
     c.containerd.stop()?;
     // The agent notices within its health interval; later tasks run as processes.
@@ -520,7 +563,7 @@ fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
         "",
     )?;
     c.wait_phase("second-0-0", "FINISHED")?;
-    let out = c.sandbox_file("second-0-0", "stdout");
+    let out = c.output("second-0-0", "stdout");
     assert!(
         out.contains("memory:/corral/analytics.second-0-0"),
         "a host process in its own cgroup: {out}"
@@ -719,10 +762,7 @@ fn an_image_missing_on_the_node_is_pulled_from_its_registry() -> Result<()> {
     let script = "echo pulled-and-ran";
     c.job_with_image(&image, "pulled", "adhoc", "64Mi", script, "")?;
     c.wait_phase("pulled-0-0", "FINISHED")?;
-    assert!(
-        c.sandbox_file("pulled-0-0", "stdout")
-            .contains("pulled-and-ran")
-    );
+    assert!(c.output("pulled-0-0", "stdout").contains("pulled-and-ran"));
     assert!(
         c.containerd.ctr(&["images", "ls", "-q"])?.contains(&image),
         "the image stays for the next task"
@@ -763,9 +803,6 @@ fn archives_in_the_image_dir_are_imported_when_the_agent_starts() -> Result<()> 
         "",
     )?;
     c.wait_phase("imported-0-0", "FINISHED")?;
-    assert!(
-        c.sandbox_file("imported-0-0", "stdout")
-            .contains("from-the-dir")
-    );
+    assert!(c.output("imported-0-0", "stdout").contains("from-the-dir"));
     Ok(())
 }

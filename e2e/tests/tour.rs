@@ -43,14 +43,21 @@ fn ok(r: Run, what: &str) -> Result<String> {
     r.ok().with_context(|| what.to_owned())
 }
 
-/// Pids of the task processes `corral up` started (their sandboxes' `.pid`).
+/// Pids of the task processes `corral up` started (the `pid` files the
+/// agent keeps beside their sandboxes).
 fn task_pids(home: &std::path::Path) -> Result<Vec<i32>> {
     let mut pids = Vec::new();
     for node in std::fs::read_dir(home.join("agent"))? {
-        let sandboxes = node?.path().join("sandboxes");
-        for sandbox in std::fs::read_dir(sandboxes)? {
+        let tasks = node?
+            .path()
+            .join("sandboxes")
+            .join(corral_node_agent::runtime::TASK_FILES);
+        let Ok(tasks) = std::fs::read_dir(tasks) else {
+            continue;
+        };
+        for task in tasks {
             // `PID STARTTIME`
-            if let Ok(text) = std::fs::read_to_string(sandbox?.path().join(".pid"))
+            if let Ok(text) = std::fs::read_to_string(task?.path().join("pid"))
                 && let Some(pid) = text.split_whitespace().next()
             {
                 pids.push(pid.parse()?);

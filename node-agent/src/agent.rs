@@ -79,6 +79,8 @@ pub struct AgentConfig {
     /// Where the runtimes keep task ends until they are reported (the same
     /// directory they were given; none: ends are not kept across restarts).
     pub checkpoints: Option<crate::checkpoint::Checkpoints>,
+    /// Removing ended tasks' sandboxes (none: they stay).
+    pub sandbox_gc: Option<crate::sandbox_gc::SandboxGc>,
 }
 
 impl AgentConfig {
@@ -100,6 +102,7 @@ impl AgentConfig {
             reconcile_every: RECONCILE_EVERY,
             fence: false,
             checkpoints: None,
+            sandbox_gc: None,
         }
     }
 
@@ -252,6 +255,9 @@ async fn check_health(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health) {
     }
 }
 
+/// How often ended tasks' sandboxes are looked for.
+const SANDBOX_GC_EVERY: Duration = Duration::from_secs(30);
+
 /// When the last lease renewal that succeeded was sent, and why the last
 /// one failed (cleared by a success).
 type Renewed = Arc<std::sync::Mutex<(tokio::time::Instant, Option<RenewalFailure>)>>;
@@ -350,6 +356,7 @@ pub async fn run_renewing_with(
     let mut samples = tokio::time::interval(cfg.sample_every);
     let mut sweeps = tokio::time::interval(cfg.reconcile_every);
     let mut fence_checks = tokio::time::interval(Duration::from_millis(200));
+    let mut sandbox_sweeps = tokio::time::interval(SANDBOX_GC_EVERY);
     let mut last_cpu: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
     // Keys listed since the watch began (re)listing; None outside a listing.
     let mut listing: Option<HashSet<String>> = None;
@@ -390,6 +397,17 @@ pub async fn run_renewing_with(
                 }
             }
             _ = sweeps.tick(), if listed => book.sweep(),
+            _ = sandbox_sweeps.tick(), if listed && cfg.sandbox_gc.is_some() => {
+                if let Some(gc) = cfg.sandbox_gc.clone() {
+                    let live = book.live_keys();
+                    tokio::task::spawn_blocking(move || {
+                        let gone = crate::sandbox_gc::collect(&gc, &live);
+                        if !gone.is_empty() {
+                            tracing::info!(tasks = gone.len(), "removed ended tasks' sandboxes");
+                        }
+                    });
+                }
+            }
             _ = samples.tick() => {
                 if let [node] = cfg.nodes.as_slice() {
                     let usage = sample_usage(&runtimes, &book.tasks, &mut last_cpu);

@@ -7,6 +7,8 @@
 //!   and fencing.
 //! - [`usage`]: usage sampling and the revocable-capacity estimate.
 //! - [`logs`]: the HTTPS endpoint the API server proxies task logs from.
+//! - [`sandbox_gc`]: ended tasks' sandboxes and output removed after a
+//!   delay that shrinks as the disk fills.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
 //!
@@ -19,6 +21,7 @@ pub mod flags;
 pub mod join;
 pub mod logs;
 pub mod runtime;
+pub mod sandbox_gc;
 pub mod secrets;
 pub mod supervise;
 pub mod usage;

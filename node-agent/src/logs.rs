@@ -9,9 +9,12 @@
 //!   one in the agent's kubeconfig): the API server uses its admin
 //!   certificate. Anything else fails the TLS handshake.
 //! - `GET /logs/<namespace>/<task>?stream=stdout|stderr&follow=true&tailLines=N`
-//!   answers the sandbox file `<sandboxes>/<namespace>.<task>/<stream>`; with
-//!   `follow` the response stays open and carries what the task writes until
-//!   the caller goes away.
+//!   answers the task's output file, kept by the agent outside the task's
+//!   sandbox (see [`crate::runtime::task_files_dir`]) and opened without
+//!   following a link; with `follow` the response stays open and carries
+//!   what the task writes until the caller goes away. `tailLines` reads
+//!   the file backwards from its end, a block at a time, so a long log
+//!   costs the agent no more memory than a short one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -221,6 +224,41 @@ pub fn parse_query(query: Option<&str>) -> Result<LogQuery, String> {
     Ok(q)
 }
 
+/// Where the last `lines` lines of `file` start, read backwards from its
+/// end a block at a time (a log of any size costs one block of memory).
+pub async fn tail_start(file: &mut tokio::fs::File, lines: usize) -> std::io::Result<u64> {
+    let len = file.metadata().await?.len();
+    if lines == 0 {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut seen = 0;
+    let mut block = vec![0u8; CHUNK];
+    // A trailing newline ends the last line; it does not start another.
+    let mut skip_last_newline = true;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK as u64);
+        let n = usize::try_from(end - start).unwrap_or(CHUNK);
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        file.read_exact(&mut block[..n]).await?;
+        for (i, b) in block[..n].iter().enumerate().rev() {
+            if *b != b'\n' {
+                skip_last_newline = false;
+                continue;
+            }
+            if std::mem::take(&mut skip_last_newline) {
+                continue;
+            }
+            seen += 1;
+            if seen == lines {
+                return Ok(start + i as u64 + 1);
+            }
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// Where `tail` lines start in `content`.
 pub fn tail_offset(content: &[u8], lines: usize) -> usize {
     if lines == 0 {
@@ -240,6 +278,24 @@ pub fn tail_offset(content: &[u8], lines: usize) -> usize {
     0
 }
 
+/// Opens a regular file for reading, refusing a link at its end.
+async fn open_no_follow(path: &Path) -> std::io::Result<tokio::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = path.to_owned();
+    let file = tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(tokio::fs::File::from_std(file))
+}
+
 async fn answer(sandboxes: &Path, req: Request<Incoming>) -> Response<Body> {
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET");
@@ -255,8 +311,8 @@ async fn answer(sandboxes: &Path, req: Request<Incoming>) -> Response<Body> {
         Ok(q) => q,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    let path = sandboxes.join(format!("{ns}.{task}")).join(q.stream);
-    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+    let path = crate::runtime::task_files_dir(sandboxes, &format!("{ns}/{task}")).join(q.stream);
+    let Ok(mut file) = open_no_follow(&path).await else {
         return text(
             StatusCode::NOT_FOUND,
             &format!("no {} for task {ns}/{task} on this node", q.stream),
@@ -264,11 +320,10 @@ async fn answer(sandboxes: &Path, req: Request<Incoming>) -> Response<Body> {
     };
     let mut start = 0u64;
     if let Some(n) = q.tail_lines {
-        let mut all = Vec::new();
-        if file.read_to_end(&mut all).await.is_err() {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "reading the log failed");
+        match tail_start(&mut file, n).await {
+            Ok(s) => start = s,
+            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "reading the log failed"),
         }
-        start = tail_offset(&all, n) as u64;
     }
     if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "reading the log failed");
@@ -326,6 +381,45 @@ mod tests {
         assert_eq!(&log[tail_offset(log, 9)..], b"a\nb\nc\n");
         assert_eq!(&log[tail_offset(log, 0)..], b"");
         assert_eq!(&b"a\nb"[tail_offset(b"a\nb", 1)..], b"b");
+    }
+
+    #[tokio::test]
+    async fn tails_are_found_from_the_end_across_blocks() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("log");
+        // Lines longer than a block, and many of them.
+        let long = "x".repeat(CHUNK + 10);
+        let content = format!("first\n{long}\nthird\n{}", "y\n".repeat(3 * CHUNK));
+        std::fs::write(&path, &content)?;
+        let mut file = tokio::fs::File::open(&path).await?;
+        for n in [
+            0,
+            1,
+            5,
+            3 * CHUNK,
+            3 * CHUNK + 1,
+            3 * CHUNK + 2,
+            3 * CHUNK + 3,
+            3 * CHUNK + 9,
+        ] {
+            let got = tail_start(&mut file, n).await?;
+            assert_eq!(got, tail_offset(content.as_bytes(), n) as u64, "{n} lines");
+        }
+        std::fs::write(&path, "a\nb")?;
+        let mut file = tokio::fs::File::open(&path).await?;
+        assert_eq!(tail_start(&mut file, 1).await?, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_link_is_never_followed() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("secret"), "host file")?;
+        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("stdout"))?;
+        assert!(open_no_follow(&dir.path().join("stdout")).await.is_err());
+        std::fs::create_dir(dir.path().join("stderr"))?;
+        assert!(open_no_follow(&dir.path().join("stderr")).await.is_err());
+        Ok(())
     }
 
     #[test]

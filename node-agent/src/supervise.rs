@@ -541,6 +541,24 @@ impl Supervisor {
         self.fenced = Some(killed);
     }
 
+    /// Every task this agent runs, is launching, or is bound to and has not
+    /// seen end: their sandboxes are in use.
+    pub(crate) fn live_keys(&self) -> std::collections::HashSet<String> {
+        let mut live: std::collections::HashSet<String> = self.tasks.keys().cloned().collect();
+        for r in &self.runtimes {
+            live.extend(r.running());
+        }
+        if let Ok(objects) = self.objects.lock() {
+            live.extend(
+                objects
+                    .iter()
+                    .filter(|(_, t)| !t.status.as_ref().is_some_and(|s| s.phase().is_terminal()))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        live
+    }
+
     /// True while fenced.
     pub(crate) fn is_fenced(&self) -> bool {
         self.fenced.is_some()

@@ -32,10 +32,17 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let client = server.client.clone();
     let sandboxes = tempfile::tempdir()?;
-    let sandbox = sandboxes.path().join("default.talk-0-0");
-    std::fs::create_dir_all(&sandbox)?;
-    std::fs::write(sandbox.join("stdout"), "one\ntwo\nthree\n")?;
-    std::fs::write(sandbox.join("stderr"), "oops\n")?;
+    let dirs = corral_node_agent::runtime::prepare_sandbox(sandboxes.path(), "default/talk-0-0")?;
+    let output = dirs.files.clone();
+    std::fs::write(output.join("stdout"), "one\ntwo\nthree\n")?;
+    std::fs::write(output.join("stderr"), "oops\n")?;
+    // What a task can write is its sandbox: a link there named like its
+    // output, to a host file, is never what `corral logs` serves.
+    std::fs::write(sandboxes.path().join("host-secret"), "the agent's key")?;
+    std::os::unix::fs::symlink(
+        sandboxes.path().join("host-secret"),
+        dirs.sandbox.join("stdout"),
+    )?;
     let endpoint = logs::serve(
         "127.0.0.1:0".parse()?,
         None,
@@ -66,6 +73,32 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
 
     // Whole, tailed, stderr.
     assert_eq!(get(&client, URL).await?, "one\ntwo\nthree\n");
+    // Even a link where the output should be (only the agent writes there,
+    // but should one appear) is not followed.
+    let other = corral_node_agent::runtime::prepare_sandbox(sandboxes.path(), "default/leak-0-0")?;
+    std::fs::remove_file(other.files.join("stdout"))?;
+    std::os::unix::fs::symlink(
+        sandboxes.path().join("host-secret"),
+        other.files.join("stdout"),
+    )?;
+    let leak: corral_api::Task = serde_json::from_value(json!({
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": "leak-0-0", "namespace": "default"},
+        "spec": {"job": "leak", "role": "r", "instanceId": 0, "resources": {"cpus": 1, "memory": "64Mi"},
+                 "container": {"image": "x"}, "nodeName": "n1"}}))?;
+    tasks.create(&PostParams::default(), &leak).await?;
+    match get(
+        &client,
+        "/apis/corral.dev/v1alpha1/namespaces/default/tasks/leak-0-0/log",
+    )
+    .await
+    {
+        Ok(body) => assert!(
+            !body.contains("agent's key"),
+            "served through a link: {body}"
+        ),
+        Err(e) => assert!(!e.to_string().contains("agent's key"), "{e}"),
+    }
     assert_eq!(
         get(&client, &format!("{URL}?tailLines=1")).await?,
         "three\n"
@@ -85,7 +118,7 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
         let mut body = std::pin::pin!(body);
         std::fs::OpenOptions::new()
             .append(true)
-            .open(sandbox.join("stdout"))?
+            .open(output.join("stdout"))?
             .write_all(b"four\n")?;
         let mut got = vec![0u8; 64];
         let n = tokio::time::timeout(std::time::Duration::from_secs(10), body.read(&mut got))

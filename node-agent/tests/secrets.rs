@@ -154,7 +154,8 @@ async fn a_node_reads_the_secrets_of_its_tasks_and_runs_them_with_the_values() -
     })
     .await?;
     let out = std::fs::read_to_string(
-        corral_node_agent::runtime::sandbox_dir(sandboxes.path(), "team-a/echo-0-0").join("stdout"),
+        corral_node_agent::runtime::task_files_dir(sandboxes.path(), "team-a/echo-0-0")
+            .join("stdout"),
     )?;
     assert_eq!(out, "s3cret word\n");
     let stored = serde_json::to_string(&tasks.get("echo-0-0").await?)?;

@@ -1,7 +1,8 @@
 //! `stop_all` on the process runtime: a task that outlived its agent is
 //! re-adopted by a fresh runtime over the same sandboxes and killed, as
 //! `corral down` does after `corral up` stopped; a process that reused the
-//! pid of a task that ended is left alone.
+//! pid of a task that ended is left alone, and so is one a task names in a
+//! pid file it planted in its own sandbox.
 
 use std::os::unix::process::CommandExt;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use corral_node_agent::runtime::process::Process;
-use corral_node_agent::runtime::{ContainerRuntime, Launch, RuntimeEvent, stop_all};
+use corral_node_agent::runtime::{
+    ContainerRuntime, Launch, RuntimeEvent, stop_all, task_files_dir,
+};
 use serde_json::json;
 
 fn alive(pid: i32) -> bool {
@@ -21,7 +24,7 @@ fn alive(pid: i32) -> bool {
 async fn tasks_that_outlived_their_agent_are_found_and_killed() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let first = Process::new(dir.path(), None);
-    let sandbox = dir.path().join("default.sleeper-0-0");
+    let files = task_files_dir(dir.path(), "default/sleeper-0-0");
     // A machine busy with other tests may fail the wrapper's fork of the
     // command (it then exits at once, saying why): start it again, at most
     // three times.
@@ -46,7 +49,7 @@ async fn tasks_that_outlived_their_agent_are_found_and_killed() -> Result<()> {
             }
         }
         // `PID STARTTIME`
-        pid = std::fs::read_to_string(sandbox.join(".pid"))?
+        pid = std::fs::read_to_string(files.join("pid"))?
             .split_whitespace()
             .next()
             .context("empty pid file")?
@@ -55,7 +58,7 @@ async fn tasks_that_outlived_their_agent_are_found_and_killed() -> Result<()> {
             rx = Some(events);
             break;
         }
-        let stderr = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
+        let stderr = std::fs::read_to_string(files.join("stderr")).unwrap_or_default();
         assert!(attempt < 2, "the task died at once: {stderr}");
         eprintln!("attempt {attempt}: the task died at once: {stderr}");
     }
@@ -71,10 +74,23 @@ async fn tasks_that_outlived_their_agent_are_found_and_killed() -> Result<()> {
         .arg("600")
         .process_group(0)
         .spawn()?;
-    let stale = dir.path().join("default.stale-0-0");
+    let stale = task_files_dir(dir.path(), "default/stale-0-0");
     std::fs::create_dir_all(&stale)?;
-    std::fs::write(stale.join(".pid"), format!("{} 1", bystander.id()))?;
-    std::fs::write(stale.join(".exit_code"), "0")?;
+    std::fs::write(stale.join("pid"), format!("{} 1", bystander.id()))?;
+    std::fs::write(stale.join("exit_code"), "0")?;
+    // A task's own sandbox holding what older agents read there: a pid file
+    // naming a live process the task wants killed. Nothing there counts.
+    let planted = dir.path().join("default.planted-0-0");
+    std::fs::create_dir_all(&planted)?;
+    let started = std::fs::read_to_string(format!("/proc/{}/stat", bystander.id()))?
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19).map(str::to_owned))
+        .context("start time")?;
+    std::fs::write(
+        planted.join(".pid"),
+        format!("{} {started}", bystander.id()),
+    )?;
+    std::fs::write(planted.join("pid"), format!("{} {started}", bystander.id()))?;
 
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Process::new(dir.path(), None))];
     let out = stop_all(&runtimes, Duration::from_secs(5)).await?;
@@ -83,7 +99,7 @@ async fn tasks_that_outlived_their_agent_are_found_and_killed() -> Result<()> {
     let _ = bystander.wait();
     assert!(
         bystander_alive,
-        "a process that reused a task's pid was killed"
+        "a process that reused a task's pid, or that a task named, was killed"
     );
     assert_eq!(
         out.stopped,

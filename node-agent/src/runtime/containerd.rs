@@ -8,7 +8,8 @@
 //! carrying the CPU quota, memory limit and pids limit, the cgroup path
 //! `/<namespace>/<id>`, host networking (as Mesos does by default) and the
 //! task's sandbox bind-mounted at `/mnt/sandbox`; create the task with its
-//! stdout and stderr going to the sandbox files, start it, and wait for its
+//! stdout and stderr going to files the agent keeps outside the sandbox
+//! (see [`super::task_files_dir`]), start it, and wait for its
 //! exit. The memory cgroup tells an OOM kill apart from other deaths. Kills
 //! send SIGTERM, wait the grace period, then SIGKILL to every process.
 //! Containers run under containerd's runc shim, which runs `runc` or, when
@@ -47,7 +48,7 @@ use tonic::transport::Channel;
 use super::cgroup::Cgroup;
 use super::image::{self, ImageError};
 use super::{
-    ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
+    ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, TaskDirs, Usage, container_id,
     prepare_sandbox,
 };
 
@@ -293,8 +294,9 @@ impl Containerd {
         &self,
         launch: &Launch,
         id: &str,
-        sandbox: &Path,
+        dirs: &TaskDirs,
     ) -> Result<(), StartError> {
+        let sandbox = dirs.sandbox.as_path();
         let cfg = &self.inner.cfg;
         let reference = &launch.container.image;
         let image = match image::resolve(&self.inner.channel, &cfg.namespace, reference).await {
@@ -386,8 +388,9 @@ impl Containerd {
             .create(self.req(CreateTaskRequest {
                 container_id: id.to_owned(),
                 rootfs: mounts,
-                stdout: sandbox.join("stdout").display().to_string(),
-                stderr: sandbox.join("stderr").display().to_string(),
+                // Outside every mount: the task cannot redirect them.
+                stdout: dirs.files.join("stdout").display().to_string(),
+                stderr: dirs.files.join("stderr").display().to_string(),
                 ..CreateTaskRequest::default()
             }))
             .await
@@ -617,15 +620,15 @@ impl ContainerRuntime for Containerd {
         let key = launch.key.clone();
         let _ = events.send((key.clone(), RuntimeEvent::Starting)).await;
         let id = container_id(&key);
-        let sandbox = match prepare_sandbox(&self.inner.cfg.sandboxes, &key) {
-            Ok(s) => s,
+        let dirs = match prepare_sandbox(&self.inner.cfg.sandboxes, &key) {
+            Ok(d) => d,
             Err(e) => {
                 let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, format!("sandbox: {e}"));
                 let _ = events.send((key, ev)).await;
                 return Ok(());
             }
         };
-        match self.create_and_start(&launch, &id, &sandbox).await {
+        match self.create_and_start(&launch, &id, &dirs).await {
             Ok(()) => {
                 let done = self.track(&key, &id, launch.uid.clone());
                 let _ = events.send((key.clone(), RuntimeEvent::Running)).await;

@@ -220,23 +220,63 @@ pub fn key_of_container_id(id: &str) -> Option<String> {
     id.split_once('.').map(|(ns, name)| format!("{ns}/{name}"))
 }
 
-/// The per-task sandbox directory under `root`: the task's working files and
-/// its `stdout` and `stderr`.
+/// The per-task sandbox directory under `root`: the task's working files,
+/// mounted into its container.
 pub fn sandbox_dir(root: &Path, key: &str) -> PathBuf {
     root.join(container_id(key))
 }
 
-/// Creates the sandbox with empty `stdout` and `stderr` files.
-pub fn prepare_sandbox(root: &Path, key: &str) -> std::io::Result<PathBuf> {
-    let dir = sandbox_dir(root, key);
-    std::fs::create_dir_all(&dir)?;
-    for f in ["stdout", "stderr"] {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(f))?;
+/// The directory under the sandboxes root where the agent keeps each task's
+/// own files (see [`task_files_dir`]). Task names are DNS labels, so no
+/// sandbox can be called this.
+pub const TASK_FILES: &str = ".agent";
+
+/// Where the agent keeps a task's own files: its output (`stdout` and
+/// `stderr`) and the process runtime's records of it. Beside the
+/// sandboxes, never inside one: no container mounts it, so no task can
+/// plant a link or a file there, and the agent never reads or appends
+/// through a path a task chose.
+pub fn task_files_dir(root: &Path, key: &str) -> PathBuf {
+    root.join(TASK_FILES).join(container_id(key))
+}
+
+/// A task's directories, as [`prepare_sandbox`] made them.
+#[derive(Debug, Clone)]
+pub struct TaskDirs {
+    /// The sandbox, the task's to write.
+    pub sandbox: PathBuf,
+    /// The agent's own files about the task (see [`task_files_dir`]).
+    pub files: PathBuf,
+}
+
+/// Opens `path` for writing without following a link at its end.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Creates the sandbox, and the task's files directory (0700) with empty
+/// `stdout` and `stderr`: output of an earlier task of the same name is
+/// dropped, never appended to.
+pub fn prepare_sandbox(root: &Path, key: &str) -> std::io::Result<TaskDirs> {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = sandbox_dir(root, key);
+    std::fs::create_dir_all(&sandbox)?;
+    let files = task_files_dir(root, key);
+    std::fs::create_dir_all(&files)?;
+    for dir in [&root.join(TASK_FILES), &files] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    Ok(dir)
+    for f in ["stdout", "stderr"] {
+        create_private(&files.join(f))?;
+    }
+    Ok(TaskDirs { sandbox, files })
 }
 
 #[cfg(test)]

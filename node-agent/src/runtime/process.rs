@@ -5,10 +5,13 @@
 //!
 //! The command runs under a small `/bin/sh` wrapper that joins the cgroup
 //! before the command starts and writes the command's exit code to
-//! `<sandbox>/.exit_code`; the wrapper's pid is checkpointed in
-//! `<sandbox>/.pid`. A restarted agent re-adopts a wrapper that still runs
-//! (checking that the pid is still in the task's cgroup, so a reused pid is
-//! never mistaken for the task) and reads the exit code once it ends.
+//! `exit_code` in the task's files (see [`super::task_files_dir`], outside
+//! the sandbox, as its `stdout` and `stderr` are); the wrapper's pid is
+//! checkpointed in `pid` there. A restarted agent re-adopts a wrapper that
+//! still runs (checking that the pid is still in the task's cgroup, so a
+//! reused pid is never mistaken for the task) and reads the exit code once
+//! it ends. Nothing in the sandbox, which the task writes, decides what the
+//! agent adopts or signals.
 //!
 //! Kills signal the whole process group: SIGTERM, the grace period, SIGKILL.
 //!
@@ -32,14 +35,14 @@ use tokio::sync::watch;
 use super::cgroup::Cgroup;
 use super::{
     ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
-    key_of_container_id, prepare_sandbox, sandbox_dir,
+    key_of_container_id, prepare_sandbox, task_files_dir,
 };
 use crate::checkpoint::Checkpoints;
 
-const PID_FILE: &str = ".pid";
-/// The sandbox file holding the uid of the Task the process runs.
-const UID_FILE: &str = ".uid";
-const EXIT_FILE: &str = ".exit_code";
+const PID_FILE: &str = "pid";
+/// The file holding the uid of the Task the process runs.
+const UID_FILE: &str = "uid";
+const EXIT_FILE: &str = "exit_code";
 /// How often a re-adopted process (not our child) is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(200);
 
@@ -112,10 +115,11 @@ impl Process {
     /// Records a running task and returns the sender that marks it done.
     fn track(&self, key: &str, pgid: i32, started: Option<u64>) -> watch::Sender<bool> {
         let (tx, rx) = watch::channel(false);
-        let uid = std::fs::read_to_string(sandbox_dir(&self.inner.sandboxes, key).join(UID_FILE))
-            .ok()
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty());
+        let uid =
+            std::fs::read_to_string(task_files_dir(&self.inner.sandboxes, key).join(UID_FILE))
+                .ok()
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty());
         self.tasks().insert(
             key.to_owned(),
             Running {
@@ -157,7 +161,7 @@ impl Process {
         if let Some(c) = &self.inner.checkpoints {
             c.record_end(key, running.and_then(|r| r.uid).as_deref(), &event);
         }
-        let _ = std::fs::remove_file(sandbox_dir(&self.inner.sandboxes, key).join(PID_FILE));
+        let _ = std::fs::remove_file(task_files_dir(&self.inner.sandboxes, key).join(PID_FILE));
         if let Some(cg) = cgroup {
             // Stragglers (daemonized children) go with the task.
             for _ in 0..50 {
@@ -181,13 +185,14 @@ impl Process {
 
     async fn launch(&self, launch: &Launch, events: &Events) -> Result<(), RuntimeEvent> {
         let key = &launch.key;
-        let sandbox = prepare_sandbox(&self.inner.sandboxes, key).map_err(|e| {
+        let dirs = prepare_sandbox(&self.inner.sandboxes, key).map_err(|e| {
             RuntimeEvent::failed(
                 FailureReason::LaunchFailed,
                 format!("cannot create the sandbox: {e}"),
             )
         })?;
-        let _ = std::fs::remove_file(sandbox.join(EXIT_FILE));
+        let (sandbox, files) = (dirs.sandbox, dirs.files);
+        let _ = std::fs::remove_file(files.join(EXIT_FILE));
         let cgroup = self.cgroup(key);
         let join = match &cgroup {
             Some(cg) => {
@@ -200,14 +205,17 @@ impl Process {
         };
         let c = &launch.container;
         let argv: Vec<&String> = c.command.iter().chain(&c.args).collect();
+        // The path is the agent's: its root and the task's DNS-label name.
         let script = format!(
             "{join}\"$@\"; rc=$?; echo $rc > '{}'; exit $rc",
-            sandbox.join(EXIT_FILE).display()
+            files.join(EXIT_FILE).display()
         );
         let open = |f: &str| {
+            use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .append(true)
-                .open(sandbox.join(f))
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(files.join(f))
                 .map_err(|e| RuntimeEvent::failed(FailureReason::LaunchFailed, format!("{f}: {e}")))
         };
         let workdir = c
@@ -246,14 +254,14 @@ impl Process {
             .unwrap_or_default();
         let started = start_time(pid);
         let _ = std::fs::write(
-            sandbox.join(PID_FILE),
+            files.join(PID_FILE),
             match started {
                 Some(t) => format!("{pid} {t}"),
                 None => pid.to_string(),
             },
         );
         let _ = std::fs::write(
-            sandbox.join(UID_FILE),
+            files.join(UID_FILE),
             launch.uid.as_deref().unwrap_or_default(),
         );
         let done = self.track(key, pid, started);
@@ -273,12 +281,12 @@ impl Process {
     }
 
     /// Follows a process that is not our child until it ends, then reports
-    /// the exit code its wrapper wrote.
+    /// the exit code its wrapper wrote into the task's `files`.
     fn follow_adopted(
         &self,
         key: String,
         (pid, started): (i32, Option<u64>),
-        sandbox: PathBuf,
+        files: PathBuf,
         events: Events,
     ) {
         let done = self.track(&key, pid, started);
@@ -290,7 +298,7 @@ impl Process {
             {
                 tokio::time::sleep(ADOPTED_POLL).await;
             }
-            let code = std::fs::read_to_string(sandbox.join(EXIT_FILE))
+            let code = std::fs::read_to_string(files.join(EXIT_FILE))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(137);
@@ -313,10 +321,9 @@ fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// The wrapper's pid and start time from its sandbox's pid file (older
-/// agents wrote the pid alone).
-fn read_pid_file(sandbox: &Path) -> Option<(i32, Option<u64>)> {
-    let text = std::fs::read_to_string(sandbox.join(PID_FILE)).ok()?;
+/// The wrapper's pid and start time from the task's pid file.
+fn read_pid_file(files: &Path) -> Option<(i32, Option<u64>)> {
+    let text = std::fs::read_to_string(files.join(PID_FILE)).ok()?;
     let mut parts = text.split_whitespace();
     let pid = parts.next()?.parse().ok()?;
     Some((pid, parts.next().and_then(|t| t.parse().ok())))
@@ -405,19 +412,19 @@ impl ContainerRuntime for Process {
     }
 
     async fn recover(&self, events: Events) -> Result<Vec<String>, RuntimeError> {
-        let Ok(dir) = std::fs::read_dir(&self.inner.sandboxes) else {
+        let Ok(dir) = std::fs::read_dir(self.inner.sandboxes.join(super::TASK_FILES)) else {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
         for entry in dir.flatten() {
-            let sandbox = entry.path();
+            let files = entry.path();
             let Some(key) = entry.file_name().to_str().and_then(key_of_container_id) else {
                 continue;
             };
             if self.tasks().contains_key(&key) {
                 continue;
             }
-            let Some((pid, started)) = read_pid_file(&sandbox) else {
+            let Some((pid, started)) = read_pid_file(&files) else {
                 continue;
             };
             // A pid reused by another process since is not the task's.
@@ -428,7 +435,7 @@ impl ContainerRuntime for Process {
                     || in_cgroup(pid, &format!("corral/{}", container_id(&key))));
             if !alive {
                 // It ended while no agent watched: report the code its wrapper wrote.
-                let code = std::fs::read_to_string(sandbox.join(EXIT_FILE))
+                let code = std::fs::read_to_string(files.join(EXIT_FILE))
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
                     .unwrap_or(137);
@@ -438,7 +445,7 @@ impl ContainerRuntime for Process {
                 continue;
             }
             let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
-            self.follow_adopted(key.clone(), (pid, started), sandbox, events.clone());
+            self.follow_adopted(key.clone(), (pid, started), files, events.clone());
             found.push(key);
         }
         Ok(found)
