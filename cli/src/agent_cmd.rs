@@ -153,6 +153,14 @@ pub struct RunArgs {
     /// (Mesos' `--gc_delay`).
     #[arg(long, env = "CORRAL_AGENT_SANDBOX_GC_DELAY", default_value = "24h", value_parser = parse_delay)]
     sandbox_gc_delay: Duration,
+    /// The size past which a task's stdout or stderr is rotated (`10Mi`;
+    /// the kubelet's `containerLogMaxSize`).
+    #[arg(long, env = "CORRAL_AGENT_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_bytes)]
+    log_max_size: u64,
+    /// Files kept per stream, the live one included (the kubelet's
+    /// `containerLogMaxFiles`; at least 2).
+    #[arg(long, env = "CORRAL_AGENT_LOG_MAX_FILES", default_value_t = corral_node_agent::log_rotation::DEFAULT_MAX_FILES, value_parser = clap::value_parser!(u32).range(2..))]
+    log_max_files: u32,
     /// Offer this fraction (0–1) of the CPU and memory that non-revocable
     /// tasks leave idle as revocable capacity, re-estimated at every usage
     /// sample (off by default).
@@ -200,6 +208,8 @@ const VALUE_FLAGS: &[&str] = &[
     "advertise-address",
     "work-dir",
     "sandbox-gc-delay",
+    "log-max-size",
+    "log-max-files",
     "cgroup-root",
     "containerd-address",
     "containerd-namespace",
@@ -589,6 +599,11 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
             root: sandboxes.clone(),
             delay: args.sandbox_gc_delay,
         }),
+        log_rotation: Some(corral_node_agent::log_rotation::LogRotation {
+            root: sandboxes.clone(),
+            max_bytes: args.log_max_size,
+            max_files: args.log_max_files,
+        }),
     };
     if let Some(f) = args.oversubscribe
         && !(0.0..=1.0).contains(&f)
@@ -724,6 +739,16 @@ fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Vec<u8>> {
         "{} has no certificate authority; the log endpoint needs one (or pass --log-listen none)",
         path.display()
     )
+}
+
+/// A size flag: a quantity of bytes (`10Mi`, `1G`, `4096`).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    corral_api::Quantity::from_text(s)
+        .units_ceil()
+        .ok()
+        .and_then(|b| u64::try_from(b).ok())
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{s:?} is not a size such as 10Mi"))
 }
 
 /// A duration flag: a number and `ms`, `s`, `m` or `h`.

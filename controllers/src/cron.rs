@@ -21,7 +21,7 @@ use corral_api::job::{CollisionPolicy, JobKind};
 use corral_api::{Job, Task};
 use corral_core::{cron, lifecycle};
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use serde_json::json;
 
@@ -218,11 +218,22 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
         .map(|(r, _)| r)
         .collect();
     let excess = finished.len().saturating_sub(spec.history_limit as usize);
-    for run in finished.into_iter().take(excess) {
-        let lp = ListParams::default().labels(&format!("{RUN_LABEL}={run}"));
-        tasks
-            .delete_collection(&DeleteParams::default(), &lp)
-            .await?;
+    // Each of a run's tasks is deleted by name, as read from the cache (the
+    // controller manager may delete tasks, not collections of them).
+    let gone: Vec<&String> = finished.into_iter().take(excess).collect();
+    for t in owned.iter().filter(|t| {
+        t.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RUN_LABEL))
+            .is_some_and(|r| gone.contains(&r))
+    }) {
+        let tn = t.metadata.name.clone().unwrap_or_default();
+        match tasks.delete(&tn, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     jobs.patch_status(

@@ -163,3 +163,80 @@ async fn cancel_new_skips_a_tick_while_a_run_is_active() -> Result<()> {
         .ok();
     Ok(())
 }
+
+#[tokio::test]
+async fn finished_runs_past_the_history_limit_go_under_the_controller_managers_own_rights()
+-> Result<()> {
+    use corral_apiserver::transport::rbac::bootstrap::CONTROLLER_MANAGER;
+    let ts = corral_apiserver::testing::TestServer::start_rbac(
+        Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?),
+        &[("manager-token", CONTROLLER_MANAGER, &[])],
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    ts.roles(&["analytics"])
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    // The controller acts as the controller manager, with only its rights.
+    let manager = ts
+        .client_as("manager-token")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let jobs: Api<Job> = Api::namespaced(ts.client.clone(), "default");
+    let tasks: Api<Task> = Api::namespaced(ts.client.clone(), "default");
+    let mut job = cron_job("hourly", "RUN_OVERLAP")?;
+    if let Some(c) = job.spec.cron.as_mut() {
+        c.history_limit = 1;
+    }
+    let created = jobs.create(&PostParams::default(), &job).await?;
+    let born = created
+        .metadata
+        .creation_timestamp
+        .context("created")?
+        .0
+        .as_second();
+    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
+    let clock_now = now.clone();
+    let clock: corral_controllers::cron::Clock = Arc::new(move || {
+        jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ctl = tokio::spawn(corral_controllers::cron::run_with_clock(
+        manager, clock, stop_rx,
+    ));
+    // Three runs, each ended before the next tick.
+    for run in 1..=3 {
+        eventually(&format!("run {run}"), || async {
+            Ok(runs(&tasks, "hourly").await?.len() >= run.min(2))
+        })
+        .await?;
+        let newest = runs(&tasks, "hourly")
+            .await?
+            .pop()
+            .context("a run's task")?;
+        tasks
+            .patch_status(
+                &newest,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "KILLED"}})),
+            )
+            .await?;
+        now.fetch_add(60, Ordering::SeqCst);
+        jobs.patch(
+            "hourly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"nudge": run.to_string()}}})),
+        )
+        .await?;
+    }
+    // With a history of one, only the newest ended run stays beside the live one.
+    eventually("older runs to be deleted", || async {
+        Ok(runs(&tasks, "hourly").await?.len() == 2)
+    })
+    .await?;
+    stop_tx.send(true)?;
+    tokio::time::timeout(Duration::from_secs(10), ctl)
+        .await?
+        .ok();
+    Ok(())
+}

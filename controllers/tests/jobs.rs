@@ -366,8 +366,9 @@ async fn a_service_keeps_a_bounded_history_and_still_counts_every_failure() -> R
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     jobs.create(&PostParams::default(), &job("churn", "service", 1, 1)?)
         .await?;
-    let kept = corral_core::jobs::ENDED_TASKS_KEPT_PER_INSTANCE;
-    let rounds = kept + 3;
+    // The instance keeps its newest end; the job a hundred more.
+    let kept = corral_core::jobs::ENDED_TASKS_KEPT_PER_JOB + 1;
+    let rounds = kept + 2;
     for attempt in 0..rounds {
         let name = format!("churn-0-{attempt}");
         eventually("the next attempt to be assigned", || {

@@ -52,16 +52,17 @@ pub const FIRST_HOLD_SECONDS: i64 = 5;
 /// The longest hold-back.
 pub const MAX_HOLD_SECONDS: i64 = 300;
 
-/// Ended tasks a service instance keeps; older ones are deleted, so a job
-/// that runs for years (or flaps) does not fill the store. Enough to see
-/// the flapping backoff reach its cap.
+/// Ended tasks a service instance keeps for itself at most: its current
+/// run of flaps, which the flapping backoff counts (the backoff reaches its
+/// cap before this many), or else its newest end.
 pub const ENDED_TASKS_KEPT_PER_INSTANCE: usize = 10;
 
-/// Ended tasks a service keeps of the instances it was scaled away from,
-/// newest first (Aurora keeps 100 ended tasks a job): a service scaled up
-/// and down every day would otherwise keep ten ended tasks for every
-/// instance it ever had.
-pub const ENDED_TASKS_KEPT_SCALED_AWAY: usize = 100;
+/// Ended tasks a service keeps beyond what its instances need, newest
+/// first, for its history (Aurora keeps 100 ended tasks a job). Older ones
+/// are deleted, so a service that runs for years, is preempted every day
+/// or is scaled up and down does not fill the store: it holds at most one
+/// ended task per instance, its flapping ones' runs, and these.
+pub const ENDED_TASKS_KEPT_PER_JOB: usize = 100;
 
 /// Set on a Task created held back: the RFC 3339 time its hold ends.
 pub const THROTTLED_UNTIL_ANNOTATION: &str = "corral.dev/throttled-until";
@@ -332,21 +333,26 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         }
     }
     plan.update = Some((roll.updated, roll.rolling));
-    // Service instances keep their newest ended tasks only, and those of
-    // instances scaled away a bounded number in all.
+    // A service instance keeps what it needs (its newest end, or its run
+    // of flaps); the job keeps a bounded history besides.
     if s.kind == JobKind::Service {
-        let mut scaled_away: Vec<&&TaskView> = Vec::new();
-        for (instance, history) in &by_instance {
+        let mut history: Vec<&&TaskView> = Vec::new();
+        for (instance, tasks) in &by_instance {
             let mut ended: Vec<&&TaskView> =
-                history.iter().filter(|t| t.phase.is_terminal()).collect();
+                tasks.iter().filter(|t| t.phase.is_terminal()).collect();
             ended.sort_by_key(|t| std::cmp::Reverse(t.attempt));
-            let (kept, pruned) = ended.split_at(ended.len().min(ENDED_TASKS_KEPT_PER_INSTANCE));
-            plan.prune.extend(pruned.iter().map(|t| t.name.clone()));
-            if *instance >= s.instances {
-                scaled_away.extend(kept);
-            }
+            let needed = if *instance < s.instances {
+                let flaps = ended
+                    .iter()
+                    .take_while(|t| t.flapped && !t.displaced)
+                    .count();
+                flaps.clamp(1, ENDED_TASKS_KEPT_PER_INSTANCE)
+            } else {
+                0
+            };
+            history.extend(ended.into_iter().skip(needed));
         }
-        scaled_away.sort_by_key(|t| {
+        history.sort_by_key(|t| {
             (
                 std::cmp::Reverse(t.ended),
                 t.instance,
@@ -354,9 +360,9 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
             )
         });
         plan.prune.extend(
-            scaled_away
+            history
                 .into_iter()
-                .skip(ENDED_TASKS_KEPT_SCALED_AWAY)
+                .skip(ENDED_TASKS_KEPT_PER_JOB)
                 .map(|t| t.name.clone()),
         );
     }
@@ -654,22 +660,34 @@ mod tests {
     }
 
     #[test]
-    fn a_service_instance_keeps_only_its_newest_ended_tasks() {
-        let mut tasks: Vec<TaskView> = (0..15).map(|a| t(0, a, TaskPhase::Failed)).collect();
-        tasks.push(t(0, 15, TaskPhase::Running));
+    fn a_service_keeps_its_instances_needs_and_a_bounded_history() {
+        // Instance 0: 150 ended tasks (each preempted a minute after the
+        // one before), then a live one; instance 1: one ended task.
+        let mut tasks: Vec<TaskView> = (0..150)
+            .map(|a| {
+                let mut k = t(0, a, TaskPhase::Killed);
+                k.displaced = true;
+                k.ended = Some(i64::from(a) * 60_000_000);
+                k
+            })
+            .collect();
+        tasks.push(t(0, 150, TaskPhase::Running));
         tasks.push(t(1, 0, TaskPhase::Finished));
         let p = reconcile(&job("service", 2, 1), &tasks);
-        let want: Vec<String> = (0..5).map(|a| task_name("j", 0, a)).collect();
         let mut pruned = p.prune.clone();
         pruned.sort();
-        let mut want_sorted = want.clone();
-        want_sorted.sort();
-        assert_eq!(
-            pruned, want_sorted,
-            "attempts 0-4 go; the 10 newest ended and the live one stay"
-        );
+        // Instance 0 keeps attempt 149, instance 1 its only end; of the
+        // rest the job keeps the 100 that ended last (attempts 49-148).
+        let mut want: Vec<String> = (0..49).map(|a| task_name("j", 0, a)).collect();
+        want.sort();
+        assert_eq!(pruned, want);
+        // A flapping instance keeps its run of flaps, which the backoff counts.
+        let flaps: Vec<TaskView> = (0..12).map(|a| flapped(0, a, 100 + i64::from(a))).collect();
+        let p = reconcile(&job("service", 1, 1), &flaps);
+        assert!(p.prune.is_empty(), "{:?}", p.prune);
+        assert_eq!(p.holds.len(), 1, "still held back");
         // Ad-hoc history is what maxTaskFailures counts: it is never pruned.
-        let p = reconcile(&job("adhoc", 1, -1), &tasks[..15]);
+        let p = reconcile(&job("adhoc", 1, -1), &tasks[..150]);
         assert!(p.prune.is_empty());
     }
 }

@@ -294,6 +294,51 @@ fn links_planted_in_a_sandbox_lead_nowhere() -> Result<()> {
     Ok(())
 }
 
+/// Output past `--log-max-size` is rotated while the container runs: the
+/// live file starts again (no hole where the old output was: containerd's
+/// shim appends), and only `--log-max-files` files are kept.
+#[test]
+fn running_tasks_output_is_rotated_by_size() -> Result<()> {
+    let c = Cluster::start_with(
+        "ctd-rotate",
+        "containerd",
+        &["--log-max-size", "16Ki", "--log-max-files", "3"],
+    )?;
+    c.job(
+        "chatty",
+        "service",
+        "32Mi",
+        "i=0; while true; do echo \"line $i of a chatty task, padded to be a little longer\"; i=$((i+1)); sleep 0.005; done",
+        "",
+    )?;
+    c.wait_phase("chatty-0-0", "RUNNING")?;
+    let files = corral_node_agent::runtime::task_files_dir(
+        &c.server.home.join("agent").join(&c.node).join("sandboxes"),
+        "analytics/chatty-0-0",
+    );
+    wait_for("two rotations", WAIT, || {
+        Ok(files.join("stdout.2").exists())
+    })
+    .with_context(|| c.logs())?;
+    assert!(!files.join("stdout.3").exists(), "three files at most");
+    let rotated = std::fs::read(files.join("stdout.1"))?;
+    assert!(rotated.starts_with(b"line "), "a whole copy");
+    // The live file restarted at its beginning: no NULs where the old
+    // output was.
+    let live = std::fs::read(files.join("stdout"))?;
+    assert!(
+        !live.contains(&0),
+        "a hole in the live file ({} bytes)",
+        live.len()
+    );
+    assert!(
+        live.len() < 1024 * 1024,
+        "the live file is bounded: {} bytes",
+        live.len()
+    );
+    Ok(())
+}
+
 #[test]
 fn an_oom_kill_and_a_missing_image_fail_with_their_reasons() -> Result<()> {
     let c = Cluster::start("ctd-fail", "containerd")?;

@@ -81,6 +81,8 @@ pub struct AgentConfig {
     pub checkpoints: Option<crate::checkpoint::Checkpoints>,
     /// Removing ended tasks' sandboxes (none: they stay).
     pub sandbox_gc: Option<crate::sandbox_gc::SandboxGc>,
+    /// Rotating running tasks' output by size (none: it grows).
+    pub log_rotation: Option<crate::log_rotation::LogRotation>,
 }
 
 impl AgentConfig {
@@ -103,6 +105,7 @@ impl AgentConfig {
             fence: false,
             checkpoints: None,
             sandbox_gc: None,
+            log_rotation: None,
         }
     }
 
@@ -255,8 +258,20 @@ async fn check_health(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health) {
     }
 }
 
+/// Clears its flag when dropped: a renewal round is over however it ends.
+struct ClearOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// How often ended tasks' sandboxes are looked for.
 const SANDBOX_GC_EVERY: Duration = Duration::from_secs(30);
+
+/// How often running tasks' output is checked against its size limit.
+const LOG_ROTATION_EVERY: Duration = Duration::from_secs(10);
 
 /// When the last lease renewal that succeeded was sent, and why the last
 /// one failed (cleared by a success).
@@ -295,6 +310,7 @@ pub async fn run_renewing_with(
     let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
     register(&client, &cfg, &kinds).await?;
     let renewed: Renewed = Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), None)));
+    let renewing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let health: Health = Arc::new(
         runtimes
             .iter()
@@ -357,6 +373,7 @@ pub async fn run_renewing_with(
     let mut sweeps = tokio::time::interval(cfg.reconcile_every);
     let mut fence_checks = tokio::time::interval(Duration::from_millis(200));
     let mut sandbox_sweeps = tokio::time::interval(SANDBOX_GC_EVERY);
+    let mut log_checks = tokio::time::interval(LOG_ROTATION_EVERY);
     let mut last_cpu: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
     // Keys listed since the watch began (re)listing; None outside a listing.
     let mut listing: Option<HashSet<String>> = None;
@@ -366,9 +383,18 @@ pub async fn run_renewing_with(
         tokio::select! {
             _ = stop.changed() => return Ok(()),
             _ = renewals.tick() => {
+                // One round at a time: a round that outlasts the period
+                // (thousands of simulated nodes, a slow server) is not
+                // joined by another, which would only add to the load.
+                if renewing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    tracing::debug!("the previous lease renewal round is still going; skipping a tick");
+                    continue;
+                }
                 let (client, nodes, renewed) = (lease_client.clone(), cfg.nodes.clone(), renewed.clone());
+                let round = renewing.clone();
                 let sent = tokio::time::Instant::now();
                 tokio::spawn(async move {
+                    let _done = ClearOnDrop(round);
                     let outcome = renew(client, nodes).await;
                     if let Ok(mut r) = renewed.lock() {
                         match outcome {
@@ -397,6 +423,12 @@ pub async fn run_renewing_with(
                 }
             }
             _ = sweeps.tick(), if listed => book.sweep(),
+            _ = log_checks.tick(), if cfg.log_rotation.is_some() => {
+                if let Some(rotation) = cfg.log_rotation.clone() {
+                    let live = book.live_keys();
+                    tokio::task::spawn_blocking(move || crate::log_rotation::rotate(&rotation, &live));
+                }
+            }
             _ = sandbox_sweeps.tick(), if listed && cfg.sandbox_gc.is_some() => {
                 if let Some(gc) = cfg.sandbox_gc.clone() {
                     let live = book.live_keys();

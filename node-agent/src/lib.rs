@@ -9,6 +9,7 @@
 //! - [`logs`]: the HTTPS endpoint the API server proxies task logs from.
 //! - [`sandbox_gc`]: ended tasks' sandboxes and output removed after a
 //!   delay that shrinks as the disk fills.
+//! - [`log_rotation`]: task output rotated by size.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
 //!
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod checkpoint;
 pub mod flags;
 pub mod join;
+pub mod log_rotation;
 pub mod logs;
 pub mod runtime;
 pub mod sandbox_gc;
