@@ -555,7 +555,15 @@ async fn main() -> Result<()> {
     }
     let settle_end = Instant::now() + settle;
     let (left, phases) = loop {
-        let (left, phases) = stuck(&tasks, &services).await?;
+        let (left, phases) =
+            match tokio::time::timeout(Duration::from_secs(120), stuck(&tasks, &services)).await {
+                Ok(r) => r?,
+                Err(_) => (
+                    usize::MAX,
+                    "listing the tasks took over 2 minutes".to_owned(),
+                ),
+            };
+        println!("  settling: {left} stuck; {phases}");
         if left == 0 || Instant::now() > settle_end {
             break (left, phases);
         }
