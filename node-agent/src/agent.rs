@@ -309,28 +309,8 @@ pub async fn run_renewing_with(
     }
     let kinds: Vec<RuntimeKind> = runtimes.iter().map(|r| r.kind()).collect();
     register(&client, &cfg, &kinds).await?;
-    let renewed: Renewed = Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), None)));
-    let renewing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let health: Health = Arc::new(
-        runtimes
-            .iter()
-            .map(|_| std::sync::atomic::AtomicBool::new(false))
-            .collect(),
-    );
-    check_health(&runtimes, &health).await;
-    {
-        // Health is sampled off the loop: a hung containerd must not stall it.
-        let (runtimes, health, mut stop) = (runtimes.clone(), health.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(HEALTH_EVERY);
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = every.tick() => check_health(&runtimes, &health).await,
-                }
-            }
-        });
-    }
+    let leases = Leases::new(lease_client, cfg.nodes.clone());
+    let health = check_health_in_background(&runtimes, stop.clone()).await;
     let (events_tx, mut events) = mpsc::channel::<(String, RuntimeEvent)>(4096);
     let mut book = Supervisor::new(
         client.clone(),
@@ -340,27 +320,7 @@ pub async fn run_renewing_with(
         &cfg.nodes,
         cfg.checkpoints.clone(),
     );
-    if let [node] = cfg.nodes.as_slice() {
-        for (idx, r) in runtimes.iter().enumerate() {
-            match r.recover(events_tx.clone()).await {
-                Ok(keys) => {
-                    if !keys.is_empty() {
-                        tracing::info!(
-                            runtime = kind_name(r.kind()),
-                            tasks = keys.len(),
-                            "re-adopted tasks"
-                        );
-                    }
-                    for k in keys {
-                        book.adopt(k, idx, node.clone());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(runtime = kind_name(r.kind()), error = %e, "recovery failed")
-                }
-            }
-        }
-    }
+    recover(&runtimes, &cfg, &events_tx, &mut book).await;
     let tasks: Api<Task> = Api::all(client.clone());
     let wc = match cfg.nodes.as_slice() {
         [one] => watcher::Config::default().fields(&format!("spec.nodeName={one}")),
@@ -375,61 +335,20 @@ pub async fn run_renewing_with(
     let mut sandbox_sweeps = tokio::time::interval(SANDBOX_GC_EVERY);
     let mut log_checks = tokio::time::interval(LOG_ROTATION_EVERY);
     let mut last_cpu: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
-    // Keys listed since the watch began (re)listing; None outside a listing.
-    let mut listing: Option<HashSet<String>> = None;
-    // Reconciliation waits for the first full list of the node's tasks.
-    let mut listed = false;
+    let mut listing = Listing::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
-            _ = renewals.tick() => {
-                // One round at a time: a round that outlasts the period
-                // (thousands of simulated nodes, a slow server) is not
-                // joined by another, which would only add to the load.
-                if renewing.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    tracing::debug!("the previous lease renewal round is still going; skipping a tick");
-                    continue;
-                }
-                let (client, nodes, renewed) = (lease_client.clone(), cfg.nodes.clone(), renewed.clone());
-                let round = renewing.clone();
-                let sent = tokio::time::Instant::now();
-                tokio::spawn(async move {
-                    let _done = ClearOnDrop(round);
-                    let outcome = renew(client, nodes).await;
-                    if let Ok(mut r) = renewed.lock() {
-                        match outcome {
-                            Ok(()) => *r = (r.0.max(sent), None),
-                            Err(failure) => r.1 = Some(failure),
-                        }
-                    }
-                });
-            }
-            _ = fence_checks.tick() => {
-                let (last, failure) = renewed
-                    .lock()
-                    .map(|r| r.clone())
-                    .unwrap_or_else(|_| (tokio::time::Instant::now(), None));
-                let unrenewed = last.elapsed();
-                if unrenewed >= cfg.fence_after() {
-                    // Kills end by three quarters of the lease; the control
-                    // plane replaces nothing before it expires.
-                    let cause = failure.map_or_else(|| "no renewal has come back".to_owned(), |f| f.to_string());
-                    book.fence(cfg.fence_after() / 2, cfg.fence, &cause, last);
-                } else if book.is_fenced() {
-                    book.unfence();
-                    if listed {
-                        book.sweep();
-                    }
-                }
-            }
-            _ = sweeps.tick(), if listed => book.sweep(),
+            _ = renewals.tick() => leases.renew_unless_renewing(),
+            _ = fence_checks.tick() => leases.fence_or_unfence(&mut book, &cfg, listing.listed),
+            _ = sweeps.tick(), if listing.listed => book.sweep(),
             _ = log_checks.tick(), if cfg.log_rotation.is_some() => {
                 if let Some(rotation) = cfg.log_rotation.clone() {
                     let live = book.live_keys();
                     tokio::task::spawn_blocking(move || crate::log_rotation::rotate(&rotation, &live));
                 }
             }
-            _ = sandbox_sweeps.tick(), if listed && cfg.sandbox_gc.is_some() => {
+            _ = sandbox_sweeps.tick(), if listing.listed && cfg.sandbox_gc.is_some() => {
                 if let Some(gc) = cfg.sandbox_gc.clone() {
                     let live = book.live_keys();
                     tokio::task::spawn_blocking(move || {
@@ -450,34 +369,172 @@ pub async fn run_renewing_with(
                 }
             }
             Some((key, ev)) = events.recv() => book.runtime_event(&key, ev),
-            next = watch.next() => {
-                let ev = match next {
-                    None => return Ok(()),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "task watch error");
-                        continue;
-                    }
-                    Some(Ok(ev)) => ev,
-                };
-                match ev {
-                    watcher::Event::Init => listing = Some(HashSet::new()),
-                    watcher::Event::InitApply(t) => {
-                        if let Some(seen) = listing.as_mut() {
-                            seen.insert(key_of(&t));
-                        }
-                        book.observe(t);
-                    }
-                    watcher::Event::InitDone => {
-                        book.relisted(&listing.take().unwrap_or_default());
-                        if !listed {
-                            book.report_restored();
-                        }
-                        listed = true;
-                        book.sweep();
-                    }
-                    watcher::Event::Apply(t) => book.observe(t),
-                    watcher::Event::Delete(t) => book.forget(&t),
+            next = watch.next() => match next {
+                None => return Ok(()),
+                Some(Err(e)) => tracing::warn!(error = %e, "task watch error"),
+                Some(Ok(ev)) => listing.apply(&mut book, ev),
+            },
+        }
+    }
+}
+
+/// Where the agent's watch of its tasks stands.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Keys listed since the watch began (re)listing; None outside a listing.
+    seen: Option<HashSet<String>>,
+    /// Reconciliation waits for the first full list of the node's tasks.
+    listed: bool,
+}
+
+impl Listing {
+    fn apply(&mut self, book: &mut Supervisor, ev: watcher::Event<Task>) {
+        match ev {
+            watcher::Event::Init => self.seen = Some(HashSet::new()),
+            watcher::Event::InitApply(t) => {
+                if let Some(seen) = self.seen.as_mut() {
+                    seen.insert(key_of(&t));
                 }
+                book.observe(t);
+            }
+            watcher::Event::InitDone => {
+                book.relisted(&self.seen.take().unwrap_or_default());
+                if !self.listed {
+                    book.report_restored();
+                }
+                self.listed = true;
+                book.sweep();
+            }
+            watcher::Event::Apply(t) => book.observe(t),
+            watcher::Event::Delete(t) => book.forget(&t),
+        }
+    }
+}
+
+/// Runtime health, checked now and then every [`HEALTH_EVERY`] off the
+/// agent's loop (a hung containerd must not stall it) until `stop`.
+async fn check_health_in_background(
+    runtimes: &[Arc<dyn ContainerRuntime>],
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Health {
+    let health: Health = Arc::new(
+        runtimes
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+    );
+    check_health(runtimes, &health).await;
+    let (runtimes, shared) = (runtimes.to_vec(), health.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HEALTH_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = every.tick() => check_health(&runtimes, &shared).await,
+            }
+        }
+    });
+    health
+}
+
+/// Re-adopts what outlived a previous agent (one real node only).
+async fn recover(
+    runtimes: &[Arc<dyn ContainerRuntime>],
+    cfg: &AgentConfig,
+    events: &mpsc::Sender<(String, RuntimeEvent)>,
+    book: &mut Supervisor,
+) {
+    let [node] = cfg.nodes.as_slice() else {
+        return;
+    };
+    for (idx, r) in runtimes.iter().enumerate() {
+        match r.recover(events.clone()).await {
+            Ok(keys) => {
+                if !keys.is_empty() {
+                    tracing::info!(
+                        runtime = kind_name(r.kind()),
+                        tasks = keys.len(),
+                        "re-adopted tasks"
+                    );
+                }
+                for k in keys {
+                    book.adopt(k, idx, node.clone());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(runtime = kind_name(r.kind()), error = %e, "recovery failed")
+            }
+        }
+    }
+}
+
+/// The nodes' leases: renewal rounds, one at a time, and what their
+/// outcomes mean for fencing.
+struct Leases {
+    client: kube::Client,
+    nodes: Vec<String>,
+    renewed: Renewed,
+    /// True while a round is in flight.
+    renewing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Leases {
+    fn new(client: kube::Client, nodes: Vec<String>) -> Self {
+        Leases {
+            client,
+            nodes,
+            renewed: Arc::new(std::sync::Mutex::new((tokio::time::Instant::now(), None))),
+            renewing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Starts a renewal round, unless the last one is still going: a round
+    /// that outlasts the period (thousands of simulated nodes, a slow
+    /// server) is not joined by another, which would only add to the load.
+    fn renew_unless_renewing(&self) {
+        if self
+            .renewing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::debug!("the previous lease renewal round is still going; skipping a tick");
+            return;
+        }
+        let (client, nodes, renewed) = (
+            self.client.clone(),
+            self.nodes.clone(),
+            self.renewed.clone(),
+        );
+        let round = self.renewing.clone();
+        let sent = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            let _done = ClearOnDrop(round);
+            let outcome = renew(client, nodes).await;
+            if let Ok(mut r) = renewed.lock() {
+                match outcome {
+                    Ok(()) => *r = (r.0.max(sent), None),
+                    Err(failure) => r.1 = Some(failure),
+                }
+            }
+        });
+    }
+
+    /// Fences once the leases have gone unrenewed for half their duration
+    /// (kills end by three quarters of it; the control plane replaces
+    /// nothing before it expires); lifts the fence once a renewal is back.
+    fn fence_or_unfence(&self, book: &mut Supervisor, cfg: &AgentConfig, listed: bool) {
+        let (last, failure) = self
+            .renewed
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|_| (tokio::time::Instant::now(), None));
+        if last.elapsed() >= cfg.fence_after() {
+            let cause =
+                failure.map_or_else(|| "no renewal has come back".to_owned(), |f| f.to_string());
+            book.fence(cfg.fence_after() / 2, cfg.fence, &cause, last);
+        } else if book.is_fenced() {
+            book.unfence();
+            if listed {
+                book.sweep();
             }
         }
     }

@@ -574,6 +574,14 @@ fn oci_spec(
     process["env"] = json!(env);
     process["cwd"] = json!(cwd);
     process["terminal"] = json!(false);
+    // Pod Security "restricted": no new privileges, and no capability but
+    // binding low ports (runc's defaults add CAP_KILL and CAP_AUDIT_WRITE).
+    process["noNewPrivileges"] = json!(true);
+    let caps = json!(["CAP_NET_BIND_SERVICE"]);
+    process["capabilities"] = json!({
+        "bounding": caps, "effective": caps, "permitted": caps,
+        "inheritable": [], "ambient": [],
+    });
     let mut resources = json!({});
     if let Some(quota) = limits.cfs_quota_us() {
         resources["cpu"] = json!({"quota": quota, "period": super::CFS_PERIOD_US});
@@ -764,11 +772,14 @@ mod tests {
                 .iter()
                 .any(|m| m["destination"] == SANDBOX_MOUNT && m["type"] == "bind")
         );
-        assert!(
-            spec["process"]["capabilities"]["bounding"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty()),
-            "runc's default capabilities stay"
-        );
+        for set in ["bounding", "effective", "permitted"] {
+            assert_eq!(
+                spec["process"]["capabilities"][set],
+                json!(["CAP_NET_BIND_SERVICE"]),
+                "{set}: restricted, as Pod Security's restricted level"
+            );
+        }
+        assert_eq!(spec["process"]["capabilities"]["ambient"], json!([]));
+        assert_eq!(spec["process"]["noNewPrivileges"], json!(true));
     }
 }
