@@ -352,6 +352,17 @@ fn run_with_stdin(mut command: Command, stdin: &str) -> Result<Run> {
     Ok(Run::from(child.wait_with_output()?))
 }
 
+/// A free `127.0.0.1:PORT` to listen on: a server started there can be
+/// started again at the same address (its agents and clients find it).
+pub fn free_address() -> Result<String> {
+    Ok(format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    ))
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub fn wait_for(
     what: &str,

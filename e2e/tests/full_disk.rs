@@ -61,15 +61,6 @@ fn config_map(name: &str, bytes: usize) -> Result<ConfigMap> {
     }))?)
 }
 
-fn free_listen() -> Result<String> {
-    Ok(format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns() -> Result<()> {
     let disk = Tmpfs::mount("24m")?;
@@ -78,7 +69,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns() ->
     std::fs::write(&filler, vec![0u8; 6 * 1024 * 1024])?;
     let store = format!("embedded:{}", disk.path().join("store.db").display());
     let home = tempfile::tempdir()?;
-    let listen = free_listen()?;
+    let listen = corral_e2e::free_address()?;
     let mut server = Server::start_at(home.path(), &listen, &["--store", &store])?;
     let cms: Api<ConfigMap> = Api::namespaced(client(&server.kubeconfig).await?, "default");
 

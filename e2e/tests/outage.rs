@@ -170,12 +170,7 @@ fn a_killed_and_restarted_server_kills_and_replaces_nothing() -> Result<()> {
     let (_etcd, store) = etcd()?;
     let home = tempfile::tempdir()?;
     // A fixed address, so that the agents find the server again.
-    let listen = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
+    let listen = corral_e2e::free_address()?;
     let server = Server::start_at(home.path(), &listen, &["--store", &store])?;
     let (k, _agent) = setup(&server)?;
     let before = tasks(&k)?;
@@ -268,12 +263,7 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write() -> Result<()> {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, ListParams, PostParams};
     let home = tempfile::tempdir()?;
-    let listen = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
+    let listen = corral_e2e::free_address()?;
     let server = Server::start_at(home.path(), &listen, &[])?;
     let client = |kubeconfig: &std::path::Path| {
         let kubeconfig = kubeconfig.to_owned();

@@ -37,12 +37,7 @@ impl Cluster {
     fn start_with(node: &str, runtimes: &str, agent_flags: &[&str]) -> Result<Self> {
         let containerd = Containerd::start(&format!("corral-{node}"))?;
         let home = tempfile::tempdir()?;
-        let listen = format!(
-            "127.0.0.1:{}",
-            std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port()
-        );
+        let listen = corral_e2e::free_address()?;
         let server = Server::start_at(home.path(), &listen, &[])?;
         let k = Kubectl::new(&server)?;
         k.run_stdin(
