@@ -32,6 +32,9 @@ step "fmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binary.
 step "build corral" cargo build --locked -p corral-cli
+# A failure's message and place, without a backtrace, so that the end of a
+# CI log holds every failure (CORRAL_TEST_BACKTRACE=1 brings them back).
+export RUST_BACKTRACE=${CORRAL_TEST_BACKTRACE:-0}
 if cargo nextest --version >/dev/null 2>&1; then
     step "nextest" cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -1,8 +1,8 @@
 //! Rotating task output by size, as the kubelet rotates container logs
 //! (`containerLogMaxSize`, `containerLogMaxFiles`): once a task's `stdout`
-//! or `stderr` passes the size, it is copied to `<stream>.1` (older copies
-//! shifted up to `<stream>.<files - 1>`, the oldest dropped) and truncated
-//! in place. The writer (containerd's shim, or the process runtime) keeps
+//! or `stderr` passes the size, it is copied aside and truncated in place,
+//! older copies are shifted up to `<stream>.<files - 1>` (the oldest
+//! dropped), and the copy is renamed to `<stream>.1`, whole. The writer (containerd's shim, or the process runtime) keeps
 //! its file open, so it is truncated rather than renamed; its writes append,
 //! so they continue at the new end. A line written between the copy and the
 //! truncation can be lost, as with logrotate's `copytruncate`.
@@ -49,19 +49,16 @@ fn rotate_stream(live: &Path, max_bytes: u64, max_files: u32) -> std::io::Result
         return Ok(false);
     }
     let rotated = |n: u32| PathBuf::from(format!("{}.{n}", live.display()));
-    let keep = max_files.max(2) - 1;
-    let _ = std::fs::remove_file(rotated(keep));
-    for n in (1..keep).rev() {
-        if std::fs::symlink_metadata(rotated(n)).is_ok() {
-            std::fs::rename(rotated(n), rotated(n + 1))?;
-        }
-    }
+    // The copy is made under a name of its own and renamed into place, so a
+    // reader never finds `<stream>.1` half written.
+    let staging = PathBuf::from(format!("{}.rotating", live.display()));
+    let _ = std::fs::remove_file(&staging);
     let mut copy = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(rotated(1))?;
+        .open(&staging)?;
     file.seek(SeekFrom::Start(0))?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -72,6 +69,14 @@ fn rotate_stream(live: &Path, max_bytes: u64, max_files: u32) -> std::io::Result
         copy.write_all(&buf[..n])?;
     }
     file.set_len(0)?;
+    let keep = max_files.max(2) - 1;
+    let _ = std::fs::remove_file(rotated(keep));
+    for n in (1..keep).rev() {
+        if std::fs::symlink_metadata(rotated(n)).is_ok() {
+            std::fs::rename(rotated(n), rotated(n + 1))?;
+        }
+    }
+    std::fs::rename(&staging, rotated(1))?;
     Ok(true)
 }
 

@@ -14,7 +14,11 @@
 //! Revision semantics shared by the backends: writes committed in one etcd
 //! transaction share one revision (etcd gives a transaction one revision), so
 //! a consumer resuming a watch must ask for the revision it last saw again
-//! (`start_revision` is inclusive) and tolerate seeing an event twice.
+//! (`start_revision` is inclusive) and tolerate seeing an event twice. A
+//! watch stream delivers each revision's changes together (an etcd watch
+//! response never splits a revision), so a consumer whose stream broke
+//! resumes after the last revision it applied and neither misses nor repeats
+//! a change.
 
 pub mod embedded;
 pub mod etcd;

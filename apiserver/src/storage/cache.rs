@@ -23,8 +23,11 @@
 //!   before resumes from its resourceVersion and misses nothing.
 //! - A watcher that cannot keep up (its buffer is full) is closed; its client
 //!   resumes from the last resourceVersion it saw.
-//! - If the store watch fails, the cache relists and watchers are closed, so
-//!   no watcher misses a change silently.
+//! - If the store watch breaks, the cache watches again from the revision
+//!   after the last one it applied; its watchers stay open and miss nothing.
+//!   Only when the store no longer has those revisions (compacted), or a
+//!   change cannot be applied, does the cache relist and close its watchers,
+//!   so no watcher misses a change silently.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -269,6 +272,29 @@ impl Drop for Registration {
     }
 }
 
+/// Why the cache stopped following the store.
+enum Lost {
+    /// The store watch broke; the cache is whole up to `revision` and
+    /// follows on from there.
+    Watch { revision: i64, error: ApiError },
+    /// The cache must list again: it never listed, the store compacted the
+    /// revisions it needs, or it met a change it could not apply.
+    Relist(ApiError),
+}
+
+impl Lost {
+    /// The store watch failed with `error` after the cache applied `revision`.
+    fn after(revision: i64, error: StoreError) -> Lost {
+        match error {
+            StoreError::Compacted { .. } => Lost::Relist(error.into()),
+            error => Lost::Watch {
+                revision,
+                error: error.into(),
+            },
+        }
+    }
+}
+
 fn lock_err() -> ApiError {
     ApiError::Internal("the watch cache lock was poisoned".into())
 }
@@ -322,15 +348,37 @@ impl WatchCache {
 
     async fn run(self, store: Arc<dyn Store>, progress: watch::Sender<i64>) {
         let mut backoff = Duration::from_millis(50);
+        // The revision the cache is whole up to, once it has listed.
+        let mut whole: Option<i64> = None;
         loop {
-            match self.load_and_follow(store.as_ref(), &progress).await {
-                Ok(()) => backoff = Duration::from_millis(50),
-                Err(e) => {
-                    tracing::warn!(error = %e, "watch cache lost the store; relisting");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let lost = match whole {
+                None => match self.load_into_state(store.as_ref(), &progress).await {
+                    Ok(revision) => {
+                        whole = Some(revision);
+                        backoff = Duration::from_millis(50);
+                        continue;
+                    }
+                    Err(e) => Lost::Relist(e),
+                },
+                Some(revision) => self.follow(store.as_ref(), revision, &progress).await,
+            };
+            match lost {
+                Lost::Watch { revision, error } => {
+                    // Nothing was missed: follow on from where the cache is,
+                    // and its own watchers stay open.
+                    if whole.is_some_and(|w| revision > w) {
+                        backoff = Duration::from_millis(50);
+                    }
+                    whole = Some(revision);
+                    tracing::warn!(error = %error, revision, "watch cache lost the store watch; resuming it");
+                }
+                Lost::Relist(error) => {
+                    whole = None;
+                    tracing::warn!(error = %error, "watch cache lost the store; relisting");
                 }
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -405,11 +453,14 @@ impl WatchCache {
         }
     }
 
-    async fn load_and_follow(
+    /// Lists anew and replaces the cache's contents and history; watchers
+    /// are closed (their clients resume from the history just replayed).
+    /// Returns the revision the cache is whole up to.
+    async fn load_into_state(
         &self,
         store: &dyn Store,
         progress: &watch::Sender<i64>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<i64, ApiError> {
         let Loaded {
             resources,
             by_node,
@@ -427,13 +478,42 @@ impl WatchCache {
             st.watchers.close_all();
         }
         progress.send_replace(revision);
-        let mut stream = store.watch(ROOT, revision + 1).await?;
+        Ok(revision)
+    }
+
+    /// Follows the store's changes after `revision` (up to which the cache
+    /// is whole) until the store watch ends. An etcd watch delivers one
+    /// revision's changes in one response, so the cache is whole up to the
+    /// last revision applied whenever the watch breaks, and following on
+    /// from there misses and repeats nothing.
+    async fn follow(
+        &self,
+        store: &dyn Store,
+        revision: i64,
+        progress: &watch::Sender<i64>,
+    ) -> Lost {
+        let mut applied = revision;
+        let mut stream = match store.watch(ROOT, revision + 1).await {
+            Ok(stream) => stream,
+            Err(e) => return Lost::after(applied, e),
+        };
         while let Some(ev) = stream.next().await {
-            let ev = ev?;
-            let rev = self.apply(ev)?;
-            progress.send_replace(rev);
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => return Lost::after(applied, e),
+            };
+            match self.apply(ev) {
+                Ok(rev) => {
+                    applied = rev;
+                    progress.send_replace(rev);
+                }
+                Err(e) => return Lost::Relist(e),
+            }
         }
-        Err(ApiError::Unavailable("the store watch ended".into()))
+        Lost::Watch {
+            revision: applied,
+            error: ApiError::Unavailable("the store watch ended".into()),
+        }
     }
 
     fn apply(&self, ev: WatchEvent) -> Result<i64, ApiError> {

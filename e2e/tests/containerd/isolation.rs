@@ -72,7 +72,18 @@ fn running_tasks_output_is_rotated_by_size() -> Result<()> {
     })
     .with_context(|| c.logs())?;
     assert!(!files.join("stdout.3").exists(), "three files at most");
-    let rotated = std::fs::read(files.join("stdout.1"))?;
+    // A rotation may be moving `stdout.1` on; it is never there half written.
+    let mut rotated = Vec::new();
+    wait_for("a rotated copy to read", WAIT, || {
+        match std::fs::read(files.join("stdout.1")) {
+            Ok(bytes) => {
+                rotated = bytes;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    })?;
     assert!(rotated.starts_with(b"line "), "a whole copy");
     // The live file restarted at its beginning: no NULs where the old
     // output was.

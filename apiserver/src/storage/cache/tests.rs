@@ -389,3 +389,125 @@ async fn history_is_bounded_by_age_too() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A store whose watches can be cut on demand, and which counts the cache's
+/// full lists.
+#[derive(Debug)]
+struct CuttableWatches {
+    inner: EmbeddedStore,
+    cut: watch::Sender<u64>,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for CuttableWatches {
+    async fn get(&self, key: &str) -> Result<Option<corral_store::KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        request: RangeRequest,
+    ) -> Result<corral_store::RangeResponse, StoreError> {
+        if request.start_after.is_none() && request.prefix == ROOT {
+            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.range(request).await
+    }
+    async fn write(
+        &self,
+        op: corral_store::WriteOp,
+    ) -> Result<corral_store::WriteOutcome, StoreError> {
+        self.inner.write(op).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        start: i64,
+    ) -> Result<corral_store::WatchStream, StoreError> {
+        let mut inner = self.inner.watch(prefix, start).await?;
+        let mut cut = self.cut.subscribe();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cut.changed() => {
+                        let _ = tx.send(Err(StoreError::Unavailable { message: "cut".into() })).await;
+                        return;
+                    }
+                    ev = inner.next() => match ev {
+                        Some(ev) => if tx.send(ev).await.is_err() { return },
+                        None => return,
+                    },
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+    async fn current_revision(&self) -> Result<i64, StoreError> {
+        self.inner.current_revision().await
+    }
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        self.inner.compact(revision).await
+    }
+}
+
+/// When the store watch breaks (an etcd member dies), the cache watches on
+/// from the last revision it applied: it does not relist, its watchers stay
+/// open, and they see every change exactly once.
+#[tokio::test]
+async fn a_broken_store_watch_is_resumed_without_closing_watchers() -> anyhow::Result<()> {
+    let store = Arc::new(CuttableWatches {
+        inner: EmbeddedStore::in_memory()?,
+        cut: watch::channel(0).0,
+        lists: Default::default(),
+    });
+    let cache = WatchCache::start(store.clone(), Catalog::standard());
+    ready(&cache, store.as_ref()).await?;
+    let tasks = cache
+        .index_of("tasks", "corral.dev")
+        .ok_or_else(|| anyhow::anyhow!("no tasks"))?;
+    let mut watcher = cache.subscribe(
+        Interest {
+            resource: tasks,
+            namespace: None,
+            node: None,
+        },
+        Start::Now,
+    )?;
+    let lists = store.lists.load(std::sync::atomic::Ordering::SeqCst);
+    let mut names = Vec::new();
+    for round in 0..3 {
+        for i in 0..3 {
+            let name = format!("t{round}{i}");
+            store
+                .create(
+                    &format!("/registry/corral.dev/tasks/default/{name}"),
+                    task(&name, None),
+                )
+                .await?;
+            names.push(name);
+        }
+        store.cut.send_modify(|n| *n += 1);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < names.len() {
+        let change = tokio::time::timeout(Duration::from_secs(10), watcher.live.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the watcher was closed after {seen:?}"))?;
+        seen.push(
+            change.object.value["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen, names);
+    ready(&cache, store.as_ref()).await?;
+    assert!(watcher.live.try_recv().is_none(), "a change was repeated");
+    assert_eq!(
+        store.lists.load(std::sync::atomic::Ordering::SeqCst),
+        lists,
+        "the cache listed again"
+    );
+    Ok(())
+}
