@@ -43,6 +43,13 @@ pub struct ContainerSpec {
     /// How long a kill waits after SIGTERM before SIGKILL (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_period_seconds: Option<u32>,
+    /// The runtime that runs it: `containerd`, or `process` (the command
+    /// as a host process, on nodes whose operator offers it). Unset: the
+    /// node's default runtime, the first its agent names (`containerd`
+    /// unless the operator chose otherwise). A task never moves to another
+    /// runtime because its own is down: it waits for a node that has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::node::RuntimeKind>,
 }
 
 /// One environment variable: a value written in the spec, or one read

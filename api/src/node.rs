@@ -86,6 +86,28 @@ pub enum RuntimeKind {
     Simulated,
 }
 
+impl RuntimeKind {
+    /// The runtime called `name` (`containerd`, `process`, `simulated`).
+    pub fn from_name(name: &str) -> Option<RuntimeKind> {
+        [
+            RuntimeKind::Containerd,
+            RuntimeKind::Process,
+            RuntimeKind::Simulated,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
+    /// The name jobs and agents use (`--runtimes containerd,process`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Containerd => "containerd",
+            RuntimeKind::Process => "process",
+            RuntimeKind::Simulated => "simulated",
+        }
+    }
+}
+
 /// Condition types of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum NodeConditionType {
@@ -130,9 +152,14 @@ pub struct NodeStatus {
     /// The agent's last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
-    /// Container runtimes the agent can use, in order of preference.
+    /// Container runtimes the agent set up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtimes: Vec<RuntimeKind>,
+    /// The runtime that runs tasks naming none: the first the agent was
+    /// told to use (reported even when it could not be set up, so that such
+    /// tasks wait rather than run elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_runtime: Option<RuntimeKind>,
     /// What the node's tasks use now, as last measured by the agent (the
     /// "used" beside "allocated").
     #[serde(default, skip_serializing_if = "Resources::is_empty")]

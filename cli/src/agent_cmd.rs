@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use corral_api::node::LogEndpoint;
+use corral_api::node::RuntimeKind;
 use corral_node_agent::agent::{self, AgentConfig};
 use corral_node_agent::checkpoint::Checkpoints;
 use corral_node_agent::flags;
@@ -103,7 +104,8 @@ pub fn sandboxes(args: &RunArgs, home: &Path, node: &str) -> PathBuf {
 }
 
 /// The runtimes `args` name, in order; containerd is skipped when its socket
-/// does not answer and other runtimes are named.
+/// does not answer and other runtimes are named (tasks that would have run
+/// with it then wait for a node that has it: no other runtime stands in).
 pub async fn build_runtimes(
     args: &RunArgs,
     sandboxes: &Path,
@@ -303,6 +305,10 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
             max_bytes: args.log_max_size,
             max_files: args.log_max_files,
         }),
+        default_runtime: args
+            .runtimes
+            .first()
+            .and_then(|r| RuntimeKind::from_name(r)),
     };
     if let Some(f) = args.oversubscribe
         && !(0.0..=1.0).contains(&f)
@@ -315,8 +321,9 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         .map(|r| corral_node_agent::runtime::kind_name(r.kind()))
         .collect();
     let summary = format!(
-        "corral agent running for node {node_name} (runtimes: {}; sandboxes in {})",
+        "corral agent running for node {node_name} (runtimes: {}; tasks that name none run with {}; sandboxes in {})",
         names.join(", "),
+        args.runtimes.first().map_or("the first", String::as_str),
         sandboxes.display()
     );
     let handle = tokio::spawn(agent::run_renewing_with(

@@ -1,9 +1,11 @@
 //! `corral up`: a whole cluster on one machine, in one process.
 //!
 //! Starts the API server (embedded store under `$CORRAL_HOME`, or etcd with
-//! `--store etcd://…`), every controller, and one agent for this machine with
-//! the best runtime that answers (containerd when its socket does, else plain
-//! processes in cgroups). Writes `$CORRAL_HOME/kubeconfig`, prints how to use
+//! `--store etcd://…`), every controller, and one agent for this machine
+//! offering containerd (when its socket answers) for tasks that name no
+//! runtime, and host processes in cgroups for tasks that ask for them; with
+//! no containerd, this one machine opts in to running every task as a host
+//! process, as a development cluster does. Writes `$CORRAL_HOME/kubeconfig`, prints how to use
 //! it, and on Ctrl-C or SIGTERM stops the agent (its tasks keep running and
 //! are re-adopted on the next start), the controllers and the server, in that
 //! order. All state is in the store, so the next `corral up` resumes the same
@@ -39,7 +41,10 @@ pub struct UpArgs {
     /// This machine's node name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
-    /// Runtimes to try, in order; containerd is skipped when its socket does not answer.
+    /// Runtimes this machine offers; the first runs tasks that name none.
+    /// When containerd's socket does not answer, it is left out and this
+    /// one machine runs those tasks as host processes (as a development
+    /// cluster should; `corral agent` never does so unless told).
     #[arg(long, default_value = "containerd,process")]
     runtimes: String,
     /// Resources this machine offers: `cpus=4,memory=8Gi,disk=20Gi` (default: detected).
@@ -119,13 +124,35 @@ pub fn hostname() -> String {
         .to_lowercase()
 }
 
+/// The runtimes of `--runtimes` this machine can offer: containerd only
+/// when its socket answers.
+fn runtimes_here(args: &UpArgs) -> String {
+    let named: Vec<&str> = args.runtimes.split(',').map(str::trim).collect();
+    if !named.contains(&"containerd")
+        || std::os::unix::net::UnixStream::connect(&args.containerd_address).is_ok()
+    {
+        return args.runtimes.clone();
+    }
+    let rest: Vec<&str> = named.into_iter().filter(|r| *r != "containerd").collect();
+    if rest.is_empty() {
+        // Nothing else to offer: the agent says containerd is missing.
+        return args.runtimes.clone();
+    }
+    outln!(
+        "containerd does not answer at {}: this machine runs tasks as host processes ({})",
+        args.containerd_address.display(),
+        rest.join(",")
+    );
+    rest.join(",")
+}
+
 /// The agent's command line for this machine.
 fn agent_argv(args: &UpArgs, home: &std::path::Path, node: &str) -> Vec<String> {
     let mut argv = vec![
         "agent".to_owned(),
         format!("--home={}", home.display()),
         format!("--node-name={node}"),
-        format!("--runtimes={}", args.runtimes),
+        format!("--runtimes={}", runtimes_here(args)),
         format!("--attributes={}", args.attributes),
         format!("--reserved={}", args.reserved),
         format!("--containerd-address={}", args.containerd_address.display()),

@@ -42,6 +42,7 @@ fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
             }],
             ..Default::default()
         },
+        runtime: None,
         created: at(i as i64),
         started: Some(at(0)),
     }

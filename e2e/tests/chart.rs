@@ -156,7 +156,10 @@ fn the_default_render_is_valid_and_complete() -> Result<()> {
     );
     let agent = find(&docs, "DaemonSet")?;
     let agent_args = args_of(agent);
-    assert!(agent_args.contains(&"--runtimes=containerd,process".to_owned()));
+    assert!(
+        agent_args.contains(&"--runtimes=containerd".to_owned()),
+        "{agent_args:?}"
+    );
     assert!(agent_args.contains(&"--log-listen=0.0.0.0:7450".to_owned()));
     let socket = agent["spec"]["template"]["spec"]["volumes"]
         .as_array()

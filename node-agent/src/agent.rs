@@ -83,6 +83,10 @@ pub struct AgentConfig {
     pub sandbox_gc: Option<crate::sandbox_gc::SandboxGc>,
     /// Rotating running tasks' output by size (none: it grows).
     pub log_rotation: Option<crate::log_rotation::LogRotation>,
+    /// The runtime of tasks that name none: the first the operator named,
+    /// even when it could not be set up, so that such tasks wait for it
+    /// rather than run on another (None: the first runtime set up).
+    pub default_runtime: Option<RuntimeKind>,
 }
 
 impl AgentConfig {
@@ -106,6 +110,7 @@ impl AgentConfig {
             checkpoints: None,
             sandbox_gc: None,
             log_rotation: None,
+            default_runtime: None,
         }
     }
 
@@ -160,6 +165,7 @@ async fn register(
         nodes.patch(name, &apply, &Patch::Apply(&node)).await?;
         let status = json!({"status": {
             "total": cfg.resources, "allocatable": cfg.resources, "staticReservations": cfg.reserved, "runtimes": runtimes,
+            "defaultRuntime": cfg.default_runtime.or(runtimes.first().copied()),
             "logEndpoint": cfg.log_endpoint,
             "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady", "message": "the agent is registered"}],
             "lastHeartbeatTime": jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default().to_string(),
@@ -316,6 +322,7 @@ pub async fn run_renewing_with(
         client.clone(),
         runtimes.clone(),
         health,
+        cfg.default_runtime.or(kinds.first().copied()),
         events_tx.clone(),
         &cfg.nodes,
         cfg.checkpoints.clone(),

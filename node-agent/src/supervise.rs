@@ -7,8 +7,11 @@
 //! `corral_core::reconcile` and `corral_core::lifecycle`, so the watch path
 //! (one task changed) and the periodic sweep (everything the runtimes run
 //! against everything bound here) take the same decisions:
-//! - ASSIGNED tasks are launched with the first healthy runtime that
-//!   supports them; kill requests are carried out with the task's grace;
+//! - ASSIGNED tasks are launched with the runtime they ask for, or the
+//!   node's default runtime when they name none, never another: a task whose
+//!   runtime is missing or down fails with `NoRuntime` and is placed again
+//!   (host processes are never a fallback for containers); kill requests are
+//!   carried out with the task's grace;
 //! - errant copies (their task ended, or no task bound here has their name)
 //!   are killed: a task event on the task, or a v1 Event on the Node when
 //!   there is no task;
@@ -41,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_api::{Task, TaskPhase};
 use corral_core::lifecycle::{self, Event, Failure};
@@ -83,12 +87,41 @@ fn grace_of(task: &Task) -> Duration {
         .unwrap_or(KILL_GRACE)
 }
 
-/// The first runtime, in configured order, that is healthy and supports `launch`.
-fn pick(runtimes: &[Arc<dyn ContainerRuntime>], health: &Health, launch: &Launch) -> Option<usize> {
-    runtimes
-        .iter()
-        .zip(health.iter())
-        .position(|(r, h)| h.load(std::sync::atomic::Ordering::Relaxed) && r.supports(launch))
+/// The runtime that runs `launch`: the one it asks for, or `default` when it
+/// names none (a simulated runtime stands in for any), healthy and able to
+/// run it; else why not.
+fn pick(
+    runtimes: &[Arc<dyn ContainerRuntime>],
+    health: &Health,
+    launch: &Launch,
+    default: Option<RuntimeKind>,
+) -> Result<usize, String> {
+    let wanted = launch.container.runtime.or(default);
+    let named = |r: &Arc<dyn ContainerRuntime>| {
+        r.kind() == RuntimeKind::Simulated || wanted.is_none_or(|w| r.kind() == w)
+    };
+    let healthy = |i: usize| health[i].load(std::sync::atomic::Ordering::Relaxed);
+    let what = wanted.map_or("a", RuntimeKind::as_str);
+    let Some(i) = runtimes.iter().position(named) else {
+        let names: Vec<&str> = runtimes.iter().map(|r| kind_name(r.kind())).collect();
+        return Err(format!(
+            "this node does not offer the {what} runtime (it offers {})",
+            names.join(", ")
+        ));
+    };
+    if !healthy(i) {
+        return Err(format!(
+            "the {} runtime is not healthy",
+            kind_name(runtimes[i].kind())
+        ));
+    }
+    if !runtimes[i].supports(launch) {
+        return Err(format!(
+            "the {} runtime cannot run this container (a process needs a command; a container, an image)",
+            kind_name(runtimes[i].kind())
+        ));
+    }
+    Ok(i)
 }
 
 /// The agent's book of what it runs, and the decisions over it.
@@ -96,6 +129,8 @@ pub(crate) struct Supervisor {
     client: kube::Client,
     runtimes: Vec<Arc<dyn ContainerRuntime>>,
     health: Health,
+    /// The runtime of tasks that name none.
+    default_runtime: Option<RuntimeKind>,
     events: RuntimeEvents,
     /// The nodes this agent stands for.
     nodes: BTreeSet<String>,
@@ -130,6 +165,7 @@ impl Supervisor {
         client: kube::Client,
         runtimes: Vec<Arc<dyn ContainerRuntime>>,
         health: Health,
+        default_runtime: Option<RuntimeKind>,
         events: RuntimeEvents,
         nodes: &[String],
         checkpoints: Option<Checkpoints>,
@@ -146,6 +182,7 @@ impl Supervisor {
             client,
             runtimes,
             health,
+            default_runtime,
             events,
             nodes: nodes.iter().cloned().collect(),
             tasks: HashMap::new(),
@@ -417,25 +454,21 @@ impl Supervisor {
             annotations: t.metadata.annotations.clone().unwrap_or_default(),
             uid: t.metadata.uid.clone(),
         };
-        let Some(idx) = pick(&self.runtimes, &self.health, &launch) else {
-            let names: Vec<&str> = self.runtimes.iter().map(|r| kind_name(r.kind())).collect();
-            let failure = Failure::new(
-                FailureReason::NoRuntime,
-                format!(
-                    "no healthy runtime among [{}] supports this container",
-                    names.join(", ")
-                ),
-            );
-            self.ended.insert(key.to_owned(), t.metadata.uid.clone());
-            self.report(
-                key,
-                Event::AgentExited {
-                    code: 127,
-                    failure: Some(failure),
-                },
-                node,
-            );
-            return;
+        let idx = match pick(&self.runtimes, &self.health, &launch, self.default_runtime) {
+            Ok(idx) => idx,
+            Err(why) => {
+                let failure = Failure::new(FailureReason::NoRuntime, why);
+                self.ended.insert(key.to_owned(), t.metadata.uid.clone());
+                self.report(
+                    key,
+                    Event::AgentExited {
+                        code: 127,
+                        failure: Some(failure),
+                    },
+                    node,
+                );
+                return;
+            }
         };
         self.tasks.insert(key.to_owned(), (idx, node.to_owned()));
         if let Some(uid) = launch.uid.clone() {

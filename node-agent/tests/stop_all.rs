@@ -16,8 +16,12 @@ use corral_node_agent::runtime::{
 use serde_json::json;
 
 fn alive(pid: i32) -> bool {
-    // A zombie has no cmdline left; a live process does.
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+    // There, and not a zombie. (Its cmdline would not do: a process in the
+    // middle of exec has none yet, and a spawned one may be read then.)
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 #[tokio::test]

@@ -161,6 +161,22 @@ impl Errors {
         self.push(FieldErrorType::Invalid, at, Some(value.to_string()), detail);
     }
 
+    /// Kubernetes' wording: `supported values: "a", "b"`.
+    pub(crate) fn not_supported(
+        &mut self,
+        at: &FieldPath,
+        value: impl fmt::Display,
+        supported: &[&str],
+    ) {
+        let quoted: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+        self.push(
+            FieldErrorType::NotSupported,
+            at,
+            Some(value.to_string()),
+            format!("supported values: {}", quoted.join(", ")),
+        );
+    }
+
     pub(crate) fn duplicate(&mut self, at: &FieldPath, value: impl fmt::Display) {
         self.push(FieldErrorType::Duplicate, at, Some(value.to_string()), "");
     }

@@ -130,6 +130,13 @@ fn parse_image(image: &str) -> Result<(), oci_spec::distribution::ParseError> {
 
 fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
     image(errs, &at.child("image"), &c.image);
+    if c.runtime == Some(crate::node::RuntimeKind::Simulated) {
+        errs.not_supported(
+            &at.child("runtime"),
+            "\"simulated\"",
+            &["containerd", "process"],
+        );
+    }
     for (i, part) in c.command.iter().enumerate() {
         if part.is_empty() && i == 0 {
             errs.invalid(

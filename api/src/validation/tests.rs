@@ -136,6 +136,12 @@ fn job_rules_name_the_field_and_the_error() {
             T::Invalid,
         ),
         (
+            "a job asking for the simulated runtime",
+            |v| v["spec"]["container"]["runtime"] = json!("simulated"),
+            "spec.container.runtime",
+            T::NotSupported,
+        ),
+        (
             "duplicate env",
             |v| v["spec"]["container"]["env"] = json!([{"name": "A"}, {"name": "A"}]),
             "spec.container.env[1].name",

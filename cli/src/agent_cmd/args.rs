@@ -93,11 +93,13 @@ pub struct RunArgs {
     /// This node's name (with `--simulate-nodes`, the prefix of the simulated names).
     #[arg(long, env = "CORRAL_AGENT_NODE_NAME")]
     pub(crate) node_name: Option<String>,
-    /// Runtimes to try, in order: `containerd`, `process`, `simulated`.
+    /// Runtimes to offer: `containerd`, `process` (tasks as host processes:
+    /// offered only when named here), `simulated`. The first runs the tasks
+    /// that name no runtime; the others run only tasks that ask for them.
     #[arg(
         long,
         env = "CORRAL_AGENT_RUNTIMES",
-        default_value = "containerd,process",
+        default_value = "containerd",
         value_delimiter = ','
     )]
     pub(crate) runtimes: Vec<String>,

@@ -4,7 +4,7 @@
 use corral_api::node::{NodeConditionType, NodeReason};
 use corral_api::{ConditionStatus, Node, Quota, Reservation, Resources, Role, Task, TaskPhase};
 use corral_core::sched::res::{Dims, MAX_DIMS, Res};
-use corral_core::sched::{NodeState, RoleInfo, SchedTask};
+use corral_core::sched::{NodeState, RoleInfo, Runtimes, SchedTask};
 
 fn vector(r: &Resources, dims: &mut Dims) -> Option<Res> {
     let m = r.to_milli().ok()?;
@@ -88,6 +88,7 @@ pub fn sched_task(task: &Task, dims: &mut Dims) -> Option<SchedTask> {
         tier: task.spec.tier,
         priority: task.spec.priority,
         constraints: task.spec.constraints.clone(),
+        runtime: task.spec.container.runtime,
         created,
         started,
     })
@@ -109,6 +110,10 @@ pub fn node_state<'a>(
     let mut n = NodeState::new(&name, vector(allocatable, dims)?);
     n.revocable = vector(&status.revocable, dims).unwrap_or(Res::ZERO);
     n.attributes = node.spec.attributes.clone();
+    n.runtimes = Runtimes {
+        offered: status.runtimes.clone(),
+        default: status.default_runtime,
+    };
     n.schedulable = !node.spec.unschedulable;
     n.healthy = status
         .conditions

@@ -15,7 +15,7 @@ pub use allocator::{Allocator, Decisions, Eviction};
 pub use place::{Policy, Unplaced, explain, place};
 pub use queue::{Cycle, run_cycle};
 pub use res::{Dims, Res};
-pub use snapshot::{NodeId, NodeState, RoleInfo, SchedTask, Snapshot};
+pub use snapshot::{NodeId, NodeState, RoleInfo, Runtimes, SchedTask, Snapshot};
 
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,8 @@ pub struct Filtered {
     pub unavailable: u32,
     /// Dedicated to another role, or not dedicated when the task asks for it.
     pub dedicated: u32,
+    /// Not offering the runtime the task asks for.
+    pub runtime: u32,
     /// Per attribute constraint (by index in the task's constraints).
     pub attribute: Vec<u32>,
     /// Already running `hostLimit` tasks of the job.
@@ -95,6 +97,9 @@ pub(crate) fn static_fit(task: &SchedTask, node: &NodeState) -> Result<(), Stati
         (Some(d), _) if d != &task.role => return Err(StaticMiss::Dedicated),
         (None, Some(_)) => return Err(StaticMiss::Dedicated),
         _ => {}
+    }
+    if !node.runtimes.run(task.runtime) {
+        return Err(StaticMiss::Runtime);
     }
     for (i, c) in task.constraints.attributes.iter().enumerate() {
         let v = node.attributes.get(&c.name);
@@ -121,6 +126,7 @@ pub(crate) fn static_fit(task: &SchedTask, node: &NodeState) -> Result<(), Stati
 pub(crate) enum StaticMiss {
     Unavailable,
     Dedicated,
+    Runtime,
     Attribute(usize),
     HostLimit,
 }
@@ -224,6 +230,7 @@ pub fn filter_counts(snap: &Snapshot, task: &SchedTask) -> Filtered {
         match static_fit(task, node) {
             Err(StaticMiss::Unavailable) => f.unavailable += 1,
             Err(StaticMiss::Dedicated) => f.dedicated += 1,
+            Err(StaticMiss::Runtime) => f.runtime += 1,
             Err(StaticMiss::Attribute(i)) => f.attribute[i] += 1,
             Err(StaticMiss::HostLimit) => f.host_limit += 1,
             Ok(()) => {
@@ -395,6 +402,23 @@ pub fn explain(
                 Some("dedicated".into()),
                 None,
                 f.dedicated,
+            );
+            push(
+                PendingReasonKind::ConstraintFiltered,
+                match task.runtime {
+                    Some(kind) => format!(
+                        "{} node(s) do not offer the {} runtime",
+                        f.runtime,
+                        kind.as_str()
+                    ),
+                    None => format!(
+                        "{} node(s) cannot run tasks that name no runtime (their default runtime is not up)",
+                        f.runtime
+                    ),
+                },
+                Some("runtime".into()),
+                None,
+                f.runtime,
             );
             for (i, n) in f.attribute.iter().enumerate() {
                 let c = &task.constraints.attributes[i];

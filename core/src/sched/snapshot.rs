@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use corral_api::Tier;
 use corral_api::job::Constraints;
+use corral_api::node::RuntimeKind;
 
 use super::res::{Dims, Res};
 
@@ -36,6 +37,8 @@ pub struct SchedTask {
     pub priority: i32,
     /// Placement constraints.
     pub constraints: Constraints,
+    /// The runtime it asks for (None: the node's default).
+    pub runtime: Option<RuntimeKind>,
     /// When it was created (older first; youngest victims first).
     pub created: jiff::Timestamp,
     /// When it started running, if it has (minimum runtime before preemption).
@@ -86,6 +89,8 @@ pub struct NodeState {
     pub schedulable: bool,
     /// Attributes for constraints.
     pub attributes: BTreeMap<String, String>,
+    /// The runtimes it offers.
+    pub runtimes: Runtimes,
     /// The role the node is dedicated to, if any.
     pub dedicated: Option<String>,
     /// Regular capacity.
@@ -104,6 +109,29 @@ pub struct NodeState {
     pub per_job: HashMap<String, u32>,
 }
 
+/// The runtimes a node offers, as its agent reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Runtimes {
+    /// The ones its agent set up; empty when not reported (any task fits).
+    pub offered: Vec<RuntimeKind>,
+    /// The one that runs tasks that name none (the first its agent names).
+    pub default: Option<RuntimeKind>,
+}
+
+impl Runtimes {
+    /// Whether a task asking for `wanted` (None: the node's default) can
+    /// run on the node. A simulated node stands in for any runtime.
+    pub fn run(&self, wanted: Option<RuntimeKind>) -> bool {
+        if self.offered.is_empty() || self.offered.contains(&RuntimeKind::Simulated) {
+            return true;
+        }
+        match wanted.or(self.default) {
+            Some(kind) => self.offered.contains(&kind),
+            None => true,
+        }
+    }
+}
+
 impl NodeState {
     /// A healthy, schedulable node with `allocatable` capacity.
     pub fn new(name: &str, allocatable: Res) -> Self {
@@ -112,6 +140,7 @@ impl NodeState {
             healthy: true,
             schedulable: true,
             attributes: BTreeMap::new(),
+            runtimes: Runtimes::default(),
             dedicated: None,
             allocatable,
             revocable: Res::ZERO,

@@ -3,6 +3,7 @@
 
 use corral_api::Tier;
 use corral_api::job::{AttributeConstraint, ConstraintOperator, Constraints};
+use corral_api::node::RuntimeKind;
 use corral_api::task::PendingReasonKind;
 
 use super::preempt::{self, Rule, Rules};
@@ -28,6 +29,7 @@ impl TaskB {
             tier: Tier::Preemptible,
             priority: 0,
             constraints: Constraints::default(),
+            runtime: None,
             created: at(0),
             started: None,
         })
@@ -76,9 +78,21 @@ impl TaskB {
         });
         self
     }
+    fn runtime(mut self, r: RuntimeKind) -> Self {
+        self.0.runtime = Some(r);
+        self
+    }
     fn t(self) -> SchedTask {
         self.0
     }
+}
+
+fn with_runtimes(mut n: NodeState, offered: &[RuntimeKind], default: RuntimeKind) -> NodeState {
+    n.runtimes = Runtimes {
+        offered: offered.to_vec(),
+        default: Some(default),
+    };
+    n
 }
 
 fn node(name: &str, cpus: i64, mem_gi: i64) -> NodeState {
@@ -152,6 +166,54 @@ fn constraints_filter_nodes_and_are_explained() {
             PendingReasonKind::ConstraintFiltered
         ]
     );
+}
+
+#[test]
+fn a_task_runs_only_where_its_runtime_is_offered_and_never_falls_back() {
+    use RuntimeKind::{Containerd, Process, Simulated};
+    // Containers only; containers with host processes on request; a node
+    // whose default (containerd) did not come up and offers processes only;
+    // a simulated node, standing in for any runtime.
+    let cases: &[(&[RuntimeKind], RuntimeKind, Option<RuntimeKind>, bool)] = &[
+        (&[Containerd], Containerd, None, true),
+        (&[Containerd], Containerd, Some(Containerd), true),
+        (&[Containerd], Containerd, Some(Process), false),
+        (&[Containerd, Process], Containerd, Some(Process), true),
+        (&[Containerd, Process], Containerd, None, true),
+        (&[Process], Containerd, None, false),
+        (&[Process], Containerd, Some(Process), true),
+        (&[Process], Process, None, true),
+        (&[Process], Process, Some(Containerd), false),
+        (&[Simulated], Simulated, Some(Process), true),
+        (&[], Containerd, Some(Process), true),
+    ];
+    for (offered, default, wanted, fits) in cases {
+        let s = cluster(vec![with_runtimes(node("n", 8, 32), offered, *default)]);
+        let mut t = TaskB::new("t");
+        if let Some(w) = wanted {
+            t = t.runtime(*w);
+        }
+        let t = t.t();
+        let placed = place(&s, &t, Policy::BinPack);
+        assert_eq!(
+            placed.is_ok(),
+            *fits,
+            "offered {offered:?}, default {default:?}, wanted {wanted:?}: {placed:?}"
+        );
+        if let Err(Unplaced::NoNode(f)) = &placed {
+            assert_eq!(f.runtime, 1);
+            let e = explain(&s, &t, &Unplaced::NoNode(f.clone()), at(5));
+            let reason = e
+                .reasons
+                .iter()
+                .find(|r| r.subject.as_deref() == Some("runtime"))
+                .expect("a runtime reason");
+            assert_eq!(reason.kind, PendingReasonKind::ConstraintFiltered);
+            if let Some(w) = wanted {
+                assert!(reason.message.contains(w.as_str()), "{}", reason.message);
+            }
+        }
+    }
 }
 
 #[test]

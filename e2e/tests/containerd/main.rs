@@ -493,8 +493,12 @@ fn re_adoption(node: &str, runtime: &str) -> Result<()> {
     Ok(())
 }
 
+/// A node offering containerd and (on its operator's word) host processes
+/// runs a task as a host process only when the task asks for it; when
+/// containerd stops, tasks that name no runtime fail with `NoRuntime` (to be
+/// placed again) rather than move onto host processes.
 #[test]
-fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
+fn containerd_stopping_never_moves_tasks_onto_host_processes() -> Result<()> {
     let mut c = Cluster::start("ctd-fallback", "containerd,process")?;
     c.job(
         "first",
@@ -509,8 +513,21 @@ fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
         "containerd's cgroup namespace hides the path: {}",
         c.output("first-0-0", "stdout")
     );
+    // Asked for, a host process runs beside the containers.
+    c.job(
+        "host",
+        "adhoc",
+        "32Mi",
+        "grep memory /proc/self/cgroup; exit 0",
+        "\n    runtime: process",
+    )?;
+    c.wait_phase("host-0-0", "FINISHED")?;
+    let out = c.output("host-0-0", "stdout");
+    assert!(
+        out.contains("memory:/corral/analytics.host-0-0"),
+        "a host process in its own cgroup: {out}"
+    );
     c.containerd.stop()?;
-    // The agent notices within its health interval; later tasks run as processes.
     wait_for("the agent to notice", WAIT, || {
         Ok(c.agent
             .as_ref()
@@ -524,12 +541,14 @@ fn the_process_runtime_takes_over_when_containerd_stops() -> Result<()> {
         "grep memory /proc/self/cgroup; exit 0",
         "",
     )?;
-    c.wait_phase("second-0-0", "FINISHED")?;
-    let out = c.output("second-0-0", "stdout");
+    let task = c.wait_phase("second-0-0", "FAILED")?;
+    assert_eq!(task["status"]["failureReason"], "NoRuntime", "{task}");
     assert!(
-        out.contains("memory:/corral/analytics.second-0-0"),
-        "a host process in its own cgroup: {out}"
+        task.to_string()
+            .contains("the containerd runtime is not healthy"),
+        "{task}"
     );
+    assert_eq!(c.output("second-0-0", "stdout"), "", "it never ran");
     Ok(())
 }
 

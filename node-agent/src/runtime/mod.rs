@@ -201,11 +201,7 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
 
 /// The name `kind` has on the command line (`--runtimes containerd,process`).
 pub fn kind_name(kind: RuntimeKind) -> &'static str {
-    match kind {
-        RuntimeKind::Containerd => "containerd",
-        RuntimeKind::Process => "process",
-        RuntimeKind::Simulated => "simulated",
-    }
+    kind.as_str()
 }
 
 /// A name usable as a container id, cgroup and directory name:

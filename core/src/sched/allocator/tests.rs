@@ -26,6 +26,7 @@ fn task(name: &str, job: &str, cpus: i64, tier: Tier, priority: i32) -> SchedTas
         tier,
         priority,
         constraints: Constraints::default(),
+        runtime: None,
         created: at(0),
         started: Some(at(0)),
     }
