@@ -40,8 +40,8 @@ def layer(busybox):
     entries += [entry("tmp", tarfile.DIRTYPE, 0o1777), entry("root", tarfile.DIRTYPE, 0o700)]
     entries.append(entry("bin/busybox", tarfile.REGTYPE, 0o755, binary))
     entries += [entry(f"bin/{a}", tarfile.SYMTYPE, 0o777, target="busybox") for a in sorted(set(applets)) if a != "busybox"]
-    entries.append(entry("etc/passwd", tarfile.REGTYPE, 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
-    entries.append(entry("etc/group", tarfile.REGTYPE, 0o644, b"root:x:0:\nnogroup:x:65534:\n"))
+    entries.append(entry("etc/passwd", tarfile.REGTYPE, 0o644, b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"))
+    entries.append(entry("etc/group", tarfile.REGTYPE, 0o644, b"root:x:0:\nstaff:x:50:app\napp:x:1000:\nnogroup:x:65534:\n"))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in entries:

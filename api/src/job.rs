@@ -50,6 +50,39 @@ pub struct ContainerSpec {
     /// runtime because its own is down: it waits for a node that has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::node::RuntimeKind>,
+    /// The network it sees: `host` (the node's; the default, as in Mesos:
+    /// its ports are the node's) or `none` (a network namespace of its
+    /// own with only loopback, for work that needs no network; containers
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
+    /// The user it runs as: `UID[:GID]`, or `NAME[:GROUP]` from its image's
+    /// `/etc/passwd` and `/etc/group` (the node's, for a host process).
+    /// Unset: the image's user unless that is root, else nobody (65534).
+    /// Root (`0` or `root`) takes the RBAC verb `use` on `roles/root` for
+    /// the Job's role in its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Mounts the image's filesystem read-only (the sandbox stays
+    /// writable; containers only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root_filesystem: bool,
+}
+
+/// True when a `container.user` asks for root: user `0` or `root`, any group.
+pub fn is_root_user(user: &str) -> bool {
+    let name = user.split(':').next().unwrap_or_default();
+    name == "root" || name.parse::<u32>() == Ok(0)
+}
+
+/// The network a task sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The node's network.
+    Host,
+    /// A namespace of its own with only loopback.
+    None,
 }
 
 /// One environment variable: a value written in the spec, or one read
@@ -505,4 +538,26 @@ fn phase_counts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         })
         .collect();
     schemars::json_schema!({"type": "object", "properties": props})
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::is_root_user;
+
+    #[test]
+    fn root_is_asked_for_by_name_or_number_with_any_group() {
+        for (user, root) in [
+            ("root", true),
+            ("0", true),
+            ("00", true),
+            ("0:1000", true),
+            ("root:staff", true),
+            ("1000", false),
+            ("1000:0", false),
+            ("rooted", false),
+            ("nobody", false),
+        ] {
+            assert_eq!(is_root_user(user), root, "{user}");
+        }
+    }
 }

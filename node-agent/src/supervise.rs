@@ -115,9 +115,9 @@ fn pick(
             kind_name(runtimes[i].kind())
         ));
     }
-    if !runtimes[i].supports(launch) {
+    if let Some(why) = runtimes[i].unsupported(launch) {
         return Err(format!(
-            "the {} runtime cannot run this container (a process needs a command; a container, an image)",
+            "the {} runtime cannot run this task: {why}",
             kind_name(runtimes[i].kind())
         ));
     }

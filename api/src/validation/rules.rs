@@ -130,6 +130,39 @@ fn parse_image(image: &str) -> Result<(), oci_spec::distribution::ParseError> {
 
 fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
     image(errs, &at.child("image"), &c.image);
+    if c.network == Some(crate::job::NetworkMode::None)
+        && c.runtime == Some(crate::node::RuntimeKind::Process)
+    {
+        errs.forbidden(
+            &at.child("network"),
+            "the process runtime runs tasks in the node's network: network none needs a container",
+        );
+    }
+    if let Some(user) = &c.user {
+        let part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 32
+                && p.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+        };
+        let ok = match user.split_once(':') {
+            Some((u, g)) => part(u) && part(g),
+            None => part(user),
+        };
+        if !ok {
+            errs.invalid(
+                &at.child("user"),
+                format!("{user:?}"),
+                "a user is UID[:GID] or NAME[:GROUP] (letters, digits, '.', '_', '-'; at most 32 each)",
+            );
+        }
+    }
+    if c.read_only_root_filesystem && c.runtime == Some(crate::node::RuntimeKind::Process) {
+        errs.forbidden(
+            &at.child("readOnlyRootFilesystem"),
+            "a host process has the node's filesystem: a read-only root needs a container",
+        );
+    }
     if c.runtime == Some(crate::node::RuntimeKind::Simulated) {
         errs.not_supported(
             &at.child("runtime"),

@@ -142,6 +142,36 @@ fn job_rules_name_the_field_and_the_error() {
             T::NotSupported,
         ),
         (
+            "a host process without the host's network",
+            |v| {
+                v["spec"]["container"]["runtime"] = json!("process");
+                v["spec"]["container"]["network"] = json!("none");
+            },
+            "spec.container.network",
+            T::Forbidden,
+        ),
+        (
+            "a user with a space",
+            |v| v["spec"]["container"]["user"] = json!("web user"),
+            "spec.container.user",
+            T::Invalid,
+        ),
+        (
+            "a user with an empty group",
+            |v| v["spec"]["container"]["user"] = json!("1000:"),
+            "spec.container.user",
+            T::Invalid,
+        ),
+        (
+            "a host process with a read-only root",
+            |v| {
+                v["spec"]["container"]["runtime"] = json!("process");
+                v["spec"]["container"]["readOnlyRootFilesystem"] = json!(true);
+            },
+            "spec.container.readOnlyRootFilesystem",
+            T::Forbidden,
+        ),
+        (
             "duplicate env",
             |v| v["spec"]["container"]["env"] = json!([{"name": "A"}, {"name": "A"}]),
             "spec.container.env[1].name",

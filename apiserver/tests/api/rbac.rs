@@ -114,6 +114,37 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "alice running a job on team-b's role",
     );
     assert!(msg.contains("cannot use role \"team-b\""), "{msg}");
+    // Her own role, but as root: that is a grant of its own.
+    let mut as_root = job_in("team-a", "as-root")?;
+    as_root.spec.container.user = Some("root".into());
+    let msg = forbidden(
+        jobs_a.create(&PostParams::default(), &as_root).await,
+        "alice running a job as root",
+    );
+    assert!(
+        msg.contains("cannot run tasks as root with role \"team-a\""),
+        "{msg}"
+    );
+    let mut as_app = job_in("team-a", "as-app")?;
+    as_app.spec.container.user = Some("1000:1000".into());
+    jobs_a.create(&PostParams::default(), &as_app).await?;
+    let root_grant: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "root-role", "namespace": "team-a"},
+        "rules": [{"apiGroups": ["corral.dev"], "resources": ["roles/root"], "resourceNames": ["team-a"], "verbs": ["use"]}]}))?;
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), "team-a")
+        .create(&PostParams::default(), &root_grant)
+        .await?;
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "root-role", "namespace": "team-a"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "root-role"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team-a"}]}))?;
+    Api::<RoleBinding>::namespaced(admin.clone(), "team-a")
+        .create(&PostParams::default(), &rb)
+        .await?;
+    once_allowed("alice running a job as root once granted", || async {
+        Ok(jobs_a.create(&PostParams::default(), &as_root).await)
+    })
+    .await?;
     // Discovery is every caller's; the metrics are the monitors'.
     let get = |path: &'static str| {
         let alice = alice.clone();

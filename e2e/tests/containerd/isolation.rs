@@ -1,5 +1,6 @@
 //! What a task cannot do to its node: links planted in its sandbox lead
-//! nowhere, and its output is rotated by size.
+//! nowhere, its output is rotated by size, it runs as nobody unless its Job
+//! names a user, and without a network when it asks for none.
 
 use anyhow::{Context, Result};
 use corral_e2e::wait_for;
@@ -98,5 +99,102 @@ fn running_tasks_output_is_rotated_by_size() -> Result<()> {
         "the live file is bounded: {} bytes",
         live.len()
     );
+    Ok(())
+}
+
+/// The interfaces `/proc/net/dev` lists.
+fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    proc_net_dev
+        .lines()
+        .filter(|l| !l.contains('|'))
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned()))
+        .collect()
+}
+
+/// `network: none` gives a task a network namespace of its own with only
+/// loopback, and loopback up; a task that names no network has the node's.
+#[test]
+fn a_task_without_network_sees_only_loopback() -> Result<()> {
+    let c = Cluster::start("ctd-nonet", "containerd")?;
+    let script = "cat /proc/net/dev; echo flags $(cat /sys/class/net/lo/flags)";
+    c.job("offline", "adhoc", "32Mi", script, "\n    network: none")?;
+    c.job("online", "adhoc", "32Mi", script, "")?;
+    c.wait_phase("offline-0-0", "FINISHED")?;
+    c.wait_phase("online-0-0", "FINISHED")?;
+    let offline = c.output("offline-0-0", "stdout");
+    assert_eq!(interfaces(&offline), ["lo"], "{offline}");
+    let flags = offline
+        .lines()
+        .find_map(|l| l.strip_prefix("flags 0x"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 16).ok())
+        .context("lo's flags")?;
+    assert_eq!(flags & 1, 1, "loopback is up: {offline}");
+    let host = interfaces(&std::fs::read_to_string("/proc/net/dev")?);
+    let online = c.output("online-0-0", "stdout");
+    assert_eq!(interfaces(&online), host, "the node's network: {online}");
+    Ok(())
+}
+
+/// A task runs as nobody unless its Job names a user (by number, or by a
+/// name its image defines) or root; no capability but CAP_NET_BIND_SERVICE,
+/// and that only for root; a seccomp filter for all. Its sandbox is its own
+/// to write.
+#[test]
+fn tasks_run_as_nobody_unless_their_job_names_a_user() -> Result<()> {
+    let c = Cluster::start("ctd-users", "containerd")?;
+    let script = "grep -E '^(Uid|Gid|CapEff|Seccomp):' /proc/self/status; touch /mnt/sandbox/mine && echo wrote";
+    for (name, user) in [
+        ("plain", ""),
+        ("numbered", "\n    user: \"1234:1234\""),
+        ("named", "\n    user: app"),
+        ("grouped", "\n    user: \"app:staff\""),
+        ("rooted", "\n    user: root"),
+    ] {
+        c.job(name, "adhoc", "32Mi", script, user)?;
+    }
+    for (name, uid, gid, caps) in [
+        ("plain", 65534, 65534, "0000000000000000"),
+        ("numbered", 1234, 1234, "0000000000000000"),
+        ("named", 1000, 1000, "0000000000000000"),
+        ("grouped", 1000, 50, "0000000000000000"),
+        ("rooted", 0, 0, "0000000000000400"),
+    ] {
+        let task = format!("{name}-0-0");
+        c.wait_phase(&task, "FINISHED")?;
+        let out = c.output(&task, "stdout");
+        assert!(
+            out.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")),
+            "{name}: {out}"
+        );
+        assert!(
+            out.contains(&format!("Gid:\t{gid}\t{gid}\t{gid}\t{gid}\n")),
+            "{name}: {out}"
+        );
+        assert!(out.contains(&format!("CapEff:\t{caps}\n")), "{name}: {out}");
+        assert!(out.contains("wrote"), "{name} writes its sandbox: {out}");
+        assert!(
+            out.contains("Seccomp:\t2\n"),
+            "{name} has a seccomp filter: {out}"
+        );
+    }
+    Ok(())
+}
+
+/// `readOnlyRootFilesystem: true`: the image's files cannot be written; the
+/// sandbox still can.
+#[test]
+fn a_read_only_root_leaves_only_the_sandbox_writable() -> Result<()> {
+    let c = Cluster::start("ctd-ro", "containerd")?;
+    c.job(
+        "frozen",
+        "adhoc",
+        "32Mi",
+        "touch /etc/changed 2>/dev/null && echo root-written; touch /mnt/sandbox/ok && echo sandbox-written",
+        "\n    user: root\n    readOnlyRootFilesystem: true",
+    )?;
+    c.wait_phase("frozen-0-0", "FINISHED")?;
+    let out = c.output("frozen-0-0", "stdout");
+    assert!(!out.contains("root-written"), "{out}");
+    assert!(out.contains("sandbox-written"), "{out}");
     Ok(())
 }

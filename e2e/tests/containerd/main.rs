@@ -236,8 +236,9 @@ fn tasks_run_in_containerd_with_their_limits_output_and_exit_codes() -> Result<(
         "cpus 0.5 is a 50 ms quota: {out}"
     );
     assert!(out.contains("\n67108864\n"), "64Mi memory limit: {out}");
-    // Only CAP_NET_BIND_SERVICE (bit 10), and no new privileges.
-    assert!(out.contains("CapEff:\t0000000000000400"), "{out}");
+    // As nobody: no capability (see the isolation tests), and no new
+    // privileges.
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert_eq!(c.output("ok-0-0", "stderr").trim(), "to-stderr");
     let bad = c.wait_phase("bad-0-0", "FAILED")?;
@@ -513,12 +514,12 @@ fn containerd_stopping_never_moves_tasks_onto_host_processes() -> Result<()> {
         "containerd's cgroup namespace hides the path: {}",
         c.output("first-0-0", "stdout")
     );
-    // Asked for, a host process runs beside the containers.
+    // Asked for, a host process runs beside the containers, as nobody.
     c.job(
         "host",
         "adhoc",
         "32Mi",
-        "grep memory /proc/self/cgroup; exit 0",
+        "grep memory /proc/self/cgroup; grep -E '^(Uid|NoNewPrivs):' /proc/self/status; exit 0",
         "\n    runtime: process",
     )?;
     c.wait_phase("host-0-0", "FINISHED")?;
@@ -527,6 +528,8 @@ fn containerd_stopping_never_moves_tasks_onto_host_processes() -> Result<()> {
         out.contains("memory:/corral/analytics.host-0-0"),
         "a host process in its own cgroup: {out}"
     );
+    assert!(out.contains("Uid:\t65534\t65534"), "as nobody: {out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     c.containerd.stop()?;
     wait_for("the agent to notice", WAIT, || {
         Ok(c.agent
@@ -572,7 +575,8 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
             "1",
         ],
     )?;
-    // Idle until the test touches `burn`, then busy on its whole CPU.
+    // Idle until the test touches `burn`, then busy on its whole CPU (as
+    // root: the file is in the test's private directory).
     let trigger = server.home.join("burn");
     let burn_later = format!(
         "while [ ! -e {} ]; do sleep 0.2; done; while :; do :; done",
@@ -581,7 +585,7 @@ fn oversubscription_offers_idle_cpu_to_revocable_tasks() -> Result<()> {
     let job = |name: &str, tier: &str, cpus: &str, script: &str| {
         let memory = if tier == "preferred" { "512Mi" } else { "16Mi" };
         format!(
-            "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  role: ops\n  environment: prod\n  kind: service\n  tier: {tier}\n  resources: {{cpus: {cpus}, memory: {memory}}}\n  container:\n    image: x\n    command: [sh, -c, {script:?}]\n    killGracePeriodSeconds: 1\n"
+            "apiVersion: corral.dev/v1alpha1\nkind: Job\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  role: ops\n  environment: prod\n  kind: service\n  tier: {tier}\n  resources: {{cpus: {cpus}, memory: {memory}}}\n  container:\n    image: x\n    command: [sh, -c, {script:?}]\n    killGracePeriodSeconds: 1\n    user: root\n"
         )
     };
     k.run_stdin(

@@ -38,6 +38,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Mount;
 use containerd_client::types::v1::Status as ProcessStatus;
+use corral_api::job::NetworkMode;
 use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_core::lifecycle::Failure;
@@ -150,6 +151,8 @@ enum StartError {
     Image(ImageError),
     Pull { name: String, detail: String },
     Step(&'static str, tonic::Status),
+    User(super::user::UserError),
+    Sandbox(std::io::Error),
 }
 
 impl From<ImageError> for StartError {
@@ -177,6 +180,11 @@ impl StartError {
             StartError::Step(step, s) => RuntimeEvent::failed(
                 FailureReason::LaunchFailed,
                 format!("containerd: {step}: {}", s.message()),
+            ),
+            StartError::User(e) => RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string()),
+            StartError::Sandbox(e) => RuntimeEvent::failed(
+                FailureReason::LaunchFailed,
+                format!("giving the sandbox to the task's user: {e}"),
             ),
         }
     }
@@ -279,15 +287,17 @@ impl Containerd {
             .chars()
             .take(63)
             .collect();
-        oci_spec(
-            image::process_args(image, &c.command, &c.args),
-            image::merge_env(&image.env, &task_env),
+        oci_spec(SpecParts {
+            args: image::process_args(image, &c.command, &c.args),
+            env: image::merge_env(&image.env, &task_env),
             cwd,
             hostname,
-            &limits,
-            &format!("/{}/{id}", self.inner.cfg.namespace),
+            limits: &limits,
+            cgroups_path: &format!("/{}/{id}", self.inner.cfg.namespace),
             sandbox,
-        )
+            network: c.network.unwrap_or(NetworkMode::Host),
+            read_only_root: c.read_only_root_filesystem,
+        })
     }
 
     async fn create_and_start(
@@ -306,7 +316,7 @@ impl Containerd {
             }
             other => other?,
         };
-        let spec = self.spec(launch, id, &image, sandbox);
+        let mut spec = self.spec(launch, id, &image, sandbox);
         // A leftover of an earlier attempt with the same id (an agent that
         // died half-way) is cleared first.
         self.cleanup(id).await;
@@ -338,6 +348,22 @@ impl Containerd {
                 .map_err(step("prepare snapshot"))?
                 .into_inner()
                 .mounts;
+            // The user comes from the image's own files, so it is settled
+            // once its snapshot exists; the sandbox becomes that user's.
+            let db = super::user::LayersDb::from_mounts(
+                mounts
+                    .iter()
+                    .map(|m| (m.r#type.as_str(), m.source.as_str(), m.options.as_slice())),
+            );
+            let who = super::user::resolve(
+                launch.container.user.as_deref(),
+                Some(image.user.as_str()),
+                &db,
+            )
+            .map_err(StartError::User)?;
+            std::os::unix::fs::chown(sandbox, Some(who.uid), Some(who.gid))
+                .map_err(StartError::Sandbox)?;
+            spec["process"]["user"] = json!({"uid": who.uid, "gid": who.gid});
             let container = Container {
                 id: id.to_owned(),
                 labels: [
@@ -553,21 +579,38 @@ impl Containerd {
     }
 }
 
-/// The OCI runtime spec: runc's defaults (namespaces, capabilities, masked
-/// paths, `/proc` and `/dev` mounts) with the task's process, limits, cgroup
-/// and sandbox, and the host's network namespace.
-fn oci_spec(
+/// What a task's OCI spec is made of.
+struct SpecParts<'a> {
     args: Vec<String>,
     env: Vec<String>,
     cwd: String,
     hostname: String,
-    limits: &super::Limits,
-    cgroups_path: &str,
-    sandbox: &Path,
-) -> Value {
+    limits: &'a super::Limits,
+    cgroups_path: &'a str,
+    sandbox: &'a Path,
+    network: NetworkMode,
+    read_only_root: bool,
+}
+
+/// The OCI runtime spec: runc's defaults (namespaces, capabilities, masked
+/// paths, `/proc` and `/dev` mounts) with the task's process, limits, cgroup
+/// and sandbox, and the host's network namespace, or with `NetworkMode::None`
+/// a namespace of its own (the OCI runtime brings its loopback up).
+fn oci_spec(parts: SpecParts<'_>) -> Value {
+    let SpecParts {
+        args,
+        env,
+        cwd,
+        hostname,
+        limits,
+        cgroups_path,
+        sandbox,
+        network,
+        read_only_root,
+    } = parts;
     let mut spec =
         serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap_or_else(|_| json!({}));
-    spec["root"] = json!({"path": "rootfs", "readonly": false});
+    spec["root"] = json!({"path": "rootfs", "readonly": read_only_root});
     spec["hostname"] = json!(hostname);
     let process = &mut spec["process"];
     process["args"] = json!(args);
@@ -593,19 +636,95 @@ fn oci_spec(
         resources["pids"] = json!({"limit": pids});
     }
     let linux = &mut spec["linux"];
+    linux["seccomp"] = seccomp();
     linux["resources"] = resources;
     linux["cgroupsPath"] = json!(cgroups_path);
-    if let Some(ns) = linux["namespaces"].as_array_mut() {
+    if network == NetworkMode::Host
+        && let Some(ns) = linux["namespaces"].as_array_mut()
+    {
         ns.retain(|n| n["type"] != "network");
     }
     if let Some(mounts) = spec["mounts"].as_array_mut() {
         mounts.push(json!({"destination": SANDBOX_MOUNT, "type": "bind", "source": sandbox, "options": ["rbind", "rw"]}));
         // Host networking needs the host's name resolution.
-        if Path::new("/etc/resolv.conf").exists() {
+        if network == NetworkMode::Host && Path::new("/etc/resolv.conf").exists() {
             mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "ro"]}));
         }
     }
     spec
+}
+
+/// Syscalls a task may not make: those Docker's default seccomp profile
+/// singles out as blocked for containers (kernel modules and kexec, mounts
+/// and namespaces, tracing other processes, keyrings, BPF and perf, clocks,
+/// swap, reboot, quotas, memory policy, obsolete calls). Most also need a
+/// capability tasks lack; the filter holds even for root. Names the kernel
+/// or libseccomp does not know are skipped by the OCI runtime.
+const BLOCKED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "open_tree",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapon",
+    "swapoff",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
+/// The seccomp filter of every task: everything else is allowed; a blocked
+/// call fails with EPERM.
+fn seccomp() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": BLOCKED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": nix::libc::EPERM}],
+    })
 }
 
 #[async_trait]
@@ -614,8 +733,13 @@ impl ContainerRuntime for Containerd {
         RuntimeKind::Containerd
     }
 
-    fn supports(&self, launch: &Launch) -> bool {
-        !launch.container.image.trim().is_empty()
+    fn unsupported(&self, launch: &Launch) -> Option<String> {
+        launch
+            .container
+            .image
+            .trim()
+            .is_empty()
+            .then(|| "a container needs an image".to_owned())
     }
 
     async fn healthy(&self) -> bool {
@@ -741,21 +865,43 @@ mod tests {
     use super::*;
     use crate::runtime::Limits;
 
-    #[test]
-    fn the_spec_carries_limits_cgroup_sandbox_and_host_network() {
-        let spec = oci_spec(
-            vec!["sh".into(), "-c".into(), "echo hi".into()],
-            vec!["PATH=/bin".into()],
-            "/".into(),
-            "t1".into(),
-            &Limits {
+    fn parts(network: NetworkMode) -> SpecParts<'static> {
+        SpecParts {
+            args: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            hostname: "t1".into(),
+            limits: &Limits {
                 cpu_millis: Some(500),
                 memory_bytes: Some(64 << 20),
                 pids: Some(100),
             },
-            "/corral/ns.t1",
-            Path::new("/var/lib/corral/sandboxes/ns.t1"),
+            cgroups_path: "/corral/ns.t1",
+            sandbox: Path::new("/var/lib/corral/sandboxes/ns.t1"),
+            network,
+            read_only_root: false,
+        }
+    }
+
+    #[test]
+    fn a_task_without_network_gets_a_namespace_of_its_own_and_no_resolver() {
+        let spec = oci_spec(parts(NetworkMode::None));
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(
+            ns.iter()
+                .any(|n| n["type"] == "network" && n.get("path").is_none())
         );
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .all(|m| m["destination"] != "/etc/resolv.conf")
+        );
+    }
+
+    #[test]
+    fn the_spec_carries_limits_cgroup_sandbox_and_host_network() {
+        let spec = oci_spec(parts(NetworkMode::Host));
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo hi"]));
         assert_eq!(spec["root"], json!({"path": "rootfs", "readonly": false}));
         let r = &spec["linux"]["resources"];
@@ -781,5 +927,19 @@ mod tests {
         }
         assert_eq!(spec["process"]["capabilities"]["ambient"], json!([]));
         assert_eq!(spec["process"]["noNewPrivileges"], json!(true));
+        let filter = &spec["linux"]["seccomp"];
+        assert_eq!(filter["defaultAction"], "SCMP_ACT_ALLOW");
+        let blocked = filter["syscalls"][0]["names"].as_array().expect("names");
+        for call in [
+            "mount",
+            "unshare",
+            "setns",
+            "ptrace",
+            "bpf",
+            "init_module",
+            "kexec_load",
+        ] {
+            assert!(blocked.iter().any(|b| b == call), "{call} is blocked");
+        }
     }
 }

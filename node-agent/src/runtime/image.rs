@@ -46,6 +46,8 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     /// The image's working directory.
     pub working_dir: String,
+    /// The image's user (`USER`), empty when it names none.
+    pub user: String,
 }
 
 /// The full reference Docker and containerd use for a short one:
@@ -122,6 +124,8 @@ struct RunConfig {
     cmd: Option<Vec<String>>,
     #[serde(default)]
     working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +237,7 @@ pub async fn resolve(
         entrypoint: run.entrypoint.unwrap_or_default(),
         cmd: run.cmd.unwrap_or_default(),
         working_dir: run.working_dir.unwrap_or_default(),
+        user: run.user.unwrap_or_default(),
     })
 }
 

@@ -33,6 +33,7 @@ mod image;
 pub mod process;
 pub mod simulated;
 pub mod stop_all;
+pub mod user;
 
 pub use simulated::{SIMULATE_DURATION, SIMULATE_EXIT_CODE, Simulated, parse_duration};
 pub use stop_all::{Stopped, stop_all};
@@ -165,8 +166,8 @@ pub enum RuntimeError {
 pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// The runtime's kind.
     fn kind(&self) -> RuntimeKind;
-    /// True when this runtime can run `launch` at all.
-    fn supports(&self, launch: &Launch) -> bool;
+    /// Why this runtime cannot run `launch` at all (None: it can).
+    fn unsupported(&self, launch: &Launch) -> Option<String>;
     /// True when the runtime can start containers now (containerd answers).
     async fn healthy(&self) -> bool {
         true

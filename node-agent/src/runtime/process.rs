@@ -1,7 +1,10 @@
 //! The `process` runtime: a task's command runs as a plain host process (the
 //! image is not used; the host's filesystem is the task's), in its own
 //! process group and in a cgroup v1 group `corral/<id>` with the task's CPU
-//! quota, memory limit and pids limit. For machines without containerd.
+//! quota, memory limit and pids limit, as the user its Job names from the
+//! node's users (nobody by default; see [`super::user`]), with no new
+//! privileges. Offered only where an operator names it in `--runtimes`, to
+//! tasks that ask for it (or, on such a node, as its default).
 //!
 //! The command runs under a small `/bin/sh` wrapper that joins the cgroup
 //! before the command starts and writes the command's exit code to
@@ -25,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use corral_api::job::NetworkMode;
 use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_core::lifecycle::Failure;
@@ -205,9 +209,25 @@ impl Process {
         };
         let c = &launch.container;
         let argv: Vec<&String> = c.command.iter().chain(&c.args).collect();
+        let drop_to = as_user(c.user.as_deref())?;
+        std::os::unix::fs::chown(&sandbox, Some(drop_to.uid), Some(drop_to.gid)).map_err(|e| {
+            RuntimeEvent::failed(
+                FailureReason::LaunchFailed,
+                format!("giving the sandbox to the task's user: {e}"),
+            )
+        })?;
+        // The wrapper stays root (it joins the cgroup and writes the exit
+        // code into the agent's files); the command runs as the task's user.
+        let setpriv = match drop_to.uid {
+            0 => String::new(),
+            _ => format!(
+                "{SETPRIV} --reuid={} --regid={} --clear-groups --no-new-privs -- ",
+                drop_to.uid, drop_to.gid
+            ),
+        };
         // The path is the agent's: its root and the task's DNS-label name.
         let script = format!(
-            "{join}\"$@\"; rc=$?; echo $rc > '{}'; exit $rc",
+            "{join}{setpriv}\"$@\"; rc=$?; echo $rc > '{}'; exit $rc",
             files.join(EXIT_FILE).display()
         );
         let open = |f: &str| {
@@ -307,6 +327,26 @@ impl Process {
     }
 }
 
+/// util-linux's tool that runs a command as another user.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// Who a host process runs as (see [`super::user`]: the node's users;
+/// nobody unless the Job names a user).
+fn as_user(asked: Option<&str>) -> Result<super::user::Identity, RuntimeEvent> {
+    let who = super::user::resolve(asked, None, &super::user::HostDb)
+        .map_err(|e| RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string()))?;
+    if who.uid != 0 && !Path::new(SETPRIV).exists() {
+        return Err(RuntimeEvent::failed(
+            FailureReason::LaunchFailed,
+            format!(
+                "running a host process as user {} needs {SETPRIV} (util-linux)",
+                who.uid
+            ),
+        ));
+    }
+    Ok(who)
+}
+
 /// When `pid` started (clock ticks since boot, `/proc/PID/stat` field 22):
 /// with the pid, it names one process, so a pid the kernel has given to
 /// another process since (pids wrap) is never taken for the task's.
@@ -362,8 +402,23 @@ impl ContainerRuntime for Process {
         RuntimeKind::Process
     }
 
-    fn supports(&self, launch: &Launch) -> bool {
-        !(launch.container.command.is_empty() && launch.container.args.is_empty())
+    fn unsupported(&self, launch: &Launch) -> Option<String> {
+        let c = &launch.container;
+        if c.command.is_empty() && c.args.is_empty() {
+            return Some("a host process needs a command (the image is not used)".into());
+        }
+        if c.read_only_root_filesystem {
+            return Some(
+                "a host process has the node's filesystem: a read-only root needs a container"
+                    .into(),
+            );
+        }
+        if c.network == Some(NetworkMode::None) {
+            return Some(
+                "a host process runs in the node's network: network none needs a container".into(),
+            );
+        }
+        None
     }
 
     async fn start(&self, launch: Launch, events: Events) -> Result<(), RuntimeError> {

@@ -50,8 +50,8 @@ impl ContainerRuntime for Simulated {
         RuntimeKind::Simulated
     }
 
-    fn supports(&self, _launch: &Launch) -> bool {
-        true
+    fn unsupported(&self, _launch: &Launch) -> Option<String> {
+        None
     }
 
     async fn start(&self, launch: Launch, events: Events) -> Result<(), RuntimeError> {

@@ -113,6 +113,7 @@ impl Api {
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
         may_use_role(desc, &body, None, opts)?;
+        may_run_as_root(desc, &body, None, opts)?;
         self.admit_role_and_tier(desc, &body, None, opts).await?;
         self.admit_owner(desc, &body, opts).await?;
         may_grant(desc, &body, opts)?;
@@ -468,6 +469,7 @@ impl Api {
             }
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
             may_use_role(desc, &next, Some(&current), opts)?;
+            may_run_as_root(desc, &next, Some(&current), opts)?;
             self.admit_role_and_tier(desc, &next, Some(&current), opts)
                 .await?;
             may_grant(desc, &next, opts)?;
@@ -640,6 +642,59 @@ fn may_use_role(
     }
     Err(ApiError::Forbidden(format!(
         "{}.{} \"{}\" is forbidden: User \"{}\" cannot use role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} there",
+        desc.plural,
+        desc.group,
+        meta_str(obj, "name").unwrap_or_default(),
+        r.user.name,
+        ns.unwrap_or_default(),
+    )))
+}
+
+/// A Job or Task runs as root (`container.user` `0` or `root`) only if its
+/// writer may `use` its role's root: RBAC verb `use` on `roles/root`, the
+/// role in `resourceNames`, in the object's namespace, as Pod Security's
+/// privileged level is granted per namespace. Without it tasks run as other
+/// users (the image's, or nobody). Checked when a request makes an object
+/// ask for root, or moves one that does to another role.
+fn may_run_as_root(
+    desc: &ResourceDesc,
+    obj: &Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    let Some(r) = &opts.requester else {
+        return Ok(());
+    };
+    if desc.group != "corral.dev" || !matches!(desc.kind, "Job" | "Task") {
+        return Ok(());
+    }
+    let as_root = |v: &Value| {
+        v["spec"]["container"]["user"]
+            .as_str()
+            .is_some_and(corral_api::job::is_root_user)
+    };
+    if !as_root(obj) {
+        return Ok(());
+    }
+    let role = obj["spec"]["role"].as_str().unwrap_or_default();
+    if old.is_some_and(|o| as_root(o) && o["spec"]["role"].as_str() == Some(role)) {
+        return Ok(());
+    }
+    let ns = meta_str(obj, "namespace").map(str::to_owned);
+    let attrs = crate::transport::auth::Attributes {
+        verb: "use".into(),
+        group: "corral.dev".into(),
+        resource: "roles".into(),
+        subresource: Some("root".into()),
+        namespace: ns.clone(),
+        name: Some(role.to_owned()),
+        field_selector: None,
+    };
+    if r.authz.allows(&r.user, &attrs) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "{}.{} \"{}\" is forbidden: User \"{}\" cannot run tasks as root with role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} subresource root there (spec.container.user)",
         desc.plural,
         desc.group,
         meta_str(obj, "name").unwrap_or_default(),
