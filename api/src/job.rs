@@ -59,14 +59,38 @@ pub struct ContainerSpec {
     /// The user it runs as: `UID[:GID]`, or `NAME[:GROUP]` from its image's
     /// `/etc/passwd` and `/etc/group` (the node's, for a host process).
     /// Unset: the image's user unless that is root, else nobody (65534).
-    /// Root (`0` or `root`) takes the RBAC verb `use` on `roles/root` for
-    /// the Job's role in its namespace.
+    /// Root (`0` or `root`) is privileged: it takes the RBAC verb `use` on
+    /// `roles/privileged` for the Job's role in its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Mounts the image's filesystem read-only (the sandbox stays
     /// writable; containers only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only_root_filesystem: bool,
+    /// The seccomp filter of a container: `RuntimeDefault` (the default:
+    /// the syscalls containers have no business making are refused) or
+    /// `Unconfined` (none, for debuggers and profilers), which is
+    /// privileged as root is. Host processes have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
+}
+
+/// A container's seccomp filter (Kubernetes' `seccompProfile.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SeccompProfile {
+    /// The runtime's filter.
+    RuntimeDefault,
+    /// No filter.
+    Unconfined,
+}
+
+impl ContainerSpec {
+    /// True when the container asks for what only a privileged grant
+    /// allows: to run as root, or without the seccomp filter.
+    pub fn is_privileged(&self) -> bool {
+        self.user.as_deref().is_some_and(is_root_user)
+            || self.seccomp_profile == Some(SeccompProfile::Unconfined)
+    }
 }
 
 /// True when a `container.user` asks for root: user `0` or `root`, any group.

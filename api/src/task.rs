@@ -336,6 +336,8 @@ pub enum FailureReason {
     /// A Secret (or a key of one) its environment reads is missing, or
     /// could not be read.
     SecretUnavailable,
+    /// Its node killed it for holding more than its `disk` resource.
+    DiskLimitExceeded,
 }
 
 impl TaskStatus {

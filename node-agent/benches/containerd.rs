@@ -7,6 +7,8 @@
 //!   `corral agent`'s loop, started by the same runtime and reported
 //!   RUNNING; ASSIGNED → RUNNING from the task's own events;
 //! - overhead: the agent's median minus the baseline's (goal ≤ 10 ms);
+//! - isolation: the baseline (tasks as nobody, with the seccomp filter)
+//!   against starts as root and unconfined, interleaved (goal ≤ 5 ms);
 //! - 100 tasks at once on one agent, tasks/s until all RUN (goal ≥ 40/s),
 //!   against 100 parallel starts of the runtime alone.
 //!
@@ -89,12 +91,25 @@ impl Drop for Daemon {
     }
 }
 
-fn launch(key: &str) -> Result<Launch> {
+/// How a benchmarked container is confined.
+#[derive(Debug, Clone, Copy)]
+enum Isolation {
+    /// Corral's default: nobody, the seccomp filter.
+    Default,
+    /// Privileged: root, no seccomp filter.
+    Unconfined,
+}
+
+fn launch_with(key: &str, isolation: Isolation) -> Result<Launch> {
+    let mut container =
+        json!({"image": IMAGE, "command": ["sleep", "600"], "killGracePeriodSeconds": 0});
+    if let Isolation::Unconfined = isolation {
+        container["user"] = json!("root");
+        container["seccompProfile"] = json!("Unconfined");
+    }
     Ok(Launch {
         key: key.to_owned(),
-        container: serde_json::from_value(
-            json!({"image": IMAGE, "command": ["sleep", "600"], "killGracePeriodSeconds": 0}),
-        )?,
+        container: serde_json::from_value(container)?,
         resources: serde_json::from_value(json!({"cpus": "100m", "memory": "16Mi"}))?,
         annotations: BTreeMap::new(),
         uid: None,
@@ -116,10 +131,19 @@ async fn runtime(sock: &Path, sandboxes: &Path, oci_runtime: Option<&str>) -> Re
 
 /// Starts `keys` at once on the runtime alone; each one's seconds to RUNNING.
 async fn raw_starts(rt: &Containerd, keys: &[String]) -> Result<Vec<f64>> {
+    raw_starts_with(rt, keys, Isolation::Default).await
+}
+
+/// The same, confined as `isolation` says.
+async fn raw_starts_with(
+    rt: &Containerd,
+    keys: &[String],
+    isolation: Isolation,
+) -> Result<Vec<f64>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let t0 = Instant::now();
     for k in keys {
-        let (rt, tx, l) = (rt.clone(), tx.clone(), launch(k)?);
+        let (rt, tx, l) = (rt.clone(), tx.clone(), launch_with(k, isolation)?);
         tokio::spawn(async move { rt.start(l, tx).await });
     }
     let mut done = BTreeMap::new();
@@ -216,6 +240,8 @@ async fn wait_running(tasks: &Api<Task>, names: &[String]) -> Result<Vec<Task>> 
 /// One OCI runtime's figures.
 struct Figures {
     raw: Vec<f64>,
+    /// Starts as root without the seccomp filter, interleaved with `raw`.
+    unconfined: Vec<f64>,
     via_agent: Vec<f64>,
     raw_rate: f64,
     agent_rate: f64,
@@ -237,9 +263,12 @@ async fn measure(
     };
     // Baseline: the runtime alone, one at a time, then all at once.
     let rt = connect("raw").await?;
-    let mut raw = Vec::new();
+    let (mut raw, mut unconfined) = (Vec::new(), Vec::new());
+    // Interleaved with privileged starts: what the isolation costs.
     for i in 0..seq_n {
         raw.extend(raw_starts(&rt, &[format!("bench/{label}-raw-{i}")]).await?);
+        let key = format!("bench/{label}-unconfined-{i}");
+        unconfined.extend(raw_starts_with(&rt, &[key], Isolation::Unconfined).await?);
     }
     let keys: Vec<String> = (0..par_n)
         .map(|i| format!("bench/{label}-rawpar-{i}"))
@@ -285,6 +314,7 @@ async fn measure(
     }
     Ok(Figures {
         raw,
+        unconfined,
         via_agent,
         raw_rate,
         agent_rate,
@@ -294,8 +324,17 @@ async fn measure(
 fn report(label: &str, f: &mut Figures, (seq_n, par_n): (usize, usize)) {
     let (raw_med, raw_p99) = (median(&mut f.raw) * 1e3, p99(&mut f.raw) * 1e3);
     let (ag_med, ag_p99) = (median(&mut f.via_agent) * 1e3, p99(&mut f.via_agent) * 1e3);
+    let (un_med, un_p99) = (
+        median(&mut f.unconfined) * 1e3,
+        p99(&mut f.unconfined) * 1e3,
+    );
     println!("OCI runtime {label}: containerd start, {seq_n} one at a time (ms):");
+    println!("  runtime alone, root and unconfined   median {un_med:7.1}   p99 {un_p99:7.1}");
     println!("  runtime alone (baseline)   median {raw_med:7.1}   p99 {raw_p99:7.1}");
+    println!(
+        "  isolation (nobody, seccomp filter, user lookup) costs {:+.1} ms a start (median; goal <= 5 ms)",
+        raw_med - un_med
+    );
     println!(
         "  agent ASSIGNED -> RUNNING  median {ag_med:7.1}   p99 {ag_p99:7.1}   ({:.2}x)",
         ag_med / raw_med

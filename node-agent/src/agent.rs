@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use corral_api::node::{RuntimeKind, StaticReservation};
 use corral_api::{Node, Resources, Task};
+use corral_core::lifecycle::Failure;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
@@ -343,6 +344,10 @@ pub async fn run_renewing_with(
     let mut log_checks = tokio::time::interval(LOG_ROTATION_EVERY);
     let mut last_cpu: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
     let mut listing = Listing::default();
+    // Disk use is measured off the loop, one pass at a time.
+    let mut disk_checks = tokio::time::interval(cfg.sample_every);
+    let (over_disk_tx, mut over_disk) = mpsc::channel::<Vec<(String, Failure)>>(1);
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -373,6 +378,23 @@ pub async fn run_renewing_with(
                         .oversubscribe
                         .map(|factor| oversubscription(&mut book, &usage, factor, node));
                     tokio::spawn(write_usage(client.clone(), node.clone(), usage, revocable));
+                }
+            }
+            _ = disk_checks.tick(), if !measuring.load(std::sync::atomic::Ordering::Relaxed) => {
+                let watched = book.disk_watch();
+                if !watched.is_empty() {
+                    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (tx, measuring) = (over_disk_tx.clone(), measuring.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let over = crate::disk::over_limit(&watched);
+                        measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+                        let _ = tx.blocking_send(over);
+                    });
+                }
+            }
+            Some(over) = over_disk.recv() => {
+                for (key, failure) in over {
+                    book.exceeded_disk(&key, failure);
                 }
             }
             Some((key, ev)) = events.recv() => book.runtime_event(&key, ev),

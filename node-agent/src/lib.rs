@@ -10,6 +10,7 @@
 //! - [`sandbox_gc`]: ended tasks' sandboxes and output removed after a
 //!   delay that shrinks as the disk fills.
 //! - [`log_rotation`]: task output rotated by size.
+//! - [`disk`]: tasks' `disk` resource enforced by measurement.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
 //!
@@ -18,6 +19,7 @@
 
 pub mod agent;
 pub mod checkpoint;
+pub mod disk;
 pub mod flags;
 pub mod join;
 pub mod log_rotation;

@@ -55,6 +55,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{Checkpoints, Ended};
+
+mod disk_limits;
 use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
 
 /// How long a kill waits before it is forced, unless the task says otherwise.
@@ -158,6 +160,8 @@ pub(crate) struct Supervisor {
     checkpoints: Option<Checkpoints>,
     /// Ends kept by an earlier run of the agent, reported after the first list.
     restored: Vec<Ended>,
+    /// Tasks killed for their disk use, and the failure they end with.
+    over_disk: HashMap<String, Failure>,
 }
 
 impl Supervisor {
@@ -196,6 +200,7 @@ impl Supervisor {
             last_renewed: tokio::time::Instant::now(),
             checkpoints,
             restored,
+            over_disk: HashMap::new(),
         }
     }
 
@@ -266,6 +271,13 @@ impl Supervisor {
         let event = match ev {
             RuntimeEvent::Starting => Event::AgentStarting,
             RuntimeEvent::Running => Event::AgentRunning,
+            RuntimeEvent::Exited { .. } | RuntimeEvent::Killed
+                if self.over_disk.contains_key(key) =>
+            {
+                self.finished(key);
+                let failure = self.over_disk.remove(key);
+                Event::AgentExited { code: 137, failure }
+            }
             RuntimeEvent::Exited { code, failure } => {
                 self.finished(key);
                 Event::AgentExited { code, failure }

@@ -157,6 +157,14 @@ fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
             );
         }
     }
+    if c.seccomp_profile == Some(crate::job::SeccompProfile::RuntimeDefault)
+        && c.runtime == Some(crate::node::RuntimeKind::Process)
+    {
+        errs.forbidden(
+            &at.child("seccompProfile"),
+            "a host process has no seccomp filter: RuntimeDefault needs a container",
+        );
+    }
     if c.read_only_root_filesystem && c.runtime == Some(crate::node::RuntimeKind::Process) {
         errs.forbidden(
             &at.child("readOnlyRootFilesystem"),

@@ -114,7 +114,7 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "alice running a job on team-b's role",
     );
     assert!(msg.contains("cannot use role \"team-b\""), "{msg}");
-    // Her own role, but as root: that is a grant of its own.
+    // Her own role, but privileged: that is a grant of its own.
     let mut as_root = job_in("team-a", "as-root")?;
     as_root.spec.container.user = Some("root".into());
     let msg = forbidden(
@@ -122,21 +122,29 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         "alice running a job as root",
     );
     assert!(
-        msg.contains("cannot run tasks as root with role \"team-a\""),
+        msg.contains("cannot run privileged tasks (as root, or unconfined) with role \"team-a\""),
         "{msg}"
     );
+    // So is running without the seccomp filter.
+    let mut unconfined = job_in("team-a", "unconfined")?;
+    unconfined.spec.container.seccomp_profile = Some(corral_api::job::SeccompProfile::Unconfined);
+    let msg = forbidden(
+        jobs_a.create(&PostParams::default(), &unconfined).await,
+        "alice running a job without the seccomp filter",
+    );
+    assert!(msg.contains("subresource privileged"), "{msg}");
     let mut as_app = job_in("team-a", "as-app")?;
     as_app.spec.container.user = Some("1000:1000".into());
     jobs_a.create(&PostParams::default(), &as_app).await?;
-    let root_grant: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
-        "metadata": {"name": "root-role", "namespace": "team-a"},
-        "rules": [{"apiGroups": ["corral.dev"], "resources": ["roles/root"], "resourceNames": ["team-a"], "verbs": ["use"]}]}))?;
+    let privileged_grant: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "privileged-role", "namespace": "team-a"},
+        "rules": [{"apiGroups": ["corral.dev"], "resources": ["roles/privileged"], "resourceNames": ["team-a"], "verbs": ["use"]}]}))?;
     Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), "team-a")
-        .create(&PostParams::default(), &root_grant)
+        .create(&PostParams::default(), &privileged_grant)
         .await?;
     let rb: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "root-role", "namespace": "team-a"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "root-role"},
+        "metadata": {"name": "privileged-role", "namespace": "team-a"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "privileged-role"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team-a"}]}))?;
     Api::<RoleBinding>::namespaced(admin.clone(), "team-a")
         .create(&PostParams::default(), &rb)
@@ -145,6 +153,7 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         Ok(jobs_a.create(&PostParams::default(), &as_root).await)
     })
     .await?;
+    jobs_a.create(&PostParams::default(), &unconfined).await?;
     // Discovery is every caller's; the metrics are the monitors'.
     let get = |path: &'static str| {
         let alice = alice.clone();

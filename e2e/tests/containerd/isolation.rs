@@ -137,8 +137,8 @@ fn a_task_without_network_sees_only_loopback() -> Result<()> {
 
 /// A task runs as nobody unless its Job names a user (by number, or by a
 /// name its image defines) or root; no capability but CAP_NET_BIND_SERVICE,
-/// and that only for root; a seccomp filter for all. Its sandbox is its own
-/// to write.
+/// and that only for root; a seccomp filter unless it is unconfined. Its
+/// sandbox is its own to write.
 #[test]
 fn tasks_run_as_nobody_unless_their_job_names_a_user() -> Result<()> {
     let c = Cluster::start("ctd-users", "containerd")?;
@@ -149,15 +149,17 @@ fn tasks_run_as_nobody_unless_their_job_names_a_user() -> Result<()> {
         ("named", "\n    user: app"),
         ("grouped", "\n    user: \"app:staff\""),
         ("rooted", "\n    user: root"),
+        ("unconfined", "\n    seccompProfile: Unconfined"),
     ] {
         c.job(name, "adhoc", "32Mi", script, user)?;
     }
-    for (name, uid, gid, caps) in [
-        ("plain", 65534, 65534, "0000000000000000"),
-        ("numbered", 1234, 1234, "0000000000000000"),
-        ("named", 1000, 1000, "0000000000000000"),
-        ("grouped", 1000, 50, "0000000000000000"),
-        ("rooted", 0, 0, "0000000000000400"),
+    for (name, uid, gid, caps, seccomp) in [
+        ("plain", 65534, 65534, "0000000000000000", 2),
+        ("numbered", 1234, 1234, "0000000000000000", 2),
+        ("named", 1000, 1000, "0000000000000000", 2),
+        ("grouped", 1000, 50, "0000000000000000", 2),
+        ("rooted", 0, 0, "0000000000000400", 2),
+        ("unconfined", 65534, 65534, "0000000000000000", 0),
     ] {
         let task = format!("{name}-0-0");
         c.wait_phase(&task, "FINISHED")?;
@@ -173,8 +175,8 @@ fn tasks_run_as_nobody_unless_their_job_names_a_user() -> Result<()> {
         assert!(out.contains(&format!("CapEff:\t{caps}\n")), "{name}: {out}");
         assert!(out.contains("wrote"), "{name} writes its sandbox: {out}");
         assert!(
-            out.contains("Seccomp:\t2\n"),
-            "{name} has a seccomp filter: {out}"
+            out.contains(&format!("Seccomp:\t{seccomp}\n")),
+            "{name}: {out}"
         );
     }
     Ok(())
@@ -196,5 +198,57 @@ fn a_read_only_root_leaves_only_the_sandbox_writable() -> Result<()> {
     let out = c.output("frozen-0-0", "stdout");
     assert!(!out.contains("root-written"), "{out}");
     assert!(out.contains("sandbox-written"), "{out}");
+    Ok(())
+}
+
+/// A task holding more than its `disk` (10Mi here) in its sandbox or its
+/// container's writable layer is killed and FAILED with
+/// `DiskLimitExceeded`; a host process is measured by its sandbox; a task
+/// within its limit runs on.
+#[test]
+fn a_task_past_its_disk_limit_is_killed_with_that_reason() -> Result<()> {
+    let c = Cluster::start_with("ctd-disk", "containerd,process", &["--sample-seconds", "1"])?;
+    let fill = |path: &str, mib: u32| {
+        format!(
+            "dd if=/dev/zero of={path} bs=1048576 count={mib} 2>/dev/null; echo filled; sleep 600"
+        )
+    };
+    // Within its limit first: the passes that catch the hogs measure it too.
+    c.job("modest", "adhoc", "32Mi", &fill("/mnt/sandbox/fill", 2), "")?;
+    c.wait_phase("modest-0-0", "RUNNING")?;
+    wait_for("the modest task to fill its share", WAIT, || {
+        Ok(c.output("modest-0-0", "stdout").contains("filled"))
+    })?;
+    // (A shell as a container's first process ignores SIGTERM: no grace.)
+    let quick = "\n    killGracePeriodSeconds: 0";
+    c.job(
+        "sandbox-hog",
+        "adhoc",
+        "32Mi",
+        &fill("/mnt/sandbox/fill", 16),
+        quick,
+    )?;
+    let as_root = format!("{quick}\n    user: root");
+    c.job(
+        "layer-hog",
+        "adhoc",
+        "32Mi",
+        &fill("/var/fill", 16),
+        &as_root,
+    )?;
+    let on_host = format!("{quick}\n    runtime: process");
+    c.job("host-hog", "adhoc", "32Mi", &fill("fill", 16), &on_host)?;
+    for hog in ["sandbox-hog", "layer-hog", "host-hog"] {
+        let task = c.wait_phase(&format!("{hog}-0-0"), "FAILED")?;
+        assert_eq!(
+            task["status"]["failureReason"], "DiskLimitExceeded",
+            "{task}"
+        );
+        assert!(
+            task.to_string().contains("disk limit of 10485760 bytes"),
+            "{task}"
+        );
+    }
+    assert_eq!(c.phase("modest-0-0")?, "RUNNING");
     Ok(())
 }

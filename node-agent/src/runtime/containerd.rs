@@ -28,7 +28,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
     DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest,
@@ -38,7 +40,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Mount;
 use containerd_client::types::v1::Status as ProcessStatus;
-use corral_api::job::NetworkMode;
+use corral_api::job::{NetworkMode, SeccompProfile};
 use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_core::lifecycle::Failure;
@@ -134,6 +136,8 @@ struct Inner {
 struct Running {
     id: String,
     uid: Option<String>,
+    /// The container's writable layer (an overlay's upper directory).
+    upper: Option<PathBuf>,
     killed: bool,
     done: watch::Receiver<bool>,
 }
@@ -297,15 +301,18 @@ impl Containerd {
             sandbox,
             network: c.network.unwrap_or(NetworkMode::Host),
             read_only_root: c.read_only_root_filesystem,
+            filtered: c.seccomp_profile != Some(SeccompProfile::Unconfined),
         })
     }
 
+    /// Creates and starts the task's container; returns its writable
+    /// layer's directory, when its snapshot has one on the host.
     async fn create_and_start(
         &self,
         launch: &Launch,
         id: &str,
         dirs: &TaskDirs,
-    ) -> Result<(), StartError> {
+    ) -> Result<Option<PathBuf>, StartError> {
         let sandbox = dirs.sandbox.as_path();
         let cfg = &self.inner.cfg;
         let reference = &launch.container.image;
@@ -410,6 +417,7 @@ impl Containerd {
             }))
             .await;
         let mounts = created?;
+        let upper = upper_of(&mounts);
         self.task_service()
             .create(self.req(CreateTaskRequest {
                 container_id: id.to_owned(),
@@ -428,7 +436,22 @@ impl Containerd {
             }))
             .await
             .map_err(step("start task"))?;
-        Ok(())
+        Ok(upper)
+    }
+
+    /// The writable layer of the container `id`'s snapshot.
+    async fn upper_dir(&self, id: &str) -> Option<PathBuf> {
+        let mounts = self
+            .snapshots()
+            .mounts(self.req(MountsRequest {
+                snapshotter: self.inner.cfg.snapshotter.clone(),
+                key: id.to_owned(),
+            }))
+            .await
+            .ok()?
+            .into_inner()
+            .mounts;
+        upper_of(&mounts)
     }
 
     /// Deletes the task, the container and its snapshot, ignoring what is
@@ -495,13 +518,20 @@ impl Containerd {
         })
     }
 
-    fn track(&self, key: &str, id: &str, uid: Option<String>) -> watch::Sender<bool> {
+    fn track(
+        &self,
+        key: &str,
+        id: &str,
+        uid: Option<String>,
+        upper: Option<PathBuf>,
+    ) -> watch::Sender<bool> {
         let (tx, rx) = watch::channel(false);
         self.tasks().insert(
             key.to_owned(),
             Running {
                 id: id.to_owned(),
                 uid,
+                upper,
                 killed: false,
                 done: rx,
             },
@@ -579,6 +609,20 @@ impl Containerd {
     }
 }
 
+/// The directory a snapshot's writes go to: an overlay's `upperdir` (a
+/// bind-mounted snapshot is written in place: its source).
+fn upper_of(mounts: &[Mount]) -> Option<PathBuf> {
+    mounts.iter().find_map(|m| match m.r#type.as_str() {
+        "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(PathBuf::from),
+        "bind" => Some(PathBuf::from(&m.source)),
+        _ => None,
+    })
+}
+
 /// What a task's OCI spec is made of.
 struct SpecParts<'a> {
     args: Vec<String>,
@@ -590,6 +634,8 @@ struct SpecParts<'a> {
     sandbox: &'a Path,
     network: NetworkMode,
     read_only_root: bool,
+    /// With [`seccomp`]'s filter (else unconfined).
+    filtered: bool,
 }
 
 /// The OCI runtime spec: runc's defaults (namespaces, capabilities, masked
@@ -607,6 +653,7 @@ fn oci_spec(parts: SpecParts<'_>) -> Value {
         sandbox,
         network,
         read_only_root,
+        filtered,
     } = parts;
     let mut spec =
         serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap_or_else(|_| json!({}));
@@ -636,7 +683,9 @@ fn oci_spec(parts: SpecParts<'_>) -> Value {
         resources["pids"] = json!({"limit": pids});
     }
     let linux = &mut spec["linux"];
-    linux["seccomp"] = seccomp();
+    if filtered {
+        linux["seccomp"] = seccomp();
+    }
     linux["resources"] = resources;
     linux["cgroupsPath"] = json!(cgroups_path);
     if network == NetworkMode::Host
@@ -761,8 +810,8 @@ impl ContainerRuntime for Containerd {
             }
         };
         match self.create_and_start(&launch, &id, &dirs).await {
-            Ok(()) => {
-                let done = self.track(&key, &id, launch.uid.clone());
+            Ok(upper) => {
+                let done = self.track(&key, &id, launch.uid.clone(), upper);
                 let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
                 self.wait_for_exit(key, id, events, done);
             }
@@ -831,13 +880,14 @@ impl ContainerRuntime for Containerd {
             match status {
                 Some(ProcessStatus::Running | ProcessStatus::Paused | ProcessStatus::Pausing) => {
                     let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
-                    let done = self.track(&key, &c.id, uid);
+                    let upper = self.upper_dir(&c.id).await;
+                    let done = self.track(&key, &c.id, uid, upper);
                     self.wait_for_exit(key.clone(), c.id, events.clone(), done);
                     found.push(key);
                 }
                 Some(ProcessStatus::Stopped) => {
                     // It ended while no agent watched: collect its exit code.
-                    let done = self.track(&key, &c.id, uid);
+                    let done = self.track(&key, &c.id, uid, None);
                     self.wait_for_exit(key.clone(), c.id, events.clone(), done);
                     found.push(key);
                 }
@@ -848,6 +898,15 @@ impl ContainerRuntime for Containerd {
             }
         }
         Ok(found)
+    }
+
+    fn writable_dirs(&self, key: &str) -> Vec<PathBuf> {
+        let Some(upper) = self.tasks().get(key).map(|r| r.upper.clone()) else {
+            return Vec::new();
+        };
+        let mut dirs = vec![super::sandbox_dir(&self.inner.cfg.sandboxes, key)];
+        dirs.extend(upper);
+        dirs
     }
 
     fn uid(&self, key: &str) -> Option<String> {
@@ -880,7 +939,17 @@ mod tests {
             sandbox: Path::new("/var/lib/corral/sandboxes/ns.t1"),
             network,
             read_only_root: false,
+            filtered: true,
         }
+    }
+
+    #[test]
+    fn an_unconfined_task_has_no_seccomp_filter() {
+        let spec = oci_spec(SpecParts {
+            filtered: false,
+            ..parts(NetworkMode::Host)
+        });
+        assert!(spec["linux"].get("seccomp").is_none());
     }
 
     #[test]

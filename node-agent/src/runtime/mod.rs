@@ -198,6 +198,12 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         let _ = key;
         None
     }
+    /// The directories the running task `key` writes on the node's disk
+    /// (its sandbox, a container's writable layer), for its `disk` limit.
+    fn writable_dirs(&self, key: &str) -> Vec<PathBuf> {
+        let _ = key;
+        Vec::new()
+    }
 }
 
 /// The name `kind` has on the command line (`--runtimes containerd,process`).

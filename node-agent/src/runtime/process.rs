@@ -407,6 +407,9 @@ impl ContainerRuntime for Process {
         if c.command.is_empty() && c.args.is_empty() {
             return Some("a host process needs a command (the image is not used)".into());
         }
+        if c.seccomp_profile == Some(corral_api::job::SeccompProfile::RuntimeDefault) {
+            return Some("a host process has no seccomp filter: one needs a container".into());
+        }
         if c.read_only_root_filesystem {
             return Some(
                 "a host process has the node's filesystem: a read-only root needs a container"
@@ -504,6 +507,13 @@ impl ContainerRuntime for Process {
             found.push(key);
         }
         Ok(found)
+    }
+
+    fn writable_dirs(&self, key: &str) -> Vec<PathBuf> {
+        if !self.tasks().contains_key(key) {
+            return Vec::new();
+        }
+        vec![super::sandbox_dir(&self.inner.sandboxes, key)]
     }
 
     fn uid(&self, key: &str) -> Option<String> {

@@ -113,7 +113,7 @@ impl Api {
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
         may_use_role(desc, &body, None, opts)?;
-        may_run_as_root(desc, &body, None, opts)?;
+        may_be_privileged(desc, &body, None, opts)?;
         self.admit_role_and_tier(desc, &body, None, opts).await?;
         self.admit_owner(desc, &body, opts).await?;
         may_grant(desc, &body, opts)?;
@@ -469,7 +469,7 @@ impl Api {
             }
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
             may_use_role(desc, &next, Some(&current), opts)?;
-            may_run_as_root(desc, &next, Some(&current), opts)?;
+            may_be_privileged(desc, &next, Some(&current), opts)?;
             self.admit_role_and_tier(desc, &next, Some(&current), opts)
                 .await?;
             may_grant(desc, &next, opts)?;
@@ -650,13 +650,14 @@ fn may_use_role(
     )))
 }
 
-/// A Job or Task runs as root (`container.user` `0` or `root`) only if its
-/// writer may `use` its role's root: RBAC verb `use` on `roles/root`, the
-/// role in `resourceNames`, in the object's namespace, as Pod Security's
-/// privileged level is granted per namespace. Without it tasks run as other
-/// users (the image's, or nobody). Checked when a request makes an object
-/// ask for root, or moves one that does to another role.
-fn may_run_as_root(
+/// A Job or Task is privileged (runs as root, `container.user` `0` or
+/// `root`, or without the seccomp filter) only if its writer may `use` its
+/// role's privileges: RBAC verb `use` on `roles/privileged`, the role in
+/// `resourceNames`, in the object's namespace, as Pod Security's privileged
+/// level is granted per namespace. Without it tasks run as other users (the
+/// image's, or nobody) and filtered. Checked when a request makes an object
+/// privileged, or moves a privileged one to another role.
+fn may_be_privileged(
     desc: &ResourceDesc,
     obj: &Value,
     old: Option<&Value>,
@@ -668,16 +669,15 @@ fn may_run_as_root(
     if desc.group != "corral.dev" || !matches!(desc.kind, "Job" | "Task") {
         return Ok(());
     }
-    let as_root = |v: &Value| {
-        v["spec"]["container"]["user"]
-            .as_str()
-            .is_some_and(corral_api::job::is_root_user)
+    let privileged = |v: &Value| {
+        serde_json::from_value::<corral_api::job::ContainerSpec>(v["spec"]["container"].clone())
+            .is_ok_and(|c| c.is_privileged())
     };
-    if !as_root(obj) {
+    if !privileged(obj) {
         return Ok(());
     }
     let role = obj["spec"]["role"].as_str().unwrap_or_default();
-    if old.is_some_and(|o| as_root(o) && o["spec"]["role"].as_str() == Some(role)) {
+    if old.is_some_and(|o| privileged(o) && o["spec"]["role"].as_str() == Some(role)) {
         return Ok(());
     }
     let ns = meta_str(obj, "namespace").map(str::to_owned);
@@ -685,7 +685,7 @@ fn may_run_as_root(
         verb: "use".into(),
         group: "corral.dev".into(),
         resource: "roles".into(),
-        subresource: Some("root".into()),
+        subresource: Some("privileged".into()),
         namespace: ns.clone(),
         name: Some(role.to_owned()),
         field_selector: None,
@@ -694,7 +694,7 @@ fn may_run_as_root(
         return Ok(());
     }
     Err(ApiError::Forbidden(format!(
-        "{}.{} \"{}\" is forbidden: User \"{}\" cannot run tasks as root with role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} subresource root there (spec.container.user)",
+        "{}.{} \"{}\" is forbidden: User \"{}\" cannot run privileged tasks (as root, or unconfined) with role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} subresource privileged there (spec.container.user, spec.container.seccompProfile)",
         desc.plural,
         desc.group,
         meta_str(obj, "name").unwrap_or_default(),

@@ -146,8 +146,8 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": ["corral.dev"], "resources": ["tasks/status"], "verbs": ["get", "update", "patch"]}]),
         ),
         // The other controllers: tasks from jobs and cron (on the role the
-        // job names, and as root if it asks, both checked when the job was
-        // written),
+        // job names, and privileged if it asks, both checked when the job
+        // was written),
         // their status through the state machine, node liveness from
         // Leases, role and quota figures, and the Lease they elect a leader
         // by; Events about Nodes (the disruption brake). No binding, no
@@ -157,7 +157,7 @@ pub fn objects() -> Vec<Value> {
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "roles", "quotas", "nodes", "reservations"], "verbs": READ},
                    {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch", "create", "delete"]},
-                   {"apiGroups": ["corral.dev"], "resources": ["roles", "roles/root"], "verbs": ["use"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["roles", "roles/privileged"], "verbs": ["use"]},
                    {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
