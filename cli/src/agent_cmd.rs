@@ -23,7 +23,7 @@ use corral_node_agent::checkpoint::Checkpoints;
 use corral_node_agent::flags;
 use corral_node_agent::logs;
 use corral_node_agent::runtime::cgroup::Cgroup;
-use corral_node_agent::runtime::containerd::{Containerd, ContainerdConfig};
+use corral_node_agent::runtime::containerd::{self, Containerd, ContainerdConfig};
 use corral_node_agent::runtime::process::Process;
 use corral_node_agent::runtime::{ContainerRuntime, Simulated};
 
@@ -136,6 +136,8 @@ pub async fn build_runtimes(
                     pull: args.containerd.pull_images == "missing",
                     insecure_registries: args.containerd.insecure_registries.clone(),
                     oci_runtime: Some(args.containerd.oci_runtime.clone()).filter(|r| r != "runc"),
+                    userns_base: Some(args.containerd.userns_base)
+                        .filter(|b| *b != 0 && containerd::user_namespaces_allowed()),
                     checkpoints: checkpoints.cloned(),
                 };
                 match Containerd::connect(cfg).await {

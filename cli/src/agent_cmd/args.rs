@@ -76,6 +76,11 @@ pub struct ContainerdArgs {
     /// faster (a name on containerd's PATH, or a path).
     #[arg(long, env = "CORRAL_AGENT_OCI_RUNTIME", default_value = "runc")]
     pub(crate) oci_runtime: String,
+    /// The host id a container's user namespace maps its ids 0–65535 to
+    /// (tasks that are not root get one where the kernel allows it); 0: no
+    /// user namespaces.
+    #[arg(long, env = "CORRAL_AGENT_USERNS_BASE", default_value_t = containerd::DEFAULT_USERNS_BASE)]
+    pub(crate) userns_base: u32,
 }
 
 /// Options of a running agent.
@@ -206,6 +211,7 @@ pub(super) const VALUE_FLAGS: &[&str] = &[
     "pull-images",
     "insecure-registries",
     "oci-runtime",
+    "userns-base",
 ];
 
 pub(super) fn env_name(flag: &str) -> String {

@@ -142,7 +142,7 @@ fn a_task_without_network_sees_only_loopback() -> Result<()> {
 #[test]
 fn tasks_run_as_nobody_unless_their_job_names_a_user() -> Result<()> {
     let c = Cluster::start("ctd-users", "containerd")?;
-    let script = "grep -E '^(Uid|Gid|CapEff|Seccomp):' /proc/self/status; touch /mnt/sandbox/mine && echo wrote";
+    let script = "grep -E '^(Uid|Gid|CapEff|Seccomp):' /proc/self/status; echo map $(cat /proc/self/uid_map); touch /mnt/sandbox/mine && echo wrote";
     for (name, user) in [
         ("plain", ""),
         ("numbered", "\n    user: \"1234:1234\""),
@@ -178,6 +178,13 @@ fn tasks_run_as_nobody_unless_their_job_names_a_user() -> Result<()> {
             out.contains(&format!("Seccomp:\t{seccomp}\n")),
             "{name}: {out}"
         );
+        // A user namespace for all but root: nobody on the host either.
+        let map = if uid == 0 {
+            "map 0 0 4294967295"
+        } else {
+            "map 0 100000 65536"
+        };
+        assert!(out.contains(map), "{name}: {out}");
     }
     Ok(())
 }

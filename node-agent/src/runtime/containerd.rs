@@ -21,6 +21,7 @@
 //! [`recover`]: ContainerRuntime::recover
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +92,9 @@ pub struct ContainerdConfig {
     /// The OCI runtime binary containerd's runc shim runs (`runc` when
     /// `None`; `crun` is a compatible one that starts containers faster).
     pub oci_runtime: Option<String>,
+    /// The host uid and gid a task's user namespace maps its ids 0–65535
+    /// to; `None`: tasks share the host's ids (see [`with_user_namespace`]).
+    pub userns_base: Option<u32>,
 }
 
 /// The runc shim's options (`containerd.runc.v1.Options`); only the field
@@ -115,7 +119,62 @@ impl ContainerdConfig {
             insecure_registries: Vec::new(),
             oci_runtime: None,
             checkpoints: None,
+            userns_base: user_namespaces_allowed().then_some(DEFAULT_USERNS_BASE),
         }
+    }
+}
+
+/// The first host id of tasks' user namespaces, as Docker's `dockremap`
+/// range in `/etc/subuid` usually begins.
+pub const DEFAULT_USERNS_BASE: u32 = 100_000;
+
+/// How many ids a task's user namespace maps.
+const USERNS_SIZE: u32 = 65_536;
+
+/// Whether this kernel lets root make user namespaces.
+pub fn user_namespaces_allowed() -> bool {
+    std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
+/// Makes the points the runtime mounts on in a snapshot's writable layer,
+/// where the image lacks them: inside a user namespace the image's
+/// directories are not root's to write, so the runtime could not make them.
+fn mount_points(upper: &Path, network: NetworkMode) -> std::io::Result<()> {
+    std::fs::create_dir_all(upper.join(SANDBOX_MOUNT.trim_start_matches('/')))?;
+    if network == NetworkMode::Host {
+        std::fs::create_dir_all(upper.join("etc"))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(upper.join("etc/resolv.conf"))?;
+    }
+    Ok(())
+}
+
+/// Gives a task a user namespace: its ids 0–65535 are the host's
+/// `base`–`base + 65535`, so a process that escapes its container is
+/// nobody on the host. The image's files, owned by the host's root, are
+/// nobody's inside (readable as their mode says); on the host's network,
+/// which the namespace does not own, `/sys` is the host's, bound read-only,
+/// since a sysfs of its own cannot be mounted there.
+fn with_user_namespace(spec: &mut Value, base: u32, network: NetworkMode) {
+    let map = json!([{"containerID": 0, "hostID": base, "size": USERNS_SIZE}]);
+    let linux = &mut spec["linux"];
+    if let Some(ns) = linux["namespaces"].as_array_mut() {
+        ns.push(json!({"type": "user"}));
+    }
+    linux["uidMappings"] = map.clone();
+    linux["gidMappings"] = map;
+    if network == NetworkMode::Host
+        && let Some(mounts) = spec["mounts"].as_array_mut()
+        && let Some(sys) = mounts.iter_mut().find(|m| m["destination"] == "/sys")
+    {
+        *sys = json!({"destination": "/sys", "type": "none", "source": "/sys",
+                      "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
     }
 }
 
@@ -368,8 +427,20 @@ impl Containerd {
                 &db,
             )
             .map_err(StartError::User)?;
-            std::os::unix::fs::chown(sandbox, Some(who.uid), Some(who.gid))
-                .map_err(StartError::Sandbox)?;
+            // Root asked for root on the host; everyone else gets a user
+            // namespace where the kernel allows one (ids past its range
+            // keep the host's).
+            let mapped = who.uid != 0 && who.uid < USERNS_SIZE && who.gid < USERNS_SIZE;
+            let base = cfg.userns_base.filter(|_| mapped).unwrap_or(0);
+            if base != 0 {
+                let network = launch.container.network.unwrap_or(NetworkMode::Host);
+                if let Some(upper) = upper_of(&mounts) {
+                    mount_points(&upper, network).map_err(StartError::Sandbox)?;
+                }
+                with_user_namespace(&mut spec, base, network);
+            }
+            let (uid, gid) = (base.saturating_add(who.uid), base.saturating_add(who.gid));
+            std::os::unix::fs::chown(sandbox, Some(uid), Some(gid)).map_err(StartError::Sandbox)?;
             spec["process"]["user"] = json!({"uid": who.uid, "gid": who.gid});
             let container = Container {
                 id: id.to_owned(),
@@ -941,6 +1012,31 @@ mod tests {
             read_only_root: false,
             filtered: true,
         }
+    }
+
+    #[test]
+    fn a_user_namespace_maps_ids_and_binds_the_hosts_sys_on_its_network() -> std::io::Result<()> {
+        for network in [NetworkMode::Host, NetworkMode::None] {
+            let mut spec = oci_spec(parts(network));
+            with_user_namespace(&mut spec, 100_000, network);
+            let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+            assert!(ns.iter().any(|n| n["type"] == "user"));
+            let map = json!([{"containerID": 0, "hostID": 100_000, "size": 65_536}]);
+            assert_eq!(spec["linux"]["uidMappings"], map);
+            assert_eq!(spec["linux"]["gidMappings"], map);
+            let sys = spec["mounts"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["destination"] == "/sys").cloned())
+                .expect("/sys");
+            let bound = sys["type"] == "none" && sys["source"] == "/sys";
+            assert_eq!(bound, network == NetworkMode::Host, "{network:?}: {sys}");
+        }
+        // The points the runtime mounts on exist in the writable layer.
+        let upper = tempfile::tempdir()?;
+        mount_points(upper.path(), NetworkMode::Host)?;
+        assert!(upper.path().join("mnt/sandbox").is_dir());
+        assert!(upper.path().join("etc/resolv.conf").is_file());
+        Ok(())
     }
 
     #[test]
