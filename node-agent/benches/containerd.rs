@@ -7,7 +7,8 @@
 //!   `corral agent`'s loop, started by the same runtime and reported
 //!   RUNNING; ASSIGNED → RUNNING from the task's own events;
 //! - overhead: the agent's median minus the baseline's (goal ≤ 10 ms);
-//! - isolation: the baseline (tasks as nobody, with the seccomp filter)
+//! - isolation: the baseline (tasks as nobody in a user namespace, with
+//!   the seccomp filter)
 //!   against starts as root and unconfined, interleaved (goal ≤ 5 ms);
 //! - 100 tasks at once on one agent, tasks/s until all RUN (goal ≥ 40/s),
 //!   against 100 parallel starts of the runtime alone.
@@ -336,7 +337,7 @@ fn report(label: &str, f: &mut Figures, (seq_n, par_n): (usize, usize)) {
     println!("  runtime alone, root and unconfined   median {un_med:7.1}   p99 {un_p99:7.1}");
     println!("  runtime alone (baseline)   median {raw_med:7.1}   p99 {raw_p99:7.1}");
     println!(
-        "  isolation (nobody, seccomp filter, user lookup) costs {:+.1} ms a start (median; goal <= 5 ms)",
+        "  isolation (nobody in a user namespace, seccomp filter, user lookup) costs {:+.1} ms a start (median; goal <= 5 ms)",
         raw_med - un_med
     );
     println!(
