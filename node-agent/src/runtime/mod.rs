@@ -31,6 +31,7 @@ pub mod cgroup;
 pub mod containerd;
 mod image;
 pub mod process;
+pub mod seccomp;
 pub mod simulated;
 pub mod stop_all;
 pub mod user;
