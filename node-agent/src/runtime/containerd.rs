@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,6 +143,9 @@ struct Inner {
     cfg: ContainerdConfig,
     channel: Channel,
     tasks: Mutex<HashMap<String, Running>>,
+    /// Tasks get user namespaces (`cfg.userns_base`), until the OCI runtime
+    /// shows it cannot reach containerd's state as a remapped root.
+    userns: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -217,11 +221,13 @@ impl Containerd {
         let channel = containerd_client::connect(&cfg.address)
             .await
             .map_err(|e| backend(format!("connecting to {}: {e}", cfg.address.display())))?;
+        let cfg_userns = cfg.userns_base.is_some();
         let me = Self {
             inner: Arc::new(Inner {
                 cfg,
                 channel,
                 tasks: Mutex::new(HashMap::new()),
+                userns: std::sync::atomic::AtomicBool::new(cfg_userns),
             }),
         };
         me.version().await?;
@@ -324,6 +330,7 @@ impl Containerd {
         launch: &Launch,
         id: &str,
         dirs: &TaskDirs,
+        with_userns: bool,
     ) -> Result<Option<PathBuf>, StartError> {
         let sandbox = dirs.sandbox.as_path();
         let cfg = &self.inner.cfg;
@@ -384,7 +391,10 @@ impl Containerd {
             // namespace where the kernel allows one (ids past its range
             // keep the host's).
             let mapped = who.uid != 0 && who.uid < USERNS_SIZE && who.gid < USERNS_SIZE;
-            let base = cfg.userns_base.filter(|_| mapped).unwrap_or(0);
+            let base = cfg
+                .userns_base
+                .filter(|_| mapped && with_userns)
+                .unwrap_or(0);
             if base != 0 {
                 let network = launch.container.network.unwrap_or(NetworkMode::Host);
                 if let Some(upper) = upper_of(&mounts) {
@@ -666,7 +676,25 @@ impl ContainerRuntime for Containerd {
                 return Ok(());
             }
         };
-        match self.create_and_start(&launch, &id, &dirs).await {
+        let with_userns = self.inner.userns.load(Ordering::Relaxed);
+        let mut started = self
+            .create_and_start(&launch, &id, &dirs, with_userns)
+            .await;
+        if let Err(StartError::Step("create task", status)) = &started
+            && with_userns
+            && status.message().contains("permission denied")
+        {
+            // The OCI runtime, as a remapped root, could not reach the
+            // container's files (containerd's state under a directory only
+            // the host's root may enter, such as /root): tasks keep the
+            // host's ids from now on.
+            if self.inner.userns.swap(false, Ordering::Relaxed) {
+                tracing::warn!(task = %key, error = %status.message(), "a container could not start in a user namespace; tasks run without one");
+            }
+            self.cleanup(&id).await;
+            started = self.create_and_start(&launch, &id, &dirs, false).await;
+        }
+        match started {
             Ok(upper) => {
                 let done = self.track(&key, &id, launch.uid.clone(), upper);
                 let _ = events.send((key.clone(), RuntimeEvent::Running)).await;
