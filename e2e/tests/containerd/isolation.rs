@@ -259,3 +259,41 @@ fn a_task_past_its_disk_limit_is_killed_with_that_reason() -> Result<()> {
     assert_eq!(c.phase("modest-0-0")?, "RUNNING");
     Ok(())
 }
+
+/// Where the OCI runtime, as a task's remapped root, cannot reach
+/// containerd's state (here its directory is closed to all but the host's
+/// root, as `/root` is), a task starts without a user namespace, once the
+/// agent has said so, and so do its later tasks.
+#[test]
+fn tasks_start_without_a_user_namespace_where_one_cannot_reach_containerd() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start("ctd-closed", "containerd")?;
+    let dir = c
+        .containerd
+        .address
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("containerd's directory")?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let script = "grep -E '^Uid:' /proc/self/status; echo map $(cat /proc/self/uid_map)";
+    c.job("first", "adhoc", "32Mi", script, "")?;
+    c.wait_phase("first-0-0", "FINISHED")?;
+    c.job("second", "adhoc", "32Mi", script, "")?;
+    c.wait_phase("second-0-0", "FINISHED")?;
+    for task in ["first-0-0", "second-0-0"] {
+        let out = c.output(task, "stdout");
+        assert!(out.contains("Uid:\t65534"), "{task}: {out}");
+        assert!(out.contains("map 0 0 4294967295"), "{task}: {out}");
+    }
+    let log = c
+        .agent
+        .as_ref()
+        .map(corral_e2e::Agent::log)
+        .unwrap_or_default();
+    assert_eq!(
+        log.matches("could not start in a user namespace").count(),
+        1,
+        "{log}"
+    );
+    Ok(())
+}
