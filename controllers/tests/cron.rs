@@ -34,6 +34,17 @@ async fn runs(tasks: &Api<Task>, job: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// A test clock set just past the first minute boundary after `born`
+/// (seconds), and the handle that moves it.
+fn clock_after(born: i64) -> (Arc<AtomicI64>, corral_controllers::cron::Clock) {
+    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
+    let at = now.clone();
+    let clock: corral_controllers::cron::Clock = Arc::new(move || {
+        jiff::Timestamp::from_second(at.load(Ordering::SeqCst)).unwrap_or_default()
+    });
+    (now, clock)
+}
+
 #[tokio::test]
 async fn each_tick_runs_once_even_across_a_restart() -> Result<()> {
     let h = start().await?;
@@ -50,11 +61,7 @@ async fn each_tick_runs_once_even_across_a_restart() -> Result<()> {
         .0
         .as_second();
     // The test's clock: just past the first minute boundary after creation.
-    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
-    let clock_now = now.clone();
-    let clock: corral_controllers::cron::Clock = Arc::new(move || {
-        jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
-    });
+    let (now, clock) = clock_after(born);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(corral_controllers::cron::run_with_clock(
@@ -125,11 +132,7 @@ async fn cancel_new_skips_a_tick_while_a_run_is_active() -> Result<()> {
         .context("created")?
         .0
         .as_second();
-    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
-    let clock_now = now.clone();
-    let clock: corral_controllers::cron::Clock = Arc::new(move || {
-        jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
-    });
+    let (now, clock) = clock_after(born);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctl = tokio::spawn(corral_controllers::cron::run_with_clock(
         h.client.clone(),
@@ -195,11 +198,7 @@ async fn finished_runs_past_the_history_limit_go_under_the_controller_managers_o
         .context("created")?
         .0
         .as_second();
-    let now = Arc::new(AtomicI64::new((born / 60 + 1) * 60 + 5));
-    let clock_now = now.clone();
-    let clock: corral_controllers::cron::Clock = Arc::new(move || {
-        jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
-    });
+    let (now, clock) = clock_after(born);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctl = tokio::spawn(corral_controllers::cron::run_with_clock(
         manager, clock, stop_rx,

@@ -10,29 +10,28 @@ use crate::disk::Watched;
 impl Supervisor {
     /// The running tasks with a `disk` resource, and the directories each writes.
     pub(crate) fn disk_watch(&self) -> Vec<Watched> {
-        let mut watched = Vec::new();
-        for (key, (idx, _)) in &self.tasks {
-            if self.killing.contains(key) {
-                continue;
-            }
-            let Some(limit) = self
-                .object(key)
-                .and_then(|t| t.spec.resources.get("disk").and_then(|q| q.milli().ok()))
-                .and_then(|milli| u64::try_from(milli / 1000).ok())
-                .filter(|bytes| *bytes > 0)
-            else {
-                continue;
+        // The limits, read in place (no Task is copied for them).
+        let limits: Vec<(String, usize, u64)> = {
+            let Ok(objects) = self.objects.lock() else {
+                return Vec::new();
             };
-            let dirs = self.runtimes[*idx].writable_dirs(key);
-            if !dirs.is_empty() {
-                watched.push(Watched {
-                    key: key.clone(),
-                    limit,
-                    dirs,
-                });
-            }
-        }
-        watched
+            self.tasks
+                .iter()
+                .filter(|(key, _)| !self.killing.contains(*key))
+                .filter_map(|(key, (idx, _))| {
+                    let milli = objects.get(key)?.spec.resources.get("disk")?.milli().ok()?;
+                    let bytes = u64::try_from(milli / 1000).ok().filter(|b| *b > 0)?;
+                    Some((key.clone(), *idx, bytes))
+                })
+                .collect()
+        };
+        limits
+            .into_iter()
+            .filter_map(|(key, idx, limit)| {
+                let dirs = self.runtimes[idx].writable_dirs(&key);
+                (!dirs.is_empty()).then_some(Watched { key, limit, dirs })
+            })
+            .collect()
     }
 
     /// Kills `key` for its disk use; it ends with `failure`.

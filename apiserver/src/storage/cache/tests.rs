@@ -2,6 +2,8 @@
 
 use super::*;
 use corral_store::embedded::EmbeddedStore;
+use corral_store::{RangeRequest, StoreError, WatchEvent};
+use futures::StreamExt;
 use serde_json::json;
 
 fn task(name: &str, node: Option<&str>) -> Vec<u8> {

@@ -604,35 +604,37 @@ fn generate_name(obj: &mut Value) {
     }
 }
 
-/// A Job or Task may name a Corral Role only if its writer may `use` it in
-/// the object's namespace (RBAC verb `use` on `roles.corral.dev`, the role
-/// in `resourceNames`), as PodSecurityPolicy's `use` worked: granting `edit`
-/// in a namespace grants no role's quota or tier. Checked when the role is
-/// set or changed by a request (the server's own writes carry no requester).
-fn may_use_role(
+/// The requester and role of a request's write of a Corral Job or Task
+/// that names a role: what `use` of the role is checked for (the server's
+/// own writes carry no requester).
+fn role_writer<'a>(
+    desc: &ResourceDesc,
+    obj: &'a Value,
+    opts: &'a WriteOptions,
+) -> Option<(&'a Requester, &'a str)> {
+    let r = opts.requester.as_ref()?;
+    if desc.group != "corral.dev" || !matches!(desc.kind, "Job" | "Task") {
+        return None;
+    }
+    let role = obj["spec"]["role"].as_str().filter(|r| !r.is_empty())?;
+    Some((r, role))
+}
+
+/// Whether `r` may `use` Corral role `role` (with `subresource`, one of its
+/// grants) in the namespace of `obj`; else the 403 saying what it needs.
+fn may_use(
     desc: &ResourceDesc,
     obj: &Value,
-    old: Option<&Value>,
-    opts: &WriteOptions,
+    (r, role): (&Requester, &str),
+    subresource: Option<&str>,
+    (cannot, fields): (&str, &str),
 ) -> Result<(), ApiError> {
-    let Some(r) = &opts.requester else {
-        return Ok(());
-    };
-    if desc.group != "corral.dev" || !matches!(desc.kind, "Job" | "Task") {
-        return Ok(());
-    }
-    let Some(role) = obj["spec"]["role"].as_str().filter(|r| !r.is_empty()) else {
-        return Ok(());
-    };
-    if old.is_some_and(|o| o["spec"]["role"].as_str() == Some(role)) {
-        return Ok(());
-    }
     let ns = meta_str(obj, "namespace").map(str::to_owned);
     let attrs = crate::transport::auth::Attributes {
         verb: "use".into(),
         group: "corral.dev".into(),
         resource: "roles".into(),
-        subresource: None,
+        subresource: subresource.map(str::to_owned),
         namespace: ns.clone(),
         name: Some(role.to_owned()),
         field_selector: None,
@@ -640,14 +642,44 @@ fn may_use_role(
     if r.authz.allows(&r.user, &attrs) {
         return Ok(());
     }
+    let needs = match subresource {
+        Some(sub) => format!("roles.corral.dev/{role} subresource {sub}"),
+        None => format!("roles.corral.dev/{role}"),
+    };
     Err(ApiError::Forbidden(format!(
-        "{}.{} \"{}\" is forbidden: User \"{}\" cannot use role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} there",
+        "{}.{} \"{}\" is forbidden: User \"{}\" cannot {cannot} in the namespace \"{}\": it needs the verb use on {needs} there{fields}",
         desc.plural,
         desc.group,
         meta_str(obj, "name").unwrap_or_default(),
         r.user.name,
         ns.unwrap_or_default(),
     )))
+}
+
+/// A Job or Task may name a Corral Role only if its writer may `use` it in
+/// the object's namespace (RBAC verb `use` on `roles.corral.dev`, the role
+/// in `resourceNames`), as PodSecurityPolicy's `use` worked: granting `edit`
+/// in a namespace grants no role's quota or tier. Checked when the role is
+/// set or changed by a request.
+fn may_use_role(
+    desc: &ResourceDesc,
+    obj: &Value,
+    old: Option<&Value>,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    let Some(writer @ (_, role)) = role_writer(desc, obj, opts) else {
+        return Ok(());
+    };
+    if old.is_some_and(|o| o["spec"]["role"].as_str() == Some(role)) {
+        return Ok(());
+    }
+    may_use(
+        desc,
+        obj,
+        writer,
+        None,
+        (&format!("use role \"{role}\""), ""),
+    )
 }
 
 /// A Job or Task is privileged (runs as root, `container.user` `0` or
@@ -663,44 +695,28 @@ fn may_be_privileged(
     old: Option<&Value>,
     opts: &WriteOptions,
 ) -> Result<(), ApiError> {
-    let Some(r) = &opts.requester else {
+    let Some(writer @ (_, role)) = role_writer(desc, obj, opts) else {
         return Ok(());
     };
-    if desc.group != "corral.dev" || !matches!(desc.kind, "Job" | "Task") {
-        return Ok(());
-    }
     let privileged = |v: &Value| {
-        serde_json::from_value::<corral_api::job::ContainerSpec>(v["spec"]["container"].clone())
+        <corral_api::job::ContainerSpec as serde::Deserialize>::deserialize(&v["spec"]["container"])
             .is_ok_and(|c| c.is_privileged())
     };
-    if !privileged(obj) {
+    if !privileged(obj)
+        || old.is_some_and(|o| privileged(o) && o["spec"]["role"].as_str() == Some(role))
+    {
         return Ok(());
     }
-    let role = obj["spec"]["role"].as_str().unwrap_or_default();
-    if old.is_some_and(|o| privileged(o) && o["spec"]["role"].as_str() == Some(role)) {
-        return Ok(());
-    }
-    let ns = meta_str(obj, "namespace").map(str::to_owned);
-    let attrs = crate::transport::auth::Attributes {
-        verb: "use".into(),
-        group: "corral.dev".into(),
-        resource: "roles".into(),
-        subresource: Some("privileged".into()),
-        namespace: ns.clone(),
-        name: Some(role.to_owned()),
-        field_selector: None,
-    };
-    if r.authz.allows(&r.user, &attrs) {
-        return Ok(());
-    }
-    Err(ApiError::Forbidden(format!(
-        "{}.{} \"{}\" is forbidden: User \"{}\" cannot run privileged tasks (as root, or unconfined) with role \"{role}\" in the namespace \"{}\": it needs the verb use on roles.corral.dev/{role} subresource privileged there (spec.container.user, spec.container.seccompProfile)",
-        desc.plural,
-        desc.group,
-        meta_str(obj, "name").unwrap_or_default(),
-        r.user.name,
-        ns.unwrap_or_default(),
-    )))
+    may_use(
+        desc,
+        obj,
+        writer,
+        Some("privileged"),
+        (
+            &format!("run privileged tasks (as root, or unconfined) with role \"{role}\""),
+            " (spec.container.user, spec.container.seccompProfile)",
+        ),
+    )
 }
 
 impl Api {
