@@ -10,9 +10,11 @@
 //! - [`roles`]: Role status: allocated, pending, dominant share and latency figures.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down, rolling updates) and its status.
 //! - [`cache`]: one watch per kind, shared by all of them.
+//! - [`bulk`]: many tasks created or bound in one request.
 //! - [`leader`]: leader election, so that one process at a time runs them all ([`run_all`]).
 
 pub mod allocation;
+pub mod bulk;
 pub mod cache;
 pub mod cron;
 pub mod jobs;

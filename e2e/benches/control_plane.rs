@@ -54,6 +54,7 @@ struct Counting {
     inner: Arc<dyn Store>,
     writes: AtomicU64,
     task_writes: AtomicU64,
+    refused: AtomicU64,
     reads: AtomicU64,
 }
 
@@ -62,6 +63,7 @@ struct Counting {
 struct Counts {
     writes: u64,
     task_writes: u64,
+    refused: u64,
     reads: u64,
     cpu: f64,
 }
@@ -71,6 +73,7 @@ impl Counting {
         Counts {
             writes: self.writes.load(Ordering::Relaxed),
             task_writes: self.task_writes.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
             cpu: cpu_seconds(std::process::id()),
         }
@@ -92,7 +95,11 @@ impl Store for Counting {
         if op.key().contains("/tasks/") {
             self.task_writes.fetch_add(1, Ordering::Relaxed);
         }
-        self.inner.write(op).await
+        let outcome = self.inner.write(op).await;
+        if matches!(outcome, Err(StoreError::Conflict { .. })) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
     }
     async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, StoreError> {
         self.inner.watch(prefix, start).await
@@ -223,6 +230,7 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
         inner: store,
         writes: AtomicU64::new(0),
         task_writes: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
         reads: AtomicU64::new(0),
     });
     let dir = tempfile::tempdir()?;
@@ -324,18 +332,20 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     let counts_bound = counts_bound.context("never all bound")?;
     let per = |n: u64| n as f64 / tasks_n as f64;
     println!(
-        "  bound: {tasks_n} in {at_bound:.1} s = {:.0} tasks/s ({:.3}× raw 64-writer creates/s); store writes per task {:.2} (to tasks {:.2}), store reads per task {:.2}",
+        "  bound: {tasks_n} in {at_bound:.1} s = {:.0} tasks/s ({:.3}× raw 64-writer creates/s); store writes per task {:.2} (to tasks {:.2}, refused {:.2}), store reads per task {:.2}",
         tasks_n as f64 / at_bound,
         tasks_n as f64 / at_bound / raw64,
         per(counts_bound.writes - before.writes),
         per(counts_bound.task_writes - before.task_writes),
+        per(counts_bound.refused - before.refused),
         per(counts_bound.reads - before.reads),
     );
     println!(
-        "  RUNNING: {tasks_n} in {all_running:.1} s = {:.0} tasks/s; store writes per task {:.2} (to tasks {:.2}), store reads per task {:.2}",
+        "  RUNNING: {tasks_n} in {all_running:.1} s = {:.0} tasks/s; store writes per task {:.2} (to tasks {:.2}, refused {:.2}), store reads per task {:.2}",
         tasks_n as f64 / all_running,
         per(after.writes - before.writes),
         per(after.task_writes - before.task_writes),
+        per(after.refused - before.refused),
         per(after.reads - before.reads),
     );
     let cpu_us = (after.cpu - before.cpu) * 1e6 / tasks_n as f64;

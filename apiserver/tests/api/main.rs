@@ -104,6 +104,7 @@ where
 }
 
 mod access;
+mod bulk;
 mod clients;
 mod corpus;
 mod crud;
@@ -133,6 +134,7 @@ macro_rules! suite {
 
 suite!(embedded:
     clients::discovery_finds_every_kind,
+    bulk::tasks_are_created_and_bound_in_bulk_each_on_its_own,
     crud::a_task_is_created_with_its_first_status,
     crud::a_task_is_created_only_for_a_job_that_exists,
     crud::jobs_scale_through_their_scale_subresource,
@@ -168,6 +170,7 @@ suite!(embedded:
 );
 
 suite!(etcd:
+    bulk::tasks_are_created_and_bound_in_bulk_each_on_its_own,
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::a_task_is_created_with_its_first_status,
     clients::events_are_one_store_seen_through_both_apis,

@@ -343,6 +343,18 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
             .await,
         "a team binding its task to a node",
     );
+    let bulk = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "BindingList",
+                      "items": [{"metadata": {"name": "etl-0-0"}, "target": {"kind": "Node", "name": "n1"}}]});
+    let bulk_request = || {
+        http::Request::post("/apis/corral.dev/v1alpha1/namespaces/team-a/bindings")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&bulk).expect("JSON"))
+            .expect("a request")
+    };
+    forbidden(
+        alice.request::<Value>(bulk_request()).await,
+        "a team binding its tasks in bulk",
+    );
     forbidden(
         Api::<Task>::namespaced(alice.clone(), "team-a")
             .patch_status(
@@ -372,6 +384,10 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
         Some(corral_api::TaskPhase::Assigned)
     );
     let node = ts.client_as("node-token").await.map_err(|e| anyhow!(e))?;
+    forbidden(
+        node.request::<Value>(bulk_request()).await,
+        "a node binding tasks in bulk",
+    );
     let node_tasks: Api<Task> = Api::namespaced(node.clone(), "team-a");
     node_tasks.get("etl-0-0").await?;
     node_tasks

@@ -8,11 +8,15 @@
 //! victims still going, bindings not yet seen).
 //! Decides: after each burst of events (or every few seconds while tasks
 //! wait), one allocation cycle over all pending tasks, ordered by weighted DRF.
-//! Writes, concurrently: for each placement, `spec.nodeName` (with the task's
-//! resourceVersion as precondition) then the status (phase ASSIGNED, a task
-//! event from the lifecycle state machine, the Scheduled condition). For each
-//! victim, PREEMPTING with who and why. For each task left pending, its
-//! explanation when it changed (a preemptor's says which victims it waits for).
+//! Writes: the placements through bulk binding requests (each binding one
+//! write of `spec.nodeName`, phase ASSIGNED with its task event and the
+//! Scheduled condition, with the task's resourceVersion as precondition),
+//! a few requests in flight while the loop goes on reading its watches and
+//! deciding (kube-scheduler's "assume": a task whose binding is in flight is
+//! neither pending nor placed again; a refused binding returns it to
+//! pending). Concurrently, at the end of a cycle: for each victim,
+//! PREEMPTING with who and why; for each task left pending, its explanation
+//! when it changed (a preemptor's says which victims it waits for).
 //! Preempts: a task that finds no node may evict lower-ranked tasks that are
 //! seen bound (never one whose binding is in flight); their room is held for
 //! it, and it is bound there in the first cycle after they are gone, before
@@ -24,13 +28,14 @@
 mod convert;
 mod writes;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::{Node, Quota, Reservation, Role, Task};
 use corral_core::sched::preempt::Rules;
 use corral_core::sched::{Allocator, Policy, Snapshot, explain};
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 
 use crate::cache::{Cached, Caches, Change, Shared};
@@ -43,8 +48,10 @@ pub use convert::{TaskState, key_of, task_state};
 pub const ACTOR: &str = "scheduler";
 /// How often pending tasks are retried when nothing else happens.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
-/// Writes in flight at once.
+/// Eviction and explanation writes in flight at once.
 const WRITE_CONCURRENCY: usize = 64;
+/// Bulk binding requests in flight at once.
+const BIND_REQUESTS_IN_FLIGHT: usize = 4;
 
 /// One change of any kind the loop follows, from the shared caches.
 enum Input {
@@ -173,6 +180,21 @@ impl State {
             && let Err(e) = self.snap.bind(t, id)
         {
             tracing::warn!(task = %key, error = %e, "a task bound outside the scheduler does not fit its node");
+        }
+    }
+
+    /// The answers to a bulk binding: a refused binding is undone in the
+    /// snapshot and the task taken again as the watch last showed it
+    /// (pending again, or bound elsewhere, or ended).
+    fn answered(&mut self, results: Vec<(String, bool)>) {
+        for (key, bound) in results {
+            if bound {
+                continue;
+            }
+            self.alloc.bind_failed(&mut self.snap, &key);
+            if let Some(task) = self.tasks.get(&key).cloned() {
+                self.apply_task(task);
+            }
         }
     }
 
@@ -352,6 +374,45 @@ impl State {
     }
 }
 
+/// The bindings decided and not yet answered: bulk requests waiting their
+/// turn, and those in flight.
+struct Binder {
+    client: kube::Client,
+    queued: VecDeque<(String, Vec<(String, crate::bulk::Binding)>)>,
+    in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Vec<(String, bool)>>>,
+}
+
+impl Binder {
+    fn new(client: kube::Client) -> Self {
+        Binder {
+            client,
+            queued: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+        }
+    }
+
+    /// Queues one cycle's bindings, a request per namespace and chunk.
+    fn queue(&mut self, bindings: BTreeMap<String, Vec<(String, crate::bulk::Binding)>>) {
+        for (ns, mut all) in bindings {
+            while !all.is_empty() {
+                let rest = all.split_off(all.len().min(crate::bulk::CHUNK));
+                self.queued
+                    .push_back((ns.clone(), std::mem::replace(&mut all, rest)));
+            }
+        }
+    }
+
+    /// Starts queued requests while there is room.
+    fn start(&mut self) {
+        while self.in_flight.len() < BIND_REQUESTS_IN_FLIGHT
+            && let Some((ns, bindings)) = self.queued.pop_front()
+        {
+            self.in_flight
+                .push(Box::pin(writes::bind(self.client.clone(), ns, bindings)));
+        }
+    }
+}
+
 /// True when `task` is PREEMPTING (its kill under way).
 fn preempting(task: &Task) -> bool {
     task.status
@@ -398,11 +459,15 @@ pub async fn run_cached(
         alloc: Allocator::new(settings.policy, settings.preemption),
         ..State::default()
     };
+    let mut binder = Binder::new(client.clone());
     let mut ticker = tokio::time::interval(RETRY_EVERY);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = ticker.tick() => {}
+            Some(results) = binder.in_flight.next(), if !binder.in_flight.is_empty() => {
+                state.answered(results);
+            }
             next = inputs.next() => match next {
                 None => return,
                 Some(input) => {
@@ -415,13 +480,15 @@ pub async fn run_cached(
             },
         }
         if !state.pending.is_empty() {
-            cycle(&client, &mut state).await;
+            cycle(&client, &mut state, &mut binder).await;
         }
+        binder.start();
     }
 }
 
-/// One allocation cycle and its writes.
-async fn cycle(client: &kube::Client, state: &mut State) {
+/// One allocation cycle: its bindings queued on `binder`, its evictions and
+/// explanations written.
+async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
     let now = jiff::Timestamp::now();
     let mut tasks = Vec::new();
     for key in &state.pending {
@@ -434,15 +501,24 @@ async fn cycle(client: &kube::Client, state: &mut State) {
         }
     }
     let decided = state.alloc.cycle(&mut state.snap, tasks, now);
-    let binds: Vec<_> = decided
-        .bound
-        .iter()
-        .filter_map(|(key, node)| {
-            let task = state.tasks.get(key)?.clone();
-            let node = state.snap.node(*node).name.clone();
-            Some(writes::bind(client.clone(), task, node))
-        })
-        .collect();
+    let mut bindings: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for (key, node) in &decided.bound {
+        // In flight: no longer pending, and placed on `node` in the snapshot.
+        state.pending.remove(key);
+        let Some(task) = state.tasks.get(key).cloned() else {
+            state.alloc.bind_failed(&mut state.snap, key);
+            continue;
+        };
+        let ns = task.metadata.namespace.clone().unwrap_or_default();
+        let binding = crate::bulk::Binding {
+            task: task.metadata.name.clone().unwrap_or_default(),
+            resource_version: task.metadata.resource_version.clone(),
+            node: state.snap.node(*node).name.clone(),
+        };
+        bindings.entry(ns).or_default().push((key.clone(), binding));
+    }
+    binder.queue(bindings);
+    binder.start();
     let evictions: Vec<_> = decided
         .evictions
         .iter()
@@ -471,10 +547,7 @@ async fn cycle(client: &kube::Client, state: &mut State) {
             ));
         }
     }
-    let (bound, evicted, ()) = futures::join!(
-        futures::stream::iter(binds)
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect::<Vec<(String, bool)>>(),
+    let (evicted, ()) = futures::join!(
         futures::stream::iter(evictions)
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect::<Vec<(String, Evicted)>>(),
@@ -482,13 +555,6 @@ async fn cycle(client: &kube::Client, state: &mut State) {
             .buffer_unordered(WRITE_CONCURRENCY)
             .for_each(|()| async {}),
     );
-    for (key, ok) in bound {
-        if ok {
-            state.pending.remove(&key);
-        } else {
-            state.alloc.bind_failed(&mut state.snap, &key);
-        }
-    }
     for (key, outcome) in evicted {
         match outcome {
             Evicted::Yes => {}

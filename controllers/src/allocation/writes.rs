@@ -1,12 +1,13 @@
 //! The allocation loop's writes, each conditional on the resourceVersion it
-//! read: a binding (node name, then the ASSIGNED status), an eviction
+//! read: bindings (node name and the ASSIGNED status in one write each, many
+//! in one request), an eviction
 //! (PREEMPTING with who and why), a pending task's explanation.
 
 use corral_api::task::{TaskConditionType, TaskReason};
 use corral_api::{Condition, ConditionStatus, Task};
 use corral_core::lifecycle;
 use corral_core::sched::{Eviction, Unplaced};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::{ACTOR, key_of};
@@ -106,28 +107,30 @@ pub(super) async fn evict(
     (key, Evicted::Refused)
 }
 
-/// Writes one binding through the task's `binding` subresource: the node,
-/// ASSIGNED and its task event in one write, conditional on the version
-/// the decision saw. Returns whether the task is now bound.
+/// Writes bindings of tasks in namespace `ns` in one bulk request: for
+/// each, the node, ASSIGNED and its task event in one write, conditional on
+/// the version the decision saw. Returns each task's key and whether it is
+/// now bound (a request that failed whole binds none of them).
 pub(super) async fn bind(
     client: kube::Client,
-    task: std::sync::Arc<Task>,
-    node: String,
-) -> (String, bool) {
-    let key = key_of(&task);
-    let (ns, name) = ns_name(&task);
-    let api: Api<Task> = Api::namespaced(client, &ns);
-    let binding = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Binding",
-        "metadata": {"name": name, "namespace": ns, "resourceVersion": task.metadata.resource_version},
-        "target": {"kind": "Node", "name": node}});
-    match api
-        .create_subresource::<_, Task>("binding", &name, &PostParams::default(), &binding)
-        .await
-    {
-        Ok(_) => (key, true),
+    ns: String,
+    bindings: Vec<(String, crate::bulk::Binding)>,
+) -> Vec<(String, bool)> {
+    let items: Vec<crate::bulk::Binding> = bindings.iter().map(|(_, b)| b.clone()).collect();
+    match crate::bulk::bind_tasks(&client, &ns, &items).await {
+        Ok(results) => bindings
+            .into_iter()
+            .zip(results)
+            .map(|((key, _), r)| {
+                if let Err(e) = &r {
+                    tracing::debug!(task = %key, error = %e.message, "binding lost a race; will retry");
+                }
+                (key, r.is_ok())
+            })
+            .collect(),
         Err(e) => {
-            tracing::debug!(task = %key, error = %e, "binding lost a race; will retry");
-            (key, false)
+            tracing::warn!(namespace = %ns, tasks = bindings.len(), error = %e, "binding failed; will retry");
+            bindings.into_iter().map(|(key, _)| (key, false)).collect()
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::storage::selectors::{FieldSelector, LabelSelector};
 
 pub mod binding;
 mod born;
+pub mod bulk;
 mod delete;
 mod meta;
 mod owners;

@@ -1,5 +1,6 @@
 //! HTTP for a Task's `binding` subresource: POST of a Binding (see
-//! `rest::binding`), answered 201 with the bound Task.
+//! `registry::binding`), answered 201 with the bound Task; and for
+//! `namespaces/NS/bindings`, many tasks bound in one request.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -9,7 +10,7 @@ use super::query::{Query, write_options};
 use super::request_info::ResourceTarget;
 use super::respond::{Body, json_response};
 use crate::error::ApiError;
-use crate::storage::registry::{Api, Requester};
+use crate::storage::registry::{Api, Requester, WriteOptions, bulk};
 
 pub(super) async fn request(
     api: Api,
@@ -20,14 +21,41 @@ pub(super) async fn request(
     if req.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
-    let name = t.name.as_deref().ok_or(ApiError::PathNotFound)?;
     let q = Query::parse(req.uri().query());
     let mut opts = write_options(&q, req.method(), req.headers())?;
     opts.requester = Some(requester);
     let (parts, body) = read_body(req);
     let binding = decode_object(&parts, &body)?;
-    let w = api
-        .bind(&t.desc, t.namespace.as_deref(), name, &binding, &opts)
-        .await?;
+    let ns = t.namespace.as_deref();
+    let Some(name) = t.name.as_deref() else {
+        return bindings(&api, &t, binding, &opts).await;
+    };
+    let w = api.bind(&t.desc, ns, name, &binding, &opts).await?;
     Ok(json_response(StatusCode::CREATED, &w.object))
+}
+
+/// `POST namespaces/NS/bindings`: a `BindingList` binds each of its items
+/// (answered with a `Status` each, see `registry::bulk`); a single
+/// `Binding` names its task in `metadata.name` and is answered as
+/// Kubernetes answers `POST bindings`, with a `Success` Status.
+async fn bindings(
+    api: &Api,
+    t: &ResourceTarget,
+    body: serde_json::Value,
+    opts: &WriteOptions,
+) -> Result<Response<Body>, ApiError> {
+    let ns = t.namespace.as_deref();
+    if let Some(items) = bulk::list_items("Binding", &body)? {
+        let results = api.bind_many(&t.desc, ns, items, opts).await;
+        return Ok(json_response(
+            StatusCode::OK,
+            &bulk::answer(&t.desc, &results),
+        ));
+    }
+    let mut results = api.bind_many(&t.desc, ns, vec![body], opts).await;
+    let w = results.pop().expect("one binding, one result")?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &bulk::answer(&t.desc, &[Ok(w)])["items"][0],
+    ))
 }

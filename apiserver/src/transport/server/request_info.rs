@@ -111,6 +111,12 @@ fn resource(registry: &Catalog, segs: &[&str]) -> Option<ResourceTarget> {
     };
     use Subresource::*;
     match rest {
+        // Many tasks bound in one request (Kubernetes' `bindings`, in bulk):
+        // authorized as the binding of each.
+        ["namespaces", ns, "bindings"] if group == "corral.dev" => {
+            let desc = find("tasks")?;
+            Some(t(desc, Some(ns), None, Some(Binding)))
+        }
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|d| d.namespaced) => {
             let desc = find(plural)?;
             let ns = Some(*ns);

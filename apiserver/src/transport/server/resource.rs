@@ -23,7 +23,7 @@ use crate::kinds::render::{
 };
 use crate::kinds::table::{IncludeObject, table};
 use crate::storage::patch::{PatchKind, parse_body};
-use crate::storage::registry::{Api, DeleteOptions};
+use crate::storage::registry::{Api, DeleteOptions, bulk};
 use crate::storage::watch::{self, WatchParams};
 
 fn list_response(
@@ -132,6 +132,13 @@ pub(super) async fn resource(
             opts.requester = Some(requester.clone());
             let (parts, body) = read_body(req);
             let obj = decode_object(&parts, &body)?;
+            if let Some(items) = bulk::list_items(desc.kind, &obj)? {
+                let results = api.create_many(&desc, ns, items, &opts).await;
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &bulk::answer(&desc, &results),
+                ));
+            }
             let w = api.create(&desc, ns, obj, &opts).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &w.object),
