@@ -217,7 +217,7 @@ async fn component_client(pki: &Pki, url: &str, user: &str) -> Result<kube::Clie
     )?;
     let kc = kube::config::Kubeconfig::from_yaml(&pki.client_kubeconfig(url, user, &cert, &key))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(corral_controllers::client::connect(config)?)
 }
 
 impl std::fmt::Debug for StartedServer {
@@ -356,7 +356,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
                 tracing::warn!(error = %e, "the controllers run as the administrator: their own certificates cannot be signed");
                 let kc = kube::config::Kubeconfig::from_yaml(&pki.kubeconfig(&url))?;
                 let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-                corral_controllers::Clients::one(kube::Client::try_from(config)?)
+                corral_controllers::Clients::one(corral_controllers::client::connect(config)?)
             }
         };
         controllers.push(spawn_controllers(

@@ -15,7 +15,7 @@
 //! every subscription starts with [`Change::Resynced`], so a subscriber that
 //! joins late learns what was there before it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -88,8 +88,10 @@ struct Index<K: Cached> {
     inner: RwLock<IndexInner<K>>,
 }
 
+/// The objects themselves, not references into the store: a lookup of a
+/// job's tens of thousands of tasks clones `Arc`s, nothing else.
 struct IndexInner<K: Cached> {
-    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
+    by_key: HashMap<String, HashMap<ObjectRef<K>, Arc<K>>>,
     key_by_obj: HashMap<ObjectRef<K>, String>,
 }
 
@@ -109,8 +111,8 @@ impl<K: Cached> Index<K> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn applied(&self, obj: &K) {
-        let r = ObjectRef::from_obj(obj);
+    fn applied(&self, obj: &Arc<K>) {
+        let r = ObjectRef::from_obj(&**obj);
         let key = (self.key_of)(obj);
         let mut inner = self.write();
         inner.remove(&r);
@@ -119,7 +121,7 @@ impl<K: Cached> Index<K> {
                 .by_key
                 .entry(key.clone())
                 .or_default()
-                .insert(r.clone());
+                .insert(r.clone(), obj.clone());
             inner.key_by_obj.insert(r, key);
         }
     }
@@ -139,18 +141,18 @@ impl<K: Cached> Index<K> {
                     .by_key
                     .entry(key.clone())
                     .or_default()
-                    .insert(r.clone());
+                    .insert(r.clone(), obj.clone());
                 inner.key_by_obj.insert(r, key);
             }
         }
     }
 
-    fn refs(&self, key: &str) -> Vec<ObjectRef<K>> {
+    fn objects(&self, key: &str) -> Vec<Arc<K>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner
             .by_key
             .get(key)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.values().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -248,11 +250,7 @@ impl<K: Cached> Shared<K> {
         let Some(index) = self.indexes.iter().find(|i| i.name == index) else {
             return Vec::new();
         };
-        index
-            .refs(key)
-            .iter()
-            .filter_map(|r| self.store.get(r))
-            .collect()
+        index.objects(key)
     }
 }
 
@@ -302,11 +300,14 @@ async fn drive<K: Cached>(
         writer.apply_watcher_event(&event);
         let change = match event {
             Event::Apply(obj) => {
+                let stored = shared
+                    .store
+                    .get(&ObjectRef::from_obj(&obj))
+                    .unwrap_or_else(|| Arc::new(obj));
                 for index in shared.indexes.iter() {
-                    index.applied(&obj);
+                    index.applied(&stored);
                 }
-                let stored = shared.store.get(&ObjectRef::from_obj(&obj));
-                Change::Applied(stored.unwrap_or_else(|| Arc::new(obj)))
+                Change::Applied(stored)
             }
             Event::Delete(obj) => {
                 for index in shared.indexes.iter() {

@@ -11,11 +11,13 @@
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down, rolling updates) and its status.
 //! - [`cache`]: one watch per kind, shared by all of them.
 //! - [`bulk`]: many tasks created or bound in one request.
+//! - [`client`]: Corral's own clients, over HTTP/2.
 //! - [`leader`]: leader election, so that one process at a time runs them all ([`run_all`]).
 
 pub mod allocation;
 pub mod bulk;
 pub mod cache;
+pub mod client;
 pub mod cron;
 pub mod jobs;
 pub mod leader;

@@ -6,6 +6,8 @@
 //! - The same at 10k nodes with five roles holding guarantees (one not
 //!   lending), against the plain indexed placement in the same run: the
 //!   cost of the cluster-level guarantee check.
+//! - 1,000 tasks that fit nowhere at 10k nodes: one cycle with equivalence
+//!   classes against trying each task (the baseline).
 //! - A preemption decision at 5k nodes 90 % full: p50/p99 over many decisions,
 //!   against the cost of one failed placement (the explanation scan) there.
 //!
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use corral_api::Tier;
 use corral_api::job::{AttributeConstraint, ConstraintOperator, Constraints};
 use corral_core::sched::preempt::{self, Rules};
-use corral_core::sched::{NodeState, Policy, Res, RoleInfo, SchedTask, Snapshot, place};
+use corral_core::sched::{NodeState, Policy, Res, RoleInfo, SchedTask, Snapshot, place, run_cycle};
 use criterion::{BatchSize, Criterion, criterion_group};
 
 const GI: i64 = 1 << 30;
@@ -154,7 +156,38 @@ fn allocation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, allocation);
+/// Tasks that fit nowhere (32 CPUs, nodes have 16), in 50 jobs: one cycle
+/// with equivalence classes (one failed placement per class) against trying
+/// each (one failed placement, with its explanation scan, per task).
+fn unplaceable(c: &mut Criterion) {
+    let mut g = c.benchmark_group("1000 unplaceable tasks");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let nodes = 10_000;
+    let base = cluster(nodes, 0.5);
+    let tasks: Vec<SchedTask> = (0..BATCH).map(|i| task(i, 32, Tier::Preemptible)).collect();
+    g.bench_function(format!("one cycle, classes, {nodes} nodes"), |b| {
+        b.iter_batched(
+            || (base.clone(), tasks.clone()),
+            |(mut s, tasks)| run_cycle(&mut s, tasks, Policy::BinPack),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function(format!("each tried (baseline), {nodes} nodes"), |b| {
+        b.iter_batched(
+            || base.clone(),
+            |s| {
+                tasks
+                    .iter()
+                    .filter(|t| place(&s, t, Policy::BinPack).is_err())
+                    .count()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, allocation, unplaceable);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -151,7 +151,8 @@ pub fn assigned_at(t: &Task) -> Option<jiff::Timestamp> {
 pub fn view(job: &str, t: &Task) -> Option<TaskView> {
     let name = t.metadata.name.clone()?;
     let (instance, attempt) = parse_task_name(job, &name)?;
-    let status = t.status.clone().unwrap_or_default();
+    let none = corral_api::task::TaskStatus::default();
+    let status = t.status.as_ref().unwrap_or(&none);
     let phase = status.phase();
     // KILLED after PREEMPTING, RESTARTING or DRAINING is a displacement.
     let previous = status.task_events.iter().rev().nth(1).map(|e| e.status);

@@ -248,8 +248,10 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
         &pki.kubeconfig(&format!("https://{}", running.local_addr)),
     )?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(config.clone())?;
-    // The bench's own watches use their own connection.
+    // The agent, the controllers and the bench's own watches each have a
+    // client (and a connection) of their own, as separate processes would.
+    let client = corral_controllers::client::connect(config.clone())?;
+    let agent_client = corral_controllers::client::connect(config.clone())?;
     let observer = kube::Client::try_from(config)?;
 
     // Registration, counted from a watch of Nodes.
@@ -260,7 +262,7 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     );
     let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
     let start = Instant::now();
-    let agent_task = tokio::spawn(agent::run(client.clone(), cfg, runtimes, stop_rx.clone()));
+    let agent_task = tokio::spawn(agent::run(agent_client, cfg, runtimes, stop_rx.clone()));
     let mut ready = HashSet::new();
     watch_until(Api::<Node>::all(observer.clone()), |n: &Node| {
         if n.status.as_ref().is_some_and(|s| !s.conditions.is_empty()) {

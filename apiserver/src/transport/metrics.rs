@@ -102,6 +102,11 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabels {
     resource: String,
 }
@@ -166,6 +171,7 @@ pub struct Metrics {
     executions: Family<LevelLabels, Histogram>,
     objects: Family<ResourceLabels, Gauge>,
     watchers: Gauge,
+    connections: Family<ProtocolLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -211,6 +217,7 @@ impl Metrics {
         let (waits, executions) = (level_histogram(), level_histogram());
         let objects = Family::<ResourceLabels, Gauge>::default();
         let watchers = Gauge::default();
+        let connections = Family::<ProtocolLabels, Counter>::default();
         registry.register(
             "apiserver_request",
             "Requests answered, by verb, resource and HTTP code",
@@ -251,6 +258,11 @@ impl Metrics {
             "Watches being served",
             watchers.clone(),
         );
+        registry.register(
+            "apiserver_tls_connections",
+            "TLS connections accepted, by the protocol agreed on (h2, http/1.1)",
+            connections.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -261,7 +273,20 @@ impl Metrics {
             executions,
             objects,
             watchers,
+            connections,
         }
+    }
+
+    /// Counts one accepted TLS connection speaking `protocol` (its ALPN
+    /// protocol; HTTP/1.1 when none was agreed on).
+    pub fn connection(&self, protocol: Option<&[u8]>) {
+        let protocol = match protocol {
+            Some(b"h2") => "h2",
+            _ => "http/1.1",
+        };
+        self.connections
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc();
     }
 
     /// Times one request's wait for a slot of `level`, and its execution

@@ -205,6 +205,7 @@ pub fn serve_with_options(
                         match acceptor {
                             Some(acc) => {
                                 let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(stream)).await else { return };
+                                shared.metrics.connection(tls.get_ref().1.alpn_protocol());
                                 // Verified by rustls against the CA; its subject names the user.
                                 let cert = tls
                                     .get_ref()

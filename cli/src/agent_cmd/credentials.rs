@@ -120,7 +120,9 @@ pub(super) fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Ve
 
 /// A client for the API server a kubeconfig file names.
 pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
-    Ok(kube::Client::try_from(config_from(kubeconfig).await?)?)
+    Ok(corral_controllers::client::connect(
+        config_from(kubeconfig).await?,
+    )?)
 }
 
 /// The same, without kube's retries of 429, 503 and 504: for lease
@@ -128,7 +130,7 @@ pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
 pub(super) async fn client_without_retries(kubeconfig: &Path) -> Result<kube::Client> {
     let mut config = config_from(kubeconfig).await?;
     config.default_retry = false;
-    Ok(kube::Client::try_from(config)?)
+    Ok(corral_controllers::client::connect(config)?)
 }
 
 pub(super) async fn config_from(kubeconfig: &Path) -> Result<kube::Config> {

@@ -90,7 +90,7 @@ impl Ctx {
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         Ok(Ctx {
-            client: kube::Client::try_from(config)?,
+            client: corral_controllers::client::connect(config)?,
             registry: Catalog::standard(),
             namespace,
         })

@@ -6,9 +6,22 @@
 //! fraction of the cluster, divided by its weight) goes next; after each
 //! placement its share is recomputed. A task that cannot be placed does not
 //! block the rest of its role's queue.
+//!
+//! A cycle only takes room, never gives it back, so a task like one that
+//! already found no place in this cycle finds none either: it is left
+//! pending with the same reason without being tried (equivalence classes,
+//! as kube-scheduler and Nomad have them). Tasks are alike when they have
+//! the same job, role, request, tier, runtime and constraints. A skipped
+//! task is given its class's reason, which still holds, though its node
+//! counts are those of a few placements earlier (and a quota since spent
+//! may now hold it back too).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use corral_api::Tier;
+use corral_api::job::Constraints;
+use corral_api::node::RuntimeKind;
 
 use super::place::{Policy, Unplaced, place};
 use super::res::Res;
@@ -57,8 +70,53 @@ pub fn weighted_share(snap: &Snapshot, role: &str, total: &Res) -> f64 {
     snap.role_usage_with_children(role).dominant_share(total) / weight
 }
 
+/// The part of a task that decides where it fits (besides its
+/// constraints, compared apart since they are not hashable).
+type ClassKey = (String, String, Res, Tier, Option<RuntimeKind>);
+
+/// The classes of tasks that found no place in this cycle, and why.
+#[derive(Default)]
+struct Unplaceable(HashMap<ClassKey, Vec<(Constraints, Unplaced)>>);
+
+impl Unplaceable {
+    fn key(t: &SchedTask) -> ClassKey {
+        (t.job.clone(), t.role.clone(), t.request, t.tier, t.runtime)
+    }
+
+    /// Why a task like `t` found no place, if one did not.
+    fn why(&self, t: &SchedTask) -> Option<&Unplaced> {
+        self.0
+            .get(&Self::key(t))?
+            .iter()
+            .find(|(c, _)| *c == t.constraints)
+            .map(|(_, why)| why)
+    }
+
+    fn note(&mut self, t: &SchedTask, why: &Unplaced) {
+        self.0
+            .entry(Self::key(t))
+            .or_default()
+            .push((t.constraints.clone(), why.clone()));
+    }
+}
+
 /// Places as many `pending` tasks as fit, binding them in `snap`.
 pub fn run_cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy) -> Cycle {
+    cycle(snap, pending, policy, true)
+}
+
+/// [`run_cycle`] trying every task, even one like a task that found no
+/// place: what the equivalence classes must not change.
+#[cfg(test)]
+pub(crate) fn run_cycle_trying_every_task(
+    snap: &mut Snapshot,
+    pending: Vec<SchedTask>,
+    policy: Policy,
+) -> Cycle {
+    cycle(snap, pending, policy, false)
+}
+
+fn cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy, classes: bool) -> Cycle {
     let total = snap.total();
     let mut queues: HashMap<String, VecDeque<SchedTask>> = HashMap::new();
     for t in pending {
@@ -82,6 +140,7 @@ pub fn run_cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy) -
         })
         .collect();
     let mut cycle = Cycle::default();
+    let mut unplaceable = Unplaceable::default();
     while let Some(Turn { role, .. }) = heap.pop() {
         let Some(queue) = queues.get_mut(&role) else {
             continue;
@@ -89,6 +148,17 @@ pub fn run_cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy) -
         let Some(task) = queue.pop_front() else {
             continue;
         };
+        if let Some(why) = unplaceable.why(&task).filter(|_| classes) {
+            let why = why.clone();
+            cycle.pending.push((task, why));
+            if !queue.is_empty() {
+                heap.push(Turn {
+                    share: weighted_share(snap, &role, &total),
+                    role,
+                });
+            }
+            continue;
+        }
         match place(snap, &task, policy) {
             Ok(node) => {
                 let key = task.key.clone();
@@ -99,7 +169,10 @@ pub fn run_cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy) -
                         .push((task, Unplaced::NoNode(Default::default()))),
                 }
             }
-            Err(why) => cycle.pending.push((task, why)),
+            Err(why) => {
+                unplaceable.note(&task, &why);
+                cycle.pending.push((task, why));
+            }
         }
         if !queue.is_empty() {
             heap.push(Turn {

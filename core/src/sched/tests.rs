@@ -586,6 +586,20 @@ mod props {
 
     proptest! {
         #[test]
+        fn skipping_tasks_like_an_unplaceable_one_changes_no_decision(s in arb_cluster(), tasks in arb_tasks(), spread in proptest::bool::ANY) {
+            let policy = if spread { Policy::Spread } else { Policy::BinPack };
+            let (mut a, mut b) = (s.clone(), s);
+            let fast = run_cycle(&mut a, tasks.clone(), policy);
+            let every = super::super::queue::run_cycle_trying_every_task(&mut b, tasks, policy);
+            prop_assert_eq!(&fast.bound, &every.bound);
+            // The same tasks left pending. A skipped task keeps its class's
+            // reason, still true since a cycle only takes room (trying it
+            // might have found another one true as well: quota spent since).
+            let reasons = |c: &Cycle| c.pending.iter().map(|(t, _)| t.key.clone()).collect::<Vec<_>>();
+            prop_assert_eq!(reasons(&fast), reasons(&every));
+        }
+
+        #[test]
         fn a_cycle_never_over_commits_nor_breaks_quota_or_reservations(mut s in arb_cluster(), tasks in arb_tasks(), spread in proptest::bool::ANY) {
             let policy = if spread { Policy::Spread } else { Policy::BinPack };
             run_cycle(&mut s, tasks, policy);
