@@ -24,8 +24,9 @@
 //! and the new task launched once it is gone.
 //!
 //! Every report goes through the lifecycle state machine and is written as
-//! the task's status by one writer per task (in order, retried until it is
-//! written or the task is gone), dated when the agent learned of it. A
+//! the task's status, many tasks in one request ([`reports`]: per task in
+//! order, retried until it is written or the task is gone), dated when the
+//! agent learned of it. A
 //! task's end, kept on disk by its runtime ([`crate::checkpoint`]), is
 //! forgotten once written; after a restart, the ends left on disk count as
 //! ended here and are reported once the first list shows their tasks.
@@ -47,16 +48,16 @@ use std::time::Duration;
 use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_api::{Task, TaskPhase};
-use corral_core::lifecycle::{self, Event, Failure};
+use corral_core::lifecycle::{Event, Failure};
 use corral_core::reconcile::{self, Errant, NodeView, Verdict};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{Checkpoints, Ended};
 
 mod disk_limits;
+mod reports;
 use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
 
 /// How long a kill waits before it is forced, unless the task says otherwise.
@@ -140,8 +141,8 @@ pub(crate) struct Supervisor {
     pub(crate) tasks: HashMap<String, (usize, String)>,
     /// Latest task objects bound to our nodes.
     pub(crate) objects: Objects,
-    /// One status writer per task.
-    writers: HashMap<String, mpsc::UnboundedSender<Report>>,
+    /// Where status reports go (started with the first).
+    reporter: Option<reports::Reporter>,
     /// The uid of the task each copy in the book was launched for, when known.
     uids: HashMap<String, String>,
     /// Tasks a kill was sent for (one kill per task).
@@ -191,7 +192,7 @@ impl Supervisor {
             nodes: nodes.iter().cloned().collect(),
             tasks: HashMap::new(),
             objects: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            writers: HashMap::new(),
+            reporter: None,
             uids: HashMap::new(),
             killing: HashSet::new(),
             ended,
@@ -562,12 +563,14 @@ impl Supervisor {
     ) {
         let newly = self.fenced.is_none();
         let mut killed = self.fenced.take().unwrap_or_default();
-        let book: Vec<(String, usize)> = self
-            .tasks
-            .iter()
-            .map(|(k, (i, _))| (k.clone(), *i))
-            .filter(|(k, _)| every_task || self.object(k).is_some_and(|t| t.spec.fenced))
-            .collect();
+        let book: Vec<(String, usize)> = {
+            let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            self.tasks
+                .iter()
+                .filter(|(k, _)| every_task || objects.get(*k).is_some_and(|t| t.spec.fenced))
+                .map(|(k, (i, _))| (k.clone(), *i))
+                .collect()
+        };
         for (key, idx) in book {
             let grace = self.grace(&key);
             if self.kill(&key, idx, grace.min(grace_cap)) {
@@ -666,38 +669,14 @@ impl Supervisor {
         uid: Option<String>,
         at: jiff::Timestamp,
     ) {
-        let done = is_end(&event);
-        let tx = self.writers.entry(key.to_owned()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
-            let (client, objects, key) =
-                (self.client.clone(), self.objects.clone(), key.to_owned());
-            let checkpoints = self.checkpoints.clone();
-            tokio::spawn(async move {
-                // Reports that queued while the last write was on its way go
-                // in one write (STARTING and RUNNING, when both are known).
-                while let Some(first) = rx.recv().await {
-                    let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                    }
-                    write_reports(&client, &objects, &key, &batch).await;
-                    // Written (or the task is gone): nothing to keep.
-                    if let Some(c) = &checkpoints {
-                        for (event, _, _, uid) in &batch {
-                            if let (true, Some(uid)) = (is_end(event), uid) {
-                                c.clear(uid);
-                            }
-                        }
-                    }
-                }
-            });
-            tx
+        let reporter = self.reporter.get_or_insert_with(|| {
+            reports::Reporter::start(
+                self.client.clone(),
+                self.objects.clone(),
+                self.checkpoints.clone(),
+            )
         });
-        let _ = tx.send((event, node.to_owned(), at, uid));
-        if done {
-            // The writer finishes what is queued, then stops.
-            self.writers.remove(key);
-        }
+        reporter.send(key, (event, node.to_owned(), at, uid));
     }
 }
 
@@ -707,75 +686,6 @@ fn is_end(event: &Event) -> bool {
         event,
         Event::AgentExited { .. } | Event::AgentKilled | Event::AgentHasNoCopy
     )
-}
-
-/// Writes runtime reports, each dated when it happened, as the task's new
-/// status in one write: re-read on a conflict, retried with a backoff while
-/// the API server is unreachable, given up when the task is gone. A report
-/// about another task of the same name (another uid), or one the task's
-/// phase no longer admits, is left out.
-async fn write_reports(client: &kube::Client, objects: &Objects, key: &str, batch: &[Report]) {
-    let Some((ns, name)) = key.split_once('/') else {
-        return;
-    };
-    let api: Api<Task> = Api::namespaced(client.clone(), ns);
-    let mut backoff = Duration::from_millis(100);
-    let mut conflicts = 0;
-    loop {
-        let Some(task) = objects.lock().ok().and_then(|o| o.get(key).cloned()) else {
-            return;
-        };
-        let mut status = task.status.clone().unwrap_or_default();
-        for (event, node, at, uid) in batch {
-            if let (Some(want), Some(is)) = (uid.as_deref(), task.metadata.uid.as_deref())
-                && want != is
-            {
-                continue;
-            }
-            if let Err(e) = lifecycle::apply(&mut status, event, *at, &format!("agent/{node}")) {
-                tracing::debug!(task = %key, error = %e, "report not applicable");
-            }
-        }
-        if Some(&status) == task.status.as_ref() {
-            return;
-        }
-        let patch = json!({"metadata": {"resourceVersion": task.metadata.resource_version}, "status": status});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(updated) => {
-                if let Ok(mut o) = objects.lock() {
-                    o.insert(key.to_owned(), updated);
-                }
-                return;
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => return,
-            Err(kube::Error::Api(e)) if e.code == 409 && conflicts < 5 => {
-                conflicts += 1;
-                match api.get_opt(name).await {
-                    Ok(Some(fresh)) => {
-                        if let Ok(mut o) = objects.lock() {
-                            o.insert(key.to_owned(), fresh);
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(_) => {}
-                }
-            }
-            Err(kube::Error::Api(e)) if e.code != 409 && e.code < 500 => {
-                tracing::warn!(task = %key, error = %e, "writing the task status was refused");
-                return;
-            }
-            Err(e) => {
-                // Unreachable (a partition) or overloaded: the report must
-                // not be lost, or the cluster would believe a dead copy runs.
-                tracing::debug!(task = %key, error = %e, "writing the task status failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
 }
 
 /// Records a v1 Event about a Node (in `default`, as Kubernetes does for

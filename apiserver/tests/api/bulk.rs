@@ -1,5 +1,6 @@
 //! Bulk writes: a `TaskList` POSTed to `tasks` creates each item, a
-//! `BindingList` POSTed to `bindings` binds each; every item keeps its own
+//! `BindingList` POSTed to `bindings` binds each, a `TaskList` POSTed to
+//! `taskstatuses` patches each one's status; every item keeps its own
 //! admission, precondition, answer and watch event.
 
 use super::*;
@@ -154,6 +155,36 @@ pub async fn tasks_are_created_and_bound_in_bulk_each_on_its_own(ts: &TestServer
     assert!(
         matches!(&again, Err(kube::Error::Api(e)) if e.code == 409),
         "{again:?}"
+    );
+
+    // Status reports: each a conditional patch of one task's status.
+    let d = tasks.get("d").await?;
+    let reports = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "TaskList", "items": [
+        {"metadata": {"name": "d", "resourceVersion": d.metadata.resource_version}, "status": {"phase": "STARTING"}},
+        {"metadata": {"name": "b", "resourceVersion": "1"}, "status": {"phase": "STARTING"}},
+        {"metadata": {"name": "zz"}, "status": {"phase": "STARTING"}},
+    ]});
+    let statuses = "/apis/corral.dev/v1alpha1/namespaces/default/taskstatuses";
+    let answer = post(&client, statuses, &reports).await?;
+    assert_eq!(codes(&answer), vec![200, 409, 404], "{answer:#}");
+    let d = tasks.get("d").await?;
+    assert_eq!(
+        d.status.as_ref().map(|s| s.phase()),
+        Some(corral_api::TaskPhase::Starting)
+    );
+    assert_eq!(
+        d.metadata.resource_version.as_deref(),
+        answer["items"][0]["metadata"]["resourceVersion"].as_str()
+    );
+    let one = post(
+        &client,
+        statuses,
+        &json!({"kind": "Task", "metadata": {"name": "d"}}),
+    )
+    .await;
+    assert!(
+        matches!(&one, Err(kube::Error::Api(e)) if e.code == 400),
+        "{one:?}"
     );
 
     // A request that cannot be read fails whole, and writes nothing.

@@ -397,6 +397,42 @@ async fn teams_are_kept_apart(ts: TestServer) -> Result<()> {
             &Patch::Merge(json!({"status": {"phase": "STARTING"}})),
         )
         .await?;
+    // Status reports in bulk: each item authorized as its own patch would
+    // be — the node reports on the task bound to it, on no other; a team
+    // on none.
+    tasks
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "etl-0-1", "namespace": "team-a"},
+            "spec": {"job": "etl", "role": "team-a", "instanceId": 1, "resources": {"cpus": 1, "memory": "64Mi"}, "container": {"image": "x"}}}))?)
+        .await?;
+    let reports = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "TaskList", "items": [
+        {"metadata": {"name": "etl-0-0"}, "status": {"phase": "RUNNING"}},
+        {"metadata": {"name": "etl-0-1"}, "status": {"phase": "STARTING"}}]});
+    let reports_request = || {
+        http::Request::post("/apis/corral.dev/v1alpha1/namespaces/team-a/taskstatuses")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&reports).expect("JSON"))
+            .expect("a request")
+    };
+    let codes = |answer: &Value| -> Vec<u64> {
+        answer["items"]
+            .as_array()
+            .map(|i| i.iter().filter_map(|s| s["code"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    let alice_reports: Value = alice.request(reports_request()).await?;
+    assert_eq!(codes(&alice_reports), vec![403, 403], "{alice_reports:#}");
+    let node_reports: Value = node.request(reports_request()).await?;
+    assert_eq!(codes(&node_reports), vec![200, 403], "{node_reports:#}");
+    assert_eq!(
+        tasks.get("etl-0-0").await?.status.map(|s| s.phase()),
+        Some(corral_api::TaskPhase::Running)
+    );
+    assert_eq!(
+        tasks.get("etl-0-1").await?.status.map(|s| s.phase()),
+        Some(corral_api::TaskPhase::Pending)
+    );
     forbidden(
         Api::<Job>::namespaced(node.clone(), "team-a")
             .create(&PostParams::default(), &job_in("team-a", "node-job")?)

@@ -1,6 +1,8 @@
 //! Bulk writes, where Kubernetes has no batch API: many creates of one kind
-//! in one request (a `TaskList` POSTed to `tasks`), and many bindings of
-//! Tasks in one request (a `BindingList` POSTed to `bindings`).
+//! in one request (a `TaskList` POSTed to `tasks`), many bindings of Tasks
+//! in one request (a `BindingList` POSTed to `bindings`), and many Task
+//! status reports in one request (a `TaskList` of merge patches of each
+//! task's status, POSTed to `taskstatuses`: what an agent reports).
 //!
 //! Each item is its own write — admitted, preconditioned and stored exactly
 //! as if it had come alone, with its own watch event and its own answer —
@@ -11,7 +13,8 @@
 //!
 //! The answer is a `v1` `List` of one `Status` per item, in the items'
 //! order: `Success` with the code the single request would have answered
-//! (201) and the written object's name, uid and resourceVersion, or the
+//! (201, or 200 for a status) and the written object's name, uid and
+//! resourceVersion, or the
 //! `Failure` the single request would have answered. A bulk request that
 //! cannot be read at all (not a list, too many items) fails whole.
 
@@ -21,6 +24,8 @@ use serde_json::{Value, json};
 use super::{Api, WriteOptions, Written, meta_str};
 use crate::error::ApiError;
 use crate::kinds::catalog::ResourceDesc;
+use crate::storage::patch::PatchKind;
+use crate::transport::auth::{Attributes, authorize};
 
 /// The most items one bulk request may carry.
 pub const MAX_ITEMS: usize = 1000;
@@ -67,14 +72,14 @@ pub fn list_items(kind: &str, body: &Value) -> Result<Option<Vec<Value>>, ApiErr
 }
 
 /// The `Status` of one item's successful write.
-fn success(desc: &ResourceDesc, w: &Written) -> Value {
+fn success(desc: &ResourceDesc, w: &Written, code: u16) -> Value {
     let meta = &w.object["metadata"];
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {"resourceVersion": meta["resourceVersion"]},
         "status": "Success",
-        "code": 201,
+        "code": code,
         "details": {
             "name": meta["name"],
             "group": desc.group,
@@ -84,16 +89,33 @@ fn success(desc: &ResourceDesc, w: &Written) -> Value {
     })
 }
 
-/// The answer to a bulk request: one `Status` per item, in order.
-pub fn answer(desc: &ResourceDesc, results: &[Result<Written, ApiError>]) -> Value {
+/// The answer to a bulk request: one `Status` per item, in order, a written
+/// item's with `code` (201 for creates and bindings, 200 for statuses).
+pub fn answer(desc: &ResourceDesc, results: &[Result<Written, ApiError>], code: u16) -> Value {
     let items: Vec<Value> = results
         .iter()
         .map(|r| match r {
-            Ok(w) => success(desc, w),
+            Ok(w) => success(desc, w, code),
             Err(e) => e.status(),
         })
         .collect();
     json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items})
+}
+
+/// The object an item names (422 without one).
+fn item_name<'a>(item: &'a Value, kind: &str) -> Result<&'a str, ApiError> {
+    meta_str(item, "name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::Invalid {
+            kind: format!("{kind}.corral.dev"),
+            name: String::new(),
+            errors: vec![FieldError {
+                type_: FieldErrorType::Required,
+                field: "metadata.name".into(),
+                value: None,
+                detail: "each item names its object".into(),
+            }],
+        })
 }
 
 impl Api {
@@ -114,6 +136,38 @@ impl Api {
         .await
     }
 
+    /// Writes every item of a bulk status report — each a merge patch of
+    /// one task's status, naming it in `metadata.name` (and its version in
+    /// `metadata.resourceVersion`, a precondition) — each authorized as
+    /// `patch` on that task's `status` would be alone, then written as
+    /// [`Api::patch`] would write it.
+    pub async fn patch_statuses(
+        &self,
+        desc: &ResourceDesc,
+        ns: Option<&str>,
+        items: Vec<Value>,
+        opts: &WriteOptions,
+    ) -> Vec<Result<Written, ApiError>> {
+        futures::future::join_all(items.into_iter().map(|item| async move {
+            let name = item_name(&item, desc.kind)?.to_owned();
+            if let Some(r) = &opts.requester {
+                let attrs = Attributes {
+                    verb: "patch".into(),
+                    group: desc.group.to_owned(),
+                    resource: desc.plural.to_owned(),
+                    subresource: Some("status".into()),
+                    namespace: ns.map(str::to_owned),
+                    name: Some(name.clone()),
+                    field_selector: None,
+                };
+                authorize(r.authz.as_ref(), &r.user, &attrs)?;
+            }
+            self.patch(desc, ns, &name, PatchKind::Merge, item, true, opts)
+                .await
+        }))
+        .await
+    }
+
     /// Binds every item of a bulk binding (each a `Binding` naming its
     /// task in `metadata.name`), each as [`Api::bind`] would alone.
     pub async fn bind_many(
@@ -124,18 +178,7 @@ impl Api {
         opts: &WriteOptions,
     ) -> Vec<Result<Written, ApiError>> {
         futures::future::join_all(items.iter().map(|item| async move {
-            let name = meta_str(item, "name")
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| ApiError::Invalid {
-                    kind: "Binding.corral.dev".into(),
-                    name: String::new(),
-                    errors: vec![FieldError {
-                        type_: FieldErrorType::Required,
-                        field: "metadata.name".into(),
-                        value: None,
-                        detail: "the task to bind".into(),
-                    }],
-                })?;
+            let name = item_name(item, "Binding")?;
             self.bind(desc, ns, name, item, opts).await
         }))
         .await

@@ -2,7 +2,8 @@
 //! server's authorizer from its attributes (403 in kube-apiserver's words
 //! otherwise), and the audit record learns what was asked and decided. The
 //! kinds answered without being stored decide for themselves, from their
-//! bodies (a node asks a certificate for the node its body names); any other
+//! bodies (a node asks a certificate for the node its body names), and bulk
+//! status reports item by item (`registry::bulk`); any other
 //! path (discovery, OpenAPI, `/metrics`) is decided by its verb and path,
 //! as RBAC's `nonResourceURLs` say (the bootstrap `system:discovery` lets
 //! every authenticated caller read discovery and OpenAPI).
@@ -38,8 +39,12 @@ pub(super) fn authorize(
     if let Some(a) = audit {
         a.attributes(&attrs);
     }
-    if matches!(info.target, Target::Virtual { .. }) {
-        return Ok(());
+    // These decide for themselves: from their bodies (the virtual kinds),
+    // or item by item (bulk status reports).
+    match &info.target {
+        Target::Virtual { .. } => return Ok(()),
+        Target::Resource(t) if t.bulk_status() => return Ok(()),
+        _ => {}
     }
     let decided = decide(sec.authz.as_ref(), user, &attrs);
     if let Some(a) = audit {

@@ -49,13 +49,13 @@ async fn bindings(
         let results = api.bind_many(&t.desc, ns, items, opts).await;
         return Ok(json_response(
             StatusCode::OK,
-            &bulk::answer(&t.desc, &results),
+            &bulk::answer(&t.desc, &results, 201),
         ));
     }
     let mut results = api.bind_many(&t.desc, ns, vec![body], opts).await;
     let w = results.pop().expect("one binding, one result")?;
     Ok(json_response(
         StatusCode::CREATED,
-        &bulk::answer(&t.desc, &[Ok(w)])["items"][0],
+        &bulk::answer(&t.desc, &[Ok(w)], 201)["items"][0],
     ))
 }

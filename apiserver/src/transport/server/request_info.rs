@@ -56,6 +56,12 @@ impl ResourceTarget {
     pub fn status(&self) -> bool {
         self.sub == Some(Subresource::Status)
     }
+
+    /// True for many tasks' status reports in one request
+    /// (`namespaces/NS/taskstatuses`), which are authorized item by item.
+    pub fn bulk_status(&self) -> bool {
+        self.status() && self.name.is_none()
+    }
 }
 
 /// What a request's path names.
@@ -116,6 +122,12 @@ fn resource(registry: &Catalog, segs: &[&str]) -> Option<ResourceTarget> {
         ["namespaces", ns, "bindings"] if group == "corral.dev" => {
             let desc = find("tasks")?;
             Some(t(desc, Some(ns), None, Some(Binding)))
+        }
+        // Many tasks' status reports in one request: authorized item by
+        // item, as each report would be alone.
+        ["namespaces", ns, "taskstatuses"] if group == "corral.dev" => {
+            let desc = find("tasks")?;
+            Some(t(desc, Some(ns), None, Some(Status)))
         }
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|d| d.namespaced) => {
             let desc = find(plural)?;

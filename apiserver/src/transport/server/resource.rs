@@ -69,6 +69,37 @@ fn list_response(
     full(StatusCode::OK, "application/json", out)
 }
 
+/// `POST namespaces/NS/taskstatuses`: a `TaskList` of status reports,
+/// each authorized and written as a patch of its task's status (see
+/// `registry::bulk`).
+async fn bulk_status(
+    api: Api,
+    t: ResourceTarget,
+    req: Request<Bytes>,
+    requester: crate::storage::registry::Requester,
+) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let q = Query::parse(req.uri().query());
+    let mut opts = write_options(&q, req.method(), req.headers())?;
+    opts.requester = Some(requester);
+    let (parts, body) = read_body(req);
+    let body = decode_object(&parts, &body)?;
+    let Some(items) = bulk::list_items(t.desc.kind, &body)? else {
+        return Err(ApiError::BadRequest(format!(
+            "taskstatuses takes a {}List of status reports",
+            t.desc.kind
+        )));
+    };
+    let ns = t.namespace.as_deref();
+    let results = api.patch_statuses(&t.desc, ns, items, &opts).await;
+    Ok(json_response(
+        StatusCode::OK,
+        &bulk::answer(&t.desc, &results, 200),
+    ))
+}
+
 pub(super) async fn resource(
     api: Api,
     t: ResourceTarget,
@@ -82,6 +113,9 @@ pub(super) async fn resource(
         // Routed to the agent's log endpoint before this handler.
         Some(Subresource::Log) => return Err(ApiError::MethodNotAllowed),
         Some(Subresource::Status) | None => {}
+    }
+    if t.bulk_status() {
+        return bulk_status(api, t, req, requester).await;
     }
     let q = Query::parse(req.uri().query());
     let desc = t.desc.clone();
@@ -136,7 +170,7 @@ pub(super) async fn resource(
                 let results = api.create_many(&desc, ns, items, &opts).await;
                 return Ok(json_response(
                     StatusCode::OK,
-                    &bulk::answer(&desc, &results),
+                    &bulk::answer(&desc, &results, 201),
                 ));
             }
             let w = api.create(&desc, ns, obj, &opts).await?;
