@@ -5,7 +5,8 @@
 //! otherwise. Everything else is what `kube::Client::try_from(config)`
 //! gives: the server's address and CA, bearer token or client
 //! certificate, extra headers, and retries of 429, 503 and 504 when the
-//! config asks for them.
+//! config asks for them. A kubeconfig naming a proxy is refused, as
+//! kube-rs refuses it without its proxy features.
 //!
 //! A dead connection is noticed by HTTP/2 pings rather than by a read
 //! timeout, which on a shared connection would cut every watch on it.
@@ -29,6 +30,14 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A client for `config` (see the module doc).
 pub fn connect(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    if let Some(proxy) = &config.proxy_url {
+        return Err(kube::Error::Service(
+            format!(
+                "proxy-url {proxy} is not supported: Corral's clients reach the server directly"
+            )
+            .into(),
+        ));
+    }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
