@@ -82,13 +82,6 @@ async fn scenario(nodes: usize) -> Result<()> {
             ..Rules::default()
         },
     };
-    let alloc = tokio::spawn(corral_controllers::allocation::run_with(
-        h.client.clone(),
-        settings,
-        stop_rx.clone(),
-    ));
-    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
-
     let reservations: Api<Reservation> = Api::all(h.client.clone());
     reservations
         .create(
@@ -106,6 +99,15 @@ async fn scenario(nodes: usize) -> Result<()> {
                 "metadata": {"name": "web"}, "spec": {"role": "web", "limit": {"cpus": 2}}}))?,
         )
         .await?;
+    // The scheduler starts knowing the reservation and the quota: one that
+    // came after the tasks would find the reserved node's room taken by
+    // anyone (the reservation's watch and the tasks' are not ordered).
+    let alloc = tokio::spawn(corral_controllers::allocation::run_with(
+        h.client.clone(),
+        settings,
+        stop_rx.clone(),
+    ));
+    let jobs_loop = tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx));
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
     // Every CPU in use: the reserved node by its role, the rest by a

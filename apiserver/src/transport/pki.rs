@@ -76,22 +76,33 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
 }
 
 /// Writes a file only its owner may read (0600), never readable by others
-/// even for a moment: a new file is created with that mode, an existing one
-/// is restricted before it is rewritten. For keys, tokens and kubeconfigs.
+/// even for a moment, and never seen half written: the contents go to a
+/// temporary file beside it, created with that mode, which then replaces
+/// it. For keys, tokens and kubeconfigs (a client that finds the file finds
+/// all of it).
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if path.exists() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let mut temporary = std::ffi::OsString::from(".");
+    temporary.push(name);
+    temporary.push(".writing");
+    let temporary = path.with_file_name(temporary);
+    if temporary.exists() {
+        // Left by a write that was cut short.
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&temporary)?;
     f.write_all(contents)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 fn random_token() -> String {
