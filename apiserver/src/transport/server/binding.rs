@@ -3,10 +3,9 @@
 //! `namespaces/NS/bindings`, many tasks bound in one request.
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 
-use super::body::{decode_object, read_body};
-use super::query::{Query, write_options};
+use super::body::posted;
 use super::request_info::ResourceTarget;
 use super::respond::{Body, json_response};
 use crate::error::ApiError;
@@ -18,14 +17,7 @@ pub(super) async fn request(
     req: Request<Bytes>,
     requester: Requester,
 ) -> Result<Response<Body>, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed);
-    }
-    let q = Query::parse(req.uri().query());
-    let mut opts = write_options(&q, req.method(), req.headers())?;
-    opts.requester = Some(requester);
-    let (parts, body) = read_body(req);
-    let binding = decode_object(&parts, &body)?;
+    let (opts, binding) = posted(req, requester)?;
     let ns = t.namespace.as_deref();
     let Some(name) = t.name.as_deref() else {
         return bindings(&api, &t, binding, &opts).await;

@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::MAX_BODY_BYTES;
+use super::query::{Query, write_options};
 use crate::error::ApiError;
+use crate::storage::registry::{Requester, WriteOptions};
 
 /// How much of an oversized body is read and dropped before the 413 goes
 /// out, and for how long: a client still sending then gets its answer, not a
@@ -109,4 +111,21 @@ pub(super) fn decode_object(parts: &http::request::Parts, body: &[u8]) -> Result
         ));
     }
     Ok(v)
+}
+
+/// A POST that writes what its body holds: its write options (with who
+/// asks) and its body decoded; 405 for any other method.
+pub(super) fn posted(
+    req: Request<Bytes>,
+    requester: Requester,
+) -> Result<(WriteOptions, Value), ApiError> {
+    if req.method() != http::Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let q = Query::parse(req.uri().query());
+    let mut opts = write_options(&q, req.method(), req.headers())?;
+    opts.requester = Some(requester);
+    let (parts, body) = read_body(req);
+    let object = decode_object(&parts, &body)?;
+    Ok((opts, object))
 }

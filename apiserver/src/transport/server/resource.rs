@@ -78,14 +78,7 @@ async fn bulk_status(
     req: Request<Bytes>,
     requester: crate::storage::registry::Requester,
 ) -> Result<Response<Body>, ApiError> {
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed);
-    }
-    let q = Query::parse(req.uri().query());
-    let mut opts = write_options(&q, req.method(), req.headers())?;
-    opts.requester = Some(requester);
-    let (parts, body) = read_body(req);
-    let body = decode_object(&parts, &body)?;
+    let (opts, body) = super::body::posted(req, requester)?;
     let Some(items) = bulk::list_items(t.desc.kind, &body)? else {
         return Err(ApiError::BadRequest(format!(
             "taskstatuses takes a {}List of status reports",
