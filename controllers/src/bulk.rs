@@ -26,15 +26,27 @@ fn item_result(answer: Value) -> ItemResult {
     }
 }
 
+/// How a batch of several requests goes on after an item is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusals {
+    /// Every request is sent: each item has its result.
+    GoOn,
+    /// No further request after one with an item refused for a reason
+    /// other than a conflict (409): its results are the last.
+    Stop,
+}
+
 /// POSTs `items` as a list of `kind` to `path`, [`CHUNK`] at a time, and
-/// returns each item's result in order. An error of a whole request (the
-/// server unreachable, a 429) fails the call; items already written stay
-/// written, and writing them again is a harmless 409.
+/// returns each item's result in order (fewer with [`Refusals::Stop`]). An
+/// error of a whole request (the server unreachable, a 429) fails the call;
+/// items already written stay written, and writing them again is a harmless
+/// 409.
 async fn post_items<T: Serialize>(
     client: &kube::Client,
     path: &str,
     kind: &str,
     items: &[T],
+    refusals: Refusals,
 ) -> Result<Vec<ItemResult>, kube::Error> {
     let mut results = Vec::with_capacity(items.len());
     for chunk in items.chunks(CHUNK) {
@@ -60,19 +72,28 @@ async fn post_items<T: Serialize>(
                 ));
             }
         };
+        let first = results.len();
         results.extend(statuses.into_iter().map(item_result));
+        let refused = results[first..]
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.code != 409));
+        if refused && refusals == Refusals::Stop {
+            break;
+        }
     }
     Ok(results)
 }
 
-/// Creates `tasks` in namespace `ns` (see the module doc).
+/// Creates `tasks` in namespace `ns` (see the module doc). After a request
+/// with a task refused (not merely there already), no more are sent: the
+/// results end there.
 pub async fn create_tasks(
     client: &kube::Client,
     ns: &str,
     tasks: &[Task],
 ) -> Result<Vec<ItemResult>, kube::Error> {
     let path = format!("/apis/corral.dev/v1alpha1/namespaces/{ns}/tasks");
-    post_items(client, &path, "TaskList", tasks).await
+    post_items(client, &path, "TaskList", tasks, Refusals::Stop).await
 }
 
 /// One binding: the task (at the version the decision saw) and its node.
@@ -86,7 +107,8 @@ pub struct Binding {
     pub node: String,
 }
 
-/// Binds tasks of namespace `ns` (see the module doc).
+/// Binds tasks of namespace `ns` (see the module doc); every binding has
+/// its result.
 pub async fn bind_tasks(
     client: &kube::Client,
     ns: &str,
@@ -100,7 +122,7 @@ pub async fn bind_tasks(
         })
         .collect();
     let path = format!("/apis/corral.dev/v1alpha1/namespaces/{ns}/bindings");
-    post_items(client, &path, "BindingList", &items).await
+    post_items(client, &path, "BindingList", &items, Refusals::GoOn).await
 }
 
 #[cfg(test)]
