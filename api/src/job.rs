@@ -399,6 +399,10 @@ pub struct JobSpec {
     pub max_task_failures: i32,
     /// What each task runs.
     pub container: ContainerSpec,
+    /// The host ports each task listens on, by name: assigned from its
+    /// node's ranges when placed, or fixed (see [`crate::ports`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortSpec>,
     /// Where the tasks may run.
     #[serde(default, skip_serializing_if = "Constraints::is_empty")]
     pub constraints: Constraints,

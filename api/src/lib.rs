@@ -10,6 +10,7 @@ pub mod crds;
 pub mod job;
 pub mod node;
 pub mod object;
+pub mod ports;
 pub mod quantity;
 pub mod quota;
 pub mod reservation;

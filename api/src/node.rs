@@ -167,6 +167,46 @@ pub struct NodeStatus {
     /// Where the agent serves its tasks' logs, for the API server to proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_endpoint: Option<LogEndpoint>,
+    /// The host ports the agent offers for assignment to tasks that name a
+    /// port without a number (`--resources ports=[31000-32000]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_ranges: Vec<crate::ports::PortRange>,
+    /// Where the node is reached (Kubernetes' `NodeAddress`): its tasks'
+    /// ports are served there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<NodeAddress>,
+}
+
+/// One address of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeAddress {
+    /// `InternalIP` or `Hostname`.
+    #[serde(rename = "type")]
+    pub type_: NodeAddressType,
+    /// The address.
+    pub address: String,
+}
+
+/// Kinds of node address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum NodeAddressType {
+    /// An IP address others in the cluster reach it at.
+    #[serde(rename = "InternalIP")]
+    InternalIp,
+    /// Its host name.
+    Hostname,
+}
+
+impl NodeStatus {
+    /// The address tasks on it are reached at: its first `InternalIP`, else
+    /// its first address of any kind.
+    pub fn reach_address(&self) -> Option<&str> {
+        self.addresses
+            .iter()
+            .find(|a| a.type_ == NodeAddressType::InternalIp)
+            .or(self.addresses.first())
+            .map(|a| a.address.as_str())
+    }
 }
 
 /// An agent's log endpoint: HTTPS with a self-made certificate, pinned by

@@ -172,6 +172,9 @@ pub struct TaskSpec {
     pub priority: i32,
     /// What the agent runs.
     pub container: ContainerSpec,
+    /// Copied from the job: the host ports it needs, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::PortSpec>,
     /// Copied from the job.
     #[serde(default, skip_serializing_if = "Constraints::is_empty")]
     pub constraints: Constraints,
@@ -320,6 +323,13 @@ pub struct TaskStatus {
     /// Why the container failed, when an exit code alone does not say it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
+    /// The address of its node, written with its binding.
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// The host ports assigned to it, in the order its job names them,
+    /// written with its binding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::ports::TaskPort>,
 }
 
 /// Why a container failed, beyond its exit code.

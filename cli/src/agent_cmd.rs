@@ -280,9 +280,24 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         let ca = kubeconfig_ca(&home, args.kubeconfig.as_deref())?;
         Some(logs::serve(listen, advertise, &ca, sandboxes.clone()).await?)
     };
+    let offer = flags::offer(&resources)?;
+    // Where tasks' ports are reached: as told, else the address logs are
+    // served on, else the host name.
+    let address = args
+        .advertise_address
+        .clone()
+        .or_else(|| {
+            let listen = args.log_listen.parse::<std::net::SocketAddr>().ok()?;
+            (!listen.ip().is_unspecified()).then(|| listen.ip().to_string())
+        })
+        .unwrap_or_else(crate::up_cmd::hostname);
     let cfg = AgentConfig {
         nodes,
-        resources: flags::resources(&resources)?,
+        resources: offer.resources,
+        ports: offer
+            .ports
+            .unwrap_or_else(|| vec![corral_api::ports::DEFAULT_RANGE]),
+        address: Some(address),
         attributes: flags::attributes(&args.attributes)?,
         reserved: flags::reserved(&args.reserved)?,
         lease_seconds: args.lease_seconds,

@@ -105,6 +105,10 @@ pub struct Binding {
     pub resource_version: Option<String>,
     /// The node.
     pub node: String,
+    /// The host ports assigned to it there, in its order.
+    pub ports: Vec<corral_api::ports::TaskPort>,
+    /// The node's address, if it reports one.
+    pub host_ip: Option<String>,
 }
 
 /// Binds tasks of namespace `ns` (see the module doc); every binding has
@@ -117,8 +121,15 @@ pub async fn bind_tasks(
     let items: Vec<Value> = bindings
         .iter()
         .map(|b| {
-            json!({"metadata": {"name": b.task, "resourceVersion": b.resource_version},
-                   "target": {"kind": "Node", "name": b.node}})
+            let mut item = json!({"metadata": {"name": b.task, "resourceVersion": b.resource_version},
+                   "target": {"kind": "Node", "name": b.node}});
+            if !b.ports.is_empty() {
+                item["ports"] = json!(b.ports);
+            }
+            if let Some(ip) = &b.host_ip {
+                item["hostIP"] = json!(ip);
+            }
+            item
         })
         .collect();
     let path = format!("/apis/corral.dev/v1alpha1/namespaces/{ns}/bindings");

@@ -85,7 +85,7 @@ fn run_task(job: &Job, run: &str, instance: u32) -> Result<Task, CronControllerE
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
                  "priority": s.priority, "container": s.container, "constraints": s.constraints,
-                 "fenced": s.fenced},
+                 "fenced": s.fenced, "ports": s.ports},
     }))
     .map_err(|e| CronControllerError::Build(e.to_string()))
 }

@@ -53,6 +53,8 @@ async fn a_refused_task_ends_a_bulk_create_after_its_request() -> Result<()> {
             task: (*t).into(),
             resource_version: None,
             node: "n1".into(),
+            ports: Vec::new(),
+            host_ip: None,
         })
         .collect();
     let bound = bulk::bind_tasks(&ts.client, "default", &bindings).await?;

@@ -3,6 +3,9 @@
 //! - Allocation cost per task at 1k, 10k and 50k nodes (half full, racks as
 //!   attributes, a NotIn-rack constraint on every task), with the indexed
 //!   placement and with a linear scan of every node (the baseline).
+//! - The same at 10k nodes with every task naming two host ports (one
+//!   assigned, one fixed per job) on nodes offering a port range, against
+//!   the plain indexed placement in the same run: the cost of ports.
 //! - The same at 10k nodes with five roles holding guarantees (one not
 //!   lending), against the plain indexed placement in the same run: the
 //!   cost of the cluster-level guarantee check.
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use corral_api::Tier;
 use corral_api::job::{AttributeConstraint, ConstraintOperator, Constraints};
+use corral_core::sched::ports::NodePorts;
 use corral_core::sched::preempt::{self, Rules};
 use corral_core::sched::{NodeState, Policy, Res, RoleInfo, SchedTask, Snapshot, place, run_cycle};
 use criterion::{BatchSize, Criterion, criterion_group};
@@ -45,6 +49,7 @@ fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
             ..Default::default()
         },
         runtime: None,
+        ports: Vec::new(),
         created: at(i as i64),
         started: Some(at(0)),
     }
@@ -52,10 +57,19 @@ fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
 
 /// `nodes` nodes of 16 CPUs / 64 GiB, filled to `fill` (0..1) with 1-CPU tasks.
 fn cluster(nodes: usize, fill: f64) -> Snapshot {
+    cluster_with(nodes, fill, 0)
+}
+
+/// [`cluster`] with each node offering ports 31000–32000 and each filler
+/// task holding `ports` of them.
+fn cluster_with(nodes: usize, fill: f64, ports: usize) -> Snapshot {
     let mut s = Snapshot::new();
     for i in 0..nodes {
         let mut n = NodeState::new(&format!("n{i:05}"), Res::cpu_mem(16_000, 64 * GI));
         n.attributes.insert("rack".into(), format!("r{}", i % 10));
+        if ports > 0 {
+            n.ports = NodePorts::new(&[corral_api::ports::DEFAULT_RANGE]);
+        }
         s.upsert_node(n);
     }
     let per_node = (16.0 * fill) as usize;
@@ -64,6 +78,7 @@ fn cluster(nodes: usize, fill: f64) -> Snapshot {
         for _ in 0..per_node {
             let mut t = task(1_000_000 + k, 1, Tier::Preemptible);
             t.constraints = Constraints::default();
+            t.ports = vec![None; ports];
             let _ = s.bind(t, id as u32);
             k += 1;
         }
@@ -111,6 +126,32 @@ fn allocation(c: &mut Criterion) {
             )
         });
         if nodes == 10_000 {
+            // Every task names two ports (one assigned, one fixed per job),
+            // on nodes whose fillers hold one each.
+            let ported = cluster_with(nodes, 0.5, 1);
+            let with_ports: Vec<SchedTask> = tasks
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    let job: u16 = t.job.trim_start_matches("ns/job").parse().unwrap_or(0);
+                    t.ports = vec![None, Some(9000 + job)];
+                    t
+                })
+                .collect();
+            g.bench_function(format!("indexed with ports, {nodes} nodes"), |b| {
+                b.iter_batched(
+                    || ported.clone(),
+                    |mut s| {
+                        for t in &with_ports {
+                            if let Ok(id) = place(&s, t, Policy::BinPack) {
+                                let _ = s.bind(t.clone(), id);
+                            }
+                        }
+                        s
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
             let mut guarded = base.clone();
             for r in 0..5 {
                 guarded.upsert_role(

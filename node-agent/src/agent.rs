@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_api::node::{RuntimeKind, StaticReservation};
+use corral_api::node::{NodeAddress, NodeAddressType, RuntimeKind, StaticReservation};
 use corral_api::{Node, Resources, Task};
 use corral_core::lifecycle::Failure;
 use futures::StreamExt;
@@ -56,6 +56,10 @@ pub struct AgentConfig {
     pub nodes: Vec<String>,
     /// Each node's resources.
     pub resources: Resources,
+    /// The host ports each node offers for assignment.
+    pub ports: Vec<corral_api::ports::PortRange>,
+    /// Where the node is reached (its tasks' ports are served there).
+    pub address: Option<String>,
     /// Each node's attributes.
     pub attributes: BTreeMap<String, String>,
     /// Static reservations (`cpus(analytics)=2`).
@@ -92,13 +96,15 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// An agent for `nodes` with `resources` each, and every other setting
-    /// at its default: no attributes or reservations, a 40 s lease renewed
+    /// at its default: ports 31000–32000, no address, no attributes or reservations, a 40 s lease renewed
     /// every 10 s, no log endpoint, usage every 10 s, no oversubscription,
     /// reconciliation every 5 s, no fencing.
     pub fn new(nodes: Vec<String>, resources: Resources) -> Self {
         Self {
             nodes,
             resources,
+            ports: vec![corral_api::ports::DEFAULT_RANGE],
+            address: None,
             attributes: BTreeMap::new(),
             reserved: Vec::new(),
             lease_seconds: 40,
@@ -161,6 +167,18 @@ async fn register(
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let apply = PatchParams::apply("corral-agent").force();
+    let addresses: Vec<NodeAddress> = cfg
+        .address
+        .iter()
+        .map(|a| NodeAddress {
+            type_: if a.parse::<std::net::IpAddr>().is_ok() {
+                NodeAddressType::InternalIp
+            } else {
+                NodeAddressType::Hostname
+            },
+            address: a.clone(),
+        })
+        .collect();
     for name in &cfg.nodes {
         let node = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": name}, "spec": {"attributes": cfg.attributes}});
         nodes.patch(name, &apply, &Patch::Apply(&node)).await?;
@@ -168,6 +186,7 @@ async fn register(
             "total": cfg.resources, "allocatable": cfg.resources, "staticReservations": cfg.reserved, "runtimes": runtimes,
             "defaultRuntime": cfg.default_runtime.or(runtimes.first().copied()),
             "logEndpoint": cfg.log_endpoint,
+            "portRanges": cfg.ports, "addresses": addresses,
             "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady", "message": "the agent is registered"}],
             "lastHeartbeatTime": jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default().to_string(),
         }});

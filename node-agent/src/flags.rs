@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use corral_api::node::StaticReservation;
+use corral_api::ports::PortRange;
 use corral_api::{Quantity, Resources};
 
 /// A malformed flag value.
@@ -51,6 +52,74 @@ pub fn resources(s: &str) -> Result<Resources, FlagError> {
         r = r.with(k, q);
     }
     Ok(r)
+}
+
+/// What `--resources` offers: amounts, and the host ports tasks are
+/// assigned from (None: not named, the default range applies).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Offer {
+    /// The amounts (`cpus=4,memory=8Gi`).
+    pub resources: Resources,
+    /// `ports=[31000-32000,33000-33999]`, Mesos' form.
+    pub ports: Option<Vec<PortRange>>,
+}
+
+/// `cpus=4,memory=8Gi,ports=[31000-32000]`: the ports, Mesos' ranges
+/// resource, between brackets (commas inside them separate ranges).
+pub fn offer(s: &str) -> Result<Offer, FlagError> {
+    let mut rest = String::new();
+    let mut ports = None;
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    for part in parts {
+        match part.split_once('=') {
+            Some((k, v)) if k.trim() == "ports" => ports = Some(port_ranges(v.trim())?),
+            _ => {
+                rest.push_str(part);
+                rest.push(',');
+            }
+        }
+    }
+    Ok(Offer {
+        resources: resources(&rest)?,
+        ports,
+    })
+}
+
+/// `[31000-32000,33000-33999]` (brackets optional; a single port as `N`).
+fn port_ranges(v: &str) -> Result<Vec<PortRange>, FlagError> {
+    let bad = |value: &str, why| FlagError {
+        flag: "--resources",
+        value: value.to_owned(),
+        why,
+    };
+    let inner = v.strip_prefix('[').unwrap_or(v);
+    let inner = inner.strip_suffix(']').unwrap_or(inner);
+    let mut out = Vec::new();
+    for r in inner.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let (a, b) = r.split_once('-').unwrap_or((r, r));
+        let (Ok(begin), Ok(end)) = (a.trim().parse::<u16>(), b.trim().parse::<u16>()) else {
+            return Err(bad(r, "expected a port range BEGIN-END (1-65535)"));
+        };
+        if begin == 0 || end < begin {
+            return Err(bad(r, "a port range is BEGIN-END with 1 <= BEGIN <= END"));
+        }
+        out.push(PortRange { begin, end });
+    }
+    Ok(out)
 }
 
 /// `rack=r1,zone=a`.
@@ -115,5 +184,42 @@ mod tests {
         assert!(resources("cpus=lots").is_err());
         assert!(reserved("cpus=2").is_err());
         assert!(reserved("cpus(web=2").is_err());
+    }
+
+    #[test]
+    fn port_ranges_ride_along_with_the_resources() {
+        let o = offer("cpus=4,ports=[31000-32000, 40000-40009],memory=1Gi").expect("offer");
+        assert_eq!(o.resources.0.len(), 2);
+        assert_eq!(
+            o.ports,
+            Some(vec![
+                PortRange {
+                    begin: 31000,
+                    end: 32000
+                },
+                PortRange {
+                    begin: 40000,
+                    end: 40009
+                }
+            ])
+        );
+        assert_eq!(offer("cpus=4").expect("offer").ports, None);
+        assert_eq!(offer("ports=[]").expect("offer").ports, Some(vec![]));
+        assert_eq!(
+            offer("ports=8080").expect("offer").ports,
+            Some(vec![PortRange {
+                begin: 8080,
+                end: 8080
+            }])
+        );
+        for bad in [
+            "ports=[2-1]",
+            "ports=[0-10]",
+            "ports=[a-b]",
+            "ports=[1-70000]",
+            "cpus=4,ports",
+        ] {
+            assert!(offer(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -11,6 +11,8 @@
 //!   delay that shrinks as the disk fills.
 //! - [`log_rotation`]: task output rotated by size.
 //! - [`disk`]: tasks' `disk` resource enforced by measurement.
+//! - [`ports`]: a task's assigned host ports in its environment and
+//!   `$(VAR)` expansion in its command and arguments.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
 //!   `cpus(analytics)=2`, `rack=r1,zone=a`).
 //!
@@ -24,6 +26,7 @@ pub mod flags;
 pub mod join;
 pub mod log_rotation;
 pub mod logs;
+pub mod ports;
 pub mod runtime;
 pub mod sandbox_gc;
 pub mod secrets;

@@ -460,6 +460,11 @@ impl Supervisor {
             return;
         }
         let Some(t) = self.object(key) else { return };
+        let ports = t
+            .status
+            .as_ref()
+            .map(|s| s.ports.clone())
+            .unwrap_or_default();
         let launch = Launch {
             key: key.to_owned(),
             container: t.spec.container.clone(),
@@ -501,6 +506,7 @@ impl Supervisor {
                 let _ = tx.send((key, ev)).await;
                 return;
             }
+            crate::ports::expose(&mut launch.container, &ports);
             if let Err(e) = rt.start(launch, tx.clone()).await {
                 let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string());
                 let _ = tx.send((key, ev)).await;

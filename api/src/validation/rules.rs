@@ -13,6 +13,7 @@ use crate::job::{
     MAX_INSTANCES,
 };
 use crate::node::Node;
+use crate::ports::{MAX_PORTS, PortSpec, env_name, is_port_name};
 use crate::quota::Quota;
 use crate::reservation::Reservation;
 use crate::resources::{CPUS, MEMORY, Resources};
@@ -25,6 +26,8 @@ const MAX_TIMEOUT_SECONDS: u32 = 86_400;
 const MAX_CRON_HISTORY: u32 = 100;
 /// The most attribute constraints on one job.
 const MAX_ATTRIBUTE_CONSTRAINTS: usize = 32;
+/// The most port ranges one node offers.
+const MAX_PORT_RANGES: usize = 64;
 
 /// How amounts in a resource set are bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +237,55 @@ fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
     }
 }
 
+/// A task's named ports (`spec.ports`), beside the container that serves them.
+fn ports(errs: &mut Errors, at: &FieldPath, ports: &[PortSpec], c: &ContainerSpec) {
+    if ports.is_empty() {
+        return;
+    }
+    if ports.len() > MAX_PORTS {
+        errs.too_many(at, ports.len(), MAX_PORTS);
+    }
+    if c.network == Some(crate::job::NetworkMode::None) {
+        errs.forbidden(
+            at,
+            "a task with network none has no host ports: ports need the host network",
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut numbers = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let name = at.index(i).child("name");
+        if !is_port_name(&p.name) {
+            errs.invalid(&name, format!("\"{}\"", p.name), "a port name is at most 15 lower-case letters, digits and '-', with a letter, not starting or ending with '-' or holding '--'");
+        } else if !names.insert(p.name.as_str()) {
+            errs.duplicate(&name, format!("\"{}\"", p.name));
+        }
+        match p.port {
+            Some(0) => errs.invalid(&at.index(i).child("port"), 0, "must be between 1 and 65535"),
+            Some(n) if !numbers.insert(n) => errs.duplicate(&at.index(i).child("port"), n),
+            _ => {}
+        }
+    }
+    let taken: BTreeSet<String> = ports
+        .iter()
+        .map(|p| env_name(&p.name))
+        .chain((0..ports.len()).map(|i| format!("PORT{i}")))
+        .collect();
+    for (i, var) in c.env.iter().enumerate() {
+        if taken.contains(&var.name) {
+            errs.invalid(
+                &FieldPath::root("spec")
+                    .child("container")
+                    .child("env")
+                    .index(i)
+                    .child("name"),
+                format!("\"{}\"", var.name),
+                "set from the task's ports",
+            );
+        }
+    }
+}
+
 fn attribute(errs: &mut Errors, at: &FieldPath, a: &AttributeConstraint) {
     if !is_qualified_name(&a.name) {
         errs.invalid(
@@ -397,6 +449,7 @@ fn job_rules(job: &Job) -> Vec<FieldError> {
         );
     }
     container(&mut errs, &spec.child("container"), &s.container);
+    ports(&mut errs, &spec.child("ports"), &s.ports, &s.container);
     constraints(
         &mut errs,
         &spec.child("constraints"),
@@ -482,6 +535,7 @@ pub fn validate_task(task: &Task) -> Vec<FieldError> {
     }
     task_resources(&mut errs, &spec.child("resources"), &s.resources);
     container(&mut errs, &spec.child("container"), &s.container);
+    ports(&mut errs, &spec.child("ports"), &s.ports, &s.container);
     constraints(
         &mut errs,
         &spec.child("constraints"),
@@ -531,6 +585,7 @@ pub fn validate_task_update(new: &Task, old: &Task) -> Vec<FieldError> {
             ("priority", old.spec.priority != new.spec.priority),
             ("container", old.spec.container != new.spec.container),
             ("constraints", old.spec.constraints != new.spec.constraints),
+            ("ports", old.spec.ports != new.spec.ports),
         ];
         for (name, changed) in fields {
             if changed {
@@ -687,6 +742,31 @@ pub fn validate_node(n: &Node) -> Vec<FieldError> {
             &st.revocable,
             Amounts::NonNegative,
         );
+        if st.port_ranges.len() > MAX_PORT_RANGES {
+            errs.too_many(
+                &status.child("portRanges"),
+                st.port_ranges.len(),
+                MAX_PORT_RANGES,
+            );
+        }
+        for (i, r) in st.port_ranges.iter().enumerate() {
+            if r.begin == 0 || r.is_empty() {
+                errs.invalid(
+                    &status.child("portRanges").index(i),
+                    r,
+                    "a range is begin-end with 1 <= begin <= end",
+                );
+            }
+        }
+        for (i, a) in st.addresses.iter().enumerate() {
+            if a.address.is_empty() || a.address.len() > 253 {
+                errs.invalid(
+                    &status.child("addresses").index(i).child("address"),
+                    format!("\"{}\"", a.address),
+                    "an address is a host name or IP address of at most 253 characters",
+                );
+            }
+        }
         for (i, r) in st.static_reservations.iter().enumerate() {
             let p = status.child("staticReservations").index(i);
             role_ref(&mut errs, &p.child("role"), &r.role);

@@ -305,6 +305,57 @@ fn job_rules_name_the_field_and_the_error() {
             "spec.update.batchSize",
             T::Invalid,
         ),
+        (
+            "a port name in upper case",
+            |v| v["spec"]["ports"] = json!([{"name": "HTTP"}]),
+            "spec.ports[0].name",
+            T::Invalid,
+        ),
+        (
+            "a port name twice",
+            |v| v["spec"]["ports"] = json!([{"name": "http"}, {"name": "http"}]),
+            "spec.ports[1].name",
+            T::Duplicate,
+        ),
+        (
+            "a fixed port twice",
+            |v| v["spec"]["ports"] = json!([{"name": "a", "port": 80}, {"name": "b", "port": 80}]),
+            "spec.ports[1].port",
+            T::Duplicate,
+        ),
+        (
+            "port zero",
+            |v| v["spec"]["ports"] = json!([{"name": "http", "port": 0}]),
+            "spec.ports[0].port",
+            T::Invalid,
+        ),
+        (
+            "ports without a network",
+            |v| {
+                v["spec"]["ports"] = json!([{"name": "http"}]);
+                v["spec"]["container"]["network"] = json!("none");
+            },
+            "spec.ports",
+            T::Forbidden,
+        ),
+        (
+            "a variable its ports set",
+            |v| {
+                v["spec"]["ports"] = json!([{"name": "http"}]);
+                v["spec"]["container"]["env"] = json!([{"name": "PORT0", "value": "80"}]);
+            },
+            "spec.container.env[0].name",
+            T::Invalid,
+        ),
+        (
+            "too many ports",
+            |v| {
+                let ports: Vec<Value> = (0..17).map(|i| json!({"name": format!("p{i}")})).collect();
+                v["spec"]["ports"] = json!(ports);
+            },
+            "spec.ports",
+            T::TooMany,
+        ),
     ];
     for (name, edit, field, type_) in cases {
         let errs = job_with(*edit);
@@ -361,6 +412,10 @@ fn valid_variants_pass() {
         ("dedicated to own role", |v| {
             v["spec"]["constraints"]["dedicated"] = json!("analytics")
         }),
+        (
+            "named ports, one fixed",
+            |v| v["spec"]["ports"] = json!([{"name": "http"}, {"name": "admin", "port": 9090}]),
+        ),
     ];
     for (name, edit) in cases {
         assert_eq!(job_with(*edit), vec![], "{name}");
@@ -434,6 +489,15 @@ fn a_tasks_node_name_is_set_once_and_the_rest_never_changes() {
     assert_eq!(
         fields(&validate_task_update(&resized, &bound)),
         vec![("spec.resources".into(), T::Invalid)]
+    );
+    let mut ported = bound.clone();
+    ported.spec.ports = vec![crate::ports::PortSpec {
+        name: "http".into(),
+        port: None,
+    }];
+    assert_eq!(
+        fields(&validate_task_update(&ported, &bound)),
+        vec![("spec.ports".into(), T::Invalid)]
     );
 }
 
@@ -561,6 +625,17 @@ fn role_quota_reservation_and_node_rules() {
             "status.staticReservations[0].resources.cpus".into(),
             T::Invalid
         )]
+    );
+    let node: Node = serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": "n1"},
+        "spec": {}, "status": {"portRanges": [{"begin": 31000, "end": 32000}, {"begin": 9, "end": 8}, {"begin": 0, "end": 10}],
+        "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": ""}]}})).expect("node");
+    assert_eq!(
+        fields(&validate_node(&node)),
+        vec![
+            ("status.portRanges[1]".into(), T::Invalid),
+            ("status.portRanges[2]".into(), T::Invalid),
+            ("status.addresses[1].address".into(), T::Invalid),
+        ]
     );
 }
 

@@ -108,7 +108,9 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub(crate) runtimes: Vec<String>,
-    /// Resources offered: `cpus=4,memory=8Gi,disk=20Gi` (default: detected).
+    /// Resources offered: `cpus=4,memory=8Gi,disk=20Gi`, and the host
+    /// ports tasks are assigned, `ports=[31000-32000]` (default: detected;
+    /// ports 31000-32000).
     #[arg(long, env = "CORRAL_AGENT_RESOURCES")]
     pub(crate) resources: Option<String>,
     /// Attributes: `rack=r1,zone=a`.

@@ -3,6 +3,7 @@
 
 use corral_api::node::{NodeConditionType, NodeReason};
 use corral_api::{ConditionStatus, Node, Quota, Reservation, Resources, Role, Task, TaskPhase};
+use corral_core::sched::ports::NodePorts;
 use corral_core::sched::res::{Dims, MAX_DIMS, Res};
 use corral_core::sched::{NodeState, RoleInfo, Runtimes, SchedTask};
 
@@ -89,9 +90,28 @@ pub fn sched_task(task: &Task, dims: &mut Dims) -> Option<SchedTask> {
         priority: task.spec.priority,
         constraints: task.spec.constraints.clone(),
         runtime: task.spec.container.runtime,
+        ports: ports_of(task),
         created,
         started,
     })
+}
+
+/// The ports a task needs, in its job's order: those its binding assigned
+/// once it is bound (all fixed then), else fixed or to be assigned.
+fn ports_of(task: &Task) -> Vec<Option<u16>> {
+    let assigned = task
+        .status
+        .as_ref()
+        .map(|s| s.ports.as_slice())
+        .unwrap_or_default();
+    task.spec
+        .ports
+        .iter()
+        .map(|p| {
+            p.port
+                .or_else(|| assigned.iter().find(|a| a.name == p.name).map(|a| a.port))
+        })
+        .collect()
 }
 
 /// The scheduler's view of a node, with the dynamic reservations on it.
@@ -114,6 +134,7 @@ pub fn node_state<'a>(
         offered: status.runtimes.clone(),
         default: status.default_runtime,
     };
+    n.ports = NodePorts::new(&status.port_ranges);
     n.schedulable = !node.spec.unschedulable;
     n.healthy = status
         .conditions

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_api::ports::TaskPort;
 use corral_api::{Node, Quota, Reservation, Role, Task};
 use corral_core::sched::preempt::Rules;
 use corral_core::sched::{Allocator, Policy, Snapshot, explain};
@@ -510,10 +511,27 @@ async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
             continue;
         };
         let ns = task.metadata.namespace.clone().unwrap_or_default();
+        let node = state.snap.node(*node).name.clone();
+        let assigned = state.snap.binding(key).map(|b| b.ports.as_slice());
+        let ports = task
+            .spec
+            .ports
+            .iter()
+            .zip(assigned.unwrap_or_default())
+            .map(|(p, &port)| TaskPort {
+                name: p.name.clone(),
+                port,
+            })
+            .collect();
         let binding = crate::bulk::Binding {
             task: task.metadata.name.clone().unwrap_or_default(),
             resource_version: task.metadata.resource_version.clone(),
-            node: state.snap.node(*node).name.clone(),
+            host_ip: state
+                .nodes
+                .get(&node)
+                .and_then(|n| n.status.as_ref()?.reach_address().map(str::to_owned)),
+            node,
+            ports,
         };
         bindings.entry(ns).or_default().push((key.clone(), binding));
     }

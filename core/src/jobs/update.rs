@@ -26,7 +26,8 @@ use super::TaskView;
 pub const TEMPLATE_ANNOTATION: &str = "corral.dev/template-hash";
 
 /// The hash of what a job's tasks are made of: role, resources, tier,
-/// priority, container, constraints and fencing. Changing any of them rolls the job;
+/// priority, container, constraints, ports and fencing. Changing any of
+/// them rolls the job;
 /// `instances`, timeouts and policies do not.
 pub fn template_hash(spec: &JobSpec) -> String {
     let mut template = serde_json::json!({
@@ -36,6 +37,9 @@ pub fn template_hash(spec: &JobSpec) -> String {
     // Only when on, so that the hashes of existing jobs stay as they were.
     if spec.fenced {
         template["fenced"] = serde_json::Value::Bool(true);
+    }
+    if !spec.ports.is_empty() {
+        template["ports"] = serde_json::json!(spec.ports);
     }
     let digest = Sha256::digest(template.to_string().as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -142,6 +146,7 @@ mod tests {
             serde_json::json!({"instances": 7}),
             serde_json::json!({"maxTaskFailures": 3}),
             serde_json::json!({"timeouts": {"assignSeconds": 30}}),
+            serde_json::json!({"ports": []}),
         ] {
             assert_eq!(template_hash(&job(same.clone())), base, "{same}");
         }
@@ -151,6 +156,7 @@ mod tests {
             serde_json::json!({"priority": 5}),
             serde_json::json!({"tier": "preferred"}),
             serde_json::json!({"role": "other"}),
+            serde_json::json!({"ports": [{"name": "http"}]}),
         ] {
             assert_ne!(template_hash(&job(changed.clone())), base, "{changed}");
         }

@@ -6,6 +6,7 @@
 pub mod allocator;
 pub mod guarantee;
 pub mod place;
+pub mod ports;
 pub mod preempt;
 pub mod queue;
 pub mod res;

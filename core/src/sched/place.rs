@@ -12,6 +12,7 @@ use corral_api::Tier;
 use corral_api::job::ConstraintOperator;
 use corral_api::task::{PendingExplanation, PendingReason, PendingReasonKind};
 
+use super::ports::PortMiss;
 use super::res::Res;
 use super::snapshot::{NodeId, NodeState, SchedTask, Snapshot};
 
@@ -86,6 +87,10 @@ pub struct Filtered {
     pub exhausted: Vec<(usize, u32)>,
     /// No revocable capacity at all (revocable tasks).
     pub no_revocable: u32,
+    /// Room enough, but a fixed port the task names is held there.
+    pub port_taken: u32,
+    /// Room enough, but too few free ports in the node's ranges.
+    pub ports_exhausted: u32,
 }
 
 /// True when `node` passes the filters that do not depend on free resources.
@@ -141,7 +146,9 @@ pub(crate) fn free_for_task(task: &SchedTask, node: &NodeState) -> Res {
 }
 
 fn fits(task: &SchedTask, node: &NodeState) -> bool {
-    static_fit(task, node).is_ok() && free_for_task(task, node).fits(&task.request)
+    static_fit(task, node).is_ok()
+        && free_for_task(task, node).fits(&task.request)
+        && (task.ports.is_empty() || node.ports.check(&task.ports).is_ok())
 }
 
 /// Checks the quota limits of the task's role and its ancestors.
@@ -240,6 +247,11 @@ pub fn filter_counts(snap: &Snapshot, task: &SchedTask) -> Filtered {
                 }
                 let free = free_for_task(task, node);
                 if free.fits(&task.request) {
+                    match node.ports.check(&task.ports) {
+                        Ok(()) => {}
+                        Err(PortMiss::Taken(_)) => f.port_taken += 1,
+                        Err(PortMiss::Exhausted { .. }) => f.ports_exhausted += 1,
+                    }
                     continue;
                 }
                 // Would it fit if other roles' reservations were free?
@@ -456,6 +468,29 @@ pub fn explain(
                 Some("revocable".into()),
                 None,
                 f.no_revocable,
+            );
+            let fixed: Vec<String> = task.ports.iter().flatten().map(u16::to_string).collect();
+            push(
+                PendingReasonKind::InsufficientResources,
+                format!(
+                    "{} node(s) already have a task on the fixed port(s) it needs ({})",
+                    f.port_taken,
+                    fixed.join(", ")
+                ),
+                Some(fixed.join(",")),
+                Some("ports".into()),
+                f.port_taken,
+            );
+            let assigned = task.ports.iter().filter(|p| p.is_none()).count();
+            push(
+                PendingReasonKind::InsufficientResources,
+                format!(
+                    "{} node(s) have fewer than {assigned} free port(s) in their ranges",
+                    f.ports_exhausted
+                ),
+                None,
+                Some("ports".into()),
+                f.ports_exhausted,
             );
             for (dim, n) in &f.exhausted {
                 let name = snap.dims.name(*dim).to_owned();

@@ -164,7 +164,11 @@ pub fn plan(
     let mut taken: Vec<(u32, u32)> = Vec::new();
     for id in 0..NodeId::try_from(snap.node_count()).unwrap_or(NodeId::MAX) {
         let node = snap.node(id);
-        if static_fit(task, node).is_err() {
+        // Preemption frees room, never ports: a node must have the task's
+        // ports free already.
+        if static_fit(task, node).is_err()
+            || (!task.ports.is_empty() && node.ports.check(&task.ports).is_err())
+        {
             continue;
         }
         let mut free = free_for_task(task, node);

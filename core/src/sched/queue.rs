@@ -11,7 +11,7 @@
 //! already found no place in this cycle finds none either: it is left
 //! pending with the same reason without being tried (equivalence classes,
 //! as kube-scheduler and Nomad have them). Tasks are alike when they have
-//! the same job, role, request, tier, runtime and constraints. A skipped
+//! the same job, role, request, tier, runtime, ports and constraints. A skipped
 //! task is given its class's reason, which still holds, though its node
 //! counts are those of a few placements earlier (and a quota since spent
 //! may now hold it back too).
@@ -72,7 +72,14 @@ pub fn weighted_share(snap: &Snapshot, role: &str, total: &Res) -> f64 {
 
 /// The part of a task that decides where it fits (besides its
 /// constraints, compared apart since they are not hashable).
-type ClassKey = (String, String, Res, Tier, Option<RuntimeKind>);
+type ClassKey = (
+    String,
+    String,
+    Res,
+    Tier,
+    Option<RuntimeKind>,
+    Vec<Option<u16>>,
+);
 
 /// The classes of tasks that found no place in this cycle, and why.
 #[derive(Default)]
@@ -80,7 +87,14 @@ struct Unplaceable(HashMap<ClassKey, Vec<(Constraints, Unplaced)>>);
 
 impl Unplaceable {
     fn key(t: &SchedTask) -> ClassKey {
-        (t.job.clone(), t.role.clone(), t.request, t.tier, t.runtime)
+        (
+            t.job.clone(),
+            t.role.clone(),
+            t.request,
+            t.tier,
+            t.runtime,
+            t.ports.clone(),
+        )
     }
 
     /// Why a task like `t` found no place, if one did not.

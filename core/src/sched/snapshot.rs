@@ -15,6 +15,7 @@ use corral_api::Tier;
 use corral_api::job::Constraints;
 use corral_api::node::RuntimeKind;
 
+use super::ports::NodePorts;
 use super::res::{Dims, Res};
 
 /// Index of a node in the snapshot.
@@ -39,6 +40,10 @@ pub struct SchedTask {
     pub constraints: Constraints,
     /// The runtime it asks for (None: the node's default).
     pub runtime: Option<RuntimeKind>,
+    /// The host ports it needs, in its job's order: fixed, or (None) to be
+    /// assigned from its node's ranges. A task seen bound names the ports
+    /// it was assigned, all fixed.
+    pub ports: Vec<Option<u16>>,
     /// When it was created (older first; youngest victims first).
     pub created: jiff::Timestamp,
     /// When it started running, if it has (minimum runtime before preemption).
@@ -107,6 +112,8 @@ pub struct NodeState {
     pub used_revocable: Res,
     /// Tasks per job on this node (host limits).
     pub per_job: HashMap<String, u32>,
+    /// Host ports offered and held.
+    pub ports: NodePorts,
 }
 
 /// The runtimes a node offers, as its agent reports them.
@@ -149,6 +156,7 @@ impl NodeState {
             used_shared: Res::ZERO,
             used_revocable: Res::ZERO,
             per_job: HashMap::default(),
+            ports: NodePorts::default(),
         }
     }
 
@@ -192,6 +200,8 @@ pub struct Binding {
     pub from_reserved: Res,
     /// True when it runs on revocable capacity.
     pub revocable: bool,
+    /// The host ports it holds, in the order its task names them.
+    pub ports: Vec<u16>,
 }
 
 /// A bound task, packed for the preemption scan: plain numbers, contiguous
@@ -382,6 +392,7 @@ impl Snapshot {
                 node.used_shared = old.used_shared;
                 node.used_revocable = old.used_revocable;
                 node.per_job = old.per_job.clone();
+                node.ports = old.ports.reoffered(node.ports.ranges());
                 self.nodes[id as usize] = node;
                 id
             }
@@ -487,12 +498,19 @@ impl Snapshot {
         } else {
             n.free_for(&task.role).fits(&task.request)
         };
-        if !fits {
+        let ports = if !fits {
+            None
+        } else if task.ports.is_empty() {
+            Some(Vec::new())
+        } else {
+            n.ports.take(&task.ports).ok()
+        };
+        let Some(ports) = ports else {
             return Err(SnapshotError::DoesNotFit {
                 task: task.key,
                 node: n.name.clone(),
             });
-        }
+        };
         let mut from_reserved = Res::ZERO;
         if revocable {
             n.used_revocable = n.used_revocable.plus(task.request);
@@ -539,6 +557,7 @@ impl Snapshot {
                 node,
                 from_reserved,
                 revocable,
+                ports,
             },
         );
         self.reindex_pools(node);
@@ -582,6 +601,7 @@ impl Snapshot {
             }
             n.used_shared = n.used_shared.minus(b.task.request.minus(b.from_reserved));
         }
+        n.ports.release(&b.ports);
         if let Some(c) = n.per_job.get_mut(&b.task.job) {
             *c = c.saturating_sub(1);
             if *c == 0 {

@@ -30,6 +30,7 @@ impl TaskB {
             priority: 0,
             constraints: Constraints::default(),
             runtime: None,
+            ports: Vec::new(),
             created: at(0),
             started: None,
         })
@@ -82,9 +83,18 @@ impl TaskB {
         self.0.runtime = Some(r);
         self
     }
+    fn ports(mut self, ports: &[Option<u16>]) -> Self {
+        self.0.ports = ports.to_vec();
+        self
+    }
     fn t(self) -> SchedTask {
         self.0
     }
+}
+
+fn with_ports(mut n: NodeState, begin: u16, end: u16) -> NodeState {
+    n.ports = super::ports::NodePorts::new(&[corral_api::ports::PortRange { begin, end }]);
+    n
 }
 
 fn with_runtimes(mut n: NodeState, offered: &[RuntimeKind], default: RuntimeKind) -> NodeState {
@@ -166,6 +176,94 @@ fn constraints_filter_nodes_and_are_explained() {
             PendingReasonKind::ConstraintFiltered
         ]
     );
+}
+
+#[test]
+fn tasks_on_one_node_get_different_ports_and_a_taken_fixed_port_is_explained() {
+    let mut s = cluster(vec![with_ports(node("n1", 16, 64), 31000, 31002)]);
+    let web = |n: &str| TaskB::new(n).job("web").ports(&[None, Some(9090)]);
+    let first = web("w0").t();
+    let id = place(&s, &first, Policy::BinPack).expect("placed");
+    s.bind(first, id).expect("bind");
+    assert_eq!(
+        s.binding("default/w0").map(|b| b.ports.clone()),
+        Some(vec![31000, 9090])
+    );
+    // A second instance wants 9090 too: it is held on the only node.
+    let second = web("w1").t();
+    let Err(Unplaced::NoNode(f)) = place(&s, &second, Policy::BinPack) else {
+        panic!("9090 is taken")
+    };
+    assert_eq!((f.port_taken, f.ports_exhausted), (1, 0));
+    let e = explain(&s, &second, &Unplaced::NoNode(f), at(1));
+    let r = &e.reasons[0];
+    assert_eq!(
+        (r.kind, r.resource.as_deref(), r.subject.as_deref()),
+        (
+            PendingReasonKind::InsufficientResources,
+            Some("ports"),
+            Some("9090")
+        )
+    );
+    assert!(
+        e.summary.contains("fixed port(s) it needs (9090)"),
+        "{}",
+        e.summary
+    );
+    // Assigned ports only: two more fit, then the range is spent.
+    for n in ["a0", "a1"] {
+        let t = TaskB::new(n).job("api").ports(&[None]).t();
+        let id = place(&s, &t, Policy::BinPack).expect("placed");
+        s.bind(t, id).expect("bind");
+    }
+    let ports: Vec<u16> = ["default/a0", "default/a1"]
+        .iter()
+        .flat_map(|k| s.binding(k).expect("bound").ports.clone())
+        .collect();
+    assert_eq!(ports, vec![31001, 31002]);
+    let t = TaskB::new("a2").job("api").ports(&[None]).t();
+    let Err(Unplaced::NoNode(f)) = place(&s, &t, Policy::BinPack) else {
+        panic!("the range is spent")
+    };
+    assert_eq!((f.port_taken, f.ports_exhausted), (0, 1));
+    let e = explain(&s, &t, &Unplaced::NoNode(f), at(1));
+    assert!(
+        e.summary.contains("fewer than 1 free port(s)"),
+        "{}",
+        e.summary
+    );
+    // A task that ends gives its ports back.
+    s.unbind("default/w0");
+    assert!(place(&s, &second, Policy::BinPack).is_ok());
+    assert!(place(&s, &t, Policy::BinPack).is_ok());
+    assert!(s.consistent());
+}
+
+#[test]
+fn a_task_seen_bound_keeps_the_ports_it_was_given_and_nodes_without_ranges_assign_none() {
+    let mut s = cluster(vec![
+        with_ports(node("n1", 4, 16), 31000, 31010),
+        node("bare", 64, 256),
+    ]);
+    let n1 = s.node_id("n1").expect("n1");
+    s.bind(TaskB::new("seen").ports(&[Some(31005)]).t(), n1)
+        .expect("bind");
+    assert!(s.node(n1).ports.is_used(31005));
+    // `bare` is roomier but offers no ports: only n1 takes a task naming one.
+    let t = TaskB::new("t").job("other").ports(&[None]).t();
+    assert_eq!(
+        name(&s, place(&s, &t, Policy::Spread).expect("placed")),
+        "n1"
+    );
+    // Re-registering a node (new ranges) keeps the ports its tasks hold.
+    s.upsert_node(with_ports(node("n1", 4, 16), 31000, 31020));
+    assert!(s.node(n1).ports.is_used(31005));
+    assert_eq!(s.node(n1).ports.free(), 20);
+    assert!(
+        s.bind(TaskB::new("clash").job("x").ports(&[Some(31005)]).t(), n1)
+            .is_err()
+    );
+    assert!(s.consistent());
 }
 
 #[test]
@@ -545,43 +643,55 @@ mod props {
     use proptest::prelude::*;
 
     fn arb_cluster() -> impl Strategy<Value = Snapshot> {
-        proptest::collection::vec((1i64..16, 1i64..64, 0i64..4, proptest::bool::ANY), 1..12)
-            .prop_map(|ns| {
-                let mut s = Snapshot::new();
-                for (i, (c, m, reserve, healthy)) in ns.into_iter().enumerate() {
-                    let mut n = node(&format!("n{i}"), c, m);
-                    n.healthy = healthy || i == 0;
-                    if reserve > 0 {
-                        n.reserved.insert(
-                            "r1".into(),
-                            Res::cpu_mem((reserve * 1000).min(c * 1000), GI),
-                        );
-                    }
-                    n.revocable = Res::cpu_mem(1000, GI);
-                    s.upsert_node(n);
+        proptest::collection::vec(
+            (1i64..16, 1i64..64, 0i64..4, proptest::bool::ANY, 0u16..4),
+            1..12,
+        )
+        .prop_map(|ns| {
+            let mut s = Snapshot::new();
+            for (i, (c, m, reserve, healthy, ports)) in ns.into_iter().enumerate() {
+                // Small port ranges (some none), so ports run out too.
+                let mut n = match ports {
+                    0 => node(&format!("n{i}"), c, m),
+                    p => with_ports(node(&format!("n{i}"), c, m), 100, 100 + p),
+                };
+                n.healthy = healthy || i == 0;
+                if reserve > 0 {
+                    n.reserved.insert(
+                        "r1".into(),
+                        Res::cpu_mem((reserve * 1000).min(c * 1000), GI),
+                    );
                 }
-                s.upsert_role("r2", limited(6, None));
-                s
-            })
+                n.revocable = Res::cpu_mem(1000, GI);
+                s.upsert_node(n);
+            }
+            s.upsert_role("r2", limited(6, None));
+            s
+        })
     }
 
     fn arb_tasks() -> impl Strategy<Value = Vec<SchedTask>> {
-        proptest::collection::vec((0usize..3, 1i64..6, 0usize..3, -2i32..3), 0..60).prop_map(|ts| {
-            ts.into_iter()
-                .enumerate()
-                .map(|(i, (role, cpus, tier, prio))| {
-                    let tier = [Tier::Preferred, Tier::Preemptible, Tier::Revocable][tier];
-                    TaskB::new(&format!("t{i}"))
-                        .role(["r1", "r2", "r3"][role])
-                        .cpus(cpus)
-                        .tier(tier)
-                        .priority(prio)
-                        .created(i as i64)
-                        .started(0)
-                        .t()
-                })
-                .collect()
-        })
+        let ports = proptest::collection::vec(proptest::option::weighted(0.3, 99u16..104), 0..3);
+        let ports = proptest::option::weighted(0.3, ports);
+        proptest::collection::vec((0usize..3, 1i64..6, 0usize..3, -2i32..3, ports), 0..60).prop_map(
+            |ts| {
+                ts.into_iter()
+                    .enumerate()
+                    .map(|(i, (role, cpus, tier, prio, ports))| {
+                        let tier = [Tier::Preferred, Tier::Preemptible, Tier::Revocable][tier];
+                        TaskB::new(&format!("t{i}"))
+                            .ports(&ports.unwrap_or_default())
+                            .role(["r1", "r2", "r3"][role])
+                            .cpus(cpus)
+                            .tier(tier)
+                            .priority(prio)
+                            .created(i as i64)
+                            .started(0)
+                            .t()
+                    })
+                    .collect()
+            },
+        )
     }
 
     proptest! {
@@ -605,9 +715,16 @@ mod props {
             run_cycle(&mut s, tasks, policy);
             prop_assert!(s.consistent());
             prop_assert!(s.role_usage_with_children("r2").0[0] <= 6000, "quota limit exceeded");
+            let mut held = std::collections::BTreeSet::new();
             for b in s.bound.values() {
                 prop_assert!(b.from_reserved.is_zero() || s.node(b.node).reserved.contains_key(&b.task.role), "reserved capacity used by another role");
                 prop_assert!(s.node(b.node).usable());
+                prop_assert_eq!(b.ports.len(), b.task.ports.len());
+                for (want, got) in b.task.ports.iter().zip(&b.ports) {
+                    prop_assert!(want.is_none_or(|w| w == *got), "fixed port {:?} given as {}", want, got);
+                    prop_assert!(held.insert((b.node, *got)), "port {} held twice on node {}", got, b.node);
+                    prop_assert!(s.node(b.node).ports.is_used(*got));
+                }
             }
         }
 

@@ -14,6 +14,8 @@
 //!   loss are the controllers' (403).
 //! - `spec.nodeName` is set by a binding only (422 on a plain write); a
 //!   Task created already bound needs `create` on `tasks/binding`.
+//! - `status.ports` and `status.hostIP` are written by the binding only
+//!   (422): no report or patch moves a task's ports from under it.
 //!
 //! The server's own writes (no requester) are not checked here. Judges the
 //! object the write replaces at the version the write is conditional on
@@ -122,6 +124,19 @@ pub fn check(
             node,
             "a task is bound to a node through its binding subresource".into(),
         ));
+    }
+    if !opts.binding {
+        for field in ["ports", "hostIP"] {
+            if old["status"][field] != next["status"][field] {
+                return Err(invalid(
+                    next,
+                    FieldErrorType::Forbidden,
+                    &format!("status.{field}"),
+                    &next["status"][field].to_string(),
+                    "a task's ports and address are written by its binding only".into(),
+                ));
+            }
+        }
     }
     let node = node_of(user);
     if let Some(me) = node

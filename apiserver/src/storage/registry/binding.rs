@@ -9,8 +9,13 @@
 //!
 //! The body is a `Binding` (`corral.dev/v1alpha1`) naming the node as its
 //! target: `{"kind": "Binding", "metadata": {"name": TASK}, "target":
-//! {"kind": "Node", "name": NODE}}`. The answer is the bound Task.
+//! {"kind": "Node", "name": NODE}}`. The answer is the bound Task. A task
+//! that names host ports is bound with the ports its binder assigned on the
+//! node, one per name in the task's order, its fixed ones as fixed
+//! (`"ports": [{"name": "http", "port": 31000}]`), and optionally the node's
+//! address (`"hostIP"`): both land in the task's status in the same write.
 
+use corral_api::ports::{MAX_PORTS, PortSpec, TaskPort};
 use corral_api::task::{TaskReason, TaskStatus};
 use corral_api::validation::{FieldError, FieldErrorType};
 use corral_api::{ConditionStatus, TaskPhase};
@@ -30,12 +35,16 @@ pub fn is_bindable(desc: &ResourceDesc) -> bool {
 }
 
 /// What a Binding asks, once read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Binding {
     /// The node.
     pub node: String,
     /// The task's version the binder decided on, if it named one.
     pub precondition: Option<i64>,
+    /// The host ports assigned to the task on the node, in its order.
+    pub ports: Vec<TaskPort>,
+    /// The node's address, if the binder knows it.
+    pub host_ip: Option<String>,
 }
 
 fn invalid(
@@ -111,26 +120,97 @@ impl Binding {
         let precondition = meta_str(body, "resourceVersion")
             .map(parse_rv)
             .transpose()?;
+        let ports: Vec<TaskPort> = match body.get("ports") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(p) => serde_json::from_value(p.clone()).map_err(|e| {
+                invalid(
+                    task,
+                    FieldErrorType::Invalid,
+                    "ports",
+                    None,
+                    &format!("a list of {{name, port}}: {e}"),
+                )
+            })?,
+        };
+        if ports.len() > MAX_PORTS {
+            return Err(invalid(
+                task,
+                FieldErrorType::TooMany,
+                "ports",
+                None,
+                &format!("a task names at most {MAX_PORTS} ports"),
+            ));
+        }
+        let host_ip = match &body["hostIP"] {
+            Value::Null => None,
+            Value::String(a) if !a.is_empty() && a.len() <= 253 => Some(a.clone()),
+            other => {
+                return Err(invalid(
+                    task,
+                    FieldErrorType::Invalid,
+                    "hostIP",
+                    Some(&other.to_string()),
+                    "the node's address: a host name or IP address of at most 253 characters",
+                ));
+            }
+        };
         Ok(Binding {
             node: node.to_owned(),
             precondition,
+            ports,
+            host_ip,
         })
     }
 }
 
-/// The task `current` bound to `node` at `now`, or why it cannot be.
-pub fn bound(current: &Value, node: &str, now: jiff::Timestamp) -> Result<Value, String> {
+/// Checks that `assigned` gives the task whose spec is `spec` exactly its
+/// ports: one per name in its order, fixed ones as fixed, none 0.
+fn check_ports(spec: &Value, assigned: &[TaskPort]) -> Result<(), String> {
+    let wanted: Vec<PortSpec> = match spec.get("ports") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(p) => serde_json::from_value(p.clone())
+            .map_err(|e| format!("the task's ports are unreadable: {e}"))?,
+    };
+    let names = |w: &[PortSpec]| w.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    if wanted.len() != assigned.len() || wanted.iter().zip(assigned).any(|(w, a)| w.name != a.name)
+    {
+        return Err(format!(
+            "the binding assigns ports {:?}; the task needs {:?}, in that order",
+            assigned.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+            names(&wanted)
+        ));
+    }
+    for (w, a) in wanted.iter().zip(assigned) {
+        if a.port == 0 || w.port.is_some_and(|f| f != a.port) {
+            return Err(format!(
+                "port {} is {} on the task; the binding gives {}",
+                w.name,
+                w.port
+                    .map_or("assigned".to_owned(), |f| format!("fixed at {f}")),
+                a.port
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The task `current` bound as `binding` says at `now`, or why it cannot be.
+pub fn bound(current: &Value, binding: &Binding, now: jiff::Timestamp) -> Result<Value, String> {
+    let node = binding.node.as_str();
     if let Some(on) = current["spec"]["nodeName"]
         .as_str()
         .filter(|n| !n.is_empty())
     {
         return Err(format!("the task is already bound to node {on}"));
     }
+    check_ports(&current["spec"], &binding.ports)?;
     let mut status: TaskStatus = match current.get("status") {
         Some(s) if !s.is_null() => serde_json::from_value(s.clone())
             .map_err(|e| format!("the task's status is unreadable: {e}"))?,
         _ => TaskStatus::default(),
     };
+    status.ports = binding.ports.clone();
+    status.host_ip = binding.host_ip.clone();
     // The creator's PENDING step may not have landed yet: history starts
     // at PENDING, dated at the task's creation.
     if status.task_events.is_empty() && status.phase() == TaskPhase::Pending {
@@ -190,7 +270,7 @@ impl Api {
             binding.precondition,
             &opts,
             move |current| {
-                bound(current, &binding.node, jiff::Timestamp::now()).map_err(|message| {
+                bound(current, &binding, jiff::Timestamp::now()).map_err(|message| {
                     ApiError::Conflict {
                         resource: resource.clone(),
                         name: task.clone(),

@@ -48,7 +48,34 @@ pub fn give_initial_status(
         .map(str::to_owned)
     {
         body["spec"]["nodeName"] = Value::Null;
-        *body = super::binding::bound(body, &node, now).map_err(|why| ApiError::Invalid {
+        // No binder assigns its ports: it may name fixed ones only.
+        let ports: Vec<corral_api::ports::PortSpec> =
+            serde_json::from_value(body["spec"]["ports"].clone()).unwrap_or_default();
+        let ports = ports
+            .into_iter()
+            .map(|p| {
+                p.port
+                    .map(|port| corral_api::ports::TaskPort { name: p.name, port })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::Invalid {
+                kind: "Task.corral.dev".into(),
+                name: crate::storage::objects::meta_str(body, "name")
+                    .unwrap_or_default()
+                    .to_owned(),
+                errors: vec![corral_api::validation::FieldError {
+                    type_: corral_api::validation::FieldErrorType::Forbidden,
+                    field: "spec.ports".into(),
+                    value: None,
+                    detail: "a task created bound has no binder to assign its ports: each needs a fixed port".into(),
+                }],
+            })?;
+        let binding = super::binding::Binding {
+            node: node.clone(),
+            ports,
+            ..Default::default()
+        };
+        *body = super::binding::bound(body, &binding, now).map_err(|why| ApiError::Invalid {
             kind: "Task.corral.dev".into(),
             name: crate::storage::objects::meta_str(body, "name")
                 .unwrap_or_default()

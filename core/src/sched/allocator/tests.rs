@@ -27,6 +27,7 @@ fn task(name: &str, job: &str, cpus: i64, tier: Tier, priority: i32) -> SchedTas
         priority,
         constraints: Constraints::default(),
         runtime: None,
+        ports: Vec::new(),
         created: at(0),
         started: Some(at(0)),
     }
