@@ -33,7 +33,9 @@ pub struct PortSpec {
 }
 
 /// A port assigned to a task on its node.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct TaskPort {
     /// The name the job gave it.
     pub name: String,

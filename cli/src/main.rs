@@ -88,6 +88,12 @@ enum Command {
         /// The task's name.
         task: String,
     },
+    /// Where a service job's instances are reached: address, ports and
+    /// readiness of each, from its EndpointSlices.
+    Endpoints {
+        /// The job's name.
+        job: String,
+    },
     /// Allocated vs total (nodes, roles), used vs allocated (nodes, tasks).
     Top {
         /// `nodes`, `tasks` or `roles`.
@@ -179,6 +185,7 @@ async fn run() -> Result<()> {
         }
         Command::Delete(a) => client::apply::delete(&ctx().await?, &a).await,
         Command::Why { task } => client::describe::why(&ctx().await?, &task).await,
+        Command::Endpoints { job } => client::endpoints::run(&ctx().await?, &job).await,
         Command::Logs(a) => client::logs::run(&ctx().await?, &a).await,
         Command::Top {
             what,

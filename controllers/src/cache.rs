@@ -22,12 +22,14 @@ use std::sync::{Arc, OnceLock, RwLock};
 use corral_api::{Job, Node, Quota, Reservation, Role, Task};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::broadcast;
 
+use crate::endpoints::SERVICE_NAME_LABEL;
 use crate::jobs::JOB_LABEL;
 
 /// Changes buffered per kind for the slowest subscriber before it must resync.
@@ -351,6 +353,15 @@ fn task_job(task: &Task) -> Option<String> {
     Some(job_key(task.metadata.namespace.as_deref()?, job))
 }
 
+/// The EndpointSlice index by the service it serves; keys are
+/// `namespace/service` ([`job_key`] for a job's slices).
+pub const BY_SERVICE: &str = "service";
+
+fn slice_service(slice: &EndpointSlice) -> Option<String> {
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(job_key(slice.metadata.namespace.as_deref()?, service))
+}
+
 fn task_node(task: &Task) -> Option<String> {
     task.spec.node_name.clone()
 }
@@ -367,6 +378,7 @@ pub struct Caches {
     quotas: OnceLock<Shared<Quota>>,
     reservations: OnceLock<Shared<Reservation>>,
     leases: OnceLock<Shared<Lease>>,
+    endpoint_slices: OnceLock<Shared<EndpointSlice>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -388,6 +400,7 @@ impl Caches {
             quotas: OnceLock::new(),
             reservations: OnceLock::new(),
             leases: OnceLock::new(),
+            endpoint_slices: OnceLock::new(),
         })
     }
 
@@ -429,6 +442,12 @@ impl Caches {
     /// Every Reservation.
     pub fn reservations(&self) -> &Shared<Reservation> {
         self.cluster_wide(&self.reservations, &[])
+    }
+
+    /// Every EndpointSlice, indexed by the service (job) it serves
+    /// ([`BY_SERVICE`]).
+    pub fn endpoint_slices(&self) -> &Shared<EndpointSlice> {
+        self.cluster_wide(&self.endpoint_slices, &[(BY_SERVICE, slice_service)])
     }
 
     /// The node leases (in [`crate::nodes::LEASE_NAMESPACE`]).

@@ -8,6 +8,7 @@
 //! - [`lost`]: tasks stuck ASSIGNED or STARTING past their timeout become LOST.
 //! - [`cron`]: one run per schedule tick, exactly once, with collision and missed-run policies.
 //! - [`roles`]: Role status: allocated, pending, dominant share and latency figures.
+//! - [`endpoints`]: service jobs' instances as EndpointSlices (discovery).
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down, rolling updates) and its status.
 //! - [`cache`]: one watch per kind, shared by all of them.
 //! - [`bulk`]: many tasks created or bound in one request.
@@ -19,6 +20,7 @@ pub mod bulk;
 pub mod cache;
 pub mod client;
 pub mod cron;
+pub mod endpoints;
 pub mod jobs;
 pub mod leader;
 pub mod lost;
@@ -97,6 +99,11 @@ pub async fn run_all(
             stop.clone(),
         )),
         tokio::spawn(roles::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(endpoints::run_cached(
             client.clone(),
             caches.clone(),
             stop.clone(),

@@ -12,6 +12,7 @@
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
 pub mod cron;
+pub mod endpoints;
 pub mod jobs;
 pub mod latency;
 pub mod lifecycle;

@@ -33,6 +33,10 @@ pub enum CellSource {
     /// A binding's subjects of this kind, comma-separated (service accounts
     /// as `namespace/name`).
     Subjects(&'static str),
+    /// An EndpointSlice's port numbers, comma-separated, as kubectl prints them.
+    SlicePorts,
+    /// An EndpointSlice's first addresses, as kubectl prints them.
+    SliceEndpoints,
 }
 
 /// The columns of an event's table, core/v1 and events.k8s.io/v1 alike, as
@@ -511,6 +515,7 @@ impl Catalog {
     pub fn standard() -> Self {
         use k8s_openapi::api::coordination::v1::Lease;
         use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
         let mut resources: Vec<ResourceDesc> =
             corral_api::crds::all().into_iter().map(from_crd).collect();
         resources.push(builtin(
@@ -606,6 +611,34 @@ impl Catalog {
             vec![path_col("Holder", "string", ".spec.holderIdentity"), age()],
             &[],
             schema_of::<Lease>(),
+        ));
+        resources.push(builtin(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            "endpointslice",
+            true,
+            &[],
+            false,
+            vec![
+                path_col("AddressType", "string", ".addressType"),
+                Column {
+                    name: "Ports".into(),
+                    type_: "string".into(),
+                    priority: 0,
+                    source: CellSource::SlicePorts,
+                },
+                Column {
+                    name: "Endpoints".into(),
+                    type_: "string".into(),
+                    priority: 0,
+                    source: CellSource::SliceEndpoints,
+                },
+                age(),
+            ],
+            &[],
+            schema_of::<EndpointSlice>(),
         ));
         resources.extend(rbac_kinds());
         let resources: Vec<Arc<ResourceDesc>> = resources.into_iter().map(Arc::new).collect();

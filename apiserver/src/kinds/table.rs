@@ -134,6 +134,39 @@ fn cell(obj: &Value, source: &CellSource, type_: &str) -> Value {
                 json!(names.join(", "))
             }
         }
+        CellSource::SlicePorts => {
+            let ports: Vec<String> = obj["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64())
+                .map(|p| p.to_string())
+                .collect();
+            if ports.is_empty() {
+                json!("<unset>")
+            } else {
+                json!(ports.join(","))
+            }
+        }
+        CellSource::SliceEndpoints => {
+            const SHOWN: usize = 3;
+            let addresses: Vec<&str> = obj["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            match addresses.len() {
+                0 => json!("<unset>"),
+                n if n <= SHOWN => json!(addresses.join(",")),
+                n => json!(format!(
+                    "{} + {} more...",
+                    addresses[..SHOWN].join(","),
+                    n - SHOWN
+                )),
+            }
+        }
         CellSource::Path(p) => match json_path(obj, p) {
             None | Some(Value::Null) => Value::Null,
             Some(Value::String(s)) if type_ == "date" => s
@@ -184,6 +217,8 @@ fn column_definitions(desc: &ResourceDesc) -> Vec<Value> {
             CellSource::DataCount => "number of data keys".into(),
             CellSource::RoleRef => "the role bound, as Kind/name".into(),
             CellSource::Subjects(kind) => format!("the {kind} subjects bound"),
+            CellSource::SlicePorts => "the ports of the slice".into(),
+            CellSource::SliceEndpoints => "the first addresses of the slice".into(),
         };
         cols.push(json!({"name": c.name, "type": c.type_, "format": "", "description": description, "priority": c.priority}));
     }

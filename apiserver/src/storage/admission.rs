@@ -3,6 +3,7 @@
 //! `core_kinds` for the core kinds (create or update).
 
 mod core_kinds;
+mod endpoint_slices;
 pub mod node_restriction;
 pub mod task_transitions;
 

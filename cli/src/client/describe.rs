@@ -128,6 +128,17 @@ pub fn format_task(t: &Task) -> String {
         "Node",
         t.spec.node_name.as_deref().unwrap_or("<none>"),
     );
+    if let Some(ip) = &st.host_ip {
+        field(&mut out, "Host IP", ip);
+    }
+    if !st.ports.is_empty() {
+        let ports: Vec<String> = st
+            .ports
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.port))
+            .collect();
+        field(&mut out, "Ports", ports.join(", "));
+    }
     field(&mut out, "Phase", st.phase());
     if let Some(m) = &st.message {
         field(&mut out, "Message", m);
@@ -255,6 +266,18 @@ pub fn format_job(j: &Job, tasks: &[Task]) -> String {
         format!("{} per task", resources_line(&j.spec.resources)),
     );
     field(&mut out, "Image", &j.spec.container.image);
+    if !j.spec.ports.is_empty() {
+        let ports: Vec<String> = j
+            .spec
+            .ports
+            .iter()
+            .map(|p| match p.port {
+                Some(n) => format!("{}={n}", p.name),
+                None => format!("{} (assigned)", p.name),
+            })
+            .collect();
+        field(&mut out, "Ports", ports.join(", "));
+    }
     if let Some(c) = &j.spec.cron {
         field(
             &mut out,
@@ -534,7 +557,15 @@ pub async fn describe(ctx: &Ctx, kind: &str, names: &[String]) -> Result<()> {
                         t.metadata.creation_timestamp.clone().map(|c| c.0),
                     )
                 });
-                format_job(&job, &owned)
+                let mut text = format_job(&job, &owned);
+                if job.spec.kind == corral_api::JobKind::Service {
+                    let slices = super::endpoints::slices_of(ctx, name).await?;
+                    text.push_str("Endpoints:\n");
+                    for line in super::endpoints::format_endpoints(&slices).lines() {
+                        let _ = writeln!(text, "  {line}");
+                    }
+                }
+                text
             }
             ("corral.dev", "Node") => {
                 let nodes: Api<Node> = Api::all(ctx.client.clone());

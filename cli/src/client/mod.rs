@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod describe;
+pub mod endpoints;
 pub mod get;
 pub mod jobs;
 pub mod logs;

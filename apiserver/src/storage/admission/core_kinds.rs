@@ -174,6 +174,7 @@ pub(super) fn validate(
             }
         }
         "Lease" => validate_lease(&mut errors, obj),
+        "EndpointSlice" => errors.extend(super::endpoint_slices::validate(obj, old)),
         _ => {}
     }
     Ok(errors)

@@ -104,14 +104,15 @@ pub fn objects() -> Vec<Value> {
             json!({"kubernetes.io/bootstrapping": "rbac-defaults", format!("{RBAC}/aggregate-to-edit"): "true"}),
             &["view"],
         ),
-        // A namespace's readers see its jobs, tasks, logs, events and
-        // configuration, never its Secrets.
+        // A namespace's readers see its jobs, tasks, logs, events,
+        // endpoints and configuration, never its Secrets.
         cluster_role(
             "corral:aggregate-to-view",
             json!({format!("{RBAC}/aggregate-to-view"): "true"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/status", "jobs/scale", "tasks", "tasks/status", "tasks/log"], "verbs": READ},
                    {"apiGroups": [""], "resources": ["configmaps", "events"], "verbs": READ},
-                   {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ}]),
+                   {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ},
+                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ}]),
         ),
         // Its editors run jobs (tasks are the controllers' and the agents':
         // a team kills and restarts them through its jobs) and keep their
@@ -150,8 +151,8 @@ pub fn objects() -> Vec<Value> {
         // was written),
         // their status through the state machine, node liveness from
         // Leases, role and quota figures, and the Lease they elect a leader
-        // by; Events about Nodes (the disruption brake). No binding, no
-        // Secret, no RBAC.
+        // by; Events about Nodes (the disruption brake); the EndpointSlices
+        // of service jobs. No binding, no Secret, no RBAC.
         cluster_role(
             CONTROLLER_MANAGER,
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
@@ -160,6 +161,7 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": ["corral.dev"], "resources": ["roles", "roles/privileged"], "verbs": ["use"]},
                    {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
         ),
         // Discovery and the OpenAPI documents, for every authenticated
