@@ -403,6 +403,10 @@ pub struct JobSpec {
     /// node's ranges when placed, or fixed (see [`crate::ports`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::ports::PortSpec>,
+    /// How each task's health is checked by its agent (see
+    /// [`crate::health`]); none: a task is healthy once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<crate::health::HealthCheck>,
     /// Where the tasks may run.
     #[serde(default, skip_serializing_if = "Constraints::is_empty")]
     pub constraints: Constraints,

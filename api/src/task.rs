@@ -175,6 +175,9 @@ pub struct TaskSpec {
     /// Copied from the job: the host ports it needs, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::ports::PortSpec>,
+    /// Copied from the job: how its agent checks its health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<crate::health::HealthCheck>,
     /// Copied from the job.
     #[serde(default, skip_serializing_if = "Constraints::is_empty")]
     pub constraints: Constraints,
@@ -213,6 +216,8 @@ pub enum TaskConditionType {
     Ready,
     /// Chosen as a preemption victim.
     Preempted,
+    /// Its health check passes (only for tasks that have one).
+    Healthy,
 }
 
 /// Reasons of task conditions.
@@ -230,6 +235,10 @@ pub enum TaskReason {
     Exited,
     /// The task was chosen to make room for another.
     PreemptedByHigherPriority,
+    /// Its health check passed `successThreshold` times in a row.
+    HealthCheckPassed,
+    /// Its health check has not passed (yet, or any more).
+    HealthCheckFailing,
 }
 
 /// Why a task cannot be placed, one reason at a time.
@@ -348,6 +357,8 @@ pub enum FailureReason {
     SecretUnavailable,
     /// Its node killed it for holding more than its `disk` resource.
     DiskLimitExceeded,
+    /// Its health check failed `failureThreshold` times in a row.
+    HealthCheckFailed,
 }
 
 impl TaskStatus {
@@ -385,6 +396,50 @@ impl TaskStatus {
                 observed_generation: None,
             }),
         }
+    }
+
+    /// Sets the `Healthy` condition (with the last probe's output), dating
+    /// its transition when its status changes.
+    pub fn set_healthy(&mut self, healthy: bool, message: String, now: jiff::Timestamp) {
+        use crate::common::ConditionStatus;
+        let (status, reason) = if healthy {
+            (ConditionStatus::True, TaskReason::HealthCheckPassed)
+        } else {
+            (ConditionStatus::False, TaskReason::HealthCheckFailing)
+        };
+        let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+        ));
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == TaskConditionType::Healthy)
+        {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = time;
+                }
+                c.status = status;
+                c.reason = reason;
+                c.message = message;
+            }
+            None => self.conditions.push(Condition {
+                type_: TaskConditionType::Healthy,
+                status,
+                reason,
+                message,
+                last_transition_time: time,
+                observed_generation: None,
+            }),
+        }
+    }
+
+    /// True when its `Healthy` condition is `True`.
+    pub fn is_healthy(&self) -> bool {
+        self.conditions.iter().any(|c| {
+            c.type_ == TaskConditionType::Healthy
+                && c.status == crate::common::ConditionStatus::True
+        })
     }
 
     /// The phase, treating an absent one as PENDING.

@@ -85,7 +85,7 @@ fn run_task(job: &Job, run: &str, instance: u32) -> Result<Task, CronControllerE
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
                  "priority": s.priority, "container": s.container, "constraints": s.constraints,
-                 "fenced": s.fenced, "ports": s.ports},
+                 "fenced": s.fenced, "ports": s.ports, "healthCheck": s.health_check},
     }))
     .map_err(|e| CronControllerError::Build(e.to_string()))
 }

@@ -65,7 +65,9 @@ pub fn member(task: &Task) -> Option<Member> {
         .task_events
         .iter()
         .any(|e| e.status == TaskPhase::Running);
-    let serving = phase == TaskPhase::Running || (terminating(phase) && ran);
+    // With a health check, only while it passes (the agent's `Healthy`).
+    let healthy = task.spec.health_check.is_none() || status.is_healthy();
+    let serving = healthy && (phase == TaskPhase::Running || (terminating(phase) && ran));
     Some(Member {
         task: task.metadata.name.clone()?,
         uid: task.metadata.uid.clone(),
@@ -383,6 +385,14 @@ mod tests {
             let got = member(&task(phase, &events)).map(|m| (m.serving, m.terminating));
             assert_eq!(got, want, "{phase} after {events:?}");
         }
+        // With a health check: serving only once the agent found it healthy.
+        let mut checked = task("RUNNING", &["RUNNING"]);
+        checked.spec.health_check = serde_json::from_value(json!({"tcp": {"port": "http"}})).ok();
+        assert_eq!(member(&checked).map(|m| m.serving), Some(false));
+        if let Some(s) = checked.status.as_mut() {
+            s.set_healthy(true, "connected".into(), jiff::Timestamp::UNIX_EPOCH);
+        }
+        assert_eq!(member(&checked).map(|m| m.serving), Some(true));
         let mut no_address = task("RUNNING", &["RUNNING"]);
         if let Some(s) = no_address.status.as_mut() {
             s.host_ip = None;

@@ -152,7 +152,7 @@ fn task_for(
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
                  "priority": s.priority, "container": s.container, "constraints": s.constraints,
-                 "fenced": s.fenced, "ports": s.ports},
+                 "fenced": s.fenced, "ports": s.ports, "healthCheck": s.health_check},
     });
     serde_json::from_value(v).map_err(|e| JobError::Build(e.to_string()))
 }

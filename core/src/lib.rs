@@ -13,6 +13,7 @@
 
 pub mod cron;
 pub mod endpoints;
+pub mod health;
 pub mod jobs;
 pub mod latency;
 pub mod lifecycle;

@@ -367,6 +367,9 @@ pub async fn run_renewing_with(
     let mut disk_checks = tokio::time::interval(cfg.sample_every);
     let (over_disk_tx, mut over_disk) = mpsc::channel::<Vec<(String, Failure)>>(1);
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut probed = book
+        .probe_results()
+        .expect("a new book's probe results are not taken yet");
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -417,6 +420,7 @@ pub async fn run_renewing_with(
                 }
             }
             Some((key, ev)) = events.recv() => book.runtime_event(&key, ev),
+            Some(result) = probed.recv() => book.probed(result),
             next = watch.next() => match next {
                 None => return Ok(()),
                 Some(Err(e)) => tracing::warn!(error = %e, "task watch error"),

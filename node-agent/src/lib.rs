@@ -11,6 +11,7 @@
 //!   delay that shrinks as the disk fills.
 //! - [`log_rotation`]: task output rotated by size.
 //! - [`disk`]: tasks' `disk` resource enforced by measurement.
+//! - [`health`]: health probes (HTTP, TCP, a command in the task).
 //! - [`ports`]: a task's assigned host ports in its environment and
 //!   `$(VAR)` expansion in its command and arguments.
 //! - [`flags`]: the Mesos-style flag values (`cpus=4,memory=8Gi`,
@@ -23,6 +24,7 @@ pub mod agent;
 pub mod checkpoint;
 pub mod disk;
 pub mod flags;
+pub mod health;
 pub mod join;
 pub mod log_rotation;
 pub mod logs;

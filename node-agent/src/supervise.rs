@@ -57,6 +57,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::{Checkpoints, Ended};
 
 mod disk_limits;
+mod probing;
 mod reports;
 use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
 
@@ -69,9 +70,24 @@ pub(crate) type Objects = Arc<std::sync::Mutex<HashMap<String, Task>>>;
 pub(crate) type Health = Arc<Vec<std::sync::atomic::AtomicBool>>;
 /// Where runtimes send what happens to the tasks they run.
 pub(crate) type RuntimeEvents = mpsc::Sender<(String, RuntimeEvent)>;
+/// What a report says happened.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// A move of the state machine.
+    Event(Event),
+    /// The task's health check flipped: its `Healthy` condition, with the
+    /// last probe's output.
+    Health {
+        /// Whether it is healthy now.
+        healthy: bool,
+        /// The last probe's output.
+        message: String,
+    },
+}
+
 /// A report: what happened, on which node, when, about the copy of which
 /// task (uid, when known).
-type Report = (Event, String, jiff::Timestamp, Option<String>);
+type Report = (Step, String, jiff::Timestamp, Option<String>);
 
 /// The key of a task object: `<namespace>/<name>`.
 pub(crate) fn key_of(t: &Task) -> String {
@@ -161,8 +177,12 @@ pub(crate) struct Supervisor {
     checkpoints: Option<Checkpoints>,
     /// Ends kept by an earlier run of the agent, reported after the first list.
     restored: Vec<Ended>,
-    /// Tasks killed for their disk use, and the failure they end with.
+    /// Tasks the agent killed for a reason of its own (their disk use,
+    /// their health check), and the failure each ends with.
     over_disk: HashMap<String, Failure>,
+    /// Health checking: where probe results go, each checked task's probe
+    /// loop and run of results.
+    probing: probing::Probing,
 }
 
 impl Supervisor {
@@ -202,6 +222,7 @@ impl Supervisor {
             checkpoints,
             restored,
             over_disk: HashMap::new(),
+            probing: probing::Probing::default(),
         }
     }
 
@@ -271,7 +292,10 @@ impl Supervisor {
         let uid = self.uids.get(key).cloned();
         let event = match ev {
             RuntimeEvent::Starting => Event::AgentStarting,
-            RuntimeEvent::Running => Event::AgentRunning,
+            RuntimeEvent::Running => {
+                self.start_probing(key);
+                Event::AgentRunning
+            }
             RuntimeEvent::Exited { .. } | RuntimeEvent::Killed
                 if self.over_disk.contains_key(key) =>
             {
@@ -292,6 +316,7 @@ impl Supervisor {
     }
 
     fn finished(&mut self, key: &str) {
+        self.stop_probing(key);
         self.tasks.remove(key);
         self.killing.remove(key);
         let uid = self.uids.remove(key);
@@ -682,7 +707,22 @@ impl Supervisor {
                 self.checkpoints.clone(),
             )
         });
-        reporter.send(key, (event, node.to_owned(), at, uid));
+        reporter.send(key, (Step::Event(event), node.to_owned(), at, uid));
+    }
+
+    /// Reports the task's health flipping.
+    fn report_health(&mut self, key: &str, healthy: bool, message: String) {
+        let node = self.node_of(key);
+        let uid = self.uids.get(key).cloned();
+        let reporter = self.reporter.get_or_insert_with(|| {
+            reports::Reporter::start(
+                self.client.clone(),
+                self.objects.clone(),
+                self.checkpoints.clone(),
+            )
+        });
+        let step = Step::Health { healthy, message };
+        reporter.send(key, (step, node, jiff::Timestamp::now(), uid));
     }
 }
 

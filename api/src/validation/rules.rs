@@ -8,6 +8,7 @@ use super::names::{
     is_qualified_name, is_resource_name,
 };
 use super::{Errors, FieldError, FieldPath};
+use crate::health::{HealthCheck, MAX_SECONDS as HEALTH_MAX_SECONDS, MAX_THRESHOLD};
 use crate::job::{
     AttributeConstraint, ConstraintOperator, Constraints, ContainerSpec, CronSpec, Job, JobKind,
     MAX_INSTANCES,
@@ -286,6 +287,78 @@ fn ports(errs: &mut Errors, at: &FieldPath, ports: &[PortSpec], c: &ContainerSpe
     }
 }
 
+/// A health check (`spec.healthCheck`), against the ports it may probe.
+fn health_check(errs: &mut Errors, at: &FieldPath, hc: &HealthCheck, ports: &[PortSpec]) {
+    let kinds = [hc.http.is_some(), hc.tcp.is_some(), hc.exec.is_some()];
+    match kinds.iter().filter(|k| **k).count() {
+        0 => errs.required(at, "one of http, tcp or exec"),
+        1 => {}
+        _ => errs.forbidden(at, "exactly one of http, tcp or exec"),
+    }
+    let named = |errs: &mut Errors, p: &FieldPath, port: &str| {
+        if !ports.iter().any(|q| q.name == port) {
+            errs.invalid(
+                p,
+                format!("\"{port}\""),
+                "must name one of the job's ports (spec.ports)",
+            );
+        }
+    };
+    if let Some(h) = &hc.http {
+        let p = at.child("http");
+        named(errs, &p.child("port"), &h.port);
+        if !h.path.starts_with('/') || h.path.len() > 2048 || h.path.chars().any(char::is_control) {
+            errs.invalid(
+                &p.child("path"),
+                format!("{:?}", h.path),
+                "an absolute path of at most 2048 characters",
+            );
+        }
+        if let Some(s) = h.expected_status
+            && !(100..=599).contains(&s)
+        {
+            errs.invalid(
+                &p.child("expectedStatus"),
+                s,
+                "must be an HTTP status, 100 to 599",
+            );
+        }
+    }
+    if let Some(t) = &hc.tcp {
+        named(errs, &at.child("tcp").child("port"), &t.port);
+    }
+    if let Some(e) = &hc.exec
+        && e.command.first().is_none_or(String::is_empty)
+    {
+        errs.required(&at.child("exec").child("command"), "the program to run");
+    }
+    for (field, v, min) in [
+        ("initialDelaySeconds", hc.initial_delay_seconds, 0),
+        ("periodSeconds", hc.period_seconds, 1),
+        ("timeoutSeconds", hc.timeout_seconds, 1),
+    ] {
+        if !(min..=HEALTH_MAX_SECONDS).contains(&v) {
+            errs.invalid(
+                &at.child(field),
+                v,
+                format!("must be between {min} and {HEALTH_MAX_SECONDS}"),
+            );
+        }
+    }
+    for (field, v) in [
+        ("successThreshold", hc.success_threshold),
+        ("failureThreshold", hc.failure_threshold),
+    ] {
+        if !(1..=MAX_THRESHOLD).contains(&v) {
+            errs.invalid(
+                &at.child(field),
+                v,
+                format!("must be between 1 and {MAX_THRESHOLD}"),
+            );
+        }
+    }
+}
+
 fn attribute(errs: &mut Errors, at: &FieldPath, a: &AttributeConstraint) {
     if !is_qualified_name(&a.name) {
         errs.invalid(
@@ -450,6 +523,9 @@ fn job_rules(job: &Job) -> Vec<FieldError> {
     }
     container(&mut errs, &spec.child("container"), &s.container);
     ports(&mut errs, &spec.child("ports"), &s.ports, &s.container);
+    if let Some(hc) = &s.health_check {
+        health_check(&mut errs, &spec.child("healthCheck"), hc, &s.ports);
+    }
     constraints(
         &mut errs,
         &spec.child("constraints"),
@@ -536,6 +612,9 @@ pub fn validate_task(task: &Task) -> Vec<FieldError> {
     task_resources(&mut errs, &spec.child("resources"), &s.resources);
     container(&mut errs, &spec.child("container"), &s.container);
     ports(&mut errs, &spec.child("ports"), &s.ports, &s.container);
+    if let Some(hc) = &s.health_check {
+        health_check(&mut errs, &spec.child("healthCheck"), hc, &s.ports);
+    }
     constraints(
         &mut errs,
         &spec.child("constraints"),
@@ -586,6 +665,10 @@ pub fn validate_task_update(new: &Task, old: &Task) -> Vec<FieldError> {
             ("container", old.spec.container != new.spec.container),
             ("constraints", old.spec.constraints != new.spec.constraints),
             ("ports", old.spec.ports != new.spec.ports),
+            (
+                "healthCheck",
+                old.spec.health_check != new.spec.health_check,
+            ),
         ];
         for (name, changed) in fields {
             if changed {

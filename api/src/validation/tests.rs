@@ -348,6 +348,61 @@ fn job_rules_name_the_field_and_the_error() {
             T::Invalid,
         ),
         (
+            "a health check of no kind",
+            |v| v["spec"]["healthCheck"] = json!({"periodSeconds": 2}),
+            "spec.healthCheck",
+            T::Required,
+        ),
+        (
+            "a health check of two kinds",
+            |v| {
+                v["spec"]["ports"] = json!([{"name": "http"}]);
+                v["spec"]["healthCheck"] =
+                    json!({"tcp": {"port": "http"}, "exec": {"command": ["true"]}});
+            },
+            "spec.healthCheck",
+            T::Forbidden,
+        ),
+        (
+            "a health check on a port the job does not name",
+            |v| v["spec"]["healthCheck"] = json!({"http": {"port": "http", "path": "/health"}}),
+            "spec.healthCheck.http.port",
+            T::Invalid,
+        ),
+        (
+            "a relative health path",
+            |v| {
+                v["spec"]["ports"] = json!([{"name": "http"}]);
+                v["spec"]["healthCheck"] = json!({"http": {"port": "http", "path": "health"}});
+            },
+            "spec.healthCheck.http.path",
+            T::Invalid,
+        ),
+        (
+            "an empty health command",
+            |v| v["spec"]["healthCheck"] = json!({"exec": {"command": []}}),
+            "spec.healthCheck.exec.command",
+            T::Required,
+        ),
+        (
+            "a zero period",
+            |v| {
+                v["spec"]["healthCheck"] =
+                    json!({"exec": {"command": ["true"]}, "periodSeconds": 0})
+            },
+            "spec.healthCheck.periodSeconds",
+            T::Invalid,
+        ),
+        (
+            "a zero failure threshold",
+            |v| {
+                v["spec"]["healthCheck"] =
+                    json!({"exec": {"command": ["true"]}, "failureThreshold": 0})
+            },
+            "spec.healthCheck.failureThreshold",
+            T::Invalid,
+        ),
+        (
             "too many ports",
             |v| {
                 let ports: Vec<Value> = (0..17).map(|i| json!({"name": format!("p{i}")})).collect();
@@ -411,6 +466,11 @@ fn valid_variants_pass() {
         }),
         ("dedicated to own role", |v| {
             v["spec"]["constraints"]["dedicated"] = json!("analytics")
+        }),
+        ("the issue's health check", |v| {
+            v["spec"]["ports"] = json!([{"name": "http"}, {"name": "admin", "port": 9090}]);
+            v["spec"]["healthCheck"] = json!({"http": {"port": "http", "path": "/health"}, "initialDelaySeconds": 1,
+                "periodSeconds": 2, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3});
         }),
         (
             "named ports, one fixed",

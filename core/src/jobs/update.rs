@@ -26,7 +26,7 @@ use super::TaskView;
 pub const TEMPLATE_ANNOTATION: &str = "corral.dev/template-hash";
 
 /// The hash of what a job's tasks are made of: role, resources, tier,
-/// priority, container, constraints, ports and fencing. Changing any of
+/// priority, container, constraints, ports, health check and fencing. Changing any of
 /// them rolls the job;
 /// `instances`, timeouts and policies do not.
 pub fn template_hash(spec: &JobSpec) -> String {
@@ -40,6 +40,9 @@ pub fn template_hash(spec: &JobSpec) -> String {
     }
     if !spec.ports.is_empty() {
         template["ports"] = serde_json::json!(spec.ports);
+    }
+    if let Some(hc) = &spec.health_check {
+        template["healthCheck"] = serde_json::json!(hc);
     }
     let digest = Sha256::digest(template.to_string().as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -157,6 +160,7 @@ mod tests {
             serde_json::json!({"tier": "preferred"}),
             serde_json::json!({"role": "other"}),
             serde_json::json!({"ports": [{"name": "http"}]}),
+            serde_json::json!({"healthCheck": {"exec": {"command": ["true"]}}}),
         ] {
             assert_ne!(template_hash(&job(changed.clone())), base, "{changed}");
         }

@@ -4,7 +4,8 @@
 //!
 //! Each test has its own containerd, containerd namespace and task names, so
 //! cgroup paths never collide between tests running side by side.
-//! `isolation.rs`: what a task cannot do to its node.
+//! `isolation.rs`: what a task cannot do to its node. `services.rs`: ports,
+//! health checks and endpoints.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use corral_e2e::{Agent, Containerd, Kubectl, Server, TEST_IMAGE, wait_for};
 use serde_json::Value;
 
 mod isolation;
+mod services;
 
 const WAIT: Duration = Duration::from_secs(60);
 

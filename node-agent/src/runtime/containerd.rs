@@ -30,11 +30,13 @@ use async_trait::async_trait;
 use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::{
-    DeleteContainerRequest, DeleteTaskRequest, GetRequest as GetTaskRequest, KillRequest,
-    ListContainersRequest, WaitRequest, containers_client::ContainersClient,
-    tasks_client::TasksClient, version_client::VersionClient,
+    DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
+    GetContainerRequest, GetRequest as GetTaskRequest, KillRequest, ListContainersRequest,
+    StartRequest, WaitRequest, containers_client::ContainersClient, tasks_client::TasksClient,
+    version_client::VersionClient,
 };
 use containerd_client::types::v1::Status as ProcessStatus;
+use corral_api::job::ContainerSpec;
 use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_core::lifecycle::Failure;
@@ -48,7 +50,7 @@ pub use spec::user_namespaces_allowed;
 
 use super::cgroup::Cgroup;
 use super::{
-    ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
+    ContainerRuntime, Events, ExecOutcome, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
     prepare_sandbox,
 };
 
@@ -129,6 +131,8 @@ struct Inner {
     /// Tasks get user namespaces (`cfg.userns_base`), until the OCI runtime
     /// shows it cannot reach containerd's state as a remapped root.
     userns: std::sync::atomic::AtomicBool,
+    /// Numbers commands run in tasks (health checks' `exec`).
+    execs: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +166,7 @@ impl Containerd {
                 channel,
                 tasks: Mutex::new(HashMap::new()),
                 userns: std::sync::atomic::AtomicBool::new(cfg_userns),
+                execs: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         me.version().await?;
@@ -319,6 +324,17 @@ impl Containerd {
         });
     }
 
+    /// Removes an exec'd process's record (once it exited or was killed).
+    async fn delete_exec(&self, id: &str, exec_id: &str) {
+        let _ = self
+            .task_service()
+            .delete_process(self.req(DeleteProcessRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            }))
+            .await;
+    }
+
     async fn signal(&self, id: &str, signal: u32, all: bool) {
         let _ = self
             .task_service()
@@ -396,6 +412,106 @@ impl ContainerRuntime for Containerd {
             }
         }
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        key: &str,
+        _container: &ContainerSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let id = match self.tasks().get(key) {
+            Some(r) => r.id.clone(),
+            None => return Err(RuntimeError::NotRunning(key.to_owned())),
+        };
+        // As the container's own process runs (user, environment, working
+        // directory, capabilities, no new privileges), with `command`.
+        let container = self
+            .containers()
+            .get(self.req(GetContainerRequest { id: id.clone() }))
+            .await
+            .map_err(|s| backend(s.message()))?
+            .into_inner()
+            .container
+            .ok_or_else(|| backend("the container has no record"))?;
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(&a.value).ok())
+            .ok_or_else(|| backend("the container's spec is unreadable"))?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(command);
+        process["terminal"] = serde_json::json!(false);
+        let value = serde_json::to_vec(&process).map_err(backend)?;
+        let exec_id = format!("probe-{}", self.inner.execs.fetch_add(1, Ordering::Relaxed));
+        let files = super::task_files_dir(&self.inner.cfg.sandboxes, key);
+        let out = files.join("probe.out");
+        std::fs::write(&out, b"").map_err(|e| backend(format!("{}: {e}", out.display())))?;
+        let path = out.display().to_string();
+        let tasks = self.task_service();
+        let run = async {
+            tasks
+                .clone()
+                .exec(self.req(ExecProcessRequest {
+                    container_id: id.clone(),
+                    exec_id: exec_id.clone(),
+                    stdin: String::new(),
+                    stdout: path.clone(),
+                    stderr: path.clone(),
+                    terminal: false,
+                    spec: Some(prost_types::Any {
+                        type_url:
+                            "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                        value,
+                    }),
+                }))
+                .await?;
+            tasks
+                .clone()
+                .start(self.req(StartRequest {
+                    container_id: id.clone(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await?;
+            let waited = tasks
+                .clone()
+                .wait(self.req(WaitRequest {
+                    container_id: id.clone(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await?;
+            Ok::<_, tonic::Status>(waited.into_inner().exit_status)
+        };
+        let code = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(status)) => Some(i32::try_from(status).unwrap_or(128)),
+            Ok(Err(s)) => {
+                self.delete_exec(&id, &exec_id).await;
+                return Err(backend(s.message()));
+            }
+            Err(_) => {
+                let _ = tasks
+                    .clone()
+                    .kill(self.req(KillRequest {
+                        container_id: id.clone(),
+                        exec_id: exec_id.clone(),
+                        signal: 9,
+                        all: false,
+                    }))
+                    .await;
+                None
+            }
+        };
+        self.delete_exec(&id, &exec_id).await;
+        let output = std::fs::read(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        Ok(ExecOutcome {
+            code,
+            output: match code {
+                Some(_) => super::output_tail(&output),
+                None => format!("timed out after {}s", timeout.as_secs_f32()),
+            },
+        })
     }
 
     async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError> {

@@ -162,6 +162,23 @@ pub enum RuntimeError {
     },
 }
 
+/// What a command run in a task did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// Its exit status; None when it ran past its time and was killed.
+    pub code: Option<i32>,
+    /// The end of its output (stdout and stderr together), at most
+    /// [`corral_api::health::MAX_OUTPUT`] bytes.
+    pub output: String,
+}
+
+/// The last `MAX_OUTPUT` bytes of `bytes`, as text.
+pub fn output_tail(bytes: &[u8]) -> String {
+    let max = corral_api::health::MAX_OUTPUT;
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+}
+
 /// A way to run containers (containerd, plain processes, or simulation).
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
@@ -172,6 +189,22 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// True when the runtime can start containers now (containerd answers).
     async fn healthy(&self) -> bool {
         true
+    }
+    /// Runs `command` in running task `key` (its container, or as its user
+    /// beside its process), with `container` its spec, for at most
+    /// `timeout`: a health check's `exec`.
+    async fn exec(
+        &self,
+        key: &str,
+        container: &ContainerSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let _ = (container, command, timeout);
+        Err(RuntimeError::Unsupported {
+            runtime: kind_name(self.kind()),
+            why: format!("running a command in task {key}"),
+        })
     }
     /// Starts the task; its events arrive on `events`. Returns once the task
     /// is started (or has failed to start, which is reported as an event).

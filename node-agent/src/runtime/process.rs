@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use corral_api::job::NetworkMode;
+use corral_api::job::{ContainerSpec, NetworkMode};
 use corral_api::node::RuntimeKind;
 use corral_api::task::FailureReason;
 use corral_core::lifecycle::Failure;
@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::cgroup::Cgroup;
 use super::{
-    ContainerRuntime, Events, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
+    ContainerRuntime, Events, ExecOutcome, Launch, RuntimeError, RuntimeEvent, Usage, container_id,
     key_of_container_id, prepare_sandbox, task_files_dir,
 };
 use crate::checkpoint::Checkpoints;
@@ -435,6 +435,79 @@ impl ContainerRuntime for Process {
             let _ = events.send((launch.key.clone(), failed)).await;
         }
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        key: &str,
+        container: &ContainerSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        if !self.tasks().contains_key(key) {
+            return Err(RuntimeError::NotRunning(key.to_owned()));
+        }
+        let backend = |detail: String| RuntimeError::Backend {
+            runtime: "process",
+            detail,
+        };
+        let drop_to = as_user(container.user.as_deref()).map_err(|e| backend(format!("{e:?}")))?;
+        let sandbox = super::sandbox_dir(&self.inner.sandboxes, key);
+        // As the task itself runs: in its cgroup, as its user, in its
+        // sandbox, with its environment; its output to a pipe we read.
+        let join = self
+            .cgroup(key)
+            .map(|cg| format!("{} || exit 126; ", cg.join_script()))
+            .unwrap_or_default();
+        let setpriv = match drop_to.uid {
+            0 => String::new(),
+            _ => format!(
+                "{SETPRIV} --reuid={} --regid={} --clear-groups --no-new-privs -- ",
+                drop_to.uid, drop_to.gid
+            ),
+        };
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("{join}exec {setpriv}\"$@\" 2>&1"))
+            .arg("sh")
+            .args(command)
+            .current_dir(&sandbox)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("CORRAL_SANDBOX", &sandbox)
+            .env("CORRAL_TASK", key)
+            .envs(container.env.iter().map(|e| (&e.name, &e.value)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| backend(format!("cannot start /bin/sh: {e}")))?;
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => Ok(ExecOutcome {
+                code: out
+                    .status
+                    .code()
+                    .or_else(|| out.status.signal().map(|s| 128 + s)),
+                output: super::output_tail(&out.stdout),
+            }),
+            Ok(Err(e)) => Err(backend(format!("waiting for the command: {e}"))),
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                }
+                Ok(ExecOutcome {
+                    code: None,
+                    output: format!("timed out after {}s", timeout.as_secs_f32()),
+                })
+            }
+        }
     }
 
     async fn kill(&self, key: &str, grace: Duration) -> Result<(), RuntimeError> {

@@ -19,14 +19,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use corral_api::Task;
+use corral_api::{Task, TaskPhase};
 use corral_core::lifecycle;
 use kube::api::Api;
 use kube::core::Status;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Objects, Report, is_end};
+use super::{Objects, Report, Step, is_end};
 use crate::checkpoint::Checkpoints;
 
 /// Items per request (the server takes up to 1,000).
@@ -118,8 +118,10 @@ fn forget_ends(checkpoints: Option<&Checkpoints>, reports: &[Report]) {
     let Some(c) = checkpoints else {
         return;
     };
-    for (event, _, _, uid) in reports {
-        if let (true, Some(uid)) = (is_end(event), uid) {
+    for (step, _, _, uid) in reports {
+        if let (Step::Event(event), Some(uid)) = (step, uid)
+            && is_end(event)
+        {
             c.clear(uid);
         }
     }
@@ -130,14 +132,24 @@ fn forget_ends(checkpoints: Option<&Checkpoints>, reports: &[Report]) {
 fn next_status(objects: &Objects, key: &str, reports: &[Report]) -> Option<(Task, Value)> {
     let task = objects.lock().ok()?.get(key).cloned()?;
     let mut status = task.status.clone().unwrap_or_default();
-    for (event, node, at, uid) in reports {
+    for (step, node, at, uid) in reports {
         if let (Some(want), Some(is)) = (uid.as_deref(), task.metadata.uid.as_deref())
             && want != is
         {
             continue;
         }
-        if let Err(e) = lifecycle::apply(&mut status, event, *at, &format!("agent/{node}")) {
-            tracing::debug!(task = %key, error = %e, "report not applicable");
+        match step {
+            Step::Event(event) => {
+                if let Err(e) = lifecycle::apply(&mut status, event, *at, &format!("agent/{node}"))
+                {
+                    tracing::debug!(task = %key, error = %e, "report not applicable");
+                }
+            }
+            // Only a running copy is healthy or not.
+            Step::Health { healthy, message } if status.phase() == TaskPhase::Running => {
+                status.set_healthy(*healthy, message.clone(), *at);
+            }
+            Step::Health { .. } => {}
         }
     }
     if Some(&status) == task.status.as_ref() {

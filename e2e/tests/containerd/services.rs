@@ -1,0 +1,192 @@
+//! Services on real containerd: named ports assigned per node and read from
+//! the environment, HTTP and command health checks run by the agent, and
+//! the EndpointSlices stock clients read.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use anyhow::{Context, Result};
+use corral_e2e::wait_for;
+use serde_json::Value;
+
+use super::{Cluster, WAIT};
+
+/// `GET path` on `127.0.0.1:port`: the status line and the body.
+fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn port_of(task: &Value, name: &str) -> Option<u16> {
+    task["status"]["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+fn healthy(task: &Value) -> bool {
+    task["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Healthy" && c["status"] == "True")
+}
+
+/// (task, ready) of every endpoint of job `job`, sorted.
+fn endpoints(c: &Cluster, job: &str) -> Result<Vec<(String, bool)>> {
+    let r = c.k.run(&[
+        "-n",
+        "analytics",
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={job}"),
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&r.ok()?)?;
+    let mut out: Vec<(String, bool)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            (
+                e["targetRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["conditions"]["ready"] == true,
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[test]
+fn two_instances_serve_on_their_own_ports_and_a_failing_health_check_replaces_one() -> Result<()> {
+    let c = Cluster::start("ctd-svc", "containerd")?;
+    // busybox httpd serves the task's sandbox; its health file is there.
+    c.job(
+        "web",
+        "service",
+        "32Mi",
+        "mkdir -p $CORRAL_SANDBOX/www && echo ok > $CORRAL_SANDBOX/www/health && echo $PORT0 > $CORRAL_SANDBOX/www/port && exec httpd -f -p $(PORT_HTTP) -h $CORRAL_SANDBOX/www",
+        "\n  ports: [{name: http}]\n  healthCheck: {http: {port: http, path: /health}, periodSeconds: 1, failureThreshold: 2}",
+    )?;
+    c.k.run(&["-n", "analytics", "scale", "job/web", "--replicas=2"])?
+        .ok()?;
+    let mut tasks = Vec::new();
+    for name in ["web-0-0", "web-1-0"] {
+        c.wait_phase(name, "RUNNING")?;
+        wait_for(&format!("{name} healthy"), WAIT, || {
+            Ok(c.task(name)?.is_some_and(|t| healthy(&t)))
+        })
+        .with_context(|| c.logs())?;
+        tasks.push(c.task(name)?.context("the task")?);
+    }
+    let ports: Vec<u16> = tasks
+        .iter()
+        .map(|t| port_of(t, "http").context("an http port"))
+        .collect::<Result<_>>()?;
+    assert_ne!(ports[0], ports[1], "one node, two ports");
+    assert!(
+        ports.iter().all(|p| (31000..=32000).contains(p)),
+        "{ports:?}"
+    );
+    for (t, port) in tasks.iter().zip(&ports) {
+        assert_eq!(t["spec"]["nodeName"], "ctd-svc");
+        assert!(
+            t["status"]["hostIP"]
+                .as_str()
+                .is_some_and(|a| !a.is_empty()),
+            "{t}"
+        );
+        // Each serves on its own port, which it read from its environment.
+        let answer = get(*port, "/port")?;
+        assert!(
+            answer.starts_with("HTTP/1.") && answer.contains(" 200 "),
+            "{answer}"
+        );
+        assert!(answer.trim_end().ends_with(&port.to_string()), "{answer}");
+    }
+    wait_for("both endpoints ready", WAIT, || {
+        Ok(endpoints(&c, "web")? == vec![("web-0-0".into(), true), ("web-1-0".into(), true)])
+    })?;
+    let table =
+        c.k.run(&["-n", "analytics", "get", "endpointslices"])?
+            .ok()?;
+    assert!(table.contains("IPv4") || table.contains("FQDN"), "{table}");
+
+    // web-0-0's health endpoint goes away: it fails its check, is killed
+    // with the reason, and its replacement serves.
+    let sandbox = corral_node_agent::runtime::sandbox_dir(
+        &c.server.home.join("agent").join(&c.node).join("sandboxes"),
+        "analytics/web-0-0",
+    );
+    std::fs::remove_file(sandbox.join("www").join("health"))?;
+    let failed = c.wait_phase("web-0-0", "FAILED")?;
+    assert_eq!(
+        failed["status"]["failureReason"], "HealthCheckFailed",
+        "{failed}"
+    );
+    let message = failed["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("404"),
+        "the probe's last output: {message}"
+    );
+    wait_for("web-0-0 gone from the endpoints", WAIT, || {
+        Ok(!endpoints(&c, "web")?.iter().any(|(t, _)| t == "web-0-0"))
+    })?;
+    let replacement = wait_for("a replacement of instance 0, healthy", WAIT, || {
+        let r = c.k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "tasks",
+            "-l",
+            "corral.dev/instance=0",
+            "-o",
+            "json",
+        ])?;
+        let list: Value = serde_json::from_str(&r.ok()?)?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["metadata"]["name"] != "web-0-0" && healthy(t)))
+    });
+    replacement.with_context(|| c.logs())?;
+
+    // A command check, run in the container: healthy while the file is
+    // there, failed with the command's output once it is gone.
+    c.job(
+        "cmd",
+        "service",
+        "16Mi",
+        "touch /tmp/healthy; sleep 4; rm /tmp/healthy; exec sleep 600",
+        "\n  healthCheck: {exec: {command: [cat, /tmp/healthy]}, periodSeconds: 1, failureThreshold: 2}",
+    )?;
+    wait_for("cmd-0-0 healthy", WAIT, || {
+        Ok(c.task("cmd-0-0")?.is_some_and(|t| healthy(&t)))
+    })
+    .with_context(|| c.logs())?;
+    let failed = c.wait_phase("cmd-0-0", "FAILED")?;
+    assert_eq!(
+        failed["status"]["failureReason"], "HealthCheckFailed",
+        "{failed}"
+    );
+    let message = failed["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("/tmp/healthy"), "{message}");
+    Ok(())
+}
