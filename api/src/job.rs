@@ -426,28 +426,14 @@ pub struct JobSpec {
     /// Transient-state timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
-    /// How a change of the task template (resources, container,
-    /// constraints, tier, priority, role) reaches running instances.
+    /// How a change of the task template (resources, container, ports,
+    /// health check, constraints, tier, priority) reaches running
+    /// instances: an update (see [`crate::update`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateStrategy>,
 }
 
-/// A rolling update: instances whose task runs an older template are
-/// restarted onto the current one a batch at a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UpdateStrategy {
-    /// How many instances may be in the middle of an update at once (their
-    /// old task being killed, or their new one not yet RUNNING). Default 1.
-    #[serde(default = "one")]
-    pub batch_size: u32,
-}
-
-impl Default for UpdateStrategy {
-    fn default() -> Self {
-        Self { batch_size: 1 }
-    }
-}
+pub use crate::update::UpdateStrategy;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -484,6 +470,16 @@ pub enum JobReason {
     RollingUpdate,
     /// Every live task runs the current template.
     UpdateComplete,
+    /// A failed update (or a request) is rolling back.
+    RollingBack,
+    /// An update was rolled back.
+    UpdateRolledBack,
+    /// An update failed and stopped.
+    UpdateFailed,
+    /// An update is paused on request.
+    UpdatePaused,
+    /// An update was aborted.
+    UpdateAborted,
     /// Every ad-hoc instance finished.
     AllInstancesFinished,
     /// An instance failed `maxTaskFailures` times.
@@ -547,6 +543,16 @@ pub struct JobStatus {
     /// Instances whose live task runs the current template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_instances: Option<u32>,
+    /// The template the job's instances are meant to run: the last one
+    /// rolled forward (or back to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::update::TaskTemplate>,
+    /// The update under way, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::UpdateStatus>,
+    /// Earlier updates, newest first (at most ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_history: Vec<crate::update::UpdateStatus>,
     /// The label selector of the job's tasks, in its string form
     /// (`corral.dev/job=<name>`): the Scale's selector, so an autoscaler
     /// can find the tasks whose metrics it reads.

@@ -18,6 +18,7 @@ pub mod reservation;
 pub mod resources;
 pub mod role;
 pub mod task;
+pub mod update;
 pub mod validation;
 
 pub use common::{API_VERSION, Condition, ConditionStatus, GROUP, SYSTEM_NAMESPACE, Tier, VERSION};

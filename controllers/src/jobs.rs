@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::job::{JobConditionType, JobReason};
+use corral_api::update::{TaskTemplate, UpdateState, UpdateStatus};
 use corral_api::{Condition, ConditionStatus, Job, Task, TaskPhase};
 use corral_core::jobs::{self, task_name};
 use corral_core::lifecycle;
@@ -103,6 +104,7 @@ impl Ctx {
 
 fn task_for(
     job: &Job,
+    template: &TaskTemplate,
     instance: u32,
     attempt: u32,
     hold: Option<jiff::Timestamp>,
@@ -123,6 +125,7 @@ fn task_for(
                     | jobs::KILL_ANNOTATION
                     | jobs::RESTART_ANNOTATION
                     | jobs::THROTTLED_UNTIL_ANNOTATION
+                    | corral_api::update::UPDATE_REQUEST_ANNOTATION
             )
         })
         .map(|(k, v)| (k, Value::String(v)))
@@ -133,7 +136,7 @@ fn task_for(
     );
     annotations.insert(
         jobs::TEMPLATE_ANNOTATION.into(),
-        json!(jobs::template_hash(&job.spec)),
+        json!(jobs::update::hash_of(template)),
     );
     if let Some(until) = hold {
         annotations.insert(
@@ -141,7 +144,7 @@ fn task_for(
             json!(until.to_string()),
         );
     }
-    let s = &job.spec;
+    let s = template;
     let v = json!({
         "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
         "metadata": {
@@ -187,7 +190,19 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     // harmless 409, and writes to the ones there are conditional.
     let owned = tasks_cache.indexed(cache::BY_JOB, &cache::job_key(&ns, &name));
     let views: Vec<jobs::TaskView> = owned.iter().filter_map(|t| jobs::view(&name, t)).collect();
-    let plan = jobs::reconcile(&job, &views);
+    let now = jiff::Timestamp::now();
+    let plan = jobs::reconcile(&job, &views, now.as_microsecond());
+    // New tasks are made from the update's target: the spec's template, or
+    // the one a rollback returns to.
+    let spec_template = job.spec.template();
+    let template = match plan.rollout.as_ref() {
+        Some(r) if r.target == jobs::update::Target::Previous => r
+            .update
+            .as_ref()
+            .and_then(|u| u.from.as_ref())
+            .unwrap_or(&spec_template),
+        _ => &spec_template,
+    };
     let new_tasks = plan
         .create
         .iter()
@@ -196,7 +211,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
                 .holds
                 .get(&(*instance, *attempt))
                 .and_then(|us| jiff::Timestamp::from_microsecond(*us).ok());
-            task_for(&job, *instance, *attempt, hold)
+            task_for(&job, template, *instance, *attempt, hold)
         })
         .collect::<Result<Vec<Task>, JobError>>()?;
     // The server gives each task its PENDING (or THROTTLED) status in the
@@ -209,7 +224,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             Err(e) => return Err(kube::Error::Api(e).into()),
         }
     }
-    let now = jiff::Timestamp::now();
     let next_release = release_throttled(&tasks, &owned, now).await?;
     let requests = plan
         .kill
@@ -302,7 +316,27 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
         "selector": format!("{JOB_LABEL}={name}")}});
     if let Some((updated, rolling)) = plan.update {
         status["status"]["updatedInstances"] = json!(updated);
-        status["status"]["conditions"] = json!(progressing(&job, updated, rolling, now));
+        let update = plan.rollout.as_ref().and_then(|r| r.update.as_ref());
+        status["status"]["conditions"] = json!(progressing(&job, updated, rolling, update, now));
+    }
+    if let Some(r) = &plan.rollout {
+        if let Some(t) = &r.template {
+            status["status"]["template"] = json!(t);
+        }
+        if r.update.is_some() {
+            status["status"]["update"] = json!(r.update);
+        }
+        if let Some(done) = &r.archived {
+            let mut history = vec![done.clone()];
+            history.extend(
+                job.status
+                    .as_ref()
+                    .map(|st| st.update_history.clone())
+                    .unwrap_or_default(),
+            );
+            history.truncate(corral_api::update::HISTORY_LIMIT);
+            status["status"]["updateHistory"] = json!(history);
+        }
     }
     jobs_api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
@@ -316,32 +350,70 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             )
         })
         .map_or(RESYNC, |d| d.min(RESYNC));
-    Ok(Action::requeue(wake))
+    // Back when an updated instance will have been healthy long enough.
+    let healthy_at = plan.rollout.as_ref().and_then(|r| r.wake).map(|us| {
+        Duration::from_micros(u64::try_from(us - now.as_microsecond()).unwrap_or(0) + 10_000)
+    });
+    Ok(Action::requeue(healthy_at.map_or(wake, |d| d.min(wake))))
 }
 
 /// The job's conditions with `Progressing` set for a rolling update (True
 /// while one is under way); its transition time moves only when it flips.
-fn progressing(job: &Job, updated: u32, rolling: bool, now: jiff::Timestamp) -> Vec<JobCondition> {
+fn progressing(
+    job: &Job,
+    updated: u32,
+    rolling: bool,
+    update: Option<&UpdateStatus>,
+    now: jiff::Timestamp,
+) -> Vec<JobCondition> {
     let mut conditions = job
         .status
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let (status, reason, message) = if rolling {
-        (
+    let n = job.spec.instances;
+    let (status, reason, message) = match update.map(|u| (u.state, u)) {
+        Some((UpdateState::RollingBack, u)) => (
+            ConditionStatus::True,
+            JobReason::RollingBack,
+            format!(
+                "update {}: {} ({updated} of {n} instances back)",
+                u.id, u.message
+            ),
+        ),
+        Some((UpdateState::Paused | UpdateState::RollBackPaused, u)) => (
+            ConditionStatus::True,
+            JobReason::UpdatePaused,
+            format!(
+                "update {} is paused ({updated} of {n} instances moved)",
+                u.id
+            ),
+        ),
+        Some((UpdateState::RolledBack, u)) => (
+            ConditionStatus::False,
+            JobReason::UpdateRolledBack,
+            format!("update {}: {}", u.id, u.message),
+        ),
+        Some((UpdateState::Failed, u)) => (
+            ConditionStatus::False,
+            JobReason::UpdateFailed,
+            format!("update {}: {}", u.id, u.message),
+        ),
+        Some((UpdateState::Aborted, u)) => (
+            ConditionStatus::False,
+            JobReason::UpdateAborted,
+            format!("update {}: {}", u.id, u.message),
+        ),
+        _ if rolling => (
             ConditionStatus::True,
             JobReason::RollingUpdate,
-            format!(
-                "{updated} of {} instances run the current template",
-                job.spec.instances
-            ),
-        )
-    } else {
-        (
+            format!("{updated} of {n} instances run the current template"),
+        ),
+        _ => (
             ConditionStatus::False,
             JobReason::UpdateComplete,
             "every instance runs the current template".to_owned(),
-        )
+        ),
     };
     let since = conditions
         .iter()

@@ -97,6 +97,10 @@ pub struct TaskView {
     pub ended: Option<i64>,
     /// The hash of the template it was made from, when recorded.
     pub template: Option<String>,
+    /// Since when it has been healthy without a break (Unix µs): its
+    /// `Healthy` condition's transition when it has a health check, else
+    /// when it started running; None when it is not running (healthy).
+    pub healthy_since: Option<i64>,
 }
 
 /// What to do.
@@ -116,6 +120,9 @@ pub struct JobPlan {
     /// Instances whose live task runs the current template, and whether a
     /// rolling update is under way (None: not a job that rolls).
     pub update: Option<(u32, bool)>,
+    /// The job's update: what new tasks are made from, its status, the
+    /// template to keep (see [`update`]); None for jobs that do not roll.
+    pub rollout: Option<update::Roll>,
     /// Tasks per phase.
     pub counts: BTreeMap<TaskPhase, u32>,
     /// Failed tasks so far.
@@ -199,6 +206,20 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
             .as_ref()
             .and_then(|a| a.get(TEMPLATE_ANNOTATION))
             .cloned(),
+        healthy_since: (phase == TaskPhase::Running)
+            .then(|| match &t.spec.health_check {
+                Some(_) => status
+                    .conditions
+                    .iter()
+                    .find(|c| {
+                        c.type_ == corral_api::task::TaskConditionType::Healthy
+                            && c.status == corral_api::ConditionStatus::True
+                    })
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|t| t.0.as_microsecond()),
+                None => at(TaskPhase::Running),
+            })
+            .flatten(),
     })
 }
 
@@ -222,7 +243,7 @@ fn hold_until(history: &[&TaskView]) -> Option<i64> {
 }
 
 /// Decides what the job needs now.
-pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
+pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
     let s = &job.spec;
     let mut plan = JobPlan {
         create: Vec::new(),
@@ -231,6 +252,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
         restart: Vec::new(),
         prune: Vec::new(),
         update: None,
+        rollout: None,
         counts: BTreeMap::new(),
         failures: 0,
         phase: JobPhase::Active,
@@ -320,20 +342,30 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
     }
     // A template change rolls through the instances a batch at a time.
     let replacing: Vec<u32> = plan.create.iter().map(|(i, _)| *i).collect();
-    let roll = update::roll(
-        s.instances,
-        s.update.as_ref().map_or(1, |u| u.batch_size),
+    let policy = s.update.clone().unwrap_or_default();
+    let spec_template = s.template();
+    let status = job.status.as_ref();
+    let roll = update::decide(
+        update::Input {
+            instances: s.instances,
+            policy: &policy,
+            spec: &spec_template,
+            recorded: status.and_then(|st| st.template.as_ref()),
+            update: status.and_then(|st| st.update.as_ref()),
+            request: annotation(corral_api::update::UPDATE_REQUEST_ANNOTATION).map(String::as_str),
+            replacing: &replacing,
+            now,
+        },
         &by_instance,
-        &template_hash(s),
-        &replacing,
     );
-    plan.kill.extend(roll.kill);
-    for name in roll.restart {
-        if !plan.restart.contains(&name) {
-            plan.restart.push(name);
+    plan.kill.extend(roll.kill.iter().cloned());
+    for name in &roll.restart {
+        if !plan.restart.contains(name) {
+            plan.restart.push(name.clone());
         }
     }
     plan.update = Some((roll.updated, roll.rolling));
+    plan.rollout = Some(roll);
     // A service instance keeps what it needs (its newest end, or its run
     // of flaps); the job keeps a bounded history besides.
     if s.kind == JobKind::Service {
@@ -391,6 +423,10 @@ pub fn reconcile(job: &Job, tasks: &[TaskView]) -> JobPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(job: &Job, tasks: &[TaskView]) -> JobPlan {
+        reconcile(job, tasks, 0)
+    }
     use serde_json::json;
 
     fn job(kind: &str, instances: u32, max_failures: i32) -> Job {
@@ -411,6 +447,7 @@ mod tests {
             flapped: false,
             ended: None,
             template: None,
+            healthy_since: None,
         }
     }
 
@@ -425,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_new_job_gets_one_task_per_instance() {
-        let p = reconcile(&job("service", 3, 1), &[]);
+        let p = plan_of(&job("service", 3, 1), &[]);
         assert_eq!(p.create, vec![(0, 0), (1, 0), (2, 0)]);
         assert_eq!(p.phase, JobPhase::Active);
     }
@@ -438,7 +475,7 @@ mod tests {
             t(2, 0, TaskPhase::Running),
             t(3, 4, TaskPhase::Killed),
         ];
-        let p = reconcile(&job("service", 4, 1), &tasks);
+        let p = plan_of(&job("service", 4, 1), &tasks);
         assert_eq!(p.create, vec![(0, 1), (1, 1), (3, 5)]);
         assert_eq!((p.failures, p.phase), (1, JobPhase::Active));
     }
@@ -447,34 +484,31 @@ mod tests {
     fn adhoc_retries_until_max_task_failures_then_fails() {
         // Aurora's testFailedTaskIncrementsFailureCount: with 1 (the
         // default) the first failure fails the job.
-        let p = reconcile(&job("adhoc", 1, 1), &[t(0, 0, TaskPhase::Failed)]);
+        let p = plan_of(&job("adhoc", 1, 1), &[t(0, 0, TaskPhase::Failed)]);
         assert_eq!(
             (p.create.clone(), p.phase, p.failures),
             (vec![], JobPhase::Failed, 1),
             "maxTaskFailures 1: a failed task is not retried"
         );
-        let p = reconcile(&job("adhoc", 1, 2), &[t(0, 0, TaskPhase::Failed)]);
+        let p = plan_of(&job("adhoc", 1, 2), &[t(0, 0, TaskPhase::Failed)]);
         assert_eq!(
             (p.create.clone(), p.phase),
             (vec![(0, 1)], JobPhase::Active),
             "maxTaskFailures 2: a second attempt"
         );
-        let p = reconcile(
+        let p = plan_of(
             &job("adhoc", 1, 2),
             &[t(0, 0, TaskPhase::Failed), t(0, 1, TaskPhase::Failed)],
         );
         assert_eq!((p.create.clone(), p.phase), (vec![], JobPhase::Failed));
         // maxTaskFailures 5: five attempts, the fifth failure is final.
         let five: Vec<_> = (0..4).map(|a| t(0, a, TaskPhase::Failed)).collect();
-        assert_eq!(reconcile(&job("adhoc", 1, 5), &five).create, vec![(0, 4)]);
+        assert_eq!(plan_of(&job("adhoc", 1, 5), &five).create, vec![(0, 4)]);
         let five: Vec<_> = (0..5).map(|a| t(0, a, TaskPhase::Failed)).collect();
-        assert_eq!(
-            reconcile(&job("adhoc", 1, 5), &five).phase,
-            JobPhase::Failed
-        );
-        let p = reconcile(&job("adhoc", 1, 0), &[t(0, 0, TaskPhase::Failed)]);
+        assert_eq!(plan_of(&job("adhoc", 1, 5), &five).phase, JobPhase::Failed);
+        let p = plan_of(&job("adhoc", 1, 0), &[t(0, 0, TaskPhase::Failed)]);
         assert_eq!(p.phase, JobPhase::Failed, "maxTaskFailures 0 is read as 1");
-        let p = reconcile(
+        let p = plan_of(
             &job("adhoc", 1, -1),
             &[
                 t(0, 0, TaskPhase::Failed),
@@ -487,7 +521,7 @@ mod tests {
 
     #[test]
     fn adhoc_succeeds_when_every_instance_finished_and_lost_tasks_are_replaced_free() {
-        let p = reconcile(
+        let p = plan_of(
             &job("adhoc", 2, 1),
             &[t(0, 0, TaskPhase::Finished), t(1, 0, TaskPhase::Lost)],
         );
@@ -495,7 +529,7 @@ mod tests {
             (p.create.clone(), p.failures, p.phase),
             (vec![(1, 1)], 0, JobPhase::Active)
         );
-        let p = reconcile(
+        let p = plan_of(
             &job("adhoc", 2, 1),
             &[
                 t(0, 0, TaskPhase::Finished),
@@ -513,7 +547,7 @@ mod tests {
             t(1, 0, TaskPhase::Running),
             t(2, 0, TaskPhase::Pending),
         ];
-        let p = reconcile(&job("service", 1, 1), &tasks);
+        let p = plan_of(&job("service", 1, 1), &tasks);
         assert_eq!(p.kill, vec![task_name("j", 1, 0), task_name("j", 2, 0)]);
         assert!(p.create.is_empty());
         assert_eq!(p.counts.get(&TaskPhase::Running), Some(&2));
@@ -539,7 +573,7 @@ mod tests {
             t(1, 0, TaskPhase::Finished),
             t(1, 1, TaskPhase::Pending),
         ];
-        let p = reconcile(&j, &tasks);
+        let p = plan_of(&j, &tasks);
         assert_eq!(p.phase, JobPhase::Killed);
         assert_eq!(p.kill, vec![task_name("j", 0, 0), task_name("j", 1, 1)]);
         assert!(p.create.is_empty(), "a killed job gets no replacements");
@@ -560,7 +594,7 @@ mod tests {
             t(1, 0, TaskPhase::Pending),
             newer,
         ];
-        let p = reconcile(&j, &tasks);
+        let p = plan_of(&j, &tasks);
         assert_eq!(
             p.restart,
             vec![task_name("j", 0, 0)],
@@ -575,10 +609,10 @@ mod tests {
         killed.displaced = true;
         let mut newer = t(2, 1, TaskPhase::Running);
         newer.assigned = Some(1_300_000_000);
-        let p = reconcile(&j, &[killed, t(1, 0, TaskPhase::Pending), newer]);
+        let p = plan_of(&j, &[killed, t(1, 0, TaskPhase::Pending), newer]);
         assert_eq!(p.create, vec![(0, 1)]);
         assert!(p.restart.is_empty());
-        let p = reconcile(
+        let p = plan_of(
             &with_annotation(job("service", 1, 1), RESTART_ANNOTATION, "not a time"),
             &[t(0, 0, TaskPhase::Running)],
         );
@@ -599,12 +633,12 @@ mod tests {
     fn a_flapping_service_instance_is_held_back_with_a_growing_backoff() {
         let j = job("service", 1, 1);
         // One quick failure: replaced at once.
-        let p = reconcile(&j, &[flapped(0, 0, 100)]);
+        let p = plan_of(&j, &[flapped(0, 0, 100)]);
         assert_eq!((p.create.clone(), p.holds.len()), (vec![(0, 1)], 0));
         // Two in a row: held 5 s after the last ended; three: 10 s.
-        let p = reconcile(&j, &[flapped(0, 0, 100), flapped(0, 1, 110)]);
+        let p = plan_of(&j, &[flapped(0, 0, 100), flapped(0, 1, 110)]);
         assert_eq!(p.holds.get(&(0, 2)), Some(&115_000_000));
-        let p = reconcile(
+        let p = plan_of(
             &j,
             &[flapped(0, 0, 100), flapped(0, 1, 110), flapped(0, 2, 130)],
         );
@@ -620,10 +654,10 @@ mod tests {
         // A task that ran long enough resets the count.
         let mut fine = t(0, 1, TaskPhase::Failed);
         fine.ended = Some(200_000_000);
-        let p = reconcile(&j, &[flapped(0, 0, 100), fine, flapped(0, 2, 300)]);
+        let p = plan_of(&j, &[flapped(0, 0, 100), fine, flapped(0, 2, 300)]);
         assert!(p.holds.is_empty());
         // Ad-hoc retries are bounded by maxTaskFailures instead.
-        let p = reconcile(
+        let p = plan_of(
             &job("adhoc", 1, -1),
             &[flapped(0, 0, 100), flapped(0, 1, 110)],
         );
@@ -631,7 +665,7 @@ mod tests {
     }
 
     fn p_hold(j: &Job, tasks: &[TaskView]) -> Option<i64> {
-        reconcile(j, tasks).holds.values().next().copied()
+        plan_of(j, tasks).holds.values().next().copied()
     }
 
     #[test]
@@ -649,14 +683,14 @@ mod tests {
             task.phase = TaskPhase::Running;
             task.ended = None;
         }
-        let p = reconcile(&job("service", 2, 1), &tasks);
+        let p = plan_of(&job("service", 2, 1), &tasks);
         let mut pruned = p.prune.clone();
         pruned.sort();
         let mut want: Vec<String> = (2..200).map(|i| task_name("j", i, 0)).collect();
         want.sort();
         assert_eq!(pruned, want, "the 100 that ended last stay");
         // Within the bound, nothing of theirs goes.
-        let p = reconcile(&job("service", 2, 1), &tasks[..102]);
+        let p = plan_of(&job("service", 2, 1), &tasks[..102]);
         assert!(p.prune.is_empty(), "{:?}", p.prune);
     }
 
@@ -674,7 +708,7 @@ mod tests {
             .collect();
         tasks.push(t(0, 150, TaskPhase::Running));
         tasks.push(t(1, 0, TaskPhase::Finished));
-        let p = reconcile(&job("service", 2, 1), &tasks);
+        let p = plan_of(&job("service", 2, 1), &tasks);
         let mut pruned = p.prune.clone();
         pruned.sort();
         // Instance 0 keeps attempt 149, instance 1 its only end; of the
@@ -684,11 +718,11 @@ mod tests {
         assert_eq!(pruned, want);
         // A flapping instance keeps its run of flaps, which the backoff counts.
         let flaps: Vec<TaskView> = (0..12).map(|a| flapped(0, a, 100 + i64::from(a))).collect();
-        let p = reconcile(&job("service", 1, 1), &flaps);
+        let p = plan_of(&job("service", 1, 1), &flaps);
         assert!(p.prune.is_empty(), "{:?}", p.prune);
         assert_eq!(p.holds.len(), 1, "still held back");
         // Ad-hoc history is what maxTaskFailures counts: it is never pruned.
-        let p = reconcile(&job("adhoc", 1, -1), &tasks[..150]);
+        let p = plan_of(&job("adhoc", 1, -1), &tasks[..150]);
         assert!(p.prune.is_empty());
     }
 }

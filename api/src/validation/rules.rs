@@ -547,14 +547,21 @@ fn job_rules(job: &Job) -> Vec<FieldError> {
             format!("must be at most {MAX_TIMEOUT_SECONDS}"),
         );
     }
-    if let Some(u) = &s.update
-        && u.batch_size == 0
-    {
-        errs.invalid(
-            &spec.child("update").child("batchSize"),
-            u.batch_size,
-            "must be at least 1",
-        );
+    if let Some(u) = &s.update {
+        if u.batch_size == 0 {
+            errs.invalid(
+                &spec.child("update").child("batchSize"),
+                u.batch_size,
+                "must be at least 1",
+            );
+        }
+        if u.min_healthy_seconds > MAX_TIMEOUT_SECONDS {
+            errs.invalid(
+                &spec.child("update").child("minHealthySeconds"),
+                u.min_healthy_seconds,
+                format!("must be at most {MAX_TIMEOUT_SECONDS}"),
+            );
+        }
     }
     if let Some(t) = &s.timeouts {
         timeout(
