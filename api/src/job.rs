@@ -546,10 +546,10 @@ pub struct JobStatus {
     /// The template the job's instances are meant to run: the last one
     /// rolled forward (or back to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<crate::update::TaskTemplate>,
+    pub template: Option<Box<crate::update::TaskTemplate>>,
     /// The update under way, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub update: Option<crate::update::UpdateStatus>,
+    pub update: Option<Box<crate::update::UpdateStatus>>,
     /// Earlier updates, newest first (at most ten).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub update_history: Vec<crate::update::UpdateStatus>,
