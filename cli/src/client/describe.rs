@@ -331,6 +331,9 @@ pub fn format_job(j: &Job, tasks: &[Task]) -> String {
             ),
         );
     }
+    if let Some(u) = &st.update {
+        format_update(&mut out, u, &st.update_history);
+    }
     let _ = writeln!(out, "Task list:");
     let mut rows = vec![vec![
         "NAME".into(),
@@ -353,6 +356,83 @@ pub fn format_job(j: &Job, tasks: &[Task]) -> String {
         indent_table(&mut out, &rows);
     }
     out
+}
+
+/// The job's update and its history, as `describe job` shows them.
+fn format_update(
+    out: &mut String,
+    u: &corral_api::update::UpdateStatus,
+    history: &[corral_api::update::UpdateStatus],
+) {
+    field(
+        out,
+        "Update",
+        format!(
+            "{} {} ({} → {}), started {}{}",
+            u.id,
+            serde_plain(&u.state),
+            u.from_template,
+            u.to_template,
+            u.started_at.0,
+            u.finished_at
+                .as_ref()
+                .map(|t| format!(", ended {}", t.0))
+                .unwrap_or_default()
+        ),
+    );
+    if !u.message.is_empty() {
+        field(out, "Update message", &u.message);
+    }
+    let list = |v: &[u32]| {
+        if v.is_empty() {
+            "<none>".to_owned()
+        } else {
+            v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    field(
+        out,
+        "Update instances",
+        format!(
+            "done {}; failed {}",
+            list(&u.done_instances),
+            list(&u.failed_instances)
+        ),
+    );
+    const SHOWN: usize = 10;
+    if !u.events.is_empty() {
+        let _ = writeln!(out, "Update events (latest {SHOWN}):");
+        let mut rows = vec![vec![
+            "TIME".into(),
+            "INSTANCE".into(),
+            "ACTION".into(),
+            "MESSAGE".into(),
+        ]];
+        let skip = u.events.len().saturating_sub(SHOWN);
+        for e in &u.events[skip..] {
+            rows.push(vec![
+                e.time.0.to_string(),
+                e.instance.to_string(),
+                serde_plain(&e.action),
+                e.message.clone(),
+            ]);
+        }
+        indent_table(out, &rows);
+    }
+    for h in history {
+        field(
+            out,
+            "Earlier update",
+            format!(
+                "{} {} ({} → {}): {}",
+                h.id,
+                serde_plain(&h.state),
+                h.from_template,
+                h.to_template,
+                h.message
+            ),
+        );
+    }
 }
 
 /// What the tasks holding resources on a node add up to.

@@ -1,11 +1,13 @@
-//! `corral job kill|restart` and `corral events`.
+//! `corral job kill|restart|update` and `corral events`.
 //!
 //! Kill and restart are requests written as annotations on the Job
 //! ([`KILL_ANNOTATION`], [`RESTART_ANNOTATION`], each holding the request's
 //! time); the job controller carries them out through the task state machine
 //! (KILLING → KILLED; RESTARTING → KILLED → a fresh PENDING task per
 //! instance), so a request survives control-plane restarts. `--wait` follows
-//! the tasks until the request is done, printing progress.
+//! the tasks until the request is done, printing progress. Requests on an
+//! update under way (pause, resume, abort, rollback) are written the same
+//! way ([`UPDATE_REQUEST_ANNOTATION`]: the action and its time).
 //!
 //! `events` merges every task's taskEvents (and v1 Events, when any) into
 //! one timeline, oldest first.
@@ -17,6 +19,7 @@ use clap::{Args, Subcommand};
 use corral_api::TaskPhase;
 use corral_api::job::{Job, JobPhase};
 use corral_api::task::Task;
+use corral_api::update::UPDATE_REQUEST_ANNOTATION;
 use corral_core::jobs::{KILL_ANNOTATION, RESTART_ANNOTATION};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
@@ -33,6 +36,66 @@ pub enum JobCommand {
     Kill(JobTarget),
     /// Restart every task of a job: each is killed and replaced by a fresh one.
     Restart(JobTarget),
+    /// Pause, resume, abort or roll back the job's update under way.
+    Update {
+        /// What to do.
+        action: UpdateAction,
+        /// The job's name.
+        name: String,
+    },
+}
+
+/// A request on a job's update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpdateAction {
+    /// Restart no more instances until resumed.
+    Pause,
+    /// Go on with a paused update.
+    Resume,
+    /// Stop the update where it is.
+    Abort,
+    /// Move the instances back to the job's previous template.
+    Rollback,
+}
+
+impl UpdateAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            UpdateAction::Pause => "pause",
+            UpdateAction::Resume => "resume",
+            UpdateAction::Abort => "abort",
+            UpdateAction::Rollback => "rollback",
+        }
+    }
+}
+
+/// Runs `corral job update ACTION JOB`: writes the request; the job
+/// controller carries it out once (see `corral describe job`).
+async fn update(ctx: &Ctx, action: UpdateAction, name: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let job = jobs.get(name).await.map_err(server_error)?;
+    let active = job
+        .status
+        .as_ref()
+        .and_then(|s| s.update.as_ref())
+        .filter(|u| !u.state.is_final());
+    let Some(u) = active else {
+        bail!("job {name} has no update under way");
+    };
+    let value = format!("{} {}", action.as_str(), jiff::Timestamp::now());
+    jobs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {UPDATE_REQUEST_ANNOTATION: value}}})),
+    )
+    .await
+    .map_err(server_error)?;
+    outln!(
+        "job.corral.dev/{name} update {} {} requested",
+        u.id,
+        action.as_str()
+    );
+    Ok(())
 }
 
 /// Which job, and whether to wait.
@@ -53,6 +116,7 @@ pub async fn run(ctx: &Ctx, cmd: &JobCommand) -> Result<()> {
     let (target, annotation, verb) = match cmd {
         JobCommand::Kill(t) => (t, KILL_ANNOTATION, "kill"),
         JobCommand::Restart(t) => (t, RESTART_ANNOTATION, "restart"),
+        JobCommand::Update { action, name } => return update(ctx, *action, name).await,
     };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let now = jiff::Timestamp::now();

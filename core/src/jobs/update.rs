@@ -231,12 +231,21 @@ fn turn_back(u: &mut UpdateStatus, now: i64, message: String) {
     u.message = message;
 }
 
-/// Carries out a user's request, once.
+/// Carries out a user's request, once (and only on the update under way
+/// when it was made).
 fn requested(u: &mut UpdateStatus, value: &str, now: i64) {
     if u.request.as_deref() == Some(value) {
         return;
     }
     u.request = Some(value.to_owned());
+    // A request made before this update began was meant for an earlier one.
+    let made = value
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    if made.is_some_and(|t| t < u.started_at.0) {
+        return;
+    }
     use UpdateState::*;
     let next = match (Request::parse(value), u.state) {
         (Some(Request::Pause), RollingForward) => Some(Paused),

@@ -355,6 +355,12 @@ fn requests_pause_resume_abort_and_roll_back_once_each() {
     let a = aborted.update.expect("an update");
     assert_eq!(a.state, UpdateState::Aborted);
     assert!(a.finished_at.is_some() && aborted.restart.is_empty() && !aborted.rolling);
+    // A request made before the update began was for an earlier one.
+    let stale = step(&base, "abort 1970-01-01T00:00:00Z");
+    assert_eq!(
+        stale.update.map(|u| u.state),
+        Some(UpdateState::RollingForward)
+    );
     let back = step(&base, "rollback 2026-12-07T10:03:00Z");
     assert_eq!(back.update.map(|u| u.state), Some(UpdateState::RollingBack));
     assert_eq!(back.target_hash, ho);
