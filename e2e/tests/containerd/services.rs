@@ -190,3 +190,129 @@ fn two_instances_serve_on_their_own_ports_and_a_failing_health_check_replaces_on
     assert!(message.contains("/tmp/healthy"), "{message}");
     Ok(())
 }
+
+#[test]
+fn an_update_whose_health_check_never_passes_rolls_back_by_itself() -> Result<()> {
+    let c = Cluster::start("ctd-upd", "containerd")?;
+    let serve = "mkdir -p $CORRAL_SANDBOX/www && echo ok > $CORRAL_SANDBOX/www/health && exec httpd -f -p $(PORT_HTTP) -h $CORRAL_SANDBOX/www";
+    let spec = |path: &str| {
+        format!(
+            "\n  ports: [{{name: http}}]\n  healthCheck: {{http: {{port: http, path: {path}}}, periodSeconds: 1, failureThreshold: 2}}\n  update: {{batchSize: 1, minHealthySeconds: 1, rollbackOnFailure: true}}"
+        )
+    };
+    c.job("web", "service", "32Mi", serve, &spec("/health"))?;
+    c.k.run(&["-n", "analytics", "scale", "job/web", "--replicas=2"])?
+        .ok()?;
+    let job = |c: &Cluster| -> Result<Value> {
+        let r = c.k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job.corral.dev",
+            "web",
+            "-o",
+            "json",
+        ])?;
+        Ok(serde_json::from_str(&r.ok()?)?)
+    };
+    let live_healthy = |c: &Cluster| -> Result<Vec<(String, bool)>> {
+        let r = c.k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "tasks",
+            "-l",
+            "corral.dev/job=web",
+            "-o",
+            "json",
+        ])?;
+        let list: Value = serde_json::from_str(&r.ok()?)?;
+        let mut out: Vec<(String, bool)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                !matches!(
+                    t["status"]["phase"].as_str(),
+                    Some("FINISHED" | "FAILED" | "KILLED" | "LOST")
+                )
+            })
+            .map(|t| {
+                (
+                    t["metadata"]["annotations"]["corral.dev/template-hash"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    healthy(t),
+                )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    };
+    wait_for("two healthy instances", WAIT, || {
+        let live = live_healthy(&c)?;
+        Ok(live.len() == 2 && live.iter().all(|(_, h)| *h))
+    })
+    .with_context(|| c.logs())?;
+    let original = live_healthy(&c)?[0].0.clone();
+    // The release checks a path its server does not have: never healthy.
+    c.job("web", "service", "32Mi", serve, &spec("/missing"))?;
+    c.k.run(&["-n", "analytics", "scale", "job/web", "--replicas=2"])?
+        .ok()?;
+    wait_for("the update rolled back by itself", WAIT, || {
+        Ok(job(&c)?["status"]["update"]["state"] == "RolledBack")
+    })
+    .with_context(|| {
+        format!(
+            "{}\n{}",
+            job(&c).map(|j| j.to_string()).unwrap_or_default(),
+            c.logs()
+        )
+    })?;
+    wait_for(
+        "every instance healthy on the original template",
+        WAIT,
+        || {
+            let live = live_healthy(&c)?;
+            Ok(live.len() == 2 && live.iter().all(|(h, ok)| *h == original && *ok))
+        },
+    )
+    .with_context(|| c.logs())?;
+    let j = job(&c)?;
+    let u = &j["status"]["update"];
+    assert_eq!(u["fromTemplate"], original.as_str());
+    assert_eq!(u["id"], 1);
+    let actions: Vec<&str> = u["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"Updating") && actions.contains(&"Failed"),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"RolledBack"), "{actions:?}");
+    assert_eq!(
+        j["status"]["template"]["healthCheck"]["http"]["path"],
+        "/health"
+    );
+    // The whole update, as a user reads it.
+    let text = corral_e2e::Corral::new(&c.server)
+        .run(&["-n", "analytics", "describe", "job", "web"])?
+        .ok()?;
+    assert!(
+        text.contains("RolledBack") && text.contains("Update events"),
+        "{text}"
+    );
+    let endpoints = corral_e2e::Corral::new(&c.server)
+        .run(&["-n", "analytics", "endpoints", "web"])?
+        .ok()?;
+    assert_eq!(
+        endpoints.lines().count(),
+        3,
+        "a header and two endpoints: {endpoints}"
+    );
+    Ok(())
+}
