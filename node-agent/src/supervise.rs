@@ -293,7 +293,7 @@ impl Supervisor {
         let event = match ev {
             RuntimeEvent::Starting => Event::AgentStarting,
             RuntimeEvent::Running => {
-                self.start_probing(key);
+                self.probe_if_unprobed(key);
                 Event::AgentRunning
             }
             RuntimeEvent::Exited { .. } | RuntimeEvent::Killed
@@ -350,6 +350,10 @@ impl Supervisor {
         let ended = self.ended_here(&key, uid.as_deref());
         if let Some(v) = reconcile::verdict(running, ended, Some(phase)) {
             self.act(&key, v, &node, false);
+        }
+        // A running copy this agent adopted (it restarted) is probed too.
+        if running && phase == TaskPhase::Running && !self.killing.contains(&key) {
+            self.probe_if_unprobed(&key);
         }
     }
 

@@ -27,6 +27,9 @@ struct Cluster {
     containerd: Containerd,
     agent: Option<Agent>,
     node: String,
+    /// The host ports its agent offers (`ports=[…]`), when not the default:
+    /// tests running side by side share this machine's ports.
+    ports: Option<String>,
 }
 
 impl Cluster {
@@ -35,8 +38,22 @@ impl Cluster {
         Self::start_with(node, runtimes, &[])
     }
 
+    /// The same, its agent offering host ports `ports` (`31100-31199`).
+    fn start_offering(node: &str, runtimes: &str, ports: &str) -> Result<Self> {
+        Self::start_full(node, runtimes, &[], Some(ports.to_owned()))
+    }
+
     /// The same, with extra agent flags.
     fn start_with(node: &str, runtimes: &str, agent_flags: &[&str]) -> Result<Self> {
+        Self::start_full(node, runtimes, agent_flags, None)
+    }
+
+    fn start_full(
+        node: &str,
+        runtimes: &str,
+        agent_flags: &[&str],
+        ports: Option<String>,
+    ) -> Result<Self> {
         let containerd = Containerd::start(&format!("corral-{node}"))?;
         let home = tempfile::tempdir()?;
         let listen = corral_e2e::free_address()?;
@@ -55,6 +72,7 @@ impl Cluster {
             containerd,
             agent: None,
             node: node.to_owned(),
+            ports,
         };
         c.start_agent(runtimes, agent_flags)?;
         let node = node.to_owned();
@@ -66,13 +84,17 @@ impl Cluster {
 
     fn start_agent(&mut self, runtimes: &str, extra: &[&str]) -> Result<()> {
         let address = self.containerd.address.display().to_string();
+        let resources = match &self.ports {
+            Some(range) => format!("cpus=2,memory=2Gi,disk=10Gi,ports=[{range}]"),
+            None => "cpus=2,memory=2Gi,disk=10Gi".to_owned(),
+        };
         let mut flags = vec![
             "--node-name",
             &self.node,
             "--runtimes",
             runtimes,
             "--resources",
-            "cpus=2,memory=2Gi,disk=10Gi",
+            &resources,
             "--containerd-address",
             &address,
             "--containerd-namespace",

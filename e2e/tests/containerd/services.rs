@@ -1,6 +1,8 @@
 //! Services on real containerd: named ports assigned per node and read from
-//! the environment, HTTP and command health checks run by the agent, and
-//! the EndpointSlices stock clients read.
+//! the environment, HTTP and command health checks run by the agent, the
+//! EndpointSlices stock clients read, and health-gated updates. Each test's
+//! agent offers ports of its own: tests run side by side on one machine's
+//! network.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -75,7 +77,7 @@ fn endpoints(c: &Cluster, job: &str) -> Result<Vec<(String, bool)>> {
 
 #[test]
 fn two_instances_serve_on_their_own_ports_and_a_failing_health_check_replaces_one() -> Result<()> {
-    let c = Cluster::start("ctd-svc", "containerd")?;
+    let c = Cluster::start_offering("ctd-svc", "containerd", "31100-31199")?;
     // busybox httpd serves the task's sandbox; its health file is there.
     c.job(
         "web",
@@ -193,7 +195,7 @@ fn two_instances_serve_on_their_own_ports_and_a_failing_health_check_replaces_on
 
 #[test]
 fn an_update_whose_health_check_never_passes_rolls_back_by_itself() -> Result<()> {
-    let c = Cluster::start("ctd-upd", "containerd")?;
+    let c = Cluster::start_offering("ctd-upd", "containerd", "31200-31299")?;
     let serve = "mkdir -p $CORRAL_SANDBOX/www && echo ok > $CORRAL_SANDBOX/www/health && exec httpd -f -p $(PORT_HTTP) -h $CORRAL_SANDBOX/www";
     let spec = |path: &str| {
         format!(
@@ -257,9 +259,17 @@ fn an_update_whose_health_check_never_passes_rolls_back_by_itself() -> Result<()
     .with_context(|| c.logs())?;
     let original = live_healthy(&c)?[0].0.clone();
     // The release checks a path its server does not have: never healthy.
-    c.job("web", "service", "32Mi", serve, &spec("/missing"))?;
-    c.k.run(&["-n", "analytics", "scale", "job/web", "--replicas=2"])?
-        .ok()?;
+    c.k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job.corral.dev",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"healthCheck": {"http": {"port": "http", "path": "/missing"}}}}"#,
+    ])?
+    .ok()?;
     wait_for("the update rolled back by itself", WAIT, || {
         Ok(job(&c)?["status"]["update"]["state"] == "RolledBack")
     })
@@ -313,6 +323,92 @@ fn an_update_whose_health_check_never_passes_rolls_back_by_itself() -> Result<()
         endpoints.lines().count(),
         3,
         "a header and two endpoints: {endpoints}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_update_is_paused_resumed_and_aborted_from_the_command_line() -> Result<()> {
+    let c = Cluster::start_offering("ctd-steer", "containerd", "31300-31399")?;
+    let corral = corral_e2e::Corral::new(&c.server);
+    let release = |version: &str| {
+        format!(
+            "\n    env: [{{name: RELEASE, value: {version}}}]\n  update: {{batchSize: 1, minHealthySeconds: 4}}"
+        )
+    };
+    c.job("steer", "service", "16Mi", "exec sleep 600", &release("v1"))?;
+    c.k.run(&["-n", "analytics", "scale", "job/steer", "--replicas=3"])?
+        .ok()?;
+    let job = |c: &Cluster| -> Result<Value> {
+        let r = c.k.run(&[
+            "-n",
+            "analytics",
+            "get",
+            "job.corral.dev",
+            "steer",
+            "-o",
+            "json",
+        ])?;
+        Ok(serde_json::from_str(&r.ok()?)?)
+    };
+    wait_for("three instances running", WAIT, || {
+        Ok(job(&c)?["status"]["tasks"]["RUNNING"] == 3)
+    })?;
+    c.k.run(&[
+        "-n",
+        "analytics",
+        "patch",
+        "job.corral.dev",
+        "steer",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"container": {"env": [{"name": "RELEASE", "value": "v2"}]}}}"#,
+    ])?
+    .ok()?;
+    wait_for("update 1 under way", WAIT, || {
+        Ok(job(&c)?["status"]["update"]["state"] == "RollingForward")
+    })?;
+    let paused = corral
+        .run(&["-n", "analytics", "job", "update", "pause", "steer"])?
+        .ok()?;
+    assert!(paused.contains("update 1 pause requested"), "{paused}");
+    wait_for("update 1 paused", WAIT, || {
+        Ok(job(&c)?["status"]["update"]["state"] == "Paused")
+    })?;
+    let described = corral
+        .run(&["-n", "analytics", "describe", "job", "steer"])?
+        .ok()?;
+    assert!(described.contains("Paused"), "{described}");
+    corral
+        .run(&["-n", "analytics", "job", "update", "resume", "steer"])?
+        .ok()?;
+    wait_for("update 1 rolling again", WAIT, || {
+        Ok(job(&c)?["status"]["update"]["state"] == "RollingForward")
+    })?;
+    corral
+        .run(&["-n", "analytics", "job", "update", "abort", "steer"])?
+        .ok()?;
+    wait_for("update 1 aborted", WAIT, || {
+        Ok(job(&c)?["status"]["update"]["state"] == "Aborted")
+    })?;
+    let j = job(&c)?;
+    let conditions = j["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Progressing" && c["reason"] == "UpdateAborted"),
+        "{j}"
+    );
+    // Nothing is under way now: a further request is refused, clearly.
+    let refused = corral.run(&["-n", "analytics", "job", "update", "pause", "steer"])?;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("no update under way"),
+        "{}",
+        refused.stderr
     );
     Ok(())
 }

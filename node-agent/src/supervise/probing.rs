@@ -53,7 +53,7 @@ impl Supervisor {
     }
 
     /// Starts probing `key` if its task has a health check (it just started
-    /// running).
+    /// running, or was adopted running).
     pub(crate) fn start_probing(&mut self, key: &str) {
         let Some((idx, _)) = self.tasks.get(key).cloned() else {
             return;
@@ -83,6 +83,21 @@ impl Supervisor {
         self.probing
             .checked
             .insert(key.to_owned(), (handle, Health::default()));
+    }
+
+    /// Starts probing `key` unless it is probed already.
+    pub(crate) fn probe_if_unprobed(&mut self, key: &str) {
+        if self.probing.checked.contains_key(key) {
+            return;
+        }
+        // Read in place: most tasks have no check, and none is copied for it.
+        let checked = self
+            .objects
+            .lock()
+            .is_ok_and(|o| o.get(key).is_some_and(|t| t.spec.health_check.is_some()));
+        if checked {
+            self.start_probing(key);
+        }
     }
 
     /// Stops probing `key` (it ended, or is being killed).
