@@ -9,6 +9,7 @@
 //! - [`cron`]: one run per schedule tick, exactly once, with collision and missed-run policies.
 //! - [`roles`]: Role status: allocated, pending, dominant share and latency figures.
 //! - [`endpoints`]: service jobs' instances as EndpointSlices (discovery).
+//! - [`reservations`]: Reservation status: in force or why not, and what of it is used.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down, rolling updates) and its status.
 //! - [`cache`]: one watch per kind, shared by all of them.
 //! - [`bulk`]: many tasks created or bound in one request.
@@ -25,6 +26,7 @@ pub mod jobs;
 pub mod leader;
 pub mod lost;
 pub mod nodes;
+pub mod reservations;
 pub mod roles;
 
 /// The identities the controllers act as: the scheduler (the allocation
@@ -104,6 +106,11 @@ pub async fn run_all(
             stop.clone(),
         )),
         tokio::spawn(endpoints::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(reservations::run_cached(
             client.clone(),
             caches.clone(),
             stop.clone(),

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod liveness;
 pub mod nodes;
 pub mod reconcile;
+pub mod reservations;
 pub mod roles;
 pub mod sched;
 pub mod timeouts;

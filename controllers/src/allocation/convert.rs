@@ -2,7 +2,9 @@
 //! states, Tasks into scheduler tasks, Roles and Quotas into role info.
 
 use corral_api::node::{NodeConditionType, NodeReason};
+use corral_api::resources::MilliResources;
 use corral_api::{ConditionStatus, Node, Quota, Reservation, Resources, Role, Task, TaskPhase};
+use corral_core::reservations::{Dynamic, Verdict, decide};
 use corral_core::sched::ports::NodePorts;
 use corral_core::sched::res::{Dims, MAX_DIMS, Res};
 use corral_core::sched::{NodeState, RoleInfo, Runtimes, SchedTask};
@@ -149,13 +151,58 @@ pub fn node_state<'a>(
             *e = e.plus(v);
         }
     }
-    for r in reservations.filter(|r| r.spec.node == name) {
+    // Only the reservations the node holds (see `core::reservations`).
+    let on: Vec<&Reservation> = reservations.filter(|r| r.spec.node == name).collect();
+    for (r, verdict) in verdicts(Some(node), &on) {
+        if verdict != Verdict::Applied {
+            continue;
+        }
         if let Some(v) = vector(&r.spec.resources, dims) {
             let e = n.reserved.entry(r.spec.role.clone()).or_default();
             *e = e.plus(v);
         }
     }
     Some(n)
+}
+
+/// Whether each of `on` (the dynamic reservations of one node) is in
+/// force on `node` (None: not registered).
+pub fn verdicts<'a>(
+    node: Option<&Node>,
+    on: &[&'a Reservation],
+) -> Vec<(&'a Reservation, Verdict)> {
+    let status = node.and_then(|n| n.status.as_ref());
+    let allocatable = node.map(|_| {
+        let s = status.cloned().unwrap_or_default();
+        let r = if s.allocatable.is_empty() {
+            s.total
+        } else {
+            s.allocatable
+        };
+        r.to_milli().unwrap_or_default()
+    });
+    let fixed = status
+        .map(|s| {
+            s.static_reservations
+                .iter()
+                .filter_map(|r| r.resources.to_milli().ok())
+                .fold(MilliResources::default(), |a, r| a.plus(&r))
+        })
+        .unwrap_or_default();
+    let dynamic: Vec<Dynamic> = on
+        .iter()
+        .map(|r| Dynamic {
+            name: r.metadata.name.as_deref().unwrap_or_default(),
+            created: r
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.as_second()),
+            resources: r.spec.resources.to_milli().unwrap_or_default(),
+        })
+        .collect();
+    let decided = decide(allocatable.as_ref(), &fixed, &dynamic);
+    on.iter().copied().zip(decided).collect()
 }
 
 /// A role's weight, parent and quota.

@@ -25,7 +25,7 @@
 //! task's new state and the next cycle retries. All state lives in the
 //! objects: a restarted loop rebuilds everything from its watches.
 
-mod convert;
+pub(crate) mod convert;
 mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

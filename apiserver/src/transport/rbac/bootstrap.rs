@@ -159,7 +159,7 @@ pub fn objects() -> Vec<Value> {
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "roles", "quotas", "nodes", "reservations"], "verbs": READ},
                    {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch", "create", "delete"]},
                    {"apiGroups": ["corral.dev"], "resources": ["roles", "roles/privileged"], "verbs": ["use"]},
-                   {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status"], "verbs": ["get", "update", "patch"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status", "reservations/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
