@@ -104,9 +104,12 @@ enum Command {
     },
     /// The timeline of task events (and Kubernetes Events).
     Events(client::jobs::EventsArgs),
-    /// Kill or restart a job's tasks.
+    /// Kill or restart a job's tasks, or steer its update.
     #[command(subcommand)]
     Job(client::jobs::JobCommand),
+    /// Cordon or uncordon nodes.
+    #[command(subcommand)]
+    Node(client::nodes::NodeCommand),
     /// Write the CustomResourceDefinitions generated from the types.
     Crds {
         /// Directory to write `<plural>.corral.dev.yaml` files into; stdout when absent.
@@ -193,6 +196,7 @@ async fn run() -> Result<()> {
         } => client::top::run(&ctx().await?, what, all_namespaces).await,
         Command::Events(a) => client::jobs::events(&ctx().await?, &a).await,
         Command::Job(j) => client::jobs::run(&ctx().await?, &j).await,
+        Command::Node(n) => client::nodes::run(&ctx().await?, &n).await,
     }
 }
 

@@ -133,3 +133,56 @@ async fn pending_tasks_are_bound_within_capacity_and_quota_and_the_rest_explaine
     loop_task.await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cordoned_node_takes_no_new_task_until_uncordoned() -> Result<()> {
+    use corral_api::Node;
+    use kube::api::{Patch, PatchParams};
+    let h = start().await?;
+    h.roles(&["web"]).await?;
+    node(&h.client, "n1", 4).await?;
+    let nodes: Api<Node> = Api::all(h.client.clone());
+    let cordon = |on: bool| {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .patch(
+                    "n1",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"unschedulable": on}})),
+                )
+                .await
+        }
+    };
+    cordon(true).await?;
+    task(&h.client, "t", "web", 1).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(corral_controllers::allocation::run(
+        h.client.clone(),
+        corral_core::sched::Policy::BinPack,
+        stop_rx,
+    ));
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    eventually("the task explained, not bound", || async {
+        let t = tasks.get("t").await?;
+        let unavailable = t
+            .status
+            .as_ref()
+            .and_then(|s| s.explanation.as_ref())
+            .is_some_and(|e| {
+                e.reasons
+                    .iter()
+                    .any(|r| r.kind == PendingReasonKind::NodeUnavailable)
+            });
+        Ok(unavailable && t.spec.node_name.is_none())
+    })
+    .await?;
+    cordon(false).await?;
+    eventually("bound once uncordoned", || async {
+        Ok(tasks.get("t").await?.spec.node_name.as_deref() == Some("n1"))
+    })
+    .await?;
+    stop_tx.send(true)?;
+    loop_task.await?;
+    Ok(())
+}

@@ -219,3 +219,41 @@ fn the_client_verbs_print_what_kubectl_users_expect() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn nodes_are_cordoned_and_uncordoned() -> Result<()> {
+    let server = Server::start()?;
+    let c = Corral::new(&server);
+    c.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: corral.dev/v1alpha1\nkind: Node\nmetadata: {name: n1}\nspec: {attributes: {rack: r1}}\n",
+    )?
+    .ok()?;
+    let unschedulable = || -> Result<bool> {
+        let r = c.run(&["get", "node", "n1", "-o", "json"])?.ok()?;
+        let v: Value = serde_json::from_str(&r)?;
+        Ok(v["spec"]["unschedulable"] == true)
+    };
+    assert_eq!(
+        c.run(&["node", "cordon", "n1"])?.ok()?.trim(),
+        "node.corral.dev/n1 cordoned"
+    );
+    assert!(unschedulable()?);
+    assert_eq!(
+        c.run(&["node", "cordon", "n1"])?.ok()?.trim(),
+        "node.corral.dev/n1 already cordoned"
+    );
+    assert_eq!(
+        c.run(&["node", "uncordon", "n1"])?.ok()?.trim(),
+        "node.corral.dev/n1 uncordoned"
+    );
+    assert!(!unschedulable()?);
+    let missing = c.run(&["node", "cordon", "nope"])?;
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("nope") && missing.stderr.contains("not found"),
+        "{}",
+        missing.stderr
+    );
+    Ok(())
+}

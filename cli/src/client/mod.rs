@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod get;
 pub mod jobs;
 pub mod logs;
+pub mod nodes;
 pub mod top;
 
 use std::path::PathBuf;
