@@ -118,7 +118,7 @@ impl TestServer {
             Authorization::Given(a) => a,
             Authorization::Rbac => {
                 crate::transport::rbac::bootstrap::reconcile(&api).await?;
-                crate::transport::rbac::node_and_rbac(&api)?
+                crate::transport::rbac::node_and_rbac(&api).await?
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -267,7 +267,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         "AlwaysAllow" => Arc::new(corral_apiserver::AllowAuthenticated),
         // Node,RBAC: node credentials are confined to their node's objects;
         // everyone else gets what the RBAC objects grant.
-        _ => corral_apiserver::transport::rbac::node_and_rbac(&api)?,
+        _ => corral_apiserver::transport::rbac::node_and_rbac(&api).await?,
     };
 
     let mut hosts = args.tls_sans.clone();

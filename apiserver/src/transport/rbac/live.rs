@@ -29,17 +29,35 @@ const PLURALS: [&str; 4] = [
 /// The server's authorizers in kube-apiserver's `Node,RBAC` order: node
 /// credentials confined to their node's objects (see
 /// [`crate::transport::node_authorizer`]), then RBAC over `api`'s watch cache.
-pub fn node_and_rbac(
+///
+/// Waits (at most [`SYNC_WAIT`]) for the cache to hold what the store holds
+/// now — the bootstrap policy just reconciled — so that the first request
+/// is judged by it, not by an empty policy.
+pub async fn node_and_rbac(
     api: &crate::storage::registry::Api,
 ) -> Result<Arc<dyn Authorizer>, crate::ApiError> {
     let cache = api.cache.clone().ok_or_else(|| {
         crate::ApiError::Internal("RBAC follows the watch cache, which this server lacks".into())
     })?;
+    let now = api
+        .store
+        .current_revision()
+        .await
+        .map_err(|e| crate::ApiError::from_store(e, "", ""))?;
+    if !cache.wait_for(now, SYNC_WAIT).await {
+        tracing::warn!(
+            revision = now,
+            "the watch cache is behind the store: RBAC starts from what it holds"
+        );
+    }
     Ok(Arc::new(crate::transport::auth::Chain(vec![
         crate::transport::node_authorizer::NodeAuthorizer::new(Some(cache.clone()), &api.registry),
         RbacAuthorizer::follow(cache),
     ])))
 }
+
+/// How long the server waits for its cache before RBAC's first decision.
+pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// RBAC over the cache's objects (see the module doc).
 #[derive(Debug, Default)]
@@ -68,6 +86,21 @@ impl RbacAuthorizer {
     /// which ends when the cache is gone).
     pub fn follow(cache: WatchCache) -> Arc<Self> {
         let me = Arc::new(RbacAuthorizer::default());
+        // The first policy now, from what the cache holds: no request is
+        // judged before it exists.
+        if let Some(indexes) = PLURALS
+            .iter()
+            .map(|p| cache.index_of(p, GROUP))
+            .collect::<Option<Vec<usize>>>()
+            && let Ok(mut p) = me.policy.write()
+        {
+            *p = Arc::new(Policy::new(
+                &objects::<ClusterRole>(&cache, indexes[0]),
+                &objects::<Role>(&cache, indexes[1]),
+                &objects::<ClusterRoleBinding>(&cache, indexes[2]),
+                &objects::<RoleBinding>(&cache, indexes[3]),
+            ));
+        }
         let weak = Arc::downgrade(&me);
         tokio::spawn(async move {
             let Some(indexes) = PLURALS
