@@ -320,11 +320,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
         status["status"]["conditions"] = json!(progressing(&job, updated, rolling, update, now));
     }
     if let Some(r) = &plan.rollout {
+        // Exactly these values: a member they no longer have is removed.
+        let stored = job.status.as_ref();
         if let Some(t) = &r.template {
-            status["status"]["template"] = json!(t);
+            let old = json!(stored.and_then(|s| s.template.as_ref()));
+            status["status"]["template"] = crate::merge::to(&old, &json!(t));
         }
-        if r.update.is_some() {
-            status["status"]["update"] = json!(r.update);
+        if let Some(u) = &r.update {
+            let old = json!(stored.and_then(|s| s.update.as_ref()));
+            status["status"]["update"] = crate::merge::to(&old, &json!(u));
         }
         if let Some(done) = &r.archived {
             let mut history = vec![done.clone()];

@@ -25,6 +25,7 @@ pub mod endpoints;
 pub mod jobs;
 pub mod leader;
 pub mod lost;
+mod merge;
 pub mod nodes;
 pub mod reservations;
 pub mod roles;

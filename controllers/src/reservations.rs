@@ -21,7 +21,7 @@ use corral_api::{Condition, ConditionStatus, Reservation};
 use corral_core::reservations::{self, Verdict};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::allocation::convert::verdicts;
 use crate::cache::{BY_NODE, Caches};
@@ -126,8 +126,16 @@ async fn tick(client: &kube::Client, caches: &Caches) {
             };
             let api: Api<Reservation> = Api::all(client.clone());
             // Conditional: a newer version is judged at the next tick.
+            // `used` exactly: a resource no longer used is removed.
+            let old = json!(r.status.as_ref().map(|s| &s.used));
+            let used = crate::merge::to(&old, &json!(status.used));
+            let used = if status.used.is_empty() {
+                Value::Null
+            } else {
+                used
+            };
             let patch = json!({"metadata": {"resourceVersion": r.metadata.resource_version},
-                "status": {"conditions": status.conditions, "used": status.used}});
+                "status": {"conditions": status.conditions, "used": used}});
             if let Err(e) = api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
                 .await

@@ -132,6 +132,17 @@ async fn a_reservation_is_in_force_only_where_its_node_holds_it_and_says_so() ->
     )
     .await?;
 
+    // Its task gone, nothing of it is used any more.
+    tasks
+        .delete("analytics-0", &DeleteParams::default())
+        .await?;
+    eventually("analytics-on-n1 unused", || async {
+        Ok(applied(&rsv, "analytics-on-n1")
+            .await?
+            .is_some_and(|a| a.3.is_empty()))
+    })
+    .await?;
+
     // The older reservation goes: the other now fits, and is in force.
     rsv.delete("analytics-on-n1", &DeleteParams::default())
         .await?;

@@ -191,6 +191,9 @@ async fn an_update_is_paused_resumed_aborted_and_rolled_back_on_request() -> Res
             .is_some_and(|u| u.id == 2 && u.state == UpdateState::RollingForward))
     })
     .await?;
+    // Nothing of update 1 is left in it (its end, for one).
+    let second = update_of(&jobs).await?.context("update 2")?;
+    assert!(second.finished_at.is_none(), "{second:?}");
     request(&jobs, "rollback").await?;
     eventually("update 2 rolled back, every instance on v1", || async {
         let rolled = update_of(&jobs)
