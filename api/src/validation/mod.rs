@@ -7,6 +7,7 @@
 
 mod names;
 mod rules;
+mod services;
 
 use std::fmt;
 
