@@ -371,31 +371,7 @@ impl TaskStatus {
         message: String,
         now: jiff::Timestamp,
     ) {
-        let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
-        ));
-        match self
-            .conditions
-            .iter_mut()
-            .find(|c| c.type_ == TaskConditionType::Scheduled)
-        {
-            Some(c) => {
-                if c.status != status {
-                    c.last_transition_time = time;
-                }
-                c.status = status;
-                c.reason = reason;
-                c.message = message;
-            }
-            None => self.conditions.push(Condition {
-                type_: TaskConditionType::Scheduled,
-                status,
-                reason,
-                message,
-                last_transition_time: time,
-                observed_generation: None,
-            }),
-        }
+        self.set_condition(TaskConditionType::Scheduled, status, reason, message, now);
     }
 
     /// Sets the `Healthy` condition (with the last probe's output), dating
@@ -407,14 +383,23 @@ impl TaskStatus {
         } else {
             (ConditionStatus::False, TaskReason::HealthCheckFailing)
         };
+        self.set_condition(TaskConditionType::Healthy, status, reason, message, now);
+    }
+
+    /// Sets condition `type_`, dating its transition (to the second, as
+    /// Kubernetes' `Time`) when its status changes.
+    fn set_condition(
+        &mut self,
+        type_: TaskConditionType,
+        status: crate::common::ConditionStatus,
+        reason: TaskReason,
+        message: String,
+        now: jiff::Timestamp,
+    ) {
         let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
         ));
-        match self
-            .conditions
-            .iter_mut()
-            .find(|c| c.type_ == TaskConditionType::Healthy)
-        {
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
                 if c.status != status {
                     c.last_transition_time = time;
@@ -424,7 +409,7 @@ impl TaskStatus {
                 c.message = message;
             }
             None => self.conditions.push(Condition {
-                type_: TaskConditionType::Healthy,
+                type_,
                 status,
                 reason,
                 message,

@@ -348,7 +348,8 @@ pub fn job_key(namespace: &str, job: &str) -> String {
     format!("{namespace}/{job}")
 }
 
-fn task_job(task: &Task) -> Option<String> {
+/// The job of a task (its [`JOB_LABEL`]), as its key in [`BY_JOB`].
+pub(crate) fn task_job(task: &Task) -> Option<String> {
     let job = task.metadata.labels.as_ref()?.get(JOB_LABEL)?;
     Some(job_key(task.metadata.namespace.as_deref()?, job))
 }
@@ -357,7 +358,9 @@ fn task_job(task: &Task) -> Option<String> {
 /// `namespace/service` ([`job_key`] for a job's slices).
 pub const BY_SERVICE: &str = "service";
 
-fn slice_service(slice: &EndpointSlice) -> Option<String> {
+/// The service of a slice (its `kubernetes.io/service-name`), as its key in
+/// [`BY_SERVICE`].
+pub(crate) fn slice_service(slice: &EndpointSlice) -> Option<String> {
     let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     Some(job_key(slice.metadata.namespace.as_deref()?, service))
 }
@@ -459,5 +462,33 @@ impl Caches {
                 self.stop.clone(),
             )
         })
+    }
+}
+
+/// Runs `pass` every `period` once `filled` (the caches it reads are
+/// filled: a pass over half-filled caches would decide wrong) until `stop`
+/// turns true: the loop of the controllers that recompute on a tick.
+pub(crate) async fn every<F, Fut>(
+    period: std::time::Duration,
+    filled: impl std::future::Future<Output = bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let go = tokio::select! {
+        _ = stop.changed() => false,
+        ok = filled => ok,
+    };
+    if !go {
+        return;
+    }
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = ticker.tick() => pass().await,
+        }
     }
 }

@@ -31,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tokio::time::Instant;
 
-use crate::cache::{BY_JOB, BY_SERVICE, Caches, job_key};
+use crate::cache::{BY_JOB, BY_SERVICE, Caches, job_key, slice_service, task_job};
 use crate::jobs::JOB_LABEL;
 
 /// The label naming the service (here: the job) a slice serves.
@@ -151,7 +151,8 @@ fn same(actual: &EndpointSlice, wanted: &EndpointSlice) -> bool {
     labels_kept
         && actual.address_type == wanted.address_type
         && actual.endpoints == wanted.endpoints
-        && actual.ports.clone().unwrap_or_default() == wanted.ports.clone().unwrap_or_default()
+        && actual.ports.as_deref().unwrap_or_default()
+            == wanted.ports.as_deref().unwrap_or_default()
         && actual.metadata.owner_references == wanted.metadata.owner_references
 }
 
@@ -246,21 +247,6 @@ async fn reconcile(client: &kube::Client, caches: &Caches, key: &str) -> Result<
     Ok(())
 }
 
-/// The job a task belongs to, as `namespace/job`.
-fn job_of_task(task: &Task) -> Option<String> {
-    let job = task.metadata.labels.as_ref()?.get(JOB_LABEL)?;
-    Some(job_key(task.metadata.namespace.as_deref()?, job))
-}
-
-/// The job a slice serves, as `namespace/job`, if this controller manages it.
-fn job_of_slice(slice: &EndpointSlice) -> Option<String> {
-    if !managed(slice) {
-        return None;
-    }
-    let job = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(job_key(slice.metadata.namespace.as_deref()?, job))
-}
-
 /// Runs the controller over `caches` until `stop` turns true.
 pub async fn run_cached(
     client: kube::Client,
@@ -280,12 +266,12 @@ pub async fn run_cached(
     let tasks = caches
         .tasks()
         .touched()
-        .filter_map(|t| async move { job_of_task(&t) })
+        .filter_map(|t| async move { task_job(&t) })
         .boxed();
     let slices = caches
         .endpoint_slices()
         .touched()
-        .filter_map(|s| async move { job_of_slice(&s) })
+        .filter_map(|s| async move { managed(&s).then(|| slice_service(&s)).flatten() })
         .boxed();
     let mut marks = futures::stream::select_all([jobs, tasks, slices]);
     // Marked jobs and when their pass is due.

@@ -104,7 +104,7 @@ impl Ctx {
 
 fn task_for(
     job: &Job,
-    template: &TaskTemplate,
+    (template, hash): (&TaskTemplate, &str),
     instance: u32,
     attempt: u32,
     hold: Option<jiff::Timestamp>,
@@ -134,10 +134,7 @@ fn task_for(
         "corral.dev/job-generation".into(),
         json!(job.metadata.generation.unwrap_or(0).to_string()),
     );
-    annotations.insert(
-        jobs::TEMPLATE_ANNOTATION.into(),
-        json!(jobs::update::hash_of(template)),
-    );
+    annotations.insert(jobs::TEMPLATE_ANNOTATION.into(), json!(hash));
     if let Some(until) = hold {
         annotations.insert(
             jobs::THROTTLED_UNTIL_ANNOTATION.into(),
@@ -203,6 +200,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             .unwrap_or(&spec_template),
         _ => &spec_template,
     };
+    // Hashed once, not per task made.
+    let hash = match plan.rollout.as_ref() {
+        Some(r) => r.target_hash.clone(),
+        None => jobs::update::hash_of(template),
+    };
     let new_tasks = plan
         .create
         .iter()
@@ -211,7 +213,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
                 .holds
                 .get(&(*instance, *attempt))
                 .and_then(|us| jiff::Timestamp::from_microsecond(*us).ok());
-            task_for(&job, template, *instance, *attempt, hold)
+            task_for(&job, (template, &hash), *instance, *attempt, hold)
         })
         .collect::<Result<Vec<Task>, JobError>>()?;
     // The server gives each task its PENDING (or THROTTLED) status in the

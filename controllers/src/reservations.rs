@@ -103,6 +103,7 @@ async fn tick(client: &kube::Client, caches: &Caches) {
         by_node.entry(r.spec.node.as_str()).or_default().push(r);
     }
     let now = jiff::Timestamp::now();
+    let api: Api<Reservation> = Api::all(client.clone());
     for (node_name, on) in by_node {
         let node = nodes.get(&ObjectRef::new(node_name));
         let tasks = caches.tasks().indexed(BY_NODE, node_name);
@@ -124,7 +125,6 @@ async fn tick(client: &kube::Client, caches: &Caches) {
             let Some(name) = r.metadata.name.as_deref() else {
                 continue;
             };
-            let api: Api<Reservation> = Api::all(client.clone());
             // Conditional: a newer version is judged at the next tick.
             // `used` exactly: a resource no longer used is removed.
             let old = json!(r.status.as_ref().map(|s| &s.used));
@@ -150,7 +150,7 @@ async fn tick(client: &kube::Client, caches: &Caches) {
 pub async fn run_cached(
     client: kube::Client,
     caches: Arc<Caches>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let filled = async {
         caches
@@ -162,20 +162,7 @@ pub async fn run_cached(
             && caches.nodes().store().wait_until_ready().await.is_ok()
             && caches.tasks().store().wait_until_ready().await.is_ok()
     };
-    let go = tokio::select! {
-        _ = stop.changed() => false,
-        ok = filled => ok,
-    };
-    if !go {
-        return;
-    }
-    let mut ticker = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = ticker.tick() => tick(&client, &caches).await,
-        }
-    }
+    crate::cache::every(TICK, filled, stop, || tick(&client, &caches)).await;
 }
 
 /// Runs the controller until `stop` turns true, with caches of its own.

@@ -227,31 +227,20 @@ pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>)
 pub async fn run_cached(
     client: kube::Client,
     caches: Arc<Caches>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let roles = caches.roles().store();
     let quotas = caches.quotas().store();
     let nodes = caches.nodes().store();
     let tasks = caches.tasks().store();
-    // Figures from half-filled caches would be wrong: wait for all four.
     let filled = async {
         roles.wait_until_ready().await.is_ok()
             && quotas.wait_until_ready().await.is_ok()
             && nodes.wait_until_ready().await.is_ok()
             && tasks.wait_until_ready().await.is_ok()
     };
-    let go = tokio::select! {
-        _ = stop.changed() => false,
-        ok = filled => ok,
-    };
-    if !go {
-        return;
-    }
-    let mut ticker = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = ticker.tick() => tick(&client, &roles, &quotas, &nodes, &tasks).await,
-        }
-    }
+    crate::cache::every(TICK, filled, stop, || {
+        tick(&client, &roles, &quotas, &nodes, &tasks)
+    })
+    .await;
 }

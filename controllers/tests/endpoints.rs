@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::{eventually, start};
-use corral_api::{Job, Node, Task, TaskPhase};
+use corral_api::{Job, Task, TaskPhase};
 use corral_core::lifecycle::{self, Event};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -68,19 +68,7 @@ async fn endpoints_of(
 async fn a_service_jobs_instances_are_listed_ready_only_while_running() -> Result<()> {
     let h = start().await?;
     h.roles(&["web"]).await?;
-    let nodes: Api<Node> = Api::all(h.client.clone());
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {}}))?,
-        )
-        .await?;
-    let status = json!({"status": {"allocatable": {"cpus": 16, "memory": "16Gi"}, "total": {"cpus": 16, "memory": "16Gi"},
-        "portRanges": [{"begin": 31000, "end": 31100}], "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}]}});
-    nodes
-        .patch_status("n1", &PatchParams::default(), &Patch::Merge(status))
-        .await?;
+    common::node_offering_ports(&h.client, "n1", (31000, 31100), "10.0.0.7").await?;
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     for (name, kind) in [("web", "service"), ("batch", "adhoc")] {
         let job = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": name},

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use common::{eventually, start};
 use corral_api::task::PendingReasonKind;
-use corral_api::{Job, Node, Task};
+use corral_api::{Job, Task};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -30,19 +30,7 @@ fn explanation_of(t: &Task) -> Option<&corral_api::task::PendingExplanation> {
 async fn instances_on_one_node_get_their_own_ports_and_a_taken_one_is_explained() -> Result<()> {
     let h = start().await?;
     h.roles(&["web"]).await?;
-    let nodes: Api<Node> = Api::all(h.client.clone());
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {}}))?,
-        )
-        .await?;
-    let status = json!({"status": {"allocatable": {"cpus": 16, "memory": "16Gi"}, "total": {"cpus": 16, "memory": "16Gi"},
-        "portRanges": [{"begin": 31000, "end": 31001}], "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}]}});
-    nodes
-        .patch_status("n1", &PatchParams::default(), &Patch::Merge(status))
-        .await?;
+    common::node_offering_ports(&h.client, "n1", (31000, 31001), "10.0.0.7").await?;
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
     for (name, instances, ports) in [
         ("web", 3, json!([{"name": "http"}])),

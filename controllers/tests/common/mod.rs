@@ -46,3 +46,28 @@ where
 {
     corral_apiserver::testing::eventually(what, check).await
 }
+
+/// Registers node `name` (16 CPUs, Ready) offering host ports
+/// `begin..=end` at `address`, as an agent would.
+pub async fn node_offering_ports(
+    client: &kube::Client,
+    name: &str,
+    (begin, end): (u16, u16),
+    address: &str,
+) -> Result<()> {
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let nodes: Api<corral_api::Node> = Api::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": {}}))?,
+        )
+        .await?;
+    let status = serde_json::json!({"status": {"allocatable": {"cpus": 16, "memory": "16Gi"}, "total": {"cpus": 16, "memory": "16Gi"},
+        "portRanges": [{"begin": begin, "end": end}], "addresses": [{"type": "InternalIP", "address": address}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    Ok(())
+}

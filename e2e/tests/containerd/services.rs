@@ -13,6 +13,14 @@ use serde_json::Value;
 
 use super::{Cluster, WAIT};
 
+/// `kubectl -n analytics get ARGS -o json`, read.
+fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
+    let mut all = vec!["-n", "analytics", "get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    Ok(serde_json::from_str(&c.k.run(&all)?.ok()?)?)
+}
+
 /// `GET path` on `127.0.0.1:port`: the status line and the body.
 fn get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -45,17 +53,14 @@ fn healthy(task: &Value) -> bool {
 
 /// (task, ready) of every endpoint of job `job`, sorted.
 fn endpoints(c: &Cluster, job: &str) -> Result<Vec<(String, bool)>> {
-    let r = c.k.run(&[
-        "-n",
-        "analytics",
-        "get",
-        "endpointslices",
-        "-l",
-        &format!("kubernetes.io/service-name={job}"),
-        "-o",
-        "json",
-    ])?;
-    let list: Value = serde_json::from_str(&r.ok()?)?;
+    let list = get_json(
+        c,
+        &[
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={job}"),
+        ],
+    )?;
     let mut out: Vec<(String, bool)> = list["items"]
         .as_array()
         .into_iter()
@@ -151,17 +156,7 @@ fn two_instances_serve_on_their_own_ports_and_a_failing_health_check_replaces_on
         Ok(!endpoints(&c, "web")?.iter().any(|(t, _)| t == "web-0-0"))
     })?;
     let replacement = wait_for("a replacement of instance 0, healthy", WAIT, || {
-        let r = c.k.run(&[
-            "-n",
-            "analytics",
-            "get",
-            "tasks",
-            "-l",
-            "corral.dev/instance=0",
-            "-o",
-            "json",
-        ])?;
-        let list: Value = serde_json::from_str(&r.ok()?)?;
+        let list = get_json(&c, &["tasks", "-l", "corral.dev/instance=0"])?;
         Ok(list["items"]
             .as_array()
             .into_iter()
@@ -205,30 +200,9 @@ fn an_update_whose_health_check_never_passes_rolls_back_by_itself() -> Result<()
     c.job("web", "service", "32Mi", serve, &spec("/health"))?;
     c.k.run(&["-n", "analytics", "scale", "job/web", "--replicas=2"])?
         .ok()?;
-    let job = |c: &Cluster| -> Result<Value> {
-        let r = c.k.run(&[
-            "-n",
-            "analytics",
-            "get",
-            "job.corral.dev",
-            "web",
-            "-o",
-            "json",
-        ])?;
-        Ok(serde_json::from_str(&r.ok()?)?)
-    };
+    let job = |c: &Cluster| -> Result<Value> { get_json(c, &["job.corral.dev", "web"]) };
     let live_healthy = |c: &Cluster| -> Result<Vec<(String, bool)>> {
-        let r = c.k.run(&[
-            "-n",
-            "analytics",
-            "get",
-            "tasks",
-            "-l",
-            "corral.dev/job=web",
-            "-o",
-            "json",
-        ])?;
-        let list: Value = serde_json::from_str(&r.ok()?)?;
+        let list = get_json(c, &["tasks", "-l", "corral.dev/job=web"])?;
         let mut out: Vec<(String, bool)> = list["items"]
             .as_array()
             .into_iter()
@@ -339,18 +313,7 @@ fn an_update_is_paused_resumed_and_aborted_from_the_command_line() -> Result<()>
     c.job("steer", "service", "16Mi", "exec sleep 600", &release("v1"))?;
     c.k.run(&["-n", "analytics", "scale", "job/steer", "--replicas=3"])?
         .ok()?;
-    let job = |c: &Cluster| -> Result<Value> {
-        let r = c.k.run(&[
-            "-n",
-            "analytics",
-            "get",
-            "job.corral.dev",
-            "steer",
-            "-o",
-            "json",
-        ])?;
-        Ok(serde_json::from_str(&r.ok()?)?)
-    };
+    let job = |c: &Cluster| -> Result<Value> { get_json(c, &["job.corral.dev", "steer"]) };
     wait_for("three instances running", WAIT, || {
         Ok(job(&c)?["status"]["tasks"]["RUNNING"] == 3)
     })?;
