@@ -11,6 +11,11 @@ use crate::resources::Resources;
 use crate::task::TaskPhase;
 
 /// What kind of job (Aurora: service, ad-hoc, cron).
+/// The label naming a task's job (set on every task a job makes).
+pub const JOB_LABEL: &str = "corral.dev/job";
+/// The label naming a task's instance.
+pub const INSTANCE_LABEL: &str = "corral.dev/instance";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
@@ -431,6 +436,10 @@ pub struct JobSpec {
     /// instances: an update (see [`crate::update`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateStrategy>,
+    /// How many instances voluntary disruptions (evictions, drains) may
+    /// take down at once (see [`crate::disruption`]); none: any number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<crate::disruption::DisruptionBudget>,
 }
 
 pub use crate::update::UpdateStrategy;
@@ -558,6 +567,13 @@ pub struct JobStatus {
     /// can find the tasks whose metrics it reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Evictions under way: each evicted task's name and when, counted as
+    /// down until its phase says so (at most
+    /// [`crate::disruption::DISRUPTION_RECORD_SECONDS`]). Written by the
+    /// `tasks/eviction` subresource only, each write conditional, so that
+    /// concurrent evictions of one job never overspend its budget.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub disrupted_tasks: crate::disruption::DisruptedTasks,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -44,6 +44,16 @@ pub const NODE_LEASE_NAMESPACE: &str = "corral-node-lease";
         json_path = ".status.allocatable.memory"
     ),
     printcolumn(
+        name = "Drain",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Draining\")].reason"
+    ),
+    printcolumn(
+        name = "Maintenance",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Maintenance\")].reason"
+    ),
+    printcolumn(
         name = "Unschedulable",
         type_ = "boolean",
         json_path = ".spec.unschedulable",
@@ -60,9 +70,46 @@ pub struct NodeSpec {
     /// Attributes matched by job constraints (`rack: r1`, `zone: a`, `dedicated: analytics`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
-    /// No new tasks are placed here (drain / maintenance).
+    /// No new tasks are placed here (cordon).
     #[serde(default)]
     pub unschedulable: bool,
+    /// Move every task off the node (`corral node drain`): nothing new is
+    /// placed here, and each task is evicted as its job's disruption
+    /// budget allows, a service's after its replacement runs elsewhere
+    /// where there is room for one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
+    /// Planned maintenance: the node is drained ahead of the window, so it
+    /// is empty when the window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::disruption::MaintenanceWindow>,
+}
+
+impl NodeSpec {
+    /// True when the node is to be emptied at `now` (Unix seconds): a drain
+    /// was asked for, or its maintenance window opens within its drain lead
+    /// or is open.
+    pub fn draining(&self, now: i64) -> bool {
+        use crate::disruption::WindowPhase;
+        self.drain
+            || self
+                .maintenance
+                .as_ref()
+                .is_some_and(|w| matches!(w.phase(now), WindowPhase::Draining | WindowPhase::Open))
+    }
+
+    /// True when no new task may be placed at `now`: cordoned or draining.
+    pub fn closed(&self, now: i64) -> bool {
+        self.unschedulable || self.draining(now)
+    }
+
+    /// True when new long-running work should avoid the node at `now`:
+    /// its maintenance window is near.
+    pub fn window_near(&self, now: i64) -> bool {
+        self.maintenance
+            .as_ref()
+            .is_some_and(|w| w.phase(now) == crate::disruption::WindowPhase::Near)
+    }
 }
 
 /// A static reservation advertised by the agent (`cpus(analytics)=2`).
@@ -113,8 +160,11 @@ impl RuntimeKind {
 pub enum NodeConditionType {
     /// The agent heartbeats and can run tasks.
     Ready,
-    /// The node is being drained for maintenance.
+    /// The node is being drained (True while tasks are left; False with
+    /// reason `Drained` once it is empty).
     Draining,
+    /// The node has a maintenance window (True while it is open).
+    Maintenance,
 }
 
 /// Reasons of node conditions.
@@ -128,6 +178,16 @@ pub enum NodeReason {
     RuntimeUnavailable,
     /// An operator asked for maintenance.
     MaintenanceRequested,
+    /// An operator asked for a drain (`spec.drain`).
+    DrainRequested,
+    /// The node's maintenance window is about to open: it is drained ahead.
+    MaintenanceAhead,
+    /// Every task has left the node.
+    Drained,
+    /// A maintenance window is scheduled and not yet open.
+    MaintenanceScheduled,
+    /// The maintenance window is open.
+    MaintenanceWindowOpen,
 }
 
 /// What the node offers and how it is doing.

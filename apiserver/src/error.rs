@@ -118,6 +118,15 @@ pub enum ApiError {
     /// Too many requests of its class are in flight: retry after a second.
     #[error("Too many requests, please try again later.")]
     TooManyRequests,
+    /// An eviction the task's job's disruption budget forbids now (429,
+    /// as Kubernetes answers an eviction a PodDisruptionBudget forbids).
+    #[error("Cannot evict task as it would violate the job's disruption budget.")]
+    DisruptionBudget {
+        /// The task.
+        name: String,
+        /// Which budget, and how it stands.
+        cause: String,
+    },
     /// A bug: the server broke an invariant.
     #[error("internal error: {0}")]
     Internal(String),
@@ -146,7 +155,9 @@ impl ApiError {
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests | ApiError::DisruptionBudget { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Timeout | ApiError::TooLargeResourceVersion { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -171,7 +182,7 @@ impl ApiError {
             ApiError::Expired { .. } => "Expired",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::InsufficientStorage(_) => "InsufficientStorage",
-            ApiError::TooManyRequests => "TooManyRequests",
+            ApiError::TooManyRequests | ApiError::DisruptionBudget { .. } => "TooManyRequests",
             ApiError::Timeout | ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Internal(_) | ApiError::AgentUnreachable(_) => "InternalError",
         }
@@ -252,6 +263,10 @@ impl ApiError {
                 Some(json!({"causes": causes}))
             }
             ApiError::TooManyRequests => Some(json!({"retryAfterSeconds": 1})),
+            ApiError::DisruptionBudget { name, cause } => Some(json!({
+                "name": name, "group": "corral.dev", "kind": "tasks",
+                "causes": [{"reason": "DisruptionBudget", "message": cause}],
+            })),
             // client-go recognises it by this cause.
             ApiError::TooLargeResourceVersion { .. } => Some(json!({"causes": [
                 {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}

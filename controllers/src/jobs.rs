@@ -34,10 +34,7 @@ use kube::runtime::reflector;
 use crate::cache::{self, Caches};
 use serde_json::{Map, Value, json};
 
-/// The label naming a task's job.
-pub const JOB_LABEL: &str = "corral.dev/job";
-/// The label naming a task's instance.
-pub const INSTANCE_LABEL: &str = "corral.dev/instance";
+pub use corral_api::job::{INSTANCE_LABEL, JOB_LABEL};
 type JobCondition = Condition<JobConditionType, JobReason>;
 
 /// The actor name written in task events.

@@ -101,6 +101,11 @@ pub struct TaskView {
     /// `Healthy` condition's transition when it has a health check, else
     /// when it started running; None when it is not running (healthy).
     pub healthy_since: Option<i64>,
+    /// True when it is on a node being drained (and not yet ended): a
+    /// service instance gets its replacement before it goes (make before
+    /// break; see [`crate::disruption`]). Set by the caller, who knows
+    /// the nodes.
+    pub leaving: bool,
 }
 
 /// What to do.
@@ -220,6 +225,7 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
                 None => at(TaskPhase::Running),
             })
             .flatten(),
+        leaving: false,
     })
 }
 
@@ -300,7 +306,10 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
     let (mut finished, mut exhausted) = (0u32, false);
     for instance in 0..s.instances {
         let history = by_instance.get(&instance).cloned().unwrap_or_default();
-        let live = history.iter().any(|t| !t.phase.is_terminal());
+        // A service's task on a draining node no longer covers its
+        // instance: its replacement is made before it goes.
+        let moving = |t: &TaskView| s.kind == JobKind::Service && t.leaving;
+        let live = history.iter().any(|t| !t.phase.is_terminal() && !moving(t));
         let next_attempt = history.iter().map(|t| t.attempt + 1).max().unwrap_or(0);
         if live {
             continue;
@@ -342,7 +351,17 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
     }
     // A template change rolls through the instances a batch at a time.
     let replacing: Vec<u32> = plan.create.iter().map(|(i, _)| *i).collect();
-    let policy = s.update.clone().unwrap_or_default();
+    let mut policy = s.update.clone().unwrap_or_default();
+    // An update is a voluntary disruption: its batch never takes down
+    // more than the job's disruption budget (but at least one, so that a
+    // budget of 0 does not freeze the job's template).
+    if let Some(max) = s
+        .disruption_budget
+        .as_ref()
+        .and_then(|b| b.max_unavailable(s.instances).ok())
+    {
+        policy.batch_size = policy.batch_size.min(max.max(1));
+    }
     let spec_template = s.template();
     let status = job.status.as_ref();
     let roll = update::decide(
@@ -448,6 +467,7 @@ mod tests {
             ended: None,
             template: None,
             healthy_since: None,
+            leaving: false,
         }
     }
 
@@ -726,3 +746,6 @@ mod tests {
         assert!(p.prune.is_empty());
     }
 }
+
+#[cfg(test)]
+mod drain_tests;

@@ -12,6 +12,7 @@
 //! - [`sched`]: placement, quotas, DRF, reservations, preemption, explanations.
 
 pub mod cron;
+pub mod disruption;
 pub mod endpoints;
 pub mod health;
 pub mod jobs;

@@ -5,6 +5,7 @@
 //! answer `422 Invalid` with one cause per problem. `validate_*_update` adds the
 //! rules that compare with the stored object (immutable fields).
 
+mod disruption;
 mod names;
 mod rules;
 mod services;

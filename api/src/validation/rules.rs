@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::RwLock;
 
+use super::disruption::{budget, maintenance};
 use super::names::{
     config_key_problems, is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_label_value,
     is_qualified_name, is_resource_name,
@@ -441,6 +442,9 @@ fn job_rules(job: &Job) -> Vec<FieldError> {
             );
         }
     }
+    if let Some(b) = &s.disruption_budget {
+        budget(&mut errs, &spec.child("disruptionBudget"), b);
+    }
     if let Some(t) = &s.timeouts {
         timeout(
             &mut errs,
@@ -690,6 +694,9 @@ pub fn validate_node(n: &Node) -> Vec<FieldError> {
         &FieldPath::root("spec").child("attributes"),
         &n.spec.attributes,
     );
+    if let Some(w) = &n.spec.maintenance {
+        maintenance(&mut errs, &FieldPath::root("spec").child("maintenance"), w);
+    }
     if let Some(st) = &n.status {
         let status = FieldPath::root("status");
         resources(

@@ -306,6 +306,18 @@ fn job_rules_name_the_field_and_the_error() {
             T::Invalid,
         ),
         (
+            "a negative disruption budget",
+            |v| v["spec"]["disruptionBudget"] = json!({"maxUnavailable": -1}),
+            "spec.disruptionBudget.maxUnavailable",
+            T::Invalid,
+        ),
+        (
+            "a disruption budget over 100%",
+            |v| v["spec"]["disruptionBudget"] = json!({"maxUnavailable": "150%"}),
+            "spec.disruptionBudget.maxUnavailable",
+            T::Invalid,
+        ),
+        (
             "a port name in upper case",
             |v| v["spec"]["ports"] = json!([{"name": "HTTP"}]),
             "spec.ports[0].name",
@@ -695,6 +707,15 @@ fn role_quota_reservation_and_node_rules() {
             ("status.portRanges[1]".into(), T::Invalid),
             ("status.portRanges[2]".into(), T::Invalid),
             ("status.addresses[1].address".into(), T::Invalid),
+        ]
+    );
+    let node: Node = serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Node", "metadata": {"name": "n1"},
+        "spec": {"maintenance": {"start": "2026-12-07T12:00:00Z", "durationSeconds": 0, "drainAheadSeconds": 700_000}}})).expect("node");
+    assert_eq!(
+        fields(&validate_node(&node)),
+        vec![
+            ("spec.maintenance.durationSeconds".into(), T::Invalid),
+            ("spec.maintenance.drainAheadSeconds".into(), T::Invalid),
         ]
     );
 }

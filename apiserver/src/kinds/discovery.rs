@@ -82,6 +82,7 @@ pub fn resource_list(registry: &Catalog, group: &str, version: &str) -> Option<V
         }
         if crate::storage::registry::binding::is_bindable(d) {
             resources.push(json!({"name": format!("{}/binding", d.plural), "singularName": "", "namespaced": d.namespaced, "kind": "Binding", "verbs": ["create"]}));
+            resources.push(json!({"name": format!("{}/eviction", d.plural), "singularName": "", "namespaced": d.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         }
     }
     let group_version = if group.is_empty() {
@@ -176,6 +177,7 @@ fn aggregated_resource(d: &ResourceDesc) -> Value {
     }
     if crate::storage::registry::binding::is_bindable(d) {
         subresources.push(json!({"subresource": "binding", "responseKind": {"group": d.group, "version": d.version, "kind": "Binding"}, "verbs": ["create"]}));
+        subresources.push(json!({"subresource": "eviction", "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]}));
     }
     if !subresources.is_empty() {
         r["subresources"] = json!(subresources);

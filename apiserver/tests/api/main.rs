@@ -110,6 +110,7 @@ mod corpus;
 mod crud;
 mod deletion;
 mod etcd_ha;
+mod evictions;
 mod gitops;
 mod lifecycle;
 mod limits;
@@ -134,6 +135,8 @@ macro_rules! suite {
 
 suite!(embedded:
     clients::discovery_finds_every_kind,
+    evictions::evictions_honour_the_disruption_budget,
+    evictions::racing_evictions_spend_a_budget_once,
     bulk::tasks_are_created_and_bound_in_bulk_each_on_its_own,
     crud::a_task_is_created_with_its_first_status,
     crud::a_task_is_created_only_for_a_job_that_exists,
@@ -171,6 +174,7 @@ suite!(embedded:
 
 suite!(etcd:
     bulk::tasks_are_created_and_bound_in_bulk_each_on_its_own,
+    evictions::racing_evictions_spend_a_budget_once,
     crud::jobs_are_created_read_listed_patched_and_deleted,
     crud::a_task_is_created_with_its_first_status,
     clients::events_are_one_store_seen_through_both_apis,

@@ -342,9 +342,13 @@ pub fn decide(input: Input, by_instance: &BTreeMap<u32, Vec<&TaskView>>) -> Roll
     let mut candidates = Vec::new();
     let min_healthy = i64::from(input.policy.min_healthy_seconds) * 1_000_000;
     for instance in 0..input.instances {
-        let live = by_instance
-            .get(&instance)
-            .and_then(|h| h.iter().find(|t| !t.phase.is_terminal()));
+        // The newest live task: a replacement made before its
+        // predecessor leaves a draining node speaks for the instance.
+        let live = by_instance.get(&instance).and_then(|h| {
+            h.iter()
+                .filter(|t| !t.phase.is_terminal())
+                .max_by_key(|t| t.attempt)
+        });
         let Some(t) = live else {
             in_flight += u32::from(input.replacing.contains(&instance));
             continue;
@@ -437,7 +441,8 @@ fn evaluate(
         let Some(live) = tasks
             .iter()
             .filter(on_target)
-            .find(|t| !t.phase.is_terminal())
+            .filter(|t| !t.phase.is_terminal())
+            .max_by_key(|t| t.attempt)
         else {
             continue;
         };

@@ -30,6 +30,7 @@ pub mod binding;
 mod born;
 pub mod bulk;
 mod delete;
+pub mod eviction;
 mod meta;
 mod owners;
 mod read;

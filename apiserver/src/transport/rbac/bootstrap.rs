@@ -115,13 +115,15 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ}]),
         ),
         // Its editors run jobs (tasks are the controllers' and the agents':
-        // a team kills and restarts them through its jobs) and keep their
+        // a team kills and restarts them through its jobs, and evicts them
+        // within their jobs' disruption budgets) and keep their
         // Secrets and ConfigMaps. Using a Corral role takes `use` on it,
         // which edit does not grant.
         cluster_role(
             "corral:aggregate-to-edit",
             json!({format!("{RBAC}/aggregate-to-edit"): "true"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/scale"], "verbs": w},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks/eviction"], "verbs": ["create"]},
                    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": w}]),
         ),
         // Its administrators also grant access within it (never more than
@@ -152,12 +154,14 @@ pub fn objects() -> Vec<Value> {
         // their status through the state machine, node liveness from
         // Leases, role and quota figures, and the Lease they elect a leader
         // by; Events about Nodes (the disruption brake); the EndpointSlices
-        // of service jobs. No binding, no Secret, no RBAC.
+        // of service jobs; evictions, for drains. No binding, no Secret, no
+        // RBAC.
         cluster_role(
             CONTROLLER_MANAGER,
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "roles", "quotas", "nodes", "reservations"], "verbs": READ},
                    {"apiGroups": ["corral.dev"], "resources": ["tasks"], "verbs": ["get", "list", "watch", "create", "delete"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks/eviction"], "verbs": ["create"]},
                    {"apiGroups": ["corral.dev"], "resources": ["roles", "roles/privileged"], "verbs": ["use"]},
                    {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status", "reservations/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},

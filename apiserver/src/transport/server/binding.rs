@@ -1,6 +1,9 @@
 //! HTTP for a Task's `binding` subresource: POST of a Binding (see
-//! `registry::binding`), answered 201 with the bound Task; and for
-//! `namespaces/NS/bindings`, many tasks bound in one request.
+//! `registry::binding`), answered 201 with the bound Task; for
+//! `namespaces/NS/bindings`, many tasks bound in one request; and for its
+//! `eviction` subresource, POST of an Eviction (see `registry::eviction`),
+//! answered 201 with a `Success` Status, or 429 when the job's disruption
+//! budget forbids it.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -9,6 +12,7 @@ use super::body::posted;
 use super::request_info::ResourceTarget;
 use super::respond::{Body, json_response};
 use crate::error::ApiError;
+use crate::storage::registry::eviction::Evicted;
 use crate::storage::registry::{Api, Requester, WriteOptions, bulk};
 
 pub(super) async fn request(
@@ -49,5 +53,30 @@ async fn bindings(
     Ok(json_response(
         StatusCode::CREATED,
         &bulk::answer(&t.desc, &[Ok(w)], 201)["items"][0],
+    ))
+}
+
+/// `POST namespaces/NS/tasks/NAME/eviction`.
+pub(super) async fn eviction(
+    api: Api,
+    t: ResourceTarget,
+    req: Request<Bytes>,
+    requester: Requester,
+) -> Result<Response<Body>, ApiError> {
+    let (opts, body) = posted(req, requester)?;
+    let Some(name) = t.name.as_deref() else {
+        return Err(ApiError::MethodNotAllowed);
+    };
+    let done = api
+        .evict(&t.desc, t.namespace.as_deref(), name, &body, &opts)
+        .await?;
+    let message = match done {
+        Evicted::Draining => format!("task {name} is draining"),
+        Evicted::NothingToDo(why) => format!("nothing to evict: {why}"),
+    };
+    Ok(json_response(
+        StatusCode::CREATED,
+        &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Success", "code": 201, "message": message}),
     ))
 }

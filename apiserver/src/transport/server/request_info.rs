@@ -24,6 +24,9 @@ pub enum Subresource {
     Binding,
     /// `log`: a Task's output, proxied from its agent.
     Log,
+    /// `eviction`: a Task evicted within its job's disruption budget
+    /// (POST of an Eviction).
+    Eviction,
 }
 
 impl Subresource {
@@ -34,6 +37,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Eviction => "eviction",
         }
     }
 }
@@ -143,6 +147,9 @@ fn resource(registry: &Catalog, segs: &[&str]) -> Option<ResourceTarget> {
                 }
                 [name, "binding"] if crate::storage::registry::binding::is_bindable(&desc) => {
                     Some(t(desc, ns, Some(name), Some(Binding)))
+                }
+                [name, "eviction"] if crate::storage::registry::eviction::is_evictable(&desc) => {
+                    Some(t(desc, ns, Some(name), Some(Eviction)))
                 }
                 [name, "log"] if desc.group == "corral.dev" && desc.kind == "Task" => {
                     Some(t(desc, ns, Some(name), Some(Log)))

@@ -103,6 +103,7 @@ pub(super) async fn resource(
     match t.sub {
         Some(Subresource::Scale) => return scale::request(api, t, req).await,
         Some(Subresource::Binding) => return binding::request(api, t, req, requester).await,
+        Some(Subresource::Eviction) => return binding::eviction(api, t, req, requester).await,
         // Routed to the agent's log endpoint before this handler.
         Some(Subresource::Log) => return Err(ApiError::MethodNotAllowed),
         Some(Subresource::Status) | None => {}

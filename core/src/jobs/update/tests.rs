@@ -29,6 +29,7 @@ fn t(instance: u32, attempt: u32, phase: TaskPhase, template: &str) -> TaskView 
         ended: phase.is_terminal().then_some(10 * S),
         template: Some(template.to_owned()),
         healthy_since: (phase == Running).then_some(0),
+        leaving: false,
     }
 }
 
