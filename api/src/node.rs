@@ -180,14 +180,17 @@ pub enum NodeReason {
     MaintenanceRequested,
     /// An operator asked for a drain (`spec.drain`).
     DrainRequested,
-    /// The node's maintenance window is about to open: it is drained ahead.
+    /// The node's maintenance window is about to open: new work avoids the
+    /// node, and from the drain lead on it is drained.
     MaintenanceAhead,
     /// Every task has left the node.
     Drained,
-    /// A maintenance window is scheduled and not yet open.
+    /// A maintenance window is scheduled, further away than its leads.
     MaintenanceScheduled,
     /// The maintenance window is open.
     MaintenanceWindowOpen,
+    /// The maintenance window has closed.
+    MaintenanceComplete,
 }
 
 /// What the node offers and how it is doing.

@@ -92,6 +92,18 @@ impl TaskPhase {
         )
     }
 
+    /// True while a kill is under way (KILLING, PREEMPTING, RESTARTING,
+    /// DRAINING): the task is leaving its node.
+    pub fn is_being_killed(self) -> bool {
+        matches!(
+            self,
+            TaskPhase::Killing
+                | TaskPhase::Preempting
+                | TaskPhase::Restarting
+                | TaskPhase::Draining
+        )
+    }
+
     /// True while the task holds resources on a node.
     pub fn holds_resources(self) -> bool {
         matches!(
@@ -218,6 +230,10 @@ pub enum TaskConditionType {
     Preempted,
     /// Its health check passes (only for tasks that have one).
     Healthy,
+    /// It is to leave its node for a voluntary disruption (Kubernetes'
+    /// name): its node is being drained. A service instance's replacement
+    /// is made before it goes.
+    DisruptionTarget,
 }
 
 /// Reasons of task conditions.
@@ -239,6 +255,8 @@ pub enum TaskReason {
     HealthCheckPassed,
     /// Its health check has not passed (yet, or any more).
     HealthCheckFailing,
+    /// Its node is being drained (asked for, or ahead of a maintenance window).
+    NodeDraining,
 }
 
 /// Why a task cannot be placed, one reason at a time.
@@ -417,6 +435,32 @@ impl TaskStatus {
                 observed_generation: None,
             }),
         }
+    }
+
+    /// Marks it as leaving its node for a drain (the `DisruptionTarget`
+    /// condition), or clears that when the drain was called off.
+    pub fn set_disruption_target(&mut self, leaving: bool, message: String, now: jiff::Timestamp) {
+        use crate::common::ConditionStatus;
+        let status = if leaving {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.set_condition(
+            TaskConditionType::DisruptionTarget,
+            status,
+            TaskReason::NodeDraining,
+            message,
+            now,
+        );
+    }
+
+    /// True when its `DisruptionTarget` condition is `True`.
+    pub fn is_disruption_target(&self) -> bool {
+        self.conditions.iter().any(|c| {
+            c.type_ == TaskConditionType::DisruptionTarget
+                && c.status == crate::common::ConditionStatus::True
+        })
     }
 
     /// True when its `Healthy` condition is `True`.

@@ -10,6 +10,9 @@
 //! - [`roles`]: Role status: allocated, pending, dominant share and latency figures.
 //! - [`endpoints`]: service jobs' instances as EndpointSlices (discovery).
 //! - [`reservations`]: Reservation status: in force or why not, and what of it is used.
+//! - [`drain`]: drains and maintenance windows: tasks marked, replaced and
+//!   evicted within their jobs' disruption budgets; Draining and
+//!   Maintenance node conditions.
 //! - [`jobs`]: keeps each job's tasks (instances, replacements, retries, scale-down, rolling updates) and its status.
 //! - [`cache`]: one watch per kind, shared by all of them.
 //! - [`bulk`]: many tasks created or bound in one request.
@@ -21,6 +24,7 @@ pub mod bulk;
 pub mod cache;
 pub mod client;
 pub mod cron;
+pub mod drain;
 pub mod endpoints;
 pub mod jobs;
 pub mod leader;
@@ -112,6 +116,11 @@ pub async fn run_all(
             stop.clone(),
         )),
         tokio::spawn(reservations::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(drain::run_cached(
             client.clone(),
             caches.clone(),
             stop.clone(),

@@ -39,7 +39,7 @@ fn round(share: f64) -> f64 {
 }
 
 fn usable(node: &Node) -> bool {
-    !node.spec.unschedulable
+    !node.spec.closed(jiff::Timestamp::now().as_second())
         && node.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()

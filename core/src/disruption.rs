@@ -14,10 +14,11 @@
 //!   ([`Verdict::WithinBudget`]), else refused ([`Verdict::OverBudget`]).
 //!
 //! **Drain.** Each task still on a draining node is evicted unless its
-//! replacement is on its way — being placed, or bound and starting — in
-//! which case the drain waits for it ([`drain_step`]); a replacement that
-//! found no room no longer holds the drain back, which then breaks before
-//! making, within the budget.
+//! replacement is on its way — due (a service instance's, for up to
+//! [`REPLACEMENT_GRACE_SECONDS`]), being placed, or bound and starting —
+//! in which case the drain waits for it ([`drain_step`]); a replacement
+//! that found no room no longer holds the drain back, which then breaks
+//! before making, within the budget.
 
 use std::collections::BTreeMap;
 
@@ -161,11 +162,22 @@ impl Budget<'_> {
     }
 }
 
+/// How long a drain waits for a service instance's replacement to be
+/// made (the job controller makes it once the task is marked as leaving)
+/// before it breaks before making.
+pub const REPLACEMENT_GRACE_SECONDS: i64 = 30;
+
 /// Where a draining task's replacement stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replacement {
-    /// None was made (not a service, or not yet).
-    None,
+    /// None is made for it: not a service instance.
+    NotMade,
+    /// A service instance's, not made yet, `waited` seconds after the task
+    /// was marked as leaving.
+    Due {
+        /// Seconds since the task was marked.
+        waited: i64,
+    },
     /// Created and waiting for the scheduler's first word.
     Placing,
     /// The scheduler found no room for it.
@@ -185,7 +197,7 @@ impl Replacement {
             TaskPhase::Pending | TaskPhase::Throttled if unplaceable => Replacement::Unplaceable,
             TaskPhase::Pending | TaskPhase::Throttled => Replacement::Placing,
             TaskPhase::Assigned | TaskPhase::Starting | TaskPhase::Running => Replacement::Starting,
-            _ => Replacement::None,
+            _ => Replacement::Unplaceable,
         }
     }
 }
@@ -205,20 +217,18 @@ pub enum DrainStep {
 /// The drain's step for a task in `phase` whose replacement stands as
 /// `replacement`.
 pub fn drain_step(phase: TaskPhase, replacement: Replacement) -> DrainStep {
-    if phase.is_terminal()
-        || matches!(
-            phase,
-            TaskPhase::Killing
-                | TaskPhase::Preempting
-                | TaskPhase::Restarting
-                | TaskPhase::Draining
-        )
-    {
+    if phase.is_terminal() || phase.is_being_killed() {
         return DrainStep::Leaving;
     }
     match replacement {
+        Replacement::Due { waited } if waited < REPLACEMENT_GRACE_SECONDS => {
+            DrainStep::AwaitReplacement
+        }
         Replacement::Placing | Replacement::Starting => DrainStep::AwaitReplacement,
-        Replacement::None | Replacement::Unplaceable | Replacement::Available => DrainStep::Evict,
+        Replacement::NotMade
+        | Replacement::Due { .. }
+        | Replacement::Unplaceable
+        | Replacement::Available => DrainStep::Evict,
     }
 }
 

@@ -101,10 +101,10 @@ pub struct TaskView {
     /// `Healthy` condition's transition when it has a health check, else
     /// when it started running; None when it is not running (healthy).
     pub healthy_since: Option<i64>,
-    /// True when it is on a node being drained (and not yet ended): a
-    /// service instance gets its replacement before it goes (make before
-    /// break; see [`crate::disruption`]). Set by the caller, who knows
-    /// the nodes.
+    /// True when it is to leave a node being drained (its
+    /// `DisruptionTarget` condition) and has not ended: a service instance
+    /// gets its replacement before it goes (make before break; see
+    /// [`crate::disruption`]).
     pub leaving: bool,
 }
 
@@ -225,7 +225,7 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
                 None => at(TaskPhase::Running),
             })
             .flatten(),
-        leaving: false,
+        leaving: !phase.is_terminal() && status.is_disruption_target(),
     })
 }
 
@@ -426,6 +426,19 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
                     .filter(|t| !t.phase.is_terminal())
                     .map(|t| t.name.clone()),
             );
+            continue;
+        }
+        // A replacement made for a drain that was called off: the
+        // instance keeps its oldest staying task, the newer ones go.
+        let mut staying: Vec<&&TaskView> = history
+            .iter()
+            .filter(|t| !t.phase.is_terminal() && !t.phase.is_being_killed() && !t.leaving)
+            .collect();
+        staying.sort_by_key(|t| t.attempt);
+        for extra in staying.iter().skip(1) {
+            if !plan.kill.contains(&extra.name) {
+                plan.kill.push(extra.name.clone());
+            }
         }
     }
     if s.kind != JobKind::Service {

@@ -137,7 +137,9 @@ pub fn node_state<'a>(
         default: status.default_runtime,
     };
     n.ports = NodePorts::new(&status.port_ranges);
-    n.schedulable = !node.spec.unschedulable;
+    // Cordoned, draining, or with a maintenance window near: no new work.
+    let now = jiff::Timestamp::now().as_second();
+    n.schedulable = !node.spec.closed(now) && !node.spec.window_near(now);
     n.healthy = status
         .conditions
         .iter()

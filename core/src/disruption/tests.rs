@@ -157,15 +157,23 @@ fn a_drain_waits_only_for_a_replacement_on_its_way() {
     use DrainStep::*;
     use TaskPhase as P;
     for (phase, replacement, want) in [
-        (P::Running, Replacement::None, Evict),
+        (P::Running, Replacement::NotMade, Evict),
+        (P::Running, Replacement::Due { waited: 0 }, AwaitReplacement),
+        (
+            P::Running,
+            Replacement::Due {
+                waited: REPLACEMENT_GRACE_SECONDS,
+            },
+            Evict,
+        ),
         (P::Running, Replacement::Placing, AwaitReplacement),
         (P::Running, Replacement::Starting, AwaitReplacement),
         (P::Running, Replacement::Unplaceable, Evict),
         (P::Running, Replacement::Available, Evict),
-        (P::Assigned, Replacement::None, Evict),
-        (P::Draining, Replacement::None, Leaving),
+        (P::Assigned, Replacement::NotMade, Evict),
+        (P::Draining, Replacement::NotMade, Leaving),
         (P::Killing, Replacement::Placing, Leaving),
-        (P::Killed, Replacement::None, Leaving),
+        (P::Killed, Replacement::NotMade, Leaving),
     ] {
         assert_eq!(
             drain_step(phase, replacement),

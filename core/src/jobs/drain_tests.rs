@@ -77,3 +77,18 @@ fn an_update_batch_stays_within_the_disruption_budget() {
     let unbudgeted = job("service", 4, json!({"update": {"batchSize": 3}}));
     assert_eq!(reconcile(&unbudgeted, &tasks, 10).restart.len(), 3);
 }
+
+#[test]
+fn a_replacement_for_a_drain_called_off_goes_again() {
+    let tasks = [running(0, 0, false, None), running(0, 1, false, None)];
+    let p = reconcile(&job("service", 1, json!({})), &tasks, 10);
+    assert_eq!(p.kill, vec![task_name("j", 0, 1)], "the newer copy goes");
+    assert!(p.create.is_empty());
+    // While the older one is still leaving, both stay.
+    let tasks = [running(0, 0, true, None), running(0, 1, false, None)];
+    assert!(
+        reconcile(&job("service", 1, json!({})), &tasks, 10)
+            .kill
+            .is_empty()
+    );
+}

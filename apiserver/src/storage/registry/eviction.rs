@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 
-use corral_api::TaskPhase;
 use corral_api::task::TaskStatus;
 use corral_core::disruption::{Budget, Member, Verdict};
 use corral_core::lifecycle;
@@ -82,10 +81,7 @@ fn nothing_to_evict(task: &Value, status: &TaskStatus) -> Option<String> {
     if phase.is_terminal() {
         return Some(format!("the task has ended ({phase})"));
     }
-    if matches!(
-        phase,
-        TaskPhase::Killing | TaskPhase::Preempting | TaskPhase::Restarting | TaskPhase::Draining
-    ) {
+    if phase.is_being_killed() {
         return Some(format!("the task is leaving already ({phase})"));
     }
     let bound = task["spec"]["nodeName"]
@@ -323,6 +319,8 @@ impl Api {
 
 #[cfg(test)]
 mod tests {
+    use corral_api::TaskPhase;
+
     use super::*;
 
     #[test]
