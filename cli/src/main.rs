@@ -107,7 +107,7 @@ enum Command {
     /// Kill or restart a job's tasks, or steer its update.
     #[command(subcommand)]
     Job(client::jobs::JobCommand),
-    /// Cordon or uncordon nodes.
+    /// Cordon, uncordon or drain nodes, or schedule their maintenance.
     #[command(subcommand)]
     Node(client::nodes::NodeCommand),
     /// Write the CustomResourceDefinitions generated from the types.
