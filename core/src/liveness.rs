@@ -10,7 +10,8 @@
 //!
 //! When the controller itself could not see the leases (its watch failed,
 //! it just started), it [`Liveness::forgive`]s every node: a renewal it
-//! missed is not the node's fault.
+//! missed is not the node's fault. A silence of every node at once longer
+//! than a lease is read the same way (see [`Liveness::observe`]).
 //!
 //! The disruption brake: when many nodes go stale at once, the control
 //! plane, its store or the network to it is a likelier cause than the
@@ -42,13 +43,33 @@ struct Renewal {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Liveness {
     nodes: BTreeMap<String, Renewal>,
+    /// When the observer last saw any node renew.
+    last_renewal: Option<Duration>,
 }
 
 impl Liveness {
     /// The lease of `node` as read at `now`: `marker` is its renewal as the
     /// agent wrote it, `lasts` its duration. A node seen for the first time
     /// gets a whole lease from `now`.
+    ///
+    /// When no node at all was seen renewing for longer than the longest
+    /// lease, the silence was the observer's (its store froze, its watch
+    /// stalled without failing), not every node's at once: the first
+    /// renewal seen after it forgives every node, as a watch known to have
+    /// failed does. Renewals arriving one by one after such a silence
+    /// would otherwise leave the last few stale, below the brake.
     pub fn observe(&mut self, node: &str, marker: &str, lasts: Duration, now: Duration) {
+        let renewed = self.nodes.get(node).is_none_or(|r| r.marker != marker);
+        if renewed {
+            let longest = self.nodes.values().map(|r| r.lasts).max().unwrap_or(lasts);
+            let silent = self
+                .last_renewal
+                .is_some_and(|last| now.saturating_sub(last) > longest);
+            if silent {
+                self.forgive(now);
+            }
+            self.last_renewal = Some(now);
+        }
         match self.nodes.get_mut(node) {
             Some(r) if r.marker == marker => r.lasts = lasts,
             Some(r) => {
@@ -164,6 +185,31 @@ mod tests {
         l.forgive(s(60));
         assert_eq!(l.stale(s(100)).count(), 0);
         assert_eq!(l.stale(s(101)).collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_silence_of_every_node_is_the_observers_and_is_forgiven() {
+        let mut l = Liveness::default();
+        for n in ["a", "b", "c"] {
+            l.observe(n, "1", LEASE, s(0));
+        }
+        // Nothing at all for two leases (a frozen store), then the
+        // renewals come back one at a time.
+        l.observe("a", "2", LEASE, s(80));
+        l.observe("b", "2", LEASE, s(81));
+        assert_eq!(l.stale(s(82)).count(), 0, "c is given a whole lease too");
+        // c never renews: it is stale a lease after the silence ended.
+        l.observe("a", "3", LEASE, s(100));
+        l.observe("b", "3", LEASE, s(100));
+        assert_eq!(l.stale(s(121)).collect::<Vec<_>>(), vec!["c"]);
+        // One node quiet while others renew is that node's trouble.
+        let mut l = Liveness::default();
+        l.observe("a", "1", LEASE, s(0));
+        l.observe("b", "1", LEASE, s(0));
+        for t in (10..=80).step_by(10) {
+            l.observe("a", &t.to_string(), LEASE, s(t));
+        }
+        assert_eq!(l.stale(s(81)).collect::<Vec<_>>(), vec!["b"]);
     }
 
     #[test]
