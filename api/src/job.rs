@@ -440,6 +440,21 @@ pub struct JobSpec {
     /// take down at once (see [`crate::disruption`]); none: any number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption_budget: Option<crate::disruption::DisruptionBudget>,
+    /// All-or-nothing placement: the job's tasks are bound only in a
+    /// cycle that places enough of them to have `minInstances` bound at
+    /// once, never part of that (a Spark application's executors, a
+    /// nested cluster's members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangSpec>,
+}
+
+/// A job's gang: how many of its instances must be placed together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GangSpec {
+    /// The fewest instances bound at once: a cycle binds the job's tasks
+    /// only if it brings the job's bound tasks to at least this many.
+    pub min_instances: u32,
 }
 
 pub use crate::update::UpdateStrategy;

@@ -200,6 +200,10 @@ pub struct TaskSpec {
     /// plane for half a lease.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fenced: bool,
+    /// Its job's gang: placed only together with enough of its job's
+    /// instances (see [`crate::job::GangSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<crate::job::GangSpec>,
 }
 
 /// The most task events kept in a task's status; older ones are dropped first.
@@ -278,6 +282,8 @@ pub enum PendingReasonKind {
     PreemptionInProgress,
     /// Held back because the instance flaps.
     Throttled,
+    /// Its job's gang did not fit as a whole: none of it was bound.
+    GangIncomplete,
 }
 
 /// One structured reason in a pending explanation.

@@ -149,7 +149,8 @@ fn task_for(
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,
                  "priority": s.priority, "container": s.container, "constraints": s.constraints,
-                 "fenced": s.fenced, "ports": s.ports, "healthCheck": s.health_check},
+                 "fenced": s.fenced, "ports": s.ports, "healthCheck": s.health_check,
+                 "gang": job.spec.gang},
     });
     serde_json::from_value(v).map_err(|e| JobError::Build(e.to_string()))
 }

@@ -186,3 +186,63 @@ async fn a_cordoned_node_takes_no_new_task_until_uncordoned() -> Result<()> {
     loop_task.await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gang_binds_none_until_all_of_it_fits_then_all_at_once() -> Result<()> {
+    use corral_api::Job;
+    let h = start().await?;
+    h.roles(&["spark"]).await?;
+    node(&h.client, "n1", 1).await?;
+    node(&h.client, "n2", 1).await?;
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
+    let job = json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "metadata": {"name": "app"},
+        "spec": {"role": "spark", "environment": "prod", "kind": "adhoc", "instances": 3,
+                 "resources": {"cpus": 1, "memory": "256Mi"}, "container": {"image": "spark"},
+                 "gang": {"minInstances": 3}}});
+    jobs.create(&PostParams::default(), &serde_json::from_value(job)?)
+        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loops = [
+        tokio::spawn(corral_controllers::allocation::run(
+            h.client.clone(),
+            corral_core::sched::Policy::BinPack,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(corral_controllers::jobs::run(h.client.clone(), stop_rx)),
+    ];
+    let tasks: Api<Task> = Api::namespaced(h.client.clone(), "default");
+    let bound = || async {
+        let all = tasks.list(&Default::default()).await?.items;
+        let explained = all.iter().all(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.explanation.as_ref())
+                .is_some_and(|e| {
+                    e.reasons
+                        .iter()
+                        .any(|r| r.kind == PendingReasonKind::GangIncomplete)
+                })
+        });
+        let bound = all.iter().filter(|t| t.spec.node_name.is_some()).count();
+        anyhow::Ok((all.len(), bound, explained))
+    };
+    eventually(
+        "three tasks, none bound, each saying its gang is incomplete",
+        || async {
+            let (n, b, explained) = bound().await?;
+            anyhow::ensure!(b == 0, "{b} of the gang bound while it cannot fit whole");
+            Ok(n == 3 && explained)
+        },
+    )
+    .await?;
+    node(&h.client, "n3", 1).await?;
+    eventually("all three bound once a third node appears", || async {
+        Ok(bound().await?.1 == 3)
+    })
+    .await?;
+    stop_tx.send(true)?;
+    for l in loops {
+        l.await?;
+    }
+    Ok(())
+}

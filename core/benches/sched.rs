@@ -52,6 +52,7 @@ fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
         ports: Vec::new(),
         created: at(i as i64),
         started: Some(at(0)),
+        gang: None,
     }
 }
 

@@ -445,6 +445,15 @@ fn job_rules(job: &Job) -> Vec<FieldError> {
     if let Some(b) = &s.disruption_budget {
         budget(&mut errs, &spec.child("disruptionBudget"), b);
     }
+    if let Some(g) = &s.gang
+        && (g.min_instances == 0 || g.min_instances > s.instances)
+    {
+        errs.invalid(
+            &spec.child("gang").child("minInstances"),
+            g.min_instances,
+            format!("must be from 1 to the job's instances ({})", s.instances),
+        );
+    }
     if let Some(t) = &s.timeouts {
         timeout(
             &mut errs,

@@ -318,6 +318,12 @@ fn job_rules_name_the_field_and_the_error() {
             T::Invalid,
         ),
         (
+            "a gang larger than the job",
+            |v| v["spec"]["gang"] = json!({"minInstances": 99}),
+            "spec.gang.minInstances",
+            T::Invalid,
+        ),
+        (
             "a port name in upper case",
             |v| v["spec"]["ports"] = json!([{"name": "HTTP"}]),
             "spec.ports[0].name",

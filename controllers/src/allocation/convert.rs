@@ -95,6 +95,7 @@ pub fn sched_task(task: &Task, dims: &mut Dims) -> Option<SchedTask> {
         ports: ports_of(task),
         created,
         started,
+        gang: task.spec.gang.map(|g| g.min_instances).filter(|n| *n > 1),
     })
 }
 

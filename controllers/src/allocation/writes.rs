@@ -145,9 +145,10 @@ pub(super) async fn write_explanation(
     let api: Api<Task> = Api::namespaced(client, &ns);
     let mut status = task.status.clone().unwrap_or_default();
     let reason = match why {
-        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } | Unplaced::NoNode(_) => {
-            TaskReason::Unschedulable
-        }
+        Unplaced::Quota { .. }
+        | Unplaced::Guarantee { .. }
+        | Unplaced::NoNode(_)
+        | Unplaced::Gang { .. } => TaskReason::Unschedulable,
         Unplaced::Preempting { .. } => TaskReason::PreemptionNominated,
     };
     status.set_scheduled(

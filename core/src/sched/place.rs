@@ -63,6 +63,19 @@ pub enum Unplaced {
         /// The rules they were chosen by (each once).
         rules: Vec<super::preempt::Rule>,
     },
+    /// Its job's gang did not fit as a whole in the cycle: what was placed
+    /// of it was given back.
+    Gang {
+        /// The gang's size.
+        size: u32,
+        /// Of the job, bound before the cycle.
+        bound: u32,
+        /// Placed in the cycle (and given back).
+        placed: u32,
+        /// Why the first member that found no place did not (None: every
+        /// pending member found one, too few are pending).
+        first: Option<Box<Unplaced>>,
+    },
 }
 
 /// How many nodes each filter ruled out (each node counted once, by the first
@@ -380,6 +393,27 @@ pub fn explain(
                 available: None,
             });
         }
+        Unplaced::Gang {
+            size,
+            bound,
+            placed,
+            first,
+        } => {
+            reasons.push(PendingReason {
+                kind: PendingReasonKind::GangIncomplete,
+                message: format!(
+                    "its gang needs {size} instance(s) bound at once: {bound} were, and only {placed} more found room in the cycle, so none was bound"
+                ),
+                resource: None,
+                subject: Some(task.job.clone()),
+                nodes: None,
+                needed: Some(size.to_string()),
+                available: Some((bound + placed).to_string()),
+            });
+            if let Some(first) = first {
+                reasons.extend(explain(snap, task, first, now).reasons);
+            }
+        }
         Unplaced::NoNode(f) => {
             let mut push = |kind,
                             message: String,
@@ -519,7 +553,10 @@ pub fn explain(
         }
     }
     let summary = match why {
-        Unplaced::Quota { .. } | Unplaced::Guarantee { .. } | Unplaced::Preempting { .. } => {
+        Unplaced::Quota { .. }
+        | Unplaced::Guarantee { .. }
+        | Unplaced::Preempting { .. }
+        | Unplaced::Gang { .. } => {
             format!(
                 "pending: {}",
                 reasons

@@ -7,6 +7,13 @@
 //! placement its share is recomputed. A task that cannot be placed does not
 //! block the rest of its role's queue.
 //!
+//! A task of a gang (its job's `gang.minInstances`) is placed like any
+//! other, but at the end of the cycle a gang that did not reach its size —
+//! the job's tasks bound before the cycle and those placed in it — gives
+//! back everything placed of it, and all its pending tasks are explained
+//! as [`Unplaced::Gang`]: a cycle binds a whole gang or none of it. (Room
+//! given back this way is used from the next cycle.)
+//!
 //! A cycle only takes room, never gives it back, so a task like one that
 //! already found no place in this cycle finds none either: it is left
 //! pending with the same reason without being tried (equivalence classes,
@@ -132,6 +139,11 @@ pub(crate) fn run_cycle_trying_every_task(
 
 fn cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy, classes: bool) -> Cycle {
     let total = snap.total();
+    // Each gang's size and its job's tasks bound before the cycle.
+    let gangs: HashMap<String, (u32, u32)> = pending
+        .iter()
+        .filter_map(|t| Some((t.job.clone(), (t.gang?, snap.bound_of_job(&t.job)))))
+        .collect();
     let mut queues: HashMap<String, VecDeque<SchedTask>> = HashMap::new();
     for t in pending {
         queues.entry(t.role.clone()).or_default().push_back(t);
@@ -195,5 +207,60 @@ fn cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy, classes: 
             });
         }
     }
+    if !gangs.is_empty() {
+        settle_gangs(snap, &mut cycle, &gangs);
+    }
     cycle
+}
+
+/// Gives back what was placed of each gang that did not reach its size,
+/// and explains its pending tasks (see the module doc).
+fn settle_gangs(snap: &mut Snapshot, cycle: &mut Cycle, gangs: &HashMap<String, (u32, u32)>) {
+    let job_of = |key: &str, snap: &Snapshot| snap.binding(key).map(|b| b.task.job.clone());
+    let mut placed: HashMap<String, u32> = HashMap::new();
+    for (key, _) in &cycle.bound {
+        if let Some(job) = job_of(key, snap).filter(|j| gangs.contains_key(j)) {
+            *placed.entry(job).or_default() += 1;
+        }
+    }
+    let short: HashMap<&String, (u32, u32, u32)> = gangs
+        .iter()
+        .map(|(job, (size, bound))| (job, (*size, *bound, placed.get(job).copied().unwrap_or(0))))
+        .filter(|(_, (size, bound, placed))| bound + placed < *size)
+        .collect();
+    if short.is_empty() {
+        return;
+    }
+    let mut first: HashMap<String, Unplaced> = HashMap::new();
+    for (t, why) in &cycle.pending {
+        if short.contains_key(&t.job) {
+            first.entry(t.job.clone()).or_insert_with(|| why.clone());
+        }
+    }
+    let why = |job: &String| {
+        let (size, bound, placed) = short[job];
+        Unplaced::Gang {
+            size,
+            bound,
+            placed,
+            first: first.get(job).cloned().map(Box::new),
+        }
+    };
+    let mut kept = Vec::with_capacity(cycle.bound.len());
+    for (key, node) in std::mem::take(&mut cycle.bound) {
+        match job_of(&key, snap).filter(|j| short.contains_key(j)) {
+            Some(job) => {
+                if let Some(b) = snap.unbind(&key) {
+                    cycle.pending.push((b.task, why(&job)));
+                }
+            }
+            None => kept.push((key, node)),
+        }
+    }
+    cycle.bound = kept;
+    for (t, w) in &mut cycle.pending {
+        if short.contains_key(&t.job) && !matches!(w, Unplaced::Gang { .. }) {
+            *w = why(&t.job);
+        }
+    }
 }

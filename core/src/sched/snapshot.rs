@@ -48,6 +48,9 @@ pub struct SchedTask {
     pub created: jiff::Timestamp,
     /// When it started running, if it has (minimum runtime before preemption).
     pub started: Option<jiff::Timestamp>,
+    /// Its job's gang size: it is bound only in a cycle that brings its
+    /// job's bound tasks to at least this many (None: placed alone).
+    pub gang: Option<u32>,
 }
 
 /// A role's place in the hierarchy and its quota.
@@ -283,12 +286,19 @@ pub struct Snapshot {
     pub(crate) role_regular: HashMap<String, Res>,
     /// Usage of the regular pool by all tasks.
     pub(crate) regular_used: Res,
+    /// Bound tasks per job (`namespace/job`), for gangs.
+    job_bound: HashMap<String, u32>,
 }
 
 impl Snapshot {
     /// An empty cluster.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many of job `job`'s tasks (`namespace/job`) are bound.
+    pub fn bound_of_job(&self, job: &str) -> u32 {
+        self.job_bound.get(job).copied().unwrap_or(0)
     }
 
     /// The node with id `id`.
@@ -529,6 +539,7 @@ impl Snapshot {
             n.used_shared = n.used_shared.plus(task.request.minus(from_reserved));
         }
         *n.per_job.entry(task.job.clone()).or_default() += 1;
+        *self.job_bound.entry(task.job.clone()).or_default() += 1;
         let usage = self.role_usage.entry(task.role.clone()).or_default();
         *usage = usage.plus(task.request);
         if !revocable {
@@ -606,6 +617,12 @@ impl Snapshot {
             *c = c.saturating_sub(1);
             if *c == 0 {
                 n.per_job.remove(&b.task.job);
+            }
+        }
+        if let Some(c) = self.job_bound.get_mut(&b.task.job) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.job_bound.remove(&b.task.job);
             }
         }
         if let Some(u) = self.role_usage.get_mut(&b.task.role) {

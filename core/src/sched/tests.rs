@@ -33,6 +33,7 @@ impl TaskB {
             ports: Vec::new(),
             created: at(0),
             started: None,
+            gang: None,
         })
     }
     fn role(mut self, r: &str) -> Self {
@@ -551,6 +552,9 @@ fn preemption_respects_tiers_minimum_runtime_and_budget() {
 }
 
 mod props;
+
+#[cfg(test)]
+mod gangs;
 
 fn guaranteed(cpus: i64, lend_unused: bool, borrow: bool) -> RoleInfo {
     RoleInfo {

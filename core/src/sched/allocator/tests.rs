@@ -30,6 +30,7 @@ fn task(name: &str, job: &str, cpus: i64, tier: Tier, priority: i32) -> SchedTas
         ports: Vec::new(),
         created: at(0),
         started: Some(at(0)),
+        gang: None,
     }
 }
 
