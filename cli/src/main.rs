@@ -187,7 +187,7 @@ async fn run() -> Result<()> {
             client::describe::describe(&ctx().await?, &kind, &names).await
         }
         Command::Delete(a) => client::apply::delete(&ctx().await?, &a).await,
-        Command::Why { task } => client::describe::why(&ctx().await?, &task).await,
+        Command::Why { task } => client::why::run(&ctx().await?, &task).await,
         Command::Endpoints { job } => client::endpoints::run(&ctx().await?, &job).await,
         Command::Logs(a) => client::logs::run(&ctx().await?, &a).await,
         Command::Top {

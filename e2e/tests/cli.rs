@@ -124,6 +124,10 @@ fn the_client_verbs_print_what_kubectl_users_expect() -> Result<()> {
     assert!(described.contains("sparkie-0-0"), "{described}");
     let why = c.run(&["-n", "analytics", "why", "sparkie-0-0"])?.ok()?;
     assert!(why.starts_with("task sparkie-0-0 is PENDING"), "{why}");
+    assert!(
+        why.contains("  queue: ") && why.contains(" pending in role analytics (tier preemptible"),
+        "a pending task's place in its role's queue: {why}"
+    );
     let role = c.run(&["describe", "role", "analytics"])?.ok()?;
     assert!(
         role.contains("parent: eng"),

@@ -669,16 +669,6 @@ pub async fn describe(ctx: &Ctx, kind: &str, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `corral why TASK`.
-pub async fn why(ctx: &Ctx, task: &str) -> Result<()> {
-    let api: Api<Task> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    out!(
-        "{}",
-        format_why(&api.get(task).await.map_err(server_error)?)
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

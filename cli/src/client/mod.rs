@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod logs;
 pub mod nodes;
 pub mod top;
+pub mod why;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -121,6 +121,28 @@ impl Unplaceable {
     }
 }
 
+/// Where a task stands in its role's queue, to sort by: higher tiers
+/// first, then higher priorities, then older tasks, then by key (`corral
+/// why` tells a pending task's position by the same order).
+pub fn queue_order(
+    tier: Tier,
+    priority: i32,
+    created: jiff::Timestamp,
+    key: &str,
+) -> (
+    std::cmp::Reverse<u8>,
+    std::cmp::Reverse<i32>,
+    jiff::Timestamp,
+    &str,
+) {
+    (
+        std::cmp::Reverse(tier.rank()),
+        std::cmp::Reverse(priority),
+        created,
+        key,
+    )
+}
+
 /// Places as many `pending` tasks as fit, binding them in `snap`.
 pub fn run_cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy) -> Cycle {
     cycle(snap, pending, policy, true)
@@ -150,12 +172,8 @@ fn cycle(snap: &mut Snapshot, pending: Vec<SchedTask>, policy: Policy, classes: 
     }
     for q in queues.values_mut() {
         q.make_contiguous().sort_by(|a, b| {
-            b.tier
-                .rank()
-                .cmp(&a.tier.rank())
-                .then(b.priority.cmp(&a.priority))
-                .then(a.created.cmp(&b.created))
-                .then(a.key.cmp(&b.key))
+            queue_order(a.tier, a.priority, a.created, &a.key)
+                .cmp(&queue_order(b.tier, b.priority, b.created, &b.key))
         });
     }
     let mut heap: BinaryHeap<Turn> = queues
