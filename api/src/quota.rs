@@ -59,6 +59,11 @@ pub struct QuotaSpec {
     /// Whether this role may use other roles' unused guarantee. Default true.
     #[serde(default = "yes")]
     pub borrow: bool,
+    /// How much beyond its guarantee the role (with its descendants) may
+    /// hold of the regular pool, per resource (Kueue's `borrowingLimit`);
+    /// an absent resource is uncapped (up to `limit`).
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub borrowing_limit: Resources,
 }
 
 /// What the role currently uses against its quota.

@@ -284,6 +284,8 @@ pub enum PendingReasonKind {
     Throttled,
     /// Its job's gang did not fit as a whole: none of it was bound.
     GangIncomplete,
+    /// Its role would borrow beyond its quota's borrowing limit.
+    BorrowingLimitExceeded,
 }
 
 /// One structured reason in a pending explanation.

@@ -619,6 +619,19 @@ pub fn validate_quota(q: &Quota) -> Vec<FieldError> {
         &q.spec.limit,
         Amounts::NonNegative,
     );
+    resources(
+        &mut errs,
+        &spec.child("borrowingLimit"),
+        &q.spec.borrowing_limit,
+        Amounts::NonNegative,
+    );
+    if !q.spec.borrowing_limit.is_empty() && !q.spec.borrow {
+        errs.invalid(
+            &spec.child("borrowingLimit"),
+            "set",
+            "a role that may not borrow (borrow: false) has nothing to cap",
+        );
+    }
     for (name, g) in &q.spec.guarantee.0 {
         if let (Some(l), Ok(gv)) = (q.spec.limit.get(name), g.milli())
             && let Ok(lv) = l.milli()

@@ -666,6 +666,14 @@ fn role_quota_reservation_and_node_rules() {
         vec![("spec.limit.cpus".into(), T::Invalid)]
     );
     assert_eq!(
+        quota(json!({"role": "analytics", "borrowingLimit": {"cpus": -1}})),
+        vec![("spec.borrowingLimit.cpus".into(), T::Invalid)]
+    );
+    assert_eq!(
+        quota(json!({"role": "analytics", "borrow": false, "borrowingLimit": {"cpus": 2}})),
+        vec![("spec.borrowingLimit".into(), T::Invalid)]
+    );
+    assert_eq!(
         quota(json!({"role": "", "limit": {"cpus": 0}})),
         vec![("spec.role".into(), T::Required)]
     );

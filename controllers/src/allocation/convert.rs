@@ -233,6 +233,16 @@ pub fn role_info(role: Option<&Role>, quota: Option<&Quota>, dims: &mut Dims) ->
         }
         info.lend_unused = q.spec.lend_unused;
         info.borrow = q.spec.borrow;
+        if let Some(b) = vector(&q.spec.borrowing_limit, dims) {
+            info.borrowing_limit = b;
+            if let Ok(m) = q.spec.borrowing_limit.to_milli() {
+                for name in m.0.keys() {
+                    if let Ok(i) = dims.slot(name) {
+                        info.borrow_capped[i] = true;
+                    }
+                }
+            }
+        }
     }
     info
 }

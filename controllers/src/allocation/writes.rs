@@ -146,6 +146,7 @@ pub(super) async fn write_explanation(
     let mut status = task.status.clone().unwrap_or_default();
     let reason = match why {
         Unplaced::Quota { .. }
+        | Unplaced::Borrowing { .. }
         | Unplaced::Guarantee { .. }
         | Unplaced::NoNode(_)
         | Unplaced::Gang { .. } => TaskReason::Unschedulable,

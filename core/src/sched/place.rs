@@ -40,6 +40,18 @@ pub enum Unplaced {
         /// The limit.
         limit: i64,
     },
+    /// Its role (or an ancestor) would borrow more than its borrowing
+    /// limit beyond its guarantee.
+    Borrowing {
+        /// The role whose cap binds.
+        role: String,
+        /// The resource slot.
+        resource: String,
+        /// Its regular usage with the task (milli-units).
+        needed: i64,
+        /// Its guarantee plus its borrowing limit.
+        cap: i64,
+    },
     /// The capacity left is protected for other roles' guarantees.
     Guarantee {
         /// The resource slot.
@@ -180,6 +192,20 @@ pub fn check_quota(snap: &Snapshot, task: &SchedTask) -> Result<(), Unplaced> {
                     needed: after.0[i],
                     limit: info.limit.0[i],
                 });
+            }
+        }
+        if task.tier != Tier::Revocable {
+            let regular = snap.regular_usage_with_children(&role).plus(task.request);
+            for i in 0..super::res::MAX_DIMS {
+                let cap = info.guarantee.0[i].saturating_add(info.borrowing_limit.0[i]);
+                if info.borrow_capped[i] && regular.0[i] > cap {
+                    return Err(Unplaced::Borrowing {
+                        role,
+                        resource: snap.dims.name(i).to_owned(),
+                        needed: regular.0[i],
+                        cap,
+                    });
+                }
             }
         }
     }
@@ -336,6 +362,26 @@ pub fn explain(
                 nodes: None,
                 needed: Some(quantity(resource, *needed)),
                 available: Some(quantity(resource, *limit)),
+            });
+        }
+        Unplaced::Borrowing {
+            role,
+            resource,
+            needed,
+            cap,
+        } => {
+            reasons.push(PendingReason {
+                kind: PendingReasonKind::BorrowingLimitExceeded,
+                message: format!(
+                    "role {role} would hold {} {resource} of the regular pool, over its guarantee and borrowing limit of {}",
+                    quantity(resource, *needed),
+                    quantity(resource, *cap)
+                ),
+                resource: Some(resource.clone()),
+                subject: Some(role.clone()),
+                nodes: None,
+                needed: Some(quantity(resource, *needed)),
+                available: Some(quantity(resource, *cap)),
             });
         }
         Unplaced::Guarantee {
@@ -554,6 +600,7 @@ pub fn explain(
     }
     let summary = match why {
         Unplaced::Quota { .. }
+        | Unplaced::Borrowing { .. }
         | Unplaced::Guarantee { .. }
         | Unplaced::Preempting { .. }
         | Unplaced::Gang { .. } => {

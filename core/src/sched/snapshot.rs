@@ -70,6 +70,11 @@ pub struct RoleInfo {
     pub lend_unused: bool,
     /// Whether this role may use other roles' unused guarantees.
     pub borrow: bool,
+    /// How far beyond `guarantee` its regular usage may go, per slot
+    /// (only the slots set in `borrow_capped`).
+    pub borrowing_limit: Res,
+    /// Which slots of `borrowing_limit` are set.
+    pub borrow_capped: [bool; super::res::MAX_DIMS],
 }
 
 impl Default for RoleInfo {
@@ -82,6 +87,8 @@ impl Default for RoleInfo {
             guarantee: Res::ZERO,
             lend_unused: true,
             borrow: true,
+            borrowing_limit: Res::ZERO,
+            borrow_capped: [false; super::res::MAX_DIMS],
         }
     }
 }

@@ -556,6 +556,9 @@ mod props;
 #[cfg(test)]
 mod gangs;
 
+#[cfg(test)]
+mod borrowing;
+
 fn guaranteed(cpus: i64, lend_unused: bool, borrow: bool) -> RoleInfo {
     RoleInfo {
         guarantee: Res::cpu_mem(cpus * 1000, 0),
