@@ -12,6 +12,7 @@ pub mod health;
 pub mod job;
 pub mod node;
 pub mod object;
+pub mod plan;
 pub mod ports;
 pub mod quantity;
 pub mod quota;

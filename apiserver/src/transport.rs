@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node_authorizer;
 pub mod node_certificates;
 pub mod pki;
+pub mod plans;
 pub mod rbac;
 pub mod reviews;
 pub mod server;

@@ -83,6 +83,9 @@ enum Command {
     Delete(client::apply::DeleteArgs),
     /// A task's output (stdout, or `--stderr`), from wherever it runs; `-f` follows it.
     Logs(client::logs::LogsArgs),
+    /// What running these Jobs (or setting these Quotas) would do now:
+    /// placements, preemptions, waits, quota use. Nothing is created.
+    Plan(client::plan::PlanArgs),
     /// Why a task is pending, or who preempted it.
     Why {
         /// The task's name.
@@ -188,6 +191,7 @@ async fn run() -> Result<()> {
         }
         Command::Delete(a) => client::apply::delete(&ctx().await?, &a).await,
         Command::Why { task } => client::why::run(&ctx().await?, &task).await,
+        Command::Plan(a) => client::plan::run(&ctx().await?, &a).await,
         Command::Endpoints { job } => client::endpoints::run(&ctx().await?, &job).await,
         Command::Logs(a) => client::logs::run(&ctx().await?, &a).await,
         Command::Top {

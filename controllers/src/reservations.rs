@@ -23,8 +23,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
-use crate::allocation::convert::verdicts;
 use crate::cache::{BY_NODE, Caches};
+use corral_core::sched::objects::verdicts;
 
 /// How often the statuses are recomputed.
 pub const TICK: Duration = Duration::from_secs(2);

@@ -20,6 +20,7 @@ pub mod latency;
 pub mod lifecycle;
 pub mod liveness;
 pub mod nodes;
+pub mod plan;
 pub mod reconcile;
 pub mod reservations;
 pub mod roles;

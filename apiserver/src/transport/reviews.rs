@@ -32,8 +32,10 @@ pub struct Review {
     pub plural: &'static str,
 }
 
-/// Every review this server answers.
-pub const REVIEWS: [Review; 4] = [
+/// Every review this server answers (the last, Corral's PlanReview, is
+/// answered by [`crate::transport::plans`]; it is listed here so that
+/// discovery shows every create-only kind alike).
+pub const REVIEWS: [Review; 5] = [
     Review {
         group: "authorization.k8s.io",
         version: "v1",
@@ -57,6 +59,12 @@ pub const REVIEWS: [Review; 4] = [
         version: "v1",
         kind: "SubjectAccessReview",
         plural: "subjectaccessreviews",
+    },
+    Review {
+        group: "corral.dev",
+        version: "v1alpha1",
+        kind: "PlanReview",
+        plural: "planreviews",
     },
 ];
 

@@ -114,6 +114,7 @@ mod evictions;
 mod gitops;
 mod lifecycle;
 mod limits;
+mod plans;
 mod rbac;
 mod replicas;
 mod watch;
@@ -137,6 +138,7 @@ suite!(embedded:
     clients::discovery_finds_every_kind,
     evictions::evictions_honour_the_disruption_budget,
     evictions::racing_evictions_spend_a_budget_once,
+    plans::a_plan_names_placements_and_victims_and_creates_nothing,
     bulk::tasks_are_created_and_bound_in_bulk_each_on_its_own,
     crud::a_task_is_created_with_its_first_status,
     crud::a_task_is_created_only_for_a_job_that_exists,

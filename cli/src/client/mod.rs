@@ -16,6 +16,7 @@ pub mod get;
 pub mod jobs;
 pub mod logs;
 pub mod nodes;
+pub mod plan;
 pub mod top;
 pub mod why;
 

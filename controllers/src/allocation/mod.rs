@@ -25,7 +25,7 @@
 //! task's new state and the next cycle retries. All state lives in the
 //! objects: a restarted loop rebuilds everything from its watches.
 
-pub(crate) mod convert;
+use corral_core::sched::objects as convert;
 mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -120,6 +120,7 @@ impl State {
             node,
             self.reservations.values().map(|r| &**r),
             &mut self.snap.dims,
+            jiff::Timestamp::now().as_second(),
         ) {
             self.snap.upsert_node(state);
         }

@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod guarantee;
+pub mod objects;
 pub mod place;
 pub mod ports;
 pub mod preempt;

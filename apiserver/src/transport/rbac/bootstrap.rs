@@ -116,14 +116,16 @@ pub fn objects() -> Vec<Value> {
         ),
         // Its editors run jobs (tasks are the controllers' and the agents':
         // a team kills and restarts them through its jobs, and evicts them
-        // within their jobs' disruption budgets) and keep their
+        // within their jobs' disruption budgets), plan jobs before running
+        // them (a plan names nodes and other namespaces' tasks it would
+        // preempt), and keep their
         // Secrets and ConfigMaps. Using a Corral role takes `use` on it,
         // which edit does not grant.
         cluster_role(
             "corral:aggregate-to-edit",
             json!({format!("{RBAC}/aggregate-to-edit"): "true"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/scale"], "verbs": w},
-                   {"apiGroups": ["corral.dev"], "resources": ["tasks/eviction"], "verbs": ["create"]},
+                   {"apiGroups": ["corral.dev"], "resources": ["tasks/eviction", "planreviews"], "verbs": ["create"]},
                    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": w}]),
         ),
         // Its administrators also grant access within it (never more than

@@ -182,6 +182,7 @@ fn resource(registry: &Catalog, segs: &[&str]) -> Option<ResourceTarget> {
 /// True for the kinds answered without being stored.
 fn is_virtual(group: &str, version: &str, plural: &str) -> bool {
     crate::transport::reviews::find(group, version, plural).is_some()
+        || crate::transport::plans::is_plan(group, version, plural)
         || (group == crate::transport::node_certificates::GROUP
             && version == crate::transport::node_certificates::VERSION
             && plural == crate::transport::node_certificates::PLURAL)

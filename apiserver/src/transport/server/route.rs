@@ -75,14 +75,15 @@ pub(super) async fn handle(
             group,
             version,
             plural,
-        } => virtual_kind(&sec, &user, req, group, version, plural).await,
+        } => virtual_kind(&api, &sec, &user, req, group, version, plural).await,
         Target::NonResource => non_resource(&api, &sec, &req, &info, &accept),
     }
 }
 
-/// A kind answered and never stored: an access review, or a node
+/// A kind answered and never stored: an access review, a plan, or a node
 /// certificate request.
 async fn virtual_kind(
+    api: &Api,
     sec: &Shared,
     user: &User,
     req: Request<Bytes>,
@@ -95,6 +96,10 @@ async fn virtual_kind(
     }
     let (parts, body) = read_body(req);
     let object = decode_object(&parts, &body)?;
+    if crate::transport::plans::is_plan(group, version, plural) {
+        let answer = crate::transport::plans::answer(api, object, user, sec.authz.as_ref()).await?;
+        return Ok(json_response(StatusCode::CREATED, &answer));
+    }
     let answer = match crate::transport::reviews::find(group, version, plural) {
         Some(review) => {
             crate::transport::reviews::answer(review, object, user, sec.authz.as_ref())?

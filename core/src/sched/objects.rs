@@ -1,13 +1,15 @@
 //! Objects → scheduler inputs (pure): Nodes and Reservations into node
-//! states, Tasks into scheduler tasks, Roles and Quotas into role info.
+//! states, Tasks into scheduler tasks, Roles and Quotas into role info. The
+//! allocation loop and the what-if plan ([`crate::plan`]) read the cluster
+//! through these, so a plan places as the scheduler does.
 
+use super::ports::NodePorts;
+use super::res::{Dims, MAX_DIMS, Res};
+use super::{NodeState, RoleInfo, Runtimes, SchedTask};
+use crate::reservations::{Dynamic, Verdict, decide};
 use corral_api::node::{NodeConditionType, NodeReason};
 use corral_api::resources::MilliResources;
 use corral_api::{ConditionStatus, Node, Quota, Reservation, Resources, Role, Task, TaskPhase};
-use corral_core::reservations::{Dynamic, Verdict, decide};
-use corral_core::sched::ports::NodePorts;
-use corral_core::sched::res::{Dims, MAX_DIMS, Res};
-use corral_core::sched::{NodeState, RoleInfo, Runtimes, SchedTask};
 
 fn vector(r: &Resources, dims: &mut Dims) -> Option<Res> {
     let m = r.to_milli().ok()?;
@@ -45,7 +47,7 @@ pub fn task_state(task: &Task) -> TaskState {
             .metadata
             .annotations
             .as_ref()
-            .is_some_and(|a| a.contains_key(corral_core::jobs::THROTTLED_UNTIL_ANNOTATION));
+            .is_some_and(|a| a.contains_key(crate::jobs::THROTTLED_UNTIL_ANNOTATION));
     match (&task.spec.node_name, phase) {
         (_, p) if p.is_terminal() => TaskState::Ignored,
         (None, TaskPhase::Pending) if held_unrecorded => TaskState::Ignored,
@@ -117,11 +119,13 @@ fn ports_of(task: &Task) -> Vec<Option<u16>> {
         .collect()
 }
 
-/// The scheduler's view of a node, with the dynamic reservations on it.
+/// The scheduler's view of a node at `now` (Unix seconds), with the
+/// dynamic reservations on it.
 pub fn node_state<'a>(
     node: &Node,
     reservations: impl Iterator<Item = &'a Reservation>,
     dims: &mut Dims,
+    now: i64,
 ) -> Option<NodeState> {
     let name = node.metadata.name.clone()?;
     let status = node.status.clone().unwrap_or_default();
@@ -139,7 +143,6 @@ pub fn node_state<'a>(
     };
     n.ports = NodePorts::new(&status.port_ranges);
     // Cordoned, draining, or with a maintenance window near: no new work.
-    let now = jiff::Timestamp::now().as_second();
     n.schedulable = !node.spec.closed(now) && !node.spec.window_near(now);
     n.healthy = status
         .conditions
