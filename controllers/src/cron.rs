@@ -203,6 +203,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
                     Err(e) => return Err(e.into()),
                 }
             }
+            crate::failpoints::hit("cron-run-created");
             counters.runs_started += 1;
             runs.insert(run, true);
         }

@@ -26,6 +26,7 @@ pub mod client;
 pub mod cron;
 pub mod drain;
 pub mod endpoints;
+pub mod failpoints;
 pub mod jobs;
 pub mod leader;
 pub mod lost;

@@ -1,6 +1,7 @@
 //! `corral controllers` as processes of their own beside `corral server
 //! --no-controllers`: of two, one leads (holds the lease) and does the work;
-//! when it is stopped the other takes over at once and carries on.
+//! when it is stopped the other takes over at once and carries on; when it
+//! dies mid-way through a cron tick, the other records the tick once.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,12 +14,18 @@ struct Controllers(Child);
 
 impl Controllers {
     fn start(server: &Server, name: &str) -> Result<Self> {
+        Self::start_with(server, name, &[])
+    }
+
+    /// Starts one with extra environment variables.
+    fn start_with(server: &Server, name: &str, env: &[(&str, &str)]) -> Result<Self> {
         let log = std::fs::File::create(server.home.join(format!("{name}.log")))?;
         Ok(Self(
             Command::new(corral_bin()?)
                 .arg("controllers")
                 .arg("--kubeconfig")
                 .arg(&server.kubeconfig)
+                .envs(env.iter().copied())
                 .env("CORRAL_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -129,6 +136,99 @@ fn standby_controllers_take_over_when_the_leader_stops() -> Result<()> {
         Duration::from_secs(30),
         || Ok(tasks()? == 3),
     )?;
+    standby.stop()?;
+    server.stop()?;
+    Ok(())
+}
+
+const CRON: &str = r#"
+apiVersion: corral.dev/v1alpha1
+kind: Job
+metadata: {name: nightly, namespace: default}
+spec:
+  role: web
+  environment: prod
+  kind: cron
+  instances: 1
+  cron: {schedule: "* * * * *"}
+  resources: {cpus: 1, memory: 128Mi}
+  container: {image: busybox}
+"#;
+
+/// Cron's exactly-once tick across a failover: the leader is killed (it
+/// aborts, releasing nothing) after creating a tick's run and before
+/// recording the tick; the standby takes the lease once it lapses, finds
+/// the run made, and records the tick once. One run, counted once.
+#[test]
+fn a_cron_tick_survives_a_leader_killed_between_creating_and_recording_its_run() -> Result<()> {
+    let server = Server::start_with(&["--no-controllers"])?;
+    let kubectl = Kubectl::new(&server)?;
+    let holder = || -> Result<String> {
+        Ok(kubectl
+            .run(&[
+                "get",
+                "lease",
+                "-n",
+                "corral-system",
+                "corral-controllers",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])?
+            .stdout)
+    };
+    let mut doomed = Controllers::start_with(
+        &server,
+        "controllers-doomed",
+        &[(corral_controllers::failpoints::VARIABLE, "cron-run-created")],
+    )?;
+    wait_for("the doomed one to lead", Duration::from_secs(30), || {
+        Ok(holder()?.ends_with(&doomed.identity_suffix()))
+    })?;
+    let standby = Controllers::start(&server, "controllers-standby")?;
+    kubectl.corral_role("web")?;
+    kubectl.run_stdin(&["apply", "-f", "-"], CRON)?.ok()?;
+    // The first tick comes within a minute: the leader creates its run and dies.
+    wait_for(
+        "the leader to die at the failpoint",
+        Duration::from_secs(90),
+        || Ok(doomed.0.try_wait()?.is_some()),
+    )?;
+    let runs = || -> Result<Vec<String>> {
+        Ok(kubectl
+            .run(&["get", "tasks", "-o", "name"])?
+            .ok()?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    };
+    let made = runs()?;
+    assert_eq!(
+        made.len(),
+        1,
+        "the run was created before the crash: {made:?}"
+    );
+    let started = || -> Result<String> {
+        Ok(kubectl
+            .run(&[
+                "get",
+                "job",
+                "nightly",
+                "-o",
+                "jsonpath={.status.cron.runsStarted}",
+            ])?
+            .stdout)
+    };
+    assert_ne!(
+        started()?,
+        "1",
+        "the tick was not recorded before the crash"
+    );
+    wait_for(
+        "the standby to lead and record the tick",
+        Duration::from_secs(40),
+        || Ok(holder()?.ends_with(&standby.identity_suffix()) && started()? == "1"),
+    )?;
+    assert_eq!(runs()?, made, "the same single run, not a second");
     standby.stop()?;
     server.stop()?;
     Ok(())
