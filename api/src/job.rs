@@ -15,6 +15,10 @@ use crate::task::TaskPhase;
 pub const JOB_LABEL: &str = "corral.dev/job";
 /// The label naming a task's instance.
 pub const INSTANCE_LABEL: &str = "corral.dev/instance";
+/// The label naming the kind of a task's job (`service`, `adhoc`, `cron`):
+/// services are long-running, and new ones avoid nodes whose maintenance
+/// window is near.
+pub const JOB_KIND_LABEL: &str = "corral.dev/job-kind";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -80,7 +80,7 @@ fn run_task(job: &Job, run: &str, instance: u32) -> Result<Task, CronControllerE
         "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
         "metadata": {
             "name": format!("{run}-{instance}"), "namespace": ns,
-            "labels": {JOB_LABEL: name, RUN_LABEL: run},
+            "labels": {JOB_LABEL: name, RUN_LABEL: run, corral_api::job::JOB_KIND_LABEL: "cron"},
             "ownerReferences": [{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
         },
         "spec": {"job": name, "role": s.role, "instanceId": instance, "resources": s.resources, "tier": s.tier,

@@ -34,7 +34,7 @@ use kube::runtime::reflector;
 use crate::cache::{self, Caches};
 use serde_json::{Map, Value, json};
 
-pub use corral_api::job::{INSTANCE_LABEL, JOB_LABEL};
+pub use corral_api::job::{INSTANCE_LABEL, JOB_KIND_LABEL, JOB_LABEL};
 type JobCondition = Condition<JobConditionType, JobReason>;
 
 /// The actor name written in task events.
@@ -143,7 +143,7 @@ fn task_for(
         "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
         "metadata": {
             "name": task_name(&name, instance, attempt), "namespace": ns,
-            "labels": {JOB_LABEL: name, INSTANCE_LABEL: instance.to_string()},
+            "labels": {JOB_LABEL: name, INSTANCE_LABEL: instance.to_string(), JOB_KIND_LABEL: job.spec.kind},
             "annotations": annotations,
             "ownerReferences": [{"apiVersion": "corral.dev/v1alpha1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
         },

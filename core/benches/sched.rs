@@ -53,6 +53,7 @@ fn task(i: usize, cpus: i64, tier: Tier) -> SchedTask {
         created: at(i as i64),
         started: Some(at(0)),
         gang: None,
+        long_running: false,
     }
 }
 

@@ -52,7 +52,8 @@ fn planned_tasks(job: &Job) -> Vec<Task> {
         .filter_map(|i| {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "corral.dev/v1alpha1", "kind": "Task",
-                "metadata": {"name": crate::jobs::task_name(name, i, 0), "namespace": ns},
+                "metadata": {"name": crate::jobs::task_name(name, i, 0), "namespace": ns,
+                             "labels": {corral_api::job::JOB_KIND_LABEL: s.kind}},
                 "spec": {"job": name, "role": s.role, "instanceId": i, "resources": s.resources,
                          "tier": s.tier, "priority": s.priority, "container": s.container,
                          "constraints": s.constraints, "ports": s.ports, "gang": s.gang},

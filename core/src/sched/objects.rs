@@ -98,6 +98,12 @@ pub fn sched_task(task: &Task, dims: &mut Dims) -> Option<SchedTask> {
         created,
         started,
         gang: task.spec.gang.map(|g| g.min_instances).filter(|n| *n > 1),
+        long_running: task
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(corral_api::job::JOB_KIND_LABEL))
+            .is_some_and(|k| k == "service"),
     })
 }
 
@@ -142,8 +148,10 @@ pub fn node_state<'a>(
         default: status.default_runtime,
     };
     n.ports = NodePorts::new(&status.port_ranges);
-    // Cordoned, draining, or with a maintenance window near: no new work.
-    n.schedulable = !node.spec.closed(now) && !node.spec.window_near(now);
+    // Cordoned or draining: no new work; a maintenance window near: no
+    // new services.
+    n.schedulable = !node.spec.closed(now);
+    n.closing = node.spec.window_near(now);
     n.healthy = status
         .conditions
         .iter()

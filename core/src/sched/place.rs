@@ -116,12 +116,17 @@ pub struct Filtered {
     pub port_taken: u32,
     /// Room enough, but too few free ports in the node's ranges.
     pub ports_exhausted: u32,
+    /// A maintenance window is near, and the task is a service's.
+    pub closing: u32,
 }
 
 /// True when `node` passes the filters that do not depend on free resources.
 pub(crate) fn static_fit(task: &SchedTask, node: &NodeState) -> Result<(), StaticMiss> {
     if !node.usable() {
         return Err(StaticMiss::Unavailable);
+    }
+    if node.closing && task.long_running {
+        return Err(StaticMiss::Closing);
     }
     match (&node.dedicated, &task.constraints.dedicated) {
         (Some(d), _) if d != &task.role => return Err(StaticMiss::Dedicated),
@@ -155,6 +160,7 @@ pub(crate) fn static_fit(task: &SchedTask, node: &NodeState) -> Result<(), Stati
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StaticMiss {
     Unavailable,
+    Closing,
     Dedicated,
     Runtime,
     Attribute(usize),
@@ -275,6 +281,7 @@ pub fn filter_counts(snap: &Snapshot, task: &SchedTask) -> Filtered {
         f.nodes += 1;
         match static_fit(task, node) {
             Err(StaticMiss::Unavailable) => f.unavailable += 1,
+            Err(StaticMiss::Closing) => f.closing += 1,
             Err(StaticMiss::Dedicated) => f.dedicated += 1,
             Err(StaticMiss::Runtime) => f.runtime += 1,
             Err(StaticMiss::Attribute(i)) => f.attribute[i] += 1,
@@ -484,6 +491,16 @@ pub fn explain(
                 None,
                 None,
                 f.unavailable,
+            );
+            push(
+                PendingReasonKind::NodeUnavailable,
+                format!(
+                    "{} node(s) have a maintenance window near (new services avoid them)",
+                    f.closing
+                ),
+                Some("maintenance".into()),
+                None,
+                f.closing,
             );
             push(
                 PendingReasonKind::ConstraintFiltered,

@@ -51,6 +51,9 @@ pub struct SchedTask {
     /// Its job's gang size: it is bound only in a cycle that brings its
     /// job's bound tasks to at least this many (None: placed alone).
     pub gang: Option<u32>,
+    /// A service's task: long-running, it avoids nodes whose maintenance
+    /// window is near.
+    pub long_running: bool,
 }
 
 /// A role's place in the hierarchy and its quota.
@@ -102,6 +105,9 @@ pub struct NodeState {
     pub healthy: bool,
     /// Not cordoned / drained.
     pub schedulable: bool,
+    /// Its maintenance window is near: long-running tasks avoid it (other
+    /// work may still use it until its drain begins).
+    pub closing: bool,
     /// Attributes for constraints.
     pub attributes: BTreeMap<String, String>,
     /// The runtimes it offers.
@@ -156,6 +162,7 @@ impl NodeState {
             name: name.to_owned(),
             healthy: true,
             schedulable: true,
+            closing: false,
             attributes: BTreeMap::new(),
             runtimes: Runtimes::default(),
             dedicated: None,

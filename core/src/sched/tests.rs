@@ -34,6 +34,7 @@ impl TaskB {
             created: at(0),
             started: None,
             gang: None,
+            long_running: false,
         })
     }
     fn role(mut self, r: &str) -> Self {
@@ -558,6 +559,9 @@ mod gangs;
 
 #[cfg(test)]
 mod borrowing;
+
+#[cfg(test)]
+mod maintenance;
 
 fn guaranteed(cpus: i64, lend_unused: bool, borrow: bool) -> RoleInfo {
     RoleInfo {

@@ -31,6 +31,7 @@ fn task(name: &str, job: &str, cpus: i64, tier: Tier, priority: i32) -> SchedTas
         created: at(0),
         started: Some(at(0)),
         gang: None,
+        long_running: false,
     }
 }
 
