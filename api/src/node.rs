@@ -180,7 +180,7 @@ pub enum NodeReason {
     MaintenanceRequested,
     /// An operator asked for a drain (`spec.drain`).
     DrainRequested,
-    /// The node's maintenance window is about to open: new work avoids the
+    /// The node's maintenance window is about to open: new services avoid the
     /// node, and from the drain lead on it is drained.
     MaintenanceAhead,
     /// Every task has left the node.

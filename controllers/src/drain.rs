@@ -343,7 +343,7 @@ fn maintenance_condition(
         WindowPhase::Near => (
             ConditionStatus::False,
             NodeReason::MaintenanceAhead,
-            format!("a maintenance window opens at {start}: new work avoids the node"),
+            format!("a maintenance window opens at {start}: new services avoid the node"),
         ),
         WindowPhase::Draining => (
             ConditionStatus::False,

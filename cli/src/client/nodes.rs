@@ -57,7 +57,7 @@ pub enum NodeCommand {
         /// How long before it opens the node is drained (default 10m).
         #[arg(long)]
         drain_ahead: Option<String>,
-        /// How long before it opens new work avoids the node (default 1h).
+        /// How long before it opens new services avoid the node (default 1h).
         #[arg(long)]
         avoid_ahead: Option<String>,
         /// Remove the window.
