@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use corral_api::Tier;
 
-use super::place::{Policy, Unplaced, static_fit};
+use super::place::{Policy, Unplaced, place, static_fit};
 use super::preempt::{self, Rule, Rules, Victim};
 use super::queue::run_cycle;
 use super::snapshot::{NodeId, SchedTask, Snapshot};
@@ -49,6 +49,9 @@ struct Held {
     placed: bool,
     /// The preemptor as planned, to hold its room again if its binding fails.
     task: SchedTask,
+    /// Its gang (`namespace/job`), whose members are bound together once
+    /// every one's room is free.
+    gang: Option<String>,
 }
 
 /// One eviction to write: drive `victim` to PREEMPTING for `preemptor`.
@@ -195,7 +198,13 @@ impl Allocator {
                 matches!(why, Unplaced::NoNode(_) | Unplaced::Guarantee { .. })
                     && t.tier != Tier::Revocable
             });
+        let (gangs, others): (Vec<_>, Vec<_>) = others.into_iter().partition(|(t, why)| {
+            t.tier != Tier::Revocable
+                && matches!(why, Unplaced::Gang { first: Some(f), .. }
+                    if matches!(**f, Unplaced::NoNode(_) | Unplaced::Guarantee { .. }))
+        });
         decisions.pending.extend(others);
+        self.preempt_gangs(snap, gangs, now, &mut decisions);
         preemptors.sort_by(|(a, _), (b, _)| {
             b.tier
                 .rank()
@@ -223,11 +232,15 @@ impl Allocator {
         now: jiff::Timestamp,
         decisions: &mut Decisions,
     ) {
+        self.settle_gang_holds(snap, pending, now, decisions);
         let keys: Vec<String> = self.holds.keys().cloned().collect();
         for key in keys {
             let Some(h) = self.holds.get_mut(&key) else {
                 continue;
             };
+            if h.gang.is_some() && !h.placed {
+                continue;
+            }
             if h.placed {
                 if snap.binding(&key).is_some() {
                     // Bound, in flight: never placed twice.
@@ -281,6 +294,19 @@ impl Allocator {
     ) -> Option<Unplaced> {
         let plan = preempt::plan(snap, task, now, &self.rules)?;
         let hold = preempt::apply(snap, &plan, task, now, &self.rules)?;
+        Some(self.record(task, &plan, hold, None, decisions))
+    }
+
+    /// Keeps a hold carried out in the snapshot: its victims going, their
+    /// evictions to write; returns the preemptor's reason to wait.
+    fn record(
+        &mut self,
+        task: &SchedTask,
+        plan: &preempt::Plan,
+        hold: preempt::Hold,
+        gang: Option<String>,
+        decisions: &mut Decisions,
+    ) -> Unplaced {
         let mut rules = Vec::new();
         for v in &plan.victims {
             if !rules.contains(&v.rule) {
@@ -309,9 +335,170 @@ impl Allocator {
                 rules,
                 placed: false,
                 task: task.clone(),
+                gang,
             },
         );
-        Some(why)
+        why
+    }
+
+    /// Step 3 for gangs that did not fit whole in the cycle: room for every
+    /// member still needed is planned at once — free room where there is
+    /// some, preemption elsewhere — on a copy of the snapshot, and carried
+    /// out only if every member gets a node. Each member then holds its
+    /// room (a hold without victims where the room is free) until the whole
+    /// gang can be bound in one cycle ([`Allocator::settle_gang_holds`]);
+    /// a gang that cannot be planned whole holds nothing and preempts no one.
+    fn preempt_gangs(
+        &mut self,
+        snap: &mut Snapshot,
+        pending: Vec<(SchedTask, Unplaced)>,
+        now: jiff::Timestamp,
+        decisions: &mut Decisions,
+    ) {
+        let mut by_gang: BTreeMap<String, Vec<(SchedTask, Unplaced)>> = BTreeMap::new();
+        for (t, why) in pending {
+            by_gang.entry(t.job.clone()).or_default().push((t, why));
+        }
+        for (job, mut members) in by_gang {
+            members.sort_by(|(a, _), (b, _)| {
+                super::queue::queue_order(a.tier, a.priority, a.created, &a.key).cmp(
+                    &super::queue::queue_order(b.tier, b.priority, b.created, &b.key),
+                )
+            });
+            let size = members.first().and_then(|(t, _)| t.gang).unwrap_or(0);
+            let missing = size.saturating_sub(snap.bound_of_job(&job)) as usize;
+            if missing == 0 || members.len() < missing {
+                decisions.pending.extend(members);
+                continue;
+            }
+            let chosen: Vec<SchedTask> = members
+                .iter()
+                .take(missing)
+                .map(|(t, _)| t.clone())
+                .collect();
+            let mut trial = snap.clone();
+            let mut plans = Vec::new();
+            for m in &chosen {
+                let plan = match place(&trial, m, self.policy) {
+                    Ok(node) => Some(preempt::Plan {
+                        preemptor: m.key.clone(),
+                        node,
+                        victims: Vec::new(),
+                    }),
+                    Err(_) => preempt::plan(&trial, m, now, &self.rules),
+                };
+                let Some(plan) =
+                    plan.filter(|p| preempt::apply(&mut trial, p, m, now, &self.rules).is_some())
+                else {
+                    break;
+                };
+                plans.push(plan);
+            }
+            if plans.len() < chosen.len() {
+                decisions.pending.extend(members);
+                continue;
+            }
+            let mut held = Vec::new();
+            for (m, plan) in chosen.iter().zip(&plans) {
+                match preempt::apply(snap, plan, m, now, &self.rules) {
+                    Some(hold) => {
+                        let why = self.record(m, plan, hold, Some(job.clone()), decisions);
+                        held.push((m.clone(), why));
+                    }
+                    // The copy said it fits: not reached. Its members then
+                    // compete again with their gang.
+                    None => break,
+                }
+            }
+            let keys: BTreeSet<&String> = held.iter().map(|(t, _)| &t.key).collect();
+            for (t, why) in members {
+                if !keys.contains(&t.key) {
+                    decisions.pending.push((t, why));
+                }
+            }
+            decisions.pending.extend(held);
+        }
+    }
+
+    /// Step 1 for the holds of gangs: a gang whose every member's room is
+    /// free (its victims gone) and still pending is bound whole, now and
+    /// together; one whose hold lapsed, or whose member went, gives all its
+    /// holds back and competes again; the others wait.
+    fn settle_gang_holds(
+        &mut self,
+        snap: &mut Snapshot,
+        pending: &mut BTreeMap<String, SchedTask>,
+        now: jiff::Timestamp,
+        decisions: &mut Decisions,
+    ) {
+        let mut gangs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, h) in &self.holds {
+            if let (Some(g), false) = (&h.gang, h.placed) {
+                gangs.entry(g.clone()).or_default().push(key.clone());
+            }
+        }
+        for keys in gangs.into_values() {
+            let holds: Vec<&Held> = keys.iter().filter_map(|k| self.holds.get(k)).collect();
+            let present = keys.iter().all(|k| pending.contains_key(k));
+            let ready = present && holds.iter().all(|h| h.victims.is_empty());
+            let lapsed = !present
+                || holds
+                    .iter()
+                    .any(|h| !h.victims.is_empty() && now > h.expires);
+            if ready {
+                let mut bound = Vec::new();
+                for k in &keys {
+                    preempt::release(snap, k);
+                }
+                for k in &keys {
+                    let (Some(h), Some(task)) = (self.holds.get(k), pending.get(k)) else {
+                        continue;
+                    };
+                    if static_fit(task, snap.node(h.node)).is_ok()
+                        && snap.bind(task.clone(), h.node).is_ok()
+                    {
+                        bound.push((k.clone(), h.node));
+                    } else {
+                        break;
+                    }
+                }
+                if bound.len() == keys.len() {
+                    for (k, node) in bound {
+                        snap.set_in_flight(&k, true);
+                        if let Some(h) = self.holds.get_mut(&k) {
+                            h.placed = true;
+                        }
+                        pending.remove(&k);
+                        decisions.bound.push((k, node));
+                    }
+                } else {
+                    // Not whole after all: nothing of it stays bound.
+                    for (k, _) in bound {
+                        snap.unbind(&k);
+                    }
+                    for k in &keys {
+                        self.holds.remove(k);
+                    }
+                }
+            } else if lapsed {
+                for k in &keys {
+                    preempt::release(snap, k);
+                    self.holds.remove(k);
+                }
+            } else {
+                for k in &keys {
+                    let (Some(h), Some(task)) = (self.holds.get(k), pending.remove(k)) else {
+                        continue;
+                    };
+                    let why = Unplaced::Preempting {
+                        node: h.node,
+                        victims: h.victims.iter().cloned().collect(),
+                        rules: h.rules.clone(),
+                    };
+                    decisions.pending.push((task, why));
+                }
+            }
+        }
     }
 }
 

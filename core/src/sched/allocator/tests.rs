@@ -439,3 +439,6 @@ mod props {
         }
     }
 }
+
+#[cfg(test)]
+mod gangs;
