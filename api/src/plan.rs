@@ -105,14 +105,13 @@ pub struct PlannedStart {
     pub node: String,
 }
 
-/// A role's use of the cluster's regular pool before and after the plan,
-/// beside its quota.
+/// A role's use of the cluster before and after the plan, beside its quota.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleEffect {
     /// The role.
     pub role: String,
-    /// What it (with its children) holds now.
+    /// What it (with its children) holds now, as its limit counts it.
     pub before: Resources,
     /// What it would hold.
     pub after: Resources,
@@ -126,6 +125,11 @@ pub struct RoleEffect {
     /// preempts nothing: it only stops new tasks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub over_limit: Vec<String>,
+    /// Its running tasks beyond a lowered limit: newest first, as many as
+    /// would have to end for it to fit its limit (nothing ends them: a limit
+    /// stops new tasks only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beyond_limit: Vec<String>,
     /// Resources it would hold beyond its guarantee, which a role within
     /// its own guarantee may reclaim.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -172,7 +172,7 @@ pub fn plan(
     let before: BTreeMap<String, Res> = snap
         .roles
         .keys()
-        .map(|r| (r.clone(), snap.regular_usage_with_children(r)))
+        .map(|r| (r.clone(), snap.role_usage_with_children(r)))
         .collect();
     let mut alloc = Allocator::new(settings.policy, settings.rules);
     let decisions = alloc.cycle(&mut snap, pending, now);
@@ -244,30 +244,61 @@ pub fn plan(
     out.instances
         .sort_by(|a, b| (a.job.as_str(), a.instance).cmp(&(b.job.as_str(), b.instance)));
     for role in &concerned {
-        let info = snap.roles.get(role).cloned().unwrap_or_default();
-        let after = snap.regular_usage_with_children(role);
-        let limit = Res(std::array::from_fn(|i| {
-            if info.limited[i] { info.limit.0[i] } else { 0 }
-        }));
-        let over: Vec<String> = (0..MAX_DIMS)
-            .filter(|i| info.limited[*i] && after.0[*i] > info.limit.0[*i])
-            .map(|i| snap.dims.name(i).to_owned())
-            .collect();
-        let reclaimable: Vec<String> = (0..MAX_DIMS)
-            .filter(|i| info.guarantee.0[*i] > 0 && after.0[*i] > info.guarantee.0[*i])
-            .map(|i| snap.dims.name(i).to_owned())
-            .collect();
-        out.roles.push(RoleEffect {
-            role: role.clone(),
-            before: resources(&snap.dims, before.get(role).unwrap_or(&Res::ZERO)),
-            after: resources(&snap.dims, &after),
-            limit: resources(&snap.dims, &limit),
-            guarantee: resources(&snap.dims, &info.guarantee),
-            over_limit: over,
-            reclaimable,
-        });
+        out.roles
+            .push(effect(&snap, role, before.get(role).unwrap_or(&Res::ZERO)));
     }
     out
+}
+
+/// Role `role`'s standing after the plan, against its quota (`before`:
+/// what it held before). What it holds is counted as its limit counts it
+/// (every tier, its children included); what it borrows, as guarantees
+/// count it (the regular pool). Over a lowered limit, the tasks beyond it
+/// are named, newest first, as many as would have to go to fit it.
+fn effect(snap: &Snapshot, role: &str, before: &Res) -> RoleEffect {
+    let info = snap.roles.get(role).cloned().unwrap_or_default();
+    let after = snap.role_usage_with_children(role);
+    let regular = snap.regular_usage_with_children(role);
+    let limit = Res(std::array::from_fn(|i| {
+        if info.limited[i] { info.limit.0[i] } else { 0 }
+    }));
+    let over: Vec<usize> = (0..MAX_DIMS)
+        .filter(|i| info.limited[*i] && after.0[*i] > info.limit.0[*i])
+        .collect();
+    let mut beyond = Vec::new();
+    if !over.is_empty() {
+        let mut mine: Vec<&super::sched::snapshot::Binding> = snap
+            .bound
+            .values()
+            .filter(|b| {
+                !b.task.key.starts_with(super::sched::preempt::HOLD_PREFIX)
+                    && snap.descends_from(&b.task.role, role)
+            })
+            .collect();
+        mine.sort_by(|a, b| (b.task.created, &b.task.key).cmp(&(a.task.created, &a.task.key)));
+        let mut left = after;
+        for b in mine {
+            if over.iter().all(|i| left.0[*i] <= info.limit.0[*i]) {
+                break;
+            }
+            left = left.minus(b.task.request);
+            beyond.push(b.task.key.clone());
+        }
+    }
+    let reclaimable: Vec<String> = (0..MAX_DIMS)
+        .filter(|i| info.guarantee.0[*i] > 0 && regular.0[*i] > info.guarantee.0[*i])
+        .map(|i| snap.dims.name(i).to_owned())
+        .collect();
+    RoleEffect {
+        role: role.to_owned(),
+        before: resources(&snap.dims, before),
+        after: resources(&snap.dims, &after),
+        limit: resources(&snap.dims, &limit),
+        guarantee: resources(&snap.dims, &info.guarantee),
+        over_limit: over.iter().map(|i| snap.dims.name(*i).to_owned()).collect(),
+        beyond_limit: beyond,
+        reclaimable,
+    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub fn format_plan(status: &PlanStatus) -> String {
         }
     }
     if !status.roles.is_empty() {
-        let _ = writeln!(out, "Roles (regular capacity held, with children):");
+        let _ = writeln!(out, "Roles (held, with children):");
         for r in &status.roles {
             let mut line = format!(
                 "  {}: {} -> {}",
@@ -86,6 +86,13 @@ pub fn format_plan(status: &PlanStatus) -> String {
             }
             if !r.over_limit.is_empty() {
                 let _ = write!(line, "; over its limit in {}", r.over_limit.join(", "));
+            }
+            if !r.beyond_limit.is_empty() {
+                let _ = write!(
+                    line,
+                    " (beyond it: {}; a limit ends nothing, it stops new tasks)",
+                    r.beyond_limit.join(", ")
+                );
             }
             if !r.reclaimable.is_empty() {
                 let _ = write!(

@@ -133,4 +133,5 @@ fn a_quota_plan_starts_what_waits_and_flags_a_lowered_limit() {
         .find(|r| r.role == "batch")
         .expect("batch");
     assert_eq!(batch.over_limit, vec!["cpus".to_owned()]);
+    assert_eq!(batch.beyond_limit, vec!["batch/etl-0-0".to_owned()]);
 }
