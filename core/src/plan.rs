@@ -8,6 +8,7 @@
 //! quota. See `corral_api::plan`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use corral_api::plan::{PlanStatus, PlannedInstance, PlannedStart, PlannedVictim, RoleEffect};
 use corral_api::resources::MilliResources;
@@ -22,7 +23,7 @@ use crate::sched::{Allocator, Policy, SchedTask, Snapshot, Unplaced, explain};
 #[derive(Debug, Clone, Copy)]
 pub struct World<'a> {
     /// Every Node.
-    pub nodes: &'a [Node],
+    pub nodes: &'a [Arc<Node>],
     /// Every Reservation.
     pub reservations: &'a [Reservation],
     /// Every Role.
@@ -30,7 +31,7 @@ pub struct World<'a> {
     /// Every Quota.
     pub quotas: &'a [Quota],
     /// Every Task.
-    pub tasks: &'a [Task],
+    pub tasks: &'a [Arc<Task>],
 }
 
 /// The scheduler's settings a plan runs with.

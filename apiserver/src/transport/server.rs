@@ -94,6 +94,8 @@ struct Shared {
     request_timeout: Duration,
     /// Becomes true when the server starts shutting down.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// Objects decoded for plans, kept for the next.
+    plans: Arc<crate::transport::plans::Decoded>,
 }
 
 /// What a server needs besides its API, listener and credentials checks.
@@ -178,6 +180,7 @@ pub fn serve_with_options(
         metrics: options.metrics,
         request_timeout: options.request_timeout,
         closing: stop.clone(),
+        plans: Arc::default(),
     };
     let local_addr = listener.local_addr()?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);

@@ -65,8 +65,8 @@ fn now() -> jiff::Timestamp {
 
 #[test]
 fn a_job_plan_places_names_its_victims_and_explains_what_waits() {
-    let nodes = [node("n1", 4), node("n2", 2)];
-    let tasks = [running("etl-0-0", "batch", "preemptible", 3, "n1")];
+    let nodes = [node("n1", 4), node("n2", 2)].map(Arc::new);
+    let tasks = [running("etl-0-0", "batch", "preemptible", 3, "n1")].map(Arc::new);
     let roles = [role("web"), role("batch")];
     let world = World {
         nodes: &nodes,
@@ -101,11 +101,12 @@ fn a_job_plan_places_names_its_victims_and_explains_what_waits() {
 
 #[test]
 fn a_quota_plan_starts_what_waits_and_flags_a_lowered_limit() {
-    let nodes = [node("n1", 8)];
+    let nodes = [node("n1", 8)].map(Arc::new);
     let tasks = [
         running("etl-0-0", "batch", "preemptible", 3, "n1"),
         pending("queued-0-0", "batch", 2),
-    ];
+    ]
+    .map(Arc::new);
     let roles = [role("batch")];
     let quotas = [quota("batch", 3)];
     let world = World {

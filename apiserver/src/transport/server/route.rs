@@ -97,7 +97,9 @@ async fn virtual_kind(
     let (parts, body) = read_body(req);
     let object = decode_object(&parts, &body)?;
     if crate::transport::plans::is_plan(group, version, plural) {
-        let answer = crate::transport::plans::answer(api, object, user, sec.authz.as_ref()).await?;
+        let answer =
+            crate::transport::plans::answer(api, &sec.plans, object, user, sec.authz.as_ref())
+                .await?;
         return Ok(json_response(StatusCode::CREATED, &answer));
     }
     let answer = match crate::transport::reviews::find(group, version, plural) {
