@@ -178,6 +178,8 @@ pub struct Shared<K: Cached> {
     tx: broadcast::Sender<Change<K>>,
     indexes: Arc<Vec<Index<K>>>,
     healthy: Arc<AtomicBool>,
+    /// Becomes true once the watch has listed everything the first time.
+    listed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl<K: Cached> Shared<K> {
@@ -194,9 +196,19 @@ impl<K: Cached> Shared<K> {
             tx,
             indexes: Arc::new(indexes.iter().map(|(n, k)| Index::new(n, *k)).collect()),
             healthy: Arc::new(AtomicBool::new(false)),
+            listed: Arc::new(tokio::sync::watch::channel(false).0),
         };
         tokio::spawn(drive(api, writer, shared.clone(), stop));
         shared
+    }
+
+    /// Waits until the watch has listed everything once. Any number of
+    /// tasks may wait at once (the reflector store's own
+    /// `wait_until_ready` wakes only the last task to wait on it, so
+    /// controllers that start together must not share it).
+    pub async fn listed(&self) {
+        let mut rx = self.listed.subscribe();
+        let _ = rx.wait_for(|listed| *listed).await;
     }
 
     /// Whether the watch has listed everything and not failed since (a
@@ -272,6 +284,7 @@ impl<K: Cached> Clone for Shared<K> {
             tx: self.tx.clone(),
             indexes: self.indexes.clone(),
             healthy: self.healthy.clone(),
+            listed: self.listed.clone(),
         }
     }
 }
@@ -323,6 +336,7 @@ async fn drive<K: Cached>(
                     index.rebuild(&all);
                 }
                 shared.healthy.store(true, Ordering::Relaxed);
+                shared.listed.send_replace(true);
                 Change::Resynced
             }
             Event::Init | Event::InitApply(_) => continue,

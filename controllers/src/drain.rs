@@ -442,9 +442,10 @@ pub async fn run_cached(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let filled = async {
-        caches.nodes().store().wait_until_ready().await.is_ok()
-            && caches.jobs().store().wait_until_ready().await.is_ok()
-            && caches.tasks().store().wait_until_ready().await.is_ok()
+        caches.nodes().listed().await;
+        caches.jobs().listed().await;
+        caches.tasks().listed().await;
+        true
     };
     crate::cache::every(TICK, filled, stop, || tick(&client, &caches)).await;
 }

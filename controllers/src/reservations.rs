@@ -153,14 +153,10 @@ pub async fn run_cached(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let filled = async {
-        caches
-            .reservations()
-            .store()
-            .wait_until_ready()
-            .await
-            .is_ok()
-            && caches.nodes().store().wait_until_ready().await.is_ok()
-            && caches.tasks().store().wait_until_ready().await.is_ok()
+        caches.reservations().listed().await;
+        caches.nodes().listed().await;
+        caches.tasks().listed().await;
+        true
     };
     crate::cache::every(TICK, filled, stop, || tick(&client, &caches)).await;
 }

@@ -234,10 +234,11 @@ pub async fn run_cached(
     let nodes = caches.nodes().store();
     let tasks = caches.tasks().store();
     let filled = async {
-        roles.wait_until_ready().await.is_ok()
-            && quotas.wait_until_ready().await.is_ok()
-            && nodes.wait_until_ready().await.is_ok()
-            && tasks.wait_until_ready().await.is_ok()
+        caches.roles().listed().await;
+        caches.quotas().listed().await;
+        caches.nodes().listed().await;
+        caches.tasks().listed().await;
+        true
     };
     crate::cache::every(TICK, filled, stop, || {
         tick(&client, &roles, &quotas, &nodes, &tasks)
