@@ -31,7 +31,7 @@ use corral_api::disruption::WindowPhase;
 use corral_api::node::{NodeConditionType, NodeReason};
 use corral_api::task::{TaskConditionType, TaskReason};
 use corral_api::{Condition, ConditionStatus, JobKind, Node, Task};
-use corral_core::disruption::{self, Budget, DrainStep, Member, Replacement, Verdict};
+use corral_core::disruption::{self, Budget, DrainStep, Replacement, Verdict};
 use corral_core::jobs;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
@@ -146,25 +146,8 @@ fn over_budget(job: &corral_api::Job, tasks: &[Arc<Task>], task: &str, now: i64)
     let budget = job.spec.disruption_budget.as_ref()?;
     let max = budget.max_unavailable(job.spec.instances).ok()?;
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let members: Vec<Member> = tasks
-        .iter()
-        .filter_map(|t| jobs::view(name, t))
-        .map(|v| Member {
-            available: v.healthy_since.is_some(),
-            name: v.name,
-            instance: v.instance,
-        })
-        .collect();
-    let disrupted: BTreeMap<String, i64> = job
-        .status
-        .as_ref()
-        .map(|s| {
-            s.disrupted_tasks
-                .iter()
-                .map(|(n, at)| (n.clone(), at.0.as_second()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let members = disruption::members(name, tasks.iter().map(|t| &**t));
+    let disrupted = disruption::records(job.status.as_ref());
     let b = Budget {
         instances: job.spec.instances,
         max_unavailable: Some(max),

@@ -12,46 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use common::{eventually, node, start};
+use common::{eventually, node, stand_in_agent, start};
 use corral_api::node::{NodeConditionType, NodeReason};
 use corral_api::{ConditionStatus, Job, Node, Task, TaskPhase};
-use corral_core::lifecycle::{self, Event};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-
-/// Runs what is assigned and ends what is killed, as an agent would report.
-fn stand_in_agent(client: kube::Client) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let api: Api<Task> = Api::namespaced(client, "default");
-        let mut tasks = watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(t)) = tasks.next().await {
-            let Some(status) = t.status.clone() else {
-                continue;
-            };
-            let events: &[Event] = match status.phase() {
-                TaskPhase::Assigned => &[Event::AgentStarting, Event::AgentRunning],
-                p if p.is_being_killed() => &[Event::AgentKilled],
-                _ => continue,
-            };
-            let mut next = status;
-            for e in events {
-                let _ = lifecycle::apply(&mut next, e, jiff::Timestamp::now(), "agent");
-            }
-            let patch = json!({"metadata": {"resourceVersion": t.metadata.resource_version}, "status": next});
-            let _ = api
-                .patch_status(
-                    t.metadata.name.as_deref().unwrap_or_default(),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await;
-        }
-    })
-}
 
 /// Watches job `job`'s tasks: `whole` is set once it has seen every one
 /// of `instances` up, and from then on `worst` keeps the most instances

@@ -9,47 +9,11 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{eventually, node, start};
+use common::{eventually, node, stand_in_agent, start};
 use corral_api::update::{UPDATE_REQUEST_ANNOTATION, UpdateState, UpdateStatus};
-use corral_api::{Job, Task, TaskPhase};
-use corral_core::lifecycle::{self, Event};
-use futures::StreamExt;
+use corral_api::{Job, Task};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-
-/// Runs what is assigned and ends what is killed, as an agent would report.
-fn stand_in_agent(client: kube::Client) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let api: Api<Task> = Api::namespaced(client, "default");
-        let mut tasks = watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(t)) = tasks.next().await {
-            let Some(status) = t.status.clone() else {
-                continue;
-            };
-            let events: &[Event] = match status.phase() {
-                TaskPhase::Assigned => &[Event::AgentStarting, Event::AgentRunning],
-                TaskPhase::Killing | TaskPhase::Restarting => &[Event::AgentKilled],
-                _ => continue,
-            };
-            let mut next = status;
-            for e in events {
-                let _ = lifecycle::apply(&mut next, e, jiff::Timestamp::now(), "agent/n1");
-            }
-            let patch = json!({"metadata": {"resourceVersion": t.metadata.resource_version}, "status": next});
-            // A conflict means a newer version, which this watch sees next.
-            let _ = api
-                .patch_status(
-                    t.metadata.name.as_deref().unwrap_or_default(),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await;
-        }
-    })
-}
 
 /// The template hashes of the job's live tasks, by instance.
 async fn live_templates(api: &Api<Task>) -> Result<Vec<(u32, String)>> {

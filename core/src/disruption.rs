@@ -22,8 +22,8 @@
 
 use std::collections::BTreeMap;
 
-use corral_api::TaskPhase;
 use corral_api::disruption::DISRUPTION_RECORD_SECONDS;
+use corral_api::{JobStatus, Task, TaskPhase};
 
 /// One task of a job, as the budget needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,31 @@ pub struct Member {
     pub instance: u32,
     /// RUNNING, and healthy if it has a health check.
     pub available: bool,
+}
+
+/// Job `job`'s tasks as its budget sees them.
+pub fn members<'a>(job: &str, tasks: impl IntoIterator<Item = &'a Task>) -> Vec<Member> {
+    tasks
+        .into_iter()
+        .filter_map(|t| crate::jobs::view(job, t))
+        .map(|v| Member {
+            available: v.healthy_since.is_some(),
+            name: v.name,
+            instance: v.instance,
+        })
+        .collect()
+}
+
+/// The evictions a job's status records: task name → when (Unix seconds).
+pub fn records(status: Option<&JobStatus>) -> BTreeMap<String, i64> {
+    status
+        .map(|s| {
+            s.disrupted_tasks
+                .iter()
+                .map(|(n, at)| (n.clone(), at.0.as_second()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The budget's verdict on evicting one task.

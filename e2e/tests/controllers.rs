@@ -58,6 +58,21 @@ impl Drop for Controllers {
     }
 }
 
+/// Who holds the controllers' lease.
+fn lease_holder(kubectl: &Kubectl) -> Result<String> {
+    Ok(kubectl
+        .run(&[
+            "get",
+            "lease",
+            "-n",
+            "corral-system",
+            "corral-controllers",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])?
+        .stdout)
+}
+
 const JOB: &str = r#"
 apiVersion: corral.dev/v1alpha1
 kind: Job
@@ -75,19 +90,7 @@ spec:
 fn standby_controllers_take_over_when_the_leader_stops() -> Result<()> {
     let server = Server::start_with(&["--no-controllers"])?;
     let kubectl = Kubectl::new(&server)?;
-    let holder = || -> Result<String> {
-        Ok(kubectl
-            .run(&[
-                "get",
-                "lease",
-                "-n",
-                "corral-system",
-                "corral-controllers",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ])?
-            .stdout)
-    };
+    let holder = || lease_holder(&kubectl);
     let tasks = || -> Result<usize> {
         Ok(kubectl
             .run(&["get", "tasks", "-o", "name"])?
@@ -163,19 +166,7 @@ spec:
 fn a_cron_tick_survives_a_leader_killed_between_creating_and_recording_its_run() -> Result<()> {
     let server = Server::start_with(&["--no-controllers"])?;
     let kubectl = Kubectl::new(&server)?;
-    let holder = || -> Result<String> {
-        Ok(kubectl
-            .run(&[
-                "get",
-                "lease",
-                "-n",
-                "corral-system",
-                "corral-controllers",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ])?
-            .stdout)
-    };
+    let holder = || lease_holder(&kubectl);
     let mut doomed = Controllers::start_with(
         &server,
         "controllers-doomed",

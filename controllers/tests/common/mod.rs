@@ -71,3 +71,42 @@ pub async fn node_offering_ports(
         .await?;
     Ok(())
 }
+
+/// Runs what is assigned and ends what is killed (whatever kill: a
+/// request, a restart, a preemption, a drain), as an agent would report.
+pub fn stand_in_agent(client: kube::Client) -> tokio::task::JoinHandle<()> {
+    use corral_api::{Task, TaskPhase};
+    use corral_core::lifecycle::{self, Event};
+    use futures::StreamExt;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::{WatchStreamExt, watcher};
+    tokio::spawn(async move {
+        let api: Api<Task> = Api::namespaced(client, "default");
+        let mut tasks = watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(t)) = tasks.next().await {
+            let Some(status) = t.status.clone() else {
+                continue;
+            };
+            let events: &[Event] = match status.phase() {
+                TaskPhase::Assigned => &[Event::AgentStarting, Event::AgentRunning],
+                p if p.is_being_killed() => &[Event::AgentKilled],
+                _ => continue,
+            };
+            let mut next = status;
+            for e in events {
+                let _ = lifecycle::apply(&mut next, e, jiff::Timestamp::now(), "agent");
+            }
+            // Conditional: a newer version is what this watch sees next.
+            let patch = serde_json::json!({"metadata": {"resourceVersion": t.metadata.resource_version}, "status": next});
+            let _ = api
+                .patch_status(
+                    t.metadata.name.as_deref().unwrap_or_default(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await;
+        }
+    })
+}

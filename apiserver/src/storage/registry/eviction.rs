@@ -19,10 +19,8 @@
 //! nothing to evict: answered 201 without a write. A task of no job, or of
 //! a job without a budget, is evicted without a record.
 
-use std::collections::BTreeMap;
-
 use corral_api::task::TaskStatus;
-use corral_core::disruption::{Budget, Member, Verdict};
+use corral_core::disruption::{self, Budget, Verdict};
 use corral_core::lifecycle;
 use serde_json::{Value, json};
 
@@ -88,33 +86,6 @@ fn nothing_to_evict(task: &Value, status: &TaskStatus) -> Option<String> {
         .as_str()
         .is_some_and(|n| !n.is_empty());
     (!bound).then(|| format!("the task is not on a node ({phase})"))
-}
-
-/// Job `job`'s tasks as its budget sees them.
-fn members(job: &corral_api::Job, tasks: &[Value]) -> Vec<Member> {
-    let name = job.metadata.name.as_deref().unwrap_or_default();
-    tasks
-        .iter()
-        .filter_map(|t| serde_json::from_value::<corral_api::Task>(t.clone()).ok())
-        .filter_map(|t| corral_core::jobs::view(name, &t))
-        .map(|v| Member {
-            available: v.healthy_since.is_some(),
-            name: v.name,
-            instance: v.instance,
-        })
-        .collect()
-}
-
-fn records(job: &corral_api::Job) -> BTreeMap<String, i64> {
-    job.status
-        .as_ref()
-        .map(|s| {
-            s.disrupted_tasks
-                .iter()
-                .map(|(n, at)| (n.clone(), at.0.as_second()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl Api {
@@ -208,9 +179,13 @@ impl Api {
             exact: false,
         };
         let page = self.list(&tasks, ns, &q).await?;
-        let values: Vec<Value> = page.items.iter().map(|e| e.value.clone()).collect();
-        let members = members(&parsed, &values);
-        let disrupted = records(&parsed);
+        let decoded: Vec<corral_api::Task> = page
+            .items
+            .iter()
+            .filter_map(|e| serde_json::from_slice(&e.json).ok())
+            .collect();
+        let members = disruption::members(job, &decoded);
+        let disrupted = disruption::records(parsed.status.as_ref());
         let now = jiff::Timestamp::now();
         let budget = Budget {
             instances: parsed.spec.instances,
