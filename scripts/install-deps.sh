@@ -2,7 +2,8 @@
 # Installs what building and testing Corral needs on Debian 12 (bookworm):
 # etcd (server and client) for the store tests, protoc and the well-known
 # protobuf types for the gRPC code, containerd and runc for the agent's
-# container runtime, a static busybox for the test image, and cargo-nextest.
+# container runtime, a static busybox for the test image, promtool for the
+# metrics and alert rules, and cargo-nextest.
 # Safe to run repeatedly:
 # apt is skipped entirely when everything is already present.
 #
@@ -34,11 +35,14 @@ have crun || packages+=(crun)
 # A local registry and an image copier, for the registry-pull test.
 have docker-registry || packages+=(docker-registry)
 have skopeo || packages+=(skopeo)
+# promtool (Debian ships it with Prometheus), to lint the metrics every
+# component serves and the alert rules the chart ships.
+have promtool || packages+=(prometheus)
 # The test image needs a static busybox (`ldd` fails on static binaries).
 if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
 
 if ((${#packages[@]} == 0)); then
-    log "etcd, protoc, containerd, runc, crun and busybox are present; skipping apt"
+    log "etcd, protoc, containerd, runc, crun, busybox and promtool are present; skipping apt"
 else
     # Only worth adding when apt runs anyway.
     pkg_installed ca-certificates || packages+=(ca-certificates)
@@ -68,7 +72,7 @@ else
         apt_install || die "apt-get install ${packages[*]} failed twice"
     fi
 
-    for cmd in etcd etcdctl protoc containerd ctr runc crun busybox; do
+    for cmd in etcd etcdctl protoc containerd ctr runc crun busybox promtool; do
         have "$cmd" || die "$cmd is still missing after installing ${packages[*]}"
     done
     [[ -f /usr/include/google/protobuf/descriptor.proto ]] \

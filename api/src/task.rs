@@ -288,6 +288,24 @@ pub enum PendingReasonKind {
     BorrowingLimitExceeded,
 }
 
+impl PendingReasonKind {
+    /// Its name, as serialized (`QuotaExceeded`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingReasonKind::QuotaExceeded => "QuotaExceeded",
+            PendingReasonKind::GuaranteeProtected => "GuaranteeProtected",
+            PendingReasonKind::ReservationMismatch => "ReservationMismatch",
+            PendingReasonKind::ConstraintFiltered => "ConstraintFiltered",
+            PendingReasonKind::InsufficientResources => "InsufficientResources",
+            PendingReasonKind::NodeUnavailable => "NodeUnavailable",
+            PendingReasonKind::PreemptionInProgress => "PreemptionInProgress",
+            PendingReasonKind::Throttled => "Throttled",
+            PendingReasonKind::GangIncomplete => "GangIncomplete",
+            PendingReasonKind::BorrowingLimitExceeded => "BorrowingLimitExceeded",
+        }
+    }
+}
+
 /// One structured reason in a pending explanation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -266,6 +266,7 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
         .resources
         .clone()
         .unwrap_or_else(|| detect_resources(&sandboxes));
+    let metrics = corral_node_agent::metrics::AgentMetrics::new();
     let log_server = if args.log_listen == "none" || args.simulate_nodes.is_some() {
         None
     } else {
@@ -278,7 +279,19 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
             .clone()
             .or_else(|| listen.ip().is_unspecified().then(crate::up_cmd::hostname));
         let ca = kubeconfig_ca(&home, args.kubeconfig.as_deref())?;
-        Some(logs::serve(listen, advertise, &ca, sandboxes.clone()).await?)
+        // Who may read a log or the metrics here, the API server decides.
+        let authorizer = Arc::new(corral_endpoint::Authorizer::new(client.clone()));
+        Some(
+            logs::serve(
+                listen,
+                advertise,
+                &ca,
+                sandboxes.clone(),
+                authorizer,
+                metrics.clone(),
+            )
+            .await?,
+        )
     };
     let offer = flags::offer(&resources)?;
     // Where tasks' ports are reached: as told, else the address logs are
@@ -326,6 +339,7 @@ pub async fn start_agent(args: RunArgs, client: Option<kube::Client>) -> Result<
             .runtimes
             .first()
             .and_then(|r| RuntimeKind::from_name(r)),
+        metrics,
     };
     if let Some(f) = args.oversubscribe
         && !(0.0..=1.0).contains(&f)

@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::agent_cmd::client_from;
+use crate::agent_cmd::kubeconfig_ca;
 use crate::server_cmd::{identity, settings_of, share, spawn_controllers, wait_for_signal};
 use crate::store_cmd::home_dir;
 
@@ -33,19 +34,46 @@ pub struct ControllersArgs {
     /// Run without leader election: only when no other controllers run.
     #[arg(long)]
     no_leader_elect: bool,
+    /// Where the controllers' metrics are served over HTTPS (`GET /metrics`,
+    /// to client certificates from Corral's CA that RBAC lets `get` the path
+    /// `/metrics`), or `none`.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    metrics_listen: String,
 }
 
 pub async fn run(args: ControllersArgs) -> Result<()> {
+    let home = home_dir(args.home)?;
     let kubeconfig = match args.kubeconfig {
         Some(k) => k,
-        None => home_dir(args.home)?.join("kubeconfig"),
+        None => home.join("kubeconfig"),
     };
     let client = client_from(&kubeconfig).await?;
+    let metrics = corral_controllers::metrics::Metrics::new();
+    let _endpoint = if args.metrics_listen == "none" {
+        None
+    } else {
+        let listen: std::net::SocketAddr = args.metrics_listen.parse().with_context(|| {
+            format!(
+                "--metrics-listen {:?} is not an address",
+                args.metrics_listen
+            )
+        })?;
+        let ca = kubeconfig_ca(&home, Some(&kubeconfig))?;
+        let endpoint =
+            corral_controllers::metrics::serve(listen, &ca, client.clone(), metrics.clone())
+                .await?;
+        outln!(
+            "corral controllers serving metrics on {}/metrics",
+            endpoint.url
+        );
+        Some(endpoint)
+    };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let elect = !args.no_leader_elect;
     let handle = spawn_controllers(
         corral_controllers::Clients::one(client),
         settings_of(&args.placement, args.node_disruption_threshold),
+        metrics,
         elect,
         stop_rx,
     );

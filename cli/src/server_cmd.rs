@@ -191,18 +191,21 @@ pub fn identity() -> String {
 pub fn spawn_controllers(
     clients: corral_controllers::Clients,
     settings: corral_controllers::Settings,
+    metrics: corral_controllers::metrics::Metrics,
     elect: bool,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     if !elect {
-        return tokio::spawn(corral_controllers::run_all(clients, settings, stop));
+        return tokio::spawn(corral_controllers::run_all(
+            clients, settings, metrics, stop,
+        ));
     }
     let election = corral_controllers::leader::Election::new(identity());
     tokio::spawn(corral_controllers::leader::run_elected(
         clients.controllers.clone(),
         election,
         stop,
-        move |s| corral_controllers::run_all(clients.clone(), settings, s),
+        move |s| corral_controllers::run_all(clients.clone(), settings, metrics.clone(), s),
     ))
 }
 
@@ -296,6 +299,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
     )
     .map_err(|e| anyhow::anyhow!("reading the admin certificate: {e}"))?;
     let store = api.store.clone();
+    let controller_metrics = corral_controllers::metrics::Metrics::new();
     let server = corral_apiserver::serve_with_options(
         api,
         listener,
@@ -314,7 +318,16 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
             streams: corral_apiserver::transport::server::OpenStreams::new(
                 args.max_watches_per_user,
             ),
-            metrics: corral_apiserver::transport::metrics::Metrics::new(),
+            // The controllers' series, when they run here, in the same scrape.
+            metrics: {
+                let m = corral_apiserver::transport::metrics::Metrics::new();
+                if args.no_controllers {
+                    m
+                } else {
+                    let c = controller_metrics.clone();
+                    m.with_extra(Arc::new(move |out: &mut String| c.encode(out)))
+                }
+            },
             request_timeout: args.request_timeout,
         },
     )?;
@@ -362,6 +375,7 @@ pub async fn start(args: ServerArgs) -> Result<StartedServer> {
         controllers.push(spawn_controllers(
             clients,
             settings_of(&args.placement, args.node_disruption_threshold),
+            controller_metrics,
             args.leader_elect,
             stop_rx,
         ));

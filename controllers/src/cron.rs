@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::cache::{self, Caches};
 use crate::jobs::JOB_LABEL;
+use crate::metrics::{CronOutcome, Metrics};
 
 /// The label naming a task's cron run.
 pub const RUN_LABEL: &str = "corral.dev/run";
@@ -57,6 +58,7 @@ struct Ctx {
     client: kube::Client,
     caches: Arc<Caches>,
     clock: Clock,
+    metrics: Metrics,
 }
 
 fn run_task(job: &Job, run: &str, instance: u32) -> Result<Task, CronControllerError> {
@@ -116,6 +118,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
     let now = (ctx.clock)();
     let status = job.status.clone().unwrap_or_default();
     let mut counters = status.cron.clone().unwrap_or_default();
+    let before = counters.clone();
     let last_handled = counters
         .last_schedule_time
         .as_ref()
@@ -246,6 +249,23 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, CronControlle
         })),
     )
     .await?;
+    // Counted once the counters are recorded: a pass that lost a race is
+    // repeated, and counted then.
+    let m = &ctx.metrics;
+    m.cron(
+        CronOutcome::started,
+        counters.runs_started.saturating_sub(before.runs_started),
+    );
+    m.cron(
+        CronOutcome::missed,
+        counters.runs_missed.saturating_sub(before.runs_missed),
+    );
+    m.cron(
+        CronOutcome::cancelled,
+        counters
+            .runs_cancelled
+            .saturating_sub(before.runs_cancelled),
+    );
     Ok(match plan.next {
         Some(next) => Action::requeue(Duration::from_millis(
             u64::try_from((next.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0) + 50,
@@ -277,14 +297,16 @@ pub async fn run_with_clock(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let caches = Caches::new(client.clone(), stop.clone());
-    run_cached(client, caches, clock, stop).await;
+    run_cached(client, caches, clock, Metrics::default(), stop).await;
 }
 
-/// Runs the cron controller with `clock` as "now", reading `caches`.
+/// Runs the cron controller with `clock` as "now", reading `caches`
+/// (counting runs into `metrics`).
 pub async fn run_cached(
     client: kube::Client,
     caches: Arc<Caches>,
     clock: Clock,
+    metrics: Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let jobs = caches.jobs();
@@ -294,6 +316,7 @@ pub async fn run_cached(
         client,
         caches: caches.clone(),
         clock,
+        metrics,
     });
     controller
         .graceful_shutdown_on(async move {

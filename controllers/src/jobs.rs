@@ -32,6 +32,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector;
 
 use crate::cache::{self, Caches};
+use crate::metrics::{Metrics, ReconcileResult};
 use serde_json::{Map, Value, json};
 
 pub use corral_api::job::{INSTANCE_LABEL, JOB_KIND_LABEL, JOB_LABEL};
@@ -490,13 +491,15 @@ fn error_policy(_job: Arc<Job>, error: &JobError, _ctx: Arc<Ctx>) -> Action {
 /// Runs the job controller until `stop` turns true, with caches of its own.
 pub async fn run(client: kube::Client, stop: tokio::sync::watch::Receiver<bool>) {
     let caches = Caches::new(client.clone(), stop.clone());
-    run_cached(client, caches, stop).await;
+    run_cached(client, caches, Metrics::default(), stop).await;
 }
 
-/// Runs the job controller until `stop` turns true, reading `caches`.
+/// Runs the job controller until `stop` turns true, reading `caches` (each
+/// reconcile's result counted into `metrics`).
 pub async fn run_cached(
     client: kube::Client,
     caches: Arc<Caches>,
+    metrics: Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let jobs = caches.jobs();
@@ -513,6 +516,16 @@ pub async fn run_cached(
             let _ = stop.wait_for(|s| *s).await;
         })
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|result| {
+            match result {
+                Ok(_) => metrics.reconciled(ReconcileResult::success),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {
+                    metrics.reconciled(ReconcileResult::error)
+                }
+                // The object left the cache, or the queue failed: no reconcile ran.
+                Err(_) => {}
+            }
+            async {}
+        })
         .await;
 }

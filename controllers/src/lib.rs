@@ -17,6 +17,7 @@
 //! - [`cache`]: one watch per kind, shared by all of them.
 //! - [`bulk`]: many tasks created or bound in one request.
 //! - [`client`]: Corral's own clients, over HTTP/2.
+//! - [`metrics`]: what the loops count, and the cluster as the caches show it.
 //! - [`leader`]: leader election, so that one process at a time runs them all ([`run_all`]).
 
 pub mod allocation;
@@ -31,6 +32,7 @@ pub mod jobs;
 pub mod leader;
 pub mod lost;
 mod merge;
+pub mod metrics;
 pub mod nodes;
 pub mod reservations;
 pub mod roles;
@@ -73,32 +75,41 @@ pub struct Settings {
 }
 
 /// Runs every controller until `stop` turns true, all of them reading one
-/// shared watch per kind (through the controllers' client).
+/// shared watch per kind (through the controllers' client), counting into
+/// `metrics` (which reads the cluster's figures from their caches meanwhile).
 pub async fn run_all(
     clients: Clients,
     settings: Settings,
+    metrics: metrics::Metrics,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = clients.controllers;
     let caches = cache::Caches::new(client.clone(), stop.clone());
+    metrics.read_from(Some(caches.clone()));
+    let observer = tokio::spawn(metrics::latency::observe(caches.clone(), metrics.clone()));
     let allocation = {
         let (client, caches, stop) = (clients.scheduler, caches.clone(), stop.clone());
         let settings = allocation::Settings {
             policy: settings.policy,
             ..allocation::Settings::default()
         };
-        tokio::spawn(async move { allocation::run_cached(client, &caches, settings, stop).await })
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            allocation::run_cached(client, &caches, settings, metrics, stop).await
+        })
     };
     let others = [
         tokio::spawn(jobs::run_cached(
             client.clone(),
             caches.clone(),
+            metrics.clone(),
             stop.clone(),
         )),
         tokio::spawn(cron::run_cached(
             client.clone(),
             caches.clone(),
             std::sync::Arc::new(jiff::Timestamp::now),
+            metrics.clone(),
             stop.clone(),
         )),
         tokio::spawn(lost::run_cached(
@@ -133,4 +144,6 @@ pub async fn run_all(
             tracing::error!(error = %e, "a controller panicked");
         }
     }
+    observer.abort();
+    metrics.read_from(None);
 }

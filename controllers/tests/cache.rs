@@ -30,9 +30,11 @@ async fn all_controllers_share_one_watch_per_kind() -> Result<()> {
     h.roles(&["web"]).await?;
     node(&h.client, "n1", 8).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = corral_controllers::metrics::Metrics::new();
     let all = tokio::spawn(corral_controllers::run_all(
         corral_controllers::Clients::one(h.client.clone()),
         corral_controllers::Settings::default(),
+        metrics.clone(),
         stop_rx,
     ));
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), "default");
@@ -66,7 +68,29 @@ async fn all_controllers_share_one_watch_per_kind() -> Result<()> {
             "{started} watches of {resource} for six controllers"
         );
     }
+    // What they counted, and the cluster as their caches show it.
+    let wanted = [
+        r#"corral_scheduler_schedule_attempts_total{result="scheduled"} "#,
+        r#"corral_job_reconciles_total{result="success"}"#,
+        r#"corral_task_time_to_assigned_seconds_count{role="web"} 2"#,
+        r#"corral_node_resource_allocated{node="n1",resource="cpus",unit="core"} 2.0"#,
+        r#"corral_cluster_resource_allocatable{resource="cpus",unit="core"} 8.0"#,
+        r#"corral_node_ready{node="n1"} 1.0"#,
+        r#"corral_role_resource_allocated{role="web",resource="cpus",unit="core"} 2.0"#,
+        r#"corral_tasks{role="web",phase="ASSIGNED"} 2.0"#,
+        "corral_scheduler_cycle_duration_seconds_count",
+        "corral_scheduler_binding_duration_seconds_count",
+    ];
+    eventually("the metrics to show both tasks", || async {
+        let text = metrics.scrape()?;
+        Ok(wanted
+            .iter()
+            .all(|series| text.lines().any(|l| l.starts_with(series))))
+    })
+    .await?;
     stop_tx.send(true)?;
     tokio::time::timeout(Duration::from_secs(10), all).await??;
+    // Stopped, the controllers leave the cluster's figures to the next leader.
+    assert!(!metrics.scrape()?.contains("corral_node_ready"));
     Ok(())
 }

@@ -14,7 +14,10 @@
 //!   store writes and reads per task (all of them, and writes to tasks
 //!   alone) until all are bound and until all run; the process's CPU µs per
 //!   task (server, controllers and agent together; etcd's own CPU apart);
-//!   the process's RSS at the end.
+//!   the process's RSS at the end;
+//! - the scrape of the controllers' metrics (every node's and role's
+//!   figures from the caches) and of the API server's `/metrics`, against a
+//!   LIST of the nodes.
 //!
 //! `CORRAL_BENCH_NODES` (default 5000), `CORRAL_BENCH_TASKS` (default
 //! 50000). Run: `cargo bench -p corral-e2e --bench control_plane`
@@ -279,12 +282,14 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     );
 
     // Every controller, then one job; its tasks counted from a watch.
+    let metrics = corral_controllers::metrics::Metrics::new();
     let controllers = tokio::spawn(corral_controllers::run_all(
         corral_controllers::Clients::one(client.clone()),
         corral_controllers::Settings {
             policy: corral_core::sched::Policy::Spread,
             ..Default::default()
         },
+        metrics.clone(),
         stop_rx.clone(),
     ));
     let role: corral_api::Role = serde_json::from_value(
@@ -359,10 +364,56 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
         "  CPU per task to RUNNING: {cpu_us:.0} µs in this process{}; RSS at the end {rss:.0} MiB (peak {peak:.0} MiB)",
         etcd_us.map_or(String::new(), |e| format!(", {e:.0} µs in etcd")),
     );
+    scrapes(&client, &metrics, nodes_n).await?;
     stop_tx.send(true)?;
     let _ = agent_task.await;
     let _ = controllers.await;
     running.shutdown().await;
+    Ok(())
+}
+
+/// The median of `f`'s time over 5 runs, in ms, and its last answer.
+async fn median_ms<T, F: std::future::Future<Output = Result<T>>>(
+    mut f: impl FnMut() -> F,
+) -> Result<(f64, T)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        last = Some(f().await?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[2], last.context("no run")?))
+}
+
+/// The scrapes at the end of the run: the controllers' metrics (the cluster's
+/// figures read from their caches: every node and task) and the API server's
+/// `/metrics` over HTTPS; baseline: a LIST of the Nodes from the API
+/// server's cache, in the same run.
+async fn scrapes(
+    client: &kube::Client,
+    metrics: &corral_controllers::metrics::Metrics,
+    nodes_n: usize,
+) -> Result<()> {
+    let (controllers_ms, text) =
+        median_ms(|| async { metrics.scrape().map_err(anyhow::Error::from) }).await?;
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    let (server_ms, _) = median_ms(|| async {
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        Ok(client.request_text(req).await?)
+    })
+    .await?;
+    let (list_ms, _) = median_ms(|| async {
+        Ok(Api::<Node>::all(client.clone())
+            .list(&Default::default())
+            .await?)
+    })
+    .await?;
+    println!(
+        "  /metrics at {nodes_n} nodes: the controllers' {controllers_ms:.1} ms ({series} series, {:.2}× a LIST of the nodes), the API server's {server_ms:.1} ms; LIST of the nodes {list_ms:.1} ms (medians of 5)",
+        controllers_ms / list_ms
+    );
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use corral_e2e::{helm_bin, s, workspace};
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use serde_json::Value;
 
 fn helm(args: &[&str]) -> Result<std::process::Output> {
@@ -95,11 +95,58 @@ fn validate(docs: &[Value]) -> Result<Vec<String>> {
             ("v1", "Service") => round_trip::<Service>(d)?,
             ("apps/v1", "StatefulSet") => round_trip::<StatefulSet>(d)?,
             ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(d)?,
+            ("v1", "ConfigMap") => round_trip::<ConfigMap>(d)?,
+            // The Prometheus Operator's kinds: not Kubernetes API types.
+            ("monitoring.coreos.com/v1", "ServiceMonitor" | "PodMonitor" | "PrometheusRule") => {
+                monitoring_kind(d)?
+            }
             (v, k) => bail!("unexpected kind {v}/{k} in the chart"),
         }
         kinds.push(kind.to_owned());
     }
     Ok(kinds)
+}
+
+/// The fields of a Prometheus Operator object that the operator needs,
+/// with the types its CRDs give them.
+fn monitoring_kind(d: &Value) -> Result<()> {
+    let spec = &d["spec"];
+    let ok = match d["kind"].as_str() {
+        Some("ServiceMonitor") => {
+            spec["selector"]["matchLabels"].is_object()
+                && spec["endpoints"].as_array().is_some_and(|e| {
+                    e.iter().all(|e| {
+                        e["port"].is_string()
+                            && e["scheme"] == "https"
+                            && e["tlsConfig"]["keySecret"]["name"].is_string()
+                            && e["tlsConfig"]["cert"]["secret"]["name"].is_string()
+                    })
+                })
+        }
+        Some("PodMonitor") => {
+            spec["selector"]["matchLabels"].is_object()
+                && spec["podMetricsEndpoints"].as_array().is_some_and(|e| {
+                    e.iter().all(|e| {
+                        e["port"].is_string() && e["tlsConfig"]["keySecret"]["key"] == "tls.key"
+                    })
+                })
+        }
+        Some("PrometheusRule") => spec["groups"].as_array().is_some_and(|g| {
+            g.iter().all(|g| {
+                g["rules"].as_array().is_some_and(|r| {
+                    r.iter()
+                        .all(|r| r["alert"].is_string() && r["expr"].is_string())
+                })
+            })
+        }),
+        _ => false,
+    };
+    anyhow::ensure!(
+        ok,
+        "{} is missing fields the operator needs: {d}",
+        d["kind"]
+    );
+    Ok(())
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
@@ -255,6 +302,56 @@ fn etcd_nodeport_and_no_agent_render_valid_manifests() -> Result<()> {
     );
     assert!(
         args_of(find(&docs, "DaemonSet")?).contains(&"--resources=cpus=4,memory=8Gi".to_owned())
+    );
+    Ok(())
+}
+
+#[test]
+fn monitoring_renders_scrapers_alerts_and_dashboards() -> Result<()> {
+    let docs = render(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.podMonitor.enabled=true",
+        "metrics.alerts.enabled=true",
+        "metrics.dashboards.enabled=true",
+    ])?;
+    let kinds = validate(&docs)?;
+    for kind in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind}: {kinds:?}");
+    }
+    // The scrapers' certificate: user corral-monitoring, signed by the CA.
+    let cert = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "corral-monitoring")
+        .context("no monitoring Secret")?;
+    assert_eq!(cert["type"], "kubernetes.io/tls");
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        assert!(cert["data"][key].is_string(), "{key} missing");
+    }
+    // One ConfigMap per dashboard, with the sidecar's label and valid JSON.
+    let dashboards: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ConfigMap").collect();
+    assert_eq!(dashboards.len(), 4);
+    for d in dashboards {
+        assert_eq!(d["metadata"]["labels"]["grafana_dashboard"], "1");
+        for json in d["data"].as_object().context("data")?.values() {
+            let dash: Value = serde_json::from_str(json.as_str().context("text")?)?;
+            assert!(dash["panels"].as_array().is_some_and(|p| !p.is_empty()));
+        }
+    }
+    // The alerts' templates reach Prometheus unexpanded by Helm.
+    let rules = find(&docs, "PrometheusRule")?.to_string();
+    assert!(rules.contains("{{ $labels.node }}"), "{rules}");
+    // Off by default; with a given PKI, a certificate must be given too.
+    assert!(
+        render(&[
+            "metrics.serviceMonitor.enabled=true",
+            "tls.existingSecret=mine"
+        ])
+        .is_err_and(|e| e.to_string().contains("metrics.clientCertSecret"))
     );
     Ok(())
 }

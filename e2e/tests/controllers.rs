@@ -23,6 +23,8 @@ impl Controllers {
         Ok(Self(
             Command::new(corral_bin()?)
                 .arg("controllers")
+                // Side by side: each its own metrics port.
+                .arg("--metrics-listen=127.0.0.1:0")
                 .arg("--kubeconfig")
                 .arg(&server.kubeconfig)
                 .envs(env.iter().copied())

@@ -92,6 +92,8 @@ pub struct AgentConfig {
     /// even when it could not be set up, so that such tasks wait for it
     /// rather than run on another (None: the first runtime set up).
     pub default_runtime: Option<RuntimeKind>,
+    /// What the agent counts and samples (served by its endpoint).
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 impl AgentConfig {
@@ -118,6 +120,7 @@ impl AgentConfig {
             sandbox_gc: None,
             log_rotation: None,
             default_runtime: None,
+            metrics: crate::metrics::AgentMetrics::new(),
         }
     }
 
@@ -337,6 +340,7 @@ pub async fn run_renewing_with(
     register(&client, &cfg, &kinds).await?;
     let leases = Leases::new(lease_client, cfg.nodes.clone());
     let health = check_health_in_background(&runtimes, stop.clone()).await;
+    let runtime_health = health.clone();
     let (events_tx, mut events) = mpsc::channel::<(String, RuntimeEvent)>(4096);
     let mut book = Supervisor::new(
         client.clone(),
@@ -346,7 +350,8 @@ pub async fn run_renewing_with(
         events_tx.clone(),
         &cfg.nodes,
         cfg.checkpoints.clone(),
-    );
+    )
+    .with_metrics(cfg.metrics.clone());
     recover(&runtimes, &cfg, &events_tx, &mut book).await;
     let tasks: Api<Task> = Api::all(client.clone());
     let wc = match cfg.nodes.as_slice() {
@@ -394,8 +399,16 @@ pub async fn run_renewing_with(
                 }
             }
             _ = samples.tick() => {
+                cfg.metrics.runtimes(
+                    kinds
+                        .iter()
+                        .zip(runtime_health.iter())
+                        .map(|(k, h)| (*k, h.load(std::sync::atomic::Ordering::Relaxed)))
+                        .collect(),
+                );
                 if let [node] = cfg.nodes.as_slice() {
                     let usage = sample_usage(&runtimes, &book.tasks, &mut last_cpu);
+                    cfg.metrics.tasks(book.figures(&usage));
                     let revocable = cfg
                         .oversubscribe
                         .map(|factor| oversubscription(&mut book, &usage, factor, node));
@@ -407,8 +420,11 @@ pub async fn run_renewing_with(
                 if !watched.is_empty() {
                     measuring.store(true, std::sync::atomic::Ordering::Relaxed);
                     let (tx, measuring) = (over_disk_tx.clone(), measuring.clone());
+                    let metrics = cfg.metrics.clone();
                     tokio::task::spawn_blocking(move || {
-                        let over = crate::disk::over_limit(&watched);
+                        let used = crate::disk::measure(&watched);
+                        metrics.disk_used(&used);
+                        let over = crate::disk::over(&watched, &used);
                         measuring.store(false, std::sync::atomic::Ordering::Relaxed);
                         let _ = tx.blocking_send(over);
                     });
@@ -420,7 +436,10 @@ pub async fn run_renewing_with(
                 }
             }
             Some((key, ev)) = events.recv() => book.runtime_event(&key, ev),
-            Some(result) = probed.recv() => book.probed(result),
+            Some(result) = probed.recv() => {
+                cfg.metrics.probed(result.passed);
+                book.probed(result);
+            }
             next = watch.next() => match next {
                 None => return Ok(()),
                 Some(Err(e)) => tracing::warn!(error = %e, "task watch error"),

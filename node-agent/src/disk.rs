@@ -62,13 +62,29 @@ pub fn usage(dirs: &[PathBuf], stop_after: u64) -> u64 {
     total
 }
 
+/// What each task of `watched` holds on disk (bytes; counting stopped
+/// once past its limit).
+pub fn measure(watched: &[Watched]) -> Vec<(String, u64)> {
+    watched
+        .iter()
+        .map(|w| (w.key.clone(), usage(&w.dirs, w.limit)))
+        .collect()
+}
+
 /// The tasks of `watched` that hold more than their limit, with the failure
 /// each is killed for.
 pub fn over_limit(watched: &[Watched]) -> Vec<(String, Failure)> {
+    over(watched, &measure(watched))
+}
+
+/// The tasks of `watched` that hold more than their limit, by `used` (as
+/// [`measure`] gives it), with the failure each is killed for.
+pub fn over(watched: &[Watched], used: &[(String, u64)]) -> Vec<(String, Failure)> {
     watched
         .iter()
-        .filter_map(|w| {
-            let used = usage(&w.dirs, w.limit);
+        .zip(used)
+        .filter_map(|(w, (_, used))| {
+            let used = *used;
             (used > w.limit).then(|| {
                 (
                     w.key.clone(),

@@ -6,7 +6,9 @@
 //! - [`supervise`]: launches, kills, status reports, state reconciliation
 //!   and fencing.
 //! - [`usage`]: usage sampling and the revocable-capacity estimate.
-//! - [`logs`]: the HTTPS endpoint the API server proxies task logs from.
+//! - [`logs`]: the HTTPS endpoint the API server proxies task logs from,
+//!   which also serves the agent's metrics.
+//! - [`metrics`]: what the agent counts, and each task given against used.
 //! - [`sandbox_gc`]: ended tasks' sandboxes and output removed after a
 //!   delay that shrinks as the disk fills.
 //! - [`log_rotation`]: task output rotated by size.
@@ -28,6 +30,7 @@ pub mod health;
 pub mod join;
 pub mod log_rotation;
 pub mod logs;
+pub mod metrics;
 pub mod ports;
 pub mod runtime;
 pub mod sandbox_gc;

@@ -1,13 +1,19 @@
-//! The agent's log endpoint: task stdout and stderr over HTTPS, for the API
+//! The agent's endpoint: task stdout and stderr over HTTPS, for the API
 //! server to proxy (`GET …/tasks/NAME/log`), so `corral logs` works from
-//! anywhere without reaching the agent's machine.
+//! anywhere without reaching the agent's machine; and the agent's metrics
+//! (`GET /metrics`, see [`crate::metrics`]).
 //!
 //! - The agent makes itself a certificate at start and advertises its URL
 //!   and the certificate's SHA-256 in its Node's `status.logEndpoint`; the API
 //!   server pins that fingerprint (no CA is needed for the agent's side).
 //! - Callers must present a client certificate signed by Corral's CA (the
-//!   one in the agent's kubeconfig): the API server uses its admin
-//!   certificate. Anything else fails the TLS handshake.
+//!   one in the agent's kubeconfig); anything else fails the TLS handshake.
+//!   Each request is then authorized by the API server (a
+//!   SubjectAccessReview, see [`corral_endpoint`]): `get` on the task's
+//!   `log` subresource, or on the path `/metrics`. The API server's own
+//!   certificate (`system:masters`) reads every log to proxy it; a tenant's
+//!   certificate reads nothing here, even of its own tasks (it asks the
+//!   API server, which authorizes it there).
 //! - `GET /logs/<namespace>/<task>?stream=stdout|stderr&follow=true&tailLines=N`
 //!   answers the task's output file, kept by the agent outside the task's
 //!   sandbox (see [`crate::runtime::task_files_dir`]) and opened without
@@ -23,155 +29,51 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use corral_endpoint::{Access, Authorizer, Body, Caller, text};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-type Body = BoxBody<Bytes, Infallible>;
+use crate::metrics::AgentMetrics;
 
 /// How often a followed log is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// The most bytes sent in one chunk.
 const CHUNK: usize = 64 * 1024;
 
-/// The longest a client may take over its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why the endpoint could not start.
+pub use corral_endpoint::EndpointError as LogError;
 
-/// The longest a client may take to send a request's head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A running endpoint (dropping it stops it).
+pub type LogServer = corral_endpoint::Endpoint;
 
-/// Why the log endpoint could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// Making the certificate or the TLS configuration failed.
-    #[error("TLS set-up for the log endpoint: {0}")]
-    Tls(String),
-    /// Binding the listen address failed.
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-/// A running log endpoint.
-#[derive(Debug)]
-pub struct LogServer {
-    /// `https://HOST:PORT`, as advertised in Node status.
-    pub url: String,
-    /// Hex SHA-256 of the serving certificate (DER), advertised for pinning.
-    pub certificate_sha256: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for LogServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Starts serving `sandboxes` on `listen`, advertised under `advertise_host`
-/// (default: the listen address's IP), to clients whose certificates chain
-/// to `ca_pem`.
+/// Starts serving `sandboxes` (and `metrics`) on `listen`, advertised under
+/// `advertise_host` (default: the listen address's IP), to clients whose
+/// certificates chain to `ca_pem`, each request authorized by `authorizer`.
 pub async fn serve(
     listen: SocketAddr,
     advertise_host: Option<String>,
     ca_pem: &[u8],
     sandboxes: PathBuf,
+    authorizer: Arc<Authorizer>,
+    metrics: AgentMetrics,
 ) -> Result<LogServer, LogError> {
-    let tls = |e: &dyn std::fmt::Display| LogError::Tls(e.to_string());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| LogError::Listen {
-            addr: listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| LogError::Listen {
-        addr: listen,
-        source,
-    })?;
-    let host = advertise_host.unwrap_or_else(|| local.ip().to_string());
-    let key = rcgen::KeyPair::generate().map_err(|e| tls(&e))?;
-    let params = rcgen::CertificateParams::new(vec![host.clone()]).map_err(|e| tls(&e))?;
-    let cert = params.self_signed(&key).map_err(|e| tls(&e))?;
-    let fingerprint = hex(&sha2::Sha256::digest(cert.der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| tls(&e))?;
-    let key_der =
-        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| tls(&e))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert.der().clone()], key_der)
-        .map_err(|e| tls(&e))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let sandboxes = Arc::new(sandboxes);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let sandboxes = sandboxes.clone();
-            tokio::spawn(async move {
-                // No, or a foreign, client certificate; or a handshake that dawdles.
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |req| {
-                    let sandboxes = sandboxes.clone();
-                    async move { Ok::<_, Infallible>(answer(&sandboxes, req).await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
-            });
-        }
-    });
-    Ok(LogServer {
-        url: format!("https://{}:{}", bracket(&host), local.port()),
-        certificate_sha256: fingerprint,
-        task,
+    corral_endpoint::serve(listen, advertise_host, ca_pem, move |req, caller| {
+        let (sandboxes, authorizer, metrics) =
+            (sandboxes.clone(), authorizer.clone(), metrics.clone());
+        async move { answer(&sandboxes, &authorizer, &metrics, req, caller).await }
     })
+    .await
 }
 
-fn bracket(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn text(code: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(BoxBody::new(Full::new(Bytes::from(format!("{msg}\n")))));
-    *r.status_mut() = code;
-    r
+/// The answer to a caller the API server does not let read this.
+fn forbidden(caller: &Caller, what: &str) -> Response<Body> {
+    text(
+        StatusCode::FORBIDDEN,
+        &format!("user {:?} may not {what}", caller.user),
+    )
 }
 
 /// A namespace or task name: DNS-1123 characters only, so it cannot leave
@@ -296,16 +198,60 @@ async fn open_no_follow(path: &Path) -> std::io::Result<tokio::fs::File> {
     Ok(tokio::fs::File::from_std(file))
 }
 
-async fn answer(sandboxes: &Path, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request: `GET /metrics`, or a task's log, for a caller the
+/// API server lets read it (`get` on `/metrics`; `get` on the task's `log`
+/// subresource).
+async fn answer(
+    sandboxes: &Path,
+    authorizer: &Authorizer,
+    metrics: &AgentMetrics,
+    req: Request<Incoming>,
+    caller: Caller,
+) -> Response<Body> {
     if req.method() != http::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET");
     }
     let segs: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    if segs == ["metrics"] {
+        if !authorizer
+            .allows(&caller, &Access::Path("/metrics".into()))
+            .await
+        {
+            return forbidden(&caller, "get path /metrics");
+        }
+        return match metrics.scrape() {
+            Ok(body) => {
+                let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                r
+            }
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the metrics failed",
+            ),
+        };
+    }
     let ["logs", ns, task] = segs.as_slice() else {
-        return text(StatusCode::NOT_FOUND, "GET /logs/<namespace>/<task>");
+        return text(
+            StatusCode::NOT_FOUND,
+            "GET /logs/<namespace>/<task> or GET /metrics",
+        );
     };
     if !is_name(ns) || !is_name(task) {
         return text(StatusCode::BAD_REQUEST, "invalid namespace or task name");
+    }
+    let access = Access::Subresource {
+        group: "corral.dev".into(),
+        resource: "tasks".into(),
+        subresource: "log".into(),
+        namespace: (*ns).to_owned(),
+        name: (*task).to_owned(),
+    };
+    if !authorizer.allows(&caller, &access).await {
+        return forbidden(&caller, &format!("get tasks/log {task} in namespace {ns}"));
     }
     let q = match parse_query(req.uri().query()) {
         Ok(q) => q,

@@ -183,6 +183,8 @@ pub(crate) struct Supervisor {
     /// Health checking: where probe results go, each checked task's probe
     /// loop and run of results.
     probing: probing::Probing,
+    /// Where container starts are counted.
+    metrics: crate::metrics::AgentMetrics,
 }
 
 impl Supervisor {
@@ -223,7 +225,46 @@ impl Supervisor {
             restored,
             over_disk: HashMap::new(),
             probing: probing::Probing::default(),
+            metrics: crate::metrics::AgentMetrics::default(),
         }
+    }
+
+    /// Counts container starts into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::AgentMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Each task this agent runs: its role, what it was given and, from
+    /// `usage` (milli-cores and bytes by key, as sampled), what it used.
+    pub(crate) fn figures(
+        &self,
+        usage: &BTreeMap<String, (u64, u64)>,
+    ) -> BTreeMap<String, crate::metrics::TaskFigures> {
+        let Ok(objects) = self.objects.lock() else {
+            return BTreeMap::new();
+        };
+        self.tasks
+            .keys()
+            .filter_map(|key| {
+                let t = objects.get(key)?;
+                let mut f = crate::metrics::TaskFigures {
+                    role: t.spec.role.clone(),
+                    allocated: t.spec.resources.to_milli().unwrap_or_default().0,
+                    used: BTreeMap::new(),
+                };
+                if let Some((cpu, mem)) = usage.get(key) {
+                    let milli = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                    f.used
+                        .insert(corral_api::resources::CPUS.into(), milli(*cpu));
+                    f.used.insert(
+                        corral_api::resources::MEMORY.into(),
+                        milli(*mem).saturating_mul(1000),
+                    );
+                }
+                Some((key.clone(), f))
+            })
+            .collect()
     }
 
     /// Reports the ends an earlier run of the agent kept on disk and could
@@ -521,13 +562,15 @@ impl Supervisor {
         if let Some(uid) = launch.uid.clone() {
             self.uids.insert(key.to_owned(), uid);
         }
-        let (rt, tx, key, client) = (
+        let (rt, tx, key, client, metrics) = (
             self.runtimes[idx].clone(),
             self.events.clone(),
             key.to_owned(),
             self.client.clone(),
+            self.metrics.clone(),
         );
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let mut launch = launch;
             let ns = key.split_once('/').map_or("", |(ns, _)| ns).to_owned();
             if let Err(why) = crate::secrets::resolve(&client, &ns, &mut launch.container).await {
@@ -536,7 +579,14 @@ impl Supervisor {
                 return;
             }
             crate::ports::expose(&mut launch.container, &ports);
-            if let Err(e) = rt.start(launch, tx.clone()).await {
+            let result = rt.start(launch, tx.clone()).await;
+            let outcome = if result.is_ok() {
+                crate::metrics::StartResult::success
+            } else {
+                crate::metrics::StartResult::error
+            };
+            metrics.started(rt.kind(), started.elapsed().as_secs_f64(), outcome);
+            if let Err(e) = result {
                 let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string());
                 let _ = tx.send((key, ev)).await;
             }

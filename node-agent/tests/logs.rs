@@ -1,8 +1,10 @@
 //! Task logs through the API server's `log` subresource, proxied from an
 //! agent's log endpoint, in-process: whole, tailed, followed as the task
 //! writes, stderr; and the endpoint's security: a client without a
-//! certificate from Corral's CA is refused, and a node advertising another
-//! certificate is not trusted.
+//! certificate from Corral's CA is refused, one with a certificate is
+//! authorized by the API server (a tenant reads no log there, a monitoring
+//! identity reads the agent's metrics and nothing else), and a node
+//! advertising another certificate is not trusted.
 
 use std::io::Write as _;
 
@@ -23,7 +25,9 @@ const URL: &str = "/apis/corral.dev/v1alpha1/namespaces/default/tasks/talk-0-0/l
 
 #[tokio::test]
 async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result<()> {
-    let server = TestServer::start()
+    // RBAC decides, as in `corral server`: the agent asks it who may read.
+    let store = std::sync::Arc::new(corral_store::embedded::EmbeddedStore::in_memory()?);
+    let server = TestServer::start_rbac(store, &[])
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     server
@@ -43,11 +47,14 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
         sandboxes.path().join("host-secret"),
         dirs.sandbox.join("stdout"),
     )?;
+    let metrics = corral_node_agent::metrics::AgentMetrics::new();
     let endpoint = logs::serve(
         "127.0.0.1:0".parse()?,
         None,
         server.pki.ca_pem.as_bytes(),
         sandboxes.path().to_owned(),
+        std::sync::Arc::new(corral_endpoint::Authorizer::new(client.clone())),
+        metrics.clone(),
     )
     .await?;
 
@@ -167,6 +174,44 @@ async fn task_logs_are_proxied_from_the_agent_and_only_to_corrals_ca() -> Result
         }
     };
     assert!(!refused.is_empty());
+
+    // A certificate from Corral's CA is authorized by the API server: a
+    // tenant's reads no log here; a monitoring identity reads the metrics
+    // and no log.
+    let as_user = |user: &str, groups: &[&str]| -> Result<_> {
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        let (cert, key) = server.pki.issue_client(
+            user,
+            &groups,
+            jiff::Timestamp::now(),
+            jiff::SignedDuration::from_hours(1),
+        )?;
+        corral_apiserver::transport::logs::AgentLink::from_pem(&cert, &key)
+            .map_err(|e| anyhow::anyhow!(e))
+    };
+    let answer = |link: corral_apiserver::transport::logs::AgentLink, path: &'static str| {
+        let (url, sha) = (endpoint.url.clone(), endpoint.certificate_sha256.clone());
+        async move {
+            use http_body_util::BodyExt;
+            let resp = corral_apiserver::transport::logs::fetch(&url, &sha, Some(&link), path)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let code = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((code, String::from_utf8_lossy(&body).into_owned()))
+        }
+    };
+    let tenant = as_user("alice", &[])?;
+    let (code, body) = answer(tenant.clone(), "/logs/default/talk-0-0").await?;
+    assert_eq!(code, 403, "{body}");
+    assert!(!body.contains("one"), "{body}");
+    assert_eq!(answer(tenant, "/metrics").await?.0, 403);
+    let monitoring = as_user("prometheus", &["system:monitoring"])?;
+    let (code, body) = answer(monitoring.clone(), "/metrics").await?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("# TYPE corral_agent_tasks gauge"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert_eq!(answer(monitoring, "/logs/default/talk-0-0").await?.0, 403);
 
     // A node advertising another certificate is not trusted.
     nodes

@@ -172,7 +172,13 @@ pub struct Metrics {
     objects: Family<ResourceLabels, Gauge>,
     watchers: Gauge,
     connections: Family<ProtocolLabels, Counter>,
+    /// Series of components that run in this process (the controllers).
+    extra: Vec<ExtraSeries>,
 }
+
+/// Writes a component's series (OpenMetrics text without `# EOF`) after the
+/// server's own.
+pub type ExtraSeries = Arc<dyn Fn(&mut String) -> std::fmt::Result + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,6 +280,7 @@ impl Metrics {
             objects,
             watchers,
             connections,
+            extra: Vec::new(),
         }
     }
 
@@ -309,6 +316,12 @@ impl Metrics {
         }
     }
 
+    /// The same series, and `extra`'s after them in each scrape.
+    pub fn with_extra(mut self, extra: ExtraSeries) -> Self {
+        self.extra.push(extra);
+        self
+    }
+
     /// The text to answer a scrape with, `now` holding the moment's gauges.
     pub fn encode(&self, now: &Snapshot) -> Result<String, std::fmt::Error> {
         let kind = |request_kind| KindLabels { request_kind };
@@ -332,7 +345,11 @@ impl Metrics {
         }
         self.watchers.set(now.watchers);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)?;
+        for extra in &self.extra {
+            extra(&mut out)?;
+        }
+        prometheus_client::encoding::text::encode_eof(&mut out)?;
         Ok(out)
     }
 }

@@ -7,7 +7,9 @@
 //! selector `spec.nodeName=NAME`; reads a Task and writes its status only
 //! while the watch cache has it bound there; reads a Secret only while a
 //! task bound there reads it (`valueFrom.secretKeyRef`); records Events;
-//! renews its own certificate (`nodecertificaterequests` for its name).
+//! renews its own certificate (`nodecertificaterequests` for its name);
+//! asks whether callers of its own endpoint may read what they ask for
+//! (`subjectaccessreviews`).
 //! Nothing else: it creates no Task, changes no Task spec, reads no other
 //! Secret, no Job and no other node's objects. What a request's body says (the name of a Node or Lease
 //! it creates, the node a written Task is bound to in the store, the object
@@ -165,6 +167,9 @@ pub fn node_allows(
         ("corral.dev", crate::transport::node_certificates::PLURAL, None) => {
             verb == "create" && own
         }
+        // Asking whether a caller of its own endpoint (logs, metrics) may
+        // have what it asks for, as kubelet delegates authorization.
+        ("authorization.k8s.io", "subjectaccessreviews", None) => verb == "create",
         _ => false,
     }
 }

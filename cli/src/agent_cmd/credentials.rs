@@ -88,7 +88,7 @@ pub(super) fn node_name_of(args: &RunArgs, user: Option<String>) -> Result<Strin
 
 /// The CA certificate (PEM) of the kubeconfig's cluster: the agent's log
 /// endpoint accepts clients with certificates it signed.
-pub(super) fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Vec<u8>> {
+pub(crate) fn kubeconfig_ca(home: &Path, kubeconfig: Option<&Path>) -> Result<Vec<u8>> {
     use base64::Engine;
     let path = kubeconfig.map_or_else(|| home.join("kubeconfig"), Path::to_owned);
     let text =

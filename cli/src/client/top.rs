@@ -1,18 +1,18 @@
 //! `corral top nodes|tasks|roles`: the cluster's "allocated vs total" and
 //! the containers' "used vs allocated" views.
 //!
-//! Allocation is summed from the tasks that hold resources (ASSIGNED through
-//! KILLING); usage is what the agents measured (Task and Node
-//! `status.usage`). Computed here from one list of each kind, so the numbers
-//! are consistent with each other.
-
-use std::collections::BTreeMap;
+//! For nodes, allocation is summed from the tasks that hold resources
+//! (ASSIGNED through KILLING); usage is what the agents measured (Task and
+//! Node `status.usage`), from one list of each kind, so the numbers are
+//! consistent with each other. For roles, the figures are those the role
+//! status controller keeps in Role status (no list of every task).
 
 use anyhow::Result;
 use clap::ValueEnum;
 use corral_api::node::Node;
 use corral_api::quota::Quota;
 use corral_api::resources::MilliResources;
+use corral_api::role::Role;
 use corral_api::task::Task;
 use kube::api::{Api, ListParams};
 
@@ -26,7 +26,8 @@ pub enum TopWhat {
     Nodes,
     /// Per task: used against allocated.
     Tasks,
-    /// Per role: allocated against its quota limit and the cluster.
+    /// Per role (its Role status): allocated against its quota limit and
+    /// the cluster, pending, dominant share.
     Roles,
 }
 
@@ -143,26 +144,14 @@ pub fn task_rows(tasks: &[Task], with_namespace: bool) -> Vec<Vec<String>> {
     rows
 }
 
-/// The `top roles` rows: per role, allocated cpus and memory against its
-/// quota limit (when it has one) and against the whole cluster.
-pub fn role_rows(nodes: &[Node], tasks: &[Task], quotas: &[Quota]) -> Vec<Vec<String>> {
+/// The `top roles` rows: per role, as its Role status says (the role
+/// status controller's figures, descendants included): allocated cpus and
+/// memory against the cluster's allocatable and its quota's limit (when it
+/// has one), what its pending tasks ask for, and its dominant share.
+pub fn role_rows(nodes: &[Node], roles: &[Role], quotas: &[Quota]) -> Vec<Vec<String>> {
     let cluster = nodes.iter().fold(MilliResources::default(), |acc, n| {
         acc.plus(&milli(&n.status.clone().unwrap_or_default().allocatable))
     });
-    let mut by_role: BTreeMap<String, (MilliResources, usize, usize)> = BTreeMap::new();
-    for q in quotas {
-        by_role.entry(q.spec.role.clone()).or_default();
-    }
-    for t in tasks {
-        let e = by_role.entry(t.spec.role.clone()).or_default();
-        let phase = t.status.clone().unwrap_or_default().phase();
-        if phase.holds_resources() {
-            e.0 = e.0.plus(&milli(&t.spec.resources));
-            e.1 += 1;
-        } else if phase == corral_api::TaskPhase::Pending {
-            e.2 += 1;
-        }
-    }
     let mut rows = vec![
         [
             "ROLE",
@@ -170,30 +159,47 @@ pub fn role_rows(nodes: &[Node], tasks: &[Task], quotas: &[Quota]) -> Vec<Vec<St
             "MEMORY",
             "CPUS OF LIMIT",
             "MEMORY OF LIMIT",
-            "TASKS",
             "PENDING",
+            "SHARE",
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect::<Vec<_>>(),
     ];
-    for (role, (alloc, running, pending)) in by_role {
+    let mut roles: Vec<&Role> = roles.iter().collect();
+    roles.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for role in roles {
+        let name = role.metadata.name.clone().unwrap_or_default();
+        let status = role.status.clone().unwrap_or_default();
+        let alloc = milli(&status.allocated);
+        let pending = milli(&status.pending);
         let limit = quotas
             .iter()
-            .find(|q| q.spec.role == role)
+            .find(|q| q.spec.role == name)
             .map(|q| milli(&q.spec.limit));
         let of_limit = |r: &str| match &limit {
             Some(l) if l.0.contains_key(r) => cell(r, alloc.get(r), l.get(r)),
             _ => "-".to_owned(),
         };
+        let pending = if pending.0.values().all(|v| *v == 0) {
+            "-".to_owned()
+        } else {
+            format!(
+                "{} cpus, {}",
+                human("cpus", pending.get("cpus")),
+                human("memory", pending.get("memory"))
+            )
+        };
         rows.push(vec![
-            role.clone(),
+            name,
             cell("cpus", alloc.get("cpus"), cluster.get("cpus")),
             cell("memory", alloc.get("memory"), cluster.get("memory")),
             of_limit("cpus"),
             of_limit("memory"),
-            running.to_string(),
-            pending.to_string(),
+            pending,
+            status
+                .dominant_share
+                .map_or("-".to_owned(), |s| format!("{:.1}%", s * 100.0)),
         ]);
     }
     rows
@@ -202,30 +208,37 @@ pub fn role_rows(nodes: &[Node], tasks: &[Task], quotas: &[Quota]) -> Vec<Vec<St
 /// Runs `corral top`.
 pub async fn run(ctx: &Ctx, what: TopWhat, all_namespaces: bool) -> Result<()> {
     let lp = ListParams::default();
-    let tasks_api: Api<Task> = if all_namespaces || !matches!(what, TopWhat::Tasks) {
-        Api::all(ctx.client.clone())
-    } else {
-        Api::namespaced(ctx.client.clone(), &ctx.namespace)
+    let tasks = || async {
+        let api: Api<Task> = if all_namespaces || !matches!(what, TopWhat::Tasks) {
+            Api::all(ctx.client.clone())
+        } else {
+            Api::namespaced(ctx.client.clone(), &ctx.namespace)
+        };
+        api.list(&lp).await.map_err(server_error).map(|l| l.items)
     };
-    let tasks = tasks_api.list(&lp).await.map_err(server_error)?.items;
+    let nodes = || async {
+        Api::<Node>::all(ctx.client.clone())
+            .list(&lp)
+            .await
+            .map_err(server_error)
+            .map(|l| l.items)
+    };
     let rows = match what {
-        TopWhat::Tasks => task_rows(&tasks, all_namespaces),
-        TopWhat::Nodes | TopWhat::Roles => {
-            let nodes = Api::<Node>::all(ctx.client.clone())
+        TopWhat::Tasks => task_rows(&tasks().await?, all_namespaces),
+        TopWhat::Nodes => node_rows(&nodes().await?, &tasks().await?),
+        // From Role status: no list of every task.
+        TopWhat::Roles => {
+            let roles = Api::<Role>::all(ctx.client.clone())
                 .list(&lp)
                 .await
                 .map_err(server_error)?
                 .items;
-            if matches!(what, TopWhat::Nodes) {
-                node_rows(&nodes, &tasks)
-            } else {
-                let quotas = Api::<Quota>::all(ctx.client.clone())
-                    .list(&lp)
-                    .await
-                    .map_err(server_error)?
-                    .items;
-                role_rows(&nodes, &tasks, &quotas)
-            }
+            let quotas = Api::<Quota>::all(ctx.client.clone())
+                .list(&lp)
+                .await
+                .map_err(server_error)?
+                .items;
+            role_rows(&nodes().await?, &roles, &quotas)
         }
     };
     print_columns(&rows);
@@ -270,24 +283,36 @@ mod tests {
     }
 
     #[test]
-    fn roles_show_allocation_against_limit_and_cluster() {
+    fn roles_show_their_status_against_limit_and_cluster() {
         let nodes = [node("n1", 4, "8Gi", "0"), node("n2", 4, "8Gi", "0")];
-        let tasks = [
-            task("a", "analytics", Some("n1"), "RUNNING", 2.0),
-            task("b", "analytics", None, "PENDING", 2.0),
+        let role = |name: &str, status: serde_json::Value| -> Role {
+            serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Role",
+                "metadata": {"name": name}, "spec": {}, "status": status}))
+            .expect("role")
+        };
+        let roles = [
+            role("web", json!({})),
+            role(
+                "analytics",
+                json!({"allocated": {"cpus": 2, "memory": "1Gi"}, "pending": {"cpus": 2, "memory": "1Gi"},
+                       "dominantShare": 0.25}),
+            ),
         ];
         let quota: Quota =
             serde_json::from_value(json!({"apiVersion": "corral.dev/v1alpha1", "kind": "Quota",
             "metadata": {"name": "q", "namespace": "analytics"},
             "spec": {"role": "analytics", "limit": {"cpus": 4}}}))
             .expect("quota");
-        let rows = role_rows(&nodes, &tasks, &[quota]);
+        let rows = role_rows(&nodes, &roles, &[quota]);
         assert_eq!(rows[1][0], "analytics");
         assert_eq!(rows[1][1], "2/8 (25%)");
         assert_eq!(rows[1][3], "2/4 (50%)");
         assert_eq!(rows[1][4], "-");
-        assert_eq!(rows[1][5], "1");
-        assert_eq!(rows[1][6], "1");
+        assert_eq!(rows[1][5], "2 cpus, 1Gi");
+        assert_eq!(rows[1][6], "25.0%");
+        assert_eq!(rows[2][0], "web");
+        assert_eq!(rows[2][1], "0/8 (0%)");
+        assert_eq!(rows[2][5], "-");
     }
 
     #[test]

@@ -40,6 +40,7 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 
 use crate::cache::{Cached, Caches, Change, Shared};
+use crate::metrics::{Metrics, rule_label, tier_label};
 
 use writes::Evicted;
 
@@ -380,14 +381,16 @@ impl State {
 /// turn, and those in flight.
 struct Binder {
     client: kube::Client,
+    metrics: Metrics,
     queued: VecDeque<(String, Vec<(String, crate::bulk::Binding)>)>,
     in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Vec<(String, bool)>>>,
 }
 
 impl Binder {
-    fn new(client: kube::Client) -> Self {
+    fn new(client: kube::Client, metrics: Metrics) -> Self {
         Binder {
             client,
+            metrics,
             queued: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
         }
@@ -409,8 +412,14 @@ impl Binder {
         while self.in_flight.len() < BIND_REQUESTS_IN_FLIGHT
             && let Some((ns, bindings)) = self.queued.pop_front()
         {
-            self.in_flight
-                .push(Box::pin(writes::bind(self.client.clone(), ns, bindings)));
+            let (client, metrics) = (self.client.clone(), self.metrics.clone());
+            self.in_flight.push(Box::pin(async move {
+                let started = std::time::Instant::now();
+                let results = writes::bind(client, ns, bindings).await;
+                let refused = results.iter().filter(|(_, bound)| !bound).count();
+                metrics.bound(started.elapsed().as_secs_f64(), refused);
+                results
+            }));
         }
     }
 }
@@ -439,15 +448,16 @@ pub async fn run_with(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let caches = Caches::new(client.clone(), stop.clone());
-    run_cached(client, &caches, settings, stop).await;
+    run_cached(client, &caches, settings, Metrics::default(), stop).await;
 }
 
 /// Runs the allocation loop until `stop` turns true, reading `caches`
-/// (writing through `client`).
+/// (writing through `client`, counting into `metrics`).
 pub async fn run_cached(
     client: kube::Client,
     caches: &Caches,
     settings: Settings,
+    metrics: Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut inputs = futures::stream::select_all(vec![
@@ -461,7 +471,7 @@ pub async fn run_cached(
         alloc: Allocator::new(settings.policy, settings.preemption),
         ..State::default()
     };
-    let mut binder = Binder::new(client.clone());
+    let mut binder = Binder::new(client.clone(), metrics.clone());
     let mut ticker = tokio::time::interval(RETRY_EVERY);
     loop {
         tokio::select! {
@@ -482,7 +492,7 @@ pub async fn run_cached(
             },
         }
         if !state.pending.is_empty() {
-            cycle(&client, &mut state, &mut binder).await;
+            cycle(&client, &mut state, &mut binder, &metrics).await;
         }
         binder.start();
     }
@@ -490,7 +500,7 @@ pub async fn run_cached(
 
 /// One allocation cycle: its bindings queued on `binder`, its evictions and
 /// explanations written.
-async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
+async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder, metrics: &Metrics) {
     let now = jiff::Timestamp::now();
     let mut tasks = Vec::new();
     for key in &state.pending {
@@ -502,7 +512,11 @@ async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
             tasks.push(t);
         }
     }
+    let considered = tasks.len();
+    let started = std::time::Instant::now();
     let decided = state.alloc.cycle(&mut state.snap, tasks, now);
+    let decided_in = started.elapsed().as_secs_f64();
+    metrics.holds(state.alloc.holds().count());
     let mut bindings: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for (key, node) in &decided.bound {
         // In flight: no longer pending, and placed on `node` in the snapshot.
@@ -547,11 +561,14 @@ async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
         })
         .collect();
     let mut explanations = Vec::new();
+    let mut pending: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
     for (t, why) in &decided.pending {
         let Some(task) = state.tasks.get(&t.key) else {
             continue;
         };
         let e = explain(&state.snap, t, why, now);
+        let reason = e.reasons.first().map_or("Unknown", |r| r.kind.as_str());
+        *pending.entry((t.role.clone(), reason)).or_default() += 1;
         let unchanged = task
             .status
             .as_ref()
@@ -566,6 +583,15 @@ async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
             ));
         }
     }
+    metrics.cycle(decided_in, considered, decided.bound.len(), &pending);
+    let victims: HashMap<&str, (&'static str, &'static str)> = decided
+        .evictions
+        .iter()
+        .map(|e| {
+            let v = &e.victim;
+            (v.key.as_str(), (rule_label(v.rule), tier_label(v.tier)))
+        })
+        .collect();
     let (evicted, ()) = futures::join!(
         futures::stream::iter(evictions)
             .buffer_unordered(WRITE_CONCURRENCY)
@@ -576,7 +602,11 @@ async fn cycle(client: &kube::Client, state: &mut State, binder: &mut Binder) {
     );
     for (key, outcome) in evicted {
         match outcome {
-            Evicted::Yes => {}
+            Evicted::Yes => {
+                if let Some((rule, tier)) = victims.get(key.as_str()) {
+                    metrics.preempted(rule, tier);
+                }
+            }
             // Its room is free for good; the watch brings its end.
             Evicted::AlreadyEnded => state.alloc.gone(&key),
             Evicted::Refused => {

@@ -34,6 +34,30 @@ fn a_node_reaches_its_own_objects_and_nothing_else() {
             false,
         ),
         (attrs("create", cd, "nodes", None, None, None), false, true),
+        (
+            attrs(
+                "create",
+                "authorization.k8s.io",
+                "subjectaccessreviews",
+                None,
+                None,
+                None,
+            ),
+            false,
+            true,
+        ),
+        (
+            attrs(
+                "list",
+                "authorization.k8s.io",
+                "subjectaccessreviews",
+                None,
+                None,
+                None,
+            ),
+            false,
+            false,
+        ),
         (attrs("list", cd, "nodes", None, None, None), false, false),
         (
             selected(

@@ -66,6 +66,10 @@ fn aggregated(name: &str, labels: Value, selects: &[&str]) -> Value {
     role
 }
 
+/// The user the chart's monitoring certificate names (bound to
+/// `system:monitoring`: `get` on `/metrics` and the health paths).
+pub const MONITORING_USER: &str = "corral-monitoring";
+
 fn binding(name: &str, role: &str, group: &str) -> Value {
     binding_of(name, role, "Group", group)
 }
@@ -204,6 +208,14 @@ pub fn objects() -> Vec<Value> {
             "system:monitoring",
             "system:monitoring",
             "system:monitoring",
+        ),
+        // The chart's scrapers: a client certificate can name a user but
+        // Helm cannot write its group (O), so the user is bound here.
+        binding_of(
+            "corral:monitoring",
+            "system:monitoring",
+            "User",
+            MONITORING_USER,
         ),
         binding_of(SCHEDULER, SCHEDULER, "User", SCHEDULER),
         binding_of(
