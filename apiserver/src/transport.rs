@@ -15,3 +15,4 @@ pub mod plans;
 pub mod rbac;
 pub mod reviews;
 pub mod server;
+pub mod ui;

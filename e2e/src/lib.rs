@@ -56,6 +56,9 @@ pub struct Server {
     _temp_home: Option<tempfile::TempDir>,
     /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
+    /// For `corral up`: the arguments of the `corral down` that stops the
+    /// tasks it started when it is dropped (host processes outlive it).
+    down: Option<Vec<String>>,
 }
 
 impl Server {
@@ -119,11 +122,35 @@ impl Server {
             .stderr(log)
             .spawn()
             .context("starting corral server")?;
+        let down = (command == "up").then(|| {
+            let flag = |name: &str| {
+                extra
+                    .iter()
+                    .position(|a| *a == name)
+                    .and_then(|i| extra.get(i + 1))
+                    .map(|v| (*v).to_owned())
+            };
+            let mut args = vec!["down".to_owned(), "--home".to_owned(), s(&home)];
+            args.extend(["--grace-seconds".to_owned(), "1".to_owned()]);
+            match flag("--containerd-address") {
+                // Its own containerd: its tasks there too.
+                Some(address) => {
+                    args.extend(["--containerd-address".to_owned(), address]);
+                    if let Some(r) = flag("--runtimes") {
+                        args.extend(["--runtimes".to_owned(), r]);
+                    }
+                }
+                // The machine's containerd is not this test's.
+                None => args.extend(["--runtimes".to_owned(), "process".to_owned()]),
+            }
+            args
+        });
         let mut server = Server {
             child,
             home,
             _temp_home: None,
             kubeconfig,
+            down,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !server.kubeconfig.exists() {
@@ -166,8 +193,10 @@ impl Server {
         self.signal("-TERM")
     }
 
-    /// Kills it with SIGKILL (no clean-up), as a crash would.
+    /// Kills it with SIGKILL (no clean-up), as a crash would: what it
+    /// started keeps running, for a next start to re-adopt.
     pub fn crash(mut self) -> Result<()> {
+        self.down = None;
         self.kill()
     }
 
@@ -186,7 +215,10 @@ impl Server {
         self.signal("-INT")
     }
 
+    /// Ends it with `signal`: what it started keeps running, for a next
+    /// start to re-adopt.
     fn signal(mut self, signal: &str) -> Result<std::process::ExitStatus> {
+        self.down = None;
         let pid = self.child.id().to_string();
         Command::new("kill").args([signal, &pid]).status()?;
         self.wait_exit(Duration::from_secs(15))?
@@ -199,6 +231,16 @@ impl Drop for Server {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        // What `corral up` started must not outlive the test (a leftover
+        // task holding a host port fails the next test that wants it).
+        if let (Some(args), Ok(bin)) = (&self.down, corral_bin()) {
+            let _ = Command::new(bin)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -288,6 +330,31 @@ impl Kubectl {
         );
         self.run_stdin(&["apply", "-f", "-"], &manifest)?.ok()?;
         Ok(())
+    }
+
+    /// The bearer token and the server URL of the kubeconfig's first user
+    /// and cluster (`corral up`'s admin).
+    pub fn token_and_url(&self) -> Result<(String, String)> {
+        let field = |path: &str| -> Result<String> {
+            let out = self
+                .run(&[
+                    "config",
+                    "view",
+                    "--raw",
+                    "-o",
+                    &format!("jsonpath={{{path}}}"),
+                ])?
+                .ok()?;
+            Ok(out.trim().to_owned())
+        };
+        let (token, url) = (
+            field(".users[0].user.token")?,
+            field(".clusters[0].cluster.server")?,
+        );
+        if token.is_empty() {
+            bail!("the kubeconfig holds no token");
+        }
+        Ok((token, url))
     }
 
     /// Runs `kubectl ARGS` with `stdin` as input.
@@ -517,6 +584,26 @@ impl Agent {
             .spawn()
             .context("starting corral agent")?;
         Ok(Agent { child, log })
+    }
+
+    /// Starts one standing in for `nodes` simulated nodes named
+    /// `NAME-0`…, each offering `resources`.
+    pub fn simulated(server: &Server, name: &str, nodes: usize, resources: &str) -> Result<Self> {
+        let nodes = nodes.to_string();
+        Self::start(
+            server,
+            name,
+            &[
+                "--node-name",
+                name,
+                "--runtimes",
+                "simulated",
+                "--simulate-nodes",
+                &nodes,
+                "--resources",
+                resources,
+            ],
+        )
     }
 
     /// The agent's process id.

@@ -507,20 +507,7 @@ fn corral_controllers_serves_its_own_metrics() -> Result<()> {
             .stderr(std::fs::File::create(server.home.join("controllers.err"))?)
             .spawn()?,
     );
-    let _agent = Agent::start(
-        &server,
-        "agent",
-        &[
-            "--node-name",
-            "sim",
-            "--runtimes",
-            "simulated",
-            "--simulate-nodes",
-            "3",
-            "--resources",
-            "cpus=2,memory=2Gi",
-        ],
-    )?;
+    let _agent = Agent::simulated(&server, "sim", 3, "cpus=2,memory=2Gi")?;
     let c = Corral::new(&server);
     c.run_stdin(&["apply", "-f", "-"], &sleeper("svc"))?.ok()?;
     let certs = tempfile::tempdir()?;

@@ -96,6 +96,8 @@ struct Shared {
     closing: tokio::sync::watch::Receiver<bool>,
     /// Objects decoded for plans, kept for the next.
     plans: Arc<crate::transport::plans::Decoded>,
+    /// The last hour of the cluster's figures, for the UI.
+    history: Arc<crate::transport::ui::history::History>,
 }
 
 /// What a server needs besides its API, listener and credentials checks.
@@ -181,7 +183,16 @@ pub fn serve_with_options(
         request_timeout: options.request_timeout,
         closing: stop.clone(),
         plans: Arc::default(),
+        history: Arc::default(),
     };
+    // The UI's history is sampled from the watch cache (none without one).
+    if api.cache.is_some() {
+        tokio::spawn(crate::transport::ui::history::run(
+            api.clone(),
+            shared.history.clone(),
+            stop.clone(),
+        ));
+    }
     let local_addr = listener.local_addr()?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let task = tokio::spawn(async move {

@@ -117,6 +117,7 @@ mod limits;
 mod plans;
 mod rbac;
 mod replicas;
+mod ui;
 mod watch;
 
 macro_rules! suite {

@@ -19,10 +19,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use corral_api::node::NodeConditionType;
 use corral_api::resources::MilliResources;
-use corral_api::{ConditionStatus, Resources, TaskPhase, Tier};
+use corral_api::{ConditionStatus, Job, Node, Quota, Resources, Role, Task, TaskPhase, Tier};
+use rustc_hash::FxHashMap;
 
 use crate::cache::Caches;
 
@@ -68,19 +70,61 @@ fn milli(r: &Resources) -> MilliResources {
 
 fn add(into: &mut MilliResources, r: &MilliResources) {
     for (name, v) in &r.0 {
-        *into.0.entry(name.clone()).or_default() += v;
+        add_one(into, name, *v);
+    }
+}
+
+/// Adds `v` of `name` (no allocation once `name` is there).
+fn add_one(into: &mut MilliResources, name: &str, v: i64) {
+    match into.0.get_mut(name) {
+        Some(x) => *x += v,
+        None => {
+            into.0.insert(name.to_owned(), v);
+        }
+    }
+}
+
+/// The objects the figures are read from (the caches' at one moment).
+#[derive(Debug, Default)]
+pub struct Objects {
+    /// Nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// Tasks.
+    pub tasks: Vec<Arc<Task>>,
+    /// Jobs.
+    pub jobs: Vec<Arc<Job>>,
+    /// Roles.
+    pub roles: Vec<Arc<Role>>,
+    /// Quotas.
+    pub quotas: Vec<Arc<Quota>>,
+}
+
+impl Objects {
+    /// What the caches hold now.
+    pub fn of(caches: &Caches) -> Objects {
+        Objects {
+            nodes: caches.nodes().store().state(),
+            tasks: caches.tasks().store().state(),
+            jobs: caches.jobs().store().state(),
+            roles: caches.roles().store().state(),
+            quotas: caches.quotas().store().state(),
+        }
     }
 }
 
 impl Figures {
     /// The figures as the caches hold them now.
     pub fn read(caches: &Caches) -> Figures {
+        Figures::of(&Objects::of(caches))
+    }
+
+    /// The figures of `o`.
+    pub fn of(o: &Objects) -> Figures {
         let mut f = Figures::default();
-        let mut by_node: BTreeMap<String, NodeFigures> = BTreeMap::new();
-        for node in caches.nodes().store().state() {
-            let name = node.metadata.name.clone().unwrap_or_default();
+        let mut nodes: Vec<NodeFigures> = Vec::with_capacity(o.nodes.len());
+        for node in &o.nodes {
             let mut n = NodeFigures {
-                name: name.clone(),
+                name: node.metadata.name.clone().unwrap_or_default(),
                 ..NodeFigures::default()
             };
             if let Some(s) = &node.status {
@@ -96,35 +140,62 @@ impl Figures {
                 n.revocable = milli(&s.revocable);
                 n.used = milli(&s.usage);
             }
-            by_node.insert(name, n);
+            nodes.push(n);
         }
-        for task in caches.tasks().store().state() {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let index: FxHashMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        // Per node, what its tasks hold, by resource number (`dims`).
+        let mut dims: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut allocated: Vec<Vec<i64>> = vec![Vec::new(); nodes.len()];
+        let mut tasks: FxHashMap<(&str, &'static str), u64> = FxHashMap::default();
+        for task in &o.tasks {
             let phase = task
                 .status
                 .as_ref()
                 .map_or(TaskPhase::Pending, |s| s.phase());
-            *f.tasks
-                .entry((task.spec.role.clone(), phase.as_str()))
+            *tasks
+                .entry((task.spec.role.as_str(), phase.as_str()))
                 .or_default() += 1;
             if !phase.holds_resources() {
                 continue;
             }
-            let Some(node) = task
-                .spec
-                .node_name
-                .as_ref()
-                .and_then(|n| by_node.get_mut(n))
-            else {
+            let Some(&i) = task.spec.node_name.as_deref().and_then(|n| index.get(n)) else {
                 continue;
             };
-            let r = milli(&task.spec.resources);
-            add(&mut node.allocated, &r);
-            if task.spec.tier == Tier::Revocable {
-                add(&mut f.revocable_allocated, &r);
+            let revocable = task.spec.tier == Tier::Revocable;
+            for (name, q) in &task.spec.resources.0 {
+                // An unreadable quantity was refused on write.
+                let Ok(v) = q.milli() else { continue };
+                let next = dims.len();
+                let d = *dims.entry(name.as_str()).or_insert(next);
+                let node = &mut allocated[i];
+                if node.len() <= d {
+                    node.resize(d + 1, 0);
+                }
+                node[d] += v;
+                if revocable {
+                    add_one(&mut f.revocable_allocated, name, v);
+                }
             }
         }
-        f.nodes = by_node.into_values().collect();
-        for job in caches.jobs().store().state() {
+        let names: Vec<(&str, usize)> = dims.into_iter().collect();
+        f.tasks = tasks
+            .into_iter()
+            .map(|((role, phase), n)| ((role.to_owned(), phase), n))
+            .collect();
+        for (n, a) in nodes.iter_mut().zip(allocated) {
+            for (name, d) in &names {
+                if let Some(v) = a.get(*d) {
+                    add_one(&mut n.allocated, name, *v);
+                }
+            }
+        }
+        f.nodes = nodes;
+        for job in &o.jobs {
             let ns = job.metadata.namespace.clone().unwrap_or_default();
             let status = job.status.as_ref();
             let phase = status
@@ -136,14 +207,12 @@ impl Figures {
                 f.updates.push((ns, name, format!("{:?}", u.state)));
             }
         }
-        let mut quotas: BTreeMap<String, _> = BTreeMap::new();
-        for q in caches.quotas().store().state() {
-            quotas.insert(q.spec.role.clone(), q);
-        }
-        for role in caches.roles().store().state() {
+        let quotas: FxHashMap<&str, &Arc<Quota>> =
+            o.quotas.iter().map(|q| (q.spec.role.as_str(), q)).collect();
+        for role in &o.roles {
             let name = role.metadata.name.clone().unwrap_or_default();
             let status = role.status.clone().unwrap_or_default();
-            let quota = quotas.get(&name);
+            let quota = quotas.get(name.as_str());
             f.roles.push(RoleFigures {
                 allocated: milli(&status.allocated),
                 pending: milli(&status.pending),
@@ -171,6 +240,10 @@ pub fn unit(resource: &str) -> &'static str {
 
 /// Writes `s` as a label value (backslash, quote and newline escaped).
 fn escaped(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -216,10 +289,19 @@ impl<'a> Gauges<'a> {
     /// One sample per resource of `r`, with `labels` before the resource's.
     fn resources(&mut self, labels: &[(&str, &str)], r: &MilliResources) -> std::fmt::Result {
         for (name, v) in &r.0 {
-            let mut all = labels.to_vec();
-            all.push(("resource", name));
-            all.push(("unit", unit(name)));
-            self.sample(&all, *v as f64 / 1000.0)?;
+            self.out.push_str(self.name);
+            self.out.push('{');
+            for (k, v) in labels {
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escaped(self.out, v);
+                self.out.push_str("\",");
+            }
+            self.out.push_str("resource=\"");
+            escaped(self.out, name);
+            self.out.push_str("\",unit=\"");
+            self.out.push_str(unit(name));
+            writeln!(self.out, "\"}} {:?}", *v as f64 / 1000.0)?;
         }
         Ok(())
     }

@@ -179,7 +179,9 @@ pub fn objects() -> Vec<Value> {
         cluster_role(
             "system:discovery",
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
-            json!([{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version", "/version/", "/healthz", "/livez", "/readyz"], "verbs": ["get"]}]),
+            // The UI's data path answers each user only what they may
+            // read (see transport::ui).
+            json!([{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version", "/version/", "/healthz", "/livez", "/readyz", "/ui/api/*"], "verbs": ["get"]}]),
         ),
         // The metrics, for monitoring systems (group system:monitoring).
         cluster_role(

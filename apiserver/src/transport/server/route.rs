@@ -19,12 +19,13 @@ use crate::kinds::openapi;
 use crate::storage::registry::{Api, Requester};
 use crate::transport::auth::User;
 
-/// The answers that need no caller: health and version.
+/// The answers that need no caller: health, version and the UI's page and
+/// code (which hold no data; see [`crate::transport::ui`]).
 pub(super) fn unauthenticated(info: &RequestInfo) -> Option<Response<Body>> {
     match info.path.as_str() {
         "/healthz" | "/livez" | "/readyz" => Some(full(StatusCode::OK, "text/plain", "ok")),
         "/version" => Some(json_response(StatusCode::OK, &discovery::version())),
-        _ => None,
+        _ => crate::transport::ui::asset(info),
     }
 }
 
@@ -76,7 +77,12 @@ pub(super) async fn handle(
             version,
             plural,
         } => virtual_kind(&api, &sec, &user, req, group, version, plural).await,
-        Target::NonResource => non_resource(&api, &sec, &req, &info, &accept),
+        Target::NonResource => {
+            if info.segments() == ["ui", "api", "history"] {
+                sec.history.refresh(&api).await;
+            }
+            non_resource(&api, &sec, &user, &req, &info, &accept)
+        }
     }
 }
 
@@ -117,16 +123,24 @@ async fn virtual_kind(
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 
-/// Discovery, OpenAPI and `/metrics`; any other path is not found.
+/// Discovery, OpenAPI, `/metrics` and the UI's history; any other path is
+/// not found.
 fn non_resource(
     api: &Api,
     sec: &Shared,
+    user: &User,
     req: &Request<Bytes>,
     info: &RequestInfo,
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
     let segs = info.segments();
     match segs.as_slice() {
+        ["ui", "api", "history"] => {
+            get_only(req.method())?;
+            let answer = serde_json::to_value(sec.history.answer(user, sec.authz.as_ref()))
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(json_response(StatusCode::OK, &answer))
+        }
         ["metrics"] => {
             get_only(req.method())?;
             let objects = api
