@@ -29,6 +29,7 @@
 pub mod cluster;
 pub mod latency;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -127,6 +128,8 @@ struct Families {
     to_assigned: Family<RoleLabels, Histogram>,
     to_starting: Family<RoleLabels, Histogram>,
     to_running: Family<RoleLabels, Histogram>,
+    /// Whether the pending and queue gauges show anything.
+    showing_pending: AtomicBool,
 }
 
 fn latency_family() -> Family<RoleLabels, Histogram> {
@@ -176,6 +179,7 @@ impl Metrics {
             to_assigned: latency_family(),
             to_starting: latency_family(),
             to_running: latency_family(),
+            showing_pending: AtomicBool::new(false),
         };
         let mut r = Registry::with_prefix("corral");
         let s = r.sub_registry_with_prefix("scheduler");
@@ -342,10 +346,21 @@ impl Metrics {
                 .set(*n);
             *queues.entry(role).or_default() += n;
         }
+        f.showing_pending
+            .store(!queues.is_empty(), Ordering::Relaxed);
         for (role, n) in queues {
             f.queue
                 .get_or_create(&RoleLabels { role: role.into() })
                 .set(n);
+        }
+    }
+
+    /// No task is pending: the pending and queue gauges are emptied (once).
+    pub fn nothing_pending(&self) {
+        let f = self.f();
+        if f.showing_pending.swap(false, Ordering::Relaxed) {
+            f.pending.clear();
+            f.queue.clear();
         }
     }
 
@@ -505,3 +520,37 @@ pub fn tier_label(tier: corral_api::Tier) -> &'static str {
 
 /// The media type of a scrape's answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_gauges_follow_the_last_cycle_and_empty_when_nothing_waits() {
+        let m = Metrics::new();
+        // Counters of known labels are there from the start, at zero.
+        let text = m.scrape().expect("scrape");
+        assert!(text.contains(
+            r#"corral_scheduler_preemptions_total{rule="Reclaim",tier="preemptible"} 0"#
+        ));
+        assert!(text.contains(r#"corral_cron_runs_total{outcome="missed"} 0"#));
+        let pending = [(("web".to_owned(), "QuotaExceeded"), 2)].into();
+        m.cycle(0.004, 5, 3, &pending);
+        let text = m.scrape().expect("scrape");
+        for line in [
+            r#"corral_scheduler_pending_tasks{role="web",reason="QuotaExceeded"} 2"#,
+            r#"corral_scheduler_queue_length{role="web"} 2"#,
+            r#"corral_scheduler_schedule_attempts_total{result="scheduled"} 3"#,
+            r#"corral_scheduler_schedule_attempts_total{result="unschedulable"} 2"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        m.nothing_pending();
+        let text = m.scrape().expect("scrape");
+        assert!(!text.contains("corral_scheduler_pending_tasks{"), "{text}");
+        assert!(!text.contains("corral_scheduler_queue_length{"), "{text}");
+    }
+}

@@ -109,7 +109,7 @@ impl Drop for Endpoint {
 
 /// `[host]` for an IPv6 address, `host` otherwise.
 fn bracket(host: &str) -> String {
-    if host.contains(':') {
+    if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
         host.to_owned()

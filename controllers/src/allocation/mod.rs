@@ -493,6 +493,9 @@ pub async fn run_cached(
         }
         if !state.pending.is_empty() {
             cycle(&client, &mut state, &mut binder, &metrics).await;
+        } else {
+            // Nothing waits (the last pending went without a cycle: deleted).
+            metrics.nothing_pending();
         }
         binder.start();
     }

@@ -58,7 +58,7 @@ pub struct Sample {
 }
 
 fn amounts(v: &Value) -> Amounts {
-    serde_json::from_value::<Resources>(v.clone())
+    <Resources as serde::Deserialize>::deserialize(v)
         .ok()
         .and_then(|r| r.to_milli().ok())
         .map(|m| {
@@ -76,12 +76,13 @@ fn add(into: &mut Amounts, a: &Amounts) {
 }
 
 fn phase_of(task: &Value) -> TaskPhase {
-    serde_json::from_value(task["status"]["phase"].clone()).unwrap_or(TaskPhase::Pending)
+    <TaskPhase as serde::Deserialize>::deserialize(&task["status"]["phase"])
+        .unwrap_or(TaskPhase::Pending)
 }
 
 /// A sample of `nodes` and `tasks` (objects as stored) at `time`, and what
 /// each node's tasks hold.
-pub fn sample(nodes: &[Value], tasks: &[Value], time: i64) -> (Sample, HashMap<String, Amounts>) {
+pub fn sample(nodes: &[&Value], tasks: &[&Value], time: i64) -> (Sample, HashMap<String, Amounts>) {
     let mut s = Sample {
         time,
         nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
@@ -232,15 +233,18 @@ impl History {
                 .list(&desc, None, &crate::storage::registry::ListQuery::default())
                 .await
                 .ok()?;
-            Some(
-                l.items
-                    .iter()
-                    .map(|e: &Arc<Entry>| e.value.clone())
-                    .collect::<Vec<Value>>(),
-            )
+            Some(l.items)
         };
+        // The cache's own objects, read in place.
         let (nodes, tasks) = (list("nodes").await?, list("tasks").await?);
-        Some(sample(&nodes, &tasks, jiff::Timestamp::now().as_second()))
+        fn values(all: &[Arc<Entry>]) -> Vec<&Value> {
+            all.iter().map(|e| &e.value).collect()
+        }
+        Some(sample(
+            &values(&nodes),
+            &values(&tasks),
+            jiff::Timestamp::now().as_second(),
+        ))
     }
 
     /// The history as `user` may see it.
@@ -349,7 +353,11 @@ mod tests {
             task("web", Some("a"), "FINISHED", "1"),
             task("batch", None, "PENDING", "2"),
         ];
-        let (s, by_node) = sample(&nodes, &tasks, 7);
+        let (s, by_node) = sample(
+            &nodes.iter().collect::<Vec<_>>(),
+            &tasks.iter().collect::<Vec<_>>(),
+            7,
+        );
         assert_eq!(s.allocatable["cpus"], 6.0);
         assert_eq!(s.allocatable["memory"], 8.0 * 1024.0 * 1024.0 * 1024.0);
         assert_eq!(s.used["cpus"], 0.5);
@@ -365,14 +373,12 @@ mod tests {
     fn a_user_sees_only_what_they_may_read_and_an_hour_at_most() {
         let h = History::default();
         for i in 0..(KEPT as i64 + 5) {
-            let (s, by_node) = sample(
-                &[json!({"status": {"allocatable": {"cpus": 4}}})],
-                &[
-                    task("web", Some("a"), "RUNNING", "1"),
-                    task("ops", Some("a"), "RUNNING", "1"),
-                ],
-                i,
+            let node = json!({"status": {"allocatable": {"cpus": 4}}});
+            let (web, ops) = (
+                task("web", Some("a"), "RUNNING", "1"),
+                task("ops", Some("a"), "RUNNING", "1"),
             );
+            let (s, by_node) = sample(&[&node], &[&web, &ops], i);
             h.keep(s, by_node);
         }
         let user = User {
