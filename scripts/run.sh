@@ -20,7 +20,7 @@ fi
 bash scripts/install-deps.sh
 bash scripts/install-tools.sh
 cargo build --locked --release -p corral-cli
-corral=$PWD/target/release/corral
+corral=${CARGO_TARGET_DIR:-$PWD/target}/release/corral
 kubectl=$PWD/.tools/bin/kubectl-1.32.3
 home=${CORRAL_HOME:-$HOME/.corral}
 listen=${CORRAL_LISTEN:-127.0.0.1:6443}

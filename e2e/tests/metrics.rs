@@ -452,7 +452,13 @@ fn the_api_server_and_the_agent_serve_metrics_to_monitoring_only() -> Result<()>
                 &agent_text,
                 r#"corral_agent_task_resource_used{namespace="default",task="spin-0-0",role="web",resource="memory""#,
             )
-            .is_some_and(|v| v > 0.0))
+            .is_some_and(|v| v > 0.0)
+            // Its sandbox, measured though it names no disk.
+            && value(
+                &agent_text,
+                r#"corral_agent_task_resource_used{namespace="default",task="spin-0-0",role="web",resource="disk""#,
+            )
+            .is_some())
     })?;
     for series in [
         r#"corral_agent_task_resource_allocated{namespace="default",task="spin-0-0",role="web",resource="cpus",unit="core"} 1.0"#,

@@ -88,7 +88,7 @@ await step('job-live', async () => {
       metadata: { name: 'ui-demo', namespace: 'analytics' },
       spec: { role: 'analytics', environment: 'prod', kind: 'adhoc', instances: 1,
         resources: { cpus: 0.25, memory: '64Mi' },
-        container: { image: 'busybox', command: ['sh', '-c', 'echo hello from the ui test; sleep 4'] } },
+        container: { image: 'busybox', command: ['sh', '-c', 'echo hello from the ui test; for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done'] } },
     };
     const r = await fetch('/apis/corral.dev/v1alpha1/namespaces/analytics/jobs', {
       method: 'POST', headers: { Authorization: `Bearer ${t}`, 'Content-Type': 'application/json' }, body: JSON.stringify(job) });
@@ -99,12 +99,17 @@ await step('job-live', async () => {
   await page.click('tr[data-job="analytics/ui-demo"] a');
   await page.waitForSelector('tr[data-task="ui-demo-0-0"] .phase.RUNNING', { timeout: WAIT });
   await page.screenshot({ path: `${shots}/job-running.png`, fullPage: true });
-  await page.waitForSelector('tr[data-task="ui-demo-0-0"] .phase.FINISHED', { timeout: WAIT });
+  // Its page, while it runs: the log followed as the task writes it, then
+  // the task's end, all on the open page.
+  await page.click('tr[data-task="ui-demo-0-0"] a');
+  await page.waitForSelector('h2 + label input[type=checkbox], .row input[type=checkbox]', { timeout: WAIT });
+  await page.check('.row input[type=checkbox]');
+  await page.waitForFunction(() => document.querySelector('pre.log')?.textContent.includes('tick 5'), null, { timeout: WAIT });
+  await page.waitForSelector('h1 .phase.FINISHED', { timeout: WAIT });
   if (!await page.evaluate(() => window.stillTheSamePage)) throw new Error('the page was reloaded');
 });
 
 await step('timeline', async () => {
-  await page.click('tr[data-task="ui-demo-0-0"] a');
   await page.waitForSelector('[data-timeline] li', { timeout: WAIT });
   const phases = await page.$$eval('[data-timeline] li .phase', (els) => els.map((e) => e.textContent));
   for (const p of ['PENDING', 'ASSIGNED', 'STARTING', 'RUNNING', 'FINISHED']) {

@@ -24,7 +24,7 @@ use corral_core::lifecycle::Failure;
 pub struct Watched {
     /// `namespace/name`.
     pub key: String,
-    /// Its `disk` resource, in bytes.
+    /// Its `disk` resource, in bytes (`u64::MAX` for a task without one).
     pub limit: u64,
     /// The directories it writes.
     pub dirs: Vec<PathBuf>,

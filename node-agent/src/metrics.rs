@@ -5,8 +5,8 @@
 //! - the talk's container view, per task on this node:
 //!   `corral_agent_task_resource_allocated` and
 //!   `corral_agent_task_resource_used` `{namespace,task,role,resource,unit}`
-//!   (cpus and memory as last sampled; disk for tasks with a disk limit, as
-//!   last measured), to find tasks that ask for more than they use;
+//!   (cpus and memory as last sampled, disk — sandbox and writable layer —
+//!   as last measured), to find tasks that ask for more than they use;
 //! - `corral_agent_container_start_duration_seconds{runtime}` (from the
 //!   launch to the runtime's answer) and
 //!   `corral_agent_container_starts_total{runtime,result}`;

@@ -1,6 +1,8 @@
-//! The supervisor's side of disk enforcement (see [`crate::disk`]): which
-//! running tasks have a `disk` limit and where they write, and killing one
-//! that went past it, so that it ends FAILED with `DiskLimitExceeded`.
+//! The supervisor's side of disk measurement and enforcement (see
+//! [`crate::disk`]): where each running task writes and its `disk` limit, if
+//! any (every task's use is measured for the agent's metrics), and killing
+//! one that went past its limit, so that it ends FAILED with
+//! `DiskLimitExceeded`.
 
 use corral_core::lifecycle::Failure;
 
@@ -8,7 +10,9 @@ use super::Supervisor;
 use crate::disk::Watched;
 
 impl Supervisor {
-    /// The running tasks with a `disk` resource, and the directories each writes.
+    /// The running tasks, the directories each writes, and each one's
+    /// `disk` limit (`u64::MAX` for a task without one: measured, never
+    /// killed).
     pub(crate) fn disk_watch(&self) -> Vec<Watched> {
         // The limits, read in place (no Task is copied for them).
         let limits: Vec<(String, usize, u64)> = {
@@ -19,9 +23,16 @@ impl Supervisor {
                 .iter()
                 .filter(|(key, _)| !self.killing.contains(*key))
                 .filter_map(|(key, (idx, _))| {
-                    let milli = objects.get(key)?.spec.resources.get("disk")?.milli().ok()?;
-                    let bytes = u64::try_from(milli / 1000).ok().filter(|b| *b > 0)?;
-                    Some((key.clone(), *idx, bytes))
+                    let limit = objects
+                        .get(key)?
+                        .spec
+                        .resources
+                        .get("disk")
+                        .and_then(|q| q.milli().ok())
+                        .and_then(|milli| u64::try_from(milli / 1000).ok())
+                        .filter(|b| *b > 0)
+                        .unwrap_or(u64::MAX);
+                    Some((key.clone(), *idx, limit))
                 })
                 .collect()
         };
