@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use corral_e2e::{Agent, Corral, Kubectl, Server, wait_for, workspace};
+use corral_e2e::{Agent, Corral, Kubectl, Server, wait_every, workspace};
 use serde_json::Value;
 
 fn env(name: &str, default: usize) -> usize {
@@ -64,14 +64,18 @@ fn main() -> Result<()> {
     let c = Corral::new(&server);
     let _agent = Agent::simulated(&server, "sim", nodes_n, "cpus=16,memory=64Gi")?;
     let started = Instant::now();
-    wait_for("the nodes", Duration::from_secs(1800), || {
-        std::thread::sleep(Duration::from_secs(2));
-        Ok(k.run(&["get", "nodes.corral.dev", "-o", "name"])?
-            .ok()?
-            .lines()
-            .count()
-            >= nodes_n)
-    })?;
+    wait_every(
+        "the nodes",
+        Duration::from_secs(1800),
+        Duration::from_secs(2),
+        || {
+            Ok(k.run(&["get", "nodes.corral.dev", "-o", "name"])?
+                .ok()?
+                .lines()
+                .count()
+                >= nodes_n)
+        },
+    )?;
     println!(
         "{nodes_n} nodes registered in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -86,12 +90,16 @@ fn main() -> Result<()> {
     )?
     .ok()?;
     let started = Instant::now();
-    wait_for("every task to run", Duration::from_secs(3600), || {
-        std::thread::sleep(Duration::from_secs(2));
-        let job: Value =
-            serde_json::from_str(&c.run(&["get", "job", "bench", "-o", "json"])?.ok()?)?;
-        Ok(job["status"]["tasks"]["RUNNING"].as_u64().unwrap_or(0) as usize >= tasks_n)
-    })?;
+    wait_every(
+        "every task to run",
+        Duration::from_secs(3600),
+        Duration::from_secs(2),
+        || {
+            let job: Value =
+                serde_json::from_str(&c.run(&["get", "job", "bench", "-o", "json"])?.ok()?)?;
+            Ok(job["status"]["tasks"]["RUNNING"].as_u64().unwrap_or(0) as usize >= tasks_n)
+        },
+    )?;
     println!(
         "{tasks_n} tasks running in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -431,9 +431,17 @@ pub fn free_address() -> Result<String> {
 }
 
 /// Polls `check` until it holds or `timeout` passes.
-pub fn wait_for(
+pub fn wait_for(what: &str, timeout: Duration, check: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait_every(what, timeout, Duration::from_millis(50), check)
+}
+
+/// Polls `check` every `every` (for checks too costly to run back to
+/// back, such as a LIST of thousands of objects) until it holds or
+/// `timeout` passes.
+pub fn wait_every(
     what: &str,
     timeout: Duration,
+    every: Duration,
     mut check: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -444,7 +452,7 @@ pub fn wait_for(
         if Instant::now() > deadline {
             bail!("timed out waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 

@@ -21,23 +21,6 @@ spec:
   container: {image: busybox}
 ";
 
-fn agent(server: &Server, name: &str, nodes: &str) -> Result<Agent> {
-    Agent::start(
-        server,
-        name,
-        &[
-            "--node-name",
-            name,
-            "--runtimes",
-            "simulated",
-            "--simulate-nodes",
-            nodes,
-            "--resources",
-            "cpus=1,memory=1Gi",
-        ],
-    )
-}
-
 /// (tasks, bound).
 fn tasks(k: &Kubectl) -> Result<(usize, usize)> {
     let out = k
@@ -62,7 +45,7 @@ fn a_gang_binds_none_until_all_of_it_fits() -> Result<()> {
     let k = Kubectl::new(&server)?;
     let c = Corral::new(&server);
     k.corral_role("analytics")?;
-    let _two = agent(&server, "pair", "2")?;
+    let _two = Agent::simulated(&server, "pair", 2, "cpus=1,memory=1Gi")?;
     wait_for("two nodes", Duration::from_secs(60), || {
         Ok(k.run(&["get", "nodes.corral.dev", "-o", "name"])?
             .ok()?
@@ -81,7 +64,7 @@ fn a_gang_binds_none_until_all_of_it_fits() -> Result<()> {
             Ok(n == 3 && why.contains("its gang needs 3 instance(s) bound at once"))
         },
     )?;
-    let _third = agent(&server, "third", "1")?;
+    let _third = Agent::simulated(&server, "third", 1, "cpus=1,memory=1Gi")?;
     wait_for("all three bound at once", Duration::from_secs(60), || {
         Ok(tasks(&k)?.1 == 3)
     })?;

@@ -58,20 +58,7 @@ fn evictions_honour_budgets_and_a_drain_empties_its_node() -> Result<()> {
     let k = Kubectl::new(&server)?;
     let c = Corral::new(&server);
     k.corral_role("web")?;
-    let _agent = Agent::start(
-        &server,
-        "agent",
-        &[
-            "--node-name",
-            "sim",
-            "--runtimes",
-            "simulated",
-            "--simulate-nodes",
-            "3",
-            "--resources",
-            "cpus=2,memory=2Gi",
-        ],
-    )?;
+    let _agent = Agent::simulated(&server, "sim", 3, "cpus=2,memory=2Gi")?;
     k.run_stdin(&["apply", "-f", "-"], JOB)?.ok()?;
     wait_for("three instances running", Duration::from_secs(60), || {
         all_running(&k)
@@ -137,20 +124,7 @@ fn a_maintenance_window_empties_its_node_before_it_opens() -> Result<()> {
     let k = Kubectl::new(&server)?;
     let c = Corral::new(&server);
     k.corral_role("web")?;
-    let _agent = Agent::start(
-        &server,
-        "agent",
-        &[
-            "--node-name",
-            "sim",
-            "--runtimes",
-            "simulated",
-            "--simulate-nodes",
-            "3",
-            "--resources",
-            "cpus=2,memory=2Gi",
-        ],
-    )?;
+    let _agent = Agent::simulated(&server, "sim", 3, "cpus=2,memory=2Gi")?;
     k.run_stdin(
         &["apply", "-f", "-"],
         &JOB.replace("maxUnavailable: 0", "maxUnavailable: 1"),

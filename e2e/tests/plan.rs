@@ -39,20 +39,7 @@ fn a_plan_shows_placements_and_waits_and_creates_nothing() -> Result<()> {
     let k = Kubectl::new(&server)?;
     let c = Corral::new(&server);
     k.corral_role("web")?;
-    let _agent = Agent::start(
-        &server,
-        "agent",
-        &[
-            "--node-name",
-            "sim",
-            "--runtimes",
-            "simulated",
-            "--simulate-nodes",
-            "2",
-            "--resources",
-            "cpus=1,memory=1Gi",
-        ],
-    )?;
+    let _agent = Agent::simulated(&server, "sim", 2, "cpus=1,memory=1Gi")?;
     wait_for("two Ready nodes", Duration::from_secs(60), || {
         Ok(ready_nodes(&k)? == 2)
     })?;

@@ -57,6 +57,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::{Checkpoints, Ended};
 
 mod disk_limits;
+mod figures;
 mod probing;
 mod reports;
 use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
@@ -233,38 +234,6 @@ impl Supervisor {
     pub(crate) fn with_metrics(mut self, metrics: crate::metrics::AgentMetrics) -> Self {
         self.metrics = metrics;
         self
-    }
-
-    /// Each task this agent runs: its role, what it was given and, from
-    /// `usage` (milli-cores and bytes by key, as sampled), what it used.
-    pub(crate) fn figures(
-        &self,
-        usage: &BTreeMap<String, (u64, u64)>,
-    ) -> BTreeMap<String, crate::metrics::TaskFigures> {
-        let Ok(objects) = self.objects.lock() else {
-            return BTreeMap::new();
-        };
-        self.tasks
-            .keys()
-            .filter_map(|key| {
-                let t = objects.get(key)?;
-                let mut f = crate::metrics::TaskFigures {
-                    role: t.spec.role.clone(),
-                    allocated: t.spec.resources.to_milli().unwrap_or_default().0,
-                    used: BTreeMap::new(),
-                };
-                if let Some((cpu, mem)) = usage.get(key) {
-                    let milli = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-                    f.used
-                        .insert(corral_api::resources::CPUS.into(), milli(*cpu));
-                    f.used.insert(
-                        corral_api::resources::MEMORY.into(),
-                        milli(*mem).saturating_mul(1000),
-                    );
-                }
-                Some((key.clone(), f))
-            })
-            .collect()
     }
 
     /// Reports the ends an earlier run of the agent kept on disk and could
