@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
 # The full check, as CI runs it: dependencies, formatting, lints, tests, doctests.
+#
+#   scripts/test.sh               the full check (what CI runs)
+#   scripts/test.sh --spark       the full check, then the Spark suite: real
+#                                 Apache Spark on Corral (installs Java 17 and
+#                                 PySpark with scripts/install-spark.sh; a few
+#                                 minutes, more the first time)
+#   scripts/test.sh --spark-only  the Spark suite alone
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+checks=1 spark=0
+for arg in "$@"; do
+    case $arg in
+        --spark) spark=1 ;;
+        --spark-only) spark=1 checks=0 ;;
+        *) printf 'usage: %s [--spark | --spark-only]\n' "$0" >&2; exit 2 ;;
+    esac
+done
 
 if [[ -t 1 ]]; then
     export CARGO_TERM_COLOR=always
@@ -26,6 +42,20 @@ step() {
 }
 
 total=$SECONDS
+# The Spark suite: the ignored tests of e2e/tests/spark.rs, which need Spark.
+spark_suite() {
+    step "install-spark" bash scripts/install-spark.sh
+    step "build corral" cargo build --locked -p corral-cli
+    step "spark suite" cargo nextest run --locked -p corral-e2e --test spark \
+        --run-ignored only --no-capture
+}
+if ((checks == 0)); then
+    step "install-deps" bash scripts/install-deps.sh
+    step "install-tools" bash scripts/install-tools.sh
+    spark_suite
+    printf '==> the Spark suite passed (%ds)\n' "$((SECONDS - total))"
+    exit 0
+fi
 step "install-deps" bash scripts/install-deps.sh
 step "install-tools" bash scripts/install-tools.sh
 step "fmt" cargo fmt --all -- --check
@@ -42,4 +72,7 @@ else
     step "test" cargo test --workspace --locked
 fi
 step "doctests" cargo test --workspace --doc --locked
+if ((spark == 1)); then
+    spark_suite
+fi
 printf '==> all checks passed (%ds)\n' "$((SECONDS - total))"

@@ -134,7 +134,7 @@ pub struct EnvVar {
     pub value_from: Option<EnvVarSource>,
 }
 
-/// Where an environment variable's value is read from.
+/// Where an environment variable's value is read from: exactly one source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVarSource {
@@ -142,6 +142,83 @@ pub struct EnvVarSource {
     /// when it starts the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeySelector>,
+    /// A field of the task itself (Kubernetes' downward API): its name,
+    /// namespace, uid, node or the node's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<ObjectFieldSelector>,
+    /// Where another service job of the task's namespace serves:
+    /// `ADDRESS:PORT` of one of its ready instances, read from its
+    /// EndpointSlices by the task's node when it starts the task. The task
+    /// stays STARTING until one is ready (its job's start timeout bounds
+    /// the wait), so a worker started before its master finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ref: Option<EndpointSelector>,
+}
+
+/// A field of the task (Kubernetes' `fieldRef`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectFieldSelector {
+    /// `metadata.name`, `metadata.namespace`, `metadata.uid`,
+    /// `spec.nodeName` or `status.hostIP` (the node's address, where its
+    /// host ports are reached).
+    pub field_path: String,
+    /// The version the path is written against; only `v1` or
+    /// `corral.dev/v1alpha1` (both name the same fields here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+}
+
+/// The fields a `fieldRef` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskField {
+    /// `metadata.name`.
+    Name,
+    /// `metadata.namespace`.
+    Namespace,
+    /// `metadata.uid`.
+    Uid,
+    /// `spec.nodeName`.
+    NodeName,
+    /// `status.hostIP`.
+    HostIp,
+}
+
+impl TaskField {
+    /// Every field, in the order errors list them.
+    pub const ALL: [TaskField; 5] = [
+        TaskField::Name,
+        TaskField::Namespace,
+        TaskField::Uid,
+        TaskField::NodeName,
+        TaskField::HostIp,
+    ];
+
+    /// The field's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            TaskField::Name => "metadata.name",
+            TaskField::Namespace => "metadata.namespace",
+            TaskField::Uid => "metadata.uid",
+            TaskField::NodeName => "spec.nodeName",
+            TaskField::HostIp => "status.hostIP",
+        }
+    }
+
+    /// The field a path names, if it is one a task may read.
+    pub fn parse(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.path() == path)
+    }
+}
+
+/// A named port of another service job in the same namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSelector {
+    /// The job's name.
+    pub job: String,
+    /// The name of one of its ports (`ports[].name`).
+    pub port: String,
 }
 
 /// A key of a Secret.
@@ -162,6 +239,16 @@ impl EnvVar {
     /// The Secret this variable is read from, if any.
     pub fn secret(&self) -> Option<&SecretKeySelector> {
         self.value_from.as_ref()?.secret_key_ref.as_ref()
+    }
+
+    /// The field of the task this variable is read from, if any.
+    pub fn field(&self) -> Option<&ObjectFieldSelector> {
+        self.value_from.as_ref()?.field_ref.as_ref()
+    }
+
+    /// The endpoint of another job this variable is read from, if any.
+    pub fn endpoint(&self) -> Option<&EndpointSelector> {
+        self.value_from.as_ref()?.endpoint_ref.as_ref()
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod crds;
+pub mod discovery;
 pub mod disruption;
 pub mod health;
 pub mod job;

@@ -34,12 +34,9 @@ use tokio::time::Instant;
 use crate::cache::{BY_JOB, BY_SERVICE, Caches, job_key, slice_service, task_job};
 use crate::jobs::JOB_LABEL;
 
-/// The label naming the service (here: the job) a slice serves.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// The label naming who manages a slice.
-pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
-/// This controller's name in [`MANAGED_BY_LABEL`].
-pub const MANAGER: &str = "endpoints-controller.corral.dev";
+pub use corral_api::discovery::{
+    ENDPOINTS_MANAGER as MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL,
+};
 /// How long a marked job waits, gathering further changes, before its pass.
 pub const BATCH: Duration = Duration::from_secs(1);
 /// How long a job whose pass failed waits before the next.

@@ -32,6 +32,7 @@ pub mod log_rotation;
 pub mod logs;
 pub mod metrics;
 pub mod ports;
+pub mod references;
 pub mod runtime;
 pub mod sandbox_gc;
 pub mod secrets;

@@ -164,6 +164,9 @@ pub(crate) struct Supervisor {
     uids: HashMap<String, String>,
     /// Tasks a kill was sent for (one kill per task).
     killing: HashSet<String>,
+    /// Tasks waiting for another job's endpoints before they start: the
+    /// wait is abandoned when the sender is dropped.
+    waiting: HashMap<String, tokio::sync::watch::Sender<()>>,
     /// Tasks whose end this agent reported (until their object is deleted),
     /// with their uid when known, so a stale RUNNING from the watch is not
     /// mistaken for a lost copy.
@@ -218,6 +221,7 @@ impl Supervisor {
             reporter: None,
             uids: HashMap::new(),
             killing: HashSet::new(),
+            waiting: HashMap::new(),
             ended,
             fenced: None,
             fence_cause: String::new(),
@@ -327,6 +331,7 @@ impl Supervisor {
 
     fn finished(&mut self, key: &str) {
         self.stop_probing(key);
+        self.waiting.remove(key);
         self.tasks.remove(key);
         self.killing.remove(key);
         let uid = self.uids.remove(key);
@@ -504,9 +509,20 @@ impl Supervisor {
             .as_ref()
             .map(|s| s.ports.clone())
             .unwrap_or_default();
+        let mut container = t.spec.container.clone();
+        if let Err(why) = crate::references::fill_fields(&mut container, &t) {
+            self.ended.insert(key.to_owned(), t.metadata.uid.clone());
+            let failure = Failure::new(FailureReason::LaunchFailed, why);
+            let event = Event::AgentExited {
+                code: 128,
+                failure: Some(failure),
+            };
+            self.report(key, event, node);
+            return;
+        }
         let launch = Launch {
             key: key.to_owned(),
-            container: t.spec.container.clone(),
+            container,
             resources: t.spec.resources.clone(),
             annotations: t.metadata.annotations.clone().unwrap_or_default(),
             uid: t.metadata.uid.clone(),
@@ -538,6 +554,13 @@ impl Supervisor {
             self.client.clone(),
             self.metrics.clone(),
         );
+        // A task that waits for another job's endpoints can be killed
+        // while it waits: dropping its sender abandons the wait.
+        let abandon = crate::references::looks_up_endpoints(&launch.container).then(|| {
+            let (sender, abandon) = tokio::sync::watch::channel(());
+            self.waiting.insert(key.to_owned(), sender);
+            abandon
+        });
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let mut launch = launch;
@@ -546,6 +569,24 @@ impl Supervisor {
                 let ev = RuntimeEvent::failed(FailureReason::SecretUnavailable, why);
                 let _ = tx.send((key, ev)).await;
                 return;
+            }
+            if let Some(abandon) = abandon {
+                let _ = tx.send((key.clone(), RuntimeEvent::Starting)).await;
+                let found = crate::references::resolve_endpoints(
+                    &client,
+                    &ns,
+                    &mut launch.container,
+                    abandon,
+                );
+                match found.await {
+                    Ok(()) => {}
+                    Err(crate::references::NotResolved::Abandoned) => return,
+                    Err(crate::references::NotResolved::Failed(why)) => {
+                        let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, why);
+                        let _ = tx.send((key, ev)).await;
+                        return;
+                    }
+                }
             }
             crate::ports::expose(&mut launch.container, &ports);
             let result = rt.start(launch, tx.clone()).await;
@@ -567,6 +608,8 @@ impl Supervisor {
         if !self.killing.insert(key.to_owned()) {
             return false;
         }
+        // One still waiting for endpoints is never started.
+        self.waiting.remove(key);
         let (rt, tx, key) = (
             self.runtimes[idx].clone(),
             self.events.clone(),

@@ -6,6 +6,7 @@
 //! rules that compare with the stored object (immutable fields).
 
 mod disruption;
+mod env;
 mod names;
 mod rules;
 mod services;

@@ -5,8 +5,7 @@ use std::sync::RwLock;
 
 use super::disruption::{budget, maintenance};
 use super::names::{
-    config_key_problems, is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_label_value,
-    is_qualified_name, is_resource_name,
+    is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name, is_resource_name,
 };
 use super::services::{health_check, ports};
 use super::{Errors, FieldError, FieldPath};
@@ -191,42 +190,7 @@ fn container(errs: &mut Errors, at: &FieldPath, c: &ContainerSpec) {
             );
         }
     }
-    let mut seen = BTreeSet::new();
-    for (i, var) in c.env.iter().enumerate() {
-        let p = at.child("env").index(i).child("name");
-        if !is_env_var_name(&var.name) {
-            errs.invalid(&p, format!("\"{}\"", var.name), "a valid environment variable name must consist of letters, digits, '_', '-' or '.', and must not start with a digit");
-        } else if !seen.insert(var.name.as_str()) {
-            errs.duplicate(&p, format!("\"{}\"", var.name));
-        }
-        let Some(from) = &var.value_from else {
-            continue;
-        };
-        let p = at.child("env").index(i).child("valueFrom");
-        if !var.value.is_empty() {
-            errs.invalid(&p, "", "may not be specified when `value` is not empty");
-        }
-        match &from.secret_key_ref {
-            None => errs.required(&p.child("secretKeyRef"), "a source: secretKeyRef"),
-            Some(r) => {
-                let p = p.child("secretKeyRef");
-                if r.name.is_empty() {
-                    errs.required(&p.child("name"), "");
-                } else if !is_dns1123_subdomain(&r.name) {
-                    errs.invalid(
-                        &p.child("name"),
-                        format!("\"{}\"", r.name),
-                        "a Secret's name is a DNS-1123 subdomain",
-                    );
-                }
-                if r.key.is_empty() {
-                    errs.required(&p.child("key"), "");
-                } else if let Some(problem) = config_key_problems(&r.key).first() {
-                    errs.invalid(&p.child("key"), format!("\"{}\"", r.key), *problem);
-                }
-            }
-        }
-    }
+    super::env::check(errs, &at.child("env"), &c.env);
     if let Some(dir) = &c.working_dir
         && !dir.starts_with('/')
     {

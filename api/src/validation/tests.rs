@@ -186,8 +186,49 @@ fn job_rules_name_the_field_and_the_error() {
         (
             "env from nothing",
             |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {}}]),
-            "spec.container.env[0].valueFrom.secretKeyRef",
+            "spec.container.env[0].valueFrom",
             T::Required,
+        ),
+        (
+            "env from two sources",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}, "fieldRef": {"fieldPath": "metadata.name"}}}]),
+            "spec.container.env[0].valueFrom",
+            T::Forbidden,
+        ),
+        (
+            "fieldRef to a field a task does not have",
+            |v| {
+                v["spec"]["container"]["env"] =
+                    json!([{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}])
+            },
+            "spec.container.env[0].valueFrom.fieldRef.fieldPath",
+            T::NotSupported,
+        ),
+        (
+            "fieldRef against an unknown version",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name", "apiVersion": "v2"}}}]),
+            "spec.container.env[0].valueFrom.fieldRef.apiVersion",
+            T::NotSupported,
+        ),
+        (
+            "endpointRef to a bad job name",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"endpointRef": {"job": "Spark_Master", "port": "spark"}}}]),
+            "spec.container.env[0].valueFrom.endpointRef.job",
+            T::Invalid,
+        ),
+        (
+            "endpointRef without a port",
+            |v| {
+                v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"endpointRef": {"job": "master", "port": ""}}}])
+            },
+            "spec.container.env[0].valueFrom.endpointRef.port",
+            T::Required,
+        ),
+        (
+            "endpointRef to a bad port name",
+            |v| v["spec"]["container"]["env"] = json!([{"name": "A", "valueFrom": {"endpointRef": {"job": "master", "port": "7077"}}}]),
+            "spec.container.env[0].valueFrom.endpointRef.port",
+            T::Invalid,
         ),
         (
             "secret without a name",
@@ -493,6 +534,16 @@ fn valid_variants_pass() {
         (
             "named ports, one fixed",
             |v| v["spec"]["ports"] = json!([{"name": "http"}, {"name": "admin", "port": 9090}]),
+        ),
+        (
+            "a Spark worker's environment: its node and its master",
+            |v| {
+                v["spec"]["container"]["env"] = json!([
+                    {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+                    {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name", "apiVersion": "v1"}}},
+                    {"name": "MASTER", "valueFrom": {"endpointRef": {"job": "spark-master", "port": "spark"}}},
+                ])
+            },
         ),
     ];
     for (name, edit) in cases {

@@ -85,6 +85,7 @@ fn create_task(ns: &str) -> Attributes {
         namespace: Some(ns.into()),
         name: None,
         field_selector: None,
+        label_selector: None,
     }
 }
 

@@ -129,6 +129,9 @@ pub struct Attributes {
     /// A list's or watch's `fieldSelector`, as sent (the Node authorizer
     /// lets a node list only the tasks bound to it).
     pub field_selector: Option<String>,
+    /// A list's or watch's `labelSelector`, as sent (the Node authorizer
+    /// lets a node list the EndpointSlices of one job its tasks look up).
+    pub label_selector: Option<String>,
 }
 
 /// The group every authenticated caller is in (Kubernetes' name).
@@ -429,6 +432,7 @@ mod tests {
             namespace: Some("default".into()),
             name: None,
             field_selector: None,
+            label_selector: None,
         };
         let err = authorize(&ReadOnly, &user, &attrs).expect_err("forbidden");
         assert_eq!(err.code(), http::StatusCode::FORBIDDEN);

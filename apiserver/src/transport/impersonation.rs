@@ -22,6 +22,7 @@ fn may(authz: &dyn Authorizer, caller: &User, resource: &str, name: &str) -> Res
         namespace: None,
         name: Some(name.to_owned()),
         field_selector: None,
+        label_selector: None,
     };
     if authz.allows(caller, &attrs) {
         return Ok(());

@@ -6,7 +6,11 @@
 //! in `corral-node-lease`; lists and watches Tasks only with the field
 //! selector `spec.nodeName=NAME`; reads a Task and writes its status only
 //! while the watch cache has it bound there; reads a Secret only while a
-//! task bound there reads it (`valueFrom.secretKeyRef`); records Events;
+//! task bound there reads it (`valueFrom.secretKeyRef`); lists the
+//! EndpointSlices of a job (by the label `kubernetes.io/service-name=JOB`)
+//! only while a task bound there looks that job up in the same namespace
+//! (`valueFrom.endpointRef`), as kubelet reads Services for its pods'
+//! environment, but narrower; records Events;
 //! renews its own certificate (`nodecertificaterequests` for its name);
 //! asks whether callers of its own endpoint may read what they ask for
 //! (`subjectaccessreviews`).
@@ -54,16 +58,15 @@ impl NodeAuthorizer {
         })
     }
 
-    /// True when a task the cache has bound to `node` in `ns` reads
-    /// Secret `name`.
-    fn secret_used_here(&self, ns: Option<&str>, name: Option<&str>, node: &str) -> bool {
-        let (Some(cache), Some(index), Some(ns), Some(name)) = (&self.cache, self.tasks, ns, name)
-        else {
+    /// True when a task the cache has bound to `node` in `ns` reads what
+    /// `read` names.
+    fn used_here(&self, ns: Option<&str>, node: &str, read: Reads<'_>) -> bool {
+        let (Some(cache), Some(index), Some(ns)) = (&self.cache, self.tasks, ns) else {
             return false;
         };
         cache
             .snapshot(index, Some(ns), Some(node))
-            .is_ok_and(|s| s.items.iter().any(|e| task_reads_secret(&e.value, name)))
+            .is_ok_and(|s| s.items.iter().any(|e| task_reads(&e.value, read)))
     }
 
     /// True when the cache has task `ns/name` bound to `node`.
@@ -82,32 +85,54 @@ impl NodeAuthorizer {
     }
 }
 
-/// True when task `task` (JSON) reads Secret `name` into its environment.
-pub fn task_reads_secret(task: &Value, name: &str) -> bool {
+/// What a task reads into its environment from other objects of its
+/// namespace when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads<'a> {
+    /// Secret `name` (`valueFrom.secretKeyRef`).
+    Secret(&'a str),
+    /// The endpoints of job `name` (`valueFrom.endpointRef`).
+    Endpoints(&'a str),
+}
+
+/// True when task `task` (JSON) reads what `read` names into its
+/// environment.
+pub fn task_reads(task: &Value, read: Reads<'_>) -> bool {
+    let (source, field, name) = match read {
+        Reads::Secret(name) => ("secretKeyRef", "name", name),
+        Reads::Endpoints(job) => ("endpointRef", "job", job),
+    };
     task["spec"]["container"]["env"]
         .as_array()
         .is_some_and(|env| {
             env.iter()
-                .any(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str() == Some(name))
+                .any(|e| e["valueFrom"][source][field].as_str() == Some(name))
         })
+}
+
+/// The value `selector` requires `key` to have (`k=v` or `k==v` among its
+/// comma-separated requirements), if it requires one.
+pub fn selector_value<'a>(selector: Option<&'a str>, key: &str) -> Option<&'a str> {
+    selector?.split(',').find_map(|req| {
+        let req = req.trim();
+        let (k, v) = match req.split_once("==") {
+            Some(kv) => kv,
+            None => match req.split_once('=') {
+                Some((k, _)) if k.ends_with('!') => return None,
+                Some(kv) => kv,
+                None => return None,
+            },
+        };
+        (k.trim() == key).then(|| v.trim())
+    })
 }
 
 /// True when `selector` requires `field` to equal `value` (`f=v` or
 /// `f==v` among its comma-separated requirements).
 pub fn selector_requires(selector: Option<&str>, field: &str, value: &str) -> bool {
     selector.is_some_and(|s| {
-        s.split(',').any(|req| {
-            let req = req.trim();
-            let (k, v) = match req.split_once("==") {
-                Some(kv) => kv,
-                None => match req.split_once('=') {
-                    Some((k, _)) if k.ends_with('!') => return false,
-                    Some(kv) => kv,
-                    None => return false,
-                },
-            };
-            k.trim() == field && v.trim() == value
-        })
+        s.split(',')
+            .any(|req| selector_value(Some(req), field) == Some(value))
     })
 }
 
@@ -117,12 +142,12 @@ fn one_of(verb: &str, verbs: &[&str]) -> bool {
 
 /// What node `node` may do, by the request alone: `bound` says whether
 /// the named task is bound to it, `reads` whether a task bound to it reads
-/// the named Secret.
+/// what it is given (in the request's namespace).
 pub fn node_allows(
     node: &str,
     a: &Attributes,
     bound: impl FnOnce() -> bool,
-    reads: impl FnOnce() -> bool,
+    reads: impl FnOnce(Reads<'_>) -> bool,
 ) -> bool {
     let own = a.name.as_deref() == Some(node);
     let verb = a.verb.as_str();
@@ -162,7 +187,18 @@ pub fn node_allows(
         }
         ("" | "events.k8s.io", "events", None) => one_of(verb, &["create", "update", "patch"]),
         // The Secrets its tasks read, one by one.
-        ("", "secrets", None) => verb == "get" && reads(),
+        ("", "secrets", None) => {
+            verb == "get" && a.name.as_deref().is_some_and(|n| reads(Reads::Secret(n)))
+        }
+        // The endpoints of the jobs its tasks look up, job by job.
+        ("discovery.k8s.io", "endpointslices", None) => {
+            verb == "list"
+                && selector_value(
+                    a.label_selector.as_deref(),
+                    corral_api::discovery::SERVICE_NAME_LABEL,
+                )
+                .is_some_and(|job| reads(Reads::Endpoints(job)))
+        }
         // Renewing its own certificate.
         ("corral.dev", crate::transport::node_certificates::PLURAL, None) => {
             verb == "create" && own
@@ -184,7 +220,7 @@ impl Authorizer for NodeAuthorizer {
             node,
             attrs,
             || self.bound_here(ns, name, node),
-            || self.secret_used_here(ns, name, node),
+            |read| self.used_here(ns, node, read),
         )
     }
 

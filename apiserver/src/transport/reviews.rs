@@ -158,6 +158,7 @@ fn subject_of(
         namespace: None,
         name: None,
         field_selector: None,
+        label_selector: None,
     };
     crate::transport::auth::authorize(authz, asker, &may_ask)?;
     let spec = body.get("spec").cloned().unwrap_or_default();
@@ -206,6 +207,9 @@ fn access(
                 name: string(r, "name"),
                 field_selector: r
                     .get("fieldSelector")
+                    .and_then(|f| string(f, "rawSelector")),
+                label_selector: r
+                    .get("labelSelector")
                     .and_then(|f| string(f, "rawSelector")),
             };
             if attrs.verb.is_empty() {

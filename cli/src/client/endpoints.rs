@@ -76,7 +76,10 @@ pub fn format_endpoints(slices: &[EndpointSlice]) -> String {
 pub async fn slices_of(ctx: &Ctx, job: &str) -> Result<Vec<EndpointSlice>> {
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     Ok(api
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={job}")))
+        .list(&ListParams::default().labels(&format!(
+            "{}={job}",
+            corral_api::discovery::SERVICE_NAME_LABEL
+        )))
         .await
         .map_err(server_error)?
         .items)

@@ -99,6 +99,7 @@ pub fn check(
                     namespace: meta_str(next, "namespace").map(str::to_owned),
                     name: meta_str(next, "name").map(str::to_owned),
                     field_selector: None,
+                    label_selector: None,
                 },
             );
             if !may_bind {

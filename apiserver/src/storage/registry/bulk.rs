@@ -159,6 +159,7 @@ impl Api {
                     namespace: ns.map(str::to_owned),
                     name: Some(name.clone()),
                     field_selector: None,
+                    label_selector: None,
                 };
                 authorize(r.authz.as_ref(), &r.user, &attrs)?;
             }

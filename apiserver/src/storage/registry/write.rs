@@ -638,6 +638,7 @@ fn may_use(
         namespace: ns.clone(),
         name: Some(role.to_owned()),
         field_selector: None,
+        label_selector: None,
     };
     if r.authz.allows(&r.user, &attrs) {
         return Ok(());

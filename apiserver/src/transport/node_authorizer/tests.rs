@@ -194,7 +194,7 @@ fn a_node_reaches_its_own_objects_and_nothing_else() {
     ];
     for (a, bound, want) in cases {
         assert_eq!(
-            node_allows("n1", &a, || bound, || false),
+            node_allows("n1", &a, || bound, |_| false),
             want,
             "{a:?} bound={bound}"
         );
@@ -247,17 +247,77 @@ fn only_node_credentials_get_an_opinion() {
 #[test]
 fn a_node_reads_only_the_secrets_its_tasks_read() {
     let get = |name: &str| attrs("get", "", "secrets", None, Some("a"), Some(name));
-    assert!(node_allows("n1", &get("db"), || false, || true));
-    assert!(!node_allows("n1", &get("db"), || false, || false));
+    let db = |r: Reads<'_>| r == Reads::Secret("db");
+    assert!(node_allows("n1", &get("db"), || false, db));
+    assert!(!node_allows("n1", &get("other"), || false, db));
+    assert!(!node_allows("n1", &get("db"), || false, |_| false));
     let list = attrs("list", "", "secrets", None, Some("a"), None);
     assert!(
-        !node_allows("n1", &list, || false, || true),
+        !node_allows("n1", &list, || false, |_| true),
         "one by one, never a list"
     );
     let task = serde_json::json!({"spec": {"container": {"env": [
         {"name": "A", "value": "x"},
         {"name": "B", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}}});
-    assert!(task_reads_secret(&task, "db"));
-    assert!(!task_reads_secret(&task, "other"));
-    assert!(!task_reads_secret(&serde_json::json!({"spec": {}}), "db"));
+    assert!(task_reads(&task, Reads::Secret("db")));
+    assert!(!task_reads(&task, Reads::Secret("other")));
+    assert!(!task_reads(&task, Reads::Endpoints("db")));
+    assert!(!task_reads(
+        &serde_json::json!({"spec": {}}),
+        Reads::Secret("db")
+    ));
+}
+
+#[test]
+fn a_node_lists_the_endpoints_of_the_jobs_its_tasks_look_up_and_no_others() {
+    let list = |verb: &str, selector: Option<&str>| {
+        let mut a = attrs(
+            verb,
+            "discovery.k8s.io",
+            "endpointslices",
+            None,
+            Some("a"),
+            None,
+        );
+        a.label_selector = selector.map(str::to_owned);
+        a
+    };
+    let master = |r: Reads<'_>| r == Reads::Endpoints("spark-master");
+    let cases = [
+        (
+            list("list", Some("kubernetes.io/service-name=spark-master")),
+            true,
+        ),
+        (
+            list("list", Some("kubernetes.io/service-name==spark-master,x=y")),
+            true,
+        ),
+        (list("list", Some("kubernetes.io/service-name=web")), false),
+        (list("list", Some("kubernetes.io/service-name!=web")), false),
+        (
+            list("list", Some("kubernetes.io/service-name in (spark-master)")),
+            false,
+        ),
+        (list("list", None), false),
+        (
+            list("watch", Some("kubernetes.io/service-name=spark-master")),
+            false,
+        ),
+        (
+            list("get", Some("kubernetes.io/service-name=spark-master")),
+            false,
+        ),
+        (
+            list("create", Some("kubernetes.io/service-name=spark-master")),
+            false,
+        ),
+    ];
+    for (a, want) in cases {
+        assert_eq!(node_allows("n1", &a, || false, master), want, "{a:?}");
+    }
+    let task = serde_json::json!({"spec": {"container": {"env": [
+        {"name": "M", "valueFrom": {"endpointRef": {"job": "spark-master", "port": "spark"}}}]}}});
+    assert!(task_reads(&task, Reads::Endpoints("spark-master")));
+    assert!(!task_reads(&task, Reads::Endpoints("web")));
+    assert!(!task_reads(&task, Reads::Secret("spark-master")));
 }

@@ -95,6 +95,7 @@ fn may(
             namespace: ns.map(str::to_owned),
             name: Some(name.to_owned()),
             field_selector: None,
+            label_selector: None,
         },
     )
 }

@@ -33,6 +33,7 @@ pub(crate) fn attrs(
         namespace: ns.map(str::to_owned),
         name: name.map(str::to_owned),
         field_selector: None,
+        label_selector: None,
     }
 }
 

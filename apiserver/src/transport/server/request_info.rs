@@ -277,6 +277,7 @@ impl RequestInfo {
                 namespace: t.namespace.clone(),
                 name: t.name.clone(),
                 field_selector: self.params.get("fieldSelector").map(str::to_owned),
+                label_selector: self.params.get("labelSelector").map(str::to_owned),
             }),
             Target::Virtual { group, plural, .. } => Some(Attributes {
                 verb,
