@@ -7,6 +7,8 @@
 # tasks running as `nobody` can read it:
 #   $CORRAL_SPARK_DIR/venv   the virtual environment (python, pyspark)
 #   $CORRAL_SPARK_DIR/home   SPARK_HOME (bin/spark-class, jars/)
+#   $CORRAL_SPARK_DIR/executor.sh   the executor entrypoint of Spark's
+#                            Kubernetes backend (more-examples/spark/k8s)
 # Run it on every node that runs Spark's tasks, and where spark-submit runs.
 # Safe to run repeatedly: nothing is fetched when the pinned version is
 # there, and pip's cache keeps the package between installs.
@@ -58,6 +60,10 @@ else
 fi
 home=$("$dir/venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
 "${sudo[@]}" ln -sfn "$home" "$dir/home"
+# The entrypoint of executors that Spark's Kubernetes backend asks for
+# (more-examples/spark/k8s/): run as host processes, there is no image.
+repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+"${sudo[@]}" install -m 0755 "$repo_root/more-examples/spark/k8s/executor.sh" "$dir/executor.sh"
 # Tasks run as nobody: everything readable, nothing writable.
 "${sudo[@]}" chmod -R a+rX,go-w "$dir"
 [[ -x $dir/home/bin/spark-class ]] || die "no spark-class under $dir/home"

@@ -14,6 +14,7 @@ pub mod job;
 pub mod node;
 pub mod object;
 pub mod plan;
+pub mod pods;
 pub mod ports;
 pub mod quantity;
 pub mod quota;

@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use corral_api::{Job, Node, Quota, Reservation, Role, Task};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -396,6 +397,7 @@ pub struct Caches {
     reservations: OnceLock<Shared<Reservation>>,
     leases: OnceLock<Shared<Lease>>,
     endpoint_slices: OnceLock<Shared<EndpointSlice>>,
+    pods: OnceLock<Shared<Pod>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -418,6 +420,7 @@ impl Caches {
             reservations: OnceLock::new(),
             leases: OnceLock::new(),
             endpoint_slices: OnceLock::new(),
+            pods: OnceLock::new(),
         })
     }
 
@@ -465,6 +468,11 @@ impl Caches {
     /// ([`BY_SERVICE`]).
     pub fn endpoint_slices(&self) -> &Shared<EndpointSlice> {
         self.cluster_wide(&self.endpoint_slices, &[(BY_SERVICE, slice_service)])
+    }
+
+    /// Every Pod (each run as a task by [`crate::pods`]).
+    pub fn pods(&self) -> &Shared<Pod> {
+        self.cluster_wide(&self.pods, &[])
     }
 
     /// The node leases (in [`crate::nodes::LEASE_NAMESPACE`]).

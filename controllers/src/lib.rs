@@ -34,6 +34,7 @@ pub mod lost;
 mod merge;
 pub mod metrics;
 pub mod nodes;
+pub mod pods;
 pub mod reservations;
 pub mod roles;
 
@@ -123,6 +124,11 @@ pub async fn run_all(
             stop.clone(),
         )),
         tokio::spawn(endpoints::run_cached(
+            client.clone(),
+            caches.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(pods::run_cached(
             client.clone(),
             caches.clone(),
             stop.clone(),

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod liveness;
 pub mod nodes;
 pub mod plan;
+pub mod pods;
 pub mod reconcile;
 pub mod reservations;
 pub mod roles;

@@ -514,7 +514,9 @@ impl Catalog {
     /// Corral's kinds plus the core kinds clients need.
     pub fn standard() -> Self {
         use k8s_openapi::api::coordination::v1::Lease;
-        use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+        use k8s_openapi::api::core::v1::{
+            ConfigMap, Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+        };
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         let mut resources: Vec<ResourceDesc> =
             corral_api::crds::all().into_iter().map(from_crd).collect();
@@ -598,6 +600,64 @@ impl Catalog {
                 "type",
             ],
             schema_of::<Event>(),
+        ));
+        // Pods run as Corral tasks (`corral_api::pods`, the pod controller).
+        resources.push(builtin(
+            "",
+            "v1",
+            "Pod",
+            "pods",
+            "pod",
+            true,
+            &["po"],
+            true,
+            vec![
+                path_col("Status", "string", ".status.phase"),
+                path_col(
+                    "Restarts",
+                    "integer",
+                    ".status.containerStatuses[0].restartCount",
+                ),
+                age(),
+                Column {
+                    priority: 1,
+                    ..path_col("IP", "string", ".status.podIP")
+                },
+                Column {
+                    priority: 1,
+                    ..path_col("Node", "string", ".spec.nodeName")
+                },
+            ],
+            &["spec.nodeName", "status.phase"],
+            schema_of::<Pod>(),
+        ));
+        // Never made (admission refuses them), served so that clients that
+        // clean up after themselves find none to delete.
+        resources.push(builtin(
+            "",
+            "v1",
+            "Service",
+            "services",
+            "service",
+            true,
+            &["svc"],
+            true,
+            vec![path_col("Type", "string", ".spec.type"), age()],
+            &[],
+            schema_of::<Service>(),
+        ));
+        resources.push(builtin(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            true,
+            &["pvc"],
+            true,
+            vec![path_col("Status", "string", ".status.phase"), age()],
+            &[],
+            schema_of::<PersistentVolumeClaim>(),
         ));
         resources.push(builtin(
             "coordination.k8s.io",

@@ -125,14 +125,16 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
 }
 
 /// The query forwarded to the agent: `follow`, `tailLines`, and the stream
-/// (`stream=stderr`, or kubectl's `container=stderr`).
-pub fn agent_query(query: Option<&str>) -> String {
+/// (`stream=stderr`, or kubectl's `container=stderr` for a task; a Pod's
+/// `container` names its one container, so only `stream` picks it there).
+pub fn agent_query(query: Option<&str>, of_pod: bool) -> String {
     let mut out = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
         match k {
             "follow" | "tailLines" => out.push(format!("{k}={v}")),
-            "stream" | "container" => out.push(format!("stream={v}")),
+            "stream" => out.push(format!("stream={v}")),
+            "container" if !of_pod => out.push(format!("stream={v}")),
             _ => {}
         }
     }
@@ -204,12 +206,12 @@ pub async fn fetch(
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
-/// Streams the log of task `ns/name` from its agent.
+/// Streams the log of task `ns/name` (or of the Pod of that name, which
+/// its task runs) from its agent.
 pub async fn proxy(
     api: &Api,
     link: &AgentLink,
-    ns: &str,
-    name: &str,
+    (ns, name, of_pod): (&str, &str, bool),
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let tasks = api
@@ -220,7 +222,15 @@ pub async fn proxy(
         .registry
         .find("corral.dev", "v1alpha1", "nodes")
         .ok_or(ApiError::PathNotFound)?;
-    let task = api.get(&tasks, Some(ns), name).await?;
+    let task = match api.get(&tasks, Some(ns), name).await {
+        // As kubelet answers for a container not started yet.
+        Err(ApiError::NotFound { .. }) if of_pod => {
+            return Err(ApiError::BadRequest(format!(
+                "pod {ns}/{name} is waiting to start: its task is not made yet"
+            )));
+        }
+        other => other?,
+    };
     let node_name = task["spec"]["nodeName"].as_str().ok_or_else(|| {
         ApiError::BadRequest(format!(
             "task {ns}/{name} is not on a node yet, so it has no log"
@@ -243,7 +253,7 @@ pub async fn proxy(
         url,
         sha256,
         Some(link),
-        &format!("/logs/{ns}/{name}?{}", agent_query(query)),
+        &format!("/logs/{ns}/{name}?{}", agent_query(query, of_pod)),
     )
     .await
     .map_err(|e| unavailable(&e))?;
@@ -280,9 +290,18 @@ mod tests {
     #[test]
     fn only_log_options_reach_the_agent() {
         assert_eq!(
-            agent_query(Some("follow=true&container=stderr&tailLines=3&pretty=1")),
+            agent_query(
+                Some("follow=true&container=stderr&tailLines=3&pretty=1"),
+                false
+            ),
             "follow=true&stream=stderr&tailLines=3"
         );
-        assert_eq!(agent_query(None), "");
+        assert_eq!(agent_query(None, false), "");
+        assert_eq!(
+            agent_query(Some("container=main&stream=stderr"), true),
+            "stream=stderr",
+            "a Pod's container is its only one"
+        );
+        assert_eq!(agent_query(Some("container=main"), true), "");
     }
 }

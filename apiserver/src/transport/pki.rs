@@ -341,7 +341,7 @@ impl Pki {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: corral\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: corral-admin-cert\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: corral\n  context:\n    cluster: corral\n    user: corral-admin-cert\n    namespace: default\ncurrent-context: corral\n",
             ca = b64(&self.ca_pem),
             cert = b64(&self.admin_cert_pem),
-            key = b64(&self.admin_key_pem),
+            key = b64(&kubeconfig_key(&self.admin_key_pem)),
         )
     }
 }
@@ -369,6 +369,8 @@ fn rcgen_time(t: jiff::Timestamp) -> Result<time::OffsetDateTime, PkiError> {
 /// A kubeconfig for `server`, trusting `ca_pem`, that authenticates as
 /// `user` with a client certificate and key (PEM).
 pub fn client_kubeconfig(server: &str, ca_pem: &str, user: &str, cert: &str, key: &str) -> String {
+    let key = kubeconfig_key(key);
+    let key = key.as_str();
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let entry: String = user
@@ -453,5 +455,118 @@ impl Tokens {
             }
         }
         found
+    }
+}
+
+/// A client key as kubeconfigs carry it: an elliptic-curve key in SEC1 form
+/// (`EC PRIVATE KEY`, its curve named), as Kubernetes' own tools write one,
+/// rather than the PKCS#8 (`PRIVATE KEY`) our keys are made in. Java's
+/// Kubernetes client (fabric8, in Spark's driver) reads a PKCS#8 key as RSA
+/// and fails; every client reads SEC1. Anything else is returned as it is.
+pub fn kubeconfig_key(pem: &str) -> String {
+    sec1_of_pkcs8(pem).unwrap_or_else(|| pem.to_owned())
+}
+
+fn sec1_of_pkcs8(pem: &str) -> Option<String> {
+    use yasna::Tag;
+    use yasna::models::ObjectIdentifier;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| l.trim() != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| l.trim() != "-----END PRIVATE KEY-----")
+        .collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let ec_public_key = ObjectIdentifier::from_slice(&[1, 2, 840, 10045, 2, 1]);
+    // PrivateKeyInfo ::= SEQUENCE { version, algorithm, privateKey OCTET STRING }
+    let (curve, inner) = yasna::parse_der(&der, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            let (alg, curve) = r.next().read_sequence(|r| {
+                let alg = r.next().read_oid()?;
+                let curve = r.next().read_oid()?;
+                Ok((alg, curve))
+            })?;
+            let inner = r.next().read_bytes()?;
+            Ok((alg == ec_public_key).then_some((curve, inner)))
+        })
+    })
+    .ok()??;
+    // ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING,
+    //   [0] parameters OPTIONAL, [1] publicKey BIT STRING OPTIONAL }
+    let (secret, public) = yasna::parse_der(&inner, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            let secret = r.next().read_bytes()?;
+            r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_oid()))?;
+            let public =
+                r.read_optional(|r| r.read_tagged(Tag::context(1), |r| r.read_bitvec_bytes()))?;
+            Ok((secret, public))
+        })
+    })
+    .ok()?;
+    let sec1 = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u8(1);
+            w.next().write_bytes(&secret);
+            w.next()
+                .write_tagged(Tag::context(0), |w| w.write_oid(&curve));
+            if let Some((bytes, bits)) = &public {
+                w.next()
+                    .write_tagged(Tag::context(1), |w| w.write_bitvec_bytes(bytes, *bits));
+            }
+        })
+    });
+    let encoded = base64::engine::general_purpose::STANDARD.encode(sec1);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    Some(format!(
+        "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+        lines.join("\n")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_keys_are_sec1_with_their_curve_and_still_sign() {
+        let key = KeyPair::generate().expect("a key");
+        let pkcs8 = key.serialize_pem();
+        assert!(pkcs8.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let sec1 = kubeconfig_key(&pkcs8);
+        assert!(
+            sec1.starts_with("-----BEGIN EC PRIVATE KEY-----\n"),
+            "{sec1}"
+        );
+        let read = rustls_pemfile::private_key(&mut sec1.as_bytes())
+            .expect("readable")
+            .expect("a key");
+        assert!(matches!(read, rustls::pki_types::PrivateKeyDer::Sec1(_)));
+        // The same key: rustls signs with it under the certificate made for
+        // the PKCS#8 form.
+        let mut params = CertificateParams::new(vec!["client".to_owned()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, "client");
+        let cert = params.self_signed(&key).expect("a certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_client_auth_cert(vec![cert.der().clone()], read)
+            .expect("rustls takes the SEC1 key with its certificate");
+        // Named curve P-256 inside, as OpenSSL and Java's parsers need.
+        assert!(sec1.lines().count() > 2);
+        // Anything that is not a PKCS#8 EC key is left alone.
+        assert_eq!(kubeconfig_key("not a key"), "not a key");
+        let rsa_like = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        assert_eq!(kubeconfig_key(rsa_like), rsa_like);
     }
 }

@@ -115,6 +115,7 @@ mod gitops;
 mod lifecycle;
 mod limits;
 mod plans;
+mod pods;
 mod rbac;
 mod replicas;
 mod ui;

@@ -6,6 +6,8 @@
 //!   Namespace carries the `kubernetes.io/metadata.name` label with its own
 //!   name, and the `kubernetes` finalizer from its creation on, which no
 //!   update removes.
+//! - What is never made: Services and PersistentVolumeClaims (served to be
+//!   listed and deleted by clients that clean up after themselves).
 //! - What it must satisfy: ConfigMap and Secret keys are config keys, their
 //!   bytes are base64 (else 400, as a decoding error is) and hold at most
 //!   1 MiB; a typed Secret holds the keys its type needs and keeps its type;
@@ -130,6 +132,22 @@ pub(super) fn validate(
 ) -> Result<Vec<FieldError>, ApiError> {
     let mut errors = Vec::new();
     match kind {
+        // Served so that clients may list and delete them (Spark deletes
+        // its services and claims by label when it stops), but never made:
+        // nothing in Corral would route or provision them.
+        "Service" | "PersistentVolumeClaim" if old.is_none() => {
+            let detail = if kind == "Service" {
+                "Corral does not route Services: a service Job's instances are reached where its EndpointSlices say (`corral endpoints JOB`)"
+            } else {
+                "Corral does not provision volumes: a task writes to its sandbox ($CORRAL_SANDBOX)"
+            };
+            errors.push(FieldError {
+                type_: FieldErrorType::Forbidden,
+                field: "spec".into(),
+                value: None,
+                detail: detail.into(),
+            });
+        }
         "ConfigMap" => {
             let data = map(obj, "data");
             let binary = map(obj, "binaryData");

@@ -33,6 +33,7 @@ mod delete;
 pub mod eviction;
 mod meta;
 mod owners;
+mod pods;
 mod read;
 mod scale;
 pub mod tiers;

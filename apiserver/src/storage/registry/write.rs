@@ -112,6 +112,7 @@ impl Api {
             meta_mut(&mut body).insert("generation".into(), json!(1));
         }
         let warnings = admit(desc, &mut body, None, opts.field_validation)?;
+        self.admit_pod(desc, &mut body, None, false, opts).await?;
         may_use_role(desc, &body, None, opts)?;
         may_be_privileged(desc, &body, None, opts)?;
         self.admit_role_and_tier(desc, &body, None, opts).await?;
@@ -468,6 +469,8 @@ impl Api {
                 next["status"] = s;
             }
             let warnings = admit(desc, &mut next, Some(&current), opts.field_validation)?;
+            self.admit_pod(desc, &mut next, Some(&current), status, opts)
+                .await?;
             may_use_role(desc, &next, Some(&current), opts)?;
             may_be_privileged(desc, &next, Some(&current), opts)?;
             self.admit_role_and_tier(desc, &next, Some(&current), opts)
@@ -662,7 +665,7 @@ fn may_use(
 /// in `resourceNames`), as PodSecurityPolicy's `use` worked: granting `edit`
 /// in a namespace grants no role's quota or tier. Checked when the role is
 /// set or changed by a request.
-fn may_use_role(
+pub(super) fn may_use_role(
     desc: &ResourceDesc,
     obj: &Value,
     old: Option<&Value>,
@@ -690,7 +693,7 @@ fn may_use_role(
 /// level is granted per namespace. Without it tasks run as other users (the
 /// image's, or nobody) and filtered. Checked when a request makes an object
 /// privileged, or moves a privileged one to another role.
-fn may_be_privileged(
+pub(super) fn may_be_privileged(
     desc: &ResourceDesc,
     obj: &Value,
     old: Option<&Value>,

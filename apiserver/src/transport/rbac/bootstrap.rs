@@ -114,7 +114,7 @@ pub fn objects() -> Vec<Value> {
             "corral:aggregate-to-view",
             json!({format!("{RBAC}/aggregate-to-view"): "true"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/status", "jobs/scale", "tasks", "tasks/status", "tasks/log"], "verbs": READ},
-                   {"apiGroups": [""], "resources": ["configmaps", "events"], "verbs": READ},
+                   {"apiGroups": [""], "resources": ["configmaps", "events", "pods", "pods/status", "pods/log", "services", "persistentvolumeclaims"], "verbs": READ},
                    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ},
                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ}]),
         ),
@@ -122,15 +122,16 @@ pub fn objects() -> Vec<Value> {
         // a team kills and restarts them through its jobs, and evicts them
         // within their jobs' disruption budgets), plan jobs before running
         // them (a plan names nodes and other namespaces' tasks it would
-        // preempt), and keep their
+        // preempt), run Pods (each a task: Kubernetes-native batch tools,
+        // Spark's drivers), and keep their
         // Secrets and ConfigMaps. Using a Corral role takes `use` on it,
-        // which edit does not grant.
+        // which edit does not grant (a Pod's role included).
         cluster_role(
             "corral:aggregate-to-edit",
             json!({format!("{RBAC}/aggregate-to-edit"): "true"}),
             json!([{"apiGroups": ["corral.dev"], "resources": ["jobs", "jobs/scale"], "verbs": w},
                    {"apiGroups": ["corral.dev"], "resources": ["tasks/eviction", "planreviews"], "verbs": ["create"]},
-                   {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": w}]),
+                   {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "persistentvolumeclaims"], "verbs": w}]),
         ),
         // Its administrators also grant access within it (never more than
         // they hold: see `escalation`).
@@ -160,8 +161,9 @@ pub fn objects() -> Vec<Value> {
         // their status through the state machine, node liveness from
         // Leases, role and quota figures, and the Lease they elect a leader
         // by; Events about Nodes (the disruption brake); the EndpointSlices
-        // of service jobs; evictions, for drains. No binding, no Secret, no
-        // RBAC.
+        // of service jobs; evictions, for drains; Pods, each run as a task
+        // (its status mirrored, its deletion finished once its task ended).
+        // No binding, no Secret, no RBAC.
         cluster_role(
             CONTROLLER_MANAGER,
             json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
@@ -172,6 +174,8 @@ pub fn objects() -> Vec<Value> {
                    {"apiGroups": ["corral.dev"], "resources": ["jobs/status", "tasks/status", "roles/status", "quotas/status", "nodes/status", "reservations/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                   {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "update", "patch", "delete"]},
+                   {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "update", "patch"]},
                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
         ),
         // Discovery and the OpenAPI documents, for every authenticated

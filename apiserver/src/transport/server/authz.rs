@@ -5,6 +5,7 @@
 //! bodies (a node asks a certificate for the node its body names), and bulk
 //! status reports item by item (`registry::bulk`); any other
 //! path (discovery, OpenAPI, `/metrics`) is decided by its verb and path,
+//! except a resource that is not served, answered 404 to whoever asks,
 //! as RBAC's `nonResourceURLs` say (the bootstrap `system:discovery` lets
 //! every authenticated caller read discovery and OpenAPI).
 
@@ -21,6 +22,9 @@ pub(super) fn authorize(
     info: &RequestInfo,
     audit: Option<&Record>,
 ) -> Result<(), ApiError> {
+    if matches!(info.target, Target::Unserved) {
+        return Err(ApiError::PathNotFound);
+    }
     let Some(attrs) = info.attributes() else {
         let verb = info.verb();
         let allowed = sec.authz.allows_path(user, &verb, &info.path);

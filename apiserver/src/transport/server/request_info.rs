@@ -83,6 +83,13 @@ pub enum Target {
         /// The plural.
         plural: String,
     },
+    /// A resource path of a served API version naming a resource it does
+    /// not serve (`/api/v1/namespaces/NS/services`): answered 404 to any
+    /// authenticated caller, as kube-apiserver answers what it does not
+    /// serve, before authorization (discovery lists what is served anyway),
+    /// so that a client deleting what it may have made (Spark deletes its
+    /// services at stop) learns there is none rather than a refusal.
+    Unserved,
     /// Any other path (discovery, OpenAPI, `/metrics`, health, or nothing
     /// served).
     NonResource,
@@ -106,6 +113,25 @@ pub struct RequestInfo {
 }
 
 /// Names a resource request: `/api/v1/…` or `/apis/GROUP/VERSION/…`.
+/// True when `segs` name a resource (or one in a namespace) of an API
+/// version `registry` serves, under a plural it does not serve.
+fn unserved(registry: &Catalog, segs: &[&str]) -> bool {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return false,
+    };
+    let plural = match rest {
+        ["namespaces", _, plural, ..] => *plural,
+        [plural, ..] if *plural != "namespaces" => *plural,
+        _ => return false,
+    };
+    let served_version = registry
+        .served()
+        .any(|r| r.group == group && r.version == version);
+    served_version && registry.find(group, version, plural).is_none()
+}
+
 fn resource(registry: &Catalog, segs: &[&str]) -> Option<ResourceTarget> {
     let (group, version, rest) = match segs {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -151,7 +177,11 @@ fn resource(registry: &Catalog, segs: &[&str]) -> Option<ResourceTarget> {
                 [name, "eviction"] if crate::storage::registry::eviction::is_evictable(&desc) => {
                     Some(t(desc, ns, Some(name), Some(Eviction)))
                 }
-                [name, "log"] if desc.group == "corral.dev" && desc.kind == "Task" => {
+                // A Pod's log is its task's (the task has the Pod's name).
+                [name, "log"]
+                    if (desc.group == "corral.dev" && desc.kind == "Task")
+                        || (desc.group.is_empty() && desc.kind == "Pod") =>
+                {
                     Some(t(desc, ns, Some(name), Some(Log)))
                 }
                 _ => None,
@@ -207,7 +237,11 @@ impl RequestInfo {
                 version: (*v).to_owned(),
                 plural: (*plural).to_owned(),
             },
-            _ => resource(registry, &segs).map_or(Target::NonResource, Target::Resource),
+            _ => match resource(registry, &segs) {
+                Some(t) => Target::Resource(t),
+                None if unserved(registry, &segs) => Target::Unserved,
+                None => Target::NonResource,
+            },
         };
         let params = Query::parse(query);
         RequestInfo {
@@ -248,7 +282,9 @@ impl RequestInfo {
             }
             .to_owned(),
             Target::Virtual { .. } if self.method == Method::POST => "create".to_owned(),
-            Target::Virtual { .. } | Target::NonResource => self.method.as_str().to_lowercase(),
+            Target::Virtual { .. } | Target::Unserved | Target::NonResource => {
+                self.method.as_str().to_lowercase()
+            }
         }
     }
 
@@ -285,7 +321,7 @@ impl RequestInfo {
                 resource: plural.clone(),
                 ..Attributes::default()
             }),
-            Target::NonResource => None,
+            Target::Unserved | Target::NonResource => None,
         }
     }
 }

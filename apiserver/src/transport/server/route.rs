@@ -51,6 +51,15 @@ pub(super) async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if info.watch && asks_for_websocket(&req) {
+        // Answered at once, never upgraded nor streamed: a client that asks
+        // for a watch over WebSocket (fabric8's, Spark's) falls back to a
+        // plain HTTP watch on a 503, where a streamed 200 would leave it
+        // waiting for an upgrade forever.
+        return Err(ApiError::Unavailable(
+            "watches over WebSocket are not served: watch over HTTP".into(),
+        ));
+    }
     match &info.target {
         Target::Resource(t) if t.sub == Some(Subresource::Log) => {
             get_only(req.method())?;
@@ -63,7 +72,8 @@ pub(super) async fn handle(
                 t.namespace.as_deref().unwrap_or_default(),
                 t.name.as_deref().unwrap_or_default(),
             );
-            crate::transport::logs::proxy(&api, link, ns, name, req.uri().query()).await
+            let of_pod = t.desc.kind == "Pod";
+            crate::transport::logs::proxy(&api, link, (ns, name, of_pod), req.uri().query()).await
         }
         Target::Resource(t) => {
             let requester = Requester {
@@ -77,6 +87,7 @@ pub(super) async fn handle(
             version,
             plural,
         } => virtual_kind(&api, &sec, &user, req, group, version, plural).await,
+        Target::Unserved => Err(ApiError::PathNotFound),
         Target::NonResource => {
             if info.segments() == ["ui", "api", "history"] {
                 sec.history.refresh(&api).await;
@@ -253,4 +264,12 @@ fn non_resource(
         }
         _ => Err(ApiError::PathNotFound),
     }
+}
+
+/// True when `req` asks to be upgraded to a WebSocket.
+fn asks_for_websocket(req: &Request<Bytes>) -> bool {
+    req.headers().get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("websocket"))
+    })
 }
