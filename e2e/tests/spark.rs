@@ -580,7 +580,12 @@ fn spark_runs_its_executors_as_pods_through_its_own_kubernetes_backend() -> Resu
         let log = driver_err();
         let losses: Vec<&str> = log
             .lines()
-            .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("Lost") || l.contains("removed"))
+            .filter(|l| {
+                l.contains("ERROR")
+                    || l.contains("WARN")
+                    || l.contains("Lost")
+                    || l.contains("removed")
+            })
             .collect();
         format!(
             "spark tasks:\n{}\nanalytics tasks:\n{}\ndriver's losses:\n{}",
