@@ -1,7 +1,8 @@
 //! What the pod controller does for one Pod and the Task that runs it
 //! (see `corral_api::pods` for how a Pod becomes a Task).
 //!
-//! - A Pod without its task gets one; a deleted Pod (its `deletionTimestamp`
+//! - A Pod without its task gets one (a placed one whose task was deleted
+//!   is Failed, never run twice); a deleted Pod (its `deletionTimestamp`
 //!   set, held by the task finalizer) has its task killed, and is released
 //!   once the task has ended, its last status written first (the task goes
 //!   with it, by owner reference).
@@ -94,16 +95,18 @@ pub fn decide(pod: &Pod, task: Option<&Task>, now: jiff::Timestamp) -> Vec<PodAc
         };
     }
     let Some(task) = task else {
-        // A pod whose task ended and is gone stays as it was.
+        // A pod whose task ended and is gone stays as it was; one whose
+        // task went while it ran is never run twice: it failed.
         let done = pod
             .status
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|p| p == "Succeeded" || p == "Failed");
-        return if done {
-            Vec::new()
-        } else {
-            vec![PodAction::CreateTask]
+        let ran = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+        return match (done, ran) {
+            (true, _) => Vec::new(),
+            (false, true) => vec![PodAction::WriteStatus(Box::new(task_gone(pod, now)))],
+            (false, false) => vec![PodAction::CreateTask],
         };
     };
     let mut actions = Vec::new();
@@ -128,6 +131,20 @@ pub fn decide(pod: &Pod, task: Option<&Task>, now: jiff::Timestamp) -> Vec<PodAc
         actions.push(PodAction::WriteStatus(Box::new(wanted)));
     }
     actions
+}
+
+/// The status of a Pod whose task was deleted after it was placed.
+fn task_gone(pod: &Pod, now: jiff::Timestamp) -> PodStatus {
+    let current = pod.status.as_ref();
+    let mut status = current.cloned().unwrap_or_default();
+    status.phase = Some("Failed".to_owned());
+    status.reason = Some("TaskDeleted".to_owned());
+    status.message = Some("its task was deleted before it ended".to_owned());
+    status.conditions = Some(vec![
+        condition(current, ("PodScheduled", "True"), None, None, now),
+        condition(current, ("Ready", "False"), None, None, now),
+    ]);
+    status
 }
 
 fn being_killed(task: &Task) -> bool {

@@ -214,10 +214,11 @@ fn the_client_verbs_print_what_kubectl_users_expect() -> Result<()> {
         r.stderr.trim(),
         "Error from server (NotFound): jobs.corral.dev \"sparkie\" not found"
     );
-    let r = c.run(&["get", "pods"])?;
+    let r = c.run(&["get", "deployments"])?;
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("doesn't have a resource type \"pods\""),
+        r.stderr
+            .contains("doesn't have a resource type \"deployments\""),
         "{}",
         r.stderr
     );

@@ -69,12 +69,14 @@ pub enum NotResolved {
 
 /// Fills in `container`'s `endpointRef` variables from the EndpointSlices
 /// of `namespace`, waiting while a job has no ready instance, until
-/// `abandon` is dropped or sent to.
+/// `abandon` is dropped or sent to, or `wanted` says the task no longer
+/// waits to start (it was found LOST, or deleted).
 pub async fn resolve_endpoints(
     client: &kube::Client,
     namespace: &str,
     container: &mut ContainerSpec,
     mut abandon: watch::Receiver<()>,
+    wanted: impl Fn() -> bool,
 ) -> Result<(), NotResolved> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
     for var in &mut container.env {
@@ -111,6 +113,9 @@ pub async fn resolve_endpoints(
             tokio::select! {
                 _ = abandon.changed() => return Err(NotResolved::Abandoned),
                 () = tokio::time::sleep(pause) => {}
+            }
+            if !wanted() {
+                return Err(NotResolved::Abandoned);
             }
             pause = (pause * 2).min(MAX_PAUSE);
         };

@@ -561,6 +561,18 @@ impl Supervisor {
             self.waiting.insert(key.to_owned(), sender);
             abandon
         });
+        // Still bound here and waiting to start, as the watch last showed it.
+        let wanted = {
+            let (objects, key) = (self.objects.clone(), key.to_owned());
+            move || {
+                objects.lock().is_ok_and(|o| {
+                    o.get(&key).is_some_and(|t| {
+                        let phase = t.status.as_ref().map(|s| s.phase());
+                        matches!(phase, Some(TaskPhase::Assigned | TaskPhase::Starting))
+                    })
+                })
+            }
+        };
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let mut launch = launch;
@@ -577,6 +589,7 @@ impl Supervisor {
                     &ns,
                     &mut launch.container,
                     abandon,
+                    wanted,
                 );
                 match found.await {
                     Ok(()) => {}

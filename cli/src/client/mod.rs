@@ -297,11 +297,13 @@ mod tests {
             ("nodes", "Node"),
             ("cm", "ConfigMap"),
             ("leases.coordination.k8s.io", "Lease"),
+            ("pods", "Pod"),
+            ("po", "Pod"),
         ] {
             assert_eq!(one(name)?, kind, "{name}");
         }
         assert!(resolve_one(&r, "corral")?.len() >= 6);
-        assert!(resolve_one(&r, "pods").is_err());
+        assert!(resolve_one(&r, "deployments").is_err());
         Ok(())
     }
 

@@ -26,6 +26,17 @@ fn pod(deleting: bool, held: bool) -> Pod {
     p
 }
 
+/// A pod placed on n1 and running.
+fn placed() -> Pod {
+    let mut p = pod(false, true);
+    p.spec.as_mut().expect("spec").node_name = Some("n1".into());
+    p.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        ..PodStatus::default()
+    });
+    p
+}
+
 fn task(phases: &[TaskPhase], node: Option<&str>) -> Task {
     let mut t: Task = serde_json::from_value(json!({
         "metadata": {"name": "exec-1", "namespace": "a"},
@@ -106,6 +117,12 @@ fn each_situation_has_its_actions() {
             pod(true, true),
             None,
             vec!["release"],
+        ),
+        (
+            "placed, and its task deleted",
+            placed(),
+            None,
+            vec!["status"],
         ),
         ("deleted and released", pod(true, false), None, vec![]),
         (
@@ -263,4 +280,20 @@ fn a_waiting_task_is_unschedulable_with_corrals_explanation_said_once() {
     );
     p.status = Some((**s).clone());
     assert_eq!(decide(&p, Some(&t), now()), vec![], "said once");
+}
+
+#[test]
+fn a_pod_whose_task_went_while_it_ran_fails_and_is_never_run_again() {
+    let p = placed();
+    let actions = decide(&p, None, now());
+    let [PodAction::WriteStatus(s)] = actions.as_slice() else {
+        panic!("one status write, no new task: {actions:?}");
+    };
+    assert_eq!(
+        (s.phase.as_deref(), s.reason.as_deref()),
+        (Some("Failed"), Some("TaskDeleted"))
+    );
+    let mut failed = p.clone();
+    failed.status = Some((**s).clone());
+    assert_eq!(decide(&failed, None, now()), vec![], "and then nothing");
 }
