@@ -18,9 +18,10 @@
 
 use std::time::Duration;
 
-use corral_api::Task;
 use corral_api::discovery::{ENDPOINTS_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use corral_api::job::{ContainerSpec, EndpointSelector, TaskField};
+use corral_api::task::FailureReason;
+use corral_api::{Task, TaskPhase};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
@@ -123,6 +124,51 @@ pub async fn resolve_endpoints(
         var.value_from = None;
     }
     Ok(())
+}
+
+/// A launch's wait for the endpoints its task looks up.
+#[derive(Debug)]
+pub(crate) struct Wait {
+    /// Dropped or sent to when the task is killed.
+    pub(crate) abandon: watch::Receiver<()>,
+    /// The agent's tasks as its watch last showed them.
+    pub(crate) objects: crate::supervise::Objects,
+}
+
+impl Wait {
+    /// Reports the task `key` STARTING and fills in `container`'s endpoint
+    /// variables; false when it must not start (abandoned, or failed, which
+    /// is reported on `events`).
+    pub(crate) async fn until_found(
+        self,
+        client: &kube::Client,
+        key: &str,
+        container: &mut ContainerSpec,
+        events: &crate::runtime::Events,
+    ) -> bool {
+        use crate::runtime::RuntimeEvent;
+        let _ = events.send((key.to_owned(), RuntimeEvent::Starting)).await;
+        let ns = key.split_once('/').map_or("", |(ns, _)| ns);
+        // Still bound here and waiting to start, as the watch last showed it.
+        let objects = self.objects;
+        let wanted = || {
+            objects.lock().is_ok_and(|o| {
+                o.get(key).is_some_and(|t| {
+                    let phase = t.status.as_ref().map(|s| s.phase());
+                    matches!(phase, Some(TaskPhase::Assigned | TaskPhase::Starting))
+                })
+            })
+        };
+        match resolve_endpoints(client, ns, container, self.abandon, wanted).await {
+            Ok(()) => true,
+            Err(NotResolved::Abandoned) => false,
+            Err(NotResolved::Failed(why)) => {
+                let failed = RuntimeEvent::failed(FailureReason::LaunchFailed, why);
+                let _ = events.send((key.to_owned(), failed)).await;
+                false
+            }
+        }
+    }
 }
 
 /// `ADDRESS:PORT` of the first ready endpoint (by task name) serving port

@@ -58,6 +58,7 @@ use crate::checkpoint::{Checkpoints, Ended};
 
 mod disk_limits;
 mod figures;
+mod launch;
 mod probing;
 mod reports;
 use crate::runtime::{ContainerRuntime, Launch, RuntimeError, RuntimeEvent, kind_name};
@@ -496,124 +497,6 @@ impl Supervisor {
                 self.report(key, Event::AgentHasNoCopy, node);
             }
         }
-    }
-
-    fn launch(&mut self, key: &str, node: &str) {
-        if self.fenced.is_some() {
-            // Launched once the lease is renewed (the next sweep).
-            return;
-        }
-        let Some(t) = self.object(key) else { return };
-        let ports = t
-            .status
-            .as_ref()
-            .map(|s| s.ports.clone())
-            .unwrap_or_default();
-        let mut container = t.spec.container.clone();
-        if let Err(why) = crate::references::fill_fields(&mut container, &t) {
-            self.ended.insert(key.to_owned(), t.metadata.uid.clone());
-            let failure = Failure::new(FailureReason::LaunchFailed, why);
-            let event = Event::AgentExited {
-                code: 128,
-                failure: Some(failure),
-            };
-            self.report(key, event, node);
-            return;
-        }
-        let launch = Launch {
-            key: key.to_owned(),
-            container,
-            resources: t.spec.resources.clone(),
-            annotations: t.metadata.annotations.clone().unwrap_or_default(),
-            uid: t.metadata.uid.clone(),
-        };
-        let idx = match pick(&self.runtimes, &self.health, &launch, self.default_runtime) {
-            Ok(idx) => idx,
-            Err(why) => {
-                let failure = Failure::new(FailureReason::NoRuntime, why);
-                self.ended.insert(key.to_owned(), t.metadata.uid.clone());
-                self.report(
-                    key,
-                    Event::AgentExited {
-                        code: 127,
-                        failure: Some(failure),
-                    },
-                    node,
-                );
-                return;
-            }
-        };
-        self.tasks.insert(key.to_owned(), (idx, node.to_owned()));
-        if let Some(uid) = launch.uid.clone() {
-            self.uids.insert(key.to_owned(), uid);
-        }
-        let (rt, tx, key, client, metrics) = (
-            self.runtimes[idx].clone(),
-            self.events.clone(),
-            key.to_owned(),
-            self.client.clone(),
-            self.metrics.clone(),
-        );
-        // A task that waits for another job's endpoints can be killed
-        // while it waits: dropping its sender abandons the wait.
-        let abandon = crate::references::looks_up_endpoints(&launch.container).then(|| {
-            let (sender, abandon) = tokio::sync::watch::channel(());
-            self.waiting.insert(key.to_owned(), sender);
-            abandon
-        });
-        // Still bound here and waiting to start, as the watch last showed it.
-        let wanted = {
-            let (objects, key) = (self.objects.clone(), key.to_owned());
-            move || {
-                objects.lock().is_ok_and(|o| {
-                    o.get(&key).is_some_and(|t| {
-                        let phase = t.status.as_ref().map(|s| s.phase());
-                        matches!(phase, Some(TaskPhase::Assigned | TaskPhase::Starting))
-                    })
-                })
-            }
-        };
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let mut launch = launch;
-            let ns = key.split_once('/').map_or("", |(ns, _)| ns).to_owned();
-            if let Err(why) = crate::secrets::resolve(&client, &ns, &mut launch.container).await {
-                let ev = RuntimeEvent::failed(FailureReason::SecretUnavailable, why);
-                let _ = tx.send((key, ev)).await;
-                return;
-            }
-            if let Some(abandon) = abandon {
-                let _ = tx.send((key.clone(), RuntimeEvent::Starting)).await;
-                let found = crate::references::resolve_endpoints(
-                    &client,
-                    &ns,
-                    &mut launch.container,
-                    abandon,
-                    wanted,
-                );
-                match found.await {
-                    Ok(()) => {}
-                    Err(crate::references::NotResolved::Abandoned) => return,
-                    Err(crate::references::NotResolved::Failed(why)) => {
-                        let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, why);
-                        let _ = tx.send((key, ev)).await;
-                        return;
-                    }
-                }
-            }
-            crate::ports::expose(&mut launch.container, &ports);
-            let result = rt.start(launch, tx.clone()).await;
-            let outcome = if result.is_ok() {
-                crate::metrics::StartResult::success
-            } else {
-                crate::metrics::StartResult::error
-            };
-            metrics.started(rt.kind(), started.elapsed().as_secs_f64(), outcome);
-            if let Err(e) = result {
-                let ev = RuntimeEvent::failed(FailureReason::LaunchFailed, e.to_string());
-                let _ = tx.send((key, ev)).await;
-            }
-        });
     }
 
     /// Sends one kill per task; false when one was sent already.
