@@ -594,15 +594,16 @@ fn spark_runs_its_executors_as_pods_through_its_own_kubernetes_backend() -> Resu
             losses.join("\n")
         )
     })?;
-    let gone = before
-        .iter()
-        .filter(|name| {
-            executor_pods(&admin)
-                .map(|pods| !pods.iter().any(|p| &p.0 == *name))
-                .unwrap_or(false)
-        })
-        .count();
-    assert!(gone >= 1, "a preempted executor's Pod is gone");
+    // Its Pod goes once its task's end is written (Spark read it first).
+    wait_every(
+        "the preempted executor's Pod to go",
+        START,
+        Duration::from_millis(250),
+        || {
+            let now: Vec<String> = executor_pods(&admin)?.into_iter().map(|p| p.0).collect();
+            Ok(before.iter().any(|name| !now.contains(name)))
+        },
+    )?;
     c.run(&[
         "-n",
         "analytics",

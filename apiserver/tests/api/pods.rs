@@ -169,6 +169,11 @@ async fn pods_are_admitted_as_their_tasks_would_be() -> Result<()> {
             "metadata.labels[corral.dev/role]",
         ),
         (
+            "a node of its own choosing",
+            json!({"spec": {"nodeName": "n1"}}),
+            "spec.nodeName",
+        ),
+        (
             "production without a quota",
             json!({"metadata": {"labels": {"corral.dev/tier": "preferred"}}}),
             "metadata.labels[corral.dev/tier]",
@@ -201,6 +206,18 @@ async fn pods_are_admitted_as_their_tasks_would_be() -> Result<()> {
         )
         .await;
     assert_eq!(code(&changed), 422, "{changed:?}");
+    let placed = as_alice
+        .patch(
+            "p1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "n1"}})),
+        )
+        .await;
+    assert_eq!(
+        code(&placed),
+        422,
+        "only to the node its task is bound to: {placed:?}"
+    );
     as_alice
         .patch(
             "p1",

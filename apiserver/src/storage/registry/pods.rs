@@ -2,15 +2,16 @@
 //! created only when its task could be, by its creator.
 //!
 //! On create: the Pod is Pending, `restartPolicy` defaults to `Never` (a
-//! Pod runs once), the
-//! task finalizer is added (the pod controller releases it once the task
-//! has ended), a Pod naming no role is labelled with its namespace's
-//! default, and the task the Pod maps onto is derived and checked as that task's
-//! own create would be: its rules, a Role that exists, the preferred tier
-//! only on a role with a Quota, and the RBAC verb `use` on the role (and on
-//! `roles/privileged` for root) for the Pod's creator. Each refusal names
-//! the Pod's field. On update, a Pod's spec does not change, except for
-//! `nodeName`, set once (by the pod controller, to its task's node).
+//! Pod runs once), the task finalizer is added (the pod controller
+//! releases it once the task has ended), a Pod naming no role is labelled
+//! with its namespace's default, and the task the Pod maps onto is derived
+//! and checked as that task's own create would be: its rules, a Role that
+//! exists, the preferred tier only on a role with a Quota, and the RBAC
+//! verb `use` on the role (and on `roles/privileged` for root) for the
+//! Pod's creator. Each refusal names the Pod's field; a Pod naming its node
+//! is refused (Corral's scheduler places its task). On update, a Pod's spec
+//! does not change, except `nodeName`, set once to the node its task is
+//! bound to (by the pod controller).
 
 use corral_api::pods::{
     DEFAULT_ROLE_ANNOTATION, PRIORITY_LABEL, ROLE_LABEL, TASK_FINALIZER, TIER_LABEL,
@@ -69,9 +70,8 @@ impl Api {
                 }
                 spec
             };
-            if (was.is_null() || was == now)
-                && without_node(&body["spec"]) == without_node(&old["spec"])
-            {
+            let node_kept = was == now || was.is_null() && self.task_bound_to(body, now).await?;
+            if node_kept && without_node(&body["spec"]) == without_node(&old["spec"]) {
                 return Ok(());
             }
             return Err(invalid(
@@ -80,7 +80,18 @@ impl Api {
                     type_: FieldErrorType::Forbidden,
                     field: "spec".into(),
                     value: None,
-                    detail: "a Pod's spec does not change once it is created (its task runs it), except nodeName, set once".into(),
+                    detail: "a Pod's spec does not change once it is created (its task runs it), except nodeName, set once to its task's node".into(),
+                }],
+            ));
+        }
+        if !body["spec"]["nodeName"].is_null() {
+            return Err(invalid(
+                body,
+                vec![FieldError {
+                    type_: FieldErrorType::Forbidden,
+                    field: "spec.nodeName".into(),
+                    value: None,
+                    detail: "Corral's scheduler places a Pod's task: ask for nodes with nodeSelector (node attributes)".into(),
                 }],
             ));
         }
@@ -142,6 +153,25 @@ impl Api {
             }
             other => other,
         })
+    }
+
+    /// True when Pod `pod`'s task (the task of its name) is bound to node
+    /// `node`: the only node its `spec.nodeName` may be set to.
+    async fn task_bound_to(&self, pod: &Value, node: &Value) -> Result<bool, ApiError> {
+        let (Some(ns), Some(name), Some(node)) = (
+            meta_str(pod, "namespace"),
+            meta_str(pod, "name"),
+            node.as_str(),
+        ) else {
+            return Ok(false);
+        };
+        let Some(tasks) = self.registry.find("corral.dev", "v1alpha1", "tasks") else {
+            return Ok(false);
+        };
+        Ok(self
+            .cached_or_stored(&tasks, Some(ns), name)
+            .await?
+            .is_some_and(|t| t["spec"]["nodeName"].as_str() == Some(node)))
     }
 
     /// The role a namespace gives its Pods that name none.
