@@ -177,23 +177,9 @@ fn spark_standalone_runs_on_corral_and_survives_a_preempted_worker() -> Result<(
     let home = tempfile::tempdir()?;
     // One machine offering host processes: the master (0.5 cpu) and two
     // workers (1 cpu each) leave half a cpu, less than `urgent` needs.
-    let server = Server::up_in(
-        home.path(),
-        &[
-            "--node-name",
-            "spark-box",
-            "--runtimes",
-            "process",
-            "--resources",
-            "cpus=3,memory=6Gi,disk=20Gi",
-        ],
-        &[],
-    )?;
+    let server = spark_box(home.path())?;
     let (c, k) = (Corral::new(&server), Kubectl::new(&server)?);
     let began = Instant::now();
-    for f in ["00-namespaces.yaml", "01-teams.yaml"] {
-        c.run(&["apply", "-f", &s(&examples().join(f))])?.ok()?;
-    }
     c.run_stdin(&["apply", "-f", "-"], &standalone_manifests(&dir)?)?
         .ok()?;
 
@@ -306,17 +292,7 @@ fn spark_standalone_runs_on_corral_and_survives_a_preempted_worker() -> Result<(
     )?;
     let rejoined = began.elapsed();
 
-    let deadline = Instant::now() + START;
-    let status = loop {
-        if let Some(status) = driver.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = driver.kill();
-            bail!("spark-submit did not finish: {}", driver_err());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let status = finished(&mut driver, &driver_err)?;
     let ran = submitted.elapsed();
     let answer = std::fs::read_to_string(home.path().join("driver.out"))?;
     assert!(
@@ -364,6 +340,52 @@ fn spark_standalone_runs_on_corral_and_survives_a_preempted_worker() -> Result<(
     ])?
     .ok()?;
     Ok(())
+}
+
+/// `corral up` on one machine of 3 cpus offering host processes, with the
+/// examples' namespaces and teams applied.
+fn spark_box(home: &Path) -> Result<Server> {
+    let server = Server::up_in(
+        home,
+        &[
+            "--node-name",
+            "spark-box",
+            "--runtimes",
+            "process",
+            "--resources",
+            "cpus=3,memory=6Gi,disk=20Gi",
+        ],
+        &[],
+    )?;
+    let c = Corral::new(&server);
+    for f in ["00-namespaces.yaml", "01-teams.yaml"] {
+        c.run(&["apply", "-f", &s(&examples().join(f))])?.ok()?;
+    }
+    Ok(server)
+}
+
+/// Waits for `spark-submit` to end (killing it past [`START`]).
+fn finished(submit: &mut Child, log: &dyn Fn() -> String) -> Result<std::process::ExitStatus> {
+    let mut status = None;
+    let ended = wait_every(
+        "spark-submit to finish",
+        START,
+        Duration::from_millis(250),
+        || {
+            status = submit.try_wait()?;
+            Ok(status.is_some())
+        },
+    );
+    match (ended, status) {
+        (Ok(()), Some(status)) => Ok(status),
+        (ended, _) => {
+            let _ = submit.kill();
+            Err(ended
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("no exit status")))
+            .context(log())
+        }
+    }
 }
 
 fn wait_for_log(log: &dyn Fn() -> String, line: &str) -> Result<()> {
@@ -437,22 +459,8 @@ fn spark_runs_its_executors_as_pods_through_its_own_kubernetes_backend() -> Resu
         );
     }
     let home = tempfile::tempdir()?;
-    let server = Server::up_in(
-        home.path(),
-        &[
-            "--node-name",
-            "spark-box",
-            "--runtimes",
-            "process",
-            "--resources",
-            "cpus=3,memory=6Gi,disk=20Gi",
-        ],
-        &[],
-    )?;
+    let server = spark_box(home.path())?;
     let (c, admin) = (Corral::new(&server), Kubectl::new(&server)?);
-    for f in ["00-namespaces.yaml", "01-teams.yaml"] {
-        c.run(&["apply", "-f", &s(&examples().join(f))])?.ok()?;
-    }
     c.run(&[
         "apply",
         "-f",
@@ -616,17 +624,7 @@ fn spark_runs_its_executors_as_pods_through_its_own_kubernetes_backend() -> Resu
     ])?
     .ok()?;
 
-    let deadline = Instant::now() + START;
-    let status = loop {
-        if let Some(status) = submit.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = submit.kill();
-            bail!("spark-submit did not finish: {}", driver_err());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let status = finished(&mut submit, &driver_err)?;
     let ran = began.elapsed();
     let answer = std::fs::read_to_string(home.path().join("driver.out"))?;
     let log = driver_err();
