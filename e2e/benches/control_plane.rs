@@ -1,10 +1,14 @@
-//! The whole control plane in one process, end to end: the API server (TLS,
-//! bearer token), every controller (`corral_controllers::run_all`: the
-//! allocation loop, the job, cron, lost-task, node and role controllers) and
-//! one agent standing in for N simulated nodes, over a store on disk.
+//! The whole control plane end to end: the API server (TLS, bearer token)
+//! and every controller (`corral_controllers::run_all`: the allocation loop,
+//! the job, cron, lost-task, node and role controllers) in this process, as
+//! `corral server` runs them, over a store on disk; one agent standing in for
+//! N simulated nodes in a process of its own (this binary, run again with
+//! `CORRAL_BENCH_AGENT` naming a kubeconfig), as a node's agent is. Both use
+//! the allocator the `corral` binary ships with.
 //!
 //! For each store (`CORRAL_BENCH_STORES`, default `embedded,etcd`: the
-//! embedded store, and a real etcd with fsync), in one run:
+//! embedded store, and a real etcd with fsync), each in a process of its
+//! own, in one run:
 //! - baselines: raw `Store` creates of task-sized values from 16 and from
 //!   64 writers, on the same store;
 //! - registration of N nodes (Node, status and Lease each), counted from a
@@ -12,9 +16,10 @@
 //! - one Job of T instances that all fit: tasks/s to bound (ASSIGNED) and
 //!   to RUNNING, counted from a watch of the tasks (no polling lists);
 //!   store writes and reads per task (all of them, and writes to tasks
-//!   alone) until all are bound and until all run; the process's CPU µs per
-//!   task (server, controllers and agent together; etcd's own CPU apart);
-//!   the process's RSS at the end;
+//!   alone) until all are bound and until all run; CPU µs per task of the
+//!   server and controllers, of the agent and of etcd, each apart; the
+//!   RSS at the end of the server and controllers' process (with the
+//!   bench's own watch, which keeps no objects) and of the agent's;
 //! - the scrape of the controllers' metrics (every node's and role's
 //!   figures from the caches) and of the API server's `/metrics`, against a
 //!   LIST of the nodes.
@@ -43,6 +48,12 @@ use serde_json::json;
 
 /// How long one phase may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(900);
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Set in the agent's process: the kubeconfig it connects with.
+const AGENT_ENV: &str = "CORRAL_BENCH_AGENT";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -142,9 +153,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// This process's resident and peak memory, MiB.
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Process `pid`'s resident and peak memory, MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |field: &str| {
         status
             .lines()
@@ -251,21 +262,20 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
         &pki.kubeconfig(&format!("https://{}", running.local_addr)),
     )?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    // The agent, the controllers and the bench's own watches each have a
-    // client (and a connection) of their own, as separate processes would.
+    // The controllers and the bench's own watches each have a client (and a
+    // connection) of their own, as separate processes would.
     let client = corral_controllers::client::connect(config.clone())?;
-    let agent_client = corral_controllers::client::connect(config.clone())?;
     let observer = kube::Client::try_from(config)?;
 
     // Registration, counted from a watch of Nodes.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cfg = AgentConfig::new(
-        (0..nodes_n).map(|i| format!("sim-{i}")).collect(),
-        corral_node_agent::flags::resources("cpus=64,memory=256Gi")?,
-    );
-    let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
+    let kubeconfig = dir.path().join("agent.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        pki.kubeconfig(&format!("https://{}", running.local_addr)),
+    )?;
     let start = Instant::now();
-    let agent_task = tokio::spawn(agent::run(agent_client, cfg, runtimes, stop_rx.clone()));
+    let mut agent = Agent::start(&kubeconfig, nodes_n)?;
     let mut ready = HashSet::new();
     watch_until(Api::<Node>::all(observer.clone()), |n: &Node| {
         if n.status.as_ref().is_some_and(|s| !s.conditions.is_empty()) {
@@ -307,6 +317,7 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     let (mut bound, mut run_set) = (HashSet::new(), HashSet::new());
     let (mut at_bound, mut counts_bound) = (None, None);
     let etcd_cpu0 = etcd_pid.map(cpu_seconds);
+    let agent_cpu0 = cpu_seconds(agent.pid());
     let before = counting.now();
     let start = Instant::now();
     let tasks: Api<Task> = Api::namespaced(observer.clone(), "default");
@@ -356,17 +367,23 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
         per(after.reads - before.reads),
     );
     let cpu_us = (after.cpu - before.cpu) * 1e6 / tasks_n as f64;
+    let agent_us = (cpu_seconds(agent.pid()) - agent_cpu0) * 1e6 / tasks_n as f64;
     let etcd_us = etcd_pid
         .zip(etcd_cpu0)
         .map(|(pid, c0)| (cpu_seconds(pid) - c0) * 1e6 / tasks_n as f64);
-    let (rss, peak) = rss_mib();
+    let (rss, peak) = rss_mib(std::process::id());
+    let (agent_rss, _) = rss_mib(agent.pid());
     println!(
-        "  CPU per task to RUNNING: {cpu_us:.0} µs in this process{}; RSS at the end {rss:.0} MiB (peak {peak:.0} MiB)",
+        "  CPU per task to RUNNING: {cpu_us:.0} µs in the server and controllers, {agent_us:.0} µs in the agent{}, {:.0} µs in all",
         etcd_us.map_or(String::new(), |e| format!(", {e:.0} µs in etcd")),
+        cpu_us + agent_us + etcd_us.unwrap_or(0.0),
+    );
+    println!(
+        "  RSS at the end: server and controllers {rss:.0} MiB (peak {peak:.0} MiB), the agent {agent_rss:.0} MiB"
     );
     scrapes(&client, &metrics, nodes_n).await?;
     stop_tx.send(true)?;
-    let _ = agent_task.await;
+    agent.stop()?;
     let _ = controllers.await;
     running.shutdown().await;
     Ok(())
@@ -417,11 +434,93 @@ async fn scrapes(
     Ok(())
 }
 
+/// The agent's process: this binary run again with [`AGENT_ENV`] set.
+struct Agent(std::process::Child);
+
+impl Agent {
+    /// Starts the agent for `nodes` simulated nodes, connecting with the
+    /// kubeconfig at `kubeconfig`; it runs until its standard input closes.
+    fn start(kubeconfig: &std::path::Path, nodes: usize) -> Result<Agent> {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .env(AGENT_ENV, kubeconfig)
+            .env("CORRAL_BENCH_NODES", nodes.to_string())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the agent's process")?;
+        Ok(Agent(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Closes its standard input and waits for it to end.
+    fn stop(&mut self) -> Result<()> {
+        drop(self.0.stdin.take());
+        let status = self.0.wait()?;
+        if !status.success() {
+            bail!("the agent's process ended with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The agent's process: N simulated nodes until standard input closes.
+async fn agent_main(kubeconfig: &str) -> Result<()> {
+    let nodes_n = env("CORRAL_BENCH_NODES", 5000);
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = corral_controllers::client::connect(config)?;
+    let cfg = AgentConfig::new(
+        (0..nodes_n).map(|i| format!("sim-{i}")).collect(),
+        corral_node_agent::flags::resources("cpus=64,memory=256Gi")?,
+    );
+    let runtimes: Vec<Arc<dyn ContainerRuntime>> = vec![Arc::new(Simulated::default())];
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(agent::run(client, cfg, runtimes, stop_rx));
+    // Standard input closes when the bench is done (or gone).
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    })
+    .await?;
+    stop_tx.send(true)?;
+    agent.await??;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
+    if let Ok(kubeconfig) = std::env::var(AGENT_ENV) {
+        return agent_main(&kubeconfig).await;
+    }
     let stores = std::env::var("CORRAL_BENCH_STORES").unwrap_or_else(|_| "embedded,etcd".into());
-    for name in stores.split(',').map(str::trim) {
+    let stores: Vec<&str> = stores.split(',').map(str::trim).collect();
+    if stores.len() > 1 {
+        // Each store in a process of its own, so that one's memory is not
+        // counted in the next one's figures.
+        for name in stores {
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(std::env::args().skip(1))
+                .env("CORRAL_BENCH_STORES", name)
+                .status()?;
+            if !status.success() {
+                bail!("the run over {name} ended with {status}");
+            }
+        }
+        return Ok(());
+    }
+    for name in stores {
         match name {
             "embedded" => {
                 let dir = tempfile::tempdir()?;
