@@ -33,16 +33,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use corral_store::Store;
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ApiError;
 use crate::kinds::catalog::Catalog;
 
+mod entry;
 mod feed;
 mod watchers;
+pub use entry::Entry;
 pub use watchers::Interest;
 use watchers::Watchers;
 
@@ -89,41 +89,6 @@ const WITHOUT_PROGRESS: Duration = Duration::from_millis(250);
 const ROOT: &str = "/registry/";
 /// The field the Task index covers.
 pub const NODE_FIELD: &str = "spec.nodeName";
-
-/// One cached object, with its JSON encoded once for every reader.
-#[derive(Debug)]
-pub struct Entry {
-    /// The object (with its resourceVersion).
-    pub value: Value,
-    /// `value` serialized.
-    pub json: Bytes,
-    /// `spec.nodeName`, when the object has one.
-    pub node: Option<String>,
-    /// `metadata.namespace`.
-    pub namespace: Option<String>,
-}
-
-impl Entry {
-    /// Wraps an object, encoding it once.
-    pub fn new(value: Value) -> Result<Self, ApiError> {
-        let json =
-            Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?);
-        let node = value
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let namespace = value
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        Ok(Entry {
-            value,
-            json,
-            node,
-            namespace,
-        })
-    }
-}
 
 /// Whether a change created/updated or deleted the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -118,7 +118,10 @@ fn event(desc: &ResourceDesc, p: &WatchParams, kind: &str, obj: Value) -> Bytes 
 /// A watch event line built from an object's cached JSON (no re-encoding).
 fn cached_line(desc: &ResourceDesc, p: &WatchParams, kind: &str, entry: &Entry) -> Bytes {
     if p.render != Rendering::Object || desc.view.is_some() {
-        return event(desc, p, kind, entry.value.clone());
+        return match entry.value() {
+            Ok(obj) => event(desc, p, kind, obj),
+            Err(e) => line("ERROR", e.status()),
+        };
     }
     let mut out = Vec::with_capacity(entry.json.len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
@@ -132,11 +135,11 @@ fn cached_line(desc: &ResourceDesc, p: &WatchParams, kind: &str, entry: &Entry) 
 /// The event a change is for this watcher, judged against its selectors
 /// before and after (an object leaving the selection is DELETED for it).
 fn classify(p: &WatchParams, c: &Change) -> Option<&'static str> {
-    let now = matches(&p.labels, &p.fields, &c.object.value);
+    let now = c.object.matches(&p.labels, &p.fields);
     let before = c
         .prev
         .as_ref()
-        .is_some_and(|e| matches(&p.labels, &p.fields, &e.value));
+        .is_some_and(|e| e.matches(&p.labels, &p.fields));
     match c.kind {
         ChangeKind::Delete => (before || now).then_some("DELETED"),
         ChangeKind::Put => match (before, now) {
@@ -202,8 +205,8 @@ pub async fn start(
                 ..Default::default()
             };
             let page = api.list(&desc, ns.as_deref(), &q).await?;
-            for obj in page.items.iter().map(|e| e.value.clone()) {
-                initial.push(event(&served, &p, "ADDED", obj));
+            for e in &page.items {
+                initial.push(event(&served, &p, "ADDED", e.value()?));
             }
             if p.end_bookmark() {
                 initial.push(bookmark(&served, &p, page.revision, true));
@@ -352,7 +355,7 @@ async fn start_cached(
         let mut last_revision = start;
         if let Some(snap) = initial {
             for entry in &snap.items {
-                if matches(&p.labels, &p.fields, &entry.value)
+                if entry.matches(&p.labels, &p.fields)
                     && tx
                         .send(cached_line(&served, &p, "ADDED", entry))
                         .await

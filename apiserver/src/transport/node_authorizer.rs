@@ -64,9 +64,11 @@ impl NodeAuthorizer {
         let (Some(cache), Some(index), Some(ns)) = (&self.cache, self.tasks, ns) else {
             return false;
         };
-        cache
-            .snapshot(index, Some(ns), Some(node))
-            .is_ok_and(|s| s.items.iter().any(|e| task_reads(&e.value, read)))
+        cache.snapshot(index, Some(ns), Some(node)).is_ok_and(|s| {
+            s.items
+                .iter()
+                .any(|e| e.value().is_ok_and(|t| task_reads(&t, read)))
+        })
     }
 
     /// True when the cache has task `ns/name` bound to `node`.

@@ -57,7 +57,7 @@ async fn all<T: DeserializeOwned>(api: &Api, plural: &str) -> Result<Vec<T>, Api
 /// Objects of one kind decoded for plans, by key, with the version each
 /// was decoded at.
 #[derive(Debug)]
-struct Kept<T>(Mutex<HashMap<String, (String, Arc<T>)>>);
+struct Kept<T>(Mutex<HashMap<String, (i64, Arc<T>)>>);
 
 impl<T> Default for Kept<T> {
     fn default() -> Self {
@@ -78,13 +78,8 @@ impl<T: DeserializeOwned> Kept<T> {
         let mut next = HashMap::with_capacity(entries.len());
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let meta = &e.value["metadata"];
-            let key = format!(
-                "{}/{}",
-                meta["namespace"].as_str().unwrap_or_default(),
-                meta["name"].as_str().unwrap_or_default()
-            );
-            let version = meta["resourceVersion"].as_str().unwrap_or_default();
+            let key = format!("{}/{}", e.namespace.as_deref().unwrap_or_default(), e.name);
+            let version = e.revision;
             let object = match kept.remove(&key) {
                 Some((v, o)) if v == version => o,
                 _ => match serde_json::from_slice(&e.json) {
@@ -93,7 +88,7 @@ impl<T: DeserializeOwned> Kept<T> {
                 },
             };
             out.push(object.clone());
-            next.insert(key, (version.to_owned(), object));
+            next.insert(key, (version, object));
         }
         *kept = next;
         out

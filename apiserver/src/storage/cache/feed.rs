@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use corral_store::{RangeRequest, Store, StoreError, WatchEvent};
 use futures::StreamExt;
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{Change, ChangeKind, Entry, ROOT, WatchCache, lock_err};
 use crate::error::ApiError;
-use crate::storage::objects::from_stored;
 
 /// Every object at one revision, as [`WatchCache::load`] read them.
 struct Loaded {
@@ -135,7 +133,7 @@ impl WatchCache {
             };
             for kv in &page.items {
                 if let Some(r) = self.resource_of(&kv.key) {
-                    let entry = Arc::new(Entry::new(from_stored(&kv.value, kv.mod_revision)?)?);
+                    let entry = Arc::new(Entry::from_stored(&kv.value, kv.mod_revision)?);
                     if self.indexed[r]
                         && let Some(n) = &entry.node
                     {
@@ -232,10 +230,9 @@ impl WatchCache {
         // Decode and encode a new state before taking the lock, so readers
         // and writers wait only for the index updates.
         let decoded = match (&ev, resource) {
-            (WatchEvent::Put { kv, .. }, Some(_)) => Some(Arc::new(Entry::new(from_stored(
-                &kv.value,
-                kv.mod_revision,
-            )?)?)),
+            (WatchEvent::Put { kv, .. }, Some(_)) => {
+                Some(Arc::new(Entry::from_stored(&kv.value, kv.mod_revision)?))
+            }
             _ => None,
         };
         let mut st = self.state.write().map_err(|_| lock_err())?;
@@ -281,28 +278,25 @@ impl WatchCache {
                 {
                     set.remove(&key);
                 }
+                // The last state, at the deletion's revision: the store's
+                // copy of it, or the cache's (either may carry an older
+                // resourceVersion, which this one replaces).
                 let last = if prev.value.is_empty() {
                     match &old {
-                        Some(o) => o.value.clone(),
+                        Some(o) => Entry::from_stored(&o.json, revision)?,
                         None => {
                             st.revision = st.revision.max(revision);
                             return Ok(st.revision);
                         }
                     }
                 } else {
-                    serde_json::from_slice(&prev.value)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?
+                    Entry::from_stored(&prev.value, revision)?
                 };
-                let mut last = last;
-                crate::storage::objects::meta_mut(&mut last).insert(
-                    "resourceVersion".into(),
-                    Value::String(revision.to_string()),
-                );
                 Change {
                     revision,
                     resource: r,
                     kind: ChangeKind::Delete,
-                    object: Arc::new(Entry::new(last)?),
+                    object: Arc::new(last),
                     prev: old,
                 }
             }

@@ -71,13 +71,7 @@ async fn a_node_watcher_hears_only_about_its_own_node() -> anyhow::Result<()> {
     let drain = |live: &mut Live| {
         let mut out = Vec::new();
         while let Some(c) = live.try_recv() {
-            out.push((
-                c.object.value["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                c.object.node.clone(),
-            ));
+            out.push((c.object.name.clone(), c.object.node.clone()));
         }
         out
     };
@@ -186,11 +180,7 @@ async fn a_new_cache_replays_the_stores_history_to_watchers_from_before_it_start
         node: None,
     };
     let sub = cache.subscribe(interest.clone(), Start::After(revisions[4]))?;
-    let names: Vec<_> = sub
-        .replay
-        .iter()
-        .map(|c| c.object.value["metadata"]["name"].clone())
-        .collect();
+    let names: Vec<_> = sub.replay.iter().map(|c| json!(c.object.name)).collect();
     assert_eq!(names, ["t5", "t6", "t7", "t8", "t9"].map(|n| json!(n)));
     let snapshot = cache.snapshot(tasks, None, None)?;
     assert_eq!(snapshot.items.len(), 10, "and the objects are the latest");
@@ -298,7 +288,7 @@ async fn a_dropped_watch_is_unregistered_at_once() -> anyhow::Result<()> {
     let change = tokio::time::timeout(Duration::from_secs(10), again.live.recv())
         .await?
         .ok_or_else(|| anyhow::anyhow!("the watch was dropped"))?;
-    assert_eq!(change.object.value["metadata"]["name"], "c");
+    assert_eq!(change.object.value()?["metadata"]["name"], "c");
     Ok(())
 }
 
@@ -496,12 +486,7 @@ async fn a_broken_store_watch_is_resumed_without_closing_watchers() -> anyhow::R
         let change = tokio::time::timeout(Duration::from_secs(10), watcher.live.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the watcher was closed after {seen:?}"))?;
-        seen.push(
-            change.object.value["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        seen.push(change.object.name.as_str().to_owned());
     }
     assert_eq!(seen, names);
     ready(&cache, store.as_ref()).await?;

@@ -248,10 +248,10 @@ impl Api {
         let page = self.list(desc, ns, q).await?;
         let mut deleted = Vec::new();
         for entry in &page.items {
-            let obj = &entry.value;
-            let name = meta_str(obj, "name").unwrap_or_default();
-            let obj_ns = meta_str(obj, "namespace");
-            match self.delete(desc, obj_ns, name, opts).await {
+            match self
+                .delete(desc, entry.namespace.as_deref(), &entry.name, opts)
+                .await
+            {
                 Ok(v) => deleted.push(Arc::new(Entry::new(v)?)),
                 Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -355,21 +355,16 @@ impl Api {
 
     /// The objects whose ownerReferences name `uid` (from the cache when there is one).
     async fn dependents(&self, uid: &str) -> Result<Vec<(Arc<ResourceDesc>, Value)>, ApiError> {
-        self.objects_where(|obj| {
-            obj.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-                })
-        })
-        .await
+        self.objects_where(|e| e.owners.iter().any(|o| o == uid), |_| true)
+            .await
     }
 
-    /// Every object, of any kind, that `keep` holds for (from the cache
-    /// when there is one).
+    /// Every object, of any kind, that `maybe` holds for its entry and
+    /// `keep` for the object (from the cache when there is one): only the
+    /// objects `maybe` lets through are decoded.
     async fn objects_where(
         &self,
+        maybe: impl Fn(&Entry) -> bool,
         keep: impl Fn(&Value) -> bool,
     ) -> Result<Vec<(Arc<ResourceDesc>, Value)>, ApiError> {
         let mut out = Vec::new();
@@ -377,8 +372,12 @@ impl Api {
             match self.cache_for(desc, None).await? {
                 Some((cache, index)) => {
                     for e in cache.snapshot(index, None, None)?.items {
-                        if keep(&e.value) {
-                            out.push((desc.clone(), e.value.clone()));
+                        if !maybe(&e) {
+                            continue;
+                        }
+                        let obj = e.value()?;
+                        if keep(&obj) {
+                            out.push((desc.clone(), obj));
                         }
                     }
                 }
@@ -388,6 +387,9 @@ impl Api {
                         .range(RangeRequest::prefix(desc.key_prefix(None)))
                         .await?;
                     for kv in page.items {
+                        if !maybe(&Entry::from_stored(&kv.value, kv.mod_revision)?) {
+                            continue;
+                        }
                         let obj = from_stored(&kv.value, kv.mod_revision)?;
                         if keep(&obj) {
                             out.push((desc.clone(), obj));
@@ -523,12 +525,14 @@ impl Api {
     /// marked for deletion that still carry `foregroundDeletion` or `orphan`.
     pub(super) async fn resume_held_deletions(&self) -> Result<(), ApiError> {
         let held = self
-            .objects_where(|obj| {
-                meta_str(obj, "deletionTimestamp").is_some()
-                    && finalizers(obj)
+            .objects_where(
+                |e| e.deleting,
+                |obj| {
+                    finalizers(obj)
                         .iter()
                         .any(|f| f == FOREGROUND || f == ORPHAN)
-            })
+                },
+            )
             .await?;
         for (desc, obj) in held {
             let policy = default_propagation(&obj);

@@ -39,7 +39,7 @@ impl Api {
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
         if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&desc.key(ns, name))) {
-            return Ok(Some(entry.value.clone()));
+            return Ok(Some(entry.value()?));
         }
         match self.get(desc, ns, name).await {
             Ok(v) => Ok(Some(v)),
@@ -61,7 +61,7 @@ impl Api {
             let items = page
                 .items
                 .iter()
-                .map(|e| Entry::new((view.to_view)(e.value.clone())).map(Arc::new))
+                .map(|e| Ok::<_, ApiError>(Arc::new(Entry::new((view.to_view)(e.value()?))?)))
                 .collect::<Result<_, _>>()?;
             return Ok(ListPage { items, ..page });
         }
@@ -87,15 +87,13 @@ impl Api {
             let snap = cache.snapshot(index, ns.filter(|_| desc.namespaced), node)?;
             let mut items: Vec<Arc<Entry>> = Vec::new();
             for entry in &snap.items {
-                if !matches(&q.labels, &q.fields, &entry.value) {
+                if !entry.matches(&q.labels, &q.fields) {
                     continue;
                 }
                 if q.limit > 0 && items.len() == q.limit {
-                    let last = items.last().map(|e| &e.value).unwrap_or(&Value::Null);
-                    let key = desc.key(
-                        meta_str(last, "namespace"),
-                        meta_str(last, "name").unwrap_or_default(),
-                    );
+                    let key = items.last().map_or_else(String::new, |last| {
+                        desc.key(last.namespace.as_deref(), &last.name)
+                    });
                     return Ok(ListPage {
                         items,
                         revision: snap.revision,

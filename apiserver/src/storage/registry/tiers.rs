@@ -84,7 +84,11 @@ impl Api {
             .ok_or_else(|| ApiError::Internal("quotas are not registered".into()))?;
         if changed("role") || changed("tier") {
             let quotas = self.list(&quotas_desc, None, &ListQuery::default()).await?;
-            if !quotas.items.iter().any(|q| is_quota_of(&q.value, role)) {
+            if !quotas
+                .items
+                .iter()
+                .any(|q| q.value().is_ok_and(|q| is_quota_of(&q, role)))
+            {
                 return Err(refused(
                     desc,
                     next,

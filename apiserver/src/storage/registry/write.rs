@@ -16,7 +16,6 @@ impl Api {
             return Ok(());
         };
         let key = format!("/registry/core/namespaces/{ns}");
-        let terminating = |v: &Value| meta_str(v, "deletionTimestamp").is_some();
         let refuse = || {
             ApiError::Forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
@@ -25,14 +24,14 @@ impl Api {
         // The cache answers "present" cheaply; "absent" is confirmed with the store
         // (a namespace created a moment ago may not be cached yet).
         if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&key)) {
-            return if terminating(&entry.value) {
+            return if entry.deleting {
                 Err(refuse())
             } else {
                 Ok(())
             };
         }
         match self.store.get(&key).await? {
-            Some(kv) if terminating(&from_stored(&kv.value, kv.mod_revision)?) => Err(refuse()),
+            Some(kv) if Entry::from_stored(&kv.value, kv.mod_revision)?.deleting => Err(refuse()),
             Some(_) => Ok(()),
             None => Err(ApiError::NotFound {
                 resource: "namespaces".into(),
@@ -578,11 +577,10 @@ impl Api {
         let Some(entry) = cache.get(key) else {
             return Ok(None);
         };
-        if meta_str(&entry.value, "resourceVersion").and_then(|v| v.parse::<i64>().ok()) != Some(p)
-        {
+        if entry.revision != p {
             return Ok(None);
         }
-        let current = entry.value.clone();
+        let current = entry.value()?;
         Ok(Some((to_stored(&current)?, p, current)))
     }
 }

@@ -75,7 +75,7 @@ fn objects<T: DeserializeOwned>(cache: &WatchCache, index: usize) -> Vec<T> {
         .map(|s| {
             s.items
                 .iter()
-                .filter_map(|e| serde_json::from_value(e.value.clone()).ok())
+                .filter_map(|e| serde_json::from_slice(&e.json).ok())
                 .collect()
         })
         .unwrap_or_default()

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::body::{content_type, decode_object, read_body};
 use super::query::{Query, list_query, watch_timeout, write_options};
 use super::request_info::{ResourceTarget, Subresource};
-use super::respond::{Body, full, json_response, with_warnings};
+use super::respond::{Body, error_response, full, json_response, with_warnings};
 use super::{binding, scale};
 use crate::error::ApiError;
 use crate::kinds::catalog::ResourceDesc;
@@ -32,19 +32,31 @@ fn list_response(
     render: Rendering,
 ) -> Response<Body> {
     let rv = page.revision.to_string();
+    let values = || {
+        page.items
+            .iter()
+            .map(|e| e.value())
+            .collect::<Result<Vec<Value>, _>>()
+    };
     match render {
         Rendering::Table(include) => {
-            let values: Vec<Value> = page.items.iter().map(|e| e.value.clone()).collect();
+            let values = match values() {
+                Ok(values) => values,
+                Err(e) => return error_response(&e),
+            };
             return json_response(
                 StatusCode::OK,
                 &table(desc, &values, &rv, page.continue_token.as_deref(), include),
             );
         }
         Rendering::Metadata(v) => {
-            let items = page.items.iter().map(|e| e.value.clone());
+            let items = match values() {
+                Ok(values) => values,
+                Err(e) => return error_response(&e),
+            };
             return json_response(
                 StatusCode::OK,
-                &partial_metadata_list(items, &rv, page.continue_token.as_deref(), v),
+                &partial_metadata_list(items.into_iter(), &rv, page.continue_token.as_deref(), v),
             );
         }
         Rendering::Object => {}

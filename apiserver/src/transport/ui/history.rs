@@ -81,14 +81,23 @@ fn phase_of(task: &Value) -> TaskPhase {
 }
 
 /// A sample of `nodes` and `tasks` (objects as stored) at `time`, and what
-/// each node's tasks hold.
-pub fn sample(nodes: &[&Value], tasks: &[&Value], time: i64) -> (Sample, HashMap<String, Amounts>) {
+/// each node's tasks hold. The objects are taken one at a time, so a caller
+/// may decode each as it goes.
+pub fn sample<N, T>(nodes: N, tasks: T, time: i64) -> (Sample, HashMap<String, Amounts>)
+where
+    N: IntoIterator,
+    N::Item: std::borrow::Borrow<Value>,
+    T: IntoIterator,
+    T::Item: std::borrow::Borrow<Value>,
+{
+    use std::borrow::Borrow;
     let mut s = Sample {
         time,
-        nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
         ..Sample::default()
     };
     for n in nodes {
+        let n: &Value = n.borrow();
+        s.nodes = s.nodes.saturating_add(1);
         let status = &n["status"];
         let allocatable = if status["allocatable"]
             .as_object()
@@ -108,6 +117,7 @@ pub fn sample(nodes: &[&Value], tasks: &[&Value], time: i64) -> (Sample, HashMap
     }
     let mut by_node: HashMap<String, Amounts> = HashMap::new();
     for t in tasks {
+        let t: &Value = t.borrow();
         let phase = phase_of(t);
         *s.tasks.entry(phase.as_str().to_owned()).or_default() += 1;
         if !phase.holds_resources() {
@@ -237,12 +247,13 @@ impl History {
         };
         // The cache's own objects, read in place.
         let (nodes, tasks) = (list("nodes").await?, list("tasks").await?);
-        fn values(all: &[Arc<Entry>]) -> Vec<&Value> {
-            all.iter().map(|e| &e.value).collect()
+        // Decoded one at a time: the whole cluster is never decoded at once.
+        fn values(all: &[Arc<Entry>]) -> impl Iterator<Item = Value> + '_ {
+            all.iter().filter_map(|e| e.value().ok())
         }
         Some(sample(
-            &values(&nodes),
-            &values(&tasks),
+            values(&nodes),
+            values(&tasks),
             jiff::Timestamp::now().as_second(),
         ))
     }
@@ -353,11 +364,7 @@ mod tests {
             task("web", Some("a"), "FINISHED", "1"),
             task("batch", None, "PENDING", "2"),
         ];
-        let (s, by_node) = sample(
-            &nodes.iter().collect::<Vec<_>>(),
-            &tasks.iter().collect::<Vec<_>>(),
-            7,
-        );
+        let (s, by_node) = sample(&nodes, &tasks, 7);
         assert_eq!(s.allocatable["cpus"], 6.0);
         assert_eq!(s.allocatable["memory"], 8.0 * 1024.0 * 1024.0 * 1024.0);
         assert_eq!(s.used["cpus"], 0.5);
@@ -378,7 +385,7 @@ mod tests {
                 task("web", Some("a"), "RUNNING", "1"),
                 task("ops", Some("a"), "RUNNING", "1"),
             );
-            let (s, by_node) = sample(&[&node], &[&web, &ops], i);
+            let (s, by_node) = sample([&node], [&web, &ops], i);
             h.keep(s, by_node);
         }
         let user = User {
