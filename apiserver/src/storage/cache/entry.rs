@@ -93,6 +93,52 @@ fn lenient<'a, T: Deserialize<'a> + Default>(raw: Option<&'a RawValue>) -> T {
         .unwrap_or_default()
 }
 
+/// What an entry keeps besides the JSON.
+struct Facts {
+    revision: i64,
+    name: String,
+    namespace: Option<String>,
+    labels: BTreeMap<String, String>,
+    node: Option<String>,
+    deleting: bool,
+    owners: Vec<String>,
+}
+
+impl Facts {
+    /// Reads them from an object's metadata and spec.
+    fn read(metadata: Option<&RawValue>, spec: Option<&RawValue>) -> Facts {
+        let meta: HeadMeta<'_> = lenient(metadata);
+        let spec: HeadSpec = lenient(spec);
+        let owners: Vec<HeadOwner> = lenient(meta.owner_references);
+        Facts {
+            revision: meta
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or(0),
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace,
+            labels: lenient(meta.labels),
+            node: spec.node_name,
+            deleting: meta.deletion_timestamp.is_some_and(|d| d.get() != "null"),
+            owners: owners.into_iter().filter_map(|o| o.uid).collect(),
+        }
+    }
+
+    fn with_json(self, json: Bytes) -> Entry {
+        Entry {
+            json,
+            revision: self.revision,
+            name: self.name,
+            namespace: self.namespace,
+            labels: self.labels,
+            node: self.node,
+            deleting: self.deleting,
+            owners: self.owners,
+        }
+    }
+}
+
 impl Entry {
     /// Wraps an object, encoding it once.
     pub fn new(value: Value) -> Result<Self, ApiError> {
@@ -103,17 +149,24 @@ impl Entry {
     /// The entry of a stored object (stored without its resourceVersion,
     /// see `objects::to_stored`) at `revision`: `revision` is written into
     /// its metadata, in the order the fields are encoded in, and nothing
-    /// else is decoded.
+    /// else is decoded. (An object whose top-level or metadata field names
+    /// hold escapes, which no valid object has, is decoded whole instead.)
     pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Self, ApiError> {
-        let top: BTreeMap<String, &RawValue> = serde_json::from_slice(bytes).map_err(internal)?;
-        let mut meta: BTreeMap<String, Box<RawValue>> = match top.get("metadata") {
-            Some(m) => serde_json::from_str(m.get()).map_err(internal)?,
+        let Ok(top) = serde_json::from_slice::<BTreeMap<&str, &RawValue>>(bytes) else {
+            return Entry::new(crate::storage::objects::from_stored(bytes, revision)?);
+        };
+        let stored_meta = top.get("metadata").copied();
+        let mut meta: BTreeMap<&str, &RawValue> = match stored_meta {
+            Some(m) => match serde_json::from_str(m.get()) {
+                Ok(meta) => meta,
+                Err(_) => {
+                    return Entry::new(crate::storage::objects::from_stored(bytes, revision)?);
+                }
+            },
             None => BTreeMap::new(),
         };
-        meta.insert(
-            "resourceVersion".to_owned(),
-            RawValue::from_string(format!("\"{revision}\"")).map_err(internal)?,
-        );
+        let version = RawValue::from_string(format!("\"{revision}\"")).map_err(internal)?;
+        meta.insert("resourceVersion", &version);
         let mut out = Vec::with_capacity(bytes.len() + 40);
         out.push(b'{');
         let mut first = true;
@@ -127,11 +180,11 @@ impl Entry {
             Ok(())
         };
         for (key, raw) in &top {
-            if !wrote_meta && key.as_str() >= "metadata" {
+            if !wrote_meta && *key >= "metadata" {
                 put_key(&mut out, "metadata")?;
                 serde_json::to_writer(&mut out, &meta).map_err(internal)?;
                 wrote_meta = true;
-                if key == "metadata" {
+                if *key == "metadata" {
                     continue;
                 }
             }
@@ -143,32 +196,16 @@ impl Entry {
             serde_json::to_writer(&mut out, &meta).map_err(internal)?;
         }
         out.push(b'}');
-        Entry::from_json(Bytes::from(out))
+        let mut facts = Facts::read(stored_meta, top.get("spec").copied());
+        facts.revision = revision;
+        Ok(facts.with_json(Bytes::from(out)))
     }
 
     /// An entry of an object already encoded with its resourceVersion.
     fn from_json(json: Bytes) -> Result<Self, ApiError> {
         let head: Head<'_> = serde_json::from_slice(&json).map_err(internal)?;
-        let meta: HeadMeta<'_> = lenient(head.metadata);
-        let spec: HeadSpec = lenient(head.spec);
-        let revision = meta
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse().ok())
-            .unwrap_or(0);
-        let labels = lenient(meta.labels);
-        let deleting = meta.deletion_timestamp.is_some_and(|d| d.get() != "null");
-        let owners: Vec<HeadOwner> = lenient(meta.owner_references);
-        Ok(Entry {
-            revision,
-            name: meta.name.unwrap_or_default(),
-            namespace: meta.namespace,
-            labels,
-            node: spec.node_name,
-            deleting,
-            owners: owners.into_iter().filter_map(|o| o.uid).collect(),
-            json,
-        })
+        let facts = Facts::read(head.metadata, head.spec);
+        Ok(facts.with_json(json))
     }
 
     /// The whole object, decoded.
@@ -218,6 +255,7 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}, "spec": "odd"}),
             json!({"kind": "Bare", "zzz": 1, "aaa": [1, 2, {"metadata": 3}]}),
             json!({"metadata": {"name": "x", "labels": {"n": 5}}, "spec": {"nodeName": 7}}),
+            json!({"a\"b": 1, "metadata": {"name": "esc", "we\\ird": true}}),
         ]
     }
 
@@ -250,7 +288,7 @@ mod tests {
 
     #[test]
     fn an_entry_keeps_what_is_selected_on() {
-        let [task, cm, ns, _, odd] = objects().try_into().expect("five");
+        let [task, cm, ns, _, odd, _] = objects().try_into().expect("six");
         let task = Entry::new(task).expect("entry");
         assert_eq!(task.name, "web-0-0");
         assert_eq!(task.namespace.as_deref(), Some("team-a"));

@@ -45,17 +45,21 @@ pub(super) fn merge_system(
     status: bool,
 ) -> Value {
     let mut next = if status {
-        // A status write changes only status.
-        let mut n = current.clone();
-        match proposed.get("status") {
-            Some(s) => n["status"] = s.clone(),
-            None => {
-                if let Some(o) = n.as_object_mut() {
-                    o.remove("status");
-                }
-            }
+        // A status write changes only status: the proposed status (moved,
+        // not copied) and everything else as it is.
+        let mut proposed = proposed;
+        let new_status = proposed.as_object_mut().and_then(|o| o.remove("status"));
+        let mut n: serde_json::Map<String, Value> = current
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "status")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(s) = new_status {
+            n.insert("status".into(), s);
         }
-        n
+        Value::Object(n)
     } else {
         let mut n = proposed;
         if desc.status_subresource {
@@ -148,6 +152,62 @@ pub(super) fn record_manager(
     crate::storage::ssa::record_update(current, obj, &manager, subresource, &now_time(), lists);
 }
 
+/// True when `next` would be stored as `current` is (`stored`, when its
+/// stored bytes are at hand): a change that changes nothing is not written.
+/// An apply always stamps its managedFields entry; nothing else changes a
+/// no-op's bytes.
+pub(super) fn unchanged(
+    next: &Value,
+    current: &Value,
+    stored: Option<&[u8]>,
+    operation: &str,
+) -> Result<bool, ApiError> {
+    let same = match stored {
+        Some(bytes) => to_stored(next)? == bytes,
+        None => same_but_version(next, current),
+    };
+    if same || operation != "Apply" {
+        return Ok(same);
+    }
+    let current_bytes = match stored {
+        Some(bytes) => std::borrow::Cow::Borrowed(bytes),
+        None => std::borrow::Cow::Owned(to_stored(current)?),
+    };
+    Ok(same_ignoring_manager_time(
+        &to_stored(next)?,
+        &current_bytes,
+    ))
+}
+
+/// True when two objects are equal but for `metadata.resourceVersion`
+/// (what storing them leaves out).
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let rest_same = a.len() == b.len()
+        && a.iter().all(|(k, v)| {
+            if k == "metadata" {
+                return true;
+            }
+            b.get(k) == Some(v)
+        });
+    if !rest_same {
+        return false;
+    }
+    let metas = (
+        a.get("metadata").and_then(Value::as_object),
+        b.get("metadata").and_then(Value::as_object),
+    );
+    match metas {
+        (Some(ma), Some(mb)) => {
+            let keep = |(k, _): &(&String, &Value)| k.as_str() != "resourceVersion";
+            ma.iter().filter(keep).eq(mb.iter().filter(keep))
+        }
+        _ => a.get("metadata") == b.get("metadata"),
+    }
+}
+
 /// Two stored forms that differ only in managedFields timestamps are the same
 /// object: a no-op write must not bump the resourceVersion.
 pub(super) fn same_ignoring_manager_time(a: &[u8], b: &[u8]) -> bool {
@@ -220,4 +280,45 @@ async fn resume_namespace_terminations(api: &Api) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_that_changes_nothing_is_found_with_or_without_stored_bytes() {
+        let current = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "resourceVersion": "7", "labels": {"a": "b"}},
+            "data": {"k": "v"}});
+        let stored = to_stored(&current).expect("encode");
+        let mut other_version = current.clone();
+        other_version["metadata"]["resourceVersion"] = json!("9");
+        let mut no_version = current.clone();
+        meta_mut(&mut no_version).remove("resourceVersion");
+        let mut changed = current.clone();
+        changed["data"]["k"] = json!("w");
+        let mut relabelled = current.clone();
+        relabelled["metadata"]["labels"]["a"] = json!("c");
+        let mut extra = current.clone();
+        extra["binaryData"] = json!({});
+        let cases = [
+            (&current, true),
+            (&other_version, true),
+            (&no_version, true),
+            (&changed, false),
+            (&relabelled, false),
+            (&extra, false),
+        ];
+        for (next, want) in cases {
+            for bytes in [Some(stored.as_slice()), None] {
+                assert_eq!(
+                    unchanged(next, &current, bytes, "Update").expect("compare"),
+                    want,
+                    "{next} (stored bytes given: {})",
+                    bytes.is_some()
+                );
+            }
+        }
+    }
 }

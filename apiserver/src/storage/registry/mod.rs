@@ -40,7 +40,7 @@ pub mod tiers;
 mod write;
 
 pub use meta::ensure_default_namespaces;
-use meta::{check_type_meta, merge_system, record_manager, same_ignoring_manager_time};
+use meta::{check_type_meta, merge_system, record_manager, unchanged};
 pub use scale::{ScaleWrite, scale_of};
 
 /// How often an unconditional write retries after losing a race.

@@ -409,7 +409,7 @@ impl Api {
         let resource = desc.group_resource();
         for _ in 0..MAX_RETRIES {
             let (stored, revision, current) = match self.cached_at(&key, precondition)? {
-                Some(read) => read,
+                Some((revision, current)) => (None, revision, current),
                 None => {
                     let kv = self
                         .store
@@ -434,7 +434,7 @@ impl Api {
                         ));
                     }
                     let current = from_stored(&kv.value, kv.mod_revision)?;
-                    (kv.value, kv.mod_revision, current)
+                    (Some(kv.value), kv.mod_revision, current)
                 }
             };
             let mut proposed = change(&current)?;
@@ -491,10 +491,7 @@ impl Api {
                 // Nothing is written: the answer carries the version it was
                 // computed from, and a change that changes nothing is the
                 // object as stored (a GitOps tool's drift check compares them).
-                let bytes = to_stored(&next)?;
-                let no_op = !deleting
-                    && (bytes == stored
-                        || (operation == "Apply" && same_ignoring_manager_time(&bytes, &stored)));
+                let no_op = !deleting && unchanged(&next, &current, stored.as_deref(), operation)?;
                 if no_op {
                     next = current;
                 } else {
@@ -524,19 +521,14 @@ impl Api {
                     Err(e) => return Err(ApiError::from_store(e, &resource, name)),
                 }
             }
-            let bytes = to_stored(&next)?;
-            // An apply always stamps its managedFields entry; nothing else changes
-            // a no-op's bytes.
-            if bytes == stored
-                || (operation == "Apply" && same_ignoring_manager_time(&bytes, &stored))
-            {
+            if unchanged(&next, &current, stored.as_deref(), operation)? {
                 return Ok(Written {
                     object: current,
                     created: false,
                     warnings,
                 });
             }
-            match self.store.update(&key, bytes, revision).await {
+            match self.store.update(&key, to_stored(&next)?, revision).await {
                 Ok(new_kv) => {
                     meta_mut(&mut next).insert(
                         "resourceVersion".into(),
@@ -565,12 +557,13 @@ impl Api {
     /// exactly `precondition`: a write conditional on that version reads it
     /// there instead of from the store. The write stays as fresh as a store
     /// read would make it, since the store takes it only at that version.
-    /// Returns the stored bytes, the version and the object.
+    /// Returns the version and the object (and no stored bytes: the cache
+    /// keeps the object as it is served).
     fn cached_at(
         &self,
         key: &str,
         precondition: Option<i64>,
-    ) -> Result<Option<(Vec<u8>, i64, Value)>, ApiError> {
+    ) -> Result<Option<(i64, Value)>, ApiError> {
         let (Some(cache), Some(p)) = (self.cache.as_ref(), precondition) else {
             return Ok(None);
         };
@@ -581,7 +574,7 @@ impl Api {
             return Ok(None);
         }
         let current = entry.value()?;
-        Ok(Some((to_stored(&current)?, p, current)))
+        Ok(Some((p, current)))
     }
 }
 
