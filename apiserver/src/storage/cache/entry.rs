@@ -6,12 +6,13 @@
 //! memory. An entry keeps only the encoded object, which lists, watches and
 //! reads copy out as they are, and the few facts the cache and selectors ask
 //! of every object (name, namespace, labels, owners, `spec.nodeName`,
-//! whether it is being deleted, its resourceVersion). Whoever needs the whole object
-//! decodes it ([`Entry::value`]).
+//! whether it is being deleted, its resourceVersion). Whoever needs the
+//! whole object decodes it ([`Entry::value`]).
 //!
-//! An entry made from the store's bytes ([`Entry::from_stored`]) is not
-//! decoded at all: its resourceVersion is written into the stored JSON's
-//! metadata, each other field copied as it is.
+//! An entry made from the store's bytes ([`Entry::from_stored`]) is never
+//! decoded into a `Value`: its resourceVersion is written into the stored
+//! JSON's metadata, every other field is copied as raw JSON, and only the
+//! facts above are read from it.
 
 use std::collections::BTreeMap;
 
