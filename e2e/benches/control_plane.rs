@@ -270,9 +270,11 @@ async fn run(name: &str, store: Arc<dyn Store>, etcd_pid: Option<u32>) -> Result
     // Registration, counted from a watch of Nodes.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let kubeconfig = dir.path().join("agent.kubeconfig");
-    std::fs::write(
+    // It holds the admin token: 0600, as every file with a secret.
+    corral_apiserver::transport::pki::write_private(
         &kubeconfig,
-        pki.kubeconfig(&format!("https://{}", running.local_addr)),
+        pki.kubeconfig(&format!("https://{}", running.local_addr))
+            .as_bytes(),
     )?;
     let start = Instant::now();
     let mut agent = Agent::start(&kubeconfig, nodes_n)?;

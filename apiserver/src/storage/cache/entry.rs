@@ -153,19 +153,17 @@ impl Entry {
     /// else is decoded. (An object whose top-level or metadata field names
     /// hold escapes, which no valid object has, is decoded whole instead.)
     pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Self, ApiError> {
+        let whole = || Entry::new(crate::storage::objects::from_stored(bytes, revision)?);
         let Ok(top) = serde_json::from_slice::<BTreeMap<&str, &RawValue>>(bytes) else {
-            return Entry::new(crate::storage::objects::from_stored(bytes, revision)?);
+            return whole();
         };
         let stored_meta = top.get("metadata").copied();
-        let mut meta: BTreeMap<&str, &RawValue> = match stored_meta {
-            Some(m) => match serde_json::from_str(m.get()) {
-                Ok(meta) => meta,
-                Err(_) => {
-                    return Entry::new(crate::storage::objects::from_stored(bytes, revision)?);
-                }
-            },
-            None => BTreeMap::new(),
-        };
+        let mut meta: BTreeMap<&str, &RawValue> =
+            match stored_meta.map(|m| serde_json::from_str(m.get())) {
+                Some(Ok(meta)) => meta,
+                Some(Err(_)) => return whole(),
+                None => BTreeMap::new(),
+            };
         let version = RawValue::from_string(format!("\"{revision}\"")).map_err(internal)?;
         meta.insert("resourceVersion", &version);
         let mut out = Vec::with_capacity(bytes.len() + 40);

@@ -369,32 +369,21 @@ impl Api {
     ) -> Result<Vec<(Arc<ResourceDesc>, Value)>, ApiError> {
         let mut out = Vec::new();
         for desc in self.registry.all() {
-            match self.cache_for(desc, None).await? {
-                Some((cache, index)) => {
-                    for e in cache.snapshot(index, None, None)?.items {
-                        if !maybe(&e) {
-                            continue;
-                        }
-                        let obj = e.value()?;
-                        if keep(&obj) {
-                            out.push((desc.clone(), obj));
-                        }
-                    }
-                }
-                None => {
-                    let page = self
-                        .store
-                        .range(RangeRequest::prefix(desc.key_prefix(None)))
-                        .await?;
-                    for kv in page.items {
-                        if !maybe(&Entry::from_stored(&kv.value, kv.mod_revision)?) {
-                            continue;
-                        }
-                        let obj = from_stored(&kv.value, kv.mod_revision)?;
-                        if keep(&obj) {
-                            out.push((desc.clone(), obj));
-                        }
-                    }
+            let entries = match self.cache_for(desc, None).await? {
+                Some((cache, index)) => cache.snapshot(index, None, None)?.items,
+                None => self
+                    .store
+                    .range(RangeRequest::prefix(desc.key_prefix(None)))
+                    .await?
+                    .items
+                    .iter()
+                    .map(|kv| Entry::from_stored(&kv.value, kv.mod_revision).map(Arc::new))
+                    .collect::<Result<_, _>>()?,
+            };
+            for e in entries.iter().filter(|e| maybe(e)) {
+                let obj = e.value()?;
+                if keep(&obj) {
+                    out.push((desc.clone(), obj));
                 }
             }
         }

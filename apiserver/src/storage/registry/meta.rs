@@ -152,18 +152,19 @@ pub(super) fn record_manager(
     crate::storage::ssa::record_update(current, obj, &manager, subresource, &now_time(), lists);
 }
 
-/// True when `next` would be stored as `current` is (`stored`, when its
-/// stored bytes are at hand): a change that changes nothing is not written.
-/// An apply always stamps its managedFields entry; nothing else changes a
-/// no-op's bytes.
+/// True when `next` (stored as `next_bytes`) would be stored as `current`
+/// is (`stored`, when its stored bytes are at hand): a change that changes
+/// nothing is not written. An apply always stamps its managedFields entry;
+/// nothing else changes a no-op's bytes.
 pub(super) fn unchanged(
+    next_bytes: &[u8],
     next: &Value,
     current: &Value,
     stored: Option<&[u8]>,
     operation: &str,
 ) -> Result<bool, ApiError> {
     let same = match stored {
-        Some(bytes) => to_stored(next)? == bytes,
+        Some(bytes) => next_bytes == bytes,
         None => same_but_version(next, current),
     };
     if same || operation != "Apply" {
@@ -173,10 +174,7 @@ pub(super) fn unchanged(
         Some(bytes) => std::borrow::Cow::Borrowed(bytes),
         None => std::borrow::Cow::Owned(to_stored(current)?),
     };
-    Ok(same_ignoring_manager_time(
-        &to_stored(next)?,
-        &current_bytes,
-    ))
+    Ok(same_ignoring_manager_time(next_bytes, &current_bytes))
 }
 
 /// True when two objects are equal but for `metadata.resourceVersion`
@@ -312,8 +310,9 @@ mod tests {
         ];
         for (next, want) in cases {
             for bytes in [Some(stored.as_slice()), None] {
+                let next_bytes = to_stored(next).expect("encode");
                 assert_eq!(
-                    unchanged(next, &current, bytes, "Update").expect("compare"),
+                    unchanged(&next_bytes, next, &current, bytes, "Update").expect("compare"),
                     want,
                     "{next} (stored bytes given: {})",
                     bytes.is_some()

@@ -491,7 +491,14 @@ impl Api {
                 // Nothing is written: the answer carries the version it was
                 // computed from, and a change that changes nothing is the
                 // object as stored (a GitOps tool's drift check compares them).
-                let no_op = !deleting && unchanged(&next, &current, stored.as_deref(), operation)?;
+                let no_op = !deleting
+                    && unchanged(
+                        &to_stored(&next)?,
+                        &next,
+                        &current,
+                        stored.as_deref(),
+                        operation,
+                    )?;
                 if no_op {
                     next = current;
                 } else {
@@ -521,14 +528,15 @@ impl Api {
                     Err(e) => return Err(ApiError::from_store(e, &resource, name)),
                 }
             }
-            if unchanged(&next, &current, stored.as_deref(), operation)? {
+            let bytes = to_stored(&next)?;
+            if unchanged(&bytes, &next, &current, stored.as_deref(), operation)? {
                 return Ok(Written {
                     object: current,
                     created: false,
                     warnings,
                 });
             }
-            match self.store.update(&key, to_stored(&next)?, revision).await {
+            match self.store.update(&key, bytes, revision).await {
                 Ok(new_kv) => {
                     meta_mut(&mut next).insert(
                         "resourceVersion".into(),

@@ -32,31 +32,31 @@ fn list_response(
     render: Rendering,
 ) -> Response<Body> {
     let rv = page.revision.to_string();
-    let values = || {
-        page.items
+    // Tables and metadata are rendered from the decoded objects; objects
+    // are served as the cache keeps them.
+    let values = match render {
+        Rendering::Object => Vec::new(),
+        _ => match page
+            .items
             .iter()
             .map(|e| e.value())
             .collect::<Result<Vec<Value>, _>>()
+        {
+            Ok(values) => values,
+            Err(e) => return error_response(&e),
+        },
     };
     match render {
         Rendering::Table(include) => {
-            let values = match values() {
-                Ok(values) => values,
-                Err(e) => return error_response(&e),
-            };
             return json_response(
                 StatusCode::OK,
                 &table(desc, &values, &rv, page.continue_token.as_deref(), include),
             );
         }
         Rendering::Metadata(v) => {
-            let items = match values() {
-                Ok(values) => values,
-                Err(e) => return error_response(&e),
-            };
             return json_response(
                 StatusCode::OK,
-                &partial_metadata_list(items.into_iter(), &rv, page.continue_token.as_deref(), v),
+                &partial_metadata_list(values.into_iter(), &rv, page.continue_token.as_deref(), v),
             );
         }
         Rendering::Object => {}
