@@ -1,10 +1,11 @@
 //! The job controller: keeps each Job's tasks as `corral_core::jobs` decides.
 //!
 //! Watches (through the shared [`crate::cache`]): Jobs, and the Tasks they
-//! own (a task change requeues its job; a reconcile reads the job's tasks
-//! from the cache's index instead of listing them).
-//! Decides: [`corral_core::jobs::reconcile`] over the job's tasks (found by
-//! the `corral.dev/job` label).
+//! own (a task change updates its job's [`views`] and requeues the job; a
+//! reconcile reads those views instead of listing or walking the tasks, and
+//! the cache's store only for the few tasks it writes).
+//! Decides: [`corral_core::jobs::reconcile`] over the job's task views
+//! (found by the `corral.dev/job` label).
 //! Writes: new tasks, created by deterministic name in instance order (an existing one is
 //! fine: the write is idempotent), owned by the job, with the job's
 //! annotations and labels, and a held-back one with the time its hold ends
@@ -34,6 +35,9 @@ use kube::runtime::reflector;
 use crate::cache::{self, Caches};
 use crate::metrics::{Metrics, ReconcileResult};
 use serde_json::{Map, Value, json};
+use views::Views;
+
+mod views;
 
 pub use corral_api::job::{INSTANCE_LABEL, JOB_KIND_LABEL, JOB_LABEL};
 type JobCondition = Condition<JobConditionType, JobReason>;
@@ -63,6 +67,8 @@ pub enum JobError {
 struct Ctx {
     client: kube::Client,
     caches: Arc<Caches>,
+    /// Every job's task views, fed by the stream that requeues jobs.
+    views: Views,
     /// When each job's last reconcile began (see [`Ctx::pace`]).
     last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -176,18 +182,32 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     // Not waited for: a reconcile that waits would hold a shutdown up,
     // since the reflector is driven only while the controller runs.
     let tasks_cache = ctx.caches.tasks();
-    match futures::FutureExt::now_or_never(tasks_cache.store().wait_until_ready()) {
-        Some(Ok(())) => {}
-        Some(Err(_)) => return Err(JobError::TasksUnwatched),
-        None => return Ok(Action::requeue(NOT_READY_RETRY)),
+    if let Some(Err(_)) = futures::FutureExt::now_or_never(tasks_cache.store().wait_until_ready()) {
+        return Err(JobError::TasksUnwatched);
     }
-    // The job's tasks from the cache, not a LIST per reconcile. A task
-    // created a moment ago may not be there yet: creating it again is a
-    // harmless 409, and writes to the ones there are conditional.
-    let owned = tasks_cache.indexed(cache::BY_JOB, &cache::job_key(&ns, &name));
-    let views: Vec<jobs::TaskView> = owned.iter().filter_map(|t| jobs::view(&name, t)).collect();
+    // The job's tasks as views kept by the change stream, not a LIST nor a
+    // walk of every task object per reconcile. A task created a moment ago
+    // may not be there yet: creating it again is a harmless 409, and
+    // writes to the ones there are conditional.
     let now = jiff::Timestamp::now();
-    let plan = jobs::reconcile(&job, &views, now.as_microsecond());
+    let decided = ctx.views.with(&cache::job_key(&ns, &name), |owned| {
+        let plan = jobs::reconcile(&job, &owned.views, now.as_microsecond());
+        // MTTA / MTTS / MTTR over the job's tasks, from their task events.
+        let latency = corral_core::latency::figures_of(owned.samples.iter().copied());
+        let throttled: Vec<String> = owned
+            .views
+            .iter()
+            .filter(|v| v.phase == TaskPhase::Throttled)
+            .map(|v| v.name.clone())
+            .collect();
+        (plan, latency, throttled)
+    });
+    let Some((plan, latency, throttled)) = decided else {
+        return Ok(Action::requeue(NOT_READY_RETRY));
+    };
+    // The few tasks written to, read from the cache's store by name.
+    let store = tasks_cache.store();
+    let task_named = |n: &str| store.get(&reflector::ObjectRef::new(n).within(&ns));
     // New tasks are made from the update's target: the spec's template, or
     // the one a rollback returns to.
     let spec_template = job.spec.template();
@@ -225,7 +245,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             Err(e) => return Err(kube::Error::Api(e).into()),
         }
     }
-    let next_release = release_throttled(&tasks, &owned, now).await?;
+    let throttled: Vec<Arc<Task>> = throttled.iter().filter_map(|n| task_named(n)).collect();
+    let next_release = release_throttled(&tasks, &throttled, now).await?;
     let requests = plan
         .kill
         .iter()
@@ -236,10 +257,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
                 .map(|n| (n, lifecycle::Event::RestartRequested)),
         );
     for (victim, event) in requests {
-        let Some(t) = owned
-            .iter()
-            .find(|t| t.metadata.name.as_deref() == Some(victim.as_str()))
-        else {
+        let Some(t) = task_named(victim) else {
             continue;
         };
         let mut status = t.status.clone().unwrap_or_default();
@@ -264,12 +282,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
             )
         })
         .collect();
-    // MTTA / MTTS / MTTR over the job's tasks, from their task events.
-    let latency = corral_core::latency::figures(
-        owned
-            .iter()
-            .filter_map(|t| corral_core::latency::TaskHistory::of(t)),
-    );
     // The history limit: old ended tasks go; their failures stay counted.
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let already_pruned = if plan.prune.is_empty() {
@@ -284,10 +296,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobError> {
     };
     let mut pruned_failed = 0u32;
     for victim in &plan.prune {
-        let Some(t) = owned
-            .iter()
-            .find(|t| t.metadata.name.as_deref() == Some(victim.as_str()))
-        else {
+        let Some(t) = task_named(victim) else {
             continue;
         };
         let dp = kube::api::DeleteParams {
@@ -441,15 +450,18 @@ fn progressing(
 /// hold ends.
 async fn release_throttled(
     tasks: &Api<Task>,
-    owned: &[Arc<Task>],
+    throttled: &[Arc<Task>],
     now: jiff::Timestamp,
 ) -> Result<Option<jiff::Timestamp>, JobError> {
     let mut next: Option<jiff::Timestamp> = None;
-    for t in owned {
-        let status = t.status.clone().unwrap_or_default();
-        if status.phase() != TaskPhase::Throttled {
+    for t in throttled {
+        let Some(status) = t
+            .status
+            .as_ref()
+            .filter(|s| s.phase() == TaskPhase::Throttled)
+        else {
             continue;
-        }
+        };
         let Some(until) = t
             .metadata
             .annotations
@@ -503,12 +515,15 @@ pub async fn run_cached(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let jobs = caches.jobs();
+    let views = Views::default();
     let controller = Controller::for_shared_stream(jobs.touched(), jobs.store())
-        // Every task change (deletions too) requeues its job.
-        .owns_shared_stream(caches.tasks().touched());
+        // Every task change (deletions too) updates its job's views, then
+        // requeues the job.
+        .owns_shared_stream(views::feed(caches.tasks(), views.clone()));
     let ctx = Arc::new(Ctx {
         client,
         caches: caches.clone(),
+        views,
         last: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     controller

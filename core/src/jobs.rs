@@ -41,8 +41,10 @@ use std::collections::BTreeMap;
 use corral_api::job::{JobKind, JobPhase};
 
 pub mod created;
+mod instances;
 pub mod update;
 pub use created::initial_status;
+pub use instances::ByInstance;
 pub use update::{TEMPLATE_ANNOTATION, template_hash};
 
 /// A task that ended by itself within this long of running flapped.
@@ -231,11 +233,11 @@ pub fn view(job: &str, t: &Task) -> Option<TaskView> {
 
 /// When a service instance's next task may run, if it flaps: two or more of
 /// its newest tasks in a row flapped (displacements do not count).
+/// `history` is the instance's group, in attempt order.
 fn hold_until(history: &[&TaskView]) -> Option<i64> {
-    let mut newest_first: Vec<&&TaskView> = history.iter().collect();
-    newest_first.sort_by_key(|t| std::cmp::Reverse(t.attempt));
-    let flaps = newest_first
+    let flaps = history
         .iter()
+        .rev()
         .take_while(|t| t.flapped && !t.displaced)
         .count();
     if flaps < 2 {
@@ -245,7 +247,7 @@ fn hold_until(history: &[&TaskView]) -> Option<i64> {
     let hold = FIRST_HOLD_SECONDS
         .saturating_mul(1i64 << exponent)
         .min(MAX_HOLD_SECONDS);
-    Some(newest_first.first()?.ended? + hold * 1_000_000)
+    Some(history.last()?.ended? + hold * 1_000_000)
 }
 
 /// Decides what the job needs now.
@@ -263,14 +265,13 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
         failures: 0,
         phase: JobPhase::Active,
     };
-    let mut by_instance: BTreeMap<u32, Vec<&TaskView>> = BTreeMap::new();
     for t in tasks {
         *plan.counts.entry(t.phase).or_default() += 1;
         if t.phase == TaskPhase::Failed {
             plan.failures += 1;
         }
-        by_instance.entry(t.instance).or_default().push(t);
     }
+    let by_instance = ByInstance::new(tasks);
     let annotation = |k: &str| job.metadata.annotations.as_ref().and_then(|a| a.get(k));
     if job.status.as_ref().and_then(|st| st.phase) == Some(JobPhase::Killed)
         || annotation(KILL_ANNOTATION).is_some()
@@ -305,7 +306,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
     }
     let (mut finished, mut exhausted) = (0u32, false);
     for instance in 0..s.instances {
-        let history = by_instance.get(&instance).cloned().unwrap_or_default();
+        let history = by_instance.get(instance);
         // A service's task on a draining node no longer covers its
         // instance: its replacement is made before it goes.
         let moving = |t: &TaskView| s.kind == JobKind::Service && t.leaving;
@@ -343,7 +344,7 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
         if replace {
             plan.create.push((instance, next_attempt));
             if s.kind == JobKind::Service
-                && let Some(until) = hold_until(&history)
+                && let Some(until) = hold_until(history)
             {
                 plan.holds.insert((instance, next_attempt), until);
             }
@@ -388,21 +389,20 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
     // A service instance keeps what it needs (its newest end, or its run
     // of flaps); the job keeps a bounded history besides.
     if s.kind == JobKind::Service {
-        let mut history: Vec<&&TaskView> = Vec::new();
-        for (instance, tasks) in &by_instance {
-            let mut ended: Vec<&&TaskView> =
-                tasks.iter().filter(|t| t.phase.is_terminal()).collect();
-            ended.sort_by_key(|t| std::cmp::Reverse(t.attempt));
-            let needed = if *instance < s.instances {
+        let mut history: Vec<&TaskView> = Vec::new();
+        for (instance, tasks) in by_instance.iter() {
+            // Newest first: each group is in attempt order.
+            let ended = tasks.iter().rev().filter(|t| t.phase.is_terminal());
+            let needed = if instance < s.instances {
                 let flaps = ended
-                    .iter()
+                    .clone()
                     .take_while(|t| t.flapped && !t.displaced)
                     .count();
                 flaps.clamp(1, ENDED_TASKS_KEPT_PER_INSTANCE)
             } else {
                 0
             };
-            history.extend(ended.into_iter().skip(needed));
+            history.extend(ended.skip(needed));
         }
         history.sort_by_key(|t| {
             (
@@ -418,8 +418,8 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
                 .map(|t| t.name.clone()),
         );
     }
-    for (instance, history) in &by_instance {
-        if *instance >= s.instances {
+    for (instance, history) in by_instance.iter() {
+        if instance >= s.instances {
             plan.kill.extend(
                 history
                     .iter()
@@ -429,13 +429,12 @@ pub fn reconcile(job: &Job, tasks: &[TaskView], now: i64) -> JobPlan {
             continue;
         }
         // A replacement made for a drain that was called off: the
-        // instance keeps its oldest staying task, the newer ones go.
-        let mut staying: Vec<&&TaskView> = history
+        // instance keeps its oldest staying task (the group is in
+        // attempt order), the newer ones go.
+        let staying = history
             .iter()
-            .filter(|t| !t.phase.is_terminal() && !t.phase.is_being_killed() && !t.leaving)
-            .collect();
-        staying.sort_by_key(|t| t.attempt);
-        for extra in staying.iter().skip(1) {
+            .filter(|t| !t.phase.is_terminal() && !t.phase.is_being_killed() && !t.leaving);
+        for extra in staying.skip(1) {
             if !plan.kill.contains(&extra.name) {
                 plan.kill.push(extra.name.clone());
             }

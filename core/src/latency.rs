@@ -41,40 +41,68 @@ fn first(events: &[TaskEvent], phase: TaskPhase) -> Option<jiff::Timestamp> {
 }
 
 /// The median and p99 of `samples` (milliseconds); `None` when empty.
+/// Two selections, not a sort: linear in the samples.
 pub fn summarize(mut samples: Vec<u64>) -> Option<LatencySummary> {
     if samples.is_empty() {
         return None;
     }
-    samples.sort_unstable();
-    let rank = |p: f64| {
-        let n = samples.len();
-        let idx = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-        samples[idx]
+    let n = samples.len();
+    let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+    let (median, p99) = (rank(0.5), rank(0.99));
+    // Everything before p99's rank is no greater than it, so the median's
+    // rank (never above p99's) is found among those.
+    let (below, p99_value, _) = samples.select_nth_unstable(p99);
+    let p99_value = *p99_value;
+    let median_value = match below.len() {
+        len if median < len => *below.select_nth_unstable(median).1,
+        _ => p99_value,
     };
     Some(LatencySummary {
-        median_millis: rank(0.5),
-        p99_millis: rank(0.99),
-        samples: u32::try_from(samples.len()).unwrap_or(u32::MAX),
+        median_millis: median_value,
+        p99_millis: p99_value,
+        samples: u32::try_from(n).unwrap_or(u32::MAX),
     })
+}
+
+/// One task's times from creation to its first ASSIGNED, STARTING and
+/// RUNNING event, in milliseconds (None: not reached).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Time to ASSIGNED.
+    pub assigned: Option<u64>,
+    /// Time to STARTING.
+    pub starting: Option<u64>,
+    /// Time to RUNNING.
+    pub running: Option<u64>,
+}
+
+impl TaskHistory<'_> {
+    /// This task's times to each phase.
+    pub fn sample(&self) -> Sample {
+        let since = |at: jiff::Timestamp| {
+            let ms = at.as_millisecond() - self.created.as_millisecond();
+            u64::try_from(ms.max(0)).unwrap_or(0)
+        };
+        Sample {
+            assigned: first(self.events, TaskPhase::Assigned).map(since),
+            starting: first(self.events, TaskPhase::Starting).map(since),
+            running: first(self.events, TaskPhase::Running).map(since),
+        }
+    }
 }
 
 /// The latency figures of a set of tasks.
 pub fn figures<'a>(tasks: impl IntoIterator<Item = TaskHistory<'a>>) -> LatencyFigures {
+    figures_of(tasks.into_iter().map(|t| t.sample()))
+}
+
+/// The latency figures of a set of tasks' samples.
+pub fn figures_of(samples: impl IntoIterator<Item = Sample>) -> LatencyFigures {
     let (mut assigned, mut starting, mut running) = (Vec::new(), Vec::new(), Vec::new());
-    for t in tasks {
-        let since = |at: jiff::Timestamp| {
-            let ms = at.as_millisecond() - t.created.as_millisecond();
-            u64::try_from(ms.max(0)).unwrap_or(0)
-        };
-        if let Some(at) = first(t.events, TaskPhase::Assigned) {
-            assigned.push(since(at));
-        }
-        if let Some(at) = first(t.events, TaskPhase::Starting) {
-            starting.push(since(at));
-        }
-        if let Some(at) = first(t.events, TaskPhase::Running) {
-            running.push(since(at));
-        }
+    for s in samples {
+        assigned.extend(s.assigned);
+        starting.extend(s.starting);
+        running.extend(s.running);
     }
     LatencyFigures {
         time_to_assigned: summarize(assigned),
@@ -142,5 +170,23 @@ mod tests {
         assert_eq!(summarize(vec![]), None);
         let one = summarize(vec![7]).expect("one");
         assert_eq!((one.median_millis, one.p99_millis), (7, 7));
+    }
+
+    proptest::proptest! {
+        /// The selections give the nearest ranks of the sorted samples.
+        #[test]
+        fn summarize_is_the_nearest_rank_of_the_sorted_samples(
+            samples in proptest::collection::vec(0u64..50, 1..300)
+        ) {
+            let mut sorted = samples.clone();
+            sorted.sort_unstable();
+            let n = sorted.len();
+            let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+            let s = summarize(samples).expect("summary");
+            proptest::prop_assert_eq!(
+                (s.median_millis, s.p99_millis, s.samples as usize),
+                (rank(0.5), rank(0.99), n)
+            );
+        }
     }
 }

@@ -27,7 +27,7 @@
 //! one leaves instances as they are. Tasks without the annotation (made
 //! before it existed) count as current.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
 use corral_api::TaskPhase;
 use corral_api::job::JobSpec;
@@ -38,7 +38,7 @@ use corral_api::update::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sha2::{Digest, Sha256};
 
-use super::TaskView;
+use super::{ByInstance, TaskView};
 
 /// Set on every Task: the hash of the job's task template it was made from.
 pub const TEMPLATE_ANNOTATION: &str = "corral.dev/template-hash";
@@ -145,7 +145,7 @@ pub struct Input<'a> {
     pub update: Option<&'a UpdateStatus>,
     /// The request annotation's value.
     pub request: Option<&'a str>,
-    /// Instances about to get a new task anyway.
+    /// Instances about to get a new task anyway, in ascending order.
     pub replacing: &'a [u32],
     /// Now, Unix µs.
     pub now: i64,
@@ -280,7 +280,7 @@ fn target_of(u: Option<&UpdateStatus>) -> Target {
 }
 
 /// Decides the next step of the job's update; see the module doc.
-pub fn decide(input: Input, by_instance: &BTreeMap<u32, Vec<&TaskView>>) -> Roll {
+pub fn decide(input: Input, by_instance: &ByInstance) -> Roll {
     let spec_hash = hash_of(input.spec);
     let mut roll = Roll {
         kill: Vec::new(),
@@ -299,10 +299,14 @@ pub fn decide(input: Input, by_instance: &BTreeMap<u32, Vec<&TaskView>>) -> Roll
         roll.template = Some(input.spec.clone());
     }
     let outdated_live = by_instance
-        .values()
-        .flatten()
+        .tasks()
         .any(|t| !t.phase.is_terminal() && t.template.as_deref().is_some_and(|h| h != spec_hash));
     let mut update = begin(&input, &spec_hash, outdated_live, &mut roll);
+    if let Some(u) = update.as_mut() {
+        // Looked up by binary search below: kept sorted, as it is written.
+        u.done_instances.sort_unstable();
+        u.done_instances.dedup();
+    }
     if let (Some(u), Some(value)) = (update.as_mut(), input.request) {
         requested(u, value, input.now);
     }
@@ -344,13 +348,13 @@ pub fn decide(input: Input, by_instance: &BTreeMap<u32, Vec<&TaskView>>) -> Roll
     for instance in 0..input.instances {
         // The newest live task: a replacement made before its
         // predecessor leaves a draining node speaks for the instance.
-        let live = by_instance.get(&instance).and_then(|h| {
-            h.iter()
-                .filter(|t| !t.phase.is_terminal())
-                .max_by_key(|t| t.attempt)
-        });
+        let live = by_instance
+            .get(instance)
+            .iter()
+            .filter(|t| !t.phase.is_terminal())
+            .max_by_key(|t| t.attempt);
         let Some(t) = live else {
-            in_flight += u32::from(input.replacing.contains(&instance));
+            in_flight += u32::from(input.replacing.binary_search(&instance).is_ok());
             continue;
         };
         let current = t.template.as_deref().is_none_or(|h| h == roll.target_hash);
@@ -358,7 +362,7 @@ pub fn decide(input: Input, by_instance: &BTreeMap<u32, Vec<&TaskView>>) -> Roll
             roll.updated += 1;
             let done = update
                 .as_ref()
-                .is_some_and(|u| u.done_instances.contains(&instance))
+                .is_some_and(|u| u.done_instances.binary_search(&instance).is_ok())
                 || t.healthy_since
                     .is_some_and(|s| s + min_healthy <= input.now);
             in_flight += u32::from(!done);
@@ -406,7 +410,7 @@ pub fn decide(input: Input, by_instance: &BTreeMap<u32, Vec<&TaskView>>) -> Roll
 fn evaluate(
     u: &mut UpdateStatus,
     input: &Input,
-    by_instance: &BTreeMap<u32, Vec<&TaskView>>,
+    by_instance: &ByInstance,
     target: &str,
     roll: &mut Roll,
 ) -> bool {
@@ -420,24 +424,23 @@ fn evaluate(
         .as_microsecond();
     let min_healthy = i64::from(policy.min_healthy_seconds) * 1_000_000;
     let back = u.state.is_rollback();
+    let mut failed: HashSet<u32> = u.failed_instances.iter().copied().collect();
     for instance in 0..input.instances {
-        let tasks = by_instance.get(&instance).map_or(&[][..], Vec::as_slice);
+        let tasks = by_instance.get(instance);
         let on_target = |t: &&&TaskView| t.template.as_deref().is_none_or(|h| h == target);
         let failures = tasks
             .iter()
             .filter(on_target)
             .filter(|t| t.phase == TaskPhase::Failed && t.ended.is_some_and(|e| e >= started))
             .count();
-        if failures > policy.max_instance_failures as usize
-            && !u.failed_instances.contains(&instance)
-        {
+        if failures > policy.max_instance_failures as usize && failed.insert(instance) {
             u.failed_instances.push(instance);
             let msg = format!("{failures} task(s) on {target} failed");
             event(u, instance, InstanceAction::Failed, input.now, &msg);
         }
-        if u.done_instances.contains(&instance) {
+        let Err(at) = u.done_instances.binary_search(&instance) else {
             continue;
-        }
+        };
         let Some(live) = tasks
             .iter()
             .filter(on_target)
@@ -448,8 +451,7 @@ fn evaluate(
         };
         match live.healthy_since {
             Some(since) if since + min_healthy <= input.now => {
-                u.done_instances.push(instance);
-                u.done_instances.sort_unstable();
+                u.done_instances.insert(at, instance);
                 let action = if back {
                     InstanceAction::RolledBack
                 } else {

@@ -45,10 +45,7 @@ struct Case<'a> {
 }
 
 fn run(c: &Case, tasks: &[TaskView]) -> Roll {
-    let mut by: BTreeMap<u32, Vec<&TaskView>> = BTreeMap::new();
-    for t in tasks {
-        by.entry(t.instance).or_default().push(t);
-    }
+    let by = ByInstance::new(tasks);
     let instances = tasks.iter().map(|t| t.instance + 1).max().unwrap_or(0);
     decide(
         Input {
