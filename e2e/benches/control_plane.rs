@@ -118,6 +118,9 @@ impl Store for Counting {
     async fn watch(&self, prefix: &str, start: i64) -> Result<WatchStream, StoreError> {
         self.inner.watch(prefix, start).await
     }
+    async fn watch_current(&self, prefix: &str, start: i64) -> Result<WatchStream, StoreError> {
+        self.inner.watch_current(prefix, start).await
+    }
     async fn current_revision(&self) -> Result<i64, StoreError> {
         self.inner.current_revision().await
     }

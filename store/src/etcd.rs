@@ -551,11 +551,57 @@ impl Store for EtcdStore {
         prefix: &str,
         start_revision: Revision,
     ) -> Result<WatchStream, StoreError> {
+        self.watch_with(prefix, start_revision, true).await
+    }
+
+    async fn watch_current(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        // etcd would read every change's previous revision from its backend
+        // and send it along: a second value per event that this watcher
+        // does not read.
+        self.watch_with(prefix, start_revision, false).await
+    }
+
+    async fn request_progress(&self) -> Result<(), StoreError> {
+        if self.ordered_progress {
+            self.progress
+                .send_modify(|asked| *asked = asked.wrapping_add(1));
+        }
+        Ok(())
+    }
+
+    fn reports_progress(&self) -> bool {
+        self.ordered_progress
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        current_revision(&self.client).await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        compact(&self.client, revision).await
+    }
+}
+
+impl EtcdStore {
+    /// A watch of the keys under `prefix`, with each change's previous
+    /// state when `prev` (etcd's `prev_kv`).
+    async fn watch_with(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+        prev: bool,
+    ) -> Result<WatchStream, StoreError> {
         let end = prefix_end(prefix);
         let mut opts = WatchOptions::new()
             .with_range(if end.is_empty() { vec![0] } else { end })
-            .with_prev_key()
             .with_progress_notify();
+        if prev {
+            opts = opts.with_prev_key();
+        }
         if start_revision > 0 {
             opts = opts.with_start_revision(start_revision);
         }
@@ -595,58 +641,48 @@ impl Store for EtcdStore {
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
+}
 
-    async fn request_progress(&self) -> Result<(), StoreError> {
-        if self.ordered_progress {
-            self.progress
-                .send_modify(|asked| *asked = asked.wrapping_add(1));
+/// The store's current revision.
+async fn current_revision(client: &Client) -> Result<Revision, StoreError> {
+    let resp = unsent_retried(|| {
+        let mut kv = kv_client(client);
+        async move {
+            kv.get(vec![0], Some(GetOptions::new().with_count_only()))
+                .await
         }
-        Ok(())
-    }
+    })
+    .await
+    .map_err(map_err)?;
+    Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+}
 
-    fn reports_progress(&self) -> bool {
-        self.ordered_progress
-    }
-
-    async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let resp = unsent_retried(|| {
-            let mut kv = kv_client(&self.client);
-            async move {
-                kv.get(vec![0], Some(GetOptions::new().with_count_only()))
-                    .await
-            }
-        })
-        .await
-        .map_err(map_err)?;
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        match unsent_retried(|| {
-            let mut kv = kv_client(&self.client);
-            async move {
-                kv.compact(revision, Some(CompactionOptions::new().with_physical()))
-                    .await
-            }
-        })
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("required revision has been compacted") {
-                    Err(StoreError::Compacted {
-                        requested: revision,
-                        compacted: 0,
-                    })
-                } else if text.contains("required revision is a future revision") {
-                    Err(StoreError::FutureRevision {
-                        requested: revision,
-                        current: self.current_revision().await.unwrap_or(0),
-                    })
-                } else {
-                    Err(StoreError::unavailable(text))
-                }
+/// Compacts the store's history up to `revision`, physically.
+async fn compact(client: &Client, revision: Revision) -> Result<(), StoreError> {
+    match unsent_retried(|| {
+        let mut kv = kv_client(client);
+        async move {
+            kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+                .await
+        }
+    })
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains("required revision has been compacted") {
+                Err(StoreError::Compacted {
+                    requested: revision,
+                    compacted: 0,
+                })
+            } else if text.contains("required revision is a future revision") {
+                Err(StoreError::FutureRevision {
+                    requested: revision,
+                    current: current_revision(client).await.unwrap_or(0),
+                })
+            } else {
+                Err(StoreError::unavailable(text))
             }
         }
     }

@@ -360,6 +360,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         start_revision: Revision,
     ) -> Result<WatchStream, StoreError>;
 
+    /// As [`Store::watch`], for a watcher that keeps every key's last state
+    /// itself (the API server's watch cache): a `Put` may come without its
+    /// `prev`, and a `Delete`'s `prev` may hold the key alone (an empty
+    /// value), so the backend need not read and send each change's
+    /// previous state. By default, [`Store::watch`].
+    async fn watch_current(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        self.watch(prefix, start_revision).await
+    }
+
     /// The store's current revision.
     async fn current_revision(&self) -> Result<Revision, StoreError>;
 

@@ -260,6 +260,37 @@ mod suite {
         Ok(())
     }
 
+    /// The watch the API server's cache follows: every change, in order,
+    /// each put with its new value and each delete with its key; the
+    /// previous states may be left out.
+    pub async fn watch_current_delivers_every_change_in_order(
+        s: &dyn Store,
+        p: &str,
+    ) -> Result<()> {
+        let a = s.create(&format!("{p}c/a"), b"1".to_vec()).await?;
+        let mut w = s.watch_current(&format!("{p}c/"), a.mod_revision).await?;
+        let a2 = s
+            .update(&format!("{p}c/a"), b"2".to_vec(), a.mod_revision)
+            .await?;
+        s.create(&format!("{p}elsewhere"), b"no".to_vec()).await?;
+        let d = s.delete(&format!("{p}c/a"), Some(a2.mod_revision)).await?;
+        let key = format!("{p}c/a");
+        for (want, revision) in [(b"1", a.mod_revision), (b"2", a2.mod_revision)] {
+            let ev = next_event(&mut w).await?;
+            assert_eq!(put_of(&ev), Some((key.as_str(), want.as_slice())));
+            assert_eq!(ev.revision(), revision);
+        }
+        match next_event(&mut w).await? {
+            WatchEvent::Delete { prev, revision } => {
+                assert_eq!(prev.key, key);
+                assert!(prev.value.is_empty() || prev.value == b"2");
+                assert_eq!(revision, d.revision);
+            }
+            other => bail!("expected a delete, got {other:?}"),
+        }
+        Ok(())
+    }
+
     pub async fn watch_from_now_sees_only_new_changes_under_its_prefix(
         s: &dyn Store,
         p: &str,
@@ -545,6 +576,7 @@ conformance!(
     range_lists_a_prefix_in_key_order_and_pages,
     range_at_a_past_revision_sees_the_past,
     watch_replays_history_then_follows_live_changes,
+    watch_current_delivers_every_change_in_order,
     watch_from_now_sees_only_new_changes_under_its_prefix,
     compaction_makes_older_revisions_unreadable,
     concurrent_compare_and_swap_loses_no_update,

@@ -195,7 +195,7 @@ impl WatchCache {
         progress: &watch::Sender<i64>,
     ) -> Lost {
         let mut applied = revision;
-        let mut stream = match store.watch(ROOT, revision + 1).await {
+        let mut stream = match store.watch_current(ROOT, revision + 1).await {
             Ok(stream) => stream,
             Err(e) => return Lost::after(applied, e),
         };
