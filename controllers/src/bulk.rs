@@ -36,6 +36,15 @@ enum Refusals {
     Stop,
 }
 
+/// A bulk request's body: a list of `kind`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody<'a, T> {
+    api_version: &'a str,
+    kind: &'a str,
+    items: &'a [T],
+}
+
 /// POSTs `items` as a list of `kind` to `path`, [`CHUNK`] at a time, and
 /// returns each item's result in order (fewer with [`Refusals::Stop`]). An
 /// error of a whole request (the server unreachable, a 429) fails the call;
@@ -50,8 +59,13 @@ async fn post_items<T: Serialize>(
 ) -> Result<Vec<ItemResult>, kube::Error> {
     let mut results = Vec::with_capacity(items.len());
     for chunk in items.chunks(CHUNK) {
-        let body = json!({"apiVersion": "corral.dev/v1alpha1", "kind": kind, "items": chunk});
-        let body = serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?;
+        // Encoded straight from the items, not through a `Value` of them.
+        let body = serde_json::to_vec(&ListBody {
+            api_version: "corral.dev/v1alpha1",
+            kind,
+            items: chunk,
+        })
+        .map_err(kube::Error::SerdeError)?;
         let req = http::Request::post(path)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)

@@ -1,8 +1,9 @@
 //! The lost-task controller: tasks stuck in a transient phase become LOST.
 //!
-//! Watches (through the shared [`crate::cache`]): Tasks and Jobs. For each
-//! task in ASSIGNED or STARTING it reads its job's timeouts from the cache,
-//! not the API server (Aurora's five minutes by default) and, once the timeout passed,
+//! Watches (through the shared [`crate::cache`]): Tasks and Jobs; only the
+//! changes of tasks in ASSIGNED or STARTING reach it. For each such task it
+//! reads its job's timeouts from the cache, not the API server (Aurora's
+//! five minutes by default) and, once the timeout passed,
 //! drives the task to LOST through the lifecycle state machine (a task event
 //! records why); otherwise it requeues the task for the moment its timeout
 //! falls due. The job controller then replaces the lost task. No state is
@@ -50,7 +51,7 @@ struct Ctx {
 }
 
 async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> {
-    let Some(status) = task.status.clone() else {
+    let Some(status) = task.status.as_ref() else {
         return Ok(Action::await_change());
     };
     let ns = task
@@ -72,8 +73,8 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Ctx>) -> Result<Action, LostError> 
         .and_then(|job| job.spec.timeouts.clone())
         .unwrap_or_default();
     let now = jiff::Timestamp::now();
-    let Some(event) = timeouts::due(&status, &limits, now) else {
-        return Ok(match timeouts::deadline(&status, &limits) {
+    let Some(event) = timeouts::due(status, &limits, now) else {
+        return Ok(match timeouts::deadline(status, &limits) {
             Some(at) => {
                 let wait = Duration::from_millis(
                     u64::try_from((at.as_millisecond() - now.as_millisecond()).max(0)).unwrap_or(0)
@@ -123,7 +124,14 @@ pub async fn run_cached(
         jobs: caches.jobs().store(),
     });
     let tasks = caches.tasks();
-    Controller::for_shared_stream(tasks.touched(), tasks.store())
+    // Only a task in a phase that can time out needs looking at: a task
+    // that leaves it meanwhile is looked at once more when its requeue
+    // falls due, and found with nothing to do.
+    let timed = tasks.touched().filter(|t| {
+        let phase = t.status.as_ref().map(|s| s.phase());
+        std::future::ready(phase.is_some_and(timeouts::timed))
+    });
+    Controller::for_shared_stream(timed, tasks.store())
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
