@@ -281,6 +281,10 @@ fn target_of(u: Option<&UpdateStatus>) -> Target {
 
 /// Decides the next step of the job's update; see the module doc.
 pub fn decide(input: Input, by_instance: &ByInstance) -> Roll {
+    debug_assert!(
+        input.replacing.is_sorted(),
+        "replacing is searched by bisection"
+    );
     let spec_hash = hash_of(input.spec);
     let mut roll = Roll {
         kill: Vec::new(),
