@@ -249,8 +249,19 @@ impl<K: Cached> Shared<K> {
     /// The objects that changed (a deleted one in its last state; on a
     /// resync, every object in the store): a controller's trigger stream.
     pub fn touched(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.touched_after(|_| {})
+    }
+
+    /// As [`Shared::touched`], each change first handed to `seen`: for a
+    /// subscriber that keeps something derived from the objects, up to date
+    /// before the objects the change touched trigger it.
+    pub fn touched_after(
+        &self,
+        mut seen: impl FnMut(&Change<K>) + Send + 'static,
+    ) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let store = self.store.clone();
         self.changes().flat_map(move |change| {
+            seen(&change);
             let objs = match change {
                 Change::Applied(o) | Change::Deleted(o) => vec![o],
                 Change::Resynced => store.state(),

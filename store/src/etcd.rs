@@ -198,6 +198,61 @@ impl EtcdStore {
             .flatten()
             .unwrap_or(0)
     }
+
+    /// A watch of the keys under `prefix`, with each change's previous
+    /// state when `prev` (etcd's `prev_kv`).
+    async fn watch_with(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+        prev: bool,
+    ) -> Result<WatchStream, StoreError> {
+        let end = prefix_end(prefix);
+        let mut opts = WatchOptions::new()
+            .with_range(if end.is_empty() { vec![0] } else { end })
+            .with_progress_notify();
+        if prev {
+            opts = opts.with_prev_key();
+        }
+        if start_revision > 0 {
+            opts = opts.with_start_revision(start_revision);
+        }
+        let (mut requests, mut responses) = unsent_retried(|| {
+            let (mut watches, opts) = (watch_client(&self.client), opts.clone());
+            async move { watches.watch(prefix, Some(opts)).await }
+        })
+        .await
+        .map_err(map_err)?
+        .split();
+        let requested = start_revision;
+        let mut asked = self.progress.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<WatchEvent, StoreError>>(256);
+        // One task per watch: it passes on etcd's responses and asks etcd for
+        // progress when the store is asked to; it ends with the stream's
+        // reader, or after the first error.
+        tokio::spawn(async move {
+            let mut asking = true;
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    changed = asked.changed(), if asking => {
+                        // A stream etcd already ended reports that itself.
+                        asking = changed.is_ok() && requests.request_progress().await.is_ok();
+                    }
+                    item = responses.next() => {
+                        let Some(item) = item else { return };
+                        for ev in watch_response(item, requested) {
+                            let failed = ev.is_err();
+                            if tx.send(ev).await.is_err() || failed {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
 }
 
 /// The largest response Corral accepts from etcd. gRPC's default of 4 MiB
@@ -578,111 +633,44 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        current_revision(&self.client).await
+        let resp = unsent_retried(|| {
+            let mut kv = kv_client(&self.client);
+            async move {
+                kv.get(vec![0], Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await
+        .map_err(map_err)?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        compact(&self.client, revision).await
-    }
-}
-
-impl EtcdStore {
-    /// A watch of the keys under `prefix`, with each change's previous
-    /// state when `prev` (etcd's `prev_kv`).
-    async fn watch_with(
-        &self,
-        prefix: &str,
-        start_revision: Revision,
-        prev: bool,
-    ) -> Result<WatchStream, StoreError> {
-        let end = prefix_end(prefix);
-        let mut opts = WatchOptions::new()
-            .with_range(if end.is_empty() { vec![0] } else { end })
-            .with_progress_notify();
-        if prev {
-            opts = opts.with_prev_key();
-        }
-        if start_revision > 0 {
-            opts = opts.with_start_revision(start_revision);
-        }
-        let (mut requests, mut responses) = unsent_retried(|| {
-            let (mut watches, opts) = (watch_client(&self.client), opts.clone());
-            async move { watches.watch(prefix, Some(opts)).await }
+        match unsent_retried(|| {
+            let mut kv = kv_client(&self.client);
+            async move {
+                kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+                    .await
+            }
         })
         .await
-        .map_err(map_err)?
-        .split();
-        let requested = start_revision;
-        let mut asked = self.progress.subscribe();
-        let (tx, rx) = mpsc::channel::<Result<WatchEvent, StoreError>>(256);
-        // One task per watch: it passes on etcd's responses and asks etcd for
-        // progress when the store is asked to; it ends with the stream's
-        // reader, or after the first error.
-        tokio::spawn(async move {
-            let mut asking = true;
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    changed = asked.changed(), if asking => {
-                        // A stream etcd already ended reports that itself.
-                        asking = changed.is_ok() && requests.request_progress().await.is_ok();
-                    }
-                    item = responses.next() => {
-                        let Some(item) = item else { return };
-                        for ev in watch_response(item, requested) {
-                            let failed = ev.is_err();
-                            if tx.send(ev).await.is_err() || failed {
-                                return;
-                            }
-                        }
-                    }
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("required revision has been compacted") {
+                    Err(StoreError::Compacted {
+                        requested: revision,
+                        compacted: 0,
+                    })
+                } else if text.contains("required revision is a future revision") {
+                    Err(StoreError::FutureRevision {
+                        requested: revision,
+                        current: self.current_revision().await.unwrap_or(0),
+                    })
+                } else {
+                    Err(StoreError::unavailable(text))
                 }
-            }
-        });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
-    }
-}
-
-/// The store's current revision.
-async fn current_revision(client: &Client) -> Result<Revision, StoreError> {
-    let resp = unsent_retried(|| {
-        let mut kv = kv_client(client);
-        async move {
-            kv.get(vec![0], Some(GetOptions::new().with_count_only()))
-                .await
-        }
-    })
-    .await
-    .map_err(map_err)?;
-    Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
-}
-
-/// Compacts the store's history up to `revision`, physically.
-async fn compact(client: &Client, revision: Revision) -> Result<(), StoreError> {
-    match unsent_retried(|| {
-        let mut kv = kv_client(client);
-        async move {
-            kv.compact(revision, Some(CompactionOptions::new().with_physical()))
-                .await
-        }
-    })
-    .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("required revision has been compacted") {
-                Err(StoreError::Compacted {
-                    requested: revision,
-                    compacted: 0,
-                })
-            } else if text.contains("required revision is a future revision") {
-                Err(StoreError::FutureRevision {
-                    requested: revision,
-                    current: current_revision(client).await.unwrap_or(0),
-                })
-            } else {
-                Err(StoreError::unavailable(text))
             }
         }
     }

@@ -20,7 +20,7 @@ use corral_api::Task;
 use corral_api::job::JOB_LABEL;
 use corral_core::jobs::{self, TaskView};
 use corral_core::latency::{Sample, TaskHistory};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream};
 use kube::runtime::reflector::Store;
 
 use crate::cache::{self, Change, Shared};
@@ -170,14 +170,7 @@ impl Views {
 /// first applied to `views`: the job controller's trigger stream.
 pub fn feed(tasks: &Shared<Task>, views: Views) -> impl Stream<Item = Arc<Task>> + Send + 'static {
     let store = tasks.store();
-    tasks.changes().flat_map(move |change| {
-        views.apply(&change, &store);
-        let objs = match change {
-            Change::Applied(o) | Change::Deleted(o) => vec![o],
-            Change::Resynced => store.state(),
-        };
-        futures::stream::iter(objs)
-    })
+    tasks.touched_after(move |change| views.apply(change, &store))
 }
 
 #[cfg(test)]
